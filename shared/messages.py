@@ -1,0 +1,116 @@
+"""Wire messages between agents and the cloud (JSON over MQTT), validated by pydantic v2.
+
+Every message carries ``schema`` (the contract version). Edge-side messages forbid unknown
+keys, so a typo on a gateway is an error and never a silently dropped field.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.topics import AGENT_ID_PATTERN
+
+SCHEMA_VERSION = 1
+MAX_EVENTS_PER_BATCH = 1000
+
+AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+EventId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+AttributeValue = float | int | str | bool
+EventState = Literal["start", "update", "end", "instant"]
+
+
+def new_event_id() -> str:
+    """A globally unique, time-ordered id (UUIDv7 layout: 48-bit ms clock, 74 random bits).
+
+    Python 3.11 has no ``uuid.uuid7``; time order keeps the cloud's primary-key index
+    append-mostly.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC (the only kind of time on the wire)."""
+    return datetime.now(UTC)
+
+
+class _EdgeMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ModelRef(_EdgeMessage):
+    """Which model produced a result: name, version and the sha256 of its ONNX file."""
+
+    name: Name
+    version: Name
+    sha256: Sha256
+
+
+class Event(_EdgeMessage):
+    """A meaningful result at the edge; ``id`` is fixed when it is created and never changes."""
+
+    id: EventId
+    pipeline: Name
+    kind: Name
+    state: EventState
+    label: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    score: float = Field(allow_inf_nan=False)
+    ts: AwareDatetime
+    seq: int = Field(ge=0)
+    model: ModelRef
+    attributes: dict[Annotated[str, StringConstraints(max_length=64)], AttributeValue] = Field(
+        default_factory=dict, max_length=32
+    )
+
+
+class EventBatch(_EdgeMessage):
+    """What an agent publishes on ``events``: one MQTT message, many events."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent_id: AgentId
+    sent_at: AwareDatetime
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+
+
+class PipelineStatus(_EdgeMessage):
+    """What one pipeline runs and what it has done since the agent started."""
+
+    name: Name
+    model: ModelRef | None
+    samples_in: int = Field(ge=0)
+    inferences: int = Field(ge=0)
+    events_out: int = Field(ge=0)
+    gated: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+
+
+class AgentStatus(_EdgeMessage):
+    """The retained heartbeat on ``status``; the Last Will sets ``state`` to ``offline``."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent_id: AgentId
+    state: Literal["online", "offline"]
+    reason: Annotated[str, StringConstraints(max_length=256)] = ""
+    ts: AwareDatetime
+    agent_version: Annotated[str, StringConstraints(max_length=32)] = ""
+    uptime_s: float = Field(default=0.0, ge=0)
+    heartbeat_s: float = Field(default=0.0, ge=0)
+    pipelines: list[PipelineStatus] = Field(default_factory=list)
+    outbox_depth: int = Field(default=0, ge=0)
+    outbox_oldest_age_s: float = Field(default=0.0, ge=0)
+
+
+def encode(message: BaseModel) -> bytes:
+    """Serialise a wire message as compact JSON with its aliases (``schema``)."""
+    return message.model_dump_json(by_alias=True).encode()
