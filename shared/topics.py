@@ -14,8 +14,9 @@ from enum import StrEnum
 from shared.errors import ContractError
 
 ROOT = "aiot/v1/agents"
-AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_AGENT_ID = re.compile(AGENT_ID_PATTERN)
+_AGENT_ID_BODY = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+AGENT_ID_PATTERN = f"^{_AGENT_ID_BODY}$"
+_AGENT_ID = re.compile(_AGENT_ID_BODY)
 
 
 class Channel(StrEnum):
@@ -32,7 +33,7 @@ class Channel(StrEnum):
 
 def check_agent_id(agent_id: str) -> str:
     """Return ``agent_id`` if it may be used as a topic level, else raise ContractError."""
-    if not _AGENT_ID.match(agent_id):
+    if not _AGENT_ID.fullmatch(agent_id):
         raise ContractError(
             f"agent id {agent_id!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
             "and start with a letter or digit"
@@ -80,7 +81,7 @@ def subscription(channel: Channel, *, agent_id: str = "+", share_group: str | No
     topic_filter = f"{ROOT}/{agent_id}/{channel.value}"
     if share_group is None:
         return topic_filter
-    if not re.match(r"^[A-Za-z0-9_-]+$", share_group):
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", share_group):
         raise ContractError(f"share group {share_group!r} must be letters, digits, '_' or '-'")
     return f"$share/{share_group}/{topic_filter}"
 
