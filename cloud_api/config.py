@@ -1,0 +1,85 @@
+"""Settings of the cloud API: one typed tree read from ``AIOT_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+MqttProtocol = Literal["5", "3.1.1"]
+
+
+class Settings(BaseSettings):
+    """What the API and its in-process ingest worker need; validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="AIOT_", extra="forbid", frozen=True)
+
+    database_url: str = "sqlite:///./data/aiot.db"
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_protocol: MqttProtocol = "5"
+    ingest_enabled: bool = True
+    ingest_client_id: str = Field(default="aiot-cloud-ingest", min_length=1, max_length=64)
+    ingest_share_group: str | None = None
+    ingest_batch_max: int = Field(default=200, ge=1, le=10_000)
+    ingest_flush_s: float = Field(default=0.05, gt=0, le=10)
+    heartbeat_grace: float = Field(default=3.0, ge=1, le=100)
+    data_dir: Path = Path("./data")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if scheme not in {"sqlite", "postgresql", "postgresql+psycopg"}:
+            raise ValueError(
+                f"AIOT_DATABASE_URL must start with sqlite:// or postgresql:// (got {scheme!r})"
+            )
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        try:
+            parse_mqtt_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _share_group_needs_mqtt5(self) -> Settings:
+        if self.ingest_share_group is not None and self.mqtt_protocol != "5":
+            raise ValueError(
+                "AIOT_INGEST_SHARE_GROUP needs AIOT_MQTT_PROTOCOL=5: "
+                "shared subscriptions do not exist in MQTT 3.1.1"
+            )
+        return self
+
+
+def load_settings(**values: object) -> Settings:
+    """Read settings from the environment (and ``values``); raise ConfigError naming the key."""
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"AIOT_{'_'.join(str(part) for part in error['loc']).upper() or '*'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"invalid cloud settings: {problems}") from None
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
+    """Split ``mqtt://[user:password@]host[:port]`` into host, port, user and password."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"mqtt", "tcp"}:
+        raise ConfigError(f"MQTT URL {url!r} must start with mqtt:// (TLS is not supported yet)")
+    if not parts.hostname:
+        raise ConfigError(f"MQTT URL {url!r} has no host")
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        raise ConfigError(f"MQTT URL {url!r} has an invalid port") from None
+    return parts.hostname, port, parts.username, parts.password

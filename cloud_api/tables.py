@@ -1,0 +1,99 @@
+"""SQL tables (SQLAlchemy 2.0 typed ORM): events, agents and dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as UTC.
+
+    SQLite has no time zones: values are stored as naive UTC text of fixed width (so ordering
+    and keyset comparisons work) and read back as aware UTC. PostgreSQL uses ``timestamptz``.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: store timezone-aware values only")
+        if dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; its metadata is what the migrations must produce."""
+
+
+class EventRow(Base):
+    """One edge event; ``id`` is the edge's event id, so re-delivery inserts nothing."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(128))
+    score: Mapped[float] = mapped_column(Float)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    attributes: Mapped[dict[str, Any]] = mapped_column(Json)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        # Keyset pagination walks (ts, id) newest first; each filter leads its own index.
+        Index("ix_events_ts_id", "ts", "id"),
+        Index("ix_events_agent_ts", "agent_id", "ts", "id"),
+        Index("ix_events_pipeline_ts", "pipeline", "ts", "id"),
+        Index("ix_events_label_ts", "label", "ts", "id"),
+    )
+
+
+class AgentRow(Base):
+    """The last status an agent reported; ``last_seen`` is when it last said it was online."""
+
+    __tablename__ = "agents"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(256))
+    last_status: Mapped[dict[str, Any]] = mapped_column(Json)
+    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    heartbeat_s: Mapped[float] = mapped_column(Float)
+
+
+class DeadLetterRow(Base):
+    """A message ingest could not store, kept with the reason so bad input never stops ingest."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(512))
+    payload: Mapped[str] = mapped_column(Text)
+    payload_size: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
