@@ -1,4 +1,4 @@
-"""Real services for integration tests: a Mosquitto broker and a PostgreSQL cluster as processes.
+"""Real services for integration tests: Mosquitto (the demo's own launcher) and PostgreSQL.
 
 Ports are chosen free by binding port 0, data lives in temp dirs, and each process is ended
 by its own pid.
@@ -8,68 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.broker import MosquittoProcess as Mosquitto
+from cli.broker import free_port, wait_for_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-@dataclass
-class Mosquitto:
-    """A Mosquitto broker on 127.0.0.1; ``stop()``/``start()`` simulate an outage on one port."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    extra_config: str = ""
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "user root\n"
-            "max_inflight_messages 0\n"
-            "max_queued_messages 100000\n"
-            f"{self.extra_config}"
-        )
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
+__all__ = ["Mosquitto", "PostgresCluster", "free_port", "wait_for_port"]
 
 
 def _as_postgres(args: list[str]) -> list[str]:

@@ -1,0 +1,55 @@
+# The commands the README gives. Everything sets itself up on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench services clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+
+# Re-install when pyproject.toml changes.
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[edge,cloud,models,demo]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed-demo
+
+demo: $(VENV)/.installed-demo
+	$(BIN)/aiot models build --if-missing
+	$(BIN)/aiot demo
+
+# Mosquitto (and docker-compose, to validate deploy/compose.yml) for the integration tests.
+services:
+	@if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null \
+	    || ! command -v docker-compose >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      mosquitto mosquitto-clients docker-compose >/dev/null; \
+	  else \
+	    echo "Tests need Mosquitto and docker-compose: sudo apt-get install mosquitto mosquitto-clients docker-compose" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@command -v initdb >/dev/null && command -v pg_ctl >/dev/null || { \
+	  echo "Tests need PostgreSQL server binaries (initdb, pg_ctl) on PATH: apt-get install postgresql" >&2; exit 1; }
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+test: $(VENV)/.installed-dev services lint
+	$(BIN)/aiot models build --if-missing
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed-dev services
+	$(BIN)/aiot models build --if-missing
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results.json

@@ -1,0 +1,86 @@
+"""`aiot cloud ...`: the API server and stand-alone ingest workers."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="The cloud API and its ingest workers.", no_args_is_help=True)
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="SQLAlchemy URL (default: $AIOT_DATABASE_URL or SQLite).")
+]
+MqttOption = Annotated[
+    str | None, typer.Option("--mqtt", help="Broker URL mqtt://host:port (default: $AIOT_MQTT_URL).")
+]
+ProtocolOption = Annotated[
+    str | None, typer.Option("--mqtt-protocol", help="MQTT protocol: 5 or 3.1.1.")
+]
+
+
+def _overrides(db: str | None, mqtt: str | None, protocol: str | None) -> dict[str, object]:
+    given = {"database_url": db, "mqtt_url": mqtt, "mqtt_protocol": protocol}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    db: DbOption = None,
+    mqtt: MqttOption = None,
+    mqtt_protocol: ProtocolOption = None,
+    ingest: Annotated[bool, typer.Option(help="Run one ingest worker in the API process.")] = True,
+) -> None:
+    """Serve the REST API (and, by default, ingest events from the broker in-process)."""
+    import uvicorn
+
+    from cloud_api.config import Settings
+    from cloud_api.main import create_app
+
+    settings = Settings(**_overrides(db, mqtt, mqtt_protocol), ingest_enabled=ingest)  # type: ignore[arg-type]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def ingest(
+    db: DbOption = None,
+    mqtt: MqttOption = None,
+    mqtt_protocol: ProtocolOption = None,
+    client_id: Annotated[str, typer.Option(help="MQTT client id (unique per worker).")] = "",
+    share_group: Annotated[
+        str | None, typer.Option(help="MQTT 5 shared subscription group, to run several workers.")
+    ] = None,
+) -> None:
+    """Run an ingest worker as its own process until SIGTERM or Ctrl-C."""
+    import os
+
+    from cloud_api.config import Settings
+    from cloud_api.db import create_engine, migrate
+    from cloud_api.ingest import IngestWorker
+
+    settings = Settings(**_overrides(db, mqtt, mqtt_protocol))  # type: ignore[arg-type]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = create_engine(settings.database_url)
+    migrate(engine)
+    worker = IngestWorker(
+        engine=engine,
+        mqtt_url=settings.mqtt_url,
+        protocol=settings.mqtt_protocol,
+        client_id=client_id or f"aiot-ingest-{os.getpid()}",
+        share_group=share_group,
+        batch_max=settings.ingest_batch_max,
+        flush_s=settings.ingest_flush_s,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.start()
+    stop.wait()
+    worker.stop()
+    engine.dispose()

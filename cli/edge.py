@@ -1,0 +1,44 @@
+"""`aiot edge ...`: run the edge agent daemon or check its config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.errors import ConfigError
+
+app = typer.Typer(help="The edge agent that runs on gateways.", no_args_is_help=True)
+
+ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="Agent YAML config file.")]
+
+
+@app.command()
+def run(config: ConfigPath, log_level: str = "INFO") -> None:
+    """Run the agent until SIGTERM or Ctrl-C."""
+    from edge_agent.agent import run as run_agent
+    from edge_agent.config import load_config
+
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        agent_config = load_config(config)
+    except ConfigError as error:
+        typer.echo(f"invalid config: {error}", err=True)
+        raise typer.Exit(2) from None
+    run_agent(agent_config)
+
+
+@app.command("validate-config")
+def validate_config(path: Annotated[Path, typer.Argument(help="Agent YAML config file.")]) -> None:
+    """Check a config file; print what it declares, or the key, file and line that is wrong."""
+    from edge_agent.config import load_config
+
+    try:
+        agent_config = load_config(path)
+    except ConfigError as error:
+        typer.echo(f"invalid config: {error}", err=True)
+        raise typer.Exit(2) from None
+    names = ", ".join(p.name for p in agent_config.pipelines)
+    typer.echo(f"{path}: OK, agent {agent_config.agent_id}, pipelines: {names}")
