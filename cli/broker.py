@@ -59,6 +59,7 @@ class MosquittoProcess:
     workdir: Path
     port: int = field(default_factory=free_port)
     extra_config: str = ""
+    persistent: bool = False
     process: subprocess.Popen[bytes] | None = None
     name: str = "mosquitto"
     protocol: str = "5"
@@ -69,11 +70,17 @@ class MosquittoProcess:
 
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
+        # A persistent broker keeps sessions and queued QoS 1 messages across a restart.
+        persistence = (
+            f"persistence true\npersistence_location {self.workdir}/\n"
+            if self.persistent
+            else "persistence false\n"
+        )
         # `user root` keeps Mosquitto from dropping privileges when started as root (CI).
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence false\n"
+            f"{persistence}"
             "user root\n"
             "max_inflight_messages 0\n"
             "max_queued_messages 100000\n"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from cli import configure_logging
+
+if TYPE_CHECKING:
+    from cloud_api.config import Settings as CloudSettings
 
 app = typer.Typer(help="The cloud API and its ingest workers.", no_args_is_help=True)
 
@@ -15,16 +19,27 @@ DbOption = Annotated[
     str | None, typer.Option("--db", help="SQLAlchemy URL (default: $AIOT_DATABASE_URL or SQLite).")
 ]
 MqttOption = Annotated[
-    str | None, typer.Option("--mqtt", help="Broker URL mqtt://host:port (default: $AIOT_MQTT_URL).")
+    str | None,
+    typer.Option("--mqtt", help="Broker URL mqtt://host:port (default: $AIOT_MQTT_URL)."),
 ]
 ProtocolOption = Annotated[
     str | None, typer.Option("--mqtt-protocol", help="MQTT protocol: 5 or 3.1.1.")
 ]
 
 
-def _overrides(db: str | None, mqtt: str | None, protocol: str | None) -> dict[str, object]:
-    given = {"database_url": db, "mqtt_url": mqtt, "mqtt_protocol": protocol}
-    return {key: value for key, value in given.items() if value is not None}
+def _settings(
+    db: str | None, mqtt: str | None, protocol: str | None, **more: object
+) -> CloudSettings:
+    """Settings from the environment, overridden by the options given; errors exit with 2."""
+    from cloud_api.config import load_settings
+    from shared.errors import ConfigError
+
+    given = {"database_url": db, "mqtt_url": mqtt, "mqtt_protocol": protocol, **more}
+    try:
+        return load_settings(**{key: value for key, value in given.items() if value is not None})
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -39,11 +54,10 @@ def serve(
     """Serve the REST API (and, by default, ingest events from the broker in-process)."""
     import uvicorn
 
-    from cloud_api.config import Settings
     from cloud_api.main import create_app
 
-    settings = Settings(**_overrides(db, mqtt, mqtt_protocol), ingest_enabled=ingest)  # type: ignore[arg-type]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(db, mqtt, mqtt_protocol, ingest_enabled=ingest)
+    configure_logging()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
@@ -58,22 +72,19 @@ def ingest(
     ] = None,
 ) -> None:
     """Run an ingest worker as its own process until SIGTERM or Ctrl-C."""
-    import os
-
-    from cloud_api.config import Settings
-    from cloud_api.db import create_engine, migrate
+    from cloud_api.db import create_db_engine, migrate
     from cloud_api.ingest import IngestWorker
 
-    settings = Settings(**_overrides(db, mqtt, mqtt_protocol))  # type: ignore[arg-type]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    engine = create_engine(settings.database_url)
+    settings = _settings(db, mqtt, mqtt_protocol, ingest_share_group=share_group)
+    configure_logging()
+    engine = create_db_engine(settings.database_url)
     migrate(engine)
     worker = IngestWorker(
         engine=engine,
         mqtt_url=settings.mqtt_url,
         protocol=settings.mqtt_protocol,
-        client_id=client_id or f"aiot-ingest-{os.getpid()}",
-        share_group=share_group,
+        client_id=client_id or settings.ingest_client_id,
+        share_group=settings.ingest_share_group,
         batch_max=settings.ingest_batch_max,
         flush_s=settings.ingest_flush_s,
     )

@@ -31,9 +31,8 @@ def demo_agent_config(*, broker_url: str, protocol: str, workdir: Path, hours: f
     faults = []
     for i in range(int(hours * 3600 / FAULT_EVERY_S)):
         at = 8.0 + i * FAULT_EVERY_S
-        faults.append(
-            f"        - {{at_s: {at}, duration_s: {FAULT_LASTS_S}, fault: {FAULTS[i % len(FAULTS)]}}}"
-        )
+        fault = FAULTS[i % len(FAULTS)]
+        faults.append(f"        - {{at_s: {at}, duration_s: {FAULT_LASTS_S}, fault: {fault}}}")
     schedule = "\n".join(faults)
     return f"""\
 # Written by `aiot demo`; see deploy/edge.example.yaml for every key.
@@ -122,9 +121,10 @@ def _show_live(console: Any, api_url: str, duration: float | None) -> None:
     from rich.live import Live
 
     deadline = time.monotonic() + duration if duration is not None else float("inf")
-    with httpx.Client(base_url=api_url, timeout=5) as client, Live(
-        console=console, refresh_per_second=2
-    ) as live:
+    with (
+        httpx.Client(base_url=api_url, timeout=5) as client,
+        Live(console=console, refresh_per_second=2) as live,
+    ):
         while time.monotonic() < deadline:
             events = client.get("/api/v1/events", params={"limit": 12}).json()["items"]
             agents = client.get("/api/v1/agents").json()

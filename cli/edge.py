@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from cli import configure_logging
 from shared.errors import ConfigError
 
 app = typer.Typer(help="The edge agent that runs on gateways.", no_args_is_help=True)
@@ -21,7 +21,7 @@ def run(config: ConfigPath, log_level: str = "INFO") -> None:
     from edge_agent.agent import run as run_agent
     from edge_agent.config import load_config
 
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     try:
         agent_config = load_config(config)
     except ConfigError as error:

@@ -12,7 +12,9 @@ app = typer.Typer(help="Models the platform ships with.", no_args_is_help=True)
 
 @app.command()
 def build(
-    out: Annotated[Path | None, typer.Option(help="Target dir (default: the models package).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Target dir (default: the models package).")
+    ] = None,
     if_missing: Annotated[bool, typer.Option(help="Only build what is missing or stale.")] = False,
 ) -> None:
     """Train and export the shipped ONNX models and write their manifest (deterministic)."""

@@ -24,8 +24,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A broker for one test that may stop and restart it."""
-    server = Mosquitto(tmp_path)
+    """A broker for one test that may stop and restart it; it persists sessions like production."""
+    server = Mosquitto(tmp_path, persistent=True)
     server.start()
     yield server
     server.stop()
