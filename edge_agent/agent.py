@@ -1,0 +1,157 @@
+"""The agent: start-up and shutdown order, written once.
+
+``start()`` reads as the order things come up: outbox, model slots and pipelines, metrics,
+uplink, pipeline threads. ``stop()`` undoes it in reverse: pipelines stop and drain into
+the outbox, the uplink gets a short grace period to flush it, then metrics and outbox close.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+
+from edge_agent import __version__
+from edge_agent.config import AgentConfig
+from edge_agent.health import AgentCollector, MetricsServer, UplinkHealth
+from edge_agent.inference.slot import load_slot
+from edge_agent.outbox import Outbox
+from edge_agent.pipeline import Pipeline
+from edge_agent.uplink import Uplink
+from shared.messages import AgentStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """The edge daemon: pipelines feeding a durable outbox, drained to MQTT by the uplink."""
+
+    def __init__(self, config: AgentConfig, *, flush_grace_s: float = 3.0) -> None:
+        self.config = config
+        self.registry = CollectorRegistry()
+        self._flush_grace_s = flush_grace_s
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started_at = 0.0
+        self.outbox: Outbox | None = None
+        self.pipelines: list[Pipeline] = []
+        self.uplink: Uplink | None = None
+        self.metrics: MetricsServer | None = None
+
+    def start(self) -> None:
+        """Bring the agent up; raises ConfigError, ModelError or StorageError if it cannot."""
+        cfg = self.config
+        self._started_at = time.monotonic()
+        self.outbox = Outbox(
+            cfg.outbox.path, max_bytes=cfg.outbox.max_bytes, max_age_s=cfg.outbox.max_age_s
+        )
+        self.pipelines = [Pipeline(p, load_slot(p.model, p.runtime)) for p in cfg.pipelines]
+        self.registry.register(AgentCollector(self.status, self._uplink_health, self._dropped))
+        self.metrics = MetricsServer(self.registry, cfg.metrics.host, cfg.metrics.port)
+        self.metrics.start()
+        self.uplink = Uplink(cfg, self.outbox, self.status)
+        self.uplink.start()
+        for pipeline in self.pipelines:
+            thread = threading.Thread(
+                target=self._run_pipeline, args=(pipeline,), name=f"pipeline-{pipeline.name}"
+            )
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "agent %s started: %s", cfg.agent_id,
+            ", ".join(f"{p.name} ({p.slot.current().ref.name} {p.slot.current().ref.version})"
+                      for p in self.pipelines),
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop in reverse order; every thread is joined. Safe to call more than once."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        if self.uplink is not None:
+            self.uplink.stop(self._flush_grace_s)
+            self.uplink = None
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
+        if self.outbox is not None:
+            depth = self.outbox.depth()
+            self.outbox.close()
+            self.outbox = None
+            log.info("agent %s stopped; %d events wait in the outbox", self.config.agent_id, depth)
+
+    def sources_done(self) -> bool:
+        """Whether every pipeline's source has ended (finite sources only)."""
+        return all(not t.is_alive() for t in self._threads)
+
+    def done(self) -> bool:
+        """Sources exhausted and every event acknowledged by the broker."""
+        return self.sources_done() and self.outbox is not None and self.outbox.depth() == 0
+
+    def status(self) -> AgentStatus:
+        """What the agent runs and has done: the retained heartbeat's payload."""
+        outbox = self.outbox
+        return AgentStatus(
+            agent_id=self.config.agent_id,
+            state="online",
+            reason="running" if not self.sources_done() else "sources finished",
+            ts=utcnow(),
+            agent_version=__version__,
+            uptime_s=time.monotonic() - self._started_at,
+            heartbeat_s=self.config.mqtt.heartbeat_s,
+            pipelines=[p.status() for p in self.pipelines],
+            outbox_depth=outbox.depth() if outbox is not None else 0,
+            outbox_oldest_age_s=outbox.oldest_age_s() if outbox is not None else 0.0,
+        )
+
+    def _run_pipeline(self, pipeline: Pipeline) -> None:
+        assert self.outbox is not None
+        try:
+            pipeline.run(self.outbox, self._stop)
+        except Exception:
+            # A source that breaks ends its pipeline, not the agent; the status shows it.
+            pipeline.counters.errors += 1
+            log.exception("pipeline %s stopped on an error", pipeline.name)
+
+    def _uplink_health(self) -> UplinkHealth | None:
+        uplink = self.uplink
+        if uplink is None:
+            return None
+        c = uplink.counters
+        return UplinkHealth(
+            uplink.connected,
+            c.batches_published,
+            c.events_acked,
+            c.publish_failures,
+            uplink.inflight_batches,
+        )
+
+    def _dropped(self) -> int:
+        return self.outbox.dropped if self.outbox is not None else 0
+
+
+def run(config: AgentConfig, *, exit_when_done: bool = False) -> None:
+    """Run an agent until SIGTERM/SIGINT (or, with ``exit_when_done``, until all is sent)."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    agent = Agent(config)
+    try:
+        agent.start()
+        while not stop.wait(0.2):
+            if exit_when_done and agent.done():
+                log.info("all sources finished and every event was delivered")
+                break
+    finally:
+        agent.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,312 @@
+"""The agent's whole configuration: one pydantic tree, loaded from one YAML file.
+
+Every model forbids unknown keys, so a typo is an error and never a silently ignored
+setting. ``load_config`` reports errors with the key path, the file and the line of the
+offending key. Relative paths in the file are resolved against the file's directory, so
+the agent behaves the same whatever its working directory (systemd, containers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from edge_agent.sources.simulated_machine import FAULTS
+from shared.errors import ConfigError
+from shared.messages import MAX_EVENTS_PER_BATCH, AgentId, Name
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is None or value.is_absolute():
+        return value
+    return Path(base) / value
+
+
+FilePath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path that, read from a file, is relative to that file's directory."""
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _protocol_as_str(value: Any) -> Any:
+    # YAML reads `protocol: 5` as an int; both spellings mean the same thing.
+    return str(value) if isinstance(value, int | float) else value
+
+
+class MqttConfig(_Config):
+    """How to reach the broker."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol_as_str)] = "5"
+    keepalive: int = Field(default=30, ge=5, le=65535)
+    client_id: str | None = None
+    heartbeat_s: float = Field(default=10.0, gt=0)
+    reconnect_min_s: int = Field(default=1, ge=1)
+    reconnect_max_s: int = Field(default=30, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ValueError("expected mqtt://[user:pass@]host[:port]")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("expected mqtt://[user:pass@]host[:port] without a path or query")
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+    @property
+    def username(self) -> str | None:
+        user = urlsplit(self.url).username
+        return unquote(user) if user is not None else None
+
+    @property
+    def password(self) -> str | None:
+        password = urlsplit(self.url).password
+        return unquote(password) if password is not None else None
+
+
+class OutboxConfig(_Config):
+    """The durable queue between pipelines and the broker; bounded, oldest low-priority first."""
+
+    path: FilePath = Path("outbox.db")
+    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    batch_max_events: int = Field(default=100, ge=1, le=MAX_EVENTS_PER_BATCH)
+    max_inflight_batches: int = Field(default=10, ge=1, le=1000)
+
+
+class MetricsConfig(_Config):
+    """The Prometheus exporter; port 0 turns it off."""
+
+    port: int = Field(default=0, ge=0, le=65535)
+    host: str = "127.0.0.1"
+
+
+class FaultWindow(_Config):
+    """A fault the simulated machine shows, in simulated seconds from the source's start."""
+
+    at_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    fault: str
+    severity: float = Field(default=1.0, gt=0, le=1)
+
+    @field_validator("fault")
+    @classmethod
+    def _known_fault(cls, value: str) -> str:
+        if value not in FAULTS:
+            raise ValueError(f"expected one of {', '.join(FAULTS)}")
+        return value
+
+
+class SimulatedVibrationSourceConfig(_Config):
+    """An accelerometer on a simulated rotating machine, with a scripted fault schedule."""
+
+    type: Literal["simulated_vibration"]
+    seed: int = 0
+    sample_rate_hz: float = Field(default=12800.0, gt=0)
+    window: int = Field(default=2048, ge=16)
+    shaft_hz: float = Field(default=29.5, gt=0)
+    speed: float = Field(default=1.0, ge=0, description="1.0 = real time, 0 = as fast as possible")
+    schedule: list[FaultWindow] = Field(default_factory=list)
+    duration_s: float | None = Field(default=None, gt=0)
+
+
+SourceConfig = Annotated[SimulatedVibrationSourceConfig, Field(discriminator="type")]
+"""Every source type; new ones join this union and the registry in ``edge_agent.sources``."""
+
+
+class ModelConfig(_Config):
+    """Which ONNX model a pipeline runs: a file with its labels, or an entry of a manifest."""
+
+    name: Name
+    path: FilePath | None = None
+    version: Name | None = None
+    labels: list[str] | None = None
+    normal_label: str | None = None
+    manifest: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_truth(self) -> ModelConfig:
+        if (self.path is None) == (self.manifest is None):
+            raise ValueError(
+                "give either `path` (with version, labels, normal_label) or `manifest`"
+            )
+        if self.path is not None:
+            missing = [k for k in ("version", "labels", "normal_label") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"with `path`, also give {', '.join(missing)}")
+            if self.labels is not None and self.normal_label not in self.labels:
+                raise ValueError(f"normal_label {self.normal_label!r} is not one of the labels")
+        elif self.labels is not None or self.normal_label is not None:
+            raise ValueError("with `manifest`, labels come from the manifest: remove them")
+        return self
+
+
+class RuntimeConfig(_Config):
+    """ONNX Runtime threads: small gateways run several pipelines on few cores."""
+
+    intra_op_threads: int = Field(default=1, ge=0)
+    inter_op_threads: int = Field(default=1, ge=0)
+
+
+class DebounceConfig(_Config):
+    """N of the last M windows must agree before the event state changes."""
+
+    n: int = Field(default=3, ge=1)
+    m: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _majority(self) -> DebounceConfig:
+        # With 2n > m, "n above" and "n below" cannot both hold, so the state never flaps.
+        if self.n > self.m or 2 * self.n <= self.m:
+            raise ValueError(f"need m/2 < n <= m, got n={self.n}, m={self.m}")
+        return self
+
+
+class ThresholdFilterConfig(_Config):
+    """An anomaly starts when n of m windows score at or above the threshold, ends when n don't."""
+
+    type: Literal["threshold"] = "threshold"
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    debounce: DebounceConfig = Field(default_factory=DebounceConfig)
+
+
+class PipelineConfig(_Config):
+    """Source -> model -> filter -> events."""
+
+    name: Name
+    source: SourceConfig
+    model: ModelConfig
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    filter: ThresholdFilterConfig = Field(default_factory=ThresholdFilterConfig)
+
+
+class AgentConfig(_Config):
+    """The whole agent."""
+
+    agent_id: AgentId
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    pipelines: list[PipelineConfig] = Field(min_length=1)
+
+    @field_validator("pipelines")
+    @classmethod
+    def _unique_names(cls, value: list[PipelineConfig]) -> list[PipelineConfig]:
+        names = [p.name for p in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"pipeline names must be unique, repeated: {', '.join(duplicates)}")
+        return value
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"aiot-edge-{self.agent_id}"
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate the agent's YAML file; errors name key, file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        raise ConfigError(f"{path}:{line}: invalid YAML: {exc.problem}") from None
+    if root is None:
+        raise ConfigError(f"{path}:1: the config file is empty")
+    _reject_duplicate_keys(root, path)
+    try:
+        return AgentConfig.model_validate(data, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, root, path)) from None
+
+
+def _reject_duplicate_keys(node: yaml.Node, path: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently; a config must not."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                raise ConfigError(f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r}")
+            seen.add(key.value)
+            _reject_duplicate_keys(value, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _reject_duplicate_keys(item, path)
+
+
+def _describe(exc: ValidationError, root: yaml.Node, path: Path) -> str:
+    lines = [f"{path}: invalid config ({exc.error_count()} error(s))"]
+    for error in exc.errors():
+        loc = error["loc"]
+        line = _line_of(root, loc)
+        where = _dotted(loc) or "(top level)"
+        given = ""
+        if error["type"] not in ("missing", "extra_forbidden") and not isinstance(
+            error.get("input"), dict | list
+        ):
+            given = f" (got {error.get('input')!r})"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        lines.append(f"  {path.name}:{line}: {where}: {message}{given}")
+    return "\n".join(lines)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _line_of(root: yaml.Node, loc: tuple[int | str, ...]) -> int:
+    """The 1-based line of the deepest node ``loc`` reaches (the key itself where it exists)."""
+    node = root
+    line = root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                continue  # a union tag or validator name in loc, not a key: stay here
+            line = match[0].start_mark.line + 1
+            node = match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -1,0 +1,127 @@
+"""Health: Prometheus metrics read from the agent's own counters, and an optional exporter.
+
+Metrics are produced by a collector that reads the counters at scrape time, so the hot
+path only increments plain integers and pays nothing for Prometheus. The registry is
+passed in (no module-level global), so tests and several agents in one process never clash.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from shared.messages import AgentStatus
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkHealth:
+    """What the uplink reports beyond the status message."""
+
+    connected: bool
+    batches_published: int
+    events_acked: int
+    publish_failures: int
+    inflight_batches: int
+
+
+class AgentCollector:
+    """A Prometheus collector over the agent's status snapshot."""
+
+    def __init__(
+        self,
+        status: Callable[[], AgentStatus],
+        uplink: Callable[[], UplinkHealth | None],
+        outbox_dropped: Callable[[], int],
+    ) -> None:
+        self._status = status
+        self._uplink = uplink
+        self._dropped = outbox_dropped
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        per_pipeline = {
+            "samples_in": "Windows read from the source",
+            "inferences": "Windows run through the model",
+            "events_out": "Events handed to the outbox",
+            "errors": "Failed inferences or outbox writes",
+        }
+        for field, help_text in per_pipeline.items():
+            family = CounterMetricFamily(
+                f"aiot_edge_pipeline_{field}", help_text, labels=["pipeline", "model", "version"]
+            )
+            for p in status.pipelines:
+                name, version = (p.model.name, p.model.version) if p.model else ("", "")
+                family.add_metric([p.name, name, version], getattr(p, field))
+            yield family
+        yield _gauge("aiot_edge_outbox_depth", "Events waiting in the outbox", status.outbox_depth)
+        yield _gauge(
+            "aiot_edge_outbox_oldest_age_seconds",
+            "Age of the oldest waiting event",
+            status.outbox_oldest_age_s,
+        )
+        yield _counter(
+            "aiot_edge_outbox_dropped", "Events dropped by the outbox bounds", self._dropped()
+        )
+        yield _gauge("aiot_edge_uptime_seconds", "Seconds since the agent started", status.uptime_s)
+        uplink = self._uplink()
+        if uplink is not None:
+            yield _gauge("aiot_edge_mqtt_connected", "1 when connected", int(uplink.connected))
+            yield _counter(
+                "aiot_edge_batches_published", "Event batches published", uplink.batches_published
+            )
+            yield _counter(
+                "aiot_edge_events_acked", "Events acked by the broker", uplink.events_acked
+            )
+            yield _counter(
+                "aiot_edge_publish_failures",
+                "Batches refused or not queued",
+                uplink.publish_failures,
+            )
+            yield _gauge(
+                "aiot_edge_inflight_batches", "Batches awaiting PUBACK", uplink.inflight_batches
+            )
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value)
+
+
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_text, value=value)
+
+
+class MetricsServer:
+    """The HTTP exporter on ``host:port`` (port 0 means no exporter)."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._registry = registry
+        self._host = host
+        self._port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when the config asked for an ephemeral one)."""
+        return int(self._server.server_port) if self._server is not None else 0
+
+    def start(self) -> None:
+        if self._port == 0:
+            return
+        self._server, self._thread = start_http_server(
+            self._port, addr=self._host, registry=self._registry
+        )
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None

@@ -1,0 +1,1 @@
+"""Local inference: the ONNX Runtime boundary (``runtime``) and the active model (``slot``)."""

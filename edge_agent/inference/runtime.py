@@ -1,0 +1,59 @@
+"""The only module that imports onnxruntime: a session behind a small typed surface.
+
+ORT raises its own pybind exception classes (which share no base but ``Exception``); they
+are translated into ``ModelError`` here, so nothing else needs to know about them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from shared.errors import ModelError
+
+
+class Runtime:
+    """An ONNX Runtime session on the CPU, sequential execution, threads as configured."""
+
+    __slots__ = ("_feed_name", "_output_names", "_session", "input_shape", "output_shapes")
+
+    def __init__(self, path: Path, *, intra_op_threads: int = 1, inter_op_threads: int = 1) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT's exceptions share no base but Exception
+            raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{path}: expected one input, the model has {len(inputs)}")
+        self._feed_name: str = inputs[0].name
+        self.input_shape: tuple[int | str | None, ...] = tuple(inputs[0].shape)
+        outputs = self._session.get_outputs()
+        self._output_names: list[str] = [outputs[0].name]
+        self.output_shapes: dict[str, tuple[int | str | None, ...]] = {
+            o.name: tuple(o.shape) for o in outputs
+        }
+
+    @property
+    def input_name(self) -> str:
+        return self._feed_name
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.output_shapes)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on one batch; return its first output."""
+        try:
+            result = self._session.run(self._output_names, {self._feed_name: batch})
+        except Exception as exc:  # ORT's exceptions share no base but Exception
+            raise ModelError(f"inference failed: {exc}") from exc
+        output: np.ndarray = result[0]
+        return output

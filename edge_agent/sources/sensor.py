@@ -1,0 +1,70 @@
+"""Sensor sources. For now: an accelerometer on a simulated machine with a fault schedule."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from edge_agent.config import SimulatedVibrationSourceConfig
+from edge_agent.sources.sample import Sample
+from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
+
+
+class SimulatedVibrationSource:
+    """Windows from ``SimulatedMachine``, faulty while the schedule says so.
+
+    Time is simulated: sample ``seq`` covers ``[seq, seq + 1) * period_s`` seconds after
+    the start, and its ``ts`` is the start's wall-clock time plus ``seq * period_s``.
+    ``speed`` paces the stream against the wall clock (1.0 = real time, 0 = no waiting).
+    """
+
+    def __init__(
+        self,
+        config: SimulatedVibrationSourceConfig,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._spec = MachineSpec(
+            sample_rate_hz=config.sample_rate_hz, window=config.window, shaft_hz=config.shaft_hz
+        )
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+
+    @property
+    def period_s(self) -> float:
+        return self._config.window / self._config.sample_rate_hz
+
+    @property
+    def window(self) -> int:
+        return self._config.window
+
+    def fault_at(self, t_s: float) -> tuple[str | None, float]:
+        """The scheduled fault and severity at simulated time ``t_s`` (None when healthy)."""
+        for item in self._config.schedule:
+            if item.at_s <= t_s < item.at_s + item.duration_s:
+                return item.fault, item.severity
+        return None, 1.0
+
+    def samples(self, stop: threading.Event) -> Iterator[Sample]:
+        machine = SimulatedMachine(self._spec, self._config.seed)
+        period = self.period_s
+        speed = self._config.speed
+        end = self._config.duration_s
+        t0 = self._wall_clock()
+        m0 = self._monotonic()
+        seq = 0
+        while not stop.is_set():
+            t_s = seq * period
+            if end is not None and t_s >= end:
+                return
+            if speed > 0:
+                # A window is available once its last value has been "measured".
+                delay = m0 + (t_s + period) / speed - self._monotonic()
+                if delay > 0 and stop.wait(delay):
+                    return
+            fault, severity = self.fault_at(t_s)
+            yield Sample(seq, t0 + t_s, machine.window(fault, severity))
+            seq += 1
