@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     ingest_share_group: str | None = None
     ingest_batch_max: int = Field(default=200, ge=1, le=10_000)
     ingest_flush_s: float = Field(default=0.05, gt=0, le=10)
+    ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     heartbeat_grace: float = Field(default=3.0, ge=1, le=100)
     data_dir: Path = Path("./data")
 

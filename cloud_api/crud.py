@@ -1,0 +1,103 @@
+"""Queries behind the REST API; keyword-only, one function per question."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from cloud_api.schemas import AgentOut, PipelineOut
+from cloud_api.tables import AgentRow, DeadLetterRow, EventRow
+
+HEARTBEAT_MISSED = "heartbeat missed"
+LAST_WILL = "connection lost (last will)"
+
+
+def list_events(
+    session: Session,
+    *,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    label: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int,
+) -> Sequence[EventRow]:
+    """Events newest first on (ts, id); ``after`` is the last (ts, id) of the previous page.
+
+    ``since`` is inclusive and ``until`` exclusive, so adjacent windows never overlap.
+    """
+    query = select(EventRow)
+    if agent_id is not None:
+        query = query.where(EventRow.agent_id == agent_id)
+    if pipeline is not None:
+        query = query.where(EventRow.pipeline == pipeline)
+    if label is not None:
+        query = query.where(EventRow.label == label)
+    if since is not None:
+        query = query.where(EventRow.ts >= since)
+    if until is not None:
+        query = query.where(EventRow.ts < until)
+    if after is not None:
+        query = query.where(tuple_(EventRow.ts, EventRow.id) < tuple_(*after))
+    query = query.order_by(EventRow.ts.desc(), EventRow.id.desc()).limit(limit)
+    return session.scalars(query).all()
+
+
+def list_agents(session: Session) -> Sequence[AgentRow]:
+    """Every agent that ever reported a status, by id."""
+    return session.scalars(select(AgentRow).order_by(AgentRow.agent_id)).all()
+
+
+def get_agent(session: Session, *, agent_id: str) -> AgentRow | None:
+    """One agent, or None if it never reported."""
+    return session.get(AgentRow, agent_id)
+
+
+def describe_agent(row: AgentRow, *, now: datetime, grace: float) -> AgentOut:
+    """What an operator wants to know: is it online, and if not, why.
+
+    An agent that said ``online`` but has been silent for ``grace`` heartbeats is offline
+    even though no Last Will arrived (a broker restart or a partition can lose it).
+    """
+    status: dict[str, Any] = row.last_status
+    state, reason = row.state, row.reason
+    if state == "offline":
+        reason = reason or LAST_WILL
+    elif row.heartbeat_s > 0 and (
+        row.last_seen is None or now - row.last_seen > timedelta(seconds=grace * row.heartbeat_s)
+    ):
+        state, reason = "offline", HEARTBEAT_MISSED
+    return AgentOut(
+        agent_id=row.agent_id,
+        state="online" if state == "online" else "offline",
+        reason=reason,
+        last_seen=row.last_seen,
+        heartbeat_s=row.heartbeat_s,
+        status_ts=status.get("ts"),
+        agent_version=status.get("agent_version", ""),
+        uptime_s=status.get("uptime_s", 0.0),
+        outbox_depth=status.get("outbox_depth", 0),
+        outbox_oldest_age_s=status.get("outbox_oldest_age_s", 0.0),
+        pipelines=[PipelineOut.model_validate(p) for p in status.get("pipelines", [])],
+    )
+
+
+def list_dead_letters(session: Session, *, limit: int) -> Sequence[DeadLetterRow]:
+    """The newest dead letters first."""
+    query = select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)
+    return session.scalars(query).all()
+
+
+def database_ok(session: Session) -> bool:
+    """Whether a trivial query succeeds."""
+    try:
+        session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return False
+    return True

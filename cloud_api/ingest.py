@@ -1,0 +1,524 @@
+"""MQTT -> SQL ingest: at-least-once from the broker, exactly-once in effect in the database.
+
+paho's network thread only enqueues what arrives. A writer thread drains up to ``batch_max``
+messages (or what came within ``flush_s``), validates them, and stores the whole batch in ONE
+transaction: events with ``INSERT ... ON CONFLICT (id) DO NOTHING`` (so redelivery inserts
+nothing), statuses as upserts of ``agents``, and anything invalid as a ``dead_letters`` row
+with the reason. Only after that commit are the messages acknowledged (``manual_ack``); the
+session is persistent, so whatever was not acknowledged is redelivered after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+
+from cloud_api.config import parse_mqtt_url
+from cloud_api.tables import AgentRow, DeadLetterRow, EventRow
+from shared.errors import ConfigError, ContractError
+from shared.messages import AgentStatus, EventBatch
+from shared.topics import Channel, Topic, subscription
+
+log = logging.getLogger(__name__)
+
+EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
+AGENTS: Table = AgentRow.__table__  # type: ignore[assignment]
+DEAD_LETTERS: Table = DeadLetterRow.__table__  # type: ignore[assignment]
+
+PAYLOAD_KEEP_BYTES = 64 * 1024
+REASON_MAX_CHARS = 4000
+TOPIC_MAX_CHARS = 512
+MAX_ERRORS_IN_REASON = 5
+RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """What one committed batch did; handed to the ``observer`` (e.g. Prometheus metrics)."""
+
+    messages: int = 0
+    events_stored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    statuses: int = 0
+
+    def __add__(self, other: BatchStats) -> BatchStats:
+        return BatchStats(
+            self.messages + other.messages,
+            self.events_stored + other.events_stored,
+            self.duplicates + other.duplicates,
+            self.dead_letters + other.dead_letters,
+            self.statuses + other.statuses,
+        )
+
+
+class _Inbound(NamedTuple):
+    topic: str
+    payload: bytes | bytearray
+    mid: int
+    qos: int
+    retain: bool
+    received_at: float
+    connection: int  # which broker connection delivered it: a mid is only valid on that one
+
+
+@dataclass(slots=True)
+class _Work:
+    """A batch after validation, ready for one transaction."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[tuple[AgentStatus, datetime | None]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+
+
+UpsertInsert = sqlite.Insert | postgresql.Insert
+
+
+def _dialect_insert(engine: Engine) -> Callable[[Table], UpsertInsert]:
+    """The dialect's INSERT, which knows ON CONFLICT (Core's generic one does not)."""
+    name = engine.dialect.name
+    if name == "sqlite":
+        return sqlite.insert
+    if name == "postgresql":
+        return postgresql.insert
+    raise ConfigError(f"ingest supports SQLite and PostgreSQL, not {name!r}")
+
+
+def _is_transient(exc: SQLAlchemyError) -> bool:
+    """A failure of the database itself (retry the batch), not of the data (isolate it)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _reason(exc: ValidationError) -> str:
+    """pydantic's error text, compact: the first few errors with their location."""
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = [
+        f"{'.'.join(str(p) for p in error['loc']) or '<root>'}: {error['msg']}"
+        for error in errors[:MAX_ERRORS_IN_REASON]
+    ]
+    more = len(errors) - MAX_ERRORS_IN_REASON
+    suffix = f"; and {more} more" if more > 0 else ""
+    return f"{len(errors)} validation error(s) for {exc.title}: " + "; ".join(parts) + suffix
+
+
+class IngestWorker:
+    """Subscribes to every agent's ``events`` and ``status`` and stores them in SQL."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        mqtt_url: str,
+        protocol: str = "5",
+        client_id: str,
+        share_group: str | None = None,
+        batch_max: int = 200,
+        flush_s: float = 0.05,
+        session_expiry_s: int = 7 * 24 * 3600,
+        observer: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        if protocol not in {"5", "3.1.1"}:
+            raise ConfigError(f"MQTT protocol must be '5' or '3.1.1', not {protocol!r}")
+        if share_group is not None and protocol != "5":
+            raise ConfigError(
+                f"share group {share_group!r} needs MQTT 5: shared subscriptions do not exist "
+                "in MQTT 3.1.1"
+            )
+        if batch_max < 1:
+            raise ConfigError(f"batch_max must be at least 1, not {batch_max}")
+        if flush_s <= 0:
+            raise ConfigError(f"flush_s must be positive, not {flush_s}")
+        self._host, self._port, user, password = parse_mqtt_url(mqtt_url)
+        self._engine = engine
+        self._insert = _dialect_insert(engine)
+        self._batch_max = batch_max
+        self._flush_s = flush_s
+        self._observer = observer
+        try:
+            events_filter = subscription(Channel.EVENTS, share_group=share_group)
+        except ContractError as exc:
+            raise ConfigError(str(exc)) from None
+        # Status stays a plain subscription: retained messages (the last status of every
+        # agent) are not delivered on shared subscriptions, and upserting it twice is harmless.
+        self._filters = [(events_filter, 1), (subscription(Channel.STATUS), 1)]
+        self._insert_events = self._insert(EVENTS).on_conflict_do_nothing(index_elements=["id"])
+
+        self._v5 = protocol == "5"
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=None if self._v5 else False,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if user is not None:
+            self._client.username_pw_set(user, password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._session_expiry_s = session_expiry_s
+
+        self._queue: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._ack_lock = threading.Lock()
+        self._connection = 0
+        self._connected = threading.Event()
+        self._refused_logged = False
+        self._progress = threading.Condition()
+        self._received = 0
+        self._done = 0
+        self._totals = BatchStats()
+
+    # -- public surface ------------------------------------------------------------------
+
+    @property
+    def messages(self) -> int:
+        """Messages handled (stored, dead-lettered or ignored) and committed."""
+        return self._totals.messages
+
+    @property
+    def events_stored(self) -> int:
+        """Events inserted for the first time."""
+        return self._totals.events_stored
+
+    @property
+    def duplicates(self) -> int:
+        """Events that were already stored (redelivery or a republished batch)."""
+        return self._totals.duplicates
+
+    @property
+    def dead_letters(self) -> int:
+        """Messages stored in ``dead_letters`` instead of being applied."""
+        return self._totals.dead_letters
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up and our subscriptions are in place."""
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Connect (retrying in the background until the broker answers) and start writing."""
+        if self._writer is not None:
+            raise RuntimeError("IngestWorker.start() called twice")
+        self._writer = threading.Thread(target=self._run_writer, name="ingest-writer", daemon=True)
+        self._writer.start()
+        properties = None
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            # The broker keeps our subscriptions and queues messages while ingest is down.
+            properties.SessionExpiryInterval = self._session_expiry_s
+        self._client.connect_async(
+            self._host,
+            self._port,
+            keepalive=30,
+            clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then disconnect; unacknowledged messages stay queued."""
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.join()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def wait_connected(self, timeout: float = 10.0) -> None:
+        """Block until subscribed to the broker; TimeoutError otherwise."""
+        if not self._connected.wait(timeout):
+            raise TimeoutError(f"ingest not connected to {self._host}:{self._port} in {timeout} s")
+
+    def wait_processed(self, messages: int, timeout: float = 10.0) -> None:
+        """Block until at least ``messages`` messages are committed; TimeoutError otherwise."""
+        with self._progress:
+            if not self._progress.wait_for(lambda: self._done >= messages, timeout):
+                raise TimeoutError(f"ingest handled {self._done} of {messages} messages")
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until everything received so far is committed; TimeoutError otherwise."""
+        with self._progress:
+            if not self._progress.wait_for(lambda: self._done >= self._received, timeout):
+                raise TimeoutError(f"ingest still busy: {self._done} of {self._received} done")
+
+    # -- network thread ------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            if not self._refused_logged:
+                log.error("broker %s:%s refused ingest: %s", self._host, self._port, reason)
+                self._refused_logged = True
+            return
+        self._refused_logged = False
+        client.subscribe(self._filters)
+        log.info(
+            "ingest connected to %s:%s (session present: %s)",
+            self._host,
+            self._port,
+            flags.session_present,
+        )
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[Any], _props: Any
+    ) -> None:
+        refused = [str(reason) for reason in reasons if reason.is_failure]
+        if refused:
+            log.error("broker refused ingest's subscriptions %s: %s", self._filters, refused)
+            return
+        # Ready only now: a message published before the SUBACK could miss the subscription.
+        self._connected.set()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        with self._ack_lock:
+            # Message ids of this connection mean nothing on the next one: never ack them there.
+            self._connection += 1
+        if self._connected.is_set():
+            self._connected.clear()
+            if not self._stop.is_set():
+                log.warning("ingest lost the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._received += 1
+        self._queue.put(
+            _Inbound(
+                msg.topic,
+                msg.payload,
+                msg.mid,
+                msg.qos,
+                msg.retain,
+                time.time(),
+                self._connection,
+            )
+        )
+
+    # -- writer thread -------------------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            batch = self._collect(first)
+            stats = self._store(batch)
+            if stats is None:  # stopping while the database is down: leave it to redelivery
+                return
+            self._ack(batch)
+            self._finish(len(batch), stats)
+
+    def _collect(self, first: _Inbound) -> list[_Inbound]:
+        batch = [first]
+        deadline = time.monotonic() + self._flush_s
+        get = self._queue.get
+        while len(batch) < self._batch_max:
+            try:
+                batch.append(get(block=False))
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _ack(self, batch: Iterable[_Inbound]) -> None:
+        with self._ack_lock:
+            current = self._connection
+            for message in batch:
+                if message.qos > 0 and message.connection == current:
+                    self._client.ack(message.mid, message.qos)
+
+    def _finish(self, count: int, stats: BatchStats) -> None:
+        with self._progress:
+            self._totals += stats
+            self._done += count
+            self._progress.notify_all()
+        if self._observer is not None:
+            self._observer(stats)
+
+    def _store(self, batch: list[_Inbound]) -> BatchStats | None:
+        """Commit the batch, retrying while the database is unavailable (None if stopped)."""
+        work = self._parse(batch)
+        delay = 0.1
+        failing = False
+        while True:
+            try:
+                try:
+                    stats = self._commit(work, len(batch))
+                except SQLAlchemyError as exc:
+                    if _is_transient(exc):
+                        raise
+                    log.warning("database refused a batch (%s); storing it message by message", exc)
+                    stats = self._store_one_by_one(batch)
+            except SQLAlchemyError as exc:
+                if not failing:
+                    log.error("ingest cannot write to the database: %s; retrying", exc)
+                    failing = True
+                if self._stop.wait(delay):
+                    return None
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            if failing:
+                log.info("ingest writes to the database again")
+            return stats
+
+    def _store_one_by_one(self, batch: list[_Inbound]) -> BatchStats:
+        """Isolate the message(s) the database refuses (e.g. NUL in text on PostgreSQL)."""
+        total = BatchStats()
+        for message in batch:
+            try:
+                total += self._commit(self._parse([message]), 1)
+            except SQLAlchemyError as exc:
+                if _is_transient(exc):
+                    raise
+                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                dead = _Work(dead=[self._dead_row(message, f"database refused it: {detail}")])
+                total += self._commit(dead, 1)
+        return total
+
+    def _parse(self, batch: list[_Inbound]) -> _Work:
+        work = _Work()
+        events = work.events
+        for message in batch:
+            try:
+                topic = Topic.parse(message.topic)
+            except ContractError as exc:
+                work.dead.append(self._dead_row(message, str(exc)))
+                continue
+            if topic.channel is Channel.EVENTS:
+                try:
+                    parsed = EventBatch.model_validate_json(message.payload)
+                except ValidationError as exc:
+                    work.dead.append(self._dead_row(message, _reason(exc)))
+                    continue
+                if parsed.agent_id != topic.agent_id:
+                    reason = f"agent_id {parsed.agent_id!r} does not match topic {message.topic!r}"
+                    work.dead.append(self._dead_row(message, reason))
+                    continue
+                agent_id = parsed.agent_id
+                received_at = datetime.fromtimestamp(message.received_at, UTC)
+                for event in parsed.events:
+                    model = event.model
+                    events.append(
+                        {
+                            "id": event.id,
+                            "agent_id": agent_id,
+                            "pipeline": event.pipeline,
+                            "kind": event.kind,
+                            "state": event.state,
+                            "label": event.label,
+                            "score": event.score,
+                            "ts": event.ts,
+                            "seq": event.seq,
+                            "model_name": model.name,
+                            "model_version": model.version,
+                            "model_sha256": model.sha256,
+                            "attributes": event.attributes,
+                            "received_at": received_at,
+                        }
+                    )
+            elif topic.channel is Channel.STATUS:
+                if not message.payload:  # an operator cleared the retained status
+                    continue
+                try:
+                    status = AgentStatus.model_validate_json(message.payload)
+                except ValidationError as exc:
+                    work.dead.append(self._dead_row(message, _reason(exc)))
+                    continue
+                if status.agent_id != topic.agent_id:
+                    reason = f"agent_id {status.agent_id!r} does not match topic {message.topic!r}"
+                    work.dead.append(self._dead_row(message, reason))
+                    continue
+                work.statuses.append((status, self._seen_at(status, message)))
+            else:
+                work.dead.append(self._dead_row(message, f"ingest does not handle {topic.channel}"))
+        return work
+
+    @staticmethod
+    def _seen_at(status: AgentStatus, message: _Inbound) -> datetime | None:
+        """When the agent was last known online.
+
+        A live heartbeat proves the agent is up now, whatever its clock says; a retained one
+        (replayed by the broker when we subscribe) is only as fresh as its own timestamp.
+        """
+        if status.state != "online":
+            return None
+        if message.retain:
+            return status.ts
+        return datetime.fromtimestamp(message.received_at, UTC)
+
+    @staticmethod
+    def _dead_row(message: _Inbound, reason: str) -> dict[str, Any]:
+        payload = message.payload[:PAYLOAD_KEEP_BYTES].decode("utf-8", errors="replace")
+        return {
+            "topic": message.topic[:TOPIC_MAX_CHARS].replace("\x00", "\ufffd"),
+            # PostgreSQL text cannot hold NUL: a dead letter must always be storable.
+            "payload": payload.replace("\x00", "\ufffd"),
+            "payload_size": len(message.payload),
+            "reason": reason[:REASON_MAX_CHARS].replace("\x00", "\ufffd"),
+            "received_at": datetime.fromtimestamp(message.received_at, UTC),
+        }
+
+    def _commit(self, work: _Work, messages: int) -> BatchStats:
+        stored = 0
+        with self._engine.begin() as conn:
+            if work.events:
+                stored = conn.execute(self._insert_events, work.events).rowcount
+            for status, seen_at in work.statuses:
+                self._upsert_agent(conn, status, seen_at)
+            if work.dead:
+                conn.execute(self._insert(DeadLetterRow.__table__), work.dead)  # type: ignore[arg-type]
+        return BatchStats(
+            messages=messages,
+            events_stored=stored,
+            duplicates=len(work.events) - stored,
+            dead_letters=len(work.dead),
+            statuses=len(work.statuses),
+        )
+
+    def _upsert_agent(
+        self, conn: Connection, status: AgentStatus, seen_at: datetime | None
+    ) -> None:
+        values: dict[str, Any] = {
+            "agent_id": status.agent_id,
+            "state": status.state,
+            "reason": status.reason,
+            "last_status": status.model_dump(mode="json", by_alias=True),
+            "heartbeat_s": status.heartbeat_s,
+            "last_seen": seen_at,
+        }
+        update = dict(values)
+        del update["agent_id"]
+        if seen_at is None:
+            del update["last_seen"]  # offline: keep when it was last seen online
+        statement = self._insert(AGENTS).values(values)
+        conn.execute(statement.on_conflict_do_update(index_elements=["agent_id"], set_=update))

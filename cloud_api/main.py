@@ -1,0 +1,84 @@
+"""The FastAPI app: ``create_app(settings)``; start-up and shutdown order live in ``lifespan``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from starlette.routing import Match
+
+from cloud_api.config import Settings, load_settings
+from cloud_api.db import create_db_engine, create_sessionmaker, migrate
+from cloud_api.ingest import IngestWorker
+from cloud_api.metrics import Metrics
+from cloud_api.routes import agents, dead_letters, events, health
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Database (migrated), then ingest; stopped in reverse order."""
+    settings: Settings = app.state.settings
+    engine = create_db_engine(settings.database_url)
+    try:
+        migrate(engine)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        worker = None
+        if settings.ingest_enabled:
+            worker = IngestWorker(
+                engine=engine,
+                mqtt_url=settings.mqtt_url,
+                protocol=settings.mqtt_protocol,
+                client_id=settings.ingest_client_id,
+                share_group=settings.ingest_share_group,
+                batch_max=settings.ingest_batch_max,
+                flush_s=settings.ingest_flush_s,
+                session_expiry_s=settings.ingest_session_expiry_s,
+                observer=app.state.metrics.observe_batch,
+            )
+            worker.start()
+        app.state.ingest = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+    finally:
+        engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app with its own settings, metrics registry, engine and ingest worker."""
+    app = FastAPI(
+        title="AIoT cloud API",
+        version="0.1.0",
+        summary="Events, agents and dead letters ingested from the edge over MQTT.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings if settings is not None else load_settings()
+    app.state.metrics = Metrics()
+    app.state.ingest = None
+    for module in (events, agents, dead_letters, health):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        app.state.metrics.http_requests.labels(
+            request.method, _route_template(app, request), str(response.status_code)
+        ).inc()
+        return response
+
+    return app
+
+
+def _route_template(app: FastAPI, request: Request) -> str:
+    """The route's path template (``/api/v1/agents/{agent_id}``), so labels stay bounded."""
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"

@@ -1,0 +1,93 @@
+"""REST shapes (pydantic): what ``/api/v1`` returns. OpenAPI is generated from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EventOut(BaseModel):
+    """One stored event, as the edge reported it plus when the cloud received it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    agent_id: str
+    pipeline: str
+    kind: str
+    state: str
+    label: str
+    score: float
+    ts: datetime
+    seq: int
+    model_name: str
+    model_version: str
+    model_sha256: str
+    attributes: dict[str, Any]
+    received_at: datetime
+
+
+class EventPage(BaseModel):
+    """A page of events, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class ModelVersionOut(BaseModel):
+    """The model a pipeline runs, as the agent reported it."""
+
+    name: str
+    version: str
+    sha256: str
+
+
+class PipelineOut(BaseModel):
+    """One pipeline of an agent: its model and counters since the agent started."""
+
+    name: str
+    model: ModelVersionOut | None
+    samples_in: int
+    inferences: int
+    events_out: int
+    gated: int
+    errors: int
+
+
+class AgentOut(BaseModel):
+    """An agent, online or offline with the reason (Last Will, stopped, heartbeat missed)."""
+
+    agent_id: str
+    state: Literal["online", "offline"]
+    reason: str
+    last_seen: datetime | None
+    heartbeat_s: float
+    status_ts: datetime | None
+    agent_version: str
+    uptime_s: float
+    outbox_depth: int
+    outbox_oldest_age_s: float
+    pipelines: list[PipelineOut]
+
+
+class DeadLetterOut(BaseModel):
+    """A message ingest could not apply, with the reason."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    topic: str
+    payload: str
+    payload_size: int
+    reason: str
+    received_at: datetime
+
+
+class Health(BaseModel):
+    """Liveness of the parts the API depends on."""
+
+    status: Literal["ok", "degraded"]
+    database: bool
+    ingest: Literal["connected", "disconnected", "disabled"]
