@@ -8,6 +8,7 @@ the agent behaves the same whatever its working directory (systemd, containers).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -34,7 +35,7 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     if base is None or value.is_absolute():
         return value
-    return Path(base) / value
+    return Path(os.path.normpath(Path(base) / value))
 
 
 FilePath = Annotated[Path, AfterValidator(_resolve_path)]
@@ -269,8 +270,10 @@ def _describe(exc: ValidationError, root: yaml.Node, path: Path) -> str:
     lines = [f"{path}: invalid config ({exc.error_count()} error(s))"]
     for error in exc.errors():
         loc = error["loc"]
-        line = _line_of(root, loc)
-        where = _dotted(loc) or "(top level)"
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, str(error.get("ctx", {}).get("discriminator", "")).strip("'"))
+        line, keys = _locate(root, loc)
+        where = _dotted(keys) or "(top level)"
         given = ""
         if error["type"] not in ("missing", "extra_forbidden") and not isinstance(
             error.get("input"), dict | list
@@ -291,22 +294,29 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _line_of(root: yaml.Node, loc: tuple[int | str, ...]) -> int:
-    """The 1-based line of the deepest node ``loc`` reaches (the key itself where it exists)."""
-    node = root
+def _locate(root: yaml.Node, loc: tuple[int | str, ...]) -> tuple[int, tuple[int | str, ...]]:
+    """The 1-based line of the deepest node ``loc`` reaches (the key itself where it exists),
+    and ``loc`` without the parts that are not keys (union tags, validator names)."""
+    node: yaml.Node | None = root
     line = root.start_mark.line + 1
-    for part in loc:
+    keys: list[int | str] = []
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == part), None)
             if match is None:
-                continue  # a union tag or validator name in loc, not a key: stay here
+                if last:  # a missing key: name it, the line stays its parent's
+                    keys.append(part)
+                continue  # a union tag or validator name in loc, not a key
             line = match[0].start_mark.line + 1
             node = match[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node = node.value[part]
-            line = node.start_mark.line + 1
+            if part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                node = None
         else:
-            break
-    return line
+            node = None
+        keys.append(part)
+    return line, tuple(keys)

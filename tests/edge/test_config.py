@@ -1,0 +1,142 @@
+"""Config loading: a wrong key is reported with its path, file and line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import AgentConfig, load_config
+from shared.errors import ConfigError
+from tests.edge.conftest import MODEL, REPO
+
+VALID = textwrap.dedent(
+    """\
+    agent_id: press-3
+    mqtt:
+      url: mqtt://user:s%40cret@broker.local:1884
+      protocol: 3.1.1
+    outbox:
+      path: data/outbox.db
+    pipelines:
+      - name: spindle
+        source:
+          type: simulated_vibration
+          seed: 1
+          schedule:
+            - {at_s: 1, duration_s: 2, fault: imbalance}
+        model:
+          name: vibration-anomaly
+          manifest: manifest.json
+    """
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_config_loads_with_defaults_and_resolves_paths(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    assert config.mqtt.host == "broker.local"
+    assert config.mqtt.port == 1884
+    assert config.mqtt.username == "user"
+    assert config.mqtt.password == "s@cret"
+    assert config.mqtt.protocol == "3.1.1"
+    assert config.client_id == "aiot-edge-press-3"
+    assert config.outbox.path == tmp_path / "data" / "outbox.db"
+    pipeline = config.pipelines[0]
+    assert pipeline.model.manifest == tmp_path / "manifest.json"
+    assert pipeline.filter.threshold == 0.8
+    assert (pipeline.filter.debounce.n, pipeline.filter.debounce.m) == (3, 4)
+    assert pipeline.runtime.intra_op_threads == 1
+
+
+def test_protocol_5_may_be_written_as_a_number(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID.replace("protocol: 3.1.1", "protocol: 5")))
+    assert config.mqtt.protocol == "5"
+
+
+def test_shipped_example_is_valid() -> None:
+    config = load_config(REPO / "deploy" / "edge.example.yaml")
+    assert config.pipelines[0].model.path == MODEL
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return str(info.value)
+
+
+def test_unknown_key_names_key_file_and_line(tmp_path: Path) -> None:
+    text = VALID.replace("      seed: 1\n", "      seed: 1\n      sede: 2\n")
+    message = error_of(tmp_path, text)
+    assert "sede" in message
+    assert "agent.yaml:12" in message
+    assert "pipelines[0].source.sede" in message
+    assert "unknown key" in message
+
+
+def test_wrong_value_in_a_list_names_its_line(tmp_path: Path) -> None:
+    message = error_of(tmp_path, VALID.replace("fault: imbalance", "fault: wobble"))
+    assert "agent.yaml:13" in message
+    assert "pipelines[0].source.schedule[0].fault" in message
+    assert "wobble" in message
+
+
+def test_unknown_source_type_is_an_error(tmp_path: Path) -> None:
+    message = error_of(tmp_path, VALID.replace("simulated_vibration", "thermometer"))
+    assert "agent.yaml:10" in message
+    assert "thermometer" in message
+
+
+def test_missing_key_points_at_its_parent(tmp_path: Path) -> None:
+    message = error_of(tmp_path, VALID.replace("  - name: spindle\n", "  - \n"))
+    assert "pipelines[0].name" in message
+    assert "Field required" in message
+
+
+def test_bad_url_and_bad_debounce_are_explained(tmp_path: Path) -> None:
+    text = VALID.replace("mqtt://user:s%40cret@broker.local:1884", "http://broker") + (
+        "    filter: {debounce: {n: 2, m: 4}}\n"
+    )
+    message = error_of(tmp_path, text)
+    assert "agent.yaml:3: mqtt.url" in message
+    assert "mqtt://" in message
+    assert "pipelines[0].filter.debounce" in message
+    assert "m/2 < n <= m" in message
+
+
+def test_model_needs_path_or_manifest_not_both(tmp_path: Path) -> None:
+    message = error_of(tmp_path, VALID.replace("manifest: manifest.json", "version: 1.0.0"))
+    assert "either `path`" in message
+
+
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    message = error_of(tmp_path, VALID.replace("agent_id: press-3\n", "agent_id: a\nagent_id: b\n"))
+    assert "agent.yaml:2" in message
+    assert "duplicate key 'agent_id'" in message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    message = error_of(tmp_path, VALID.replace("  protocol: 3.1.1", "  protocol: [3.1.1"))
+    assert "agent.yaml:" in message
+    assert "invalid YAML" in message
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_duplicate_pipeline_names_are_rejected() -> None:
+    pipeline = {
+        "name": "p",
+        "source": {"type": "simulated_vibration"},
+        "model": {"name": "m", "manifest": "x.json"},
+    }
+    with pytest.raises(ValueError, match="unique"):
+        AgentConfig.model_validate({"agent_id": "a", "pipelines": [pipeline, pipeline]})

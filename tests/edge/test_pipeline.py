@@ -1,0 +1,75 @@
+"""The pipeline on the real model and the simulated machine, without a broker."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.config import AgentConfig, RuntimeConfig
+from edge_agent.inference.slot import load_slot
+from edge_agent.outbox import Outbox
+from edge_agent.pipeline import Pipeline
+from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
+from shared.messages import Event
+from tests.edge.conftest import AgentConfigFactory
+
+
+def make_pipeline(config: AgentConfig) -> Pipeline:
+    p = config.pipelines[0]
+    return Pipeline(p, load_slot(p.model, RuntimeConfig()))
+
+
+def test_one_injected_fault_is_exactly_one_start_and_one_end(
+    agent_config: AgentConfigFactory, tmp_path: Path
+) -> None:
+    config = agent_config(schedule=[{"at_s": 4, "duration_s": 3, "fault": "bearing_outer_race"}])
+    pipeline = make_pipeline(config)
+    outbox = Outbox(tmp_path / "o.db", max_bytes=10**9, max_age_s=1e9)
+    pipeline.run(outbox, threading.Event())
+    events = pipeline_events(outbox)
+    assert [(e.state, e.label) for e in events] == [
+        ("start", "bearing_outer_race"),
+        ("end", "bearing_outer_race"),
+    ]
+    start, end = events
+    period = 2048 / 12800
+    assert 4 / period <= start.seq < 7 / period
+    assert end.seq >= 7 / period
+    assert isinstance(end.attributes["duration_s"], float)
+    assert end.attributes["duration_s"] > 0
+    assert {"rms_g", "peak_hz"} <= set(start.attributes)
+    assert start.model == pipeline.slot.current().ref
+    assert start.pipeline == "spindle"
+    assert pipeline.counters.samples_in == pipeline.counters.inferences == int(30 / period) + 1
+    assert pipeline.counters.events_out == 2
+
+
+def pipeline_events(outbox: Outbox) -> list[Event]:
+    return [Event.model_validate_json(i.payload) for i in outbox.next_batch(1000)]
+
+
+def test_process_windows_takes_plain_arrays_and_continues_the_sequence(
+    agent_config: AgentConfigFactory,
+) -> None:
+    pipeline = make_pipeline(agent_config())
+    machine = SimulatedMachine(MachineSpec(), seed=5)
+    healthy = np.stack([machine.window() for _ in range(8)])
+    faulty = np.stack([machine.window("misalignment") for _ in range(8)])
+    assert pipeline.process_windows(healthy) == []
+    events = pipeline.process_windows(faulty)
+    assert [(e.state, e.label, e.seq) for e in events] == [("start", "misalignment", 10)]
+    events = pipeline.process_windows(healthy)
+    assert [(e.state, e.seq) for e in events] == [("end", 18)]
+    assert pipeline.counters.inferences == 24
+
+
+def test_close_ends_an_open_event_at_shutdown(agent_config: AgentConfigFactory) -> None:
+    pipeline = make_pipeline(agent_config())
+    machine = SimulatedMachine(MachineSpec(), seed=5)
+    pipeline.process_windows(np.stack([machine.window("impact") for _ in range(5)]))
+    (event,) = pipeline.close()
+    assert event.state == "end"
+    assert event.attributes["closed_by"] == "shutdown"
+    assert pipeline.close() == []
