@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from shared.messages import Event, EventBatch, ModelRef, encode, new_event_id
 from shared.topics import Channel, Topic
@@ -30,11 +31,6 @@ class Result:
     @property
     def ratio(self) -> float | None:
         return None if not self.baseline else self.value / self.baseline
-
-
-def median_of(runs: int, measure: Callable[[], float]) -> float:
-    """The median of ``runs`` measurements (rates), to damp a noisy shared machine."""
-    return statistics.median(measure() for _ in range(runs))
 
 
 def event_batches(agent_id: str, batches: int, per_batch: int) -> list[bytes]:
@@ -65,7 +61,7 @@ def event_batches(agent_id: str, batches: int, per_batch: int) -> list[bytes]:
 def publish_all(port: int, agent_id: str, payloads: list[bytes], inflight: int = 100) -> None:
     """Publish at QoS 1 and return once the broker acknowledged every message."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{agent_id}",
+        CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{agent_id}",
         protocol=mqtt.MQTTv5,
     )  # fmt: skip
     client.max_inflight_messages_set(inflight)
@@ -97,11 +93,9 @@ def bare_subscriber_rate(port: int, agent_id: str, payloads: list[bytes], per_ba
             done.set()
 
     def connect() -> mqtt.Client:
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-        )
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         client.on_message = on_message
-        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 300
         client.connect("127.0.0.1", port, clean_start=False, properties=props)
         return client

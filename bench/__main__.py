@@ -1,0 +1,56 @@
+"""`make bench`: every benchmark, printed as a table and written to bench-results.json.
+
+Each line is a rate measured against a baseline measured in the same run on the same
+machine (bare ONNX Runtime, bare broker subscriber), so the ratio is what to compare.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import Result
+from bench.edge import bench_edge
+from bench.ingest import bench_ingest_sqlite
+
+
+def main() -> None:
+    console = Console()
+    results: list[Result] = []
+    for name, run in (("edge pipeline", bench_edge), ("ingest", bench_ingest_sqlite)):
+        console.print(f"running {name} ...")
+        results.extend(run())
+    table = Table(title="aiot benchmarks (baselines measured in the same run)")
+    for column in ("benchmark", "rate", "baseline", "ratio", "goal"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.name,
+            f"{r.value:,.0f} {r.unit}",
+            f"{r.baseline:,.0f} ({r.baseline_name})" if r.baseline else "-",
+            f"{r.ratio:.3f}" if r.ratio is not None else "-",
+            r.goal,
+        )
+    console.print(table)
+    out = Path("bench-results.json")
+    out.write_text(
+        json.dumps(
+            {
+                "measured_at": datetime.now(UTC).isoformat(),
+                "machine": {"python": platform.python_version(), "cpu": platform.machine()},
+                "results": [asdict(r) | {"ratio": r.ratio} for r in results],
+            },
+            indent=2,
+        )
+    )
+    console.print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Cloud ingest events/s into SQL against a bare paho subscriber on the same broker and queue.
+
+Both consumers drain the same kind of backlog: a persistent session is created, the
+publisher fills the broker's queue while the consumer is away, then the consumer connects
+and the clock runs until every event is received (bare) or committed (ingest).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.common import Result, bare_subscriber_rate, event_batches, publish_all
+from cli.broker import MosquittoProcess
+from cloud_api.db import create_db_engine, migrate
+from cloud_api.ingest import IngestWorker
+
+EVENTS = 150_000
+BATCH_SIZES = (100, 10)  # 100 is the agent's default outbox batch_max_events
+ROUNDS = 3
+
+
+def ingest_rate(broker_port: int, database_url: str, per_batch: int) -> float:
+    agent_id = f"bench-{uuid.uuid4().hex[:8]}"
+    batches = EVENTS // per_batch
+    payloads = event_batches(agent_id, batches, per_batch)
+    engine = create_db_engine(database_url)
+    migrate(engine)
+    client_id = f"bench-ingest-{agent_id}"
+
+    def worker() -> IngestWorker:
+        return IngestWorker(
+            engine=engine, mqtt_url=f"mqtt://127.0.0.1:{broker_port}", client_id=client_id
+        )
+
+    first = worker()
+    first.start()
+    first.wait_connected()
+    first.stop()
+    publish_all(broker_port, agent_id, payloads)
+    start = time.perf_counter()
+    second = worker()
+    second.start()
+    second.wait_processed(batches, timeout=300)
+    elapsed = time.perf_counter() - start
+    stored = second.events_stored
+    second.stop()
+    engine.dispose()
+    if stored != batches * per_batch:
+        raise AssertionError(f"ingest stored {stored} of {batches * per_batch} events")
+    return batches * per_batch / elapsed
+
+
+def bench_ingest_sqlite() -> list[Result]:
+    workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-ingest-"))
+    broker = MosquittoProcess(workdir)
+    broker.start()
+    results = []
+    try:
+        for per_batch in BATCH_SIZES:
+            bare_rates, ingest_rates = [], []
+            for i in range(ROUNDS):
+                agent_id = f"bare-{uuid.uuid4().hex[:8]}"
+                payloads = event_batches(agent_id, EVENTS // per_batch, per_batch)
+                bare_rates.append(bare_subscriber_rate(broker.port, agent_id, payloads, per_batch))
+                database = f"sqlite:///{workdir / f'db-{per_batch}-{i}.sqlite'}"
+                ingest_rates.append(ingest_rate(broker.port, database, per_batch))
+            results.append(
+                Result(
+                    name=f"cloud ingest into SQLite, {per_batch} events/message",
+                    value=statistics.median(ingest_rates),
+                    unit="events/s",
+                    baseline=statistics.median(bare_rates),
+                    baseline_name="bare paho subscriber",
+                    goal="ratio >= 0.5",
+                    details={"events": EVENTS, "events_per_message": per_batch, "rounds": ROUNDS},
+                )
+            )
+    finally:
+        broker.stop()
+    return results
