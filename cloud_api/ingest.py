@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Table
+from sqlalchemy import Connection, Engine, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -158,7 +158,13 @@ class IngestWorker:
         # Status stays a plain subscription: retained messages (the last status of every
         # agent) are not delivered on shared subscriptions, and upserting it twice is harmless.
         self._filters = [(events_filter, 1), (subscription(Channel.STATUS), 1)]
-        self._insert_events = self._insert(EVENTS).on_conflict_do_nothing(index_elements=["id"])
+        insert_events: Insert = self._insert(EVENTS).on_conflict_do_nothing(index_elements=["id"])
+        # psycopg's executemany reports no row count, so PostgreSQL counts new rows by
+        # RETURNING (SQLAlchemy then sends multi-row VALUES, which is faster there anyway).
+        self._count_returned = engine.dialect.name == "postgresql"
+        if self._count_returned:
+            insert_events = insert_events.returning(EVENTS.c.id)
+        self._insert_events = insert_events
 
         self._v5 = protocol == "5"
         self._client = mqtt.Client(
@@ -325,7 +331,11 @@ class IngestWorker:
             except queue.Empty:
                 continue
             batch = self._collect(first)
-            stats = self._store(batch)
+            try:
+                stats = self._store(batch)
+            except Exception:  # a bug must not stop ingest: keep the batch as dead letters
+                log.exception("ingest failed on a batch of %d messages", len(batch))
+                stats = self._store_as_dead(batch, "ingest failed on this message (see logs)")
             if stats is None:  # stopping while the database is down: leave it to redelivery
                 return
             self._ack(batch)
@@ -363,7 +373,10 @@ class IngestWorker:
             self._done += count
             self._progress.notify_all()
         if self._observer is not None:
-            self._observer(stats)
+            try:
+                self._observer(stats)
+            except Exception:
+                log.exception("ingest observer failed")
 
     def _store(self, batch: list[_Inbound]) -> BatchStats | None:
         """Commit the batch, retrying while the database is unavailable (None if stopped)."""
@@ -390,6 +403,18 @@ class IngestWorker:
             if failing:
                 log.info("ingest writes to the database again")
             return stats
+
+    def _store_as_dead(self, batch: list[_Inbound], reason: str) -> BatchStats | None:
+        dead = _Work(dead=[self._dead_row(message, reason) for message in batch])
+        delay = 0.1
+        while True:
+            try:
+                return self._commit(dead, len(batch))
+            except SQLAlchemyError as exc:
+                log.error("ingest cannot store dead letters: %s; retrying", exc)
+                if self._stop.wait(delay):
+                    return None
+                delay = min(delay * 2, RETRY_MAX_S)
 
     def _store_one_by_one(self, batch: list[_Inbound]) -> BatchStats:
         """Isolate the message(s) the database refuses (e.g. NUL in text on PostgreSQL)."""
@@ -492,7 +517,8 @@ class IngestWorker:
         stored = 0
         with self._engine.begin() as conn:
             if work.events:
-                stored = conn.execute(self._insert_events, work.events).rowcount
+                result = conn.execute(self._insert_events, work.events)
+                stored = len(result.all()) if self._count_returned else result.rowcount
             for status, seen_at in work.statuses:
                 self._upsert_agent(conn, status, seen_at)
             if work.dead:

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from starlette.routing import Match
 
 from cloud_api.config import Settings, load_settings
 from cloud_api.db import create_db_engine, create_sessionmaker, migrate
@@ -68,17 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> Response:
         response = await call_next(request)
         app.state.metrics.http_requests.labels(
-            request.method, _route_template(app, request), str(response.status_code)
+            request.method, _route_template(request), str(response.status_code)
         ).inc()
         return response
 
     return app
 
 
-def _route_template(app: FastAPI, request: Request) -> str:
-    """The route's path template (``/api/v1/agents/{agent_id}``), so labels stay bounded."""
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+def _route_template(request: Request) -> str:
+    """The matched route's path template (``/api/v1/agents/{agent_id}``): bounded labels."""
+    route = request.scope.get("route")  # set by the router in the scope we share
+    return str(getattr(route, "path", "unmatched"))
