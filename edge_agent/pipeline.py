@@ -69,7 +69,7 @@ class Pipeline:
         first_seq: int | None = None,
         first_ts: float | None = None,
     ) -> list[Event]:
-        """Infer on consecutive windows (shape ``(n, window)``) and return the events they cause.
+        """Infer on consecutive windows (``(n, window)``, or one ``(window,)``); return events.
 
         ``first_seq``/``first_ts`` default to continuing where the previous call ended, so a
         caller without a source (the benchmark) can pass plain arrays. Raises ModelError.
@@ -78,23 +78,24 @@ class Pipeline:
         ts = self._next_ts if first_ts is None else first_ts
         model = self.slot.current()
         batch = windows if windows.dtype == np.float32 else windows.astype(np.float32)
+        if batch.ndim == 1:
+            batch = batch[np.newaxis, :]
         n = batch.shape[0]
         self.counters.samples_in += n
         self._next_seq = seq + n
         self._next_ts = ts + n * self._period_s
         probabilities = model.runtime.run(batch)
         self.counters.inferences += n
+        # Plain Python over the rows is cheaper than numpy for the few rows of a batch.
         normal = model.normal_index
-        scores = (1.0 - probabilities[:, normal]).tolist()
-        # The label of an anomalous window is its most likely fault, never the normal label.
-        ranked = probabilities.copy()
-        ranked[:, normal] = -1.0
-        label_idx = ranked.argmax(axis=1).tolist()
+        faults = model.fault_indices
         labels = model.labels
         step = self._filter.step
         events: list[Event] = []
-        for i in range(n):
-            decision = step(seq + i, scores[i], labels[label_idx[i]])
+        for i, row in enumerate(probabilities.tolist()):
+            # The label of an anomalous window is its most likely fault, never the normal one.
+            label = labels[max(faults, key=row.__getitem__)]
+            decision = step(seq + i, 1.0 - row[normal], label)
             if decision is not None:
                 events.append(self._event(decision, batch[i], ts + i * self._period_s, model.ref))
         self.counters.events_out += len(events)

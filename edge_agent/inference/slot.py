@@ -32,6 +32,8 @@ class LoadedModel:
     normal_index: int
     window: int
     """The number of samples the model takes per window (its input's second dimension)."""
+    fault_indices: tuple[int, ...]
+    """Output columns of every label but the normal one."""
 
 
 def file_sha256(path: Path) -> str:
@@ -68,7 +70,8 @@ def load_model(spec: ModelSpec, runtime: RuntimeConfig) -> LoadedModel:
         )
     ref = ModelRef(name=spec.name, version=spec.version, sha256=sha256)
     normal_index = spec.labels.index(spec.normal_label)
-    return LoadedModel(ref, session, spec.labels, normal_index, window)
+    faults = tuple(i for i in range(len(spec.labels)) if i != normal_index)
+    return LoadedModel(ref, session, spec.labels, normal_index, window, faults)
 
 
 class ModelSlot:
