@@ -19,6 +19,7 @@ from tests.cloud.helpers import (
     unique_agent_id,
     wait_until,
 )
+from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +147,22 @@ def test_ingest_works_on_mqtt_3_1_1(make_api: AppFactory, publisher: Publisher) 
     with make_api(mqtt_protocol="3.1.1") as api:
         publisher.publish(topic(agent, Channel.EVENTS), encode(make_batch(agent, 3)))
         assert len(wait_for_events(api, agent, 3)) == 3
+
+
+def test_ingest_reconnects_after_a_broker_restart(
+    make_api: AppFactory, own_broker: Mosquitto
+) -> None:
+    agent = unique_agent_id()
+    with make_api(mqtt_url=own_broker.url) as api:
+        worker = ingest_of(api)
+        own_broker.stop()
+        wait_until(lambda: not worker.connected, what="ingest to notice the outage")
+        assert api.get("/healthz").status_code == 503
+        own_broker.start()
+        worker.wait_connected(timeout=30)
+        publisher = Publisher("127.0.0.1", own_broker.port).connect()
+        try:
+            publisher.publish(topic(agent, Channel.EVENTS), encode(make_batch(agent, 2)))
+            assert len(wait_for_events(api, agent, 2)) == 2
+        finally:
+            publisher.close()
