@@ -80,7 +80,7 @@ def demo(
     settings = Settings(
         database_url=f"sqlite:///{workdir / 'aiot.db'}",
         mqtt_url=broker.url,
-        mqtt_protocol=broker.protocol,  # type: ignore[arg-type]
+        mqtt_protocol=broker.protocol,
         data_dir=workdir,
     )
     server = uvicorn.Server(
@@ -139,18 +139,17 @@ def _render(events: list[dict[str, Any]], agents: Any) -> Any:
     fleet = Table(title="Agents (GET /api/v1/agents)", expand=True)
     for column in ("agent", "state", "pipeline", "model", "samples", "events out", "outbox"):
         fleet.add_column(column)
-    for agent in agents if isinstance(agents, list) else agents.get("items", []):
-        status = agent.get("last_status") or {}
-        for pipeline in status.get("pipelines", []) or [{}]:
+    for agent in agents:
+        for pipeline in agent["pipelines"] or [{}]:
             model = pipeline.get("model") or {}
             fleet.add_row(
                 agent["agent_id"],
-                f"{agent['state']} {agent.get('reason') or ''}".strip(),
+                f"{agent['state']} ({agent['reason']})" if agent["reason"] else agent["state"],
                 pipeline.get("name", "-"),
                 f"{model.get('name', '-')} {model.get('version', '')}",
                 str(pipeline.get("samples_in", "-")),
                 str(pipeline.get("events_out", "-")),
-                str(status.get("outbox_depth", "-")),
+                str(agent["outbox_depth"]),
             )
     feed = Table(title="Events in the cloud (GET /api/v1/events)", expand=True)
     for column in ("time", "agent", "pipeline", "state", "label", "score", "model"):
@@ -163,6 +162,6 @@ def _render(events: list[dict[str, Any]], agents: Any) -> Any:
             event["state"],
             event["label"],
             f"{event['score']:.2f}",
-            f"{event.get('model_version', '')}",
+            f"{event['model_name']} {event['model_version']}",
         )
     return Group(fleet, feed)

@@ -30,9 +30,12 @@ def agent_yaml(
     duration_s: float, speed: float, heartbeat_s: float = 1.0,
 ) -> Path:  # fmt: skip
     """An agent config with one simulated vibration pipeline on the shipped model."""
-    faults = "".join(
-        f"        - {{at_s: {f['at_s']}, duration_s: {f['duration_s']}, fault: {f['fault']}}}\n"
-        for f in schedule
+    faults = (
+        "".join(
+            f"        - {{at_s: {f['at_s']}, duration_s: {f['duration_s']}, fault: {f['fault']}}}\n"
+            for f in schedule
+        )
+        or "        []\n"
     )
     path = workdir / f"{agent_id}.yaml"
     path.write_text(
@@ -47,7 +50,7 @@ def agent_yaml(
         f"      speed: {speed}\n"
         f"      duration_s: {duration_s}\n"
         "      schedule:\n"
-        f"{faults or '        []\n'}"
+        f"{faults}"
         f"    model: {{name: vibration-anomaly, manifest: '{MANIFEST}'}}\n"
     )
     return path
