@@ -113,7 +113,7 @@ def demo(
         server.should_exit = True
         api_thread.join(timeout=10)
         broker.stop()
-    console.print(f"stopped; data kept in {workdir}")
+    console.print(f"\nstopped; data kept in {workdir}")
 
 
 def _show_live(console: Any, api_url: str, duration: float | None) -> None:

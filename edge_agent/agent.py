@@ -47,7 +47,10 @@ class Agent:
         cfg = self.config
         self._started_at = time.monotonic()
         self.outbox = Outbox(
-            cfg.outbox.path, max_bytes=cfg.outbox.max_bytes, max_age_s=cfg.outbox.max_age_s
+            cfg.outbox.path,
+            max_bytes=cfg.outbox.max_bytes,
+            max_age_s=cfg.outbox.max_age_s,
+            sync=cfg.outbox.sync,
         )
         self.pipelines = [Pipeline(p, load_slot(p.model, p.runtime)) for p in cfg.pipelines]
         self.registry.register(AgentCollector(self.status, self._uplink_health, self._dropped))

@@ -98,6 +98,10 @@ class OutboxConfig(_Config):
     path: FilePath = Path("outbox.db")
     max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    sync: Literal["normal", "full"] = Field(
+        default="normal",
+        description="normal: survives a crash or kill -9; full: also a power cut (fsync per put)",
+    )
     batch_max_events: int = Field(default=100, ge=1, le=MAX_EVENTS_PER_BATCH)
     max_inflight_batches: int = Field(default=10, ge=1, le=1000)
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge_agent.config import AgentConfig
-from tests.services import Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "vibration-anomaly-1.0.0.onnx"
@@ -82,18 +81,3 @@ def agent_config(tmp_path: Path) -> AgentConfigFactory:
         )
 
     return build
-
-
-@pytest.fixture
-def persistent_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A broker that keeps sessions and queued QoS 1 messages across stop()/start().
-
-    With it, a test subscriber with a persistent session misses nothing during an outage,
-    whichever of it and the agent reconnects first.
-    """
-    workdir = tmp_path / "broker"
-    workdir.mkdir()
-    server = Mosquitto(workdir, persistent=True)
-    server.start()
-    yield server
-    server.stop()

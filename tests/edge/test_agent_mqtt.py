@@ -57,7 +57,9 @@ class Subscriber:
         self._client.reconnect_delay_set(1, 1)
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = 600
-        self._client.connect("127.0.0.1", broker.port, properties=properties)
+        # Mosquitto 2.0.11 does not keep a v5 session that began with clean start across a
+        # restart (so a message in flight to us would be lost); clean_start=False it keeps.
+        self._client.connect("127.0.0.1", broker.port, clean_start=False, properties=properties)
         self._client.loop_start()
         if not self._subscribed.wait(10):
             raise AssertionError("test subscriber could not subscribe")
@@ -133,11 +135,11 @@ def test_agent_publishes_event_batches_with_model_identity(
 
 
 def test_outbox_keeps_events_until_the_broker_acknowledges_them(
-    persistent_broker: Mosquitto, agent_config: AgentConfigFactory
+    own_broker: Mosquitto, agent_config: AgentConfigFactory
 ) -> None:
-    config = agent_config(persistent_broker.url)
-    subscriber = Subscriber(persistent_broker, config.agent_id)
-    persistent_broker.stop()
+    config = agent_config(own_broker.url)
+    subscriber = Subscriber(own_broker, config.agent_id)
+    own_broker.stop()
     agent = Agent(config)
     agent.start()
     try:
@@ -147,7 +149,7 @@ def test_outbox_keeps_events_until_the_broker_acknowledges_them(
         assert produced == 4
         # No broker, no PUBACK: nothing may have left the outbox.
         assert agent.outbox.depth() == produced
-        persistent_broker.start()
+        own_broker.start()
         wait_until(lambda: agent.outbox is not None and agent.outbox.depth() == 0, "empty outbox")
         wait_until(lambda: len(subscriber.events(config.agent_id)) >= produced, "all events")
     finally:
@@ -157,24 +159,24 @@ def test_outbox_keeps_events_until_the_broker_acknowledges_them(
 
 
 def test_every_event_survives_a_broker_outage(
-    persistent_broker: Mosquitto, agent_config: AgentConfigFactory
+    own_broker: Mosquitto, agent_config: AgentConfigFactory
 ) -> None:
     faults = ["imbalance", "misalignment", "bearing_outer_race", "bearing_inner_race", "impact"]
     schedule = [
         {"at_s": 3 + 6 * i, "duration_s": 3, "fault": faults[i % len(faults)]} for i in range(10)
     ]
     config = agent_config(
-        persistent_broker.url, duration_s=63, schedule=schedule, speed=15, batch_max_events=1
+        own_broker.url, duration_s=63, schedule=schedule, speed=15, batch_max_events=1
     )
-    subscriber = Subscriber(persistent_broker, config.agent_id)
+    subscriber = Subscriber(own_broker, config.agent_id)
     agent = Agent(config)
     agent.start()
     try:
         wait_until(lambda: events_out(agent) >= 4, "the first events")
-        persistent_broker.stop()
+        own_broker.stop()
         produced_before_outage_ended = events_out(agent)
         time.sleep(2)  # an outage while the pipeline keeps producing
-        persistent_broker.start()
+        own_broker.start()
         wait_until(agent.done, "every event delivered after the outage")
         wait_until(
             lambda: len({e.id for e in subscriber.events(config.agent_id)}) >= events_out(agent),
