@@ -87,8 +87,13 @@ class MosquittoProcess:
             f"{self.extra_config}"
         )
         with (self.workdir / "mosquitto.log").open("ab") as log:
+            # Its own session: Ctrl-C in the terminal reaches us, and we stop the broker
+            # last, after the clients that need it have said goodbye.
             self.process = subprocess.Popen(
-                ["mosquitto", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+                ["mosquitto", "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         wait_for_port(self.port)
 

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -65,13 +66,7 @@ class MqttConfig(_Config):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError("expected mqtt://[user:pass@]host[:port]")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError("expected mqtt://[user:pass@]host[:port] without a path or query")
-        _ = parts.port  # raises ValueError for a port that is not a number in range
-        return value
+        return _check_mqtt_url(value)
 
     @property
     def host(self) -> str:
@@ -180,26 +175,200 @@ class RuntimeConfig(_Config):
     inter_op_threads: int = Field(default=1, ge=0)
 
 
-class DebounceConfig(_Config):
-    """N of the last M windows must agree before the event state changes."""
+def _yaml_on_off_keys(value: Any) -> Any:
+    # YAML 1.1 (PyYAML) reads the keys `on` and `off` as the booleans True and False.
+    if isinstance(value, dict) and (True in value or False in value):
+        names = {True: "on", False: "off"}
+        return {names.get(k, k) if isinstance(k, bool) else k: v for k, v in value.items()}
+    return value
 
-    n: int = Field(default=3, ge=1)
-    m: int = Field(default=4, ge=1)
+
+class _Stage(_Config):
+    @model_validator(mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        return _yaml_on_off_keys(value)
+
+
+Level = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ThresholdFilterConfig(_Stage):
+    """The signal is on at or above ``threshold`` (for anomaly models: 1 - p(normal))."""
+
+    type: Literal["threshold"]
+    threshold: Level
+
+
+class HysteresisFilterConfig(_Stage):
+    """The signal turns on at or above ``on`` and off only below ``off``."""
+
+    type: Literal["hysteresis"]
+    on: Level
+    off: Level
 
     @model_validator(mode="after")
-    def _majority(self) -> DebounceConfig:
-        # With 2n > m, "n above" and "n below" cannot both hold, so the state never flaps.
+    def _ordered(self) -> HysteresisFilterConfig:
+        if not self.off < self.on:
+            raise ValueError(f"need off < on, got on={self.on}, off={self.off}")
+        return self
+
+
+class DebounceFilterConfig(_Stage):
+    """The on/off state changes only when ``n`` of the last ``m`` raw states agree."""
+
+    type: Literal["debounce"]
+    n: int = Field(ge=1)
+    m: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _majority(self) -> DebounceFilterConfig:
+        # With 2n > m, "n on" and "n off" cannot both hold, so the state never flaps.
         if self.n > self.m or 2 * self.n <= self.m:
             raise ValueError(f"need m/2 < n <= m, got n={self.n}, m={self.m}")
         return self
 
 
-class ThresholdFilterConfig(_Config):
-    """An anomaly starts when n of m windows score at or above the threshold, ends when n don't."""
+class DeadbandFilterConfig(_Stage):
+    """A value report (update, instant) passes only if it moved >= ``delta`` since the last."""
 
-    type: Literal["threshold"] = "threshold"
-    threshold: float = Field(default=0.8, gt=0, le=1)
-    debounce: DebounceConfig = Field(default_factory=DebounceConfig)
+    type: Literal["deadband"]
+    delta: float = Field(gt=0, allow_inf_nan=False)
+
+
+class ReportIntervalFilterConfig(_Stage):
+    """Value reports no closer than ``min_s``; while on, one at least every ``max_s``."""
+
+    type: Literal["report_interval"]
+    min_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    max_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReportIntervalFilterConfig:
+        if self.max_s is None and self.min_s == 0:
+            raise ValueError("give min_s > 0, max_s, or both")
+        if self.max_s is not None and self.max_s < self.min_s:
+            raise ValueError(f"need min_s <= max_s, got min_s={self.min_s}, max_s={self.max_s}")
+        return self
+
+
+class RateLimitFilterConfig(_Stage):
+    """A token bucket on emitted events: ``burst`` at once, ``per_s`` sustained."""
+
+    type: Literal["rate_limit"]
+    per_s: float = Field(gt=0, allow_inf_nan=False)
+    burst: int = Field(default=1, ge=1)
+
+
+class DedupFilterConfig(_Stage):
+    """Drop an event equal in (key, state, label) to one emitted less than ``window_s`` ago."""
+
+    type: Literal["dedup"]
+    window_s: float = Field(gt=0, allow_inf_nan=False)
+
+
+FilterStageConfig = Annotated[
+    ThresholdFilterConfig
+    | HysteresisFilterConfig
+    | DebounceFilterConfig
+    | DeadbandFilterConfig
+    | ReportIntervalFilterConfig
+    | RateLimitFilterConfig
+    | DedupFilterConfig,
+    Field(discriminator="type"),
+]
+"""Every filter stage; the engine's registry in ``edge_agent.filters`` has one per type."""
+
+LEVEL_STAGES = ("threshold", "hysteresis")
+
+
+def _default_filters() -> list[FilterStageConfig]:
+    return [
+        ThresholdFilterConfig(type="threshold", threshold=0.8),
+        DebounceFilterConfig(type="debounce", n=3, m=4),
+    ]
+
+
+def _check_stage_order(stages: list[FilterStageConfig]) -> list[FilterStageConfig]:
+    """State stages (one level stage, then an optional debounce) come before report stages."""
+    types = [s.type for s in stages]
+    levels = [i for i, t in enumerate(types) if t in LEVEL_STAGES]
+    if len(levels) > 1:
+        raise ValueError("at most one of threshold, hysteresis")
+    if types.count("debounce") > 1:
+        raise ValueError("at most one debounce")
+    state = [i for i, t in enumerate(types) if t in (*LEVEL_STAGES, "debounce")]
+    if state != list(range(len(state))):
+        raise ValueError("threshold/hysteresis and debounce come before the other stages")
+    if "debounce" in types and (not levels or types.index("debounce") < levels[0]):
+        raise ValueError("debounce needs a threshold or hysteresis stage before it")
+    return stages
+
+
+FilterChainConfig = Annotated[list[FilterStageConfig], AfterValidator(_check_stage_order)]
+
+
+def _check_mqtt_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ValueError("expected mqtt://[user:pass@]host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("expected mqtt://[user:pass@]host[:port] without a path or query")
+    _ = parts.port  # raises ValueError for a port that is not a number in range
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected http(s)://host[:port]/path")
+    _ = parts.port
+    return value
+
+
+EventStateName = Literal["start", "update", "end", "instant"]
+
+
+class _Action(_Config):
+    on: list[EventStateName] = Field(default_factory=lambda: ["start"], min_length=1)
+    labels: list[str] | None = Field(default=None, description="only these labels; all if unset")
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_key(cls, value: Any) -> Any:
+        return _yaml_on_off_keys(value)
+
+
+class MqttActionConfig(_Action):
+    """Publish the event as small JSON to a topic on a local broker (not the uplink's)."""
+
+    type: Literal["mqtt"]
+    url: Annotated[str, AfterValidator(_check_mqtt_url)] = "mqtt://127.0.0.1:1883"
+    topic: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^#+\x00]+$")]
+    qos: Literal[0, 1] = 1
+    retain: bool = False
+
+
+class WebhookActionConfig(_Action):
+    """POST the event as JSON to a URL (one retry on a connection error or a 5xx)."""
+
+    type: Literal["webhook"]
+    url: Annotated[str, AfterValidator(_check_http_url)]
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class CommandActionConfig(_Action):
+    """Run ``argv`` (never through a shell) with the event in AIOT_EVENT_* variables."""
+
+    type: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+
+
+ActionConfig = Annotated[
+    MqttActionConfig | WebhookActionConfig | CommandActionConfig, Field(discriminator="type")
+]
+"""Every local action; the registry in ``edge_agent.actions`` has one per type."""
 
 
 class PipelineConfig(_Config):
@@ -209,7 +378,8 @@ class PipelineConfig(_Config):
     source: SourceConfig
     model: ModelConfig
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-    filter: ThresholdFilterConfig = Field(default_factory=ThresholdFilterConfig)
+    filters: FilterChainConfig = Field(default_factory=_default_filters)
+    actions: list[ActionConfig] = Field(default_factory=list)
 
 
 class AgentConfig(_Config):
