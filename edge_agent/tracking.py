@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from edge_agent.inference.postprocess import BoxXYXY, Detection
+from edge_agent.inference.postprocess import BoxXYXY, Detection, pairwise_iou
 
 Point = tuple[float, float]
 Direction = Literal["left_to_right", "right_to_left"]
@@ -94,22 +93,6 @@ def bottom_centre(box: BoxXYXY) -> Point:
 
 def centre(box: BoxXYXY) -> Point:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-
-
-def iou_matrix(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """IoU of every box in ``a`` (K, 4) with every box in ``b`` (M, 4): (K, M)."""
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    out: npt.NDArray[np.float64] = np.divide(
-        inter, union, out=np.zeros_like(inter), where=union > 0
-    )
-    return out
 
 
 def point_in_polygon(point: Point, polygon: list[Point] | tuple[Point, ...]) -> bool:
@@ -273,7 +256,7 @@ class IouTracker:
             self._tracks[i].predicted(seq) if self.predict else self._tracks[i].box
             for i in track_ix
         ]
-        ious = iou_matrix(
+        ious = pairwise_iou(
             np.asarray(boxes, dtype=np.float64),
             np.asarray([detections[i].box for i in det_ix], dtype=np.float64),
         )

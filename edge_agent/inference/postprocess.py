@@ -31,6 +31,7 @@ PAD_VALUE = 114
 """Ultralytics pads with this grey; a model trained on it sees the same borders here."""
 
 _CANDIDATES_MAX = 30000  # anchors kept for NMS at most (Ultralytics' max_nms)
+_NMS_MATRIX_MAX = 1024  # candidates up to which NMS computes all pairwise IoUs at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +152,36 @@ def nms(
     """Greedy non-maximum suppression: indices of the kept boxes, best score first.
 
     A box is dropped when its IoU with a kept, higher-scoring box is above
-    ``iou_threshold``. Each round compares one kept box with all remaining ones at once,
-    so the loop runs once per kept box, not per candidate. Equal scores keep input order.
+    ``iou_threshold``. Up to ``_NMS_MATRIX_MAX`` candidates (the usual case after the score
+    threshold) all pairwise IoUs come from one vectorised step and the greedy pass only
+    reads them; beyond that, each kept box is compared with the remaining ones at once, so
+    memory stays linear. Equal scores keep input order.
     """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    areas = np.clip(x2 - x1, 0.0, None) * np.clip(y2 - y1, 0.0, None)
+    if order.size <= _NMS_MATRIX_MAX:
+        return _nms_matrix(b[order], iou_threshold, order)
+    return _nms_rounds(b, order, iou_threshold)
+
+
+def _nms_matrix(
+    ordered: npt.NDArray[np.float64], iou_threshold: float, order: npt.NDArray[np.intp]
+) -> npt.NDArray[np.intp]:
+    overlaps = pairwise_iou(ordered, ordered) > iou_threshold
+    removed = np.zeros(len(ordered), dtype=np.bool_)
+    keep: list[int] = []
+    for i in range(len(ordered)):
+        if removed[i]:
+            continue
+        keep.append(i)
+        removed |= overlaps[i]  # marks earlier boxes too: they are decided already
+    return order[np.asarray(keep, dtype=np.intp)]
+
+
+def _nms_rounds(
+    b: npt.NDArray[np.float64], order: npt.NDArray[np.intp], iou_threshold: float
+) -> npt.NDArray[np.intp]:
+    areas = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
     keep: list[int] = []
     while order.size:
         i = int(order[0])
@@ -168,12 +192,32 @@ def nms(
     return np.asarray(keep, dtype=np.intp)
 
 
+def pairwise_iou(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """IoU of every box in ``a`` (K, 4) with every box in ``b`` (M, 4): (K, M)."""
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    union = area_a[:, None] + area_b[None, :] - inter
+    # Two empty boxes have no overlap worth suppressing (and 0/0 is not an IoU).
+    iou: npt.NDArray[np.float64] = np.divide(
+        inter, union, out=np.zeros_like(inter), where=union > 0
+    )
+    return iou
+
+
 def box_iou(a: BoxXYXY, b: BoxXYXY) -> float:
     """IoU of two x1, y1, x2, y2 boxes (0 when either has no area)."""
-    arr = np.asarray([b], dtype=np.float64)
-    area_a = max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0)
-    area_b = np.clip(arr[:, 2] - arr[:, 0], 0, None) * np.clip(arr[:, 3] - arr[:, 1], 0, None)
-    return float(_iou_one_to_many(np.asarray(a, dtype=np.float64), area_a, arr, area_b)[0])
+    iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
+    ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    inter = iw * ih
+    union = (
+        max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0)
+        + max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
+        - inter
+    )
+    return inter / union if union > 0 else 0.0
 
 
 def _iou_one_to_many(
@@ -182,8 +226,8 @@ def _iou_one_to_many(
     others: npt.NDArray[np.float64],
     other_areas: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
-    iw = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0.0, None)
-    ih = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0.0, None)
+    iw = np.maximum(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0.0)
+    ih = np.maximum(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0.0)
     inter = iw * ih
     union = area + other_areas - inter
     # Two empty boxes have no overlap worth suppressing (and 0/0 is not an IoU).

@@ -214,6 +214,27 @@ def test_nms_keeps_the_best_box_and_drops_only_what_a_better_one_covers(
         )
 
 
+def reference_nms(
+    boxes: npt.NDArray[np.float64], scores: npt.NDArray[np.float64], t: float
+) -> list[int]:
+    """The textbook greedy NMS in plain Python."""
+    keep: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda k: (-scores[k], k)):
+        if all(iou(boxes[i], boxes[j]) <= t for j in keep):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("n", [50, 1500])  # one NMS path below 1024 candidates, one above
+def test_nms_matches_the_textbook_greedy_algorithm(n: int) -> None:
+    rng = np.random.default_rng(n)
+    xy = rng.uniform(0, 600, size=(n, 2))
+    wh = rng.uniform(5, 80, size=(n, 2))
+    boxes = np.concatenate((xy, xy + wh), axis=1)
+    scores = rng.random(n)
+    assert nms(boxes, scores, 0.45).tolist() == reference_nms(boxes, scores, 0.45)
+
+
 def test_nms_of_nothing_is_nothing() -> None:
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
 

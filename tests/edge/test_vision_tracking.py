@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from edge_agent.inference.postprocess import Detection, box_iou
+from edge_agent.inference.postprocess import Detection, box_iou, pairwise_iou
 from edge_agent.sources.synthetic_scene import Actor, SyntheticScene
 from edge_agent.tracking import (
     CountingLine,
@@ -22,7 +22,6 @@ from edge_agent.tracking import (
     ObjectLifecycle,
     TrackingConfig,
     ZoneConfig,
-    iou_matrix,
     point_in_polygon,
 )
 
@@ -330,10 +329,10 @@ box_strategy = st.tuples(
     a=st.lists(box_strategy, min_size=1, max_size=6),
     b=st.lists(box_strategy, min_size=1, max_size=6),
 )
-def test_iou_matrix_matches_the_pairwise_iou(
+def test_pairwise_iou_matches_the_iou_of_each_pair(
     a: list[tuple[float, float, float, float]], b: list[tuple[float, float, float, float]]
 ) -> None:
-    matrix = iou_matrix(np.asarray(a), np.asarray(b))
+    matrix = pairwise_iou(np.asarray(a), np.asarray(b))
     for i, x in enumerate(a):
         for j, y in enumerate(b):
             assert matrix[i, j] == pytest.approx(box_iou(x, y), abs=1e-9)
