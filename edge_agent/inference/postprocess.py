@@ -5,15 +5,16 @@ trains YOLO (keep the aspect ratio, pad with grey 114, centre) and writes the RG
 tensor into a buffer it reuses, so a camera pipeline allocates nothing per frame.
 ``decode_yolo`` reads a YOLOv8/v11 detection head (``[1, 4 + C, N]``: centre, size and one
 sigmoid score per class, no objectness), keeps the best class per anchor, suppresses
-overlaps per class with a vectorised NMS and maps the boxes back to frame pixels. Every
-step works on whole arrays: there is no Python loop over the N anchors, only over the few
-boxes NMS keeps.
+overlaps per class and maps the boxes back to frame pixels. Every step works on whole
+arrays (NMS is OpenCV's C++ greedy pass): there is no Python loop over the N anchors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -31,7 +32,6 @@ PAD_VALUE = 114
 """Ultralytics pads with this grey; a model trained on it sees the same borders here."""
 
 _CANDIDATES_MAX = 30000  # anchors kept for NMS at most (Ultralytics' max_nms)
-_NMS_MATRIX_MAX = 1024  # candidates up to which NMS computes all pairwise IoUs at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,44 +152,29 @@ def nms(
     """Greedy non-maximum suppression: indices of the kept boxes, best score first.
 
     A box is dropped when its IoU with a kept, higher-scoring box is above
-    ``iou_threshold``. Up to ``_NMS_MATRIX_MAX`` candidates (the usual case after the score
-    threshold) all pairwise IoUs come from one vectorised step and the greedy pass only
-    reads them; beyond that, each kept box is compared with the remaining ones at once, so
-    memory stays linear. Equal scores keep input order.
+    ``iou_threshold``. The greedy pass is OpenCV's (C++, several times faster than numpy
+    for the usual tens of candidates); it gets ranks instead of the scores, so the order is
+    exactly numpy's stable sort of the float64 scores (equal scores keep input order), not
+    OpenCV's float32 rounding of them. Boxes need an area: OpenCV counts two identical
+    empty boxes as overlapping (``decode_yolo`` never passes one).
     """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if b.shape[0] == 0:
+        return np.zeros(0, dtype=np.intp)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    if order.size <= _NMS_MATRIX_MAX:
-        return _nms_matrix(b[order], iou_threshold, order)
-    return _nms_rounds(b, order, iou_threshold)
-
-
-def _nms_matrix(
-    ordered: npt.NDArray[np.float64], iou_threshold: float, order: npt.NDArray[np.intp]
-) -> npt.NDArray[np.intp]:
-    overlaps = pairwise_iou(ordered, ordered) > iou_threshold
-    removed = np.zeros(len(ordered), dtype=np.bool_)
-    keep: list[int] = []
-    for i in range(len(ordered)):
-        if removed[i]:
-            continue
-        keep.append(i)
-        removed |= overlaps[i]  # marks earlier boxes too: they are decided already
-    return order[np.asarray(keep, dtype=np.intp)]
-
-
-def _nms_rounds(
-    b: npt.NDArray[np.float64], order: npt.NDArray[np.intp], iou_threshold: float
-) -> npt.NDArray[np.intp]:
-    areas = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        iou = _iou_one_to_many(b[i], areas[i], b[rest], areas[rest])
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.intp)
+    ordered = b[order]
+    xywh = np.empty_like(ordered)
+    xywh[:, :2] = ordered[:, :2]
+    np.maximum(ordered[:, 2:] - ordered[:, :2], 0.0, out=xywh[:, 2:])
+    ranks = np.arange(len(order), 0, -1, dtype=np.float32)  # exact up to 2**24 boxes
+    # OpenCV's stubs say sequences; it takes arrays as they are (no list round trip).
+    kept = cv2.dnn.NMSBoxes(
+        cast("Sequence[Sequence[float]]", xywh),
+        cast("Sequence[float]", ranks),
+        0.0,
+        float(iou_threshold),
+    )
+    return order[np.asarray(kept, dtype=np.intp).reshape(-1)]
 
 
 def pairwise_iou(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -220,23 +205,6 @@ def box_iou(a: BoxXYXY, b: BoxXYXY) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _iou_one_to_many(
-    box: npt.NDArray[np.float64],
-    area: float | np.float64,
-    others: npt.NDArray[np.float64],
-    other_areas: npt.NDArray[np.float64],
-) -> npt.NDArray[np.float64]:
-    iw = np.maximum(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0.0)
-    ih = np.maximum(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0.0)
-    inter = iw * ih
-    union = area + other_areas - inter
-    # Two empty boxes have no overlap worth suppressing (and 0/0 is not an IoU).
-    iou: npt.NDArray[np.float64] = np.divide(
-        inter, union, out=np.zeros_like(inter), where=union > 0
-    )
-    return iou
-
-
 def decode_yolo(
     output: npt.NDArray[np.floating],
     labels: tuple[str, ...] | list[str],
@@ -253,13 +221,13 @@ def decode_yolo(
     cx, cy, w, h in model pixels, then C class scores already through a sigmoid. An anchor
     counts with its best class when that score is at or above ``score_threshold``. NMS runs
     per class unless ``class_agnostic`` (a car never suppresses a person standing by it).
-    Boxes are clipped to the frame; boxes that lie wholly in the padding are dropped.
+    Boxes are clipped to the frame; boxes without size or wholly in the padding are dropped.
     Raises ModelError when the output does not fit the labels.
     """
     pred = _anchors_last(output, 4 + len(labels))
     scores = pred[4:]
     best = scores.max(axis=0)
-    keep = np.flatnonzero(best >= score_threshold)
+    keep = np.flatnonzero((best >= score_threshold) & (pred[2] > 0) & (pred[3] > 0))
     if keep.size == 0:
         return []
     if keep.size > _CANDIDATES_MAX:

@@ -167,8 +167,8 @@ boxes_strategy = st.lists(
     st.tuples(
         st.floats(0, 100),
         st.floats(0, 100),
-        st.floats(0, 60),
-        st.floats(0, 60),
+        st.floats(0.5, 60),
+        st.floats(0.5, 60),
         st.floats(0, 1),
     ),
     min_size=1,
