@@ -6,12 +6,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import ColumnElement, func, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from cloud_api.schemas import AgentOut, PipelineOut
-from cloud_api.tables import AgentRow, DeadLetterRow, EventRow
+from cloud_api.schemas import (
+    AgentOut,
+    BandwidthReport,
+    FleetBandwidth,
+    PipelineBandwidth,
+    PipelineOut,
+)
+from cloud_api.tables import AgentRow, DeadLetterRow, EventRow, SummaryRow
 
 HEARTBEAT_MISSED = "heartbeat missed"
 LAST_WILL = "connection lost (last will)"
@@ -86,6 +92,87 @@ def describe_agent(row: AgentRow, *, now: datetime, grace: float) -> AgentOut:
         outbox_oldest_age_s=status.get("outbox_oldest_age_s", 0.0),
         pipelines=[PipelineOut.model_validate(p) for p in status.get("pipelines", [])],
     )
+
+
+_SUMMED = ("samples_in", "inferences", "gated", "events", "raw_bytes", "sent_bytes")
+
+
+def bandwidth_report(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+) -> BandwidthReport:
+    """Raw bytes read at the edge against bytes sent, per agent and pipeline, and in total.
+
+    A summary counts when its window starts in ``[since, until)``, so adjacent reports
+    never count a window twice. Sums are done by the database, one row per pipeline.
+    """
+    conditions: list[ColumnElement[bool]] = []
+    if since is not None:
+        conditions.append(SummaryRow.window_start >= since)
+    if until is not None:
+        conditions.append(SummaryRow.window_start < until)
+    if agent_id is not None:
+        conditions.append(SummaryRow.agent_id == agent_id)
+    if pipeline is not None:
+        conditions.append(SummaryRow.pipeline == pipeline)
+    query = (
+        select(
+            SummaryRow.agent_id,
+            SummaryRow.pipeline,
+            func.count().label("summaries"),
+            func.min(SummaryRow.window_start).label("first_window_start"),
+            func.max(SummaryRow.window_end).label("last_window_end"),
+            *(func.sum(getattr(SummaryRow, name)).label(name) for name in _SUMMED),
+        )
+        .where(*conditions)
+        .group_by(SummaryRow.agent_id, SummaryRow.pipeline)
+        .order_by(SummaryRow.agent_id, SummaryRow.pipeline)
+    )
+    rows = [
+        PipelineBandwidth(
+            agent_id=row.agent_id,
+            pipeline=row.pipeline,
+            **_usage(
+                row.summaries,
+                row.first_window_start,
+                row.last_window_end,
+                # PostgreSQL sums bigint as numeric: back to int here, not in every caller.
+                {name: int(getattr(row, name)) for name in _SUMMED},
+            ),
+        )
+        for row in session.execute(query)
+    ]
+    starts = [r.first_window_start for r in rows if r.first_window_start is not None]
+    ends = [r.last_window_end for r in rows if r.last_window_end is not None]
+    total = FleetBandwidth(
+        agents=len({r.agent_id for r in rows}),
+        pipelines=len(rows),
+        **_usage(
+            sum(r.summaries for r in rows),
+            min(starts, default=None),
+            max(ends, default=None),
+            {name: sum(getattr(r, name) for r in rows) for name in _SUMMED},
+        ),
+    )
+    return BandwidthReport(since=since, until=until, pipelines=rows, total=total)
+
+
+def _usage(
+    summaries: int, first: datetime | None, last: datetime | None, sums: dict[str, int]
+) -> dict[str, Any]:
+    raw, sent = sums["raw_bytes"], sums["sent_bytes"]
+    return {
+        "summaries": summaries,
+        "first_window_start": first,
+        "last_window_end": last,
+        **sums,
+        "saved_bytes": raw - sent,
+        "ratio": sent / raw if raw else None,
+    }
 
 
 def list_dead_letters(session: Session, *, limit: int) -> Sequence[DeadLetterRow]:

@@ -3,7 +3,8 @@
 paho's network thread only enqueues what arrives. A writer thread drains up to ``batch_max``
 messages (or what came within ``flush_s``), validates them, and stores the whole batch in ONE
 transaction: events with ``INSERT ... ON CONFLICT (id) DO NOTHING`` (so redelivery inserts
-nothing), statuses as upserts of ``agents``, and anything invalid as a ``dead_letters`` row
+nothing), pipeline summaries likewise on their window ``(agent_id, pipeline, window_start)``,
+statuses as upserts of ``agents``, and anything invalid as a ``dead_letters`` row
 with the reason. Only after that commit are the messages acknowledged (``manual_ack``); the
 session is persistent, so whatever was not acknowledged is redelivered after a restart.
 """
@@ -29,9 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from cloud_api.config import parse_mqtt_url
-from cloud_api.tables import AgentRow, DeadLetterRow, EventRow
+from cloud_api.tables import AgentRow, DeadLetterRow, EventRow, SummaryRow
 from shared.errors import ConfigError, ContractError
-from shared.messages import AgentStatus, EventBatch
+from shared.messages import AgentStatus, EventBatch, PipelineSummary
 from shared.topics import Channel, Topic, subscription
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
 AGENTS: Table = AgentRow.__table__  # type: ignore[assignment]
 DEAD_LETTERS: Table = DeadLetterRow.__table__  # type: ignore[assignment]
+SUMMARIES: Table = SummaryRow.__table__  # type: ignore[assignment]
+SUMMARY_KEY = ["agent_id", "pipeline", "window_start"]
 
 PAYLOAD_KEEP_BYTES = 64 * 1024
 REASON_MAX_CHARS = 4000
@@ -56,6 +59,8 @@ class BatchStats:
     duplicates: int = 0
     dead_letters: int = 0
     statuses: int = 0
+    summaries_stored: int = 0
+    summary_duplicates: int = 0
 
     def __add__(self, other: BatchStats) -> BatchStats:
         return BatchStats(
@@ -64,6 +69,8 @@ class BatchStats:
             self.duplicates + other.duplicates,
             self.dead_letters + other.dead_letters,
             self.statuses + other.statuses,
+            self.summaries_stored + other.summaries_stored,
+            self.summary_duplicates + other.summary_duplicates,
         )
 
 
@@ -82,6 +89,7 @@ class _Work:
     """A batch after validation, ready for one transaction."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
+    summaries: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[tuple[AgentStatus, datetime | None]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
 
@@ -119,7 +127,7 @@ def _reason(exc: ValidationError) -> str:
 
 
 class IngestWorker:
-    """Subscribes to every agent's ``events`` and ``status`` and stores them in SQL."""
+    """Subscribes to every agent's ``events``, ``summary`` and ``status``; stores them in SQL."""
 
     def __init__(
         self,
@@ -153,18 +161,28 @@ class IngestWorker:
         self._observer = observer
         try:
             events_filter = subscription(Channel.EVENTS, share_group=share_group)
+            summary_filter = subscription(Channel.SUMMARY, share_group=share_group)
         except ContractError as exc:
             raise ConfigError(str(exc)) from None
         # Status stays a plain subscription: retained messages (the last status of every
         # agent) are not delivered on shared subscriptions, and upserting it twice is harmless.
-        self._filters = [(events_filter, 1), (subscription(Channel.STATUS), 1)]
+        self._filters = [
+            (events_filter, 1),
+            (summary_filter, 1),
+            (subscription(Channel.STATUS), 1),
+        ]
         insert_events: Insert = self._insert(EVENTS).on_conflict_do_nothing(index_elements=["id"])
         # psycopg's executemany reports no row count, so PostgreSQL counts new rows by
         # RETURNING (SQLAlchemy then sends multi-row VALUES, which is faster there anyway).
         self._count_returned = engine.dialect.name == "postgresql"
+        insert_summaries: Insert = self._insert(SUMMARIES).on_conflict_do_nothing(
+            index_elements=SUMMARY_KEY
+        )
         if self._count_returned:
             insert_events = insert_events.returning(EVENTS.c.id)
+            insert_summaries = insert_summaries.returning(SUMMARIES.c.id)
         self._insert_events = insert_events
+        self._insert_summaries = insert_summaries
 
         self._v5 = protocol == "5"
         self._client = mqtt.Client(
@@ -211,6 +229,16 @@ class IngestWorker:
     def duplicates(self) -> int:
         """Events that were already stored (redelivery or a republished batch)."""
         return self._totals.duplicates
+
+    @property
+    def summaries_stored(self) -> int:
+        """Pipeline summaries inserted for the first time."""
+        return self._totals.summaries_stored
+
+    @property
+    def summary_duplicates(self) -> int:
+        """Summaries that were already stored (redelivery)."""
+        return self._totals.summary_duplicates
 
     @property
     def dead_letters(self) -> int:
@@ -471,6 +499,17 @@ class IngestWorker:
                             "received_at": received_at,
                         }
                     )
+            elif topic.channel is Channel.SUMMARY:
+                try:
+                    summary = PipelineSummary.model_validate_json(message.payload)
+                except ValidationError as exc:
+                    work.dead.append(self._dead_row(message, _reason(exc)))
+                    continue
+                if summary.agent_id != topic.agent_id:
+                    reason = f"agent_id {summary.agent_id!r} does not match topic {message.topic!r}"
+                    work.dead.append(self._dead_row(message, reason))
+                    continue
+                work.summaries.append(_summary_row(summary, message.received_at))
             elif topic.channel is Channel.STATUS:
                 if not message.payload:  # an operator cleared the retained status
                     continue
@@ -514,11 +553,14 @@ class IngestWorker:
         }
 
     def _commit(self, work: _Work, messages: int) -> BatchStats:
-        stored = 0
+        stored = summaries = 0
         with self._engine.begin() as conn:
             if work.events:
                 result = conn.execute(self._insert_events, work.events)
                 stored = len(result.all()) if self._count_returned else result.rowcount
+            if work.summaries:
+                result = conn.execute(self._insert_summaries, work.summaries)
+                summaries = len(result.all()) if self._count_returned else result.rowcount
             for status, seen_at in work.statuses:
                 self._upsert_agent(conn, status, seen_at)
             if work.dead:
@@ -529,6 +571,8 @@ class IngestWorker:
             duplicates=len(work.events) - stored,
             dead_letters=len(work.dead),
             statuses=len(work.statuses),
+            summaries_stored=summaries,
+            summary_duplicates=len(work.summaries) - summaries,
         )
 
     def _upsert_agent(
@@ -548,3 +592,24 @@ class IngestWorker:
             del update["last_seen"]  # offline: keep when it was last seen online
         statement = self._insert(AGENTS).values(values)
         conn.execute(statement.on_conflict_do_update(index_elements=["agent_id"], set_=update))
+
+
+def _summary_row(summary: PipelineSummary, received_at: float) -> dict[str, Any]:
+    return {
+        "agent_id": summary.agent_id,
+        "pipeline": summary.pipeline,
+        "window_start": summary.window_start,
+        "window_end": summary.window_end,
+        "samples_in": summary.samples_in,
+        "inferences": summary.inferences,
+        "gated": summary.gated,
+        "events": sum(summary.events_by_label.values()),
+        "events_by_label": summary.events_by_label,
+        "signals": {name: stats.model_dump() for name, stats in summary.signals.items()},
+        "raw_bytes": summary.raw_bytes,
+        "sent_bytes": summary.sent_bytes,
+        "model_name": summary.model.name,
+        "model_version": summary.model.version,
+        "model_sha256": summary.model.sha256,
+        "received_at": datetime.fromtimestamp(received_at, UTC),
+    }

@@ -11,7 +11,7 @@ from cloud_api.config import Settings, load_settings
 from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.ingest import IngestWorker
 from cloud_api.metrics import Metrics
-from cloud_api.routes import agents, dead_letters, events, health
+from cloud_api.routes import agents, dead_letters, events, health, stats
 
 
 @asynccontextmanager
@@ -52,13 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="AIoT cloud API",
         version="0.1.0",
-        summary="Events, agents and dead letters ingested from the edge over MQTT.",
+        summary="Events, summaries, agents and dead letters ingested from the edge over MQTT.",
         lifespan=lifespan,
     )
     app.state.settings = settings if settings is not None else load_settings()
     app.state.metrics = Metrics()
     app.state.ingest = None
-    for module in (events, agents, dead_letters, health):
+    for module in (events, agents, stats, dead_letters, health):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -20,6 +20,16 @@ class Metrics:
             "Events received again and not stored twice",
             registry=self.registry,
         )
+        self.summaries_ingested = Counter(
+            "aiot_ingest_summaries",
+            "Pipeline summaries stored for the first time",
+            registry=self.registry,
+        )
+        self.summary_duplicates = Counter(
+            "aiot_ingest_duplicate_summaries",
+            "Pipeline summaries received again and not stored twice",
+            registry=self.registry,
+        )
         self.dead_letters = Counter(
             "aiot_ingest_dead_letters", "Messages stored as dead letters", registry=self.registry
         )
@@ -44,5 +54,7 @@ class Metrics:
         self.messages.inc(stats.messages)
         self.events_ingested.inc(stats.events_stored)
         self.duplicates.inc(stats.duplicates)
+        self.summaries_ingested.inc(stats.summaries_stored)
+        self.summary_duplicates.inc(stats.summary_duplicates)
         self.dead_letters.inc(stats.dead_letters)
         self.batch_messages.observe(stats.messages)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EventOut(BaseModel):
@@ -54,6 +54,8 @@ class PipelineOut(BaseModel):
     events_out: int
     gated: int
     errors: int
+    raw_bytes: int = 0
+    sent_bytes: int = 0
 
 
 class AgentOut(BaseModel):
@@ -70,6 +72,48 @@ class AgentOut(BaseModel):
     outbox_depth: int
     outbox_oldest_age_s: float
     pipelines: list[PipelineOut]
+
+
+class BandwidthUsage(BaseModel):
+    """What was read at the edge against what crossed the network, over some summaries."""
+
+    summaries: int
+    first_window_start: datetime | None
+    last_window_end: datetime | None
+    samples_in: int
+    inferences: int
+    gated: int
+    events: int
+    raw_bytes: int = Field(description="bytes the pipelines read from their sources")
+    sent_bytes: int = Field(
+        description="encoded bytes of the events and summaries they sent (no MQTT framing)"
+    )
+    saved_bytes: int = Field(description="raw_bytes - sent_bytes")
+    ratio: float | None = Field(description="sent_bytes / raw_bytes; null when nothing was read")
+
+
+class PipelineBandwidth(BandwidthUsage):
+    """One pipeline of one agent."""
+
+    agent_id: str
+    pipeline: str
+
+
+class FleetBandwidth(BandwidthUsage):
+    """Every pipeline the report covers, added up."""
+
+    agents: int
+    pipelines: int
+
+
+class BandwidthReport(BaseModel):
+    """``GET /api/v1/stats/bandwidth``: per pipeline and for the fleet, from the summaries
+    whose window starts in ``[since, until)``."""
+
+    since: datetime | None
+    until: datetime | None
+    pipelines: list[PipelineBandwidth]
+    total: FleetBandwidth
 
 
 class DeadLetterOut(BaseModel):

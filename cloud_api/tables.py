@@ -1,4 +1,4 @@
-"""SQL tables (SQLAlchemy 2.0 typed ORM): events, agents and dead letters."""
+"""SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents and dead letters."""
 
 from __future__ import annotations
 
@@ -6,12 +6,25 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 Json = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+"""A 64-bit surrogate key; SQLite only auto-increments a column spelled INTEGER."""
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -86,6 +99,41 @@ class EventRow(Base):
         Index("ix_events_agent_ts", "agent_id", "ts", "id"),
         Index("ix_events_pipeline_ts", "pipeline", "ts", "id"),
         Index("ix_events_label_ts", "label", "ts", "id"),
+    )
+
+
+class SummaryRow(Base):
+    """One pipeline's summary of one window: what it read (raw bytes) against what it sent.
+
+    ``(agent_id, pipeline, window_start)`` is unique (an agent's windows of one pipeline
+    never share a start), so re-delivery inserts nothing. ``events`` is the sum of
+    ``events_by_label``, kept as a column so that reports add it up in SQL.
+    """
+
+    __tablename__ = "summaries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    window_end: Mapped[datetime] = mapped_column(UtcDateTime)
+    samples_in: Mapped[int] = mapped_column(BigInteger)
+    inferences: Mapped[int] = mapped_column(BigInteger)
+    gated: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger)
+    events_by_label: Mapped[dict[str, int]] = mapped_column(Json)
+    signals: Mapped[dict[str, Any]] = mapped_column(Json)
+    raw_bytes: Mapped[int] = mapped_column(BigInteger)
+    sent_bytes: Mapped[int] = mapped_column(BigInteger)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("agent_id", "pipeline", "window_start", name="uq_summaries_window"),
+        # Fleet-wide reports filter on time alone; per-agent ones use the unique index.
+        Index("ix_summaries_window_start", "window_start"),
     )
 
 

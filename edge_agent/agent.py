@@ -52,7 +52,9 @@ class Agent:
             max_age_s=cfg.outbox.max_age_s,
             sync=cfg.outbox.sync,
         )
-        self.pipelines = [Pipeline(p, load_slot(p.model, p.runtime)) for p in cfg.pipelines]
+        self.pipelines = [
+            Pipeline(p, load_slot(p.model, p.runtime), agent_id=cfg.agent_id) for p in cfg.pipelines
+        ]
         self.registry.register(AgentCollector(self.status, self._uplink_health, self._dropped))
         self.metrics = MetricsServer(self.registry, cfg.metrics.host, cfg.metrics.port)
         self.metrics.start()
@@ -86,7 +88,7 @@ class Agent:
             depth = self.outbox.depth()
             self.outbox.close()
             self.outbox = None
-            log.info("agent %s stopped; %d events wait in the outbox", self.config.agent_id, depth)
+            log.info("agent %s stopped; %d items wait in the outbox", self.config.agent_id, depth)
 
     def sources_done(self) -> bool:
         """Whether every pipeline's source has ended (finite sources only)."""
@@ -132,6 +134,7 @@ class Agent:
             c.events_acked,
             c.publish_failures,
             uplink.inflight_batches,
+            c.summaries_acked,
         )
 
     def _dropped(self) -> int:

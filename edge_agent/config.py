@@ -42,6 +42,9 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 FilePath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path that, read from a file, is relative to that file's directory."""
 
+MIN_SUMMARY_INTERVAL_S = 0.1
+"""Summaries are cheap, but one per sample would be raw data again."""
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -380,6 +383,18 @@ class PipelineConfig(_Config):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     filters: FilterChainConfig = Field(default_factory=_default_filters)
     actions: list[ActionConfig] = Field(default_factory=list)
+    summary_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds between two summaries of what the pipeline read and sent; 0 = off",
+    )
+
+    @field_validator("summary_interval_s")
+    @classmethod
+    def _summary_not_a_flood(cls, value: float) -> float:
+        if 0 < value < MIN_SUMMARY_INTERVAL_S:
+            raise ValueError(f"expected 0 (off) or at least {MIN_SUMMARY_INTERVAL_S} s")
+        return value
 
 
 class AgentConfig(_Config):

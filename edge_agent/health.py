@@ -27,6 +27,7 @@ class UplinkHealth:
     events_acked: int
     publish_failures: int
     inflight_batches: int
+    summaries_acked: int = 0
 
 
 class AgentCollector:
@@ -49,6 +50,8 @@ class AgentCollector:
             "inferences": "Windows run through the model",
             "events_out": "Events handed to the outbox",
             "errors": "Failed inferences or outbox writes",
+            "raw_bytes": "Bytes read from the source",
+            "sent_bytes": "Encoded bytes of events and summaries handed to the outbox",
         }
         for field, help_text in per_pipeline.items():
             family = CounterMetricFamily(
@@ -58,7 +61,11 @@ class AgentCollector:
                 name, version = (p.model.name, p.model.version) if p.model else ("", "")
                 family.add_metric([p.name, name, version], getattr(p, field))
             yield family
-        yield _gauge("aiot_edge_outbox_depth", "Events waiting in the outbox", status.outbox_depth)
+        yield _gauge(
+            "aiot_edge_outbox_depth",
+            "Events and summaries waiting in the outbox",
+            status.outbox_depth,
+        )
         yield _gauge(
             "aiot_edge_outbox_oldest_age_seconds",
             "Age of the oldest waiting event",
@@ -81,6 +88,11 @@ class AgentCollector:
                 "aiot_edge_publish_failures",
                 "Batches refused or not queued",
                 uplink.publish_failures,
+            )
+            yield _counter(
+                "aiot_edge_summaries_acked",
+                "Pipeline summaries acked by the broker",
+                uplink.summaries_acked,
             )
             yield _gauge(
                 "aiot_edge_inflight_batches", "Batches awaiting PUBACK", uplink.inflight_batches

@@ -1,8 +1,9 @@
-"""The uplink: moves events from the outbox to the broker, and keeps the status topic true.
+"""The uplink: moves the outbox to the broker, and keeps the status topic true.
 
 paho-mqtt 2.x runs the network in its own thread (``loop_start``) and reconnects by itself.
 One sender thread of ours does every publish: it leases a batch from the outbox, publishes
-it as one ``EventBatch`` at QoS 1 and remembers ``mid -> event ids``. paho's ``on_publish``
+it at QoS 1 (events as one ``EventBatch`` on ``events``, a summary as it is on ``summary``)
+and remembers ``mid -> item ids``. paho's ``on_publish``
 (the PUBACK) only queues the mid; the sender then acks exactly those ids in the outbox.
 Acking on the sender thread keeps SQLite off the network thread and avoids a lock cycle:
 paho calls ``on_publish`` while holding its own message lock, which ``publish`` also takes.
@@ -27,7 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import AgentConfig
-from edge_agent.outbox import Outbox, OutboxItem
+from edge_agent.outbox import Outbox, OutboxItem, PayloadKind
 from shared.errors import StorageError
 from shared.messages import AgentStatus, Event, EventBatch, encode, utcnow
 from shared.topics import Channel, Topic
@@ -44,6 +45,8 @@ class UplinkCounters:
 
     batches_published: int = 0
     events_acked: int = 0
+    summaries_published: int = 0
+    summaries_acked: int = 0
     publish_failures: int = 0
     connects: int = 0
 
@@ -62,11 +65,12 @@ class Uplink:
         self._outbox = outbox
         self._status = status
         self._events_topic = str(Topic(config.agent_id, Channel.EVENTS))
+        self._summary_topic = str(Topic(config.agent_id, Channel.SUMMARY))
         self._status_topic = str(Topic(config.agent_id, Channel.STATUS))
         self._max_inflight = config.outbox.max_inflight_batches
         self._batch_max = config.outbox.batch_max_events
         self.counters = UplinkCounters()
-        self._inflight: dict[int, list[str]] = {}
+        self._inflight: dict[int, tuple[PayloadKind, list[str]]] = {}
         self._pubacks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._connected = False
         self._unreachable_logged = False
@@ -201,9 +205,10 @@ class Uplink:
             handled = True
 
     def _acked(self, mid: int, ok: bool) -> None:
-        ids = self._inflight.pop(mid, None)
-        if ids is None:
+        inflight = self._inflight.pop(mid, None)
+        if inflight is None:
             return  # a status message
+        kind, ids = inflight
         if not ok:
             # The broker refused the batch (MQTT 5 reason code): send it again later.
             self.counters.publish_failures += 1
@@ -213,10 +218,13 @@ class Uplink:
             self._outbox.ack(ids)
         except StorageError as exc:
             log.error(
-                "cannot ack %d events in the outbox (they will be sent again): %s", len(ids), exc
+                "cannot ack %d %ss in the outbox (they will be sent again): %s", len(ids), kind, exc
             )
             return
-        self.counters.events_acked += len(ids)
+        if kind == "summary":
+            self.counters.summaries_acked += len(ids)
+        else:
+            self.counters.events_acked += len(ids)
 
     def _publish_batch(self) -> bool:
         try:
@@ -226,17 +234,24 @@ class Uplink:
             return False
         if not items:
             return False
-        payload = self._encode_batch(items)
-        ids = [item.event_id for item in items]
-        info = self._client.publish(self._events_topic, payload, qos=1)
+        kind = items[0].kind
+        if kind == "summary":  # stored encoded: it goes out byte for byte as it was counted
+            topic, payload = self._summary_topic, items[0].payload
+        else:
+            topic, payload = self._events_topic, self._encode_batch(items)
+        ids = [item.item_id for item in items]
+        info = self._client.publish(topic, payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            # Not queued by paho: give the events back to the outbox.
+            # Not queued by paho: give the items back to the outbox.
             self.counters.publish_failures += 1
             self._outbox.release(ids)
             return False
         # NO_CONN still queues the message in paho, which sends it after the reconnect.
-        self._inflight[info.mid] = ids
-        self.counters.batches_published += 1
+        self._inflight[info.mid] = (kind, ids)
+        if kind == "summary":
+            self.counters.summaries_published += 1
+        else:
+            self.counters.batches_published += 1
         return True
 
     def _encode_batch(self, items: list[OutboxItem]) -> bytes:

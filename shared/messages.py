@@ -12,12 +12,21 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from shared.topics import AGENT_ID_PATTERN
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_EVENTS_PER_BATCH = 1000
+MAX_SUMMARY_LABELS = 256
+MAX_SUMMARY_SIGNALS = 32
 
 AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -96,6 +105,8 @@ class PipelineStatus(_EdgeMessage):
     events_out: int = Field(ge=0)
     gated: int = Field(default=0, ge=0)
     errors: int = Field(default=0, ge=0)
+    raw_bytes: int = Field(default=0, ge=0)
+    sent_bytes: int = Field(default=0, ge=0)
 
 
 class AgentStatus(_EdgeMessage):
@@ -112,6 +123,64 @@ class AgentStatus(_EdgeMessage):
     pipelines: list[PipelineStatus] = Field(default_factory=list)
     outbox_depth: int = Field(default=0, ge=0)
     outbox_oldest_age_s: float = Field(default=0.0, ge=0)
+
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+SignalName = Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SignalStats(_EdgeMessage):
+    """One numeric signal over a summary window: enough for a trend line and its envelope."""
+
+    min: FiniteFloat
+    mean: FiniteFloat
+    max: FiniteFloat
+    count: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SignalStats:
+        if not self.min <= self.mean <= self.max:
+            raise ValueError(f"need min <= mean <= max, got {self.min}, {self.mean}, {self.max}")
+        return self
+
+
+class PipelineSummary(_EdgeMessage):
+    """What one pipeline did in one window of ``summary_interval_s``: one per ``summary`` message.
+
+    It says why an agent is quiet (samples read, nothing worth an event) and what the edge
+    saved: ``raw_bytes`` is what the pipeline read from its source in the window (windows x
+    values x 4 for float32 sensors, frame bytes for cameras); ``sent_bytes`` is the encoded
+    JSON of the events it handed to the outbox in the window (each event as it appears inside
+    an ``EventBatch``, without the batch envelope shared with other pipelines) plus the encoded
+    size of its previous summary (a summary cannot contain its own size). MQTT and TCP framing
+    and retransmissions are not counted. Windows of one pipeline are contiguous, so
+    ``(agent_id, pipeline, window_start)`` identifies a summary and redelivery is harmless.
+    """
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent_id: AgentId
+    pipeline: Name
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    samples_in: int = Field(ge=0)
+    inferences: int = Field(ge=0)
+    gated: int = Field(default=0, ge=0)
+    events_by_label: dict[Label, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, max_length=MAX_SUMMARY_LABELS
+    )
+    signals: dict[SignalName, SignalStats] = Field(
+        default_factory=dict, max_length=MAX_SUMMARY_SIGNALS
+    )
+    raw_bytes: int = Field(ge=0)
+    sent_bytes: int = Field(ge=0)
+    model: ModelRef
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> PipelineSummary:
+        if self.window_end < self.window_start:
+            raise ValueError("window_end is before window_start")
+        return self
 
 
 def encode(message: BaseModel) -> bytes:

@@ -47,8 +47,10 @@ def agent_config(tmp_path: Path) -> AgentConfigFactory:
         duration_s: float = 30.0,
         schedule: list[dict[str, Any]] | None = None,
         speed: float = 0.0,
+        summary_interval_s: float = 0.0,
         **outbox: Any,
     ) -> AgentConfig:
+        """Summaries are off unless a test asks: most tests count exactly the events."""
         if schedule is None:
             schedule = [
                 {"at_s": 5, "duration_s": 5, "fault": "imbalance"},
@@ -75,6 +77,7 @@ def agent_config(tmp_path: Path) -> AgentConfigFactory:
                             "schedule": schedule,
                         },
                         "model": model_section(),
+                        "summary_interval_s": summary_interval_s,
                     }
                 ],
             }

@@ -28,6 +28,7 @@ WINDOW_S = 2048 / 12800.0
 def agent_yaml(
     *, agent_id: str, broker: Mosquitto, workdir: Path, schedule: list[dict[str, Any]],
     duration_s: float, speed: float, heartbeat_s: float = 1.0,
+    summary_interval_s: float | None = None,
 ) -> Path:  # fmt: skip
     """An agent config with one simulated vibration pipeline on the shipped model."""
     faults = (
@@ -52,6 +53,7 @@ def agent_yaml(
         "      schedule:\n"
         f"{faults}"
         f"    model: {{name: vibration-anomaly, manifest: '{MANIFEST}'}}\n"
+        + (f"    summary_interval_s: {summary_interval_s}\n" if summary_interval_s else "")
     )
     return path
 

@@ -170,7 +170,7 @@ def _outbox_ids(path: Path) -> set[str]:
         return set()
     outbox = Outbox(path, max_bytes=1 << 30, max_age_s=1e9)
     try:
-        return {item.event_id for item in outbox.next_batch(100_000)}
+        return {i.item_id for i in outbox.next_batch(100_000) if i.kind == "event"}
     finally:
         outbox.close()
 
