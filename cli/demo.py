@@ -54,6 +54,9 @@ pipelines:
     model:
       name: vibration-anomaly
       manifest: {manifest}
+    filters:
+      - {{type: threshold, threshold: 0.8}}
+      - {{type: debounce, n: 3, m: 4}}
 """
 
 

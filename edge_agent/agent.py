@@ -1,8 +1,9 @@
 """The agent: start-up and shutdown order, written once.
 
-``start()`` reads as the order things come up: outbox, model slots and pipelines, metrics,
-uplink, pipeline threads. ``stop()`` undoes it in reverse: pipelines stop and drain into
-the outbox, the uplink gets a short grace period to flush it, then metrics and outbox close.
+``start()`` reads as the order things come up: outbox, local actions, model slots and
+pipelines, metrics, uplink, pipeline threads. ``stop()`` undoes it in reverse: pipelines stop
+and drain into the outbox and the actions, the actions run what is queued (briefly), the
+uplink gets a short grace period to flush the outbox, then metrics and outbox close.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from edge_agent import __version__
+from edge_agent.actions import Actions
 from edge_agent.config import AgentConfig
 from edge_agent.health import AgentCollector, MetricsServer, UplinkHealth
 from edge_agent.inference.slot import load_slot
@@ -41,6 +43,7 @@ class Agent:
         self.pipelines: list[Pipeline] = []
         self.uplink: Uplink | None = None
         self.metrics: MetricsServer | None = None
+        self.actions: Actions | None = None
 
     def start(self) -> None:
         """Bring the agent up; raises ConfigError, ModelError or StorageError if it cannot."""
@@ -52,8 +55,13 @@ class Agent:
             max_age_s=cfg.outbox.max_age_s,
             sync=cfg.outbox.sync,
         )
+        self.actions = Actions(
+            cfg.agent_id, {p.name: p.actions for p in cfg.pipelines}, self.registry
+        )
+        self.actions.start()
         self.pipelines = [
-            Pipeline(p, load_slot(p.model, p.runtime), agent_id=cfg.agent_id) for p in cfg.pipelines
+            Pipeline(p, load_slot(p.model, p.runtime), agent_id=cfg.agent_id, actions=self.actions)
+            for p in cfg.pipelines
         ]
         self.registry.register(AgentCollector(self.status, self._uplink_health, self._dropped))
         self.metrics = MetricsServer(self.registry, cfg.metrics.host, cfg.metrics.port)
@@ -78,6 +86,9 @@ class Agent:
         for thread in self._threads:
             thread.join()
         self._threads.clear()
+        if self.actions is not None:
+            self.actions.stop()  # after the pipelines, so their closing events still act
+            self.actions = None
         if self.uplink is not None:
             self.uplink.stop(self._flush_grace_s)
             self.uplink = None

@@ -20,8 +20,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -333,7 +333,7 @@ EventStateName = Literal["start", "update", "end", "instant"]
 
 
 class _Action(_Config):
-    on: list[EventStateName] = Field(default_factory=lambda: ["start"], min_length=1)
+    on: list[EventStateName] = Field(default=["start"], min_length=1)
     labels: list[str] | None = Field(default=None, description="only these labels; all if unset")
     timeout_s: float = Field(default=2.0, gt=0, le=60)
 
@@ -375,7 +375,7 @@ ActionConfig = Annotated[
 
 
 class PipelineConfig(_Config):
-    """Source -> model -> filter -> events."""
+    """Source -> model -> filters -> events (to the outbox and local actions)."""
 
     name: Name
     source: SourceConfig
@@ -461,7 +461,7 @@ def _describe(exc: ValidationError, root: yaml.Node, path: Path) -> str:
         loc = error["loc"]
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = (*loc, str(error.get("ctx", {}).get("discriminator", "")).strip("'"))
-        line, keys = _locate(root, loc)
+        line, keys = _locate(root, loc, missing=error["type"] == "missing")
         where = _dotted(keys) or "(top level)"
         given = ""
         if error["type"] not in ("missing", "extra_forbidden") and not isinstance(
@@ -483,9 +483,12 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _locate(root: yaml.Node, loc: tuple[int | str, ...]) -> tuple[int, tuple[int | str, ...]]:
+def _locate(
+    root: yaml.Node, loc: tuple[int | str, ...], *, missing: bool = False
+) -> tuple[int, tuple[int | str, ...]]:
     """The 1-based line of the deepest node ``loc`` reaches (the key itself where it exists),
-    and ``loc`` without the parts that are not keys (union tags, validator names)."""
+    and ``loc`` without the parts that are not keys (union tags, validator names); with
+    ``missing``, the last part is a key that is not there, named but at its parent's line."""
     node: yaml.Node | None = root
     line = root.start_mark.line + 1
     keys: list[int | str] = []
@@ -494,7 +497,7 @@ def _locate(root: yaml.Node, loc: tuple[int | str, ...]) -> tuple[int, tuple[int
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == part), None)
             if match is None:
-                if last:  # a missing key: name it, the line stays its parent's
+                if last and missing:
                     keys.append(part)
                 continue  # a union tag or validator name in loc, not a key
             line = match[0].start_mark.line + 1

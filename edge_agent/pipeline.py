@@ -1,4 +1,5 @@
-"""A pipeline: source -> preprocessing -> ORT -> postprocessing -> filter -> events -> outbox.
+"""A pipeline: source -> preprocessing -> ORT -> postprocessing -> filters -> events ->
+local actions and outbox.
 
 ``Pipeline.process_windows`` is the whole per-window path without the source's pacing and
 without I/O; the run loop and the benchmark both call it. It does one ``session.run`` per
@@ -20,8 +21,9 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.actions import Actions
 from edge_agent.config import PipelineConfig
-from edge_agent.filters import Decision, Filter, build_filter
+from edge_agent.filters import Decision, FilterEngine, build_engine
 from edge_agent.inference.slot import ModelSlot
 from edge_agent.outbox import Outbox
 from edge_agent.sources.registry import build_source
@@ -63,6 +65,7 @@ class Pipeline:
         slot: ModelSlot,
         source: Source | None = None,
         *,
+        actions: Actions | None = None,
         agent_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ):
@@ -70,7 +73,8 @@ class Pipeline:
         self.slot = slot
         self.source = source if source is not None else build_source(config.source)
         self.counters = PipelineCounters()
-        self._filter: Filter = build_filter(config.filter)
+        self.filters: FilterEngine = build_engine(config.filters)
+        self._actions = actions
         self._period_s = self.source.period_s
         self._sample_rate_hz = self.source.window / self._period_s
         model = slot.current()
@@ -121,7 +125,8 @@ class Pipeline:
         normal = model.normal_index
         faults = model.fault_indices
         labels = model.labels
-        step = self._filter.step
+        step = self.filters.step
+        period = self._period_s
         events: list[Event] = []
         # The summary's score signal: plain arithmetic on locals, folded in once per call.
         s_lo, s_hi, s_sum = math.inf, -math.inf, 0.0
@@ -129,9 +134,9 @@ class Pipeline:
             # The label of an anomalous window is its most likely fault, never the normal one.
             label = labels[max(faults, key=row.__getitem__)]
             score = 1.0 - row[normal]
-            decision = step(seq + i, score, label)
+            decision = step(ts + i * period, seq + i, score, label)
             if decision is not None:
-                events.append(self._event(decision, batch[i], ts + i * self._period_s, model.ref))
+                events.append(self._event(decision, batch[i], model.ref))
             s_sum += score
             if score < s_lo:
                 s_lo = score
@@ -155,14 +160,13 @@ class Pipeline:
             acc.add(math.sqrt(max(float(dot(x, x)) * inv_w - mean * mean, 0.0)))
 
     def close(self) -> list[Event]:
-        """End an open event because the stream ends; nothing if none is open."""
-        decision = self._filter.close(max(self._next_seq - 1, 0))
-        if decision is None:
-            return []
+        """End open events because the stream ends; nothing if none is open."""
         ts = self._next_ts - self._period_s
-        event = self._event(decision, None, ts, self.slot.current().ref, closed_by="shutdown")
-        self.counters.events_out += 1
-        return [event]
+        decisions = self.filters.close_all(ts, max(self._next_seq - 1, 0))
+        ref = self.slot.current().ref
+        events = [self._event(d, None, ref, closed_by="shutdown") for d in decisions]
+        self.counters.events_out += len(events)
+        return events
 
     def run(self, outbox: Outbox, stop: threading.Event) -> None:
         """Process the source until it ends or ``stop`` is set, then close any open event.
@@ -185,11 +189,11 @@ class Pipeline:
                 self._failing = False
                 log.info("pipeline %s: inference works again", self.name)
             if events:
-                self._store(outbox, events)
+                self._emit(outbox, events)
             if clock() >= due:
                 self._put_summary(outbox)
                 due = clock() + interval
-        self._store(outbox, self.close())
+        self._emit(outbox, self.close())
         if interval:
             self._put_summary(outbox)
 
@@ -207,9 +211,16 @@ class Pipeline:
             sent_bytes=c.sent_bytes,
         )
 
-    def _store(self, outbox: Outbox, events: list[Event]) -> None:
+    def _emit(self, outbox: Outbox, events: list[Event]) -> None:
+        """Local actions first (they only queue, and act within milliseconds), then the
+        durable outbox for the cloud."""
         if not events:
             return
+        if self._actions is not None:
+            self._actions.submit(events)
+        self._store(outbox, events)
+
+    def _store(self, outbox: Outbox, events: list[Event]) -> None:
         try:
             sent = outbox.put(events)
         except StorageError as exc:
@@ -253,17 +264,16 @@ class Pipeline:
         self,
         decision: Decision,
         window: npt.NDArray[np.float32] | None,
-        ts: float,
         ref: ModelRef,
         closed_by: str | None = None,
     ) -> Event:
         attributes: dict[str, float | int | str | bool] = {}
         if window is not None:
             attributes.update(window_features(window, self._sample_rate_hz))
-        if decision.state == "end":
-            attributes["duration_s"] = round(
-                (decision.seq - decision.start_seq) * self._period_s, 3
-            )
+        if decision.state in ("update", "end"):
+            # An update carries the peak as its score and the window's own score here.
+            attributes["duration_s"] = round(decision.ts - decision.start_ts, 3)
+            attributes["value"] = round(decision.value, 6)
         if closed_by is not None:
             attributes["closed_by"] = closed_by
         return Event(
@@ -273,7 +283,7 @@ class Pipeline:
             state=decision.state,
             label=decision.label,
             score=round(decision.score, 6),
-            ts=datetime.fromtimestamp(ts, UTC),
+            ts=datetime.fromtimestamp(decision.ts, UTC),
             seq=decision.seq,
             model=ref,
             attributes=attributes,

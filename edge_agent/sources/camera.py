@@ -14,6 +14,7 @@ unless ``loop`` is set.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +24,15 @@ from typing import Annotated, Literal, Protocol, cast
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
-from edge_agent.config import FilePath
 from edge_agent.sources.sample import Sample
 from edge_agent.sources.synthetic_scene import CLASSES, Actor, SyntheticScene, random_actors
 from shared.errors import ConfigError
@@ -37,6 +44,18 @@ Point = tuple[float, float]
 
 _FILE_FPS_FALLBACK = 25.0  # when a container does not state its frame rate
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is None or value.is_absolute():
+        return value
+    return Path(os.path.normpath(Path(base) / value))
+
+
+FilePath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path relative to the config file's directory: ``edge_agent.config.FilePath`` again,
+because ``edge_agent.config`` imports these config classes and cannot be imported here."""
 
 
 def frame_sample(seq: int, ts: float, frame: Frame) -> Sample:

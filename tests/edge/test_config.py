@@ -50,8 +50,8 @@ def test_valid_config_loads_with_defaults_and_resolves_paths(tmp_path: Path) -> 
     assert config.outbox.path == tmp_path / "data" / "outbox.db"
     pipeline = config.pipelines[0]
     assert pipeline.model.manifest == tmp_path / "manifest.json"
-    assert pipeline.filter.threshold == 0.8
-    assert (pipeline.filter.debounce.n, pipeline.filter.debounce.m) == (3, 4)
+    assert [s.type for s in pipeline.filters] == ["threshold", "debounce"]
+    assert pipeline.actions == []
     assert pipeline.runtime.intra_op_threads == 1
 
 
@@ -101,13 +101,64 @@ def test_missing_key_points_at_its_parent(tmp_path: Path) -> None:
 
 def test_bad_url_and_bad_debounce_are_explained(tmp_path: Path) -> None:
     text = VALID.replace("mqtt://user:s%40cret@broker.local:1884", "http://broker") + (
-        "    filter: {debounce: {n: 2, m: 4}}\n"
+        "    filters:\n"
+        "      - {type: threshold, threshold: 0.8}\n"
+        "      - {type: debounce, n: 2, m: 4}\n"
     )
     message = error_of(tmp_path, text)
     assert "agent.yaml:3: mqtt.url" in message
     assert "mqtt://" in message
-    assert "pipelines[0].filter.debounce" in message
+    assert "agent.yaml:19: pipelines[0].filters[1]: Value error" in message
     assert "m/2 < n <= m" in message
+
+
+FILTERS_AND_ACTIONS = """\
+    filters:
+      - {type: hysteresis, on: 0.8, off: 0.6}
+      - type: debounce
+        n: 2
+        m: 3
+      - {type: report_interval, min_s: 1, max_s: 30}
+      - {type: rate_limit, per_s: 0.5, burst: 3}
+      - {type: dedup, window_s: 60}
+    actions:
+      - {type: mqtt, url: "mqtt://127.0.0.1:1883", topic: plant/siren, on: [start, end]}
+      - {type: webhook, url: "http://127.0.0.1:8080/hook", labels: [impact], timeout_s: 1}
+      - type: command
+        argv: [/usr/bin/logger, -t, aiot]
+"""
+
+
+def test_filters_and_actions_load_with_yaml_on_and_off_as_keys(tmp_path: Path) -> None:
+    pipeline = load_config(write(tmp_path, VALID + FILTERS_AND_ACTIONS)).pipelines[0]
+    level, debounce, interval, limit, dedup = (s.model_dump() for s in pipeline.filters)
+    assert level == {"type": "hysteresis", "on": 0.8, "off": 0.6}
+    assert debounce == {"type": "debounce", "n": 2, "m": 3}
+    assert interval == {"type": "report_interval", "min_s": 1.0, "max_s": 30.0}
+    assert (limit["per_s"], limit["burst"], dedup["window_s"]) == (0.5, 3, 60.0)
+    mqtt, webhook, command = (a.model_dump() for a in pipeline.actions)
+    assert (mqtt["on"], mqtt["qos"], mqtt["labels"]) == (["start", "end"], 1, None)
+    assert (webhook["on"], webhook["labels"], webhook["timeout_s"]) == (["start"], ["impact"], 1)
+    assert command["argv"] == ["/usr/bin/logger", "-t", "aiot"]
+
+
+def test_unknown_filter_type_and_key_name_their_lines(tmp_path: Path) -> None:
+    text = VALID + FILTERS_AND_ACTIONS.replace("type: dedup", "type: dedupe").replace(
+        "n: 2\n", "n: 2\n        window: 3\n"
+    )
+    message = error_of(tmp_path, text)
+    assert "agent.yaml:21: pipelines[0].filters[1].window: unknown key" in message
+    assert "agent.yaml:25: pipelines[0].filters[4].type" in message
+    assert "dedupe" in message
+
+
+def test_action_errors_name_their_lines(tmp_path: Path) -> None:
+    text = VALID + FILTERS_AND_ACTIONS.replace("http://127", "ftp://127").replace(
+        "on: [start, end]", "on: [begin]"
+    )
+    message = error_of(tmp_path, text)
+    assert "agent.yaml:26: pipelines[0].actions[0].on[0]" in message
+    assert "agent.yaml:27: pipelines[0].actions[1].url: Value error, expected http(s)" in message
 
 
 def test_model_needs_path_or_manifest_not_both(tmp_path: Path) -> None:
@@ -140,3 +191,11 @@ def test_duplicate_pipeline_names_are_rejected() -> None:
     }
     with pytest.raises(ValueError, match="unique"):
         AgentConfig.model_validate({"agent_id": "a", "pipelines": [pipeline, pipeline]})
+
+
+def test_compose_config_is_valid_and_points_inside_the_container() -> None:
+    config = load_config(REPO / "deploy" / "edge.compose.yaml")
+    assert config.mqtt.host == "mosquitto"
+    assert config.outbox.path == Path("/data/outbox.db")
+    assert config.pipelines[0].model.manifest == Path("/app/models/manifest.json")
+    assert (REPO / "models" / "manifest.json").exists()  # what the image copies to /app/models
