@@ -1,22 +1,31 @@
 """Reproducible build of every shipped model and of ``manifest.json``.
 
 Same code, same machine -> byte-identical files: all randomness is seeded, training runs
-on one BLAS thread, and nothing time- or host-dependent goes into the files.
-Usage: ``python -m models.build [--out DIR]`` (``aiot models build`` calls :func:`build_all`).
+on fixed thread counts, and nothing time- or host-dependent goes into the files.
+Usage: ``python -m models.build [--out DIR] [--only vibration|detector ...]``
+(``aiot models build`` calls :func:`build_all`).
+
+The detector needs torch (``pip install aiot[train]``). Without it, its committed file and
+manifest entry are kept as they are (copied when building into another directory), so a
+machine without torch still builds the vibration model and a complete manifest.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from models import vibration
+from models import detector, vibration
 from models.manifest import (
     MANIFEST_NAME,
     Manifest,
+    ModelEntry,
     default_dir,
     file_sha256,
     load_manifest,
@@ -26,50 +35,106 @@ from shared.errors import ModelError
 logger = logging.getLogger(__name__)
 
 
-def build_all(out_dir: Path) -> Path:
-    """Build every model into ``out_dir`` and write its manifest; return the manifest's path."""
+@dataclass(frozen=True, slots=True)
+class _Model:
+    name: str  # as in the manifest
+    build: Callable[[Path], ModelEntry]
+    needs: str | None = None  # a module the build imports that a plain install lacks
+
+
+MODELS: dict[str, _Model] = {
+    "vibration": _Model(vibration.NAME, vibration.build),
+    "detector": _Model(detector.NAME, detector.build, needs="torch"),
+}
+
+
+def can_build(key: str) -> bool:
+    """True when this machine has what the model's build needs."""
+    needs = MODELS[key].needs
+    return needs is None or importlib.util.find_spec(needs) is not None
+
+
+def build_all(out_dir: Path, only: Collection[str] | None = None) -> Path:
+    """Build the models (all, or those in ``only``) into ``out_dir``; write the manifest.
+
+    A model that is not selected, or whose build needs what is not installed, keeps its
+    current file and entry: the one in ``out_dir`` if intact, else the committed one.
+    """
+    selected = set(MODELS if only is None else only)
+    if unknown := selected - set(MODELS):
+        raise ValueError(f"unknown model(s) {sorted(unknown)}: expected some of {list(MODELS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    manifest = Manifest(models=[vibration.build(out_dir)])
+    entries = []
+    for key, model in MODELS.items():
+        if key in selected and can_build(key):
+            entries.append(model.build(out_dir))
+            continue
+        if key in selected:
+            logger.warning(
+                "%s: %s is not installed; keeping the built file", model.name, model.needs
+            )
+        entries.append(_existing(model.name, out_dir))
     path = out_dir / MANIFEST_NAME
-    text = manifest.model_dump_json(indent=2) + "\n"
-    vibration.write_atomically(path, text.encode("utf-8"))
+    vibration.write_atomically(path, Manifest(models=entries).to_json().encode("utf-8"))
     logger.info(
-        "built %d model(s) into %s in %.1f s",
-        len(manifest.models),
-        out_dir,
-        time.perf_counter() - started,
+        "built %s into %s in %.1f s", sorted(selected), out_dir, time.perf_counter() - started
     )
     return path
 
 
-def is_up_to_date(out_dir: Path) -> bool:
-    """True when the manifest exists and every file it lists is there with its sha256."""
+def _intact(name: str, directory: Path) -> ModelEntry | None:
     try:
-        entries = load_manifest(out_dir / MANIFEST_NAME)
+        entries = load_manifest(directory / MANIFEST_NAME)
     except ModelError:
-        return False
-    return bool(entries) and all(
-        entry.path(out_dir).is_file() and file_sha256(entry.path(out_dir)) == entry.sha256
-        for entry in entries
-    )
+        return None
+    for entry in entries:
+        path = entry.path(directory)
+        if entry.name == name and path.is_file() and file_sha256(path) == entry.sha256:
+            return entry
+    return None
+
+
+def _existing(name: str, out_dir: Path) -> ModelEntry:
+    """The intact entry of ``name`` in ``out_dir``, else the committed one copied there."""
+    if (entry := _intact(name, out_dir)) is not None:
+        return entry
+    committed = default_dir()
+    entry = _intact(name, committed)
+    if entry is None:
+        raise ModelError(f"{name}: cannot build it here and no intact copy in {committed}")
+    shutil.copyfile(entry.path(committed), entry.path(out_dir))
+    return entry
+
+
+def stale(out_dir: Path) -> list[str]:
+    """The models (keys of MODELS) whose file or manifest entry is missing or altered."""
+    return [key for key, model in MODELS.items() if _intact(model.name, out_dir) is None]
+
+
+def is_up_to_date(out_dir: Path) -> bool:
+    """True when the manifest lists every model and each file is there with its sha256."""
+    return not stale(out_dir)
 
 
 def ensure_built(out_dir: Path) -> Path:
-    """Return the manifest's path, building first only if something is missing or altered."""
-    if is_up_to_date(out_dir):
+    """Return the manifest's path, building first only what is missing or altered."""
+    if not (todo := stale(out_dir)):
         return out_dir / MANIFEST_NAME
-    logger.info("models in %s are missing or do not match the manifest: building", out_dir)
-    return build_all(out_dir)
+    logger.info("models %s in %s are missing or do not match the manifest: building", todo, out_dir)
+    return build_all(out_dir, only=todo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: build into ``--out`` (default: the models package) and print the manifest."""
     parser = argparse.ArgumentParser(prog="python -m models.build", description=__doc__)
     parser.add_argument("--out", type=Path, default=default_dir(), help="target directory")
+    parser.add_argument(
+        "--only", action="append", choices=list(MODELS), help="build just this model (repeatable)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    manifest = build_all(args.out)
+    manifest = build_all(args.out, only=args.only)
     print(manifest.read_text(encoding="utf-8"), end="")
     return 0
 

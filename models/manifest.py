@@ -32,7 +32,7 @@ class TensorSpec(_Entry):
 
 
 class LabelMetrics(_Entry):
-    """Held-out precision and recall of one label, and how many windows had it."""
+    """Held-out precision and recall of one label, and how many samples (or objects) had it."""
 
     precision: float = Field(ge=0.0, le=1.0)
     recall: float = Field(ge=0.0, le=1.0)
@@ -40,7 +40,8 @@ class LabelMetrics(_Entry):
 
 
 class Metrics(_Entry):
-    """Held-out scores; precision/recall are for "any fault" against the normal label."""
+    """Held-out scores: for a classifier, "any fault" against the normal label; for a
+    detector, all boxes of all classes (matched at IoU 0.5)."""
 
     precision: float = Field(ge=0.0, le=1.0)
     recall: float = Field(ge=0.0, le=1.0)
@@ -59,8 +60,8 @@ class ModelEntry(_Entry):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     labels: list[str]
-    normal_label: str
-    sample_rate_hz: float = Field(gt=0)
+    normal_label: str | None = None  # classifiers: the label that means "all is well"
+    sample_rate_hz: float | None = Field(default=None, gt=0)  # models of sampled signals
     metrics: Metrics
 
     def path(self, manifest_dir: Path) -> Path:
@@ -72,6 +73,10 @@ class Manifest(_Entry):
     """The file as a whole: a list of models."""
 
     models: list[ModelEntry]
+
+    def to_json(self) -> str:
+        """The file's text: fields a model does not have are left out, not written as null."""
+        return self.model_dump_json(indent=2, exclude_none=True) + "\n"
 
 
 def default_dir() -> Path:
