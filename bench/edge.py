@@ -19,7 +19,7 @@ from bench.common import Result
 from edge_agent.config import PipelineConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox
-from edge_agent.pipeline import Pipeline
+from edge_agent.pipeline import SensorPipeline
 from edge_agent.sources.simulated_machine import FAULTS, MachineSpec, SimulatedMachine
 
 WINDOWS = 1500
@@ -60,7 +60,7 @@ def bench_pipeline(threads: int, *, faults: bool, name: str) -> Result:
     )
     windows = test_windows(WINDOWS, faults=faults)
     slot = load_slot(config.model, config.runtime)
-    pipeline = Pipeline(config, slot)
+    pipeline = SensorPipeline(config, slot)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -22,8 +22,9 @@ from edge_agent.config import AgentConfig
 from edge_agent.health import AgentCollector, MetricsServer, UplinkHealth
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox
-from edge_agent.pipeline import Pipeline
+from edge_agent.pipeline import Pipeline, SensorPipeline
 from edge_agent.uplink import Uplink
+from edge_agent.vision import VisionPipeline
 from shared.messages import AgentStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class Agent:
         )
         self.actions.start()
         self.pipelines = [
-            Pipeline(p, load_slot(p.model, p.runtime), agent_id=cfg.agent_id, actions=self.actions)
+            (VisionPipeline if p.is_camera else SensorPipeline)(
+                p, load_slot(p.model, p.runtime), agent_id=cfg.agent_id, actions=self.actions
+            )
             for p in cfg.pipelines
         ]
         self.registry.register(AgentCollector(self.status, self._uplink_health, self._dropped))

@@ -27,7 +27,14 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.motion import MotionGateConfig
+from edge_agent.sources.camera import (
+    ImageFolderSourceConfig,
+    OpenCvSourceConfig,
+    SyntheticSceneSourceConfig,
+)
 from edge_agent.sources.simulated_machine import FAULTS
+from edge_agent.tracking import TrackingConfig
 from shared.errors import ConfigError
 from shared.messages import MAX_EVENTS_PER_BATCH, AgentId, Name
 
@@ -140,8 +147,34 @@ class SimulatedVibrationSourceConfig(_Config):
     duration_s: float | None = Field(default=None, gt=0)
 
 
-SourceConfig = Annotated[SimulatedVibrationSourceConfig, Field(discriminator="type")]
+SourceConfig = Annotated[
+    SimulatedVibrationSourceConfig
+    | OpenCvSourceConfig
+    | ImageFolderSourceConfig
+    | SyntheticSceneSourceConfig,
+    Field(discriminator="type"),
+]
 """Every source type; new ones join this union and the registry in ``edge_agent.sources``."""
+
+CAMERA_SOURCE_TYPES = frozenset({"opencv", "image_folder", "synthetic_scene"})
+"""Sources that yield frames: their pipelines run a detector, a tracker and a motion gate."""
+
+
+class VisionConfig(_Config):
+    """What a camera pipeline does between the frame and the events."""
+
+    motion: MotionGateConfig = Field(default_factory=MotionGateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    score_threshold: float = Field(default=0.5, gt=0, lt=1)
+    iou_threshold: float = Field(default=0.45, gt=0, lt=1)
+    thumbnails: FilePath | None = Field(
+        default=None, description="directory for the best crop of every object; none = off"
+    )
+
+
+ModelTask = Literal["anomaly", "detection"]
+"""How a pipeline reads a model's output: ``anomaly``, class probabilities of a sensor window
+with one normal label; ``detection``, boxes in the YOLOv8/v11 layout ``[1, 4 + C, N]``."""
 
 
 class ModelConfig(_Config):
@@ -150,23 +183,29 @@ class ModelConfig(_Config):
     name: Name
     path: FilePath | None = None
     version: Name | None = None
+    task: ModelTask = "anomaly"
     labels: list[str] | None = None
+    labels_file: FilePath | None = None
     normal_label: str | None = None
     manifest: FilePath | None = None
 
     @model_validator(mode="after")
     def _one_source_of_truth(self) -> ModelConfig:
         if (self.path is None) == (self.manifest is None):
-            raise ValueError(
-                "give either `path` (with version, labels, normal_label) or `manifest`"
-            )
+            raise ValueError("give either `path` (with version and labels) or `manifest`")
         if self.path is not None:
-            missing = [k for k in ("version", "labels", "normal_label") if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"with `path`, also give {', '.join(missing)}")
-            if self.labels is not None and self.normal_label not in self.labels:
-                raise ValueError(f"normal_label {self.normal_label!r} is not one of the labels")
-        elif self.labels is not None or self.normal_label is not None:
+            if self.version is None:
+                raise ValueError("with `path`, also give version")
+            if (self.labels is None) == (self.labels_file is None):
+                raise ValueError("with `path`, give either labels or labels_file")
+            if self.task == "anomaly":
+                if self.normal_label is None:
+                    raise ValueError("an anomaly model needs normal_label")
+                if self.labels is not None and self.normal_label not in self.labels:
+                    raise ValueError(f"normal_label {self.normal_label!r} is not one of the labels")
+            elif self.normal_label is not None:
+                raise ValueError("a detection model has no normal_label")
+        elif any(v is not None for v in (self.labels, self.labels_file, self.normal_label)):
             raise ValueError("with `manifest`, labels come from the manifest: remove them")
         return self
 
@@ -382,12 +421,25 @@ class PipelineConfig(_Config):
     model: ModelConfig
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     filters: FilterChainConfig = Field(default_factory=_default_filters)
+    vision: VisionConfig | None = Field(
+        default=None, description="camera pipelines only; defaults apply when left out"
+    )
     actions: list[ActionConfig] = Field(default_factory=list)
     summary_interval_s: float = Field(
         default=60.0,
         ge=0,
         description="seconds between two summaries of what the pipeline read and sent; 0 = off",
     )
+
+    @model_validator(mode="after")
+    def _vision_goes_with_cameras(self) -> PipelineConfig:
+        if self.vision is not None and not self.is_camera:
+            raise ValueError(f"`vision` needs a camera source, not {self.source.type!r}")
+        return self
+
+    @property
+    def is_camera(self) -> bool:
+        return self.source.type in CAMERA_SOURCE_TYPES
 
     @field_validator("summary_interval_s")
     @classmethod

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +28,7 @@ from edge_agent.filters import Decision, FilterEngine, build_engine
 from edge_agent.inference.slot import ModelSlot
 from edge_agent.outbox import Outbox
 from edge_agent.sources.registry import build_source
-from edge_agent.sources.sample import Source
+from edge_agent.sources.sample import Sample, Source
 from edge_agent.summary import SummaryWindow
 from shared.errors import ConfigError, ModelError, StorageError
 from shared.messages import Event, ModelRef, PipelineStatus, PipelineSummary, new_event_id
@@ -57,7 +58,12 @@ class PipelineCounters:
 
 
 class Pipeline:
-    """One configured pipeline: its source, its model slot, its filter state, its counters."""
+    """What every pipeline shares: a source, a model slot, a filter engine, counters, the
+    run loop, summaries and the way events leave (local actions, then the outbox).
+
+    Subclasses say what one sample does (``process_sample``) and how open events end
+    (``close``): ``SensorPipeline`` here, ``edge_agent.vision.VisionPipeline`` for cameras.
+    """
 
     def __init__(
         self,
@@ -75,98 +81,21 @@ class Pipeline:
         self.counters = PipelineCounters()
         self.filters: FilterEngine = build_engine(config.filters)
         self._actions = actions
-        self._period_s = self.source.period_s
-        self._sample_rate_hz = self.source.window / self._period_s
-        model = slot.current()
-        if model.window != self.source.window:
-            raise ConfigError(
-                f"pipeline {self.name}: the source gives windows of {self.source.window} values "
-                f"but model {model.ref.name} {model.ref.version} takes {model.window}"
-            )
         self._failing = False
-        self._next_seq = 0
-        self._next_ts = 0.0
         # Summaries name the agent: a pipeline built without one (benchmarks, unit tests)
         # still accumulates them but publishes none.
         self._agent_id = agent_id
         self._summary_s = config.summary_interval_s if agent_id is not None else 0.0
         self._clock = clock
         self._summary = SummaryWindow.starting(clock(), self.counters)
-        self._score = self._summary.signal("score")
-        self._rms = self._summary.signal("rms_g")
-        self._ones = np.ones(self.source.window, dtype=np.float32)
 
-    def process_windows(
-        self,
-        windows: npt.NDArray[np.float32],
-        *,
-        first_seq: int | None = None,
-        first_ts: float | None = None,
-    ) -> list[Event]:
-        """Infer on consecutive windows (``(n, window)``, or one ``(window,)``); return events.
-
-        ``first_seq``/``first_ts`` default to continuing where the previous call ended, so a
-        caller without a source (the benchmark) can pass plain arrays. Raises ModelError.
-        """
-        seq = self._next_seq if first_seq is None else first_seq
-        ts = self._next_ts if first_ts is None else first_ts
-        model = self.slot.current()
-        batch = windows if windows.dtype == np.float32 else windows.astype(np.float32)
-        if batch.ndim == 1:
-            batch = batch[np.newaxis, :]
-        n = batch.shape[0]
-        self.counters.samples_in += n
-        self.counters.raw_bytes += batch.nbytes
-        self._next_seq = seq + n
-        self._next_ts = ts + n * self._period_s
-        probabilities = model.runtime.run(batch)
-        self.counters.inferences += n
-        # Plain Python over the rows is cheaper than numpy for the few rows of a batch.
-        normal = model.normal_index
-        faults = model.fault_indices
-        labels = model.labels
-        step = self.filters.step
-        period = self._period_s
-        events: list[Event] = []
-        # The summary's score signal: plain arithmetic on locals, folded in once per call.
-        s_lo, s_hi, s_sum = math.inf, -math.inf, 0.0
-        for i, row in enumerate(probabilities.tolist()):
-            # The label of an anomalous window is its most likely fault, never the normal one.
-            label = labels[max(faults, key=row.__getitem__)]
-            score = 1.0 - row[normal]
-            decision = step(ts + i * period, seq + i, score, label)
-            if decision is not None:
-                events.append(self._event(decision, batch[i], model.ref))
-            s_sum += score
-            if score < s_lo:
-                s_lo = score
-            if score > s_hi:
-                s_hi = score
-        self._score.merge(n, s_sum, s_lo, s_hi)
-        first = -seq % LEVEL_EVERY
-        if first < n:
-            self._sample_level(batch, first)
-        self.counters.events_out += len(events)
-        return events
-
-    def _sample_level(self, batch: npt.NDArray[np.float32], first: int) -> None:
-        """Fold the RMS (DC removed, as the event's ``rms_g``) of every LEVEL_EVERY-th window
-        into the summary, from two BLAS dot products per window."""
-        ones, inv_w, dot = self._ones, 1.0 / batch.shape[1], np.dot
-        acc = self._rms
-        for i in range(first, batch.shape[0], LEVEL_EVERY):
-            x = batch[i]
-            mean = float(dot(x, ones)) * inv_w
-            acc.add(math.sqrt(max(float(dot(x, x)) * inv_w - mean * mean, 0.0)))
+    def process_sample(self, sample: Sample) -> list[Event]:
+        """Run one sample through the pipeline; return the events it makes. Raises ModelError."""
+        raise NotImplementedError
 
     def close(self) -> list[Event]:
         """End open events because the stream ends; nothing if none is open."""
-        ts = self._next_ts - self._period_s
-        decisions = self.filters.close_all(ts, max(self._next_seq - 1, 0))
-        ref = self.slot.current().ref
-        events = [self._event(d, None, ref, closed_by="shutdown") for d in decisions]
-        self.counters.events_out += len(events)
-        return events
+        raise NotImplementedError
 
     def run(self, outbox: Outbox, stop: threading.Event) -> None:
         """Process the source until it ends or ``stop`` is set, then close any open event.
@@ -179,9 +108,7 @@ class Pipeline:
         due = clock() + interval if interval else math.inf
         for sample in self.source.samples(stop):
             try:
-                events = self.process_windows(
-                    sample.data[np.newaxis, :], first_seq=sample.seq, first_ts=sample.ts
-                )
+                events = self.process_sample(sample)
             except ModelError as exc:
                 self._failed("inference", exc)
                 continue
@@ -259,6 +186,113 @@ class Pipeline:
         if not self._failing:
             self._failing = True
             log.error("pipeline %s: %s failed: %s", self.name, what, exc)
+
+
+class SensorPipeline(Pipeline):
+    """A sensor pipeline: windows of samples -> anomaly model -> filters -> events."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        slot: ModelSlot,
+        source: Source | None = None,
+        *,
+        actions: Actions | None = None,
+        agent_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__(config, slot, source, actions=actions, agent_id=agent_id, clock=clock)
+        self._period_s = self.source.period_s
+        self._sample_rate_hz = self.source.window / self._period_s
+        model = slot.current()
+        if model.task != "anomaly" or model.window != self.source.window:
+            raise ConfigError(
+                f"pipeline {self.name}: the source gives windows of {self.source.window} values "
+                f"but model {model.ref.name} {model.ref.version} ({model.task}) takes "
+                f"{model.window or 'images'}"
+            )
+        self._next_seq = 0
+        self._next_ts = 0.0
+        self._score = self._summary.signal("score")
+        self._rms = self._summary.signal("rms_g")
+        self._ones = np.ones(self.source.window, dtype=np.float32)
+
+    def process_sample(self, sample: Sample) -> list[Event]:
+        return self.process_windows(
+            sample.data[np.newaxis, :], first_seq=sample.seq, first_ts=sample.ts
+        )
+
+    def process_windows(
+        self,
+        windows: npt.NDArray[Any],
+        *,
+        first_seq: int | None = None,
+        first_ts: float | None = None,
+    ) -> list[Event]:
+        """Infer on consecutive windows (``(n, window)``, or one ``(window,)``); return events.
+
+        ``first_seq``/``first_ts`` default to continuing where the previous call ended, so a
+        caller without a source (the benchmark) can pass plain arrays. Raises ModelError.
+        """
+        seq = self._next_seq if first_seq is None else first_seq
+        ts = self._next_ts if first_ts is None else first_ts
+        model = self.slot.current()
+        batch = windows if windows.dtype == np.float32 else windows.astype(np.float32)
+        if batch.ndim == 1:
+            batch = batch[np.newaxis, :]
+        n = batch.shape[0]
+        self.counters.samples_in += n
+        self.counters.raw_bytes += batch.nbytes
+        self._next_seq = seq + n
+        self._next_ts = ts + n * self._period_s
+        probabilities = model.runtime.run(batch)
+        self.counters.inferences += n
+        # Plain Python over the rows is cheaper than numpy for the few rows of a batch.
+        normal = model.normal_index
+        faults = model.fault_indices
+        labels = model.labels
+        step = self.filters.step
+        period = self._period_s
+        events: list[Event] = []
+        # The summary's score signal: plain arithmetic on locals, folded in once per call.
+        s_lo, s_hi, s_sum = math.inf, -math.inf, 0.0
+        for i, row in enumerate(probabilities.tolist()):
+            # The label of an anomalous window is its most likely fault, never the normal one.
+            label = labels[max(faults, key=row.__getitem__)]
+            score = 1.0 - row[normal]
+            decision = step(ts + i * period, seq + i, score, label)
+            if decision is not None:
+                events.append(self._event(decision, batch[i], model.ref))
+            s_sum += score
+            if score < s_lo:
+                s_lo = score
+            if score > s_hi:
+                s_hi = score
+        self._score.merge(n, s_sum, s_lo, s_hi)
+        first = -seq % LEVEL_EVERY
+        if first < n:
+            self._sample_level(batch, first)
+        self.counters.events_out += len(events)
+        return events
+
+    def _sample_level(self, batch: npt.NDArray[np.float32], first: int) -> None:
+        """Fold the RMS (DC removed, as the event's ``rms_g``) of every LEVEL_EVERY-th window
+        into the summary, from two BLAS dot products per window."""
+        ones, inv_w, dot = self._ones, 1.0 / batch.shape[1], np.dot
+        acc = self._rms
+        for i in range(first, batch.shape[0], LEVEL_EVERY):
+            x = batch[i]
+            mean = float(dot(x, ones)) * inv_w
+            acc.add(math.sqrt(max(float(dot(x, x)) * inv_w - mean * mean, 0.0)))
+
+    def close(self) -> list[Event]:
+        """End open events because the stream ends; nothing if none is open."""
+        ts = self._next_ts - self._period_s
+        decisions = self.filters.close_all(ts, max(self._next_seq - 1, 0))
+        ref = self.slot.current().ref
+        events = [self._event(d, None, ref, closed_by="shutdown") for d in decisions]
+        self.counters.events_out += len(events)
+        return events
 
     def _event(
         self,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edge_agent.config import ModelConfig
+from edge_agent.config import ModelConfig, ModelTask
+from edge_agent.inference.postprocess import read_labels
 from shared.errors import ConfigError
 
 
@@ -24,7 +25,8 @@ class ModelSpec:
     version: str
     path: Path
     labels: tuple[str, ...]
-    normal_label: str
+    normal_label: str | None
+    task: ModelTask = "anomaly"
     sha256: str | None = None
     """The expected sha256 of the file, when a manifest states it."""
 
@@ -36,8 +38,13 @@ class _Entry(BaseModel):
     version: str
     file: str
     sha256: str | None = None
+    task: str = ""
     labels: list[str]
-    normal_label: str
+    normal_label: str | None = None
+
+    @property
+    def pipeline_task(self) -> ModelTask:
+        return "detection" if self.task == "detection" else "anomaly"
 
 
 class _Manifest(BaseModel):
@@ -49,12 +56,19 @@ class _Manifest(BaseModel):
 def resolve_model(config: ModelConfig) -> ModelSpec:
     """The model a pipeline config points at, from the config itself or from a manifest."""
     if config.path is not None:
-        # ModelConfig guarantees these come with `path`.
+        # ModelConfig guarantees a version and labels (or a labels file) come with `path`.
         assert config.version is not None
-        assert config.labels is not None
-        assert config.normal_label is not None
+        labels = config.labels
+        if labels is None:
+            assert config.labels_file is not None
+            labels = read_labels(config.labels_file)
         return ModelSpec(
-            config.name, config.version, config.path, tuple(config.labels), config.normal_label
+            config.name,
+            config.version,
+            config.path,
+            tuple(labels),
+            config.normal_label,
+            task=config.task,
         )
     assert config.manifest is not None
     manifest = _read(config.manifest)
@@ -65,7 +79,8 @@ def resolve_model(config: ModelConfig) -> ModelSpec:
         wanted = config.name + (f" {config.version}" if config.version else "")
         raise ConfigError(f"{config.manifest}: no model {wanted!r} in the manifest")
     entry = max(candidates, key=lambda m: _version_key(m.version))
-    if entry.normal_label not in entry.labels:
+    task = entry.pipeline_task
+    if task == "anomaly" and entry.normal_label not in entry.labels:
         raise ConfigError(f"{config.manifest}: normal_label of {entry.name} is not a label")
     return ModelSpec(
         entry.name,
@@ -73,7 +88,8 @@ def resolve_model(config: ModelConfig) -> ModelSpec:
         config.manifest.parent / entry.file,
         tuple(entry.labels),
         entry.normal_label,
-        entry.sha256,
+        task=task,
+        sha256=entry.sha256,
     )
 
 

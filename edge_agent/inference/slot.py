@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.config import ModelConfig, RuntimeConfig
+from edge_agent.config import ModelConfig, ModelTask, RuntimeConfig
 from edge_agent.inference.manifest import ModelSpec, resolve_model
 from edge_agent.inference.runtime import Runtime
 from shared.errors import ModelError
@@ -30,10 +30,14 @@ class LoadedModel:
     runtime: Runtime
     labels: tuple[str, ...]
     normal_index: int
+    """The normal label's output column (anomaly models; -1 for detectors)."""
     window: int
-    """The number of samples the model takes per window (its input's second dimension)."""
+    """The number of samples the model takes per window (anomaly models; 0 for detectors)."""
     fault_indices: tuple[int, ...]
     """Output columns of every label but the normal one."""
+    task: ModelTask = "anomaly"
+    input_hw: tuple[int, int] = (0, 0)
+    """A detector's input height and width (its letterbox size)."""
 
 
 def file_sha256(path: Path) -> str:
@@ -58,6 +62,9 @@ def load_model(spec: ModelSpec, runtime: RuntimeConfig) -> LoadedModel:
         intra_op_threads=runtime.intra_op_threads,
         inter_op_threads=runtime.inter_op_threads,
     )
+    ref = ModelRef(name=spec.name, version=spec.version, sha256=sha256)
+    if spec.task == "detection":
+        return _detector(spec, session, ref)
     shape = session.input_shape
     if len(shape) != 2 or not isinstance(shape[1], int):
         raise ModelError(f"{spec.path}: expected input shape [batch, window], got {list(shape)}")
@@ -68,10 +75,28 @@ def load_model(spec: ModelSpec, runtime: RuntimeConfig) -> LoadedModel:
             f"{spec.path}: output shape {probabilities.shape} does not fit "
             f"{len(spec.labels)} labels"
         )
-    ref = ModelRef(name=spec.name, version=spec.version, sha256=sha256)
+    assert spec.normal_label is not None  # resolve_model guarantees it for anomaly models
     normal_index = spec.labels.index(spec.normal_label)
     faults = tuple(i for i in range(len(spec.labels)) if i != normal_index)
     return LoadedModel(ref, session, spec.labels, normal_index, window, faults)
+
+
+def _detector(spec: ModelSpec, session: Runtime, ref: ModelRef) -> LoadedModel:
+    """A YOLOv8/v11-layout detector: input [1, 3, H, W], output [1, 4 + C, N] (or transposed)."""
+    shape = session.input_shape
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]) or shape[1] != 3:
+        raise ModelError(f"{spec.path}: expected input [1, 3, H, W], got {list(shape)}")
+    height, width = int(shape[2]), int(shape[3])  # type: ignore[arg-type]
+    output = session.run(np.zeros((1, 3, height, width), dtype=np.float32))
+    columns = 4 + len(spec.labels)
+    if output.ndim != 3 or columns not in output.shape[1:]:
+        raise ModelError(
+            f"{spec.path}: output shape {output.shape} does not fit {len(spec.labels)} labels "
+            f"(expected [1, {columns}, N])"
+        )
+    return LoadedModel(
+        ref, session, spec.labels, -1, 0, (), task="detection", input_hw=(height, width)
+    )
 
 
 class ModelSlot:

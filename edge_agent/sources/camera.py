@@ -59,12 +59,8 @@ because ``edge_agent.config`` imports these config classes and cannot be importe
 
 
 def frame_sample(seq: int, ts: float, frame: Frame) -> Sample:
-    """A ``Sample`` carrying a frame.
-
-    ``Sample.data`` is typed float32 (sensor windows); frames are uint8. The cast goes
-    away when ``Sample.data`` is widened to ``NDArray[np.float32] | NDArray[np.uint8]``.
-    """
-    return Sample(seq, ts, cast("npt.NDArray[np.float32]", frame))
+    """A ``Sample`` carrying a frame (uint8, height x width x 3, BGR)."""
+    return Sample(seq, ts, frame)
 
 
 class _Config(BaseModel):

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edge_agent.config import SourceConfig
+from edge_agent.sources.camera import ImageFolderSource, OpenCvSource, SyntheticSceneSource
 from edge_agent.sources.sample import Source
 from edge_agent.sources.sensor import SimulatedVibrationSource
 
-SourceFactory = Callable[[SourceConfig], Source]
+SourceFactory = Callable[..., Source]
+"""A source class: it takes its own member of ``SourceConfig``."""
 
 SOURCES: dict[str, SourceFactory] = {
     "simulated_vibration": SimulatedVibrationSource,
+    "opencv": OpenCvSource,
+    "image_folder": ImageFolderSource,
+    "synthetic_scene": SyntheticSceneSource,
 }
 
 

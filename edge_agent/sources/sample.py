@@ -21,7 +21,8 @@ class Sample:
 
     seq: int
     ts: float
-    data: npt.NDArray[np.float32]
+    data: npt.NDArray[np.float32] | npt.NDArray[np.uint8]
+    """A sensor window (float32) or a camera frame (uint8, height x width x 3, BGR)."""
 
 
 class Source(Protocol):

@@ -10,7 +10,7 @@ import numpy as np
 from edge_agent.config import AgentConfig, RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox
-from edge_agent.pipeline import Pipeline
+from edge_agent.pipeline import SensorPipeline
 from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
 from shared.messages import Event
 from tests.edge.conftest import AgentConfigFactory
@@ -18,7 +18,7 @@ from tests.edge.conftest import AgentConfigFactory
 
 def make_pipeline(config: AgentConfig) -> Pipeline:
     p = config.pipelines[0]
-    return Pipeline(p, load_slot(p.model, RuntimeConfig()))
+    return SensorPipeline(p, load_slot(p.model, RuntimeConfig()))
 
 
 def test_one_injected_fault_is_exactly_one_start_and_one_end(

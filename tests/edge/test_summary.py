@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from edge_agent.config import RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox, OutboxItem
-from edge_agent.pipeline import LEVEL_EVERY, Pipeline
+from edge_agent.pipeline import LEVEL_EVERY, SensorPipeline
 from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
 from edge_agent.summary import SignalAccumulator, SummaryWindow
 from shared.errors import ConfigError
@@ -122,7 +122,7 @@ def run_pipeline(
 ) -> tuple[Pipeline, list[OutboxItem]]:
     config_ = config_factory(**config)
     p = config_.pipelines[0]
-    pipeline = Pipeline(
+    pipeline = SensorPipeline(
         p,
         load_slot(p.model, RuntimeConfig()),
         agent_id=config_.agent_id,
@@ -174,7 +174,7 @@ def test_summary_signals_are_the_score_and_the_vibration_level(
     config = agent_config(summary_interval_s=60)
     p = config.pipelines[0]
     clock = SteppingClock(1.0)
-    pipeline = Pipeline(
+    pipeline = SensorPipeline(
         p, load_slot(p.model, RuntimeConfig()), agent_id=config.agent_id, clock=clock
     )
     machine = SimulatedMachine(MachineSpec(), seed=5)
@@ -206,7 +206,7 @@ def test_summaries_off_or_without_an_agent_publish_nothing(
     assert {i.kind for i in items} == {"event"}
     config = agent_config(summary_interval_s=1)
     p = config.pipelines[0]
-    pipeline = Pipeline(p, load_slot(p.model, RuntimeConfig()))  # no agent: benchmark, tests
+    pipeline = SensorPipeline(p, load_slot(p.model, RuntimeConfig()))  # no agent: benchmark, tests
     outbox = Outbox(tmp_path / "other.db", max_bytes=10**9, max_age_s=1e12)
     pipeline.run(outbox, threading.Event())
     assert {i.kind for i in drain(outbox)} == {"event"}
