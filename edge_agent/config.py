@@ -331,6 +331,11 @@ def _default_filters() -> list[FilterStageConfig]:
     ]
 
 
+CAMERA_DEFAULT_FILTERS: list[dict[str, Any]] = [{"type": "report_interval", "min_s": 5.0}]
+"""A camera's tracker decides start/update/end itself; by default a moving object is
+re-reported at most every 5 s, so a car crossing the scene is a handful of messages."""
+
+
 def _check_stage_order(stages: list[FilterStageConfig]) -> list[FilterStageConfig]:
     """State stages (one level stage, then an optional debounce) come before report stages."""
     types = [s.type for s in stages]
@@ -430,6 +435,18 @@ class PipelineConfig(_Config):
         ge=0,
         description="seconds between two summaries of what the pipeline read and sent; 0 = off",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _camera_defaults(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and "filters" not in data
+            and isinstance(data.get("source"), dict)
+            and data["source"].get("type") in CAMERA_SOURCE_TYPES
+        ):
+            return {**data, "filters": CAMERA_DEFAULT_FILTERS}
+        return data
 
     @model_validator(mode="after")
     def _vision_goes_with_cameras(self) -> PipelineConfig:

@@ -217,6 +217,7 @@ class IouTracker:
                 if not track.confirmed and track.hits >= self.min_hits:
                     track.confirmed = True
                     step.started.append(track)
+        self._absorb(detections, seq, ts, matched_tracks, matched_detections, step)
         survivors: list[Track] = []
         for index, track in enumerate(self._tracks):
             if index not in matched_tracks:
@@ -247,9 +248,51 @@ class IouTracker:
         self._tracks = []
         return step
 
+    def _absorb(
+        self,
+        detections: list[Detection],
+        seq: int,
+        ts: float,
+        matched_tracks: set[int],
+        matched_detections: set[int],
+        step: TrackerStep,
+    ) -> None:
+        """A detection of another class on a known object is that object, not a new one.
+
+        Detectors flicker between classes on partial views (a car half out of the frame
+        read as a person): a confirmed track left unmatched takes such a detection and keeps
+        its own label, and a detection on top of a track matched this frame is a duplicate.
+        """
+        left_d = [i for i in range(len(detections)) if i not in matched_detections]
+        if not left_d:
+            return
+        left_t = [i for i, t in enumerate(self._tracks) if i not in matched_tracks and t.confirmed]
+        for ti, di in self._greedy(left_t, left_d, detections, seq):
+            track = self._tracks[ti]
+            track.observe(detections[di], seq, ts)
+            matched_tracks.add(ti)
+            matched_detections.add(di)
+            step.matched.append(track)
+        left_d = [i for i in left_d if i not in matched_detections]
+        if not left_d or not matched_tracks:
+            return
+        seen = sorted(matched_tracks)
+        ious = pairwise_iou(
+            np.asarray([self._tracks[i].box for i in seen], dtype=np.float64),
+            np.asarray([detections[i].box for i in left_d], dtype=np.float64),
+        )
+        for column, di in enumerate(left_d):
+            if ious[:, column].max() >= self.iou_threshold:
+                matched_detections.add(di)
+
     def _match(self, label: str, detections: list[Detection], seq: int) -> list[tuple[int, int]]:
         track_ix = [i for i, t in enumerate(self._tracks) if t.label == label]
         det_ix = [i for i, d in enumerate(detections) if d.label == label]
+        return self._greedy(track_ix, det_ix, detections, seq)
+
+    def _greedy(
+        self, track_ix: list[int], det_ix: list[int], detections: list[Detection], seq: int
+    ) -> list[tuple[int, int]]:
         if not track_ix or not det_ix:
             return []
         boxes = [
