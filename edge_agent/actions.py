@@ -10,9 +10,11 @@ A pipeline's ``actions:`` list says what to do on which events (``on`` states, o
 * ``command``: run an argv list, never through a shell, with the event's fields in
   ``AIOT_EVENT_*`` environment variables.
 
-``Actions.submit`` only queues, so a pipeline never waits for an action: a few worker threads
-run them, and when the bounded queue is full the action is dropped and counted (a local
-action that fires minutes late is worse than none). Every completed action records its
+``Actions.submit`` only queues, so a pipeline never waits for an action. Each configured
+action has its own bounded queue and worker thread: its events run in order (a siren's
+``end`` never overtakes its ``start``), and a slow webhook never delays another action. When
+a queue is full the action is dropped and counted (one that fires minutes late is worse
+than none). Every completed action records its
 latency from the event's capture time (``Event.ts``) to its completion, kept for the last
 ``keep`` actions (p50/p99 for the benchmark) and in a Prometheus histogram.
 
@@ -134,6 +136,7 @@ class MqttAction:
             raise ActionError(f"no acknowledgement for {cfg.topic} within {cfg.timeout_s} s")
 
     def stop(self) -> None:
+        self._connected = False  # our own disconnect is not worth a warning
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -234,14 +237,16 @@ ACTIONS: dict[str, ActionFactory] = {
 
 @dataclass(slots=True)
 class _Bound:
-    """An action with its pipeline and its event filter."""
+    """An action with its pipeline, its event filter and its own queue."""
 
     pipeline: str
     type: str
     action: Action
     on: frozenset[str]
     labels: frozenset[str] | None
+    queue: queue.Queue[Event]
     failing: bool = False
+    full: bool = False
 
     def wants(self, event: Event) -> bool:
         return event.state in self.on and (self.labels is None or event.label in self.labels)
@@ -265,8 +270,7 @@ class Actions:
         pipelines: Mapping[str, Sequence[ActionConfig]],
         registry: CollectorRegistry,
         *,
-        workers: int = 2,
-        queue_size: int = 256,
+        queue_size: int = 64,
         keep: int = 1000,
         clock: Callable[[], float] = time.time,
         factories: Mapping[str, ActionFactory] = ACTIONS,
@@ -279,21 +283,19 @@ class Actions:
                     factories[c.type](c, f"aiot-action-{agent_id}-{pipeline}-{i}"),
                     frozenset(c.on),
                     frozenset(c.labels) if c.labels is not None else None,
+                    queue.Queue(maxsize=queue_size),
                 )
                 for i, c in enumerate(configs)
             ]
             for pipeline, configs in pipelines.items()
             if configs
         }
-        self._workers = workers
-        self._queue: queue.Queue[tuple[_Bound, Event]] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._drain_until = float("inf")
         self._threads: list[threading.Thread] = []
         self._clock = clock
         self._lock = threading.Lock()  # workers update counters and latencies together
         self._latencies: deque[float] = deque(maxlen=keep)
-        self._full = False
         self.counters = ActionCounters()
         self._histogram = Histogram(
             "aiot_edge_action_latency_seconds",
@@ -310,13 +312,12 @@ class Actions:
         )
 
     def start(self) -> None:
-        """Open every action's connection (in the background) and start the workers."""
-        if not self._bound:
-            return
-        for bound in self._all():
+        """Open every action's connection (in the background) and start its worker."""
+        for i, bound in enumerate(self._all()):
             bound.action.start()
-        for i in range(self._workers):
-            thread = threading.Thread(target=self._work, name=f"actions-{i}", daemon=True)
+            thread = threading.Thread(
+                target=self._work, args=(bound,), name=f"action-{bound.pipeline}-{i}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -361,23 +362,25 @@ class Actions:
 
     def _put(self, bound: _Bound, event: Event) -> None:
         try:
-            self._queue.put_nowait((bound, event))
+            bound.queue.put_nowait(event)
         except queue.Full:
             with self._lock:
                 self.counters.dropped += 1
             self._outcomes.labels(bound.pipeline, bound.type, "dropped").inc()
-            if not self._full:
-                self._full = True
-                log.warning("local action queue is full: actions are dropped")
+            if not bound.full:
+                bound.full = True
+                log.warning(
+                    "pipeline %s: %s action is behind: dropping", bound.pipeline, bound.type
+                )
             return
-        if self._full:
-            self._full = False
-            log.info("local action queue has room again")
+        if bound.full:
+            bound.full = False
+            log.info("pipeline %s: %s action keeps up again", bound.pipeline, bound.type)
 
-    def _work(self) -> None:
+    def _work(self, bound: _Bound) -> None:
         while True:
             try:
-                bound, event = self._queue.get(timeout=_POLL_S)
+                event = bound.queue.get(timeout=_POLL_S)
             except queue.Empty:
                 if self._stop.is_set():
                     return

@@ -322,7 +322,7 @@ class FilterEngine:
     stages apply), then ``tick(ts, seq)`` once, which emits the heartbeats ``report_interval``
     owes to open tracks that got nothing this frame. A vision pipeline without such a tracker
     may instead ``step`` per track and frame with the detection's score and ``close`` a key
-    when its track is lost.
+    when its track is lost. One key is fed by ``step`` or by ``offer``, never both.
     """
 
     def __init__(self, stages: Sequence[Stage]) -> None:
@@ -337,7 +337,9 @@ class FilterEngine:
             s for s in stages if not isinstance(s, Threshold | Hysteresis | Debounce)
         ]
         self._updates = any(s.wants_updates for s in self._reports)
-        self._heartbeats = any(isinstance(s, ReportInterval) for s in self._reports)
+        self._heartbeats = any(
+            isinstance(s, ReportInterval) and s.max_s is not None for s in self._reports
+        )
         self._tracks: dict[str, Track] = {}
         self.counters = FilterCounters()
 
@@ -385,8 +387,10 @@ class FilterEngine:
         self, key: str, state: State, ts: float, seq: int, score: float, label: str
     ) -> Decision | None:
         """Feed a lifecycle decision made elsewhere (a tracker's start/update/end for track
-        ``key``) through the report stages; return it if it passes. An update or end for a
-        key without an open event, or a start for an open one, is counted and dropped."""
+        ``key``) through the report stages; return it if it passes. The label is the start's
+        for the whole event (the tracker's majority label when it starts), so dedup and the
+        cloud see one incident under one label. An update or end for a key without an open
+        event, or a start for an open one, is counted (``invalid``) and dropped."""
         track = self._tracks.get(key)
         opened = track is not None and track.on
         if (state == "start") == opened or state == "instant":

@@ -221,7 +221,7 @@ def test_webhook_retries_a_5xx_once_and_never_a_4xx(hook: Hook) -> None:
 def test_a_failing_action_is_counted_and_logged_once_until_it_recovers(
     hook: Hook, caplog: pytest.LogCaptureFixture
 ) -> None:
-    runner = actions({"type": "webhook", "url": hook.url}, workers=1)
+    runner = actions({"type": "webhook", "url": hook.url})
     hook.statuses = [400, 400, 400]
     runner.start()
     try:
@@ -297,23 +297,45 @@ class Blocking:
         assert Blocking.release.wait(20)
 
 
-def test_a_slow_action_never_blocks_submit_a_full_queue_drops_and_counts() -> None:
+class Recording:
+    """An action that remembers the events it ran, in order."""
+
+    ran: list[Event] = []
+
+    def __init__(self, config: Any, name: str) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def run(self, event: Event) -> None:
+        Recording.ran.append(event)
+
+
+def test_a_slow_action_blocks_neither_submit_nor_other_actions_a_full_queue_drops() -> None:
     registry = CollectorRegistry()
     runner = actions(
-        {"type": "command", "argv": ["unused"]},
+        {"type": "command", "argv": ["unused"], "on": ["start", "end"]},
+        {"type": "mqtt", "topic": "t", "on": ["start", "end"]},
         registry=registry,
-        workers=1,
         queue_size=2,
-        factories={"command": Blocking},
+        factories={"command": Blocking, "mqtt": Recording},
     )
     runner.start()
     try:
         runner.submit([event()])
-        assert Blocking.started.wait(10)  # the worker is busy with the first one
-        runner.submit([event() for _ in range(9)])  # returns: 2 queued, 7 dropped
+        assert Blocking.started.wait(10)  # the slow action's worker is busy with the first one
+        sent = [event("end" if i % 2 else "start") for i in range(9)]
+        for e in sent:  # returns at once: 2 queued for the slow action, 7 dropped
+            runner.submit([e])
+            wait_until(lambda e=e: e in Recording.ran, "the other action")  # type: ignore[misc]
         assert runner.counters.dropped == 7
+        assert Recording.ran[1:] == sent  # in order, while the slow one is still stuck
         Blocking.release.set()
-        wait_until(lambda: runner.counters.completed == 3, "the queued actions")
+        wait_until(lambda: runner.counters.completed == 13, "the queued actions")
     finally:
         Blocking.release.set()
         runner.stop()
@@ -329,7 +351,6 @@ def test_every_completion_records_its_latency_from_the_capture_time(tmp_path: Pa
     runner = actions(
         {"type": "command", "argv": [sys.executable, "-c", "pass"]},
         registry=registry,
-        workers=1,
         clock=lambda: CAPTURED_AT.timestamp() + next(now),
     )
     runner.start()
@@ -354,13 +375,12 @@ def test_stop_runs_what_is_queued_then_joins(tmp_path: Path) -> None:
     out = tmp_path / "events.txt"
     runner = actions(
         {"type": "command", "argv": [sys.executable, "-c", WRITE_ENV, str(out)], "on": ["end"]},
-        workers=1,
     )
     runner.start()
     runner.submit([event("end") for _ in range(3)])
     runner.stop(grace_s=30)
     assert len(out.read_text().splitlines()) == 3
-    assert not any(t.name.startswith("actions-") for t in threading.enumerate())
+    assert not any(t.name.startswith("action-") for t in threading.enumerate())
 
 
 # -- in the agent ---------------------------------------------------------------------------
