@@ -20,10 +20,13 @@ from cli.broker import free_port, local_broker
 
 FAULT_EVERY_S = 20.0
 FAULT_LASTS_S = 6.0
+OBJECT_EVERY_S = 12.0
+SUMMARY_EVERY_S = 10.0
 
 
 def demo_agent_config(*, broker_url: str, protocol: str, workdir: Path, hours: float) -> str:
-    """The demo agent's YAML: one vibration pipeline with a fault every FAULT_EVERY_S seconds."""
+    """The demo agent's YAML: a vibration pipeline with a fault every FAULT_EVERY_S seconds, and
+    a camera on a synthetic street where a car or a person crosses a stop line now and then."""
     import models
     from edge_agent.sources.simulated_machine import FAULTS
 
@@ -34,6 +37,7 @@ def demo_agent_config(*, broker_url: str, protocol: str, workdir: Path, hours: f
         fault = FAULTS[i % len(FAULTS)]
         faults.append(f"        - {{at_s: {at}, duration_s: {FAULT_LASTS_S}, fault: {fault}}}")
     schedule = "\n".join(faults)
+    seconds = hours * 3600
     return f"""\
 # Written by `aiot demo`; see deploy/edge.example.yaml for every key.
 agent_id: demo-press-1
@@ -57,6 +61,23 @@ pipelines:
     filters:
       - {{type: threshold, threshold: 0.8}}
       - {{type: debounce, n: 3, m: 4}}
+    summary_interval_s: {SUMMARY_EVERY_S}
+  - name: intersection
+    source:
+      type: synthetic_scene
+      fps: 5
+      speed: 1.0
+      seed: 5
+      duration_s: {seconds}
+      random_actors: {int(seconds / OBJECT_EVERY_S)}
+    model:
+      name: scene-detector
+      manifest: {manifest}
+    vision:
+      tracking:
+        lines: [{{name: stop-line, a: [320, 0], b: [320, 360]}}]
+      thumbnails: {workdir / "thumbnails"}
+    summary_interval_s: {SUMMARY_EVERY_S}
 """
 
 
@@ -106,7 +127,10 @@ def demo(
     console.print(f"[bold]API[/] {api_url}  (OpenAPI: {api_url}/docs)")
     console.print(f"[bold]Broker[/] {broker.url}  ({broker.name})")
     console.print(f"[bold]Data[/] {workdir}  (SQLite, outbox, agent config edge.yaml)")
-    console.print("A fault every 20 s; Ctrl-C stops everything.\n")
+    console.print(
+        f"A machine fault every {FAULT_EVERY_S:.0f} s, a car or a person every "
+        f"~{OBJECT_EVERY_S:.0f} s; Ctrl-C stops everything.\n"
+    )
     try:
         _show_live(console, api_url, duration)
     except KeyboardInterrupt:
@@ -131,11 +155,12 @@ def _show_live(console: Any, api_url: str, duration: float | None) -> None:
         while time.monotonic() < deadline:
             events = client.get("/api/v1/events", params={"limit": 12}).json()["items"]
             agents = client.get("/api/v1/agents").json()
-            live.update(_render(events, agents))
+            bandwidth = client.get("/api/v1/stats/bandwidth").json()
+            live.update(_render(events, agents, bandwidth))
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-def _render(events: list[dict[str, Any]], agents: Any) -> Any:
+def _render(events: list[dict[str, Any]], agents: Any, bandwidth: dict[str, Any]) -> Any:
     from rich.console import Group
     from rich.table import Table
 
@@ -155,16 +180,31 @@ def _render(events: list[dict[str, Any]], agents: Any) -> Any:
                 str(agent["outbox_depth"]),
             )
     feed = Table(title="Events in the cloud (GET /api/v1/events)", expand=True)
-    for column in ("time", "agent", "pipeline", "state", "label", "score", "model"):
+    for column in ("time", "agent", "pipeline", "kind", "state", "label", "score", "model"):
         feed.add_column(column)
     for event in events:
         feed.add_row(
             event["ts"][11:23],
             event["agent_id"],
             event["pipeline"],
+            event["kind"],
             event["state"],
             event["label"],
             f"{event['score']:.2f}",
             f"{event['model_name']} {event['model_version']}",
         )
-    return Group(fleet, feed)
+    saved = Table(title="What the edge saved (GET /api/v1/stats/bandwidth)", expand=True)
+    for column in ("pipeline", "read at the edge", "sent to the cloud", "sent / read"):
+        saved.add_column(column)
+    for row in bandwidth["pipelines"]:
+        ratio = f"{row['ratio']:.4%}" if row["ratio"] is not None else "-"
+        saved.add_row(row["pipeline"], _size(row["raw_bytes"]), _size(row["sent_bytes"]), ratio)
+    return Group(fleet, saved, feed)
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
