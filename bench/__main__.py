@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.camera import bench_action_latency, bench_bandwidth, bench_camera_throughput
 from bench.common import Result
 from bench.edge import bench_edge
 from bench.ingest import bench_ingest_sqlite
@@ -23,7 +24,14 @@ from bench.ingest import bench_ingest_sqlite
 def main() -> None:
     console = Console()
     results: list[Result] = []
-    for name, run in (("edge pipeline", bench_edge), ("ingest", bench_ingest_sqlite)):
+    benchmarks = (
+        ("edge pipeline", bench_edge),
+        ("camera pipeline", bench_camera_throughput),
+        ("local actions", bench_action_latency),
+        ("camera bandwidth", bench_bandwidth),
+        ("ingest", bench_ingest_sqlite),
+    )
+    for name, run in benchmarks:
         console.print(f"running {name} ...")
         results.extend(run())
     table = Table(title="aiot benchmarks (baselines measured in the same run)")
@@ -32,7 +40,7 @@ def main() -> None:
     for r in results:
         table.add_row(
             r.name,
-            f"{r.value:,.0f} {r.unit}",
+            f"{r.value:,.0f} {r.unit}" if r.value >= 100 else f"{r.value:.3g} {r.unit}",
             f"{r.baseline:,.0f} ({r.baseline_name})" if r.baseline else "-",
             f"{r.ratio:.3f}" if r.ratio is not None else "-",
             r.goal,

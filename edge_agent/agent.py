@@ -105,8 +105,12 @@ class Agent:
             log.info("agent %s stopped; %d items wait in the outbox", self.config.agent_id, depth)
 
     def sources_done(self) -> bool:
-        """Whether every pipeline's source has ended (finite sources only)."""
-        return all(not t.is_alive() for t in self._threads)
+        """Whether every pipeline's source has ended (finite sources only).
+
+        Before the pipeline threads start nothing has ended: an agent that is still
+        starting must not report "sources finished".
+        """
+        return bool(self._threads) and all(not t.is_alive() for t in self._threads)
 
     def done(self) -> bool:
         """Sources exhausted and every event acknowledged by the broker."""

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from edge_agent.sources.sample import Sample
+from edge_agent.sources.sample import Sample, simulated_clock
 from edge_agent.sources.synthetic_scene import CLASSES, Actor, SyntheticScene, random_actors
 from shared.errors import ConfigError
 
@@ -494,22 +494,16 @@ class SyntheticSceneSource:
         return seq * self.period_s
 
     def samples(self, stop: threading.Event) -> Iterator[Sample]:
-        period = self.period_s
-        end = self._config.duration_s
-        speed = self._config.speed
         t0 = self._wall_clock()
-        m0 = self._monotonic()
-        seq = 0
-        while not stop.is_set():
-            t_s = seq * period
-            if end is not None and t_s >= end:
-                return
-            if speed > 0:
-                delay = m0 + t_s / speed - self._monotonic()
-                if delay > 0 and stop.wait(delay):
-                    return
+        clock = simulated_clock(
+            self.period_s,
+            stop,
+            speed=self._config.speed,
+            duration_s=self._config.duration_s,
+            monotonic=self._monotonic,
+        )
+        for seq, t_s in clock:
             yield frame_sample(seq, t0 + t_s, self.scene.render(t_s))
-            seq += 1
 
 
 CAMERA_SOURCES: dict[str, Callable[..., object]] = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,3 +41,32 @@ class Source(Protocol):
     def samples(self, stop: threading.Event) -> Iterator[Sample]:
         """Yield samples until the source ends or ``stop`` is set (waits on ``stop``)."""
         ...
+
+
+def simulated_clock(
+    period_s: float,
+    stop: threading.Event,
+    *,
+    speed: float,
+    duration_s: float | None,
+    monotonic: Callable[[], float],
+    ready_after_s: float = 0.0,
+) -> Iterator[tuple[int, float]]:
+    """``(seq, t_s)`` of a simulated source: sample ``seq`` starts ``t_s`` seconds in.
+
+    Paced to ``speed`` times real time (0: no waiting), each sample released
+    ``ready_after_s`` after its start (a sensor window exists once its last value is
+    measured; a frame at once); ends at ``duration_s`` or when ``stop`` is set.
+    """
+    start = monotonic()
+    seq = 0
+    while not stop.is_set():
+        t_s = seq * period_s
+        if duration_s is not None and t_s >= duration_s:
+            return
+        if speed > 0:
+            delay = start + (t_s + ready_after_s) / speed - monotonic()
+            if delay > 0 and stop.wait(delay):
+                return
+        yield seq, t_s
+        seq += 1

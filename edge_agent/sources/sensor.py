@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from edge_agent.config import SimulatedVibrationSourceConfig
-from edge_agent.sources.sample import Sample
+from edge_agent.sources.sample import Sample, simulated_clock
 from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
 
 
@@ -50,21 +50,15 @@ class SimulatedVibrationSource:
 
     def samples(self, stop: threading.Event) -> Iterator[Sample]:
         machine = SimulatedMachine(self._spec, self._config.seed)
-        period = self.period_s
-        speed = self._config.speed
-        end = self._config.duration_s
         t0 = self._wall_clock()
-        m0 = self._monotonic()
-        seq = 0
-        while not stop.is_set():
-            t_s = seq * period
-            if end is not None and t_s >= end:
-                return
-            if speed > 0:
-                # A window is available once its last value has been "measured".
-                delay = m0 + (t_s + period) / speed - self._monotonic()
-                if delay > 0 and stop.wait(delay):
-                    return
+        clock = simulated_clock(
+            self.period_s,
+            stop,
+            speed=self._config.speed,
+            duration_s=self._config.duration_s,
+            monotonic=self._monotonic,
+            ready_after_s=self.period_s,  # a window exists once its last value is measured
+        )
+        for seq, t_s in clock:
             fault, severity = self.fault_at(t_s)
             yield Sample(seq, t0 + t_s, machine.window(fault, severity))
-            seq += 1

@@ -16,7 +16,7 @@ from shared.messages import Event
 from tests.edge.conftest import AgentConfigFactory
 
 
-def make_pipeline(config: AgentConfig) -> Pipeline:
+def make_pipeline(config: AgentConfig) -> SensorPipeline:
     p = config.pipelines[0]
     return SensorPipeline(p, load_slot(p.model, RuntimeConfig()))
 

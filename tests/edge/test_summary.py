@@ -119,7 +119,7 @@ def test_a_clock_that_steps_back_still_gives_distinct_windows() -> None:
 
 def run_pipeline(
     config_factory: AgentConfigFactory, tmp_path: Path, **config: object
-) -> tuple[Pipeline, list[OutboxItem]]:
+) -> tuple[SensorPipeline, list[OutboxItem]]:
     config_ = config_factory(**config)
     p = config_.pipelines[0]
     pipeline = SensorPipeline(
