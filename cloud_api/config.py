@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     heartbeat_grace: float = Field(default=3.0, ge=1, le=100)
     data_dir: Path = Path("./data")
+    max_model_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
 
     @field_validator("database_url")
     @classmethod

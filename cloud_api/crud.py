@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, text, tuple_
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cloud_api.schemas import (
@@ -17,7 +17,8 @@ from cloud_api.schemas import (
     PipelineBandwidth,
     PipelineOut,
 )
-from cloud_api.tables import AgentRow, DeadLetterRow, EventRow, SummaryRow
+from cloud_api.tables import AgentRow, DeadLetterRow, EventRow, ModelVersionRow, SummaryRow
+from shared.errors import ConflictError
 
 HEARTBEAT_MISSED = "heartbeat missed"
 LAST_WILL = "connection lost (last will)"
@@ -188,3 +189,32 @@ def database_ok(session: Session) -> bool:
     except SQLAlchemyError:
         return False
     return True
+
+
+def list_model_versions(session: Session) -> Sequence[ModelVersionRow]:
+    """Every registered model version, by name and then oldest first."""
+    query = select(ModelVersionRow).order_by(ModelVersionRow.name, ModelVersionRow.id)
+    return session.scalars(query).all()
+
+
+def get_model_version(session: Session, *, name: str, version: str) -> ModelVersionRow | None:
+    """One model version, or None if it was never registered."""
+    query = select(ModelVersionRow).where(
+        ModelVersionRow.name == name, ModelVersionRow.version == version
+    )
+    return session.scalars(query).one_or_none()
+
+
+def add_model_version(session: Session, *, row: ModelVersionRow) -> ModelVersionRow:
+    """Insert ``row`` (flushed, not committed); ConflictError if its (name, version) exists.
+
+    The unique constraint decides, so two concurrent uploads of one version cannot both win;
+    the caller commits once the artifact is stored.
+    """
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(f"model {row.name} version {row.version} exists already") from None
+    return row

@@ -11,13 +11,16 @@ from cloud_api.config import Settings, load_settings
 from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.ingest import IngestWorker
 from cloud_api.metrics import Metrics
-from cloud_api.routes import agents, dead_letters, events, health, stats
+from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
+from cloud_api.routes import agents, dead_letters, events, health, models, signing_key, stats
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Database (migrated), then ingest; stopped in reverse order."""
+    """Signing key and artifact store, database (migrated), then ingest; stopped in reverse."""
     settings: Settings = app.state.settings
+    app.state.signing_key = load_or_create_signing_key(settings.data_dir)
+    app.state.artifacts = FileArtifactStore(settings.data_dir / "artifacts")
     engine = create_db_engine(settings.database_url)
     try:
         migrate(engine)
@@ -52,13 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="AIoT cloud API",
         version="0.1.0",
-        summary="Events, summaries, agents and dead letters ingested from the edge over MQTT.",
+        summary="Events, summaries, agents and dead letters from the edge; the model registry.",
         lifespan=lifespan,
     )
     app.state.settings = settings if settings is not None else load_settings()
     app.state.metrics = Metrics()
     app.state.ingest = None
-    for module in (events, agents, stats, dead_letters, health):
+    for module in (events, agents, stats, dead_letters, models, signing_key, health):
         app.include_router(module.router)
 
     @app.middleware("http")

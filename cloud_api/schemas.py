@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.signing import SignedManifest, TensorSpec
+
 
 class EventOut(BaseModel):
     """One stored event, as the edge reported it plus when the cloud received it."""
@@ -135,3 +137,46 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: bool
     ingest: Literal["connected", "disconnected", "disabled"]
+
+
+class ModelVersionRecord(BaseModel):
+    """A registered model version with the signed manifest an agent verifies before loading."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    version: str
+    sha256: str
+    size: int
+    task: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    labels: list[str]
+    created_at: datetime
+    signed_manifest: SignedManifest = Field(validation_alias="manifest")
+
+
+class ModelVersionBrief(BaseModel):
+    """One version in the list of a model's versions."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    version: str
+    sha256: str
+    size: int
+    created_at: datetime
+
+
+class ModelOut(BaseModel):
+    """A model name with its versions, oldest first."""
+
+    name: str
+    versions: list[ModelVersionBrief]
+
+
+class SigningKeyOut(BaseModel):
+    """The public half of the cloud's manifest signing key, for agents to verify with."""
+
+    algorithm: Literal["ed25519"] = "ed25519"
+    key_id: str
+    public_key: str = Field(description="base64 of the 32 raw public key bytes")

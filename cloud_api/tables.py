@@ -1,4 +1,4 @@
-"""SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents and dead letters."""
+"""SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents, dead letters, models."""
 
 from __future__ import annotations
 
@@ -161,3 +161,27 @@ class DeadLetterRow(Base):
     payload_size: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ModelVersionRow(Base):
+    """One registered model version; ``manifest`` is the signed manifest agents verify.
+
+    ``(name, version)`` is unique: a published version is never replaced, so what an agent
+    reports running always names one artifact.
+    """
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    task: Mapped[str] = mapped_column(String(64))
+    inputs: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    outputs: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    labels: Mapped[list[str]] = mapped_column(Json)
+    manifest: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_model_versions_name_version"),)

@@ -1,0 +1,151 @@
+"""The model registry through the real app: upload, sign, list, download, and refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+import models
+from cloud_api.config import Settings
+from cloud_api.tables import ModelVersionRow
+from shared.signing import SignedManifest, decode_public_key, verify
+from tests.cloud.conftest import AppFactory
+
+MODELS = Path(models.__file__).resolve().parent
+MODEL_FILE = MODELS / "vibration-anomaly-1.0.0.onnx"
+SHIPPED = next(
+    entry
+    for entry in json.loads((MODELS / "manifest.json").read_text())["models"]
+    if entry["name"] == "vibration-anomaly"
+)
+
+
+def upload(
+    client: TestClient, name: str, version: str, content: bytes, **fields: str
+) -> tuple[int, dict[str, object]]:
+    response = client.post(
+        f"/api/v1/models/{name}/versions",
+        data={"version": version, **fields},
+        files={"file": ("model.onnx", content, "application/octet-stream")},
+    )
+    return response.status_code, response.json()
+
+
+def rows(client: TestClient) -> int:
+    with client.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+        return int(session.scalar(select(func.count()).select_from(ModelVersionRow)) or 0)
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+@pytest.fixture
+def api(make_api: AppFactory) -> Iterator[TestClient]:
+    with make_api(ingest_enabled=False) as client:
+        yield client
+
+
+def test_upload_sign_list_and_download(api: TestClient, settings: Settings) -> None:
+    content = MODEL_FILE.read_bytes()
+    status, body = upload(
+        api, "vibration-anomaly", "1.0.0", content, task="vibration-anomaly", labels="a, b"
+    )
+    assert status == 201, body
+    assert body["sha256"] == SHIPPED["sha256"] == hashlib.sha256(content).hexdigest()
+    assert body["size"] == SHIPPED["size"]
+    assert body["inputs"] == SHIPPED["inputs"]
+    assert body["outputs"] == SHIPPED["outputs"]
+    assert body["labels"] == ["a", "b"]
+
+    key = api.get("/api/v1/signing-key").json()
+    signed = SignedManifest.model_validate(body["signed_manifest"])
+    assert signed.key_id == key["key_id"]
+    manifest = verify(signed, decode_public_key(key["public_key"]))
+    assert (manifest.name, manifest.version, manifest.sha256) == (
+        "vibration-anomaly",
+        "1.0.0",
+        SHIPPED["sha256"],
+    )
+
+    got = api.get("/api/v1/models/vibration-anomaly/versions/1.0.0").json()
+    assert got["signed_manifest"] == body["signed_manifest"]
+    listed = api.get("/api/v1/models").json()
+    assert [(m["name"], [v["version"] for v in m["versions"]]) for m in listed] == [
+        ("vibration-anomaly", ["1.0.0"])
+    ]
+    download = api.get("/api/v1/models/vibration-anomaly/versions/1.0.0/artifact")
+    assert download.status_code == 200
+    assert download.content == content
+    assert api.get("/api/v1/models/vibration-anomaly/versions/9.9.9").status_code == 404
+
+    key_file = settings.data_dir / "signing-key.pem"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+
+
+def test_signing_key_survives_a_restart(make_api: AppFactory) -> None:
+    with make_api(ingest_enabled=False) as first:
+        before = first.get("/api/v1/signing-key").json()
+    with make_api(ingest_enabled=False) as second:
+        assert second.get("/api/v1/signing-key").json() == before
+
+
+def test_duplicate_version_is_a_conflict(api: TestClient, settings: Settings) -> None:
+    content = MODEL_FILE.read_bytes()
+    assert upload(api, "vib", "1.0.0", content)[0] == 201
+    artifacts = files_under(settings.data_dir / "artifacts")
+    status, body = upload(api, "vib", "1.0.0", content)
+    assert status == 409
+    assert "exists already" in str(body["detail"])
+    assert files_under(settings.data_dir / "artifacts") == artifacts
+    assert rows(api) == 1
+
+
+def test_not_onnx_is_refused_and_nothing_is_written(api: TestClient, settings: Settings) -> None:
+    status, body = upload(api, "vib", "1.0.0", b"this is not a model" * 100)
+    assert status == 422
+    assert "not a loadable ONNX model" in str(body["detail"])
+    assert files_under(settings.data_dir / "artifacts") == []
+    assert files_under(settings.data_dir / "uploads") == []
+    assert rows(api) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "expected"),
+    [
+        ("%2E%2E", "1.0.0", 422),  # ".." reaches the handler and is refused
+        ("..%2Fx", "1.0.0", 404),  # a slash never matches one path segment
+        (".hidden", "1.0.0", 422),
+        ("vib", "../../etc", 422),
+        ("vib", "a/b", 422),
+        ("vib", "", 422),
+    ],
+)
+def test_traversal_names_are_refused(
+    api: TestClient, settings: Settings, name: str, version: str, expected: int
+) -> None:
+    status, _ = upload(api, name, version, MODEL_FILE.read_bytes())
+    assert status == expected
+    assert files_under(settings.data_dir / "artifacts") == []
+    assert files_under(settings.data_dir / "uploads") == []
+    assert rows(api) == 0
+
+
+@pytest.mark.parametrize("limit", [1000, MODEL_FILE.stat().st_size - 1])
+def test_oversized_upload_is_refused(make_api: AppFactory, settings: Settings, limit: int) -> None:
+    # 1000 is refused from Content-Length alone; size - 1 only while counting the copy.
+    with make_api(ingest_enabled=False, max_model_bytes=limit) as client:
+        status, body = upload(client, "vib", "1.0.0", MODEL_FILE.read_bytes())
+        assert status == 413
+        assert f"limit of {limit} bytes" in str(body["detail"])
+        assert files_under(settings.data_dir / "artifacts") == []
+        assert files_under(settings.data_dir / "uploads") == []
+        assert rows(client) == 0
