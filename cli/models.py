@@ -1,13 +1,18 @@
-"""`aiot models ...`: build the models the platform ships with."""
+"""`aiot models ...`: build the models the platform ships with, push versions to the registry."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-app = typer.Typer(help="Models the platform ships with.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import httpx
+
+app = typer.Typer(help="Models: build the shipped ones, push versions.", no_args_is_help=True)
+
+DEFAULT_API = "http://127.0.0.1:8000"
 
 
 @app.command()
@@ -24,3 +29,56 @@ def build(
     target = out or Path(models.__file__).resolve().parent
     manifest = ensure_built(target) if if_missing else build_all(target)
     typer.echo(f"models ready: {manifest}")
+
+
+@app.command()
+def push(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The ONNX file.")],
+    name: Annotated[str, typer.Option(help="Model name.")],
+    version: Annotated[str, typer.Option(help="Version to register (never replaced).")],
+    api: Annotated[str, typer.Option(envvar="AIOT_API_URL", help="Cloud API base URL.")] = (
+        DEFAULT_API
+    ),
+    task: Annotated[str, typer.Option(help="Pipeline task the model serves.")] = "",
+    labels: Annotated[str, typer.Option(help="Comma-separated output labels.")] = "",
+) -> None:
+    """Register FILE in the cloud's model registry; prints its sha256 and signing key id."""
+    import httpx
+
+    with httpx.Client(base_url=api, timeout=httpx.Timeout(30.0, write=300.0)) as client:
+        try:
+            record = push_model(client, file, name=name, version=version, task=task, labels=labels)
+        except httpx.HTTPError as exc:
+            typer.echo(f"cannot reach the cloud API at {api}: {exc}", err=True)
+            raise typer.Exit(1) from None
+    manifest = record["signed_manifest"]
+    typer.echo(f"registered {name} {version}")
+    typer.echo(f"sha256 {record['sha256']}")
+    typer.echo(f"signed by key {manifest['key_id']}")
+
+
+def push_model(
+    client: httpx.Client, file: Path, *, name: str, version: str, task: str, labels: str
+) -> dict[str, Any]:
+    """POST the file (streamed from disk); exit code 2 with the server's reason on a 4xx."""
+    with file.open("rb") as content:
+        response = client.post(
+            f"/api/v1/models/{name}/versions",
+            data={"version": version, "task": task, "labels": labels},
+            files={"file": (file.name, content, "application/octet-stream")},
+        )
+    if 400 <= response.status_code < 500:
+        typer.echo(f"refused ({response.status_code}): {_reason(response)}", err=True)
+        raise typer.Exit(2)
+    response.raise_for_status()
+    record: dict[str, Any] = response.json()
+    return record
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text
+    detail = body.get("detail") if isinstance(body, dict) else body
+    return detail if isinstance(detail, str) else str(detail)

@@ -176,7 +176,9 @@ def inspect_onnx(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own untyped errors for every kind of bad file
-        raise ModelError(f"not a loadable ONNX model: {_first_line(exc)}") from None
+        # The reason goes back to the uploader: it must not show where the server keeps files.
+        reason = _first_line(exc).replace(str(path), "the upload")
+        raise ModelError(f"not a loadable ONNX model: {reason}") from None
 
     def specs(args: list[onnxruntime.NodeArg]) -> list[TensorSpec]:
         return [
