@@ -106,6 +106,11 @@ class FilterCounters:
     invalid: int = 0
     """Offered decisions that did not fit the key's lifecycle (an end without a start)."""
 
+    @property
+    def held_back(self) -> int:
+        """Decisions the report stages dropped, all stages together."""
+        return sum(self.dropped.values())
+
 
 # -- state stages: they only configure the engine's lifecycle ------------------------------
 

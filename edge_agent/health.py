@@ -52,6 +52,7 @@ class AgentCollector:
             "errors": "Failed inferences or outbox writes",
             "raw_bytes": "Bytes read from the source",
             "sent_bytes": "Encoded bytes of events and summaries handed to the outbox",
+            "filtered": "Events the report filters held back (rate limit, dedup, intervals)",
         }
         for field, help_text in per_pipeline.items():
             family = CounterMetricFamily(

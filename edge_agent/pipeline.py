@@ -136,6 +136,7 @@ class Pipeline:
             errors=c.errors,
             raw_bytes=c.raw_bytes,
             sent_bytes=c.sent_bytes,
+            filtered=self.filters.counters.held_back,
         )
 
     def _emit(self, outbox: Outbox, events: list[Event]) -> None:

@@ -107,6 +107,8 @@ class PipelineStatus(_EdgeMessage):
     errors: int = Field(default=0, ge=0)
     raw_bytes: int = Field(default=0, ge=0)
     sent_bytes: int = Field(default=0, ge=0)
+    filtered: int = Field(default=0, ge=0)
+    """Events the pipeline's report filters held back (rate limit, dedup, intervals...)."""
 
 
 class AgentStatus(_EdgeMessage):
