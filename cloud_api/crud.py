@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, text, tuple_
+from sqlalchemy import ColumnElement, case, func, literal_column, select, text, tuple_, type_coerce
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cloud_api.schemas import (
     AgentOut,
+    AggregatePoint,
+    AggregateReport,
+    AggregateSeries,
     BandwidthReport,
+    Bucket,
     FleetBandwidth,
+    GroupKey,
+    Metric,
     PipelineBandwidth,
     PipelineOut,
 )
-from cloud_api.tables import AgentRow, DeadLetterRow, EventRow, ModelVersionRow, SummaryRow
+from cloud_api.tables import (
+    AgentRow,
+    DeadLetterRow,
+    EventRow,
+    ModelVersionRow,
+    SummaryRow,
+    UtcDateTime,
+)
 from shared.errors import ConflictError
 
 HEARTBEAT_MISSED = "heartbeat missed"
@@ -174,6 +188,123 @@ def _usage(
         "saved_bytes": raw - sent,
         "ratio": sent / raw if raw else None,
     }
+
+
+BUCKET_WIDTH: dict[Bucket, timedelta] = {
+    "minute": timedelta(minutes=1),
+    "hour": timedelta(hours=1),
+    "day": timedelta(days=1),
+}
+MAX_BUCKETS = 100_000
+ATTRIBUTE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+"""Attribute names an aggregate accepts: they go inside a JSON path, so no quotes."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# SQLite stores ts as fixed-width naive UTC text ("2026-11-22 10:04:05.123456"), so
+# strftime cuts it to the bucket start without any time zone arithmetic.
+_SQLITE_BUCKET_FORMAT: dict[Bucket, str] = {
+    "minute": "%Y-%m-%d %H:%M:00",
+    "hour": "%Y-%m-%d %H:00:00",
+    "day": "%Y-%m-%d 00:00:00",
+}
+_GROUP_COLUMNS: dict[GroupKey, InstrumentedAttribute[str]] = {
+    "agent_id": EventRow.agent_id,
+    "pipeline": EventRow.pipeline,
+    "label": EventRow.label,
+    "model_version": EventRow.model_version,
+    "kind": EventRow.kind,
+}
+
+
+def bucket_count(*, since: datetime, until: datetime, bucket: Bucket) -> int:
+    """How many buckets ``[since, until)`` touches (buckets are aligned to UTC midnight)."""
+    width = BUCKET_WIDTH[bucket]
+    first = (since - _EPOCH) // width
+    last = (until - timedelta(microseconds=1) - _EPOCH) // width
+    return last - first + 1
+
+
+def aggregate_events(
+    session: Session,
+    *,
+    metric: Metric,
+    bucket: Bucket,
+    since: datetime,
+    until: datetime,
+    attribute: str | None = None,
+    group_by: Sequence[GroupKey] = (),
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    label: str | None = None,
+    kind: str | None = None,
+) -> AggregateReport:
+    """``metric`` of the score (or of a numeric ``attribute``) per time bucket and group.
+
+    Bucketing, JSON extraction and aggregation all run in the database, so a week of
+    events comes back as at most one row per bucket and group. With ``attribute``, only
+    events where it is a number count; empty buckets are absent, never zero.
+    """
+    if attribute is not None and re.fullmatch(ATTRIBUTE_PATTERN, attribute) is None:
+        raise ValueError(f"attribute {attribute!r} is not a plain name")
+    dialect = session.get_bind().dialect.name
+    start = type_coerce(_bucket_start(bucket, dialect), UtcDateTime).label("bucket_start")
+    groups = [_GROUP_COLUMNS[key] for key in dict.fromkeys(group_by)]
+    conditions: list[ColumnElement[bool]] = [EventRow.ts >= since, EventRow.ts < until]
+    for column, wanted in (
+        (EventRow.agent_id, agent_id),
+        (EventRow.pipeline, pipeline),
+        (EventRow.label, label),
+        (EventRow.kind, kind),
+    ):
+        if wanted is not None:
+            conditions.append(column == wanted)
+    value: ColumnElement[float] = EventRow.score.expression
+    if attribute is not None:
+        value = _numeric_attribute(attribute, dialect)
+        conditions.append(value.is_not(None))
+    aggregate = func.count() if metric == "count" else getattr(func, metric)(value)
+    query = (
+        select(*groups, start, aggregate.label("value"), func.count().label("events"))
+        .where(*conditions)
+        .group_by(*groups, start)
+        .order_by(*groups, start)
+    )
+    series: dict[tuple[str, ...], list[AggregatePoint]] = {}
+    for row in session.execute(query):
+        points = series.setdefault(tuple(row[: len(groups)]), [])
+        points.append(AggregatePoint(ts=row.bucket_start, value=row.value, count=row.events))
+    names = [column.key for column in groups]
+    return AggregateReport(
+        bucket=bucket,
+        metric=metric,
+        field=attribute or (None if metric == "count" else "score"),
+        since=since,
+        until=until,
+        series=[
+            AggregateSeries(group=dict(zip(names, key, strict=True)), points=points)
+            for key, points in series.items()
+        ],
+    )
+
+
+def _bucket_start(bucket: Bucket, dialect: str) -> ColumnElement[Any]:
+    if dialect == "sqlite":
+        return func.strftime(_SQLITE_BUCKET_FORMAT[bucket], EventRow.ts)
+    # Literals, not parameters: PostgreSQL matches GROUP BY to the select list by text, and
+    # two bound parameters never match. timezone() first, or date_trunc would cut days at
+    # the session's midnight instead of UTC's.
+    unit: ColumnElement[str] = literal_column(f"'{bucket}'")
+    return func.date_trunc(unit, func.timezone(literal_column("'UTC'"), EventRow.ts))
+
+
+def _numeric_attribute(name: str, dialect: str) -> ColumnElement[float]:
+    """The attribute as a float where it is a JSON number, else NULL (strings, booleans)."""
+    if dialect == "sqlite":
+        path = f'$."{name}"'
+        is_number = func.json_type(EventRow.attributes, path).in_(("integer", "real"))
+        return case((is_number, func.json_extract(EventRow.attributes, path)), else_=None)
+    element = EventRow.attributes[name]
+    return case((func.jsonb_typeof(element) == "number", element.as_float()), else_=None)
 
 
 def list_dead_letters(session: Session, *, limit: int) -> Sequence[DeadLetterRow]:

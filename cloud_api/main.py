@@ -12,7 +12,16 @@ from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.ingest import IngestWorker
 from cloud_api.metrics import Metrics
 from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
-from cloud_api.routes import agents, dead_letters, events, health, models, signing_key, stats
+from cloud_api.routes import (
+    agents,
+    aggregates,
+    dead_letters,
+    events,
+    health,
+    models,
+    signing_key,
+    stats,
+)
 
 
 @asynccontextmanager
@@ -61,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings if settings is not None else load_settings()
     app.state.metrics = Metrics()
     app.state.ingest = None
-    for module in (events, agents, stats, dead_letters, models, signing_key, health):
+    for module in (events, agents, aggregates, stats, dead_letters, models, signing_key, health):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -118,6 +118,39 @@ class BandwidthReport(BaseModel):
     total: FleetBandwidth
 
 
+Bucket = Literal["minute", "hour", "day"]
+Metric = Literal["count", "avg", "min", "max"]
+GroupKey = Literal["agent_id", "pipeline", "label", "model_version", "kind"]
+
+
+class AggregatePoint(BaseModel):
+    """One non-empty bucket: its start (UTC), the metric's value and how many values made it."""
+
+    ts: datetime
+    value: float
+    count: int = Field(description="events (with the attribute, if one is named) in the bucket")
+
+
+class AggregateSeries(BaseModel):
+    """The buckets of one group, oldest first; ``group`` is empty when nothing is grouped."""
+
+    group: dict[str, str]
+    points: list[AggregatePoint]
+
+
+class AggregateReport(BaseModel):
+    """``GET /api/v1/aggregates``: a metric of events in ``[since, until)``, bucketed in time."""
+
+    bucket: Bucket
+    metric: Metric
+    field: str | None = Field(
+        description="'score' or the attribute aggregated; null for a count of all events"
+    )
+    since: datetime
+    until: datetime
+    series: list[AggregateSeries]
+
+
 class DeadLetterOut(BaseModel):
     """A message ingest could not apply, with the reason."""
 

@@ -1,0 +1,68 @@
+"""``/api/v1/aggregates``: events counted or averaged per time bucket, for dashboards."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime
+
+from cloud_api import crud
+from cloud_api.deps import SessionDep
+from cloud_api.schemas import AggregateReport, Bucket, GroupKey, Metric
+from shared.messages import utcnow
+
+router = APIRouter(prefix="/api/v1/aggregates", tags=["aggregates"])
+
+DEFAULT_WINDOW = timedelta(hours=24)
+
+
+@router.get("", response_model=AggregateReport)
+def aggregates(
+    session: SessionDep,
+    metric: Metric = "count",
+    bucket: Bucket = "hour",
+    attribute: Annotated[
+        str | None,
+        Query(
+            pattern=crud.ATTRIBUTE_PATTERN,
+            description="a numeric event attribute (e.g. rms_g) instead of the score",
+        ),
+    ] = None,
+    group_by: Annotated[list[GroupKey] | None, Query(description="repeat to nest")] = None,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    label: str | None = None,
+    kind: str | None = None,
+    since: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
+) -> AggregateReport:
+    """One series per group of bucket start, value and count; the last 24 h by default.
+
+    Empty buckets are left out rather than zero-filled, so a sparse week stays small.
+    """
+    until = until if until is not None else utcnow()
+    since = since if since is not None else until - DEFAULT_WINDOW
+    if until <= since:
+        raise HTTPException(status_code=422, detail="until must be after since")
+    buckets = crud.bucket_count(since=since, until=until, bucket=bucket)
+    if buckets > crud.MAX_BUCKETS:
+        raise HTTPException(
+            status_code=422,
+            detail=f"the range spans {buckets} {bucket} buckets, more than {crud.MAX_BUCKETS}: "
+            "narrow since/until or use a coarser bucket",
+        )
+    return crud.aggregate_events(
+        session,
+        metric=metric,
+        bucket=bucket,
+        since=since,
+        until=until,
+        attribute=attribute,
+        group_by=group_by or (),
+        agent_id=agent_id,
+        pipeline=pipeline,
+        label=label,
+        kind=kind,
+    )
