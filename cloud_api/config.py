@@ -31,6 +31,18 @@ class Settings(BaseSettings):
     heartbeat_grace: float = Field(default=3.0, ge=1, le=100)
     data_dir: Path = Path("./data")
     max_model_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    # The live stream (SSE) polls the database, so any replica can serve any dashboard.
+    stream_poll_s: float = Field(default=0.5, gt=0, le=60)
+    stream_heartbeat_s: float = Field(default=15.0, gt=0, le=3600)
+    stream_page: int = Field(default=500, ge=1, le=10_000)
+    stream_max: int = Field(default=100, ge=1, le=100_000)
+    stream_settle_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="events become visible to streams this long after received_at, so that "
+        "a batch another ingest process commits late is not skipped by the keyset",
+    )
 
     @field_validator("database_url")
     @classmethod

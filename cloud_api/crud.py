@@ -70,6 +70,45 @@ def list_events(
     return session.scalars(query).all()
 
 
+def events_received_after(
+    session: Session,
+    *,
+    after: tuple[datetime, str],
+    until: datetime,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    label: str | None = None,
+    kind: str | None = None,
+    limit: int,
+) -> Sequence[EventRow]:
+    """Events in ingestion order, (received_at, id) after ``after``, received before ``until``.
+
+    The order is the cloud's, not the edge's: an outbox drained after an outage carries old
+    ``ts`` but is new to a live dashboard. ``until`` holds back rows that a slower ingest
+    transaction may still be committing beside them (see ``stream_settle_s``).
+    """
+    query = select(EventRow).where(
+        tuple_(EventRow.received_at, EventRow.id) > tuple_(*after),
+        EventRow.received_at <= until,
+    )
+    if agent_id is not None:
+        query = query.where(EventRow.agent_id == agent_id)
+    if pipeline is not None:
+        query = query.where(EventRow.pipeline == pipeline)
+    if label is not None:
+        query = query.where(EventRow.label == label)
+    if kind is not None:
+        query = query.where(EventRow.kind == kind)
+    query = query.order_by(EventRow.received_at, EventRow.id).limit(limit)
+    return session.scalars(query).all()
+
+
+def event_position(session: Session, *, event_id: str) -> tuple[datetime, str] | None:
+    """Where an event sits in ingestion order, or None if it is not stored (any more)."""
+    received_at = session.scalar(select(EventRow.received_at).where(EventRow.id == event_id))
+    return None if received_at is None else (received_at, event_id)
+
+
 def list_agents(session: Session) -> Sequence[AgentRow]:
     """Every agent that ever reported a status, by id."""
     return session.scalars(select(AgentRow).order_by(AgentRow.agent_id)).all()

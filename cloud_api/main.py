@@ -21,6 +21,7 @@ from cloud_api.routes import (
     models,
     signing_key,
     stats,
+    stream,
 )
 
 
@@ -70,6 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings if settings is not None else load_settings()
     app.state.metrics = Metrics()
     app.state.ingest = None
+    app.state.stream_slots = stream.StreamSlots(app.state.settings.stream_max)
+    # /events/stream before any /events/{...} route, which would otherwise capture "stream".
+    app.include_router(stream.router)
     for module in (events, agents, aggregates, stats, dead_letters, models, signing_key, health):
         app.include_router(module.router)
 
