@@ -18,6 +18,7 @@ from shared.messages import (
     utcnow,
 )
 from shared.topics import Channel
+from tests.cloud.conftest import AppFactory
 from tests.cloud.helpers import MODEL, Publisher, topic, unique_agent_id, wait_until
 
 pytestmark = pytest.mark.integration
@@ -237,3 +238,20 @@ def test_a_range_of_exactly_max_buckets_is_accepted(api: TestClient) -> None:
     until = since + timedelta(hours=100_000)
     report = aggregates(api, since=since.isoformat(), until=until.isoformat())
     assert report["series"] == []
+
+
+def test_buckets_are_utc_whatever_the_database_session_time_zone(
+    make_api: AppFactory, database_url: str, publisher: Publisher
+) -> None:
+    if database_url.startswith("postgresql"):
+        # A half-hour zone: date_trunc in session time would start hours at :30 UTC.
+        database_url += "?options=-c%20TimeZone%3DAsia/Kolkata"
+    with make_api(database_url=database_url) as api:
+        publish(api, publisher, {unique_agent_id(): [event(minutes(10 * 60 + 40), "x", 0.5)]})
+
+        days = aggregates(api, bucket="day", since=T0.isoformat(), until=hour(48).isoformat())
+        hours = aggregates(api, since=T0.isoformat(), until=hour(24).isoformat())
+
+    # 20:40 UTC is already the next day in Kolkata (02:10); the buckets stay in UTC.
+    assert series_of(days) == {(): [(T0.replace(hour=0), 1, 1)]}
+    assert series_of(hours) == {(): [(hour(10), 1, 1)]}
