@@ -99,6 +99,8 @@ class EventRow(Base):
         Index("ix_events_agent_ts", "agent_id", "ts", "id"),
         Index("ix_events_pipeline_ts", "pipeline", "ts", "id"),
         Index("ix_events_label_ts", "label", "ts", "id"),
+        # Live streams (routes/stream.py) read events in ingestion order.
+        Index("ix_events_received_at_id", "received_at", "id"),
     )
 
 
