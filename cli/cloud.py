@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from typing import TYPE_CHECKING, Annotated
@@ -12,6 +13,8 @@ from cli import configure_logging
 
 if TYPE_CHECKING:
     from cloud_api.config import Settings as CloudSettings
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(help="The cloud API and its ingest workers.", no_args_is_help=True)
 
@@ -79,11 +82,12 @@ def ingest(
     configure_logging()
     engine = create_db_engine(settings.database_url)
     migrate(engine)
+    worker_id = client_id or settings.ingest_client_id
     worker = IngestWorker(
         engine=engine,
         mqtt_url=settings.mqtt_url,
         protocol=settings.mqtt_protocol,
-        client_id=client_id or settings.ingest_client_id,
+        client_id=worker_id,
         share_group=settings.ingest_share_group,
         batch_max=settings.ingest_batch_max,
         flush_s=settings.ingest_flush_s,
@@ -92,6 +96,19 @@ def ingest(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker.start()
+    while not stop.is_set() and not worker.connected:
+        stop.wait(0.1)
+    if worker.connected:
+        log.info("ingest worker %s subscribed (share group: %s)", worker_id, share_group)
     stop.wait()
     worker.stop()
     engine.dispose()
+    # One line a supervisor (or the scale-out test) can read to see this worker's share.
+    log.info(
+        "ingest worker %s stopped: messages=%d events_stored=%d duplicates=%d dead_letters=%d",
+        worker_id,
+        worker.messages,
+        worker.events_stored,
+        worker.duplicates,
+        worker.dead_letters,
+    )
