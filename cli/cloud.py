@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Annotated
@@ -45,6 +46,14 @@ def _settings(
         raise typer.Exit(2) from None
 
 
+# Each option of `serve` that becomes an AIOT_* variable for uvicorn's worker processes.
+_SERVE_ENV = {
+    "database_url": "AIOT_DATABASE_URL",
+    "mqtt_url": "AIOT_MQTT_URL",
+    "mqtt_protocol": "AIOT_MQTT_PROTOCOL",
+}
+
+
 @app.command()
 def serve(
     host: str = "127.0.0.1",
@@ -52,16 +61,59 @@ def serve(
     db: DbOption = None,
     mqtt: MqttOption = None,
     mqtt_protocol: ProtocolOption = None,
-    ingest: Annotated[bool, typer.Option(help="Run one ingest worker in the API process.")] = True,
+    ingest: Annotated[
+        bool,
+        typer.Option(
+            help="Run one ingest worker in the API process. With --workers > 1 this must be "
+            "--no-ingest: run `aiot cloud ingest --share-group ...` processes beside the API."
+        ),
+    ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API worker processes (uvicorn). More than one needs --no-ingest, so that "
+            "ingest runs as its own processes with stable client ids.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the REST API (and, by default, ingest events from the broker in-process)."""
     import uvicorn
 
-    from cloud_api.main import create_app
-
+    if workers > 1 and ingest:
+        # A per-worker ingest would need a client id per process; ids that change on every
+        # restart leave persistent sessions behind on the broker, still queueing messages.
+        typer.echo(
+            "--workers > 1 needs --no-ingest: run `aiot cloud ingest --share-group ingest` "
+            "processes beside the API",
+            err=True,
+        )
+        raise typer.Exit(2)
     settings = _settings(db, mqtt, mqtt_protocol, ingest_enabled=ingest)
     configure_logging()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if workers == 1:
+        from cloud_api.main import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        return
+    from cloud_api.db import create_db_engine, migrate
+
+    # Once here, so that the workers starting together find the schema up to date.
+    engine = create_db_engine(settings.database_url)
+    migrate(engine)
+    engine.dispose()
+    # Worker processes build their own app from the environment: hand the options down there.
+    for key, variable in _SERVE_ENV.items():
+        os.environ[variable] = str(getattr(settings, key))
+    os.environ["AIOT_INGEST_ENABLED"] = "false"
+    uvicorn.run(
+        "cloud_api.main:create_app_from_env",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+    )
 
 
 @app.command()

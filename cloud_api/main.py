@@ -94,3 +94,8 @@ def _route_template(request: Request) -> str:
     """The matched route's path template (``/api/v1/agents/{agent_id}``): bounded labels."""
     route = request.scope.get("route")  # set by the router in the scope we share
     return str(getattr(route, "path", "unmatched"))
+
+
+def create_app_from_env() -> FastAPI:
+    """The app with settings from ``AIOT_*`` only: uvicorn's factory for several workers."""
+    return create_app(load_settings())
