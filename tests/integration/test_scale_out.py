@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from cloud_api.db import create_db_engine, migrate
 from shared.messages import encode
@@ -164,3 +165,28 @@ def test_three_ingest_processes_store_every_event_once_and_share_the_load(
             assert sum(shares.values()) == expected, shares
     finally:
         engine.dispose()
+
+
+def test_replicas_starting_together_migrate_one_at_a_time(postgres_url: str) -> None:
+    engines = [create_db_engine(postgres_url) for _ in range(WORKERS)]
+    errors: list[BaseException] = []
+
+    def run(engine: Engine) -> None:
+        try:
+            migrate(engine)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(engine,)) for engine in engines]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert errors == []
+        with engines[0].connect() as connection:
+            assert connection.execute(text("SELECT COUNT(*) FROM events")).scalar_one() == 0
+    finally:
+        for engine in engines:
+            engine.dispose()
