@@ -22,12 +22,13 @@ def compose_command() -> list[str] | None:
     return None
 
 
-def test_compose_file_validates() -> None:
+@pytest.mark.parametrize("profile", [[], ["--profile", "scale"]], ids=["default", "scale"])
+def test_compose_file_validates(profile: list[str]) -> None:
     command = compose_command()
     if command is None:
         pytest.skip("no docker compose client on this machine (make test installs docker-compose)")
     result = subprocess.run(
-        [*command, "-f", str(COMPOSE), "config", "--quiet"],
+        [*command, "-f", str(COMPOSE), *profile, "config", "--quiet"],
         capture_output=True,
         text=True,
         check=False,
@@ -42,3 +43,22 @@ def test_compose_stack_has_the_whole_platform() -> None:
     assert {"mosquitto", "postgres", "api", "edge"} <= set(services)
     edge_config = COMPOSE.parent / services["edge"]["volumes"][0].split(":")[0]
     assert edge_config.exists(), f"{edge_config} is mounted into the edge container"
+
+
+def test_scale_profile_adds_two_ingest_workers_on_the_share_group() -> None:
+    import yaml
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    scale = {name: spec for name, spec in services.items() if "scale" in spec.get("profiles", [])}
+    assert len(scale) == 2
+    client_ids = set()
+    for spec in scale.values():
+        command = spec["command"]
+        assert command[:2] == ["cloud", "ingest"]
+        assert command[command.index("--share-group") + 1] == "ingest"
+        client_ids.add(command[command.index("--client-id") + 1])
+    api_env = services["api"]["environment"]
+    assert api_env["AIOT_INGEST_SHARE_GROUP"] == "ingest", "the API's own worker shares too"
+    client_ids.add(api_env["AIOT_INGEST_CLIENT_ID"])
+    assert len(client_ids) == 3, "every ingest worker needs its own client id"
+    assert all("profiles" not in services[name] for name in ("mosquitto", "postgres", "api"))
