@@ -88,6 +88,11 @@ class Pipeline:
         self._summary_s = config.summary_interval_s if agent_id is not None else 0.0
         self._clock = clock
         self._summary = SummaryWindow.starting(clock(), self.counters)
+        self._prepare(config)
+
+    def _prepare(self, config: PipelineConfig) -> None:
+        """What a kind of pipeline sets up once the shared parts exist (checks the model)."""
+        raise NotImplementedError
 
     def process_sample(self, sample: Sample) -> list[Event]:
         """Run one sample through the pipeline; return the events it makes. Raises ModelError."""
@@ -192,20 +197,10 @@ class Pipeline:
 class SensorPipeline(Pipeline):
     """A sensor pipeline: windows of samples -> anomaly model -> filters -> events."""
 
-    def __init__(
-        self,
-        config: PipelineConfig,
-        slot: ModelSlot,
-        source: Source | None = None,
-        *,
-        actions: Actions | None = None,
-        agent_id: str | None = None,
-        clock: Callable[[], float] = time.time,
-    ):
-        super().__init__(config, slot, source, actions=actions, agent_id=agent_id, clock=clock)
+    def _prepare(self, config: PipelineConfig) -> None:
         self._period_s = self.source.period_s
         self._sample_rate_hz = self.source.window / self._period_s
-        model = slot.current()
+        model = self.slot.current()
         if model.task != "anomaly" or model.window != self.source.window:
             raise ConfigError(
                 f"pipeline {self.name}: the source gives windows of {self.source.window} values "

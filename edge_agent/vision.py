@@ -11,22 +11,18 @@ still keeps missing, and its track ends as usual).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.actions import Actions
 from edge_agent.config import PipelineConfig, VisionConfig
 from edge_agent.filters import Decision
 from edge_agent.inference.postprocess import Detection, Letterboxer, decode_yolo
-from edge_agent.inference.slot import ModelSlot
 from edge_agent.motion import MotionGate
 from edge_agent.pipeline import Pipeline
-from edge_agent.sources.sample import Sample, Source
+from edge_agent.sources.sample import Sample
 from edge_agent.thumbnails import save_thumbnail
 from edge_agent.tracking import LifecycleStep, ObjectDecision, ObjectLifecycle
 from shared.errors import ConfigError, StorageError
@@ -40,18 +36,8 @@ Frame = npt.NDArray[np.uint8]
 class VisionPipeline(Pipeline):
     """One camera: its gate, detector, tracker and the events they make."""
 
-    def __init__(
-        self,
-        config: PipelineConfig,
-        slot: ModelSlot,
-        source: Source | None = None,
-        *,
-        actions: Actions | None = None,
-        agent_id: str | None = None,
-        clock: Callable[[], float] = time.time,
-    ):
-        super().__init__(config, slot, source, actions=actions, agent_id=agent_id, clock=clock)
-        model = slot.current()
+    def _prepare(self, config: PipelineConfig) -> None:
+        model = self.slot.current()
         if model.task != "detection":
             raise ConfigError(
                 f"pipeline {self.name}: a camera source needs a detection model, "
@@ -66,7 +52,7 @@ class VisionPipeline(Pipeline):
         # Track ids start from the wall clock, so thumbnails of a restarted agent never
         # overwrite the previous run's.
         self.lifecycle = ObjectLifecycle(
-            vision.tracking, self.name, first_id=int(clock() * 1000) % 10**12
+            vision.tracking, self.name, first_id=int(self._clock() * 1000) % 10**12
         )
         self._last: list[Detection] = []
         self._last_seq = -1
