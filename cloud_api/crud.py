@@ -38,12 +38,30 @@ HEARTBEAT_MISSED = "heartbeat missed"
 LAST_WILL = "connection lost (last will)"
 
 
+def event_filters(
+    *,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    label: str | None = None,
+    kind: str | None = None,
+) -> list[ColumnElement[bool]]:
+    """The filters a dashboard gives every events query (list, stream, aggregates)."""
+    wanted = (
+        (EventRow.agent_id, agent_id),
+        (EventRow.pipeline, pipeline),
+        (EventRow.label, label),
+        (EventRow.kind, kind),
+    )
+    return [column == value for column, value in wanted if value is not None]
+
+
 def list_events(
     session: Session,
     *,
     agent_id: str | None = None,
     pipeline: str | None = None,
     label: str | None = None,
+    kind: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     after: tuple[datetime, str] | None = None,
@@ -53,13 +71,9 @@ def list_events(
 
     ``since`` is inclusive and ``until`` exclusive, so adjacent windows never overlap.
     """
-    query = select(EventRow)
-    if agent_id is not None:
-        query = query.where(EventRow.agent_id == agent_id)
-    if pipeline is not None:
-        query = query.where(EventRow.pipeline == pipeline)
-    if label is not None:
-        query = query.where(EventRow.label == label)
+    query = select(EventRow).where(
+        *event_filters(agent_id=agent_id, pipeline=pipeline, label=label, kind=kind)
+    )
     if since is not None:
         query = query.where(EventRow.ts >= since)
     if until is not None:
@@ -90,15 +104,8 @@ def events_received_after(
     query = select(EventRow).where(
         tuple_(EventRow.received_at, EventRow.id) > tuple_(*after),
         EventRow.received_at <= until,
+        *event_filters(agent_id=agent_id, pipeline=pipeline, label=label, kind=kind),
     )
-    if agent_id is not None:
-        query = query.where(EventRow.agent_id == agent_id)
-    if pipeline is not None:
-        query = query.where(EventRow.pipeline == pipeline)
-    if label is not None:
-        query = query.where(EventRow.label == label)
-    if kind is not None:
-        query = query.where(EventRow.kind == kind)
     query = query.order_by(EventRow.received_at, EventRow.id).limit(limit)
     return session.scalars(query).all()
 
@@ -288,15 +295,11 @@ def aggregate_events(
     dialect = session.get_bind().dialect.name
     start = type_coerce(_bucket_start(bucket, dialect), UtcDateTime).label("bucket_start")
     groups = [_GROUP_COLUMNS[key] for key in dict.fromkeys(group_by)]
-    conditions: list[ColumnElement[bool]] = [EventRow.ts >= since, EventRow.ts < until]
-    for column, wanted in (
-        (EventRow.agent_id, agent_id),
-        (EventRow.pipeline, pipeline),
-        (EventRow.label, label),
-        (EventRow.kind, kind),
-    ):
-        if wanted is not None:
-            conditions.append(column == wanted)
+    conditions: list[ColumnElement[bool]] = [
+        EventRow.ts >= since,
+        EventRow.ts < until,
+        *event_filters(agent_id=agent_id, pipeline=pipeline, label=label, kind=kind),
+    ]
     value: ColumnElement[float] = EventRow.score.expression
     if attribute is not None:
         value = _numeric_attribute(attribute, dialect)

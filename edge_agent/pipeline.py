@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,7 +58,7 @@ class PipelineCounters:
     """Encoded bytes handed to the outbox for the cloud: events and summaries."""
 
 
-class Pipeline:
+class Pipeline(ABC):
     """What every pipeline shares: a source, a model slot, a filter engine, counters, the
     run loop, summaries and the way events leave (local actions, then the outbox).
 
@@ -90,17 +91,17 @@ class Pipeline:
         self._summary = SummaryWindow.starting(clock(), self.counters)
         self._prepare(config)
 
+    @abstractmethod
     def _prepare(self, config: PipelineConfig) -> None:
         """What a kind of pipeline sets up once the shared parts exist (checks the model)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def process_sample(self, sample: Sample) -> list[Event]:
         """Run one sample through the pipeline; return the events it makes. Raises ModelError."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> list[Event]:
         """End open events because the stream ends; nothing if none is open."""
-        raise NotImplementedError
 
     def run(self, outbox: Outbox, stop: threading.Event) -> None:
         """Process the source until it ends or ``stop`` is set, then close any open event.

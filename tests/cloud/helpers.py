@@ -39,6 +39,7 @@ def make_batch(
     *,
     pipeline: str = "spindle-vibration",
     label: str = "bearing_outer_race",
+    kind: str = "anomaly",
     start: datetime | None = None,
 ) -> EventBatch:
     """``count`` events one millisecond apart, oldest first."""
@@ -47,7 +48,7 @@ def make_batch(
         Event(
             id=new_event_id(),
             pipeline=pipeline,
-            kind="anomaly",
+            kind=kind,
             state="start",
             label=label,
             score=0.97,

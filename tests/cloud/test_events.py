@@ -44,7 +44,12 @@ def test_published_events_are_listed_with_filters(api: TestClient, publisher: Pu
     start = utcnow() - timedelta(minutes=10)
     vib = make_batch(agent, 20, pipeline="spindle-vibration", label="bearing", start=start)
     cam = make_batch(
-        agent, 10, pipeline="door-camera", label="person", start=start + timedelta(minutes=1)
+        agent,
+        10,
+        pipeline="door-camera",
+        label="person",
+        kind="object",
+        start=start + timedelta(minutes=1),
     )
     for batch in (vib, cam):
         publisher.publish(topic(agent, Channel.EVENTS), encode(batch))
@@ -61,6 +66,9 @@ def test_published_events_are_listed_with_filters(api: TestClient, publisher: Pu
         e.id for e in cam.events
     }
     assert len(events_of(api, agent_id=agent, label="bearing")) == 20
+    assert {i["id"] for i in events_of(api, agent_id=agent, kind="object")} == {
+        e.id for e in cam.events
+    }
     window = events_of(
         api,
         agent_id=agent,
