@@ -150,6 +150,8 @@ class AgentRow(Base):
     last_status: Mapped[dict[str, Any]] = mapped_column(Json)
     last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
     heartbeat_s: Mapped[float] = mapped_column(Float)
+    labels: Mapped[dict[str, str]] = mapped_column(Json, default=dict, server_default="{}")
+    """Set at enrollment (``site: plant-1``); deployments select agents by them."""
 
 
 class DeadLetterRow(Base):

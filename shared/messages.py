@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.signing import SignedManifest
 from shared.topics import AGENT_ID_PATTERN
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -95,6 +96,29 @@ class EventBatch(_EdgeMessage):
     events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
 
 
+UpdateState = Literal[
+    "downloading", "verifying", "loading", "self_test", "watching", "running", "failed",
+    "rolled_back",
+]  # fmt: skip
+"""Where an agent's update of one pipeline stands.
+
+``downloading`` -> ``verifying`` (sha256 and signature) -> ``loading`` -> ``self_test``
+(golden input) -> swap -> ``watching`` (health window) -> ``running``. ``failed``: refused
+before the swap (the old model never stopped). ``rolled_back``: swapped, then the health
+window failed and the previous model is back. ``reason`` says why for the last two."""
+
+
+class UpdateStatus(_EdgeMessage):
+    """The last update an agent attempted on one pipeline, as it reports it in ``status``."""
+
+    deployment_id: int | None = None
+    name: Name
+    version: Name
+    state: UpdateState
+    reason: Annotated[str, StringConstraints(max_length=512)] = ""
+    ts: AwareDatetime
+
+
 class PipelineStatus(_EdgeMessage):
     """What one pipeline runs and what it has done since the agent started."""
 
@@ -109,6 +133,8 @@ class PipelineStatus(_EdgeMessage):
     sent_bytes: int = Field(default=0, ge=0)
     filtered: int = Field(default=0, ge=0)
     """Events the pipeline's report filters held back (rate limit, dedup, intervals...)."""
+    update: UpdateStatus | None = None
+    """The pipeline's last model update (None if it never received a desired version)."""
 
 
 class AgentStatus(_EdgeMessage):
@@ -183,6 +209,33 @@ class PipelineSummary(_EdgeMessage):
         if self.window_end < self.window_start:
             raise ValueError("window_end is before window_start")
         return self
+
+
+class DesiredModel(_EdgeMessage):
+    """The model the cloud wants one pipeline to run.
+
+    ``manifest`` is signed by the cloud; the agent checks it against its configured public key
+    and the artifact against the manifest's sha256. ``artifact_path`` is relative to the
+    agent's configured cloud API URL (``/api/v1/models/{name}/versions/{version}/artifact``).
+    """
+
+    pipeline: Name
+    deployment_id: int | None = None
+    manifest: SignedManifest
+    artifact_path: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./-]*$", max_length=512)]
+
+
+class DesiredState(_EdgeMessage):
+    """What the cloud publishes, retained, on an agent's ``desired`` topic.
+
+    It is the whole desired state: a pipeline not listed runs the model of the agent's own
+    configuration (that is how a rollback to the configured model is said).
+    """
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent_id: AgentId
+    issued_at: AwareDatetime
+    pipelines: list[DesiredModel] = Field(default_factory=list, max_length=64)
 
 
 def encode(message: BaseModel) -> bytes:
