@@ -15,6 +15,7 @@ from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
 from cloud_api.routes import (
     agents,
     aggregates,
+    dashboard,
     dead_letters,
     events,
     health,
@@ -76,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream.router)
     for module in (events, agents, aggregates, stats, dead_letters, models, signing_key, health):
         app.include_router(module.router)
+    # The page at exactly "/" and its files under /static: neither shadows /api, /docs or /healthz.
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.static_files(), name="static")
 
     @app.middleware("http")
     async def count_requests(

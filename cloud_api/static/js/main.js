@@ -1,0 +1,188 @@
+// The dashboard: asks for an API key once, then shows the fleet, a live event feed, events per
+// label over time, bandwidth saved and rollout state, from the public REST API only.
+
+import { Api, AuthError } from "./api.js";
+import { renderBandwidth } from "./bandwidth.js";
+import { LabelChart, RANGES } from "./chart.js";
+import { byTestId } from "./dom.js";
+import { Feed } from "./feed.js";
+import { renderFleet } from "./fleet.js";
+import { forgetKey, keyProblem, loadKey, saveKey, takeKeyFromFragment } from "./key.js";
+import { renderDeployments } from "./rollouts.js";
+import { EventStream } from "./sse.js";
+
+const REFRESH_MS = 5000;
+const FEED_LIMIT = 100;
+const FEED_INITIAL = 50;
+/** A burst of live events redraws the chart once. */
+const CHART_DEBOUNCE_MS = 1000;
+
+class Dashboard {
+  constructor(key, onAuthError) {
+    this.api = new Api(key);
+    this.onAuthError = onAuthError;
+    this.feed = new Feed(byTestId("feed"), byTestId("feed-empty"), FEED_LIMIT);
+    this.chart = new LabelChart(byTestId("chart"));
+    this.range = byTestId("chart-range");
+    this.timer = null;
+    this.chartTimer = null;
+    this.stopped = false;
+    this.stream = new EventStream({
+      url: () => this.api.url("api/v1/events/stream"),
+      headers: (extra) => this.api.headers(extra),
+      onEvent: (event) => this.live(event),
+      onState: (state, detail) => showConnection(state, detail),
+      onAuthError: (error) => this.refused(error),
+    });
+    this.onRangeChange = () => this.panel("chart", () => this.drawChart());
+  }
+
+  async start() {
+    this.range.addEventListener("change", this.onRangeChange);
+    // The stream resumes after the newest listed event: nothing falls between list and stream.
+    await this.panel("feed", async () => {
+      const page = await this.api.get("api/v1/events", { limit: FEED_INITIAL });
+      this.feed.add(page.items);
+      this.stream.lastEventId = page.items[0]?.id ?? "";
+    });
+    if (this.stopped) return;
+    this.stream.start();
+    await this.refresh();
+  }
+
+  stop() {
+    this.stopped = true;
+    this.stream.stop();
+    clearTimeout(this.timer);
+    clearTimeout(this.chartTimer);
+    this.range.removeEventListener("change", this.onRangeChange);
+    this.chart.destroy();
+  }
+
+  async refresh() {
+    await Promise.all([
+      this.panel("fleet", async () => {
+        renderFleet(byTestId("fleet-panel"), await this.api.get("api/v1/agents"));
+      }),
+      this.panel("chart", () => this.drawChart()),
+      this.panel("bandwidth", async () => {
+        renderBandwidth(byTestId("bandwidth-panel"), await this.api.get("api/v1/stats/bandwidth"));
+      }),
+      this.panel("deployments", async () => {
+        renderDeployments(byTestId("deployments-panel"), await this.api.getOptional("api/v1/deployments"));
+      }),
+    ]);
+    if (this.stopped) return;
+    const updated = byTestId("updated");
+    updated.textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
+    updated.dataset.refreshes = String(Number(updated.dataset.refreshes ?? 0) + 1);
+    this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
+  }
+
+  async drawChart() {
+    const range = RANGES[this.range.value] ?? RANGES.hour;
+    const report = await this.api.get("api/v1/aggregates", {
+      metric: "count",
+      bucket: range.bucket,
+      group_by: "label",
+      since: new Date(Date.now() - range.seconds * 1000).toISOString(),
+    });
+    if (!this.stopped) this.chart.update(report, range);
+  }
+
+  live(event) {
+    this.feed.add([event]);
+    if (this.chartTimer === null) {
+      this.chartTimer = setTimeout(() => {
+        this.chartTimer = null;
+        this.panel("chart", () => this.drawChart());
+      }, CHART_DEBOUNCE_MS);
+    }
+  }
+
+  /** Run one panel's update; its error line says what failed, a refused key ends the page. */
+  async panel(name, work) {
+    const error = byTestId(`${name}-error`);
+    try {
+      await work();
+      error.hidden = true;
+    } catch (failure) {
+      if (failure instanceof AuthError) {
+        this.refused(failure);
+        return;
+      }
+      error.textContent = failure.message;
+      error.hidden = false;
+    }
+  }
+
+  refused(error) {
+    if (this.stopped) return;
+    this.stop();
+    this.onAuthError(error);
+  }
+}
+
+function showConnection(state, detail) {
+  const node = byTestId("connection");
+  node.dataset.state = state;
+  node.textContent = { open: "live", connecting: "connecting…", reconnecting: "reconnecting", stopped: "stopped" }[state];
+  node.title = detail;
+}
+
+let dashboard = null;
+
+function showKeyForm(message) {
+  dashboard?.stop();
+  dashboard = null;
+  byTestId("main").hidden = true;
+  byTestId("key-panel").hidden = false;
+  const text = byTestId("auth-message");
+  text.textContent = message;
+  text.hidden = !message;
+  byTestId("key-input").value = "";
+  byTestId("key-input").focus();
+}
+
+function startDashboard(key) {
+  byTestId("key-panel").hidden = true;
+  byTestId("main").hidden = false;
+  dashboard = new Dashboard(key, (error) => {
+    forgetKey();
+    const verb = error.status === 403 ? "does not allow reading" : "was refused";
+    showKeyForm(`The API key ${verb} (${error.status}: ${error.detail}). Enter another key.`);
+  });
+  dashboard.start();
+}
+
+function boot() {
+  const given = takeKeyFromFragment();
+  if (given !== null) {
+    const problem = keyProblem(given);
+    if (problem !== null) {
+      showKeyForm(`The key in the link is not usable: ${problem}.`);
+      return;
+    }
+    saveKey(given);
+  }
+  byTestId("key-form").addEventListener("submit", (submit) => {
+    submit.preventDefault();
+    const key = byTestId("key-input").value.trim();
+    const problem = keyProblem(key);
+    if (problem !== null) {
+      showKeyForm(`${problem[0].toUpperCase()}${problem.slice(1)}.`);
+      return;
+    }
+    saveKey(key);
+    startDashboard(key);
+  });
+  byTestId("key-change").addEventListener("click", () => {
+    forgetKey();
+    showKeyForm("");
+  });
+  const key = loadKey();
+  if (key === null) showKeyForm("");
+  else startDashboard(key);
+}
+
+boot();
