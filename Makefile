@@ -23,15 +23,16 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/aiot models build --if-missing
 	$(BIN)/aiot demo
 
-# Mosquitto (and docker-compose, to validate deploy/compose.yml) for the integration tests.
+# Mosquitto (and docker-compose, to validate deploy/compose.yml) for the integration tests;
+# Debian's Chromium for the dashboard's browser tests (Playwright drives /usr/bin/chromium).
 services:
 	@if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null \
-	    || ! command -v docker-compose >/dev/null; then \
+	    || ! command -v docker-compose >/dev/null || [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      mosquitto mosquitto-clients docker-compose >/dev/null; \
+	      mosquitto mosquitto-clients docker-compose chromium >/dev/null; \
 	  else \
-	    echo "Tests need Mosquitto and docker-compose: sudo apt-get install mosquitto mosquitto-clients docker-compose" >&2; \
+	    echo "Tests need Mosquitto, docker-compose and Chromium: sudo apt-get install mosquitto mosquitto-clients docker-compose chromium" >&2; \
 	    exit 1; \
 	  fi; \
 	fi

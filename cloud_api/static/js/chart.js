@@ -33,6 +33,11 @@ export function alignSeries(report, range) {
   return { labels, data: [xs, ...ys] };
 }
 
+/** Axis ticks as a 24-hour clock in the viewer's time zone. */
+function clockTime(seconds) {
+  return new Date(seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
+}
+
 export class LabelChart {
   constructor(root) {
     this.root = root;
@@ -71,15 +76,17 @@ export class LabelChart {
       {
         ...this.size(),
         scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
-        axes: [{}, { label: `events per ${range.bucket}` }],
+        legend: { live: false },
+        axes: [
+          { space: 60, values: (_u, splits) => splits.map(clockTime) },
+          { label: `events per ${range.bucket}`, size: 40 },
+        ],
         series: [
           {},
           ...labels.map((label, i) => ({
             label,
             stroke: COLOURS[i % COLOURS.length],
             width: 2,
-            points: { show: false },
-            paths: uPlot.paths.stepped({ align: 1 }),
           })),
         ],
       },

@@ -37,13 +37,20 @@ export class Feed {
     return el(
       "li",
       { testid: "feed-item", class: `feed-item ${event.kind}`, dataset: { eventId: event.id, label: event.label } },
-      el("time", { datetime: event.ts, title: `received ${event.received_at}` }, formatTime(event.ts)),
-      el("span", { class: "label", testid: "feed-label" }, event.label),
-      el("span", { class: "state" }, event.state),
-      el("span", { class: "score" }, formatNumber(event.score)),
-      el("span", { class: "where" }, `${event.agent_id} / ${event.pipeline}`),
-      el("span", { class: "muted" }, `${event.model_name}@${event.model_version}`),
-      attributes ? el("span", { class: "attributes muted" }, attributes) : null,
+      el(
+        "div",
+        { class: "feed-head" },
+        el("time", { datetime: event.ts, title: `received ${event.received_at}` }, formatTime(event.ts)),
+        el("span", { class: "label", testid: "feed-label" }, event.label),
+        el("span", { class: "state" }, event.state),
+        el("span", { class: "score", title: "score" }, formatNumber(event.score)),
+      ),
+      el(
+        "div",
+        { class: "feed-detail muted" },
+        `${event.agent_id} / ${event.pipeline} · ${event.model_name}@${event.model_version}`,
+        attributes ? ` · ${attributes}` : "",
+      ),
     );
   }
 }

@@ -1,0 +1,172 @@
+"""Fixtures for the dashboard: the real app served by uvicorn on a free port, and Chromium.
+
+Chromium is Debian's package (``make services`` installs it); Playwright only drives it, its own
+browser download is never used.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
+from sqlalchemy.orm import Session
+
+from cloud_api.config import Settings
+from cloud_api.main import create_app
+from tests.cloud.helpers import Publisher, wait_until
+from tests.services import Mosquitto
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
+
+# How long `expect` waits for the page to show something: generous on a shared 2-core machine.
+expect.set_options(timeout=20_000)
+
+
+@dataclass
+class LiveServer:
+    """The app behind a real HTTP port, as a browser reaches it."""
+
+    app: FastAPI
+    url: str
+
+    def session(self) -> Session:
+        """A session on the app's own database."""
+        session: Session = self.app.state.sessionmaker()
+        return session
+
+
+@contextmanager
+def serve(app: FastAPI, port: int = 0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread on a port bound here first (no race for it).
+
+    Streams still open at shutdown are cut after a second, as a crashing replica would.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", ws="none", lifespan="on", timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn")
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), what="uvicorn to start")
+        assert server.started, "uvicorn stopped while starting: see the log above"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def live_settings(broker: Mosquitto, tmp_path: Path) -> Settings:
+    """SQLite, ingest on the session broker (its own session), a quick live stream."""
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'cloud.db'}",
+        mqtt_url=broker.url,
+        ingest_client_id=f"ingest-{uuid.uuid4().hex[:12]}",
+        ingest_flush_s=0.01,
+        ingest_session_expiry_s=60,
+        data_dir=tmp_path,
+        stream_poll_s=0.1,
+        stream_settle_s=0.2,
+        stream_heartbeat_s=1.0,
+    )
+
+
+@contextmanager
+def start_api(settings: Settings, port: int = 0) -> Iterator[LiveServer]:
+    """A new app on ``settings`` behind uvicorn, once ingest is subscribed."""
+    app = create_app(settings)
+    with serve(app, port) as url:
+        app.state.ingest.wait_connected()
+        yield LiveServer(app, url)
+
+
+@pytest.fixture
+def live_api(live_settings: Settings) -> Iterator[LiveServer]:
+    with start_api(live_settings) as server:
+        yield server
+
+
+@pytest.fixture
+def api_key(live_api: LiveServer) -> str:
+    """The key the page is given. The API accepts any key until API keys exist; then this is
+    ``create_api_key(session, name="dashboard-test", scope="read")[1]`` in ``live_api.session()``.
+    """
+    return "dashboard-test-key"
+
+
+@pytest.fixture
+def mqtt(broker: Mosquitto) -> Iterator[Publisher]:
+    client = Publisher("127.0.0.1", broker.port).connect()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs it) or apt-get chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Traffic:
+    """What the page asked for and what it complained about."""
+
+    requests: list[Request] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+
+    def on_request(self, request: Request) -> None:
+        self.requests.append(request)
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
+
+    def api_calls(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.url.split("?", 1)[0].endswith(path)]
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Page]:
+    """A fresh browser context (empty localStorage) at a wall-screen size."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1100})
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def traffic(page: Page) -> Traffic:
+    record = Traffic()
+    page.on("request", record.on_request)
+    page.on("console", record.on_console)
+    page.on("pageerror", lambda error: record.page_errors.append(str(error)))
+    return record
