@@ -112,6 +112,16 @@ def live_api(live_settings: Settings) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
+def quiet_api(tmp_path: Path) -> Iterator[str]:
+    """The app without ingest (no broker): enough to load the page and its modules."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'cloud.db'}", ingest_enabled=False, data_dir=tmp_path
+    )
+    with serve(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture
 def api_key(live_api: LiveServer) -> str:
     """The key the page is given. The API accepts any key until API keys exist; then this is
     ``create_api_key(session, name="dashboard-test", scope="read")[1]`` in ``live_api.session()``.

@@ -11,21 +11,25 @@ export class SseParser {
     this.onMessage = onMessage;
     this.onComment = onComment;
     this.buffer = "";
+    this.afterCR = false;
     this.data = [];
     this.event = "";
     this.lastEventId = "";
   }
 
   push(text) {
+    if (text === "") return;
+    // A chunk that ended in "\r" may have split a "\r\n": its "\n" is not another line.
+    if (this.afterCR && text.startsWith("\n")) text = text.slice(1);
     this.buffer += text;
-    // A lone "\r" at the end may be the first half of "\r\n": wait for the next chunk.
-    const pattern = /\r\n|\n|\r(?!$)/g;
+    const pattern = /\r\n|\n|\r/g;
     let start = 0;
     let match;
     while ((match = pattern.exec(this.buffer)) !== null) {
       this.line(this.buffer.slice(start, match.index));
       start = match.index + match[0].length;
     }
+    this.afterCR = start > 0 && start === this.buffer.length && this.buffer[start - 1] === "\r";
     this.buffer = this.buffer.slice(start);
   }
 
