@@ -40,12 +40,58 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 expect.set_options(timeout=20_000)
 
 
-@dataclass
 class LiveServer:
-    """The app behind a real HTTP port, as a browser reaches it."""
+    """The real app behind a real HTTP port, as a browser reaches it. ``stop()`` and ``start()``
+    again restart it on the same port with a new app, as a replica restarts."""
 
-    app: FastAPI
-    url: str
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = 0
+        self._app: FastAPI | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def app(self) -> FastAPI:
+        assert self._app is not None, "the server is not started"
+        return self._app
+
+    def start(self) -> None:
+        """Serve a new app on the port (a free one the first time), bound here: no race for it.
+
+        Streams still open at ``stop()`` are cut after a second, as a crashing replica would.
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        self._app = create_app(self.settings)
+        config = uvicorn.Config(
+            self._app, log_level="warning", ws="none", lifespan="on", timeout_graceful_shutdown=1
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn")
+        self._server, self._thread, self._sock = server, thread, sock
+        thread.start()
+        wait_until(lambda: server.started or not thread.is_alive(), what="uvicorn to start")
+        assert server.started, "uvicorn stopped while starting: see the log above"
+        if self._app.state.ingest is not None:
+            self._app.state.ingest.wait_connected()
+
+    def stop(self) -> None:
+        """Stop serving (lifespan shutdown included); ``start()`` binds the same port again."""
+        if self._server is None or self._thread is None or self._sock is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._sock.close()
+        assert not self._thread.is_alive(), "uvicorn did not stop"
+        self._server = self._thread = self._sock = None
 
     def session(self) -> Session:
         """A session on the app's own database."""
@@ -54,30 +100,13 @@ class LiveServer:
 
 
 @contextmanager
-def serve(app: FastAPI, port: int = 0) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a port bound here first (no race for it).
-
-    Streams still open at shutdown are cut after a second, as a crashing replica would.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", ws="none", lifespan="on", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn")
-    thread.start()
+def running(settings: Settings) -> Iterator[LiveServer]:
+    server = LiveServer(settings)
     try:
-        wait_until(lambda: server.started or not thread.is_alive(), what="uvicorn to start")
-        assert server.started, "uvicorn stopped while starting: see the log above"
-        yield f"http://127.0.0.1:{port}"
+        server.start()
+        yield server
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
+        server.stop()
 
 
 @pytest.fixture
@@ -96,29 +125,20 @@ def live_settings(broker: Mosquitto, tmp_path: Path) -> Settings:
     )
 
 
-@contextmanager
-def start_api(settings: Settings, port: int = 0) -> Iterator[LiveServer]:
-    """A new app on ``settings`` behind uvicorn, once ingest is subscribed."""
-    app = create_app(settings)
-    with serve(app, port) as url:
-        app.state.ingest.wait_connected()
-        yield LiveServer(app, url)
-
-
 @pytest.fixture
 def live_api(live_settings: Settings) -> Iterator[LiveServer]:
-    with start_api(live_settings) as server:
+    with running(live_settings) as server:
         yield server
 
 
 @pytest.fixture
-def quiet_api(tmp_path: Path) -> Iterator[str]:
+def quiet_api(tmp_path: Path) -> Iterator[LiveServer]:
     """The app without ingest (no broker): enough to load the page and its modules."""
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'cloud.db'}", ingest_enabled=False, data_dir=tmp_path
     )
-    with serve(create_app(settings)) as url:
-        yield url
+    with running(settings) as server:
+        yield server
 
 
 @pytest.fixture
@@ -136,7 +156,9 @@ def mqtt(broker: Mosquitto) -> Iterator[Publisher]:
     client.close()
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open, its event loop counts as
+# running in the main thread, so a later test's asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs it) or apt-get chromium")

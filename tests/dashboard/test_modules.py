@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.dashboard.conftest import LiveServer
+
 pytestmark = pytest.mark.browser
 
 STREAM = (
@@ -48,9 +50,9 @@ PARSE = """async ({text, sizes}) => {
 
 
 @pytest.fixture
-def blank(page: Page, quiet_api: str) -> Page:
+def blank(page: Page, quiet_api: LiveServer) -> Page:
     """The page without a key: its modules load, the dashboard does not start."""
-    page.goto(f"{quiet_api}/")
+    page.goto(f"{quiet_api.url}/")
     expect(page.get_by_test_id("key-form")).to_be_visible()
     return page
 

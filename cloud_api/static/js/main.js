@@ -39,11 +39,12 @@ class Dashboard {
 
   async start() {
     this.range.addEventListener("change", this.onRangeChange);
-    // The stream resumes after the newest listed event: nothing falls between list and stream.
+    // The stream resumes after the last listed event to arrive: nothing falls between the
+    // list and the stream (the list is ordered by the edge's ts, the stream by arrival).
     await this.panel("feed", async () => {
       const page = await this.api.get("api/v1/events", { limit: FEED_INITIAL });
       this.feed.add(page.items);
-      this.stream.lastEventId = page.items[0]?.id ?? "";
+      this.stream.lastEventId = lastReceived(page.items)?.id ?? "";
     });
     if (this.stopped) return;
     this.stream.start();
@@ -121,6 +122,18 @@ class Dashboard {
     this.stop();
     this.onAuthError(error);
   }
+}
+
+/** The event the server stored last, by (received_at, id) as the stream orders them;
+ * milliseconds are enough: a tie only makes the stream resend events the feed already shows. */
+function lastReceived(events) {
+  let last = null;
+  for (const event of events) {
+    const at = Date.parse(event.received_at);
+    const lastAt = last === null ? -Infinity : Date.parse(last.received_at);
+    if (at > lastAt || (at === lastAt && event.id > last.id)) last = event;
+  }
+  return last;
 }
 
 function showConnection(state, detail) {
