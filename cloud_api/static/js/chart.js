@@ -43,7 +43,8 @@ export class LabelChart {
     this.root = root;
     this.plot = null;
     this.labels = [];
-    new ResizeObserver(() => this.resize()).observe(root);
+    this.observer = new ResizeObserver(() => this.resize());
+    this.observer.observe(root);
   }
 
   size() {
@@ -100,5 +101,12 @@ export class LabelChart {
     this.plot?.destroy();
     this.plot = null;
     this.labels = [];
+  }
+
+  /** Remove the chart for good (the page goes back to the key form). */
+  close() {
+    this.observer.disconnect();
+    this.destroy();
+    fill(this.root);
   }
 }

@@ -10,6 +10,9 @@ export class Feed {
     this.empty = empty;
     this.limit = limit;
     this.shown = new Set();
+    // A new key starts a new feed: events shown under the previous one go.
+    list.replaceChildren();
+    empty.hidden = false;
   }
 
   /** Add events (any order) above those shown, oldest first so the newest ends on top. */

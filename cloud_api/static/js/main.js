@@ -57,7 +57,7 @@ class Dashboard {
     clearTimeout(this.timer);
     clearTimeout(this.chartTimer);
     this.range.removeEventListener("change", this.onRangeChange);
-    this.chart.destroy();
+    this.chart.close();
   }
 
   async refresh() {
