@@ -91,7 +91,7 @@ def create_key(
         typer.echo(f"unknown scope {scope!r}: expected one of {', '.join(SCOPES)}", err=True)
         raise typer.Exit(2)
     with _session(db) as session:
-        row, token = create_api_key(session, name=name, scope=scope)  # type: ignore[arg-type]
+        row, token = create_api_key(session, name=name, scope=scope)
     typer.echo(f"created key {row.key_id} ({name}, scope {scope}); token (shown once):", err=True)
     typer.echo(token)
 
@@ -186,7 +186,7 @@ def create_broker_user(
             _, password, created = create(
                 session,
                 username=username,
-                role=role,  # type: ignore[arg-type]
+                role=role,
                 password=given,
             )
         except (ConflictError, ContractError) as error:
