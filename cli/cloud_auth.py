@@ -140,10 +140,14 @@ def enroll_agent(
         list[str] | None, typer.Option(help="A label key=value (repeat for more).")
     ] = None,
     password_file: PasswordFile = None,
+    exist_ok: Annotated[
+        bool, typer.Option(help="An agent enrolled already is left as it is (exit 0).")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Enroll an agent (as POST /api/v1/agents does); its password is printed once, on stdout."""
     from cloud_api.credentials import enroll_agent as enroll
+    from cloud_api.tables import AgentRow
     from shared.errors import ConflictError, ContractError
 
     labels: dict[str, str] = {}
@@ -155,13 +159,18 @@ def enroll_agent(
         labels[key] = value
     password = _read_password(password_file)
     with _session(db) as session:
+        row = session.get(AgentRow, agent_id)
+        if exist_ok and row is not None and row.enrolled_at and not row.credentials_revoked_at:
+            typer.echo(f"{agent_id} is enrolled already; left as it is", err=True)
+            return
         try:
             _, password = enroll(session, agent_id=agent_id, labels=labels, password=password)
         except (ConflictError, ContractError) as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(1) from None
     typer.echo(f"enrolled {agent_id}; run broker-config and SIGHUP the broker", err=True)
-    typer.echo(password)
+    if password_file is None:
+        typer.echo(password)
 
 
 def create_broker_user(

@@ -9,6 +9,7 @@ broker's own answer. Subscriptions are the exception (see the test on reading).
 from __future__ import annotations
 
 import queue
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,9 +31,13 @@ from cloud_api.tables import EventRow
 from shared.messages import encode
 from shared.topics import Channel
 from tests.cloud.helpers import make_batch, topic, wait_until
-from tests.services import Mosquitto
+from tests.services import Mosquitto, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
+
+COMPOSE_BROKER_CONF = (
+    Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
+)
 
 NOT_AUTHORIZED = 135
 ACCEPTED = {0, 16}
@@ -248,3 +253,47 @@ def test_ingest_worker_with_its_credentials_stores_an_agents_events(fleet: Fleet
     with fleet.session() as session:
         stored = set(session.scalars(select(EventRow.id).where(EventRow.agent_id == "agent-a")))
     assert stored == {event.id for event in batch.events}
+
+
+def test_compose_broker_config_refuses_anonymous_and_admits_the_ingest_user(
+    tmp_path: Path,
+) -> None:
+    """deploy/mosquitto/mosquitto.conf with the files broker-config writes for it."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    migrate(engine)
+    port = free_port()
+    with create_sessionmaker(engine)() as session:
+        _, password, _ = create_broker_user(session, username="ingest", role="ingest")
+        write_broker_config(session, tmp_path / "auth", port=port, host="127.0.0.1")
+    engine.dispose()
+    (tmp_path / "data").mkdir()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        COMPOSE_BROKER_CONF.read_text()
+        .replace("/mosquitto/auth", str(tmp_path / "auth"))
+        .replace("/mosquitto/data/", f"{tmp_path / 'data'}/")
+        + "user root\n"
+    )
+    with (tmp_path / "mosquitto.log").open("wb") as log:
+        process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=log)
+    clients: list[Client] = []
+    try:
+        wait_for_port(port)
+        anonymous = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        codes: queue.Queue[ReasonCode] = queue.Queue()
+        anonymous.on_connect = lambda _c, _u, _f, code, _p: codes.put(code)
+        anonymous.connect("127.0.0.1", port)
+        anonymous.loop_start()
+        assert codes.get(timeout=10).is_failure
+        anonymous.loop_stop()
+        ingest = Client(port, "ingest", password)
+        clients.append(ingest)
+        assert not ingest.connect().is_failure
+        # What the compose health check reads.
+        assert ingest.subscribe("$SYS/broker/version") == 1
+        assert ingest.next_message().payload.startswith(b"mosquitto version")
+    finally:
+        for client in clients:
+            client.close()
+        process.terminate()
+        process.wait(timeout=10)
