@@ -1,8 +1,9 @@
 """Broker and HTTP credentials: agents (enrollment) and the cloud's own MQTT service users.
 
 Agents and service users share one MQTT username space: an agent's username is its id, and
-an id that is a service user's name (``ingest``) cannot be enrolled, nor can a service user
-take an enrolled agent's id. The broker's ACL gives each username its own block
+an id that is a service user's name, or one of the role names ``ingest`` and ``control``
+(reserved even before those users exist), cannot be enrolled; nor can a service user take
+an enrolled agent's id. The broker's ACL gives each username its own block
 (``cloud_api/broker_config.py``), so the two never share rights.
 
 Enrollment owns ``password_hash``, ``enrolled_at``, ``credentials_revoked_at`` and
@@ -40,7 +41,7 @@ def enroll_agent(
     may be enrolled again.
     """
     check_agent_id(agent_id)
-    if session.get(BrokerUserRow, agent_id) is not None:
+    if agent_id in BROKER_ROLES or session.get(BrokerUserRow, agent_id) is not None:
         raise ConflictError(f"{agent_id!r} is an MQTT service user's name; choose another id")
     password = password or new_password()
     now = utcnow()

@@ -252,6 +252,7 @@ def test_service_user_names_and_agent_ids_do_not_mix(api: TestClient) -> None:
     refused = api.post("/api/v1/agents", json={"agent_id": "ingest"})
     assert refused.status_code == 409
     assert "service user" in refused.json()["detail"]
+    assert api.post("/api/v1/agents", json={"agent_id": "control"}).status_code == 409
     enroll(api, "gw-3")
     make_session = api.app.state.sessionmaker  # type: ignore[attr-defined]
     with make_session() as session, pytest.raises(ConflictError, match="enrolled agent"):
