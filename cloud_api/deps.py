@@ -10,9 +10,9 @@ agent reads only its own data (``Principal.check_agent``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, HTTPException, Request
@@ -131,7 +131,9 @@ def _key_principal(session: Session, token: str) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(scope: Scope, *, agents: bool = False) -> Callable[[Principal], Principal]:
+def require(
+    scope: Scope, *, agents: bool = False
+) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency that lets through keys with at least ``scope`` (and agents if ``agents``).
 
     Use it as ``dependencies=[Depends(require("operate"))]`` on a route, or as
@@ -139,7 +141,8 @@ def require(scope: Scope, *, agents: bool = False) -> Callable[[Principal], Prin
     to know who calls.
     """
 
-    def check(principal: PrincipalDep) -> Principal:
+    # async: a pure check, so FastAPI runs it inline instead of on a worker thread.
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.kind == "agent":
             if not agents:
                 raise HTTPException(
