@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -60,6 +61,8 @@ class MosquittoProcess:
     port: int = field(default_factory=free_port)
     extra_config: str = ""
     persistent: bool = False
+    allow_anonymous: bool = True
+    """False with ``password_file`` and ``acl_file`` in ``extra_config`` (broker-config's files)."""
     process: subprocess.Popen[bytes] | None = None
     name: str = "mosquitto"
     protocol: str = "5"
@@ -79,7 +82,7 @@ class MosquittoProcess:
         # `user root` keeps Mosquitto from dropping privileges when started as root (CI).
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {str(self.allow_anonymous).lower()}\n"
             f"{persistence}"
             "user root\n"
             "max_inflight_messages 0\n"
@@ -96,6 +99,12 @@ class MosquittoProcess:
                 start_new_session=True,
             )
         wait_for_port(self.port)
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password and ACL files, keeping its connections."""
+        if self.process is None:
+            raise RuntimeError("mosquitto is not running")
+        self.process.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         if self.process is not None:

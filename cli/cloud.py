@@ -1,4 +1,4 @@
-"""`aiot cloud ...`: the API server and stand-alone ingest workers."""
+"""`aiot cloud ...`: the API server and stand-alone ingest workers (credentials: cloud_auth)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli import configure_logging
+from cli import cloud_auth, configure_logging
 
 if TYPE_CHECKING:
     from cloud_api.config import Settings as CloudSettings
 
 log = logging.getLogger(__name__)
 
-app = typer.Typer(help="The cloud API and its ingest workers.", no_args_is_help=True)
+app = typer.Typer(
+    help="The cloud API, its ingest workers, API keys and broker credentials.",
+    no_args_is_help=True,
+)
+cloud_auth.register(app)
 
 DbOption = Annotated[
     str | None, typer.Option("--db", help="SQLAlchemy URL (default: $AIOT_DATABASE_URL or SQLite).")

@@ -3,7 +3,10 @@
 A local broker (Mosquitto, else embedded amqtt), the cloud API with its ingest worker on
 SQLite, and one edge agent whose simulated machine develops a fault every 20 seconds.
 The terminal shows what a dashboard would: the agent's state and counters and the events
-as the cloud stores them, read from the public REST API.
+as the cloud stores them, read from the public REST API with an admin key made at start.
+With Mosquitto the broker authenticates like production (``aiot cloud broker-config``): the
+agent and the ingest worker log in with their own credentials and ACLs; the embedded amqtt
+fallback stays anonymous.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.broker import free_port, local_broker
+from cli.broker import MosquittoProcess, free_port, local_broker
 
 FAULT_EVERY_S = 20.0
 FAULT_LASTS_S = 6.0
 OBJECT_EVERY_S = 12.0
 SUMMARY_EVERY_S = 10.0
+DEMO_AGENT = "demo-press-1"
 
 
 def demo_agent_config(*, broker_url: str, protocol: str, workdir: Path, hours: float) -> str:
@@ -40,7 +44,7 @@ def demo_agent_config(*, broker_url: str, protocol: str, workdir: Path, hours: f
     seconds = hours * 3600
     return f"""\
 # Written by `aiot demo`; see deploy/edge.example.yaml for every key.
-agent_id: demo-press-1
+agent_id: {DEMO_AGENT}
 mqtt:
   url: {broker_url}
   protocol: "{protocol}"
@@ -91,6 +95,7 @@ def demo(
     import uvicorn
     from rich.console import Console
 
+    from cloud_api.auth import create_api_key
     from cloud_api.config import Settings
     from cloud_api.main import create_app
     from edge_agent.agent import Agent
@@ -99,16 +104,21 @@ def demo(
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="aiot-demo-"))
     api_port = port or free_port()
+    database_url = f"sqlite:///{workdir / 'aiot.db'}"
     broker = local_broker(workdir)
+    ingest_url = agent_url = broker.url
+    if isinstance(broker, MosquittoProcess):
+        ingest_url, agent_url = _authenticated_broker(broker, database_url, workdir)
     broker.start()
     settings = Settings(
-        database_url=f"sqlite:///{workdir / 'aiot.db'}",
-        mqtt_url=broker.url,
+        database_url=database_url,
+        mqtt_url=ingest_url,
         mqtt_protocol=broker.protocol,
         data_dir=workdir,
     )
+    app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=api_port, log_level="warning")
+        uvicorn.Config(app, host="127.0.0.1", port=api_port, log_level="warning")
     )
     api_thread = threading.Thread(target=server.run, name="api", daemon=True)
     api_thread.start()
@@ -117,22 +127,26 @@ def demo(
     hours = (duration or 24 * 3600) / 3600
     config_path.write_text(
         demo_agent_config(
-            broker_url=broker.url, protocol=broker.protocol, workdir=workdir, hours=hours
+            broker_url=agent_url, protocol=broker.protocol, workdir=workdir, hours=hours
         )
     )
     agent = Agent(load_config(config_path))
     while not server.started:
         time.sleep(0.05)
     agent.start()
+    with app.state.sessionmaker() as session:
+        _, admin_key = create_api_key(session, name="demo-admin", scope="admin")
     console.print(f"[bold]API[/] {api_url}  (OpenAPI: {api_url}/docs)")
-    console.print(f"[bold]Broker[/] {broker.url}  ({broker.name})")
+    console.print(f"[bold]Admin key[/] {admin_key}  (Authorization: Bearer ...)")
+    access = "per-agent credentials and ACLs" if agent_url != broker.url else "anonymous"
+    console.print(f"[bold]Broker[/] {broker.url}  ({broker.name}, {access})")
     console.print(f"[bold]Data[/] {workdir}  (SQLite, outbox, agent config edge.yaml)")
     console.print(
         f"A machine fault every {FAULT_EVERY_S:.0f} s, a car or a person every "
         f"~{OBJECT_EVERY_S:.0f} s; Ctrl-C stops everything.\n"
     )
     try:
-        _show_live(console, api_url, duration)
+        _show_live(console, api_url, admin_key, duration)
     except KeyboardInterrupt:
         console.print("stopping...")
     finally:
@@ -143,13 +157,45 @@ def demo(
     console.print(f"\nstopped; data kept in {workdir}")
 
 
-def _show_live(console: Any, api_url: str, duration: float | None) -> None:
+def _authenticated_broker(
+    broker: MosquittoProcess, database_url: str, workdir: Path
+) -> tuple[str, str]:
+    """Credentials for the ingest worker and the agent, and the broker's files from them.
+
+    Returns the MQTT URLs (with user and password) of the ingest worker and of the agent.
+    """
+    from cloud_api.broker_config import write_broker_config
+    from cloud_api.credentials import create_broker_user, enroll_agent
+    from cloud_api.db import create_db_engine, create_sessionmaker, migrate
+
+    engine = create_db_engine(database_url)
+    try:
+        migrate(engine)
+        with create_sessionmaker(engine)() as session:
+            _, ingest_password, _ = create_broker_user(session, username="ingest", role="ingest")
+            _, agent_password = enroll_agent(session, agent_id=DEMO_AGENT, labels={"demo": "1"})
+            write_broker_config(session, workdir / "broker")
+    finally:
+        engine.dispose()
+    broker.allow_anonymous = False
+    broker.extra_config += (
+        f"password_file {workdir / 'broker' / 'passwd'}\nacl_file {workdir / 'broker' / 'acl'}\n"
+    )
+    address = f"127.0.0.1:{broker.port}"
+    return (
+        f"mqtt://ingest:{ingest_password}@{address}",
+        f"mqtt://{DEMO_AGENT}:{agent_password}@{address}",
+    )
+
+
+def _show_live(console: Any, api_url: str, api_key: str, duration: float | None) -> None:
     import httpx
     from rich.live import Live
 
     deadline = time.monotonic() + duration if duration is not None else float("inf")
+    headers = {"Authorization": f"Bearer {api_key}"}
     with (
-        httpx.Client(base_url=api_url, timeout=5) as client,
+        httpx.Client(base_url=api_url, timeout=5, headers=headers) as client,
         Live(console=console, refresh_per_second=2) as live,
     ):
         while time.monotonic() < deadline:

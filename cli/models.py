@@ -41,11 +41,17 @@ def push(
     ),
     task: Annotated[str, typer.Option(help="Pipeline task the model serves.")] = "",
     labels: Annotated[str, typer.Option(help="Comma-separated output labels.")] = "",
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="AIOT_API_KEY", help="An API key with scope operate (or admin)."),
+    ] = None,
 ) -> None:
     """Register FILE in the cloud's model registry; prints its sha256 and signing key id."""
     import httpx
 
-    with httpx.Client(base_url=api, timeout=httpx.Timeout(30.0, write=300.0)) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    timeout = httpx.Timeout(30.0, write=300.0)
+    with httpx.Client(base_url=api, timeout=timeout, headers=headers) as client:
         try:
             record = push_model(client, file, name=name, version=version, task=task, labels=labels)
         except httpx.HTTPError as exc:

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_protocol: MqttProtocol = "5"
     ingest_enabled: bool = True
+    auth_enabled: bool = Field(
+        default=True,
+        description="false makes every request an admin: only for a laptop on localhost",
+    )
     ingest_client_id: str = Field(default="aiot-cloud-ingest", min_length=1, max_length=64)
     ingest_share_group: str | None = None
     ingest_batch_max: int = Field(default=200, ge=1, le=10_000)

@@ -17,8 +17,10 @@ from cloud_api.routes import (
     aggregates,
     dashboard,
     dead_letters,
+    enrollment,
     events,
     health,
+    keys,
     models,
     signing_key,
     stats,
@@ -75,7 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stream_slots = stream.StreamSlots(app.state.settings.stream_max)
     # /events/stream before any /events/{...} route, which would otherwise capture "stream".
     app.include_router(stream.router)
-    for module in (events, agents, aggregates, stats, dead_letters, models, signing_key, health):
+    # Every /api/v1 route checks its scope (cloud_api/deps.py); /healthz, /metrics, /docs and
+    # /openapi.json stay open for load balancers, Prometheus and people reading the contract.
+    routers = (events, agents, enrollment, aggregates, stats, dead_letters, models, keys)
+    for module in (*routers, signing_key, health):
         app.include_router(module.router)
     # The page at exactly "/" and its files under /static: neither shadows /api, /docs or /healthz.
     app.include_router(dashboard.router)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.signing import SignedManifest, TensorSpec
+from shared.topics import AGENT_ID_PATTERN
 
 
 class EventOut(BaseModel):
@@ -213,3 +214,54 @@ class SigningKeyOut(BaseModel):
     algorithm: Literal["ed25519"] = "ed25519"
     key_id: str
     public_key: str = Field(description="base64 of the 32 raw public key bytes")
+
+
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")]
+LabelValue = Annotated[str, StringConstraints(max_length=256)]
+
+
+class EnrollmentIn(BaseModel):
+    """An agent to enroll; its id becomes its MQTT username and its topic level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str = Field(pattern=AGENT_ID_PATTERN)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
+
+
+class AgentCredentialsOut(BaseModel):
+    """An agent's credentials, returned once: the cloud keeps only a hash of the password."""
+
+    agent_id: str
+    username: str = Field(description="MQTT and HTTP Basic username (the agent id)")
+    password: str = Field(description="shown once; rotate to get a new one")
+    topics: str = Field(description="the only MQTT subtree these credentials may touch")
+    public_key: SigningKeyOut = Field(description="verifies the model manifests it downloads")
+
+
+class ApiKeyIn(BaseModel):
+    """A new API key's name and scope (admin ⊃ operate ⊃ read)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    scope: Literal["read", "operate", "admin"]
+
+
+class ApiKeyOut(BaseModel):
+    """An API key without its secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    key_id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    """A new key with its token, which is shown this once."""
+
+    token: str = Field(description="send as 'Authorization: Bearer <token>'")

@@ -1,4 +1,5 @@
-"""SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents, dead letters, models."""
+"""SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents, dead letters, models,
+API keys and broker users."""
 
 from __future__ import annotations
 
@@ -152,6 +153,39 @@ class AgentRow(Base):
     heartbeat_s: Mapped[float] = mapped_column(Float)
     labels: Mapped[dict[str, str]] = mapped_column(Json, default=dict, server_default="{}")
     """Set at enrollment (``site: plant-1``); deployments select agents by them."""
+    # Enrollment owns these three and ingest never writes them (cloud_api/credentials.py).
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    """Mosquitto's ``$7$`` PBKDF2-SHA512 format: the broker's password file is written from it."""
+    enrolled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    credentials_revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ApiKeyRow(Base):
+    """An API key for dashboards and operators; only the sha256 of its token is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(12))
+    name: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(Json)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("key_id", name="uq_api_keys_key_id"),)
+
+
+class BrokerUserRow(Base):
+    """An MQTT service user (the cloud's ``ingest`` or ``control`` side) with its ACL role."""
+
+    __tablename__ = "broker_users"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class DeadLetterRow(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from cloud_api import crud
-from cloud_api.deps import SessionDep, SettingsDep
+from cloud_api.deps import ReadDep, ReadOrAgentDep, SessionDep, SettingsDep
 from cloud_api.schemas import AgentOut
 from shared.messages import utcnow
 
@@ -13,8 +13,8 @@ router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
 
 @router.get("", response_model=list[AgentOut])
-def list_agents(session: SessionDep, settings: SettingsDep) -> list[AgentOut]:
-    """Every agent that reported a status."""
+def list_agents(session: SessionDep, settings: SettingsDep, _: ReadDep) -> list[AgentOut]:
+    """Every agent that reported a status or was enrolled."""
     now = utcnow()
     return [
         crud.describe_agent(row, now=now, grace=settings.heartbeat_grace)
@@ -23,8 +23,11 @@ def list_agents(session: SessionDep, settings: SettingsDep) -> list[AgentOut]:
 
 
 @router.get("/{agent_id}", response_model=AgentOut)
-def get_agent(agent_id: str, session: SessionDep, settings: SettingsDep) -> AgentOut:
-    """One agent; 404 if it never reported a status."""
+def get_agent(
+    agent_id: str, session: SessionDep, settings: SettingsDep, principal: ReadOrAgentDep
+) -> AgentOut:
+    """One agent; 404 if it never reported a status. An agent may read its own record."""
+    principal.check_agent(agent_id)
     row = crud.get_agent(session, agent_id=agent_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"agent {agent_id!r} has never reported")

@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AwareDatetime
 
 from cloud_api import crud
-from cloud_api.deps import SessionDep
+from cloud_api.deps import SessionDep, require
 from cloud_api.schemas import AggregateReport, Bucket, GroupKey, Metric
 from shared.messages import utcnow
 
-router = APIRouter(prefix="/api/v1/aggregates", tags=["aggregates"])
+router = APIRouter(
+    prefix="/api/v1/aggregates", tags=["aggregates"], dependencies=[Depends(require("read"))]
+)
 
 DEFAULT_WINDOW = timedelta(hours=24)
 

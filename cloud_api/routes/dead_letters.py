@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from cloud_api import crud
-from cloud_api.deps import SessionDep
+from cloud_api.deps import SessionDep, require
 from cloud_api.schemas import DeadLetterOut
 
-router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
+router = APIRouter(
+    prefix="/api/v1/dead-letters", tags=["dead letters"], dependencies=[Depends(require("read"))]
+)
 
 
 @router.get("", response_model=list[DeadLetterOut])

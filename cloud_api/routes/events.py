@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime
 
 from cloud_api import crud
-from cloud_api.deps import SessionDep
+from cloud_api.deps import ReadOrAgentDep, SessionDep
 from cloud_api.schemas import EventOut, EventPage
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
@@ -40,6 +40,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 @router.get("", response_model=EventPage)
 def list_events(
     session: SessionDep,
+    principal: ReadOrAgentDep,
     agent_id: str | None = None,
     pipeline: str | None = None,
     label: str | None = None,
@@ -49,7 +50,11 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> EventPage:
-    """Events newest first; follow ``next_cursor`` until it is null."""
+    """Events newest first; follow ``next_cursor`` until it is null.
+
+    An agent may list its own events only: it must pass its own ``agent_id``.
+    """
+    principal.check_agent(agent_id)
     try:
         after = decode_cursor(cursor) if cursor is not None else None
     except ValueError as exc:

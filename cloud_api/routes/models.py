@@ -1,6 +1,6 @@
 """``/api/v1/models``: register model versions, list them, get a signed manifest, download.
 
-Downloads are not authenticated yet: per-agent credentials arrive with enrollment (issue 5).
+Uploads need an ``operate`` key; agents (HTTP Basic) may read manifests and download.
 """
 
 from __future__ import annotations
@@ -9,13 +9,21 @@ from collections.abc import Iterator
 from itertools import groupby
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from cloud_api import crud, registry
-from cloud_api.deps import ArtifactStoreDep, SessionDep, SettingsDep, SigningKeyDep
+from cloud_api.deps import (
+    ArtifactStoreDep,
+    ReadDep,
+    ReadOrAgentDep,
+    SessionDep,
+    SettingsDep,
+    SigningKeyDep,
+    require,
+)
 from cloud_api.schemas import ModelOut, ModelVersionBrief, ModelVersionRecord
 from cloud_api.tables import ModelVersionRow
 from shared.errors import AiotError, ConflictError, ContractError, ModelError, TooLargeError
@@ -60,6 +68,7 @@ _UPLOAD_BODY: dict[str, Any] = {
     response_model=ModelVersionRecord,
     openapi_extra=_UPLOAD_BODY,
     responses={409: {}, 413: {}, 422: {}},
+    dependencies=[Depends(require("operate"))],
 )
 async def upload_version(
     name: str,
@@ -106,7 +115,7 @@ async def upload_version(
 
 
 @router.get("", response_model=list[ModelOut])
-def list_models(session: SessionDep) -> list[ModelOut]:
+def list_models(session: SessionDep, _: ReadDep) -> list[ModelOut]:
     """Every model name with its versions, oldest first."""
     rows = crud.list_model_versions(session)
     return [
@@ -116,7 +125,9 @@ def list_models(session: SessionDep) -> list[ModelOut]:
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersionRecord)
-def get_version(name: str, version: str, session: SessionDep) -> ModelVersionRecord:
+def get_version(
+    name: str, version: str, session: SessionDep, _: ReadOrAgentDep
+) -> ModelVersionRecord:
     """One version with its signed manifest; 404 if it was never registered."""
     return ModelVersionRecord.model_validate(_row(session, name, version))
 
@@ -127,7 +138,7 @@ def get_version(name: str, version: str, session: SessionDep) -> ModelVersionRec
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def download_artifact(
-    name: str, version: str, session: SessionDep, store: ArtifactStoreDep
+    name: str, version: str, session: SessionDep, store: ArtifactStoreDep, _: ReadOrAgentDep
 ) -> StreamingResponse:
     """The ONNX file, streamed; check it against the signed manifest's sha256."""
     row = _row(session, name, version)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from cloud_api.deps import SigningKeyDep
+from cloud_api.deps import SigningKeyDep, require
 from cloud_api.schemas import SigningKeyOut
 from shared.signing import encode_public_key, key_id
 
-router = APIRouter(prefix="/api/v1/signing-key", tags=["models"])
+router = APIRouter(
+    prefix="/api/v1/signing-key", tags=["models"], dependencies=[Depends(require("read"))]
+)
 
 
 @router.get("", response_model=SigningKeyOut)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AwareDatetime
 
 from cloud_api import crud
-from cloud_api.deps import SessionDep
+from cloud_api.deps import SessionDep, require
 from cloud_api.schemas import BandwidthReport
 
-router = APIRouter(prefix="/api/v1/stats", tags=["stats"])
+router = APIRouter(prefix="/api/v1/stats", tags=["stats"], dependencies=[Depends(require("read"))])
 
 
 @router.get("/bandwidth", response_model=BandwidthReport)

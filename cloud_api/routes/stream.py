@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypedDict
 
 import anyio
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
@@ -22,10 +22,12 @@ from starlette.types import Receive, Scope, Send
 
 from cloud_api import crud
 from cloud_api.config import Settings
-from cloud_api.deps import SettingsDep
+from cloud_api.deps import SettingsDep, require
 from cloud_api.schemas import EventOut
 
-router = APIRouter(prefix="/api/v1/events", tags=["events"])
+router = APIRouter(
+    prefix="/api/v1/events", tags=["events"], dependencies=[Depends(require("read"))]
+)
 
 HEARTBEAT = b": keep-alive\n\n"
 

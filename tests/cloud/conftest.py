@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from cloud_api.config import Settings
 from cloud_api.main import create_app
-from tests.cloud.helpers import Publisher
+from tests.cloud.helpers import Publisher, new_api_key
 from tests.services import Mosquitto
 
 AppFactory = Callable[..., AbstractContextManager[TestClient]]
@@ -34,12 +34,17 @@ def settings(database_url: str, broker: Mosquitto, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def make_api(settings: Settings) -> AppFactory:
-    """Start the app (``with make_api(...) as client``); keyword arguments change settings."""
+    """Start the app (``with make_api(...) as client``); keyword arguments change settings.
+
+    The client carries an admin key; ``client_as`` (tests/cloud/helpers.py) gives clients
+    with other credentials or none.
+    """
 
     @contextmanager
     def start(**changes: object) -> Iterator[TestClient]:
         app = create_app(settings.model_copy(update=changes))
         with TestClient(app) as client:
+            client.headers["Authorization"] = f"Bearer {new_api_key(client, 'admin')}"
             worker = app.state.ingest
             if worker is not None:
                 worker.wait_connected()

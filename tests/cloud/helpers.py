@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_api.auth import Scope, create_api_key
 from cloud_api.ingest import IngestWorker
 from shared.messages import (
     AgentStatus,
@@ -134,3 +135,22 @@ def ingest_of(client: TestClient) -> IngestWorker:
     worker = client.app.state.ingest  # type: ignore[attr-defined]
     assert isinstance(worker, IngestWorker)
     return worker
+
+
+def new_api_key(client: TestClient, scope: Scope, name: str = "") -> str:
+    """A new API key in the running app's database; returns its token."""
+    with client.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+        _, token = create_api_key(session, name=name or f"tests-{scope}", scope=scope)
+    return token
+
+
+def client_as(
+    client: TestClient, token: str | None = None, *, basic: tuple[str, str] | None = None
+) -> TestClient:
+    """A client of the same running app with ``token`` (or Basic ``basic``, or nothing)."""
+    other = TestClient(client.app)
+    if token is not None:
+        other.headers["Authorization"] = f"Bearer {token}"
+    if basic is not None:
+        other.auth = basic
+    return other

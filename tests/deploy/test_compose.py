@@ -62,3 +62,25 @@ def test_scale_profile_adds_two_ingest_workers_on_the_share_group() -> None:
     client_ids.add(api_env["AIOT_INGEST_CLIENT_ID"])
     assert len(client_ids) == 3, "every ingest worker needs its own client id"
     assert all("profiles" not in services[name] for name in ("mosquitto", "postgres", "api"))
+
+
+def test_broker_authenticates_from_the_files_broker_init_writes() -> None:
+    import yaml
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    init, broker = services["broker-init"], services["mosquitto"]
+    assert broker["depends_on"]["broker-init"] == {"condition": "service_completed_successfully"}
+    shared = {volume.split(":")[0] for volume in init["volumes"]}
+    assert any(v.split(":")[:2] == ["broker-auth", "/mosquitto/auth"] for v in broker["volumes"])
+    assert "broker-auth" in shared
+    script = COMPOSE.parent / "mosquitto" / "init.sh"
+    assert f"./mosquitto/{script.name}" in shared
+    commands = script.read_text()
+    for command in ("create-broker-user ingest", "create-broker-user control", "broker-config"):
+        assert f"aiot cloud {command}" in commands
+    conf = (COMPOSE.parent / "mosquitto" / "mosquitto.conf").read_text()
+    assert "include_dir /mosquitto/auth" in conf
+    assert "allow_anonymous true" not in conf
+    api_env = services["api"]["environment"]
+    assert api_env["AIOT_MQTT_URL"].startswith("mqtt://ingest:")
+    assert api_env["AIOT_MQTT_CONTROL_URL"].startswith("mqtt://control:")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 import models
 from cloud_api.config import Settings
 from cloud_api.main import create_app
+from tests.cloud.helpers import new_api_key
 from tests.services import Mosquitto
 
 MANIFEST = Path(models.__file__).resolve().parent / "manifest.json"
@@ -101,12 +103,16 @@ def agents(tmp_path: Path) -> Iterator[Callable[[Path], AgentProcess]]:
         agent.stop()
 
 
-def cloud_client(database_url: str, broker: Mosquitto, data_dir: Path) -> TestClient:
+@contextmanager
+def cloud_client(database_url: str, broker: Mosquitto, data_dir: Path) -> Iterator[TestClient]:
+    """The running app (``with cloud_client(...) as client``), its client holding an admin key."""
     settings = Settings(
         database_url=database_url, mqtt_url=broker.url, data_dir=data_dir,
         ingest_client_id=f"ingest-{data_dir.name}"[:64],
     )  # fmt: skip
-    return TestClient(create_app(settings))
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {new_api_key(client, 'admin')}"
+        yield client
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
