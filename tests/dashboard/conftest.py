@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
 from sqlalchemy.orm import Session
 
+from cloud_api.auth import create_api_key
 from cloud_api.config import Settings
 from cloud_api.main import create_app
 from tests.cloud.helpers import Publisher, wait_until
@@ -143,10 +144,9 @@ def quiet_api(tmp_path: Path) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def api_key(live_api: LiveServer) -> str:
-    """The key the page is given. The API accepts any key until API keys exist; then this is
-    ``create_api_key(session, name="dashboard-test", scope="read")[1]`` in ``live_api.session()``.
-    """
-    return "dashboard-test-key"
+    """A real read-scope key in the app's database: what a dashboard is given."""
+    with live_api.session() as session:
+        return create_api_key(session, name="dashboard-test", scope="read")[1]
 
 
 @pytest.fixture

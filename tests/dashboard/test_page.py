@@ -86,7 +86,8 @@ def test_our_own_files_name_no_other_host() -> None:
 
 def test_the_page_shadows_no_other_route(page_api: TestClient) -> None:
     assert page_api.get("/healthz").json()["database"] is True
-    assert page_api.get("/api/v1/agents").json() == []
+    # The API's routes are still the API's: they answer, and ask for a key, not the page.
+    assert page_api.get("/api/v1/agents").status_code == 401
     assert page_api.get("/docs").status_code == 200
     assert page_api.get("/metrics").headers["content-type"].startswith("text/plain")
     assert "/" not in page_api.get("/openapi.json").json()["paths"]
