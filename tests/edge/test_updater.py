@@ -1,0 +1,524 @@
+"""The updater on real files, real ORT sessions and a local HTTP server for the artifacts."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.config import AgentConfig, RuntimeConfig
+from edge_agent.inference.slot import load_slot
+from edge_agent.outbox import Outbox
+from edge_agent.pipeline import SensorPipeline
+from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
+from edge_agent.updater import STATE_FILE, Updater, read_state
+from shared.errors import ModelError
+from shared.messages import DesiredModel, DesiredState, Event, ModelRef, UpdateStatus, utcnow
+from shared.signing import SignedManifest, encode_public_key, sign
+from tests.edge.artifacts import ArtifactServer
+from tests.edge.conftest import model_section
+from tests.model_fixtures import (
+    MODEL_NAME,
+    SHIPPED_MODEL,
+    sign_manifest,
+    write_nan_model,
+    write_same_model,
+)
+
+TIMEOUT_S = 60.0
+PIPELINE = "spindle"
+EVERY_WINDOW = [
+    {"type": "threshold", "threshold": -1},
+    {"type": "report_interval", "max_s": 0.001},
+]
+"""Filters that make one event per window, so every window shows which model ran it."""
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Rollout:
+    """An agent's config, one pipeline, its updater and the server the artifacts come from."""
+
+    tmp: Path
+    server: ArtifactServer
+    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    agent_id: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:10]}")
+    states: list[str] = field(default_factory=list)
+    updaters: list[Updater] = field(default_factory=list)
+
+    def config(
+        self, *, public_key: str | None = "", speed: float = 0.0, **updates: Any
+    ) -> AgentConfig:
+        cloud: dict[str, Any] = {"api_url": self.server.url + "/api"}
+        if public_key == "":
+            cloud["public_key"] = encode_public_key(self.key.public_key())
+        elif public_key is not None:
+            cloud["public_key"] = public_key
+        cloud.update(updates.pop("cloud", {}))
+        return AgentConfig.model_validate(
+            {
+                "agent_id": self.agent_id,
+                "outbox": {"path": str(self.tmp / "outbox.db")},
+                "cloud": cloud,
+                "updates": {"health_window_s": 0, "retry_backoff_s": 0.01, **updates},
+                "pipelines": [
+                    {
+                        "name": PIPELINE,
+                        "source": {
+                            "type": "simulated_vibration",
+                            "seed": 3,
+                            "speed": speed,
+                            "duration_s": 3600,
+                        },
+                        "model": model_section(),
+                        "filters": EVERY_WINDOW,
+                        "summary_interval_s": 0,
+                    }
+                ],
+            }
+        )
+
+    def pipeline(self, config: AgentConfig) -> SensorPipeline:
+        p = config.pipelines[0]
+        return SensorPipeline(p, load_slot(p.model, RuntimeConfig()))
+
+    def updater(self, config: AgentConfig, pipeline: SensorPipeline) -> Updater:
+        def changed() -> None:
+            status = updater.status(PIPELINE)
+            if status is not None:
+                self.states.append(status.state)
+
+        updater = Updater(config, [pipeline], on_change=changed)
+        updater.restore()
+        updater.start()
+        self.updaters.append(updater)
+        return updater
+
+    def publish(
+        self, version: str, path: Path, signed: SignedManifest | None = None
+    ) -> DesiredModel:
+        """Serve ``path`` as ``version`` and return the desired entry naming it."""
+        artifact = f"/v1/models/{MODEL_NAME}/versions/{version}/artifact"
+        self.server.files["/api" + artifact] = path.read_bytes()
+        if signed is None:
+            signed = sign_manifest(path, MODEL_NAME, version, self.key)
+        return DesiredModel(
+            pipeline=PIPELINE, deployment_id=int(version.replace(".", "")), manifest=signed,
+            artifact_path=artifact,
+        )  # fmt: skip
+
+    def desired(self, *entries: DesiredModel) -> DesiredState:
+        return DesiredState(agent_id=self.agent_id, issued_at=utcnow(), pipelines=list(entries))
+
+    def stop(self) -> None:
+        for updater in self.updaters:
+            updater.stop()
+
+
+@pytest.fixture
+def rollout(tmp_path: Path) -> Iterator[Rollout]:
+    with ArtifactServer() as server:
+        r = Rollout(tmp_path, server)
+        try:
+            yield r
+        finally:
+            r.stop()
+
+
+def settled(updater: Updater, *states: str) -> Callable[[], bool]:
+    def check() -> bool:
+        status = updater.status(PIPELINE)
+        return status is not None and status.state in states
+
+    return check
+
+
+def reached(updater: Updater, version: str, state: str) -> Callable[[], bool]:
+    def check() -> bool:
+        status = updater.status(PIPELINE)
+        return status is not None and (status.version, status.state) == (version, state)
+
+    return check
+
+
+def last(updater: Updater) -> UpdateStatus:
+    status = updater.status(PIPELINE)
+    assert status is not None
+    return status
+
+
+def running_pipeline(
+    pipeline: SensorPipeline, outbox: Outbox
+) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(target=pipeline.run, args=(outbox, stop))
+    thread.start()
+    return stop, thread
+
+
+def stored_events(outbox: Outbox) -> list[Event]:
+    """The events the pipeline made from windows (not the one closed at shutdown)."""
+    events: list[Event] = []
+    while batch := outbox.next_batch(1000):
+        events += [Event.model_validate_json(i.payload) for i in batch]
+        outbox.ack([i.item_id for i in batch])
+    return [e for e in events if e.attributes.get("closed_by") != "shutdown"]
+
+
+# -- the happy path ---------------------------------------------------------------------------
+
+
+def test_swap_keeps_every_window_once_and_events_name_the_model_that_ran(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    config = rollout.config(speed=20.0, health_window_s=0.5)
+    pipeline = rollout.pipeline(config)
+    old = pipeline.slot.current().ref
+    outbox = Outbox(tmp_path / "events.db", max_bytes=10**9, max_age_s=1e9)
+    stop, thread = running_pipeline(pipeline, outbox)
+    try:
+        updater = rollout.updater(config, pipeline)
+        wait_until(lambda: pipeline.counters.inferences >= 20, "windows before the swap")
+        entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
+        updater.submit(rollout.desired(entry))
+        wait_until(settled(updater, "running", "failed", "rolled_back"), "the update")
+        after = pipeline.counters.inferences
+        wait_until(lambda: pipeline.counters.inferences >= after + 20, "windows after the swap")
+    finally:
+        stop.set()
+        thread.join()
+    assert last(updater).state == "running", last(updater).reason
+    assert rollout.states == [
+        "downloading", "verifying", "loading", "self_test", "watching", "running",
+    ]  # fmt: skip
+    new = pipeline.slot.current().ref
+    assert (new.version, new.sha256) == ("1.1.0", entry.manifest.manifest.sha256)
+    events = stored_events(outbox)
+    # One event per window: every seq once, in order, none missing around the swap.
+    assert [e.seq for e in events] == list(range(len(events)))
+    assert len(events) == pipeline.counters.samples_in
+    refs = [e.model for e in events]
+    switch = refs.index(new)
+    assert switch > 0
+    assert set(refs[:switch]) == {old}
+    assert set(refs[switch:]) == {new}
+    assert last(updater).deployment_id == entry.deployment_id
+    state = read_state(config.updates_dir / STATE_FILE).pipelines[PIPELINE]
+    assert state.active is not None
+    assert state.active.version == "1.1.0"
+    assert state.pending is None
+    assert (config.updates_dir / MODEL_NAME / "1.1.0" / "model.onnx").exists()
+    assert (config.updates_dir / MODEL_NAME / "1.1.0" / "manifest.json").exists()
+    assert updater.counters.outcomes["running"] == 1
+
+
+def test_entry_equal_to_what_runs_is_reported_running_without_a_download(
+    rollout: Rollout,
+) -> None:
+    config = rollout.config()
+    pipeline = rollout.pipeline(config)
+    updater = rollout.updater(config, pipeline)
+    entry = rollout.publish("1.0.0", SHIPPED_MODEL)
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "running"), "running")
+    assert rollout.server.requests == []
+    assert (last(updater).deployment_id, last(updater).version) == (100, "1.0.0")
+
+
+# -- refusals: the old model runs on ------------------------------------------------------------
+
+
+def refused(rollout: Rollout, entry: DesiredModel, config: AgentConfig | None = None) -> str:
+    """Submit ``entry`` and return the reason it failed; the shipped model still runs."""
+    config = config or rollout.config()
+    pipeline = rollout.pipeline(config)
+    old = pipeline.slot.current()
+    updater = rollout.updater(config, pipeline)
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "failed", "running"), "the refusal")
+    assert last(updater).state == "failed"
+    assert pipeline.slot.current() is old
+    assert updater.counters.outcomes["failed"] == 1
+    return last(updater).reason
+
+
+def test_tampered_artifact_is_refused_and_not_tried_again(rollout: Rollout, tmp_path: Path) -> None:
+    path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    entry = rollout.publish("1.1.0", path)
+    tampered = bytearray(path.read_bytes())
+    tampered[-1] ^= 0xFF
+    rollout.server.files["/api" + entry.artifact_path] = bytes(tampered)
+    config = rollout.config()
+    reason = refused(rollout, entry, config)
+    assert reason.startswith("sha256 of the artifact")
+    assert "does not match the signed manifest" in reason
+    assert not (config.updates_dir / MODEL_NAME / "1.1.0" / "model.onnx").exists()
+    # The retained message comes again (a reconnect): the same entry is not fetched again.
+    requests = len(rollout.server.requests)
+    rollout.updaters[0].submit(rollout.desired(entry))
+    time.sleep(0.3)
+    assert len(rollout.server.requests) == requests
+    assert last(rollout.updaters[0]).state == "failed"
+
+
+def test_manifest_signed_by_another_key_is_refused(rollout: Rollout, tmp_path: Path) -> None:
+    path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    other = sign_manifest(path, MODEL_NAME, "1.1.0", Ed25519PrivateKey.generate())
+    reason = refused(rollout, rollout.publish("1.1.0", path, other))
+    assert "signed by key" in reason
+    assert rollout.server.requests == []  # refused before a byte was downloaded
+
+
+def test_manifest_changed_after_signing_is_refused(rollout: Rollout, tmp_path: Path) -> None:
+    path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    signed = sign_manifest(path, MODEL_NAME, "1.1.0", rollout.key)
+    forged = signed.model_copy(
+        update={"manifest": signed.manifest.model_copy(update={"version": "9.9.9"})}
+    )
+    reason = refused(rollout, rollout.publish("1.1.0", path, forged))
+    assert "does not match its content" in reason
+
+
+def test_agent_without_public_key_refuses_every_update(rollout: Rollout, tmp_path: Path) -> None:
+    entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
+    reason = refused(rollout, entry, rollout.config(public_key=None))
+    assert "no public key configured" in reason
+
+
+def test_failed_self_test_is_refused(rollout: Rollout, tmp_path: Path) -> None:
+    path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    honest = sign_manifest(path, MODEL_NAME, "1.1.0", rollout.key)
+    golden = honest.manifest.golden_output
+    assert golden is not None
+    wrong = sign_manifest(path, MODEL_NAME, "1.1.0", rollout.key, golden=[v + 0.5 for v in golden])
+    reason = refused(rollout, rollout.publish("1.1.0", path, wrong))
+    assert reason.startswith("self-test: ")
+    assert "differ from the manifest" in reason
+
+
+def test_other_labels_are_refused(rollout: Rollout, tmp_path: Path) -> None:
+    path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    labels = ["ok", "a", "b", "c", "d", "e"]
+    signed = sign_manifest(path, MODEL_NAME, "1.1.0", rollout.key, labels=labels)
+    reason = refused(rollout, rollout.publish("1.1.0", path, signed))
+    assert "differ from the pipeline's" in reason
+
+
+def test_download_gives_up_after_its_tries(rollout: Rollout, tmp_path: Path) -> None:
+    entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
+    rollout.server.fail_next = 100
+    reason = refused(rollout, entry, rollout.config(retries=3))
+    assert reason.startswith("download failed after 3 tries: HTTP 503")
+    assert len(rollout.server.requests) == 3
+
+
+# -- downloads ----------------------------------------------------------------------------------
+
+
+def test_cut_download_resumes_with_a_range_request(rollout: Rollout, tmp_path: Path) -> None:
+    path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    entry = rollout.publish("1.1.0", path)
+    rollout.server.cut_next = 1
+    rollout.server.fail_next = 0
+    config = rollout.config(cloud={"username": "press-3", "password_file": str(secret(tmp_path))})
+    pipeline = rollout.pipeline(config)
+    updater = rollout.updater(config, pipeline)
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "running", "failed"), "the update")
+    assert last(updater).state == "running", last(updater).reason
+    first, second = rollout.server.requests
+    assert first.range is None
+    assert second.range == f"bytes={path.stat().st_size // 2}-"
+    assert all(r.authorization == "Basic cHJlc3MtMzpzM2NyZXQ=" for r in rollout.server.requests)
+    installed = config.updates_dir / MODEL_NAME / "1.1.0" / "model.onnx"
+    assert installed.read_bytes() == path.read_bytes()
+
+
+def secret(tmp_path: Path) -> Path:
+    path = tmp_path / "password"
+    path.write_text("s3cret\n")
+    return path
+
+
+def test_server_that_ignores_range_restarts_from_byte_zero(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    entry = rollout.publish("1.1.0", path)
+    rollout.server.cut_next = 1
+    rollout.server.ignore_range = True
+    config = rollout.config()
+    updater = rollout.updater(config, rollout.pipeline(config))
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "running", "failed"), "the update")
+    assert last(updater).state == "running", last(updater).reason
+    installed = config.updates_dir / MODEL_NAME / "1.1.0" / "model.onnx"
+    assert installed.read_bytes() == path.read_bytes()
+
+
+# -- health window --------------------------------------------------------------------------------
+
+
+def test_model_failing_at_inference_is_rolled_back(rollout: Rollout, tmp_path: Path) -> None:
+    config = rollout.config(speed=20.0, health_window_s=30)
+    pipeline = rollout.pipeline(config)
+    old = pipeline.slot.current()
+    outbox = Outbox(tmp_path / "events.db", max_bytes=10**9, max_age_s=1e9)
+    stop, thread = running_pipeline(pipeline, outbox)
+    try:
+        updater = rollout.updater(config, pipeline)
+        entry = rollout.publish("1.2.0", write_nan_model(tmp_path / "nan.onnx", "1.2.0"))
+        updater.submit(rollout.desired(entry))
+        wait_until(settled(updater, "rolled_back", "running", "failed"), "the rollback")
+        after = pipeline.counters.inferences
+        wait_until(lambda: pipeline.counters.inferences >= after + 10, "windows after it")
+    finally:
+        stop.set()
+        thread.join()
+    status = last(updater)
+    assert status.state == "rolled_back", status.reason
+    assert re.match(r"\d+ inference errors in the health window: ", status.reason)
+    assert "not finite" in status.reason
+    assert pipeline.slot.current() is old
+    assert rollout.states[-2:] == ["watching", "rolled_back"]
+    events = stored_events(outbox)
+    assert {e.model for e in events} == {old.ref}
+    assert pipeline.counters.inference_errors >= 1
+    # The refused entry is not tried again while it stays the same.
+    updater.submit(rollout.desired(entry))
+    time.sleep(0.3)
+    assert last(updater).state == "rolled_back"
+
+
+def test_nan_output_is_an_inference_error_not_an_event(tmp_path: Path, rollout: Rollout) -> None:
+    config = rollout.config()
+    pipeline = rollout.pipeline(config)
+    nan = write_nan_model(tmp_path / "nan.onnx", "1.2.0")
+    spec_config = config.pipelines[0].model.model_copy(update={"path": nan, "version": "1.2.0"})
+    pipeline.slot.swap(load_slot(spec_config, RuntimeConfig()).current())
+    window = SimulatedMachine(MachineSpec(), seed=1).window()
+    with pytest.raises(ModelError, match="not finite"):
+        pipeline.process_windows(window)
+    assert pipeline.counters.events_out == 0
+
+
+# -- restarts --------------------------------------------------------------------------------------
+
+
+def test_restart_during_the_health_window_rolls_back(rollout: Rollout, tmp_path: Path) -> None:
+    config = rollout.config(health_window_s=600)
+    pipeline = rollout.pipeline(config)
+    updater = rollout.updater(config, pipeline)
+    entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "watching", "failed"), "the health window")
+    assert pipeline.slot.current().ref.version == "1.1.0"
+    updater.stop()  # the agent dies while watching
+
+    again = rollout.pipeline(config)
+    restarted = rollout.updater(config, again)
+    status = last(restarted)
+    assert (status.state, status.version) == ("rolled_back", "1.1.0")
+    assert status.reason == "interrupted by a restart during the health window"
+    assert again.slot.current().ref.version == "1.0.0"
+    restarted.submit(rollout.desired(entry))  # the retained state arrives again
+    time.sleep(0.3)
+    assert again.slot.current().ref.version == "1.0.0"
+    assert last(restarted).state == "rolled_back"
+
+
+def test_restart_after_success_loads_the_installed_version(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    config = rollout.config()
+    updater = rollout.updater(config, rollout.pipeline(config))
+    entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "running", "failed"), "the update")
+    updater.stop()
+
+    again = rollout.pipeline(config)
+    restarted = rollout.updater(config, again)
+    assert again.slot.current().ref == ModelRef(
+        name=MODEL_NAME, version="1.1.0", sha256=entry.manifest.manifest.sha256
+    )
+    assert last(restarted).state == "running"
+    requests = len(rollout.server.requests)
+    restarted.submit(rollout.desired(entry))
+    time.sleep(0.3)
+    assert len(rollout.server.requests) == requests
+
+
+def test_installed_version_changed_on_disk_is_not_loaded_after_restart(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    config = rollout.config()
+    updater = rollout.updater(config, rollout.pipeline(config))
+    entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "running", "failed"), "the update")
+    updater.stop()
+    installed = config.updates_dir / MODEL_NAME / "1.1.0" / "model.onnx"
+    data = bytearray(installed.read_bytes())
+    data[-1] ^= 0xFF
+    installed.write_bytes(bytes(data))
+
+    again = rollout.pipeline(config)
+    restarted = rollout.updater(config, again)
+    assert again.slot.current().ref.version == "1.0.0"
+    assert last(restarted).state == "failed"
+    assert "sha256 of the artifact" in last(restarted).reason
+
+
+# -- the desired state as a whole -----------------------------------------------------------------
+
+
+def test_entry_removed_goes_back_to_the_configured_model(rollout: Rollout, tmp_path: Path) -> None:
+    config = rollout.config()
+    pipeline = rollout.pipeline(config)
+    configured = pipeline.slot.current()
+    updater = rollout.updater(config, pipeline)
+    entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "running", "failed"), "the update")
+    assert pipeline.slot.current() is not configured
+    updater.submit(rollout.desired())
+    wait_until(lambda: pipeline.slot.current() is configured, "the configured model")
+    status = last(updater)
+    assert (status.state, status.version, status.deployment_id) == ("running", "1.0.0", None)
+    state = read_state(config.updates_dir / STATE_FILE).pipelines[PIPELINE]
+    assert state.active is None
+
+
+def test_only_the_last_versions_are_kept(rollout: Rollout, tmp_path: Path) -> None:
+    config = rollout.config(keep_versions=2)
+    updater = rollout.updater(config, rollout.pipeline(config))
+    for version in ("1.1.0", "1.2.0", "1.3.0"):
+        entry = rollout.publish(version, write_same_model(tmp_path / f"{version}.onnx", version))
+        updater.submit(rollout.desired(entry))
+        wait_until(reached(updater, version, "running"), f"version {version}")
+    kept = sorted(d.name for d in (config.updates_dir / MODEL_NAME).iterdir())
+    assert kept == ["1.2.0", "1.3.0"]
+
+
+def test_unsigned_path_names_cannot_leave_the_updates_dir(rollout: Rollout, tmp_path: Path) -> None:
+    path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    good = sign_manifest(path, MODEL_NAME, "1.1.0", rollout.key)
+    evil = sign(good.manifest.model_copy(update={"version": ".."}), rollout.key)
+    reason = refused(rollout, rollout.publish("1.1.0", path, evil))
+    assert "cannot name a directory" in reason
