@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
+import typer
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import update
 
 import models
+from cli.deploy import create, deployment_request, watch
+from cli.models import api_headers
 from cloud_api.rollout import (
     Observation,
     Rollout,
@@ -644,3 +648,78 @@ def test_artifact_download_resumes_with_a_range(
         # A resumed download that no longer matches the ETag gets the whole file.
         stale = client.get(url, headers={"Range": "bytes=100-", "If-Range": '"other"'})
         assert (stale.status_code, stale.content) == (200, content)
+
+
+# -- aiot deploy ------------------------------------------------------------------------
+
+
+def forwarding_client(api: TestClient, seen: list[httpx.Request], **options: Any) -> httpx.Client:
+    """An httpx client like the CLI's whose transport hands each request to the real app."""
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = api.request(
+            request.method, request.url.raw_path.decode(), content=request.read(),
+            headers=dict(request.headers),
+        )  # fmt: skip
+        return httpx.Response(answer.status_code, content=answer.content)
+
+    return httpx.Client(base_url="http://cloud", transport=httpx.MockTransport(forward), **options)
+
+
+@pytest.mark.integration
+def test_cli_deploys_and_waits_until_the_deployment_ends(
+    rollout_api: TestClient, fleet: list[FakeAgent], watcher: DesiredWatcher,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    sha = register(rollout_api, "2.0.0")["sha256"]
+    canary = fleet[0]
+    body = deployment_request(
+        model="vibration-anomaly", version="2.0.0", pipeline=PIPELINE, agents=[canary.agent_id],
+        labels=[], canary=1.0, healthy_s=0.0, agent_timeout_s=60.0,
+    )  # fmt: skip
+    seen: list[httpx.Request] = []
+    with forwarding_client(rollout_api, seen, headers=api_headers("s3cret")) as client:
+        created = create(client, body)
+        assert watch(client, created["id"], poll_s=0.05, max_polls=1)["state"] == "canary"
+        wait_until(lambda: watcher.last(canary.agent_id), what="canary's desired state")
+        canary.update(created["id"], "2.0.0", "failed", sha256=sha, reason="bad [signature]")
+        final = watch(client, created["id"], poll_s=0.05)
+        with pytest.raises(typer.Exit) as exited:
+            create(client, body | {"version": "9.9.9"})
+    assert final["state"] == "halted"
+    assert exited.value.exit_code == 2
+    assert "refused (404): model 'vibration-anomaly' has no version '9.9.9'" in (
+        capsys.readouterr().err
+    )
+    assert {r.headers["authorization"] for r in seen} == {"Bearer s3cret"}
+
+
+@pytest.mark.parametrize(
+    ("agents", "labels", "target"),
+    [
+        (["a", "b"], [], {"agent_ids": ["a", "b"]}),
+        ([], ["site=plant-1", "line=3"], {"labels": {"site": "plant-1", "line": "3"}}),
+        ([], ["url=a=b"], {"labels": {"url": "a=b"}}),
+        (["a"], ["site=x"], None),
+        ([], [], None),
+        ([], ["site"], None),
+        ([], ["=x"], None),
+    ],
+)
+def test_cli_target_is_agents_or_labels(
+    agents: list[str], labels: list[str], target: dict[str, Any] | None
+) -> None:
+    def build() -> dict[str, Any]:
+        return deployment_request(
+            model="m", version="1", pipeline="p", agents=agents, labels=labels, canary=0.2,
+            healthy_s=60.0, agent_timeout_s=600.0,
+        )  # fmt: skip
+
+    if target is None:
+        with pytest.raises(typer.Exit) as exited:
+            build()
+        assert exited.value.exit_code == 2
+        return
+    assert build()["target"] == target
+    assert api_headers(None) == {}
