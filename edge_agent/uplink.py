@@ -185,6 +185,11 @@ class Uplink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic != self._desired_topic or self._desired is None:
             return
+        if not msg.payload:
+            # An empty retained message only clears the topic on the broker; an empty desired
+            # state (back to the configured models) is a DesiredState with no pipelines.
+            log.info("the retained desired state on %s was cleared", self._desired_topic)
+            return
         try:
             desired = DesiredState.model_validate_json(msg.payload)
         except ValidationError as exc:
