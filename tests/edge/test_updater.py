@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import generate_latest
 
+from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox
@@ -377,3 +379,28 @@ def test_unsigned_path_names_cannot_leave_the_updates_dir(rollout: Rollout, tmp_
     evil = sign(good.manifest.model_copy(update={"version": ".."}), rollout.key)
     reason = refused(rollout, rollout.publish("1.1.0", path, evil))
     assert "cannot name a directory" in reason
+
+
+def test_agent_reports_the_update_in_status_and_metrics(rollout: Rollout, tmp_path: Path) -> None:
+    # The broker URL points nowhere: updates do not need the uplink once the state is in.
+    config = rollout.config(speed=20.0, mqtt={"url": "mqtt://127.0.0.1:1"})
+    agent = Agent(config)
+    agent.start()
+    try:
+        assert agent.updater is not None
+        entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
+        agent.updater.submit(rollout.desired(entry))
+        wait_until(lambda: agent.pipelines[0].slot.current().ref.version == "1.1.0", "the swap")
+        wait_until(settled(agent.updater, "running"), "running")
+        status = agent.status()
+        metrics = generate_latest(agent.registry).decode()
+    finally:
+        agent.stop()
+    (pipeline,) = status.pipelines
+    assert pipeline.model is not None
+    assert pipeline.model.version == "1.1.0"
+    assert pipeline.update is not None
+    assert (pipeline.update.state, pipeline.update.deployment_id) == ("running", 110)
+    assert 'aiot_edge_model_updates_total{outcome="running"} 1.0' in metrics
+    assert 'aiot_edge_model_updates_total{outcome="failed"} 0.0' in metrics
+    assert "aiot_edge_model_swaps_total 1.0" in metrics
