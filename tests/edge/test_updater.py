@@ -404,3 +404,27 @@ def test_agent_reports_the_update_in_status_and_metrics(rollout: Rollout, tmp_pa
     assert 'aiot_edge_model_updates_total{outcome="running"} 1.0' in metrics
     assert 'aiot_edge_model_updates_total{outcome="failed"} 0.0' in metrics
     assert "aiot_edge_model_swaps_total 1.0" in metrics
+
+
+def test_download_cut_by_a_restart_resumes_after_it(rollout: Rollout, tmp_path: Path) -> None:
+    path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    entry = rollout.publish("1.1.0", path)
+    rollout.server.cut_next = 1
+    config = rollout.config(retry_backoff_s=600)  # the agent stops while it waits to retry
+    updater = rollout.updater(config, rollout.pipeline(config))
+    updater.submit(rollout.desired(entry))
+    part = config.updates_dir / MODEL_NAME / "1.1.0" / "model.onnx.part"
+    half = path.stat().st_size // 2
+    wait_until(lambda: part.exists() and part.stat().st_size == half, "half the artifact")
+    updater.stop()
+    pending = read_state(config.updates_dir / STATE_FILE).pipelines[PIPELINE].pending
+    assert pending is not None
+    assert (pending.version, pending.phase) == ("1.1.0", "downloading")
+
+    again = rollout.pipeline(config)
+    restarted = rollout.updater(config, again)
+    restarted.submit(rollout.desired(entry))  # the retained state arrives again
+    wait_until(settled(restarted, "running", "failed"), "the update")
+    assert last(restarted).state == "running", last(restarted).reason
+    assert [r.range for r in rollout.server.requests] == [None, f"bytes={half}-"]
+    assert again.slot.current().ref.version == "1.1.0"
