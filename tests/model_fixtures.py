@@ -5,6 +5,7 @@ metadata differ, so the file (and its sha256) is new and the behaviour is the sa
 ``write_nan_model`` writes a model that loads, warms up on zeros and passes a golden self-test
 computed from itself (golden inputs are in [0, 1)), but answers NaN for any window with a
 negative value, which every real vibration window has: it fails at inference, after the swap.
+``write_slow_model`` gives the same answers tens of times slower (for the latency check).
 ``sign_manifest`` signs what the cloud's registry would sign for a file, golden values included.
 Deterministic: the same arguments give the same bytes.
 """
@@ -79,6 +80,41 @@ def write_nan_model(path: Path, version: str) -> Path:
             helper.make_node(
                 "Where", ["fixture_negative", "fixture_nan", "probabilities_ok"], [output]
             ),
+        ]
+    )
+    _retag(model, version)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_slow_model(path: Path, version: str, *, matmuls: int = 2) -> Path:
+    """The shipped model with the same output, plus ``matmuls`` 2048x2048 products per window
+    whose result is multiplied by zero: tens of times slower, and correct."""
+    model = onnx.load(str(SHIPPED_MODEL))
+    graph = model.graph
+    output = graph.output[0].name
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name == output:
+                node.output[i] = "probabilities_ok"
+    weights = np.full((WINDOW, WINDOW), 1e-4, dtype=np.float32)
+    graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(weights, "fixture_weights"),
+            helper.make_tensor("fixture_zero", TensorProto.FLOAT, [], [0.0]),
+        ]
+    )
+    hidden = graph.input[0].name
+    for i in range(matmuls):
+        graph.node.append(helper.make_node("MatMul", [hidden, "fixture_weights"], [f"slow_{i}"]))
+        hidden = f"slow_{i}"
+    graph.node.extend(
+        [
+            helper.make_node("ReduceSum", [hidden], ["fixture_sum"], keepdims=1),
+            helper.make_node("Mul", ["fixture_sum", "fixture_zero"], ["fixture_nothing"]),
+            helper.make_node("Add", ["probabilities_ok", "fixture_nothing"], [output]),
         ]
     )
     _retag(model, version)

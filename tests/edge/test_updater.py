@@ -35,6 +35,7 @@ from tests.model_fixtures import (
     sign_manifest,
     write_nan_model,
     write_same_model,
+    write_slow_model,
 )
 
 # -- the happy path ---------------------------------------------------------------------------
@@ -428,3 +429,29 @@ def test_download_cut_by_a_restart_resumes_after_it(rollout: Rollout, tmp_path: 
     assert last(restarted).state == "running", last(restarted).reason
     assert [r.range for r in rollout.server.requests] == [None, f"bytes={half}-"]
     assert again.slot.current().ref.version == "1.1.0"
+
+
+def test_model_much_slower_than_the_previous_is_rolled_back(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    # Two 2048x2048 products per window against a ~0.1 ms model: far beyond the 3x allowed.
+    config = rollout.config(speed=20.0, health_window_s=1.0)
+    pipeline = rollout.pipeline(config)
+    old = pipeline.slot.current()
+    outbox = Outbox(tmp_path / "events.db", max_bytes=10**9, max_age_s=1e9)
+    stop, thread = running_pipeline(pipeline, outbox)
+    try:
+        updater = rollout.updater(config, pipeline)
+        wait_until(lambda: pipeline.counters.inferences >= 20, "the previous model's times")
+        entry = rollout.publish("1.4.0", write_slow_model(tmp_path / "slow.onnx", "1.4.0"))
+        updater.submit(rollout.desired(entry))
+        wait_until(settled(updater, "rolled_back", "running", "failed"), "the verdict")
+    finally:
+        stop.set()
+        thread.join()
+    status = last(updater)
+    assert status.state == "rolled_back", status.reason
+    assert status.reason.startswith("median inference time ")
+    assert "over 3 x the previous model's" in status.reason
+    assert pipeline.slot.current() is old
+    assert pipeline.counters.inference_errors == 0
