@@ -200,6 +200,7 @@ class Updater:
         self._inbox: queue.SimpleQueue[DesiredState] = queue.SimpleQueue()
         self._desired: DesiredState | None = None
         self._watches: dict[str, _Watch] = {}
+        self._calls_at_swap: dict[str, int] = {p.name: 0 for p in pipelines}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="updater", daemon=True)
         self.counters = UpdateCounters()
@@ -292,6 +293,8 @@ class Updater:
             return
         manifest = entry.manifest.manifest
         if manifest.sha256 == current.ref.sha256:
+            if ps.active is not None and ps.active.sha256 == manifest.sha256:
+                ps.active.deployment_id = entry.deployment_id
             last = ps.last
             if last is None or (last.state, last.deployment_id) != ("running", entry.deployment_id):
                 self._report(name, entry, "running")
@@ -332,19 +335,20 @@ class Updater:
         new = self._load(target, model_path, manifest)
         self._report(name, entry, "self_test", phase="self_test")
         self_test(new, manifest)
-        pipeline = target.pipeline
-        baseline = _median(pipeline.inference_log.latencies, len(pipeline.inference_log.latencies))
+        counters = target.pipeline.counters
+        errors, calls = counters.inference_errors, counters.inference_calls
+        # The running model's times only (since its swap), not those of a model before it.
+        since_swap = calls - self._calls_at_swap[name]
+        baseline = _median(target.pipeline.inference_log.latencies, since_swap)
         watch = _Watch(
             entry=entry,
             new=new,
-            previous=new,
+            previous=self._swap(target, new),
             deadline=self._clock() + self._updates.health_window_s,
-            errors_mark=pipeline.counters.inference_errors,
-            calls_mark=pipeline.counters.inference_calls,
+            errors_mark=errors,
+            calls_mark=calls,
             baseline_s=baseline,
         )
-        watch.previous = pipeline.slot.swap(new)
-        self.counters.swaps += 1
         log.info(
             "pipeline %s: swapped %s %s for %s %s; watching for %.0f s", name,
             watch.previous.ref.name, watch.previous.ref.version, manifest.name, manifest.version,
@@ -472,8 +476,7 @@ class Updater:
     def _roll_back(self, target: _Target, watch: _Watch, reason: str) -> None:
         name, manifest = target.pipeline.name, watch.entry.manifest.manifest
         if target.pipeline.slot.current() is watch.new:
-            target.pipeline.slot.swap(watch.previous)
-            self.counters.swaps += 1
+            self._swap(target, watch.previous)
         log.error(
             "pipeline %s: %s %s rolled back to %s %s: %s", name, manifest.name, manifest.version,
             watch.previous.ref.name, watch.previous.ref.version, reason,
@@ -482,8 +485,7 @@ class Updater:
 
     def _back_to_configured(self, target: _Target, ps: PipelineUpdates) -> None:
         """The desired state no longer lists the pipeline: run the config's model again."""
-        previous = target.pipeline.slot.swap(target.configured)
-        self.counters.swaps += 1
+        previous = self._swap(target, target.configured)
         ref = target.configured.ref
         log.info(
             "pipeline %s: back to the configured model %s %s (was %s %s)", target.pipeline.name,
@@ -519,11 +521,18 @@ class Updater:
             )  # fmt: skip
             ps.active = None
             return
-        target.pipeline.slot.swap(new)
+        self._swap(target, new)
         log.info(
             "pipeline %s: runs the installed %s %s", target.pipeline.name, active.name,
             active.version,
         )  # fmt: skip
+
+    def _swap(self, target: _Target, model: LoadedModel) -> LoadedModel:
+        """Swap ``model`` in (between two inferences); return the model it replaced."""
+        previous = target.pipeline.slot.swap(model)
+        self._calls_at_swap[target.pipeline.name] = target.pipeline.counters.inference_calls
+        self.counters.swaps += 1
+        return previous
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
