@@ -14,6 +14,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from typing_extensions import TypedDict
 
 from shared.signing import SignedManifest, TensorSpec
 from shared.topics import AGENT_ID_PATTERN
@@ -256,6 +257,13 @@ class DeploymentStrategy(BaseModel):
     )
 
 
+class TargetShape(TypedDict, total=False):
+    """A target as the API returns it: only the kind that was given."""
+
+    agent_ids: list[str]
+    labels: dict[str, str]
+
+
 class DeploymentTarget(BaseModel):
     """Which agents: a list of ids, or a label selector (agents having every key=value)."""
 
@@ -277,9 +285,14 @@ class DeploymentTarget(BaseModel):
         return self
 
     @model_serializer(mode="wrap")
-    def _only_the_given_kind(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _only_the_given_kind(self, handler: SerializerFunctionWrapHandler) -> TargetShape:
         data: dict[str, Any] = handler(self)
-        return {key: value for key, value in data.items() if value is not None}
+        shape = TargetShape()
+        if data.get("agent_ids") is not None:
+            shape["agent_ids"] = data["agent_ids"]
+        if data.get("labels") is not None:
+            shape["labels"] = data["labels"]
+        return shape
 
 
 class DeploymentIn(BaseModel):
