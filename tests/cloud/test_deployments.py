@@ -23,14 +23,16 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 import models
 from cli.deploy import create, deployment_request, watch
 from cli.models import api_headers
 from cloud_api.rollout import (
+    TICK_LOCK_KEY,
     Observation,
     Rollout,
+    RolloutWorker,
     Target,
     advance,
     cancel,
@@ -723,3 +725,25 @@ def test_cli_target_is_agents_or_labels(
         return
     assert build()["target"] == target
     assert api_headers(None) == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_one_replica_ticks_at_a_time_on_postgresql(
+    make_api: AppFactory, broker: Mosquitto, publisher: Publisher
+) -> None:
+    with make_api(rollout_enabled=False) as api:
+        register(api, "2.0.0")
+        fake = FakeAgent(publisher, unique_agent_id("lock"))
+        url = f"/api/v1/agents/{fake.agent_id}"
+        wait_until(lambda: api.get(url).status_code == 200, what=f"{url} stored")
+        dep = deploy(api, {"agent_ids": [fake.agent_id]}).json()["id"]
+        engine = api.app.state.engine  # type: ignore[attr-defined]
+        replica = RolloutWorker(engine=engine, mqtt_url=broker.url, client_id="replica-2")
+        with engine.connect() as other, other.begin():
+            # Another replica is in the middle of its tick: this one skips.
+            other.execute(select(func.pg_advisory_xact_lock(TICK_LOCK_KEY)))
+            replica.run_once()
+            assert deployment(api, dep)["counts"]["pending"] == 1
+        replica.run_once()
+        assert agent_state(api, dep, fake.agent_id)["state"] == "updating"
