@@ -509,6 +509,10 @@ class UpdatesConfig(_Config):
         default=3.0, gt=1, allow_inf_nan=False,
         description="median inference time allowed, as a multiple of the previous model's",
     )  # fmt: skip
+    latency_floor_ms: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False,
+        description="a median inference time under this is never too slow (noise on fast models)",
+    )  # fmt: skip
     keep_versions: int = Field(default=3, ge=2)
     download_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     retries: int = Field(default=5, ge=1, description="download attempts in all")

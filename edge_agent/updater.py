@@ -450,7 +450,10 @@ class Updater:
         calls = pipeline.counters.inference_calls - watch.calls_mark
         latencies = pipeline.inference_log.latencies
         median = _median(latencies, min(calls, len(latencies)))
-        limit = self._updates.max_latency_factor * watch.baseline_s
+        limit = max(
+            self._updates.max_latency_factor * watch.baseline_s,
+            self._updates.latency_floor_ms / 1e3,
+        )
         if calls >= MIN_LATENCY_SAMPLES and watch.baseline_s > 0 and median > limit:
             return False, (
                 f"median inference time {median * 1e3:.3g} ms per window in the health window "
@@ -469,9 +472,9 @@ class Updater:
             sha256=manifest.sha256,
             deployment_id=watch.entry.deployment_id,
         )
+        self._prune(manifest.name)  # before "running" is said: then the disk is as reported
         self.counters.outcomes["running"] += 1
         self._report(name, watch.entry, "running")
-        self._prune(manifest.name)
 
     def _roll_back(self, target: _Target, watch: _Watch, reason: str) -> None:
         name, manifest = target.pipeline.name, watch.entry.manifest.manifest
