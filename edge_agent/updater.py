@@ -240,6 +240,7 @@ class Updater:
 
     def submit(self, desired: DesiredState) -> None:
         """Hand over a desired state (any thread; returns at once)."""
+        self.counters.last_refusal = ""  # a valid state replaced the refused one
         self._inbox.put(desired)
 
     def refuse_message(self, reason: str) -> None:

@@ -87,6 +87,13 @@ def test_retained_desired_state_is_installed_and_reported(
             "the refusal in the status",
         )
         assert agent.pipelines[0].slot.current().ref.version == "1.1.0"
+        other = rollout.desired().model_copy(update={"agent_id": "someone-else"})
+        publish_retained(broker, desired_topic, encode(other))
+        wait_until(
+            lambda: "names agent 'someone-else'" in subscriber.statuses(config.agent_id)[-1].reason,
+            "the other agent's state refused",
+        )
+        assert agent.pipelines[0].slot.current().ref.version == "1.1.0"
     finally:
         agent.stop()
         subscriber.close()
