@@ -182,7 +182,10 @@ class Updater:
         self._cloud = config.cloud
         self._updates: UpdatesConfig = config.updates
         self._dir = config.updates_dir
-        self._dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create updates.dir {self._dir}: {exc.strerror}") from None
         self._state_path = self._dir / STATE_FILE
         configs = {p.name: p for p in config.pipelines}
         self._targets = {p.name: _Target(p, configs[p.name], p.slot.current()) for p in pipelines}
