@@ -270,9 +270,14 @@ class Updater:
                 pass
             if latest is not None:
                 self._desired = latest
-                self._reconcile()
-            if self._watches and self._check_watches():
-                self._reconcile()  # what arrived during a health window gets its turn now
+            try:
+                if latest is not None:
+                    self._reconcile()
+                if self._watches and self._check_watches():
+                    self._reconcile()  # what arrived during a health window gets its turn now
+            except Exception:
+                # A bug must not end model updates for good (nor the agent): say it, go on.
+                log.exception("model updater step failed")
 
     def _reconcile(self) -> None:
         desired = self._desired
@@ -305,6 +310,12 @@ class Updater:
             return
         if entry_key(entry) in ps.refused:
             return
+        for part in (manifest.name, manifest.version):
+            if not _SAFE_PART.fullmatch(part) or part in (".", ".."):
+                safe = entry.model_copy(update={"manifest": _renamed(entry.manifest)})
+                reason = f"model name or version {part!r} cannot name a directory"
+                self._refuse(name, safe, reason)
+                return
         try:
             self._install(target, entry)
         except RefusedError as exc:
@@ -370,9 +381,6 @@ class Updater:
             manifest = verify(signed, self._public_key)
         except SignatureError as exc:
             raise RefusedError(str(exc)) from None
-        for part in (manifest.name, manifest.version):
-            if not _SAFE_PART.fullmatch(part) or part in (".", ".."):
-                raise RefusedError(f"model name or version {part!r} cannot name a directory")
         configured = target.configured
         task = "detection" if manifest.task == "detection" else "anomaly"
         if task != configured.task:
@@ -682,6 +690,20 @@ def _median(values: Sequence[float], last: int) -> float:
     if last <= 0:
         return 0.0
     return float(statistics.median(list(values)[-last:]))
+
+
+def _renamed(signed: SignedManifest) -> SignedManifest:
+    """``signed`` with a name and version a status can carry (to report its refusal)."""
+
+    def safe(text: str) -> str:
+        cleaned = re.sub(r"[^A-Za-z0-9_.:-]", "_", text)[:64]
+        return "_" if cleaned in ("", ".", "..") else cleaned
+
+    manifest = signed.manifest
+    renamed = manifest.model_copy(
+        update={"name": safe(manifest.name), "version": safe(manifest.version)}
+    )
+    return signed.model_copy(update={"manifest": renamed})
 
 
 def _discard(path: Path) -> None:

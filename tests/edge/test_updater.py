@@ -374,12 +374,16 @@ def test_only_the_last_versions_are_kept(rollout: Rollout, tmp_path: Path) -> No
     assert kept == ["1.2.0", "1.3.0"]
 
 
-def test_unsigned_path_names_cannot_leave_the_updates_dir(rollout: Rollout, tmp_path: Path) -> None:
+def test_names_that_could_leave_the_updates_dir_are_refused(
+    rollout: Rollout, tmp_path: Path
+) -> None:
     path = write_same_model(tmp_path / "v110.onnx", "1.1.0")
     good = sign_manifest(path, MODEL_NAME, "1.1.0", rollout.key)
-    evil = sign(good.manifest.model_copy(update={"version": ".."}), rollout.key)
+    evil = sign(good.manifest.model_copy(update={"version": "../../etc"}), rollout.key)
     reason = refused(rollout, rollout.publish("1.1.0", path, evil))
-    assert "cannot name a directory" in reason
+    assert reason == "model name or version '../../etc' cannot name a directory"
+    assert last(rollout.updaters[0]).version == ".._.._etc"  # a status can carry it
+    assert rollout.server.requests == []
 
 
 def test_agent_reports_the_update_in_status_and_metrics(rollout: Rollout, tmp_path: Path) -> None:
