@@ -19,6 +19,8 @@ from bench.camera import bench_action_latency, bench_bandwidth, bench_camera_thr
 from bench.common import Result
 from bench.edge import bench_edge
 from bench.ingest import bench_ingest_sqlite
+from bench.rollout import bench_rollout
+from bench.swap import bench_swap
 
 
 def main() -> None:
@@ -30,6 +32,8 @@ def main() -> None:
         ("local actions", bench_action_latency),
         ("camera bandwidth", bench_bandwidth),
         ("ingest", bench_ingest_sqlite),
+        ("rollout", bench_rollout),
+        ("model swap", bench_swap),
     )
     for name, run in benchmarks:
         console.print(f"running {name} ...")

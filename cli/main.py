@@ -10,6 +10,7 @@ import typer
 
 from cli import cloud, edge, models
 from cli.demo import demo
+from cli.deploy import deploy
 
 app = typer.Typer(
     help="Hybrid edge-cloud AIoT inference platform.",
@@ -20,3 +21,4 @@ app.add_typer(edge.app, name="edge")
 app.add_typer(cloud.app, name="cloud")
 app.add_typer(models.app, name="models")
 app.command()(demo)
+app.command()(deploy)

@@ -49,9 +49,8 @@ def push(
     """Register FILE in the cloud's model registry; prints its sha256 and signing key id."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     timeout = httpx.Timeout(30.0, write=300.0)
-    with httpx.Client(base_url=api, timeout=timeout, headers=headers) as client:
+    with httpx.Client(base_url=api, timeout=timeout, headers=api_headers(api_key)) as client:
         try:
             record = push_model(client, file, name=name, version=version, task=task, labels=labels)
         except httpx.HTTPError as exc:
@@ -73,12 +72,22 @@ def push_model(
             data={"version": version, "task": task, "labels": labels},
             files={"file": (file.name, content, "application/octet-stream")},
         )
+    refused(response)
+    record: dict[str, Any] = response.json()
+    return record
+
+
+def api_headers(api_key: str | None) -> dict[str, str]:
+    """``Authorization: Bearer <key>`` when an API key is given (``--api-key``/AIOT_API_KEY)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def refused(response: httpx.Response) -> None:
+    """Exit code 2 with the server's reason on a 4xx; raise for a 5xx."""
     if 400 <= response.status_code < 500:
         typer.echo(f"refused ({response.status_code}): {_reason(response)}", err=True)
         raise typer.Exit(2)
     response.raise_for_status()
-    record: dict[str, Any] = response.json()
-    return record
 
 
 def _reason(response: httpx.Response) -> str:

@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     ingest_batch_max: int = Field(default=200, ge=1, le=10_000)
     ingest_flush_s: float = Field(default=0.05, gt=0, le=10)
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    # Rollouts (cloud_api/rollout.py): a worker advances deployments every tick and publishes
+    # desired states with its own client, on the control broker (default: AIOT_MQTT_URL).
+    rollout_enabled: bool = True
+    rollout_tick_s: float = Field(default=1.0, gt=0, le=60)
+    mqtt_control_url: str | None = None
+    rollout_client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the rollout worker's MQTT client id; default aiot-rollout-<random>, so "
+        "that replicas never take each other's connection",
+    )
     heartbeat_grace: float = Field(default=3.0, ge=1, le=100)
     data_dir: Path = Path("./data")
     max_model_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
@@ -58,14 +70,21 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("mqtt_url")
+    @field_validator("mqtt_url", "mqtt_control_url")
     @classmethod
-    def _known_broker(cls, value: str) -> str:
+    def _known_broker(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             parse_mqtt_url(value)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @property
+    def control_url(self) -> str:
+        """Where desired states are published: AIOT_MQTT_CONTROL_URL, else AIOT_MQTT_URL."""
+        return self.mqtt_control_url or self.mqtt_url
 
     @model_validator(mode="after")
     def _share_group_needs_mqtt5(self) -> Settings:

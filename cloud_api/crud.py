@@ -27,6 +27,9 @@ from cloud_api.schemas import (
 from cloud_api.tables import (
     AgentRow,
     DeadLetterRow,
+    DeploymentAgentRow,
+    DeploymentRow,
+    DesiredStateRow,
     EventRow,
     ModelVersionRow,
     SummaryRow,
@@ -391,3 +394,70 @@ def add_model_version(session: Session, *, row: ModelVersionRow) -> ModelVersion
         session.rollback()
         raise ConflictError(f"model {row.name} version {row.version} exists already") from None
     return row
+
+
+ACTIVE_DEPLOYMENT_STATES = ("canary", "rolling")
+
+
+def list_deployments(
+    session: Session, *, state: str | None = None, limit: int
+) -> Sequence[DeploymentRow]:
+    """Deployments newest first, optionally in one state."""
+    query = select(DeploymentRow)
+    if state is not None:
+        query = query.where(DeploymentRow.state == state)
+    return session.scalars(query.order_by(DeploymentRow.id.desc()).limit(limit)).all()
+
+
+def get_deployment(session: Session, *, deployment_id: int) -> DeploymentRow | None:
+    """One deployment, or None."""
+    return session.get(DeploymentRow, deployment_id)
+
+
+def active_deployments(session: Session) -> Sequence[DeploymentRow]:
+    """Deployments still moving (canary or rolling), oldest first."""
+    query = select(DeploymentRow).where(DeploymentRow.state.in_(ACTIVE_DEPLOYMENT_STATES))
+    return session.scalars(query.order_by(DeploymentRow.id)).all()
+
+
+def active_deployment_for_pipeline(session: Session, *, pipeline: str) -> DeploymentRow | None:
+    """The deployment still moving on ``pipeline``, if there is one."""
+    query = select(DeploymentRow).where(
+        DeploymentRow.pipeline == pipeline,
+        DeploymentRow.state.in_(ACTIVE_DEPLOYMENT_STATES),
+    )
+    return session.scalars(query.limit(1)).first()
+
+
+def deployment_agents(
+    session: Session, *, deployment_ids: Sequence[int]
+) -> Sequence[DeploymentAgentRow]:
+    """The agents of some deployments, canary first, then by agent id."""
+    query = (
+        select(DeploymentAgentRow)
+        .where(DeploymentAgentRow.deployment_id.in_(deployment_ids))
+        .order_by(
+            DeploymentAgentRow.deployment_id,
+            DeploymentAgentRow.phase,  # "canary" < "rest"
+            DeploymentAgentRow.agent_id,
+        )
+    )
+    return session.scalars(query).all()
+
+
+def agents_by_id(session: Session, *, agent_ids: Sequence[str]) -> dict[str, AgentRow]:
+    """The agents among ``agent_ids`` that ever reported, by id."""
+    rows = session.scalars(select(AgentRow).where(AgentRow.agent_id.in_(agent_ids)))
+    return {row.agent_id: row for row in rows}
+
+
+def desired_states(session: Session, *, agent_ids: Sequence[str]) -> dict[str, DesiredStateRow]:
+    """The desired states last issued to the agents among ``agent_ids``, by id."""
+    query = select(DesiredStateRow).where(DesiredStateRow.agent_id.in_(agent_ids))
+    return {row.agent_id: row for row in session.scalars(query)}
+
+
+def desired_state_versions(session: Session) -> list[tuple[str, datetime]]:
+    """When each agent's desired state was issued: what the broker should hold retained."""
+    query = select(DesiredStateRow.agent_id, DesiredStateRow.updated_at)
+    return [(agent_id, issued_at) for agent_id, issued_at in session.execute(query)]

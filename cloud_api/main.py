@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -12,11 +13,13 @@ from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.ingest import IngestWorker
 from cloud_api.metrics import Metrics
 from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
+from cloud_api.rollout import RolloutWorker
 from cloud_api.routes import (
     agents,
     aggregates,
     dashboard,
     dead_letters,
+    deployments,
     enrollment,
     events,
     health,
@@ -30,7 +33,8 @@ from cloud_api.routes import (
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Signing key and artifact store, database (migrated), then ingest; stopped in reverse."""
+    """Signing key and artifact store, database (migrated), ingest, then rollouts; stopped in
+    reverse."""
     settings: Settings = app.state.settings
     app.state.signing_key = load_or_create_signing_key(settings.data_dir)
     app.state.artifacts = FileArtifactStore(settings.data_dir / "artifacts")
@@ -54,9 +58,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
             worker.start()
         app.state.ingest = worker
+        rollout = None
+        if settings.rollout_enabled:
+            rollout = RolloutWorker(
+                engine=engine,
+                mqtt_url=settings.control_url,
+                protocol=settings.mqtt_protocol,
+                client_id=settings.rollout_client_id or f"aiot-rollout-{uuid.uuid4().hex[:12]}",
+                tick_s=settings.rollout_tick_s,
+                grace=settings.heartbeat_grace,
+            )
+            rollout.start()
+        app.state.rollout = rollout
         try:
             yield
         finally:
+            if rollout is not None:
+                rollout.stop()
             if worker is not None:
                 worker.stop()
     finally:
@@ -68,18 +86,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="AIoT cloud API",
         version="0.1.0",
-        summary="Events, summaries, agents and dead letters from the edge; the model registry.",
+        summary="Events, summaries, agents and dead letters from the edge; the model registry "
+        "and rollouts.",
         lifespan=lifespan,
     )
     app.state.settings = settings if settings is not None else load_settings()
     app.state.metrics = Metrics()
     app.state.ingest = None
+    app.state.rollout = None
     app.state.stream_slots = stream.StreamSlots(app.state.settings.stream_max)
     # /events/stream before any /events/{...} route, which would otherwise capture "stream".
     app.include_router(stream.router)
     # Every /api/v1 route checks its scope (cloud_api/deps.py); /healthz, /metrics, /docs and
     # /openapi.json stay open for load balancers, Prometheus and people reading the contract.
-    routers = (events, agents, enrollment, aggregates, stats, dead_letters, models, keys)
+    routers = (
+        events,
+        agents,
+        enrollment,
+        aggregates,
+        stats,
+        dead_letters,
+        models,
+        deployments,
+        keys,
+    )
     for module in (*routers, signing_key, health):
         app.include_router(module.router)
     # The page at exactly "/" and its files under /static: neither shadows /api, /docs or /healthz.

@@ -1,8 +1,9 @@
 """The model registry: validated ONNX artifacts in a store, each with a signed manifest.
 
 An upload is copied to a temp file while counting (never held in memory), loaded with ONNX
-Runtime to prove it is a model and to record its inputs and outputs, hashed, signed with the
-cloud's Ed25519 key, moved into the artifact store and recorded. A refusal writes nothing.
+Runtime to prove it is a model, to record its inputs and outputs and to compute its golden
+self-test, hashed, signed with the cloud's Ed25519 key, moved into the artifact store and
+recorded. A refusal writes nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session
 from cloud_api import crud
 from cloud_api.tables import ModelVersionRow
 from shared.errors import ConfigError, ConflictError, ContractError, ModelError, TooLargeError
+from shared.golden import golden_input, golden_reference, golden_sample
 from shared.messages import utcnow
 from shared.signing import ModelManifest, TensorSpec, sign
 
@@ -169,8 +172,26 @@ def spooled_upload(source: BinaryIO, *, tmp_dir: Path, max_bytes: int) -> Iterat
         path.unlink(missing_ok=True)
 
 
-def inspect_onnx(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of the model at ``path``; ModelError if ONNX Runtime cannot load it."""
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What loading a model told us: its tensors and, when it has one, its golden self-test."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    golden_input: str | None
+    golden_output: list[float] | None
+
+
+def inspect_onnx(path: Path) -> Inspection:
+    """Inputs, outputs and golden self-test of the model at ``path``.
+
+    The golden self-test (``shared.golden``) is the first output of the model run on the
+    golden input for its first input. A model whose first input is not float32 gets none
+    (both None): golden inputs are float32 noise, and its agents skip the self-test. So does
+    a model with more than one input (noise cannot stand for the meaning of the others).
+    ModelError if ONNX Runtime cannot load the model, or a one-input float32 model cannot run
+    its golden input (its agents could never pass the self-test).
+    """
     import onnxruntime
 
     try:
@@ -186,7 +207,17 @@ def inspect_onnx(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
             for arg in args
         ]
 
-    return specs(session.get_inputs()), specs(session.get_outputs())
+    inputs, outputs = specs(session.get_inputs()), specs(session.get_outputs())
+    if len(inputs) != 1 or inputs[0].dtype != "float32" or not outputs:
+        return Inspection(inputs, outputs, None, None)
+    reference = golden_reference()
+    first = inputs[0]
+    try:
+        output = session.run([outputs[0].name], {first.name: golden_input(reference, first)})[0]
+    except Exception as exc:  # ORT's errors are untyped here too
+        reason = _first_line(exc).replace(str(path), "the upload")
+        raise ModelError(f"model cannot run its golden self-test input: {reason}") from None
+    return Inspection(inputs, outputs, reference, golden_sample(output))
 
 
 def _first_line(exc: Exception) -> str:
@@ -225,7 +256,8 @@ def register_model(
     if crud.get_model_version(session, name=name, version=version) is not None:
         raise ConflictError(f"model {name} version {version} exists already")
     with spooled_upload(source, tmp_dir=tmp_dir, max_bytes=max_bytes) as path:
-        inputs, outputs = inspect_onnx(path)
+        inspection = inspect_onnx(path)
+        inputs, outputs = inspection.inputs, inspection.outputs
         manifest = ModelManifest(
             name=name,
             version=version,
@@ -235,6 +267,8 @@ def register_model(
             inputs=inputs,
             outputs=outputs,
             labels=labels or [],
+            golden_input=inspection.golden_input,
+            golden_output=inspection.golden_output,
         )
         signed = sign(manifest, signing_key)
         row = ModelVersionRow(

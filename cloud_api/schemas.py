@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
+from typing_extensions import TypedDict
 
 from shared.signing import SignedManifest, TensorSpec
 from shared.topics import AGENT_ID_PATTERN
@@ -265,3 +274,126 @@ class ApiKeyCreated(ApiKeyOut):
     """A new key with its token, which is shown this once."""
 
     token: str = Field(description="send as 'Authorization: Bearer <token>'")
+
+
+DeploymentState = Literal["canary", "rolling", "succeeded", "halted", "cancelled"]
+TargetState = Literal["pending", "updating", "healthy", "failed", "rolled_back", "cancelled"]
+Phase = Literal["canary", "rest"]
+SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+LabelText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class DeploymentStrategy(BaseModel):
+    """How a deployment moves: a canary share first, then the rest once the canary held."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    canary_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="share of the targets updated first: ceil(fraction x targets), at least 1",
+    )
+    canary_healthy_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="how long every canary must stay running and online before the rest update",
+    )
+    agent_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="an agent not running the version this long after it was asked fails",
+    )
+
+
+class TargetShape(TypedDict, total=False):
+    """A target as the API returns it: only the kind that was given."""
+
+    agent_ids: list[str]
+    labels: dict[str, str]
+
+
+class DeploymentTarget(BaseModel):
+    """Which agents: a list of ids, or a label selector (agents having every key=value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent_ids: list[Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]] | None = Field(
+        default=None, max_length=10_000
+    )
+    labels: dict[LabelText, LabelText] | None = Field(default=None, max_length=32)
+
+    @model_validator(mode="after")
+    def _one_non_empty_kind(self) -> DeploymentTarget:
+        if (self.agent_ids is None) == (self.labels is None):
+            raise ValueError("give exactly one of 'agent_ids' and 'labels'")
+        if self.agent_ids is not None and not self.agent_ids:
+            raise ValueError("'agent_ids' is empty: name at least one agent")
+        if self.labels is not None and not self.labels:
+            raise ValueError("'labels' is empty: give at least one key=value")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_the_given_kind(self, handler: SerializerFunctionWrapHandler) -> TargetShape:
+        data: dict[str, Any] = handler(self)
+        shape = TargetShape()
+        if data.get("agent_ids") is not None:
+            shape["agent_ids"] = data["agent_ids"]
+        if data.get("labels") is not None:
+            shape["labels"] = data["labels"]
+        return shape
+
+
+class DeploymentIn(BaseModel):
+    """``POST /api/v1/deployments``: roll ``model`` ``version`` out to ``pipeline`` of a target."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: SafeName
+    version: SafeName
+    pipeline: SafeName
+    target: DeploymentTarget
+    strategy: DeploymentStrategy = DeploymentStrategy()
+
+
+class DeploymentAgentOut(BaseModel):
+    """One agent of a deployment: its phase, where it stands, what it runs and why it failed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    agent_id: str
+    phase: Phase
+    state: TargetState
+    running_version: str | None
+    reason: str
+    updated_at: datetime
+
+
+class DeploymentCounts(BaseModel):
+    """How many agents of a deployment are in each state."""
+
+    pending: int = 0
+    updating: int = 0
+    healthy: int = 0
+    failed: int = 0
+    rolled_back: int = 0
+    cancelled: int = 0
+
+
+class DeploymentOut(BaseModel):
+    """A deployment with every agent's state; ``reason`` says why it halted."""
+
+    id: int
+    model: str
+    version: str
+    pipeline: str
+    state: DeploymentState
+    reason: str
+    created_at: datetime
+    updated_at: datetime
+    strategy: DeploymentStrategy
+    target: DeploymentTarget
+    counts: DeploymentCounts
+    agents: list[DeploymentAgentOut]

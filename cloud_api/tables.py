@@ -1,5 +1,5 @@
 """SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents, dead letters, models,
-API keys and broker users."""
+API keys, broker users, deployments and desired states."""
 
 from __future__ import annotations
 
@@ -223,3 +223,67 @@ class ModelVersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (UniqueConstraint("name", "version", name="uq_model_versions_name_version"),)
+
+
+class DeploymentRow(Base):
+    """One rollout of a model version to a pipeline on a set of agents (``cloud_api.rollout``).
+
+    ``state``: canary -> rolling -> succeeded, or halted / cancelled. ``target`` and
+    ``strategy`` are kept as they were requested; the agents it resolved to are the
+    ``deployment_agents`` rows, fixed at creation.
+    """
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    target: Mapped[dict[str, Any]] = mapped_column(Json)
+    strategy: Mapped[dict[str, Any]] = mapped_column(Json)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        # The rollout worker reads the active deployments every tick; the API lists by state.
+        Index("ix_deployments_state", "state"),
+    )
+
+
+class DeploymentAgentRow(Base):
+    """Where one agent of one deployment stands.
+
+    ``previous`` is the agent's desired entry for the pipeline before this deployment (JSON of
+    a ``DesiredModel``, or None when the pipeline ran the agent's configured model): what a
+    rollback puts back. ``updated_at`` is when ``state`` last changed, which is what the
+    timeout and the canary's healthy time are measured from.
+    """
+
+    __tablename__ = "deployment_agents"
+    # (deployment_id, agent_id) is the primary key: an agent is in a deployment at most once.
+
+    deployment_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    previous: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    running_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DesiredStateRow(Base):
+    """The whole desired state last issued to one agent (a ``DesiredState`` as JSON).
+
+    The broker keeps it retained; this row lets the cloud build the next one from it and
+    publish it again when the broker lost it. ``updated_at`` equals the payload's
+    ``issued_at``.
+    """
+
+    __tablename__ = "desired_states"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -19,10 +19,11 @@ from prometheus_client import CollectorRegistry
 from edge_agent import __version__
 from edge_agent.actions import Actions
 from edge_agent.config import AgentConfig
-from edge_agent.health import AgentCollector, MetricsServer, UplinkHealth
+from edge_agent.health import AgentCollector, MetricsServer, UpdateHealth, UplinkHealth
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import Pipeline, SensorPipeline
+from edge_agent.updater import Updater
 from edge_agent.uplink import Uplink
 from edge_agent.vision import VisionPipeline
 from shared.messages import AgentStatus, utcnow
@@ -45,6 +46,7 @@ class Agent:
         self.uplink: Uplink | None = None
         self.metrics: MetricsServer | None = None
         self.actions: Actions | None = None
+        self.updater: Updater | None = None
 
     def start(self) -> None:
         """Bring the agent up; raises ConfigError, ModelError or StorageError if it cannot."""
@@ -66,11 +68,26 @@ class Agent:
             )
             for p in cfg.pipelines
         ]
-        self.registry.register(AgentCollector(self.status, self._uplink_health, self._dropped))
+        if cfg.cloud is not None:
+            # Before the pipelines run: a version installed before a restart takes over now.
+            self.updater = Updater(cfg, self.pipelines, on_change=self._status_changed)
+            self.updater.restore()
+        self.registry.register(
+            AgentCollector(self.status, self._uplink_health, self._dropped, self._update_health)
+        )
         self.metrics = MetricsServer(self.registry, cfg.metrics.host, cfg.metrics.port)
         self.metrics.start()
-        self.uplink = Uplink(cfg, self.outbox, self.status)
+        updater = self.updater
+        self.uplink = Uplink(
+            cfg,
+            self.outbox,
+            self.status,
+            desired=updater.submit if updater is not None else None,
+            refused=updater.refuse_message if updater is not None else None,
+        )
         self.uplink.start()
+        if updater is not None:
+            updater.start()
         for pipeline in self.pipelines:
             thread = threading.Thread(
                 target=self._run_pipeline, args=(pipeline,), name=f"pipeline-{pipeline.name}"
@@ -85,6 +102,8 @@ class Agent:
 
     def stop(self) -> None:
         """Stop in reverse order; every thread is joined. Safe to call more than once."""
+        if self.updater is not None:
+            self.updater.stop()  # first: no swap while the pipelines wind down
         self._stop.set()
         for thread in self._threads:
             thread.join()
@@ -119,15 +138,22 @@ class Agent:
     def status(self) -> AgentStatus:
         """What the agent runs and has done: the retained heartbeat's payload."""
         outbox = self.outbox
+        updater = self.updater
+        reason = "running" if not self.sources_done() else "sources finished"
+        if updater is not None and updater.counters.last_refusal:
+            reason = f"{reason}; refused a desired state: {updater.counters.last_refusal}"[:256]
         return AgentStatus(
             agent_id=self.config.agent_id,
             state="online",
-            reason="running" if not self.sources_done() else "sources finished",
+            reason=reason,
             ts=utcnow(),
             agent_version=__version__,
             uptime_s=time.monotonic() - self._started_at,
             heartbeat_s=self.config.mqtt.heartbeat_s,
-            pipelines=[p.status() for p in self.pipelines],
+            pipelines=[
+                p.status(updater.status(p.name) if updater is not None else None)
+                for p in self.pipelines
+            ],
             outbox_depth=outbox.depth() if outbox is not None else 0,
             outbox_oldest_age_s=outbox.oldest_age_s() if outbox is not None else 0.0,
         )
@@ -154,6 +180,18 @@ class Agent:
             uplink.inflight_batches,
             c.summaries_acked,
         )
+
+    def _status_changed(self) -> None:
+        uplink = self.uplink
+        if uplink is not None:
+            uplink.publish_status_now()
+
+    def _update_health(self) -> UpdateHealth | None:
+        updater = self.updater
+        if updater is None:
+            return None
+        c = updater.counters
+        return UpdateHealth(dict(c.outcomes), c.swaps, c.refused_messages)
 
     def _dropped(self) -> int:
         return self.outbox.dropped if self.outbox is not None else 0

@@ -466,6 +466,61 @@ class PipelineConfig(_Config):
         return value
 
 
+class CloudConfig(_Config):
+    """The cloud API the agent downloads model versions from, and the key that signs them.
+
+    Without this section the agent does not subscribe to desired states: it runs the models
+    of this file only.
+    """
+
+    api_url: Annotated[str, AfterValidator(_check_http_url)]
+    public_key: str | None = Field(
+        default=None, description="base64 of the cloud's Ed25519 public key (32 raw bytes)"
+    )
+    public_key_file: FilePath | None = None
+    username: str | None = Field(default=None, description="HTTP Basic user for downloads")
+    password_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _one_key_and_credentials(self) -> CloudConfig:
+        if self.public_key is not None and self.public_key_file is not None:
+            raise ValueError("give public_key or public_key_file, not both")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("give username and password_file together")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """``api_url`` without a trailing slash (artifact paths start with one)."""
+        return self.api_url.rstrip("/")
+
+
+class UpdatesConfig(_Config):
+    """How the agent installs model versions the cloud asks for, and when it rolls one back."""
+
+    dir: FilePath | None = Field(
+        default=None, description="where versions are kept; default: models/ beside the outbox"
+    )
+    health_window_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    max_errors: int = Field(
+        default=0, ge=0, description="inference errors allowed in the health window"
+    )
+    max_latency_factor: float = Field(
+        default=3.0, gt=1, allow_inf_nan=False,
+        description="median inference time allowed, as a multiple of the previous model's",
+    )  # fmt: skip
+    latency_floor_ms: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False,
+        description="a median inference time under this is never too slow (noise on fast models)",
+    )  # fmt: skip
+    keep_versions: int = Field(default=3, ge=2)
+    download_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    retries: int = Field(default=5, ge=1, description="download attempts in all")
+    retry_backoff_s: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False, description="first wait; doubles per attempt"
+    )
+
+
 class AgentConfig(_Config):
     """The whole agent."""
 
@@ -473,6 +528,8 @@ class AgentConfig(_Config):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    cloud: CloudConfig | None = None
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
     pipelines: list[PipelineConfig] = Field(min_length=1)
 
     @field_validator("pipelines")
@@ -487,6 +544,11 @@ class AgentConfig(_Config):
     @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"aiot-edge-{self.agent_id}"
+
+    @property
+    def updates_dir(self) -> Path:
+        """Where downloaded model versions live (``models/`` beside the outbox by default)."""
+        return self.updates.dir or self.outbox.path.parent / "models"
 
 
 def load_config(path: Path) -> AgentConfig:

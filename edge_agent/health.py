@@ -30,6 +30,16 @@ class UplinkHealth:
     summaries_acked: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class UpdateHealth:
+    """What the model updater has done since the agent started."""
+
+    outcomes: dict[str, int]
+    """Finished updates by outcome: running, failed, rolled_back."""
+    swaps: int
+    refused_messages: int
+
+
 class AgentCollector:
     """A Prometheus collector over the agent's status snapshot."""
 
@@ -38,10 +48,12 @@ class AgentCollector:
         status: Callable[[], AgentStatus],
         uplink: Callable[[], UplinkHealth | None],
         outbox_dropped: Callable[[], int],
+        updates: Callable[[], UpdateHealth | None] = lambda: None,
     ) -> None:
         self._status = status
         self._uplink = uplink
         self._dropped = outbox_dropped
+        self._updates = updates
 
     def collect(self) -> Iterator[Metric]:
         status = self._status()
@@ -76,6 +88,22 @@ class AgentCollector:
             "aiot_edge_outbox_dropped", "Events dropped by the outbox bounds", self._dropped()
         )
         yield _gauge("aiot_edge_uptime_seconds", "Seconds since the agent started", status.uptime_s)
+        updates = self._updates()
+        if updates is not None:
+            outcomes = CounterMetricFamily(
+                "aiot_edge_model_updates", "Model updates finished, by outcome", labels=["outcome"]
+            )
+            for outcome, count in sorted(updates.outcomes.items()):
+                outcomes.add_metric([outcome], count)
+            yield outcomes
+            yield _counter(
+                "aiot_edge_model_swaps", "Model swaps (installs and rollbacks)", updates.swaps
+            )
+            yield _counter(
+                "aiot_edge_desired_refused",
+                "Desired-state messages that did not validate or named another agent",
+                updates.refused_messages,
+            )
         uplink = self._uplink()
         if uplink is not None:
             yield _gauge("aiot_edge_mqtt_connected", "1 when connected", int(uplink.connected))

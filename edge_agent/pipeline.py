@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,13 +27,20 @@ import numpy.typing as npt
 from edge_agent.actions import Actions
 from edge_agent.config import PipelineConfig
 from edge_agent.filters import Decision, FilterEngine, build_engine
-from edge_agent.inference.slot import ModelSlot
+from edge_agent.inference.slot import LoadedModel, ModelSlot
 from edge_agent.outbox import Outbox
 from edge_agent.sources.registry import build_source
 from edge_agent.sources.sample import Sample, Source
 from edge_agent.summary import SummaryWindow
 from shared.errors import ConfigError, ModelError, StorageError
-from shared.messages import Event, ModelRef, PipelineStatus, PipelineSummary, new_event_id
+from shared.messages import (
+    Event,
+    ModelRef,
+    PipelineStatus,
+    PipelineSummary,
+    UpdateStatus,
+    new_event_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,8 @@ LEVEL_EVERY = 8
 """The summary's ``rms_g`` samples one window in 8 (by seq): after an ORT run, even two dot
 products cost about 5% of the inference, so measuring every window would eat the budget
 of the per-window path; one in 8 is ~0.6% and still ~47 readings a minute at 12.8 kHz."""
+LATENCY_SAMPLES = 512
+"""Inference times a pipeline remembers: enough for the median of a health window."""
 
 
 @dataclass(slots=True)
@@ -56,6 +66,25 @@ class PipelineCounters:
     """Bytes read from the source (float32 windows: windows x values x 4)."""
     sent_bytes: int = 0
     """Encoded bytes handed to the outbox for the cloud: events and summaries."""
+    inference_errors: int = 0
+    """Samples whose inference or postprocessing failed (a part of ``errors``)."""
+    inference_calls: int = 0
+    """Timed ``session.run`` calls; the last LATENCY_SAMPLES times are in ``latencies``."""
+
+
+class InferenceLog:
+    """Recent inference times and errors, so the updater can judge a model it just swapped in.
+
+    Appending to a bounded deque costs tens of nanoseconds; nothing is computed on the hot path.
+    """
+
+    __slots__ = ("errors", "latencies")
+
+    def __init__(self) -> None:
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        """Seconds per window of the most recent inferences, oldest first."""
+        self.errors: deque[tuple[int, str]] = deque(maxlen=16)
+        """(the ``inference_errors`` count it made, message) of the most recent errors."""
 
 
 class Pipeline(ABC):
@@ -80,6 +109,7 @@ class Pipeline(ABC):
         self.slot = slot
         self.source = source if source is not None else build_source(config.source)
         self.counters = PipelineCounters()
+        self.inference_log = InferenceLog()
         self.filters: FilterEngine = build_engine(config.filters)
         self._actions = actions
         self._failing = False
@@ -116,7 +146,7 @@ class Pipeline(ABC):
             try:
                 events = self.process_sample(sample)
             except ModelError as exc:
-                self._failed("inference", exc)
+                self._inference_failed(exc)
                 continue
             if self._failing:
                 self._failing = False
@@ -130,7 +160,8 @@ class Pipeline(ABC):
         if interval:
             self._put_summary(outbox)
 
-    def status(self) -> PipelineStatus:
+    def status(self, update: UpdateStatus | None = None) -> PipelineStatus:
+        """What the pipeline runs and did; ``update`` is its last model update (the updater's)."""
         c = self.counters
         return PipelineStatus(
             name=self.name,
@@ -143,6 +174,7 @@ class Pipeline(ABC):
             raw_bytes=c.raw_bytes,
             sent_bytes=c.sent_bytes,
             filtered=self.filters.counters.held_back,
+            update=update,
         )
 
     def _emit(self, outbox: Outbox, events: list[Event]) -> None:
@@ -187,6 +219,19 @@ class Pipeline(ABC):
             self.counters.sent_bytes += outbox.put_summary(self.summarize())
         except StorageError as exc:
             self._failed("outbox", exc)
+
+    def _timed(self, model: LoadedModel, batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        """``model.runtime.run(batch)``, its time per window kept in the inference log."""
+        start = time.perf_counter()
+        output = model.runtime.run(batch)
+        self.inference_log.latencies.append((time.perf_counter() - start) / batch.shape[0])
+        self.counters.inference_calls += 1
+        return output
+
+    def _inference_failed(self, exc: Exception) -> None:
+        self.counters.inference_errors += 1
+        self.inference_log.errors.append((self.counters.inference_errors, str(exc)))
+        self._failed("inference", exc)
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.counters.errors += 1
@@ -242,7 +287,20 @@ class SensorPipeline(Pipeline):
         self.counters.raw_bytes += batch.nbytes
         self._next_seq = seq + n
         self._next_ts = ts + n * self._period_s
-        probabilities = model.runtime.run(batch)
+        probabilities = self._timed(model, batch)
+        # A model that breaks its contract fails here, as an inference error the updater's
+        # health window counts, never as NaN scores reaching the filters.
+        if probabilities.shape != (n, len(model.labels)):
+            raise ModelError(
+                f"model {model.ref.name} {model.ref.version}: output shape "
+                f"{probabilities.shape} does not fit {n} windows of {len(model.labels)} labels"
+            )
+        rows = probabilities.tolist()
+        # NaN and inf survive a sum; on the few rows of a batch Python's is ~10x numpy's.
+        if not math.isfinite(sum(map(sum, rows))):
+            raise ModelError(
+                f"model {model.ref.name} {model.ref.version}: output is not finite (NaN or inf)"
+            )
         self.counters.inferences += n
         # Plain Python over the rows is cheaper than numpy for the few rows of a batch.
         normal = model.normal_index
@@ -253,7 +311,7 @@ class SensorPipeline(Pipeline):
         events: list[Event] = []
         # The summary's score signal: plain arithmetic on locals, folded in once per call.
         s_lo, s_hi, s_sum = math.inf, -math.inf, 0.0
-        for i, row in enumerate(probabilities.tolist()):
+        for i, row in enumerate(rows):
             # The label of an anomalous window is its most likely fault, never the normal one.
             label = labels[max(faults, key=row.__getitem__)]
             score = 1.0 - row[normal]

@@ -12,6 +12,10 @@ Delivery is at least once. Unacked batches stay in paho's queue across a reconne
 resent in order, with the same mids, so their PUBACKs still find their ids; the outbox keeps
 every event until then, so a crash of the whole process resends them on the next start.
 The number of batches in flight is bounded (mids are 16-bit, and memory is finite).
+
+With a ``desired`` handler the uplink also subscribes (QoS 1, on every connect) to the agent's
+retained ``desired`` topic and hands each valid ``DesiredState`` to it; a message that does
+not validate, or names another agent, goes to the ``refused`` handler with the reason.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
 
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import Outbox, OutboxItem, PayloadKind
 from shared.errors import StorageError
-from shared.messages import AgentStatus, Event, EventBatch, encode, utcnow
+from shared.messages import AgentStatus, DesiredState, Event, EventBatch, encode, utcnow
 from shared.topics import Channel, Topic
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,9 @@ class Uplink:
         config: AgentConfig,
         outbox: Outbox,
         status: Callable[[], AgentStatus],
+        *,
+        desired: Callable[[DesiredState], None] | None = None,
+        refused: Callable[[str], None] | None = None,
     ) -> None:
         self._config = config
         self._mqtt = config.mqtt
@@ -67,6 +75,9 @@ class Uplink:
         self._events_topic = str(Topic(config.agent_id, Channel.EVENTS))
         self._summary_topic = str(Topic(config.agent_id, Channel.SUMMARY))
         self._status_topic = str(Topic(config.agent_id, Channel.STATUS))
+        self._desired_topic = str(Topic(config.agent_id, Channel.DESIRED))
+        self._desired = desired
+        self._refused = refused
         self._max_inflight = config.outbox.max_inflight_batches
         self._batch_max = config.outbox.batch_max_events
         self.counters = UplinkCounters()
@@ -87,6 +98,10 @@ class Uplink:
     @property
     def inflight_batches(self) -> int:
         return len(self._inflight)
+
+    def publish_status_now(self) -> None:
+        """Publish the status at the sender's next turn, not only at the heartbeat."""
+        self._status_now.set()
 
     def start(self) -> None:
         """Connect in the background (the agent works offline) and start sending."""
@@ -130,6 +145,7 @@ class Uplink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _on_connect(
@@ -144,6 +160,9 @@ class Uplink:
         self._unreachable_logged = False
         self.counters.connects += 1
         log.info("connected to %s as %s", self._where(), self._config.client_id)
+        if self._desired is not None:
+            # Every connect: a clean session forgets it; the retained state comes right back.
+            client.subscribe(self._desired_topic, qos=1)
         self._status_now.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -162,6 +181,31 @@ class Uplink:
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
         self._pubacks.put((mid, not reason.is_failure))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != self._desired_topic or self._desired is None:
+            return
+        if not msg.payload:
+            # An empty retained message only clears the topic on the broker; an empty desired
+            # state (back to the configured models) is a DesiredState with no pipelines.
+            log.info("the retained desired state on %s was cleared", self._desired_topic)
+            return
+        try:
+            desired = DesiredState.model_validate_json(msg.payload)
+        except ValidationError as exc:
+            self._refuse(f"invalid desired state: {_first_error(exc)}")
+            return
+        if desired.agent_id != self._config.agent_id:
+            self._refuse(
+                f"desired state names agent {desired.agent_id!r}, this is {self._config.agent_id!r}"
+            )
+            return
+        self._desired(desired)
+
+    def _refuse(self, reason: str) -> None:
+        log.warning("refused a message on %s: %s", self._desired_topic, reason)
+        if self._refused is not None:
+            self._refused(reason)
 
     # -- the sender thread ----------------------------------------------------------------
 
@@ -277,3 +321,14 @@ class Uplink:
 
     def _where(self) -> str:
         return f"{self._mqtt.host}:{self._mqtt.port}"
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first validation error as ``loc: message`` (a whole report is too long to publish)."""
+    errors = exc.errors()
+    if not errors:
+        return str(exc)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(message)"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"

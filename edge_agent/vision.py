@@ -20,6 +20,7 @@ import numpy.typing as npt
 from edge_agent.config import PipelineConfig, VisionConfig
 from edge_agent.filters import Decision
 from edge_agent.inference.postprocess import Detection, Letterboxer, decode_yolo
+from edge_agent.inference.slot import LoadedModel
 from edge_agent.motion import MotionGate
 from edge_agent.pipeline import Pipeline
 from edge_agent.sources.sample import Sample
@@ -69,23 +70,26 @@ class VisionPipeline(Pipeline):
         counters.samples_in += 1
         counters.raw_bytes += frame.nbytes
         self._last_seq, self._last_ts = seq, ts
+        # One read of the slot per frame: a swap lands between two frames, and every event
+        # of this frame names the model that saw it.
+        model = self.slot.current()
         if self.gate is not None and not self.gate.check(frame):
             counters.gated += 1
             detections = self._last
         else:
-            detections = self.detect(frame)
+            detections = self.detect(frame, model)
             self._last = detections
             self._objects.add(len(detections))
         step = self.lifecycle.step(detections, seq, ts)
-        events = self._events(step, frame)
+        events = self._events(step, frame, model.ref)
         counters.events_out += len(events)
         return events
 
-    def detect(self, frame: Frame) -> list[Detection]:
-        """One inference: the frame's objects in frame pixels."""
-        model = self.slot.current()
+    def detect(self, frame: Frame, model: LoadedModel | None = None) -> list[Detection]:
+        """One inference (with the slot's current model unless given): objects in frame pixels."""
+        model = model if model is not None else self.slot.current()
         tensor, geometry = self._letterbox(frame)
-        output = model.runtime.run(tensor)
+        output = self._timed(model, tensor)
         self.counters.inferences += 1
         return decode_yolo(
             output,
@@ -97,15 +101,14 @@ class VisionPipeline(Pipeline):
 
     def close(self) -> list[Event]:
         step = self.lifecycle.close(max(self._last_seq, 0), self._last_ts)
-        events = self._events(step, None)
+        events = self._events(step, None, self.slot.current().ref)
         self.counters.events_out += len(events)
         return events
 
-    def _events(self, step: LifecycleStep, frame: Frame | None) -> list[Event]:
+    def _events(self, step: LifecycleStep, frame: Frame | None, ref: ModelRef) -> list[Event]:
         if frame is not None and self._thumbnails is not None:
             for snapshot in step.snapshots:
                 self._save(frame, snapshot.box, self._thumbnails / snapshot.path)
-        ref = self.slot.current().ref
         events: list[Event] = []
         offer = self.filters.offer
         for decision in step.objects:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import groupby
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -135,29 +135,88 @@ def get_version(
 @router.get(
     "/{name}/versions/{version}/artifact",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "the part a `Range: bytes=...` header asked for"},
+        416: {"description": "the range is malformed or outside the artifact"},
+    },
 )
 def download_artifact(
-    name: str, version: str, session: SessionDep, store: ArtifactStoreDep, _: ReadOrAgentDep
+    name: str,
+    version: str,
+    session: SessionDep,
+    store: ArtifactStoreDep,
+    _: ReadOrAgentDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """The ONNX file, streamed; check it against the signed manifest's sha256."""
+    """The ONNX file, streamed; check it against the signed manifest's sha256.
+
+    One range (``bytes=N-``, ``bytes=N-M``, ``bytes=-S``) is answered 206 with
+    ``Content-Range``, so an agent resumes a broken download; a range that is malformed or
+    starts past the end is 416. Several ranges, or an ``If-Range`` that is not the ETag, get
+    the whole file (RFC 9110 lets a server ignore a range).
+    """
     row = _row(session, name, version)
+    etag = f'"{row.sha256}"'
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="{row.name}-{row.version}.onnx"',
+        "ETag": etag,
+    }
+    span = None
+    if range_header is not None and (if_range is None or if_range == etag):
+        try:
+            span = parse_range(range_header, row.size)
+        except ValueError as exc:
+            unsatisfiable = {"Accept-Ranges": "bytes", "Content-Range": f"bytes */{row.size}"}
+            raise HTTPException(416, str(exc), headers=unsatisfiable) from None
+    first, last = span if span is not None else (0, row.size - 1)
     file = store.open(registry.artifact_key(row.name, row.version))
+    file.seek(first)
 
     def chunks() -> Iterator[bytes]:
+        left = last - first + 1
         with file:
-            while chunk := file.read(registry.CHUNK):
+            while left > 0 and (chunk := file.read(min(registry.CHUNK, left))):
+                left -= len(chunk)
                 yield chunk
 
+    headers["Content-Length"] = str(last - first + 1)
+    if span is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{row.size}"
     return StreamingResponse(
         chunks(),
+        status_code=206 if span is not None else 200,
         media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(row.size),
-            "Content-Disposition": f'attachment; filename="{row.name}-{row.version}.onnx"',
-            "ETag": f'"{row.sha256}"',
-        },
+        headers=headers,
     )
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The first and last byte (inclusive) one ``bytes=`` range asks of ``size`` bytes.
+
+    None for several ranges (answered whole); ValueError naming the problem for a malformed
+    range or one that starts past the end.
+    """
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or not spec.strip():
+        raise ValueError(f"range {header!r} is not of the form bytes=N-, bytes=N-M or bytes=-S")
+    if "," in spec:
+        return None
+    start_text, dash, end_text = spec.strip().partition("-")
+    if not dash or not (start_text + end_text).isdigit() or not (start_text or end_text):
+        raise ValueError(f"range {header!r} is not of the form bytes=N-, bytes=N-M or bytes=-S")
+    if not start_text:  # the last S bytes
+        suffix = int(end_text)
+        if suffix == 0 or size == 0:
+            raise ValueError(f"range {header!r} selects no byte of {size}")
+        return max(0, size - suffix), size - 1
+    first = int(start_text)
+    last = int(end_text) if end_text else size - 1
+    if first >= size or last < first:
+        raise ValueError(f"range {header!r} is outside the artifact's {size} bytes")
+    return first, min(last, size - 1)
 
 
 def _row(session: SessionDep, name: str, version: str) -> ModelVersionRow:

@@ -9,6 +9,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -16,6 +17,8 @@ from sqlalchemy import func, select
 import models
 from cloud_api.config import Settings
 from cloud_api.tables import ModelVersionRow
+from shared.errors import ModelError
+from shared.golden import check_golden, golden_input, golden_reference
 from shared.signing import SignedManifest, decode_public_key, verify
 from tests.cloud.conftest import AppFactory
 
@@ -149,3 +152,20 @@ def test_oversized_upload_is_refused(make_api: AppFactory, settings: Settings, l
         assert files_under(settings.data_dir / "artifacts") == []
         assert files_under(settings.data_dir / "uploads") == []
         assert rows(client) == 0
+
+
+def test_manifest_carries_a_golden_self_test_that_the_model_passes(api: TestClient) -> None:
+    import onnxruntime
+
+    status, body = upload(api, "vib", "1.0.0", MODEL_FILE.read_bytes())
+    assert status == 201, body
+    manifest = SignedManifest.model_validate(body["signed_manifest"]).manifest
+    assert manifest.golden_input == golden_reference()
+    assert manifest.golden_output is not None
+    assert len(manifest.golden_output) == 6  # the first output: 6 class probabilities
+    session = onnxruntime.InferenceSession(str(MODEL_FILE), providers=["CPUExecutionProvider"])
+    window = golden_input(manifest.golden_input, manifest.inputs[0])
+    check_golden(manifest, session.run(None, {manifest.inputs[0].name: window})[0])
+    # Another model's output does not pass: the self-test can fail.
+    with pytest.raises(ModelError, match="self-test"):
+        check_golden(manifest, np.zeros((1, 6), dtype=np.float32))

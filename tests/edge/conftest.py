@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from edge_agent.config import AgentConfig
+from tests.edge.artifacts import ArtifactServer
+
+if TYPE_CHECKING:
+    from tests.edge.rollout import Rollout
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "vibration-anomaly-1.0.0.onnx"
@@ -84,3 +88,16 @@ def agent_config(tmp_path: Path) -> AgentConfigFactory:
         )
 
     return build
+
+
+@pytest.fixture
+def rollout(tmp_path: Path) -> Iterator[Rollout]:
+    """An updater's world: signing key, artifact server, config and pipelines (see rollout.py)."""
+    from tests.edge.rollout import Rollout  # it imports this module's model_section
+
+    with ArtifactServer() as server:
+        r = Rollout(tmp_path, server)
+        try:
+            yield r
+        finally:
+            r.stop()

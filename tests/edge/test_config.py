@@ -199,3 +199,71 @@ def test_compose_config_is_valid_and_points_inside_the_container() -> None:
     assert config.outbox.path == Path("/data/outbox.db")
     assert config.pipelines[0].model.manifest == Path("/app/models/manifest.json")
     assert (REPO / "models" / "manifest.json").exists()  # what the image copies to /app/models
+
+
+CLOUD = textwrap.dedent(
+    """\
+    cloud:
+      api_url: http://cloud.local:8000/
+      public_key_file: keys/cloud.pub
+      username: press-3
+      password_file: secrets/password
+    updates:
+      health_window_s: 10
+      keep_versions: 2
+    """
+)
+
+
+def test_cloud_and_updates_sections_resolve_paths_and_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID + CLOUD))
+    assert config.cloud is not None
+    assert config.cloud.base_url == "http://cloud.local:8000"
+    assert config.cloud.public_key_file == tmp_path / "keys" / "cloud.pub"
+    assert config.cloud.password_file == tmp_path / "secrets" / "password"
+    assert config.updates.health_window_s == 10
+    assert config.updates.retries == 5
+    assert config.updates_dir == tmp_path / "data" / "models"
+
+
+def test_without_cloud_section_there_is_no_cloud(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, VALID)).cloud is None
+
+
+def test_unknown_cloud_key_names_key_and_line(tmp_path: Path) -> None:
+    message = error_of(tmp_path, VALID + CLOUD.replace("  username:", "  user_name:"))
+    assert "agent.yaml:20: cloud.user_name: unknown key" in message
+
+
+def test_username_needs_a_password_file(tmp_path: Path) -> None:
+    text = VALID + CLOUD.replace("  password_file: secrets/password\n", "")
+    assert "give username and password_file together" in error_of(tmp_path, text)
+
+
+def test_api_url_must_be_http(tmp_path: Path) -> None:
+    message = error_of(tmp_path, VALID + CLOUD.replace("http://cloud", "ftp://cloud"))
+    assert "cloud.api_url" in message
+    assert "expected http(s)://" in message
+
+
+def test_example_cloud_section_is_valid_once_uncommented(tmp_path: Path) -> None:
+    text = (REPO / "deploy" / "edge.example.yaml").read_text()
+    block = text.split("# cloud:\n", 1)[1].split("updates:", 1)[0]
+    cloud = "cloud:\n" + "".join(line.removeprefix("#") + "\n" for line in block.splitlines())
+    example = tmp_path / "deploy" / "edge.yaml"
+    example.parent.mkdir()
+    example.write_text(text.replace("# cloud:\n" + block, cloud))
+    config = load_config(example)
+    assert config.cloud is not None
+    assert config.cloud.public_key_file == tmp_path / "data" / "cloud" / "signing-key.pub"
+    assert config.updates.keep_versions == 3
+
+
+def test_the_update_config_in_the_readme_is_valid(tmp_path: Path) -> None:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Model updates on the agent", 1)[1]
+    block = section.split("```yaml", 1)[1].split("```", 1)[0]
+    config = load_config(write(tmp_path, VALID + block))
+    assert config.cloud is not None
+    assert config.cloud.username == "press-line-3"
+    assert config.updates_dir == Path("/var/lib/aiot/models")

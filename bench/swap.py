@@ -1,0 +1,180 @@
+"""Model swap: the longest gap between two inferences while the updater installs a version,
+against the median interval between inferences in the same run.
+
+A vibration pipeline runs unpaced (window after window, as fast as ORT goes) on one thread
+while the real ``Updater`` downloads a new version from a local HTTP server, checks its
+signature and sha256, loads it into a new session, self-tests it and swaps it in. Everything
+the update does competes with the pipeline for the GIL and the CPU: the longest gap is what a
+paced source would see as extra latency during an update. The gap around the swap itself
+(the interval that contains the swap) is reported apart. Every window must be processed
+exactly once: the bench checks the window count.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import tempfile
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.common import Result
+from edge_agent.config import AgentConfig
+from edge_agent.inference.manifest import resolve_model
+from edge_agent.inference.slot import LoadedModel, ModelSlot, load_model
+from edge_agent.pipeline import SensorPipeline
+from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
+from edge_agent.updater import Updater
+from shared.messages import DesiredModel, DesiredState, utcnow
+from shared.signing import encode_public_key
+from tests.model_fixtures import LABELS, MODEL_NAME, SHIPPED_MODEL, sign_manifest, write_same_model
+
+ROUNDS = 3
+SETTLE_S = 0.5
+"""Inferences before the update and after it is running, for the normal interval."""
+WINDOWS = 256
+
+
+class _TimedSlot(ModelSlot):
+    """A slot that remembers when it swapped (perf_counter seconds)."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        super().__init__(model)
+        self.swapped_at: list[float] = []
+
+    def swap(self, model: LoadedModel) -> LoadedModel:
+        self.swapped_at.append(time.perf_counter())
+        return super().swap(model)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def _config(workdir: Path, api_url: str, key: Ed25519PrivateKey) -> AgentConfig:
+    return AgentConfig.model_validate(
+        {
+            "agent_id": "bench-swap",
+            "outbox": {"path": str(workdir / "outbox.db")},
+            "cloud": {"api_url": api_url, "public_key": encode_public_key(key.public_key())},
+            "updates": {"health_window_s": 0.2},
+            "pipelines": [
+                {
+                    "name": "spindle",
+                    "source": {"type": "simulated_vibration", "seed": 1, "speed": 0},
+                    "model": {
+                        "name": MODEL_NAME,
+                        "path": str(SHIPPED_MODEL),
+                        "version": "1.0.0",
+                        "labels": LABELS,
+                        "normal_label": "healthy",
+                    },
+                    "summary_interval_s": 0,
+                }
+            ],
+        }
+    )
+
+
+def _one_round(
+    workdir: Path, www: Path, api_url: str, key: Ed25519PrivateKey, version: str
+) -> dict[str, float]:
+    config = _config(workdir, api_url, key)
+    pipeline_config = config.pipelines[0]
+    slot = _TimedSlot(load_model(resolve_model(pipeline_config.model), pipeline_config.runtime))
+    pipeline = SensorPipeline(pipeline_config, slot)
+    updater = Updater(config, [pipeline])
+    updater.restore()
+    path = write_same_model(www / f"{version}.onnx", version)
+    signed = sign_manifest(path, MODEL_NAME, version, key)
+    entry = DesiredModel(pipeline="spindle", manifest=signed, artifact_path=f"/{version}.onnx")
+    machine = SimulatedMachine(MachineSpec(), seed=4)
+    windows = np.stack([machine.window() for _ in range(WINDOWS)]).astype(np.float32)
+    stop = threading.Event()
+    ends: list[float] = []
+
+    def run() -> None:
+        i = 0
+        while not stop.is_set():
+            pipeline.process_windows(windows[i % WINDOWS])
+            ends.append(time.perf_counter())
+            i += 1
+
+    worker = threading.Thread(target=run, name="bench-pipeline")
+    worker.start()
+    updater.start()
+    try:
+        time.sleep(SETTLE_S)
+        submitted = time.perf_counter()
+        updater.submit(DesiredState(agent_id="bench-swap", issued_at=utcnow(), pipelines=[entry]))
+        while (status := updater.status("spindle")) is None or status.state not in (
+            "running", "failed", "rolled_back",
+        ):  # fmt: skip
+            time.sleep(0.01)
+        done = time.perf_counter()
+        time.sleep(SETTLE_S)
+    finally:
+        stop.set()
+        worker.join()
+        updater.stop()
+    if status.state != "running":
+        raise RuntimeError(f"the update did not install: {status.state} {status.reason}")
+    if pipeline.counters.samples_in != len(ends):
+        raise RuntimeError(f"{len(ends)} calls but {pipeline.counters.samples_in} windows")
+    times = np.asarray(ends)
+    gaps = np.diff(times)
+    normal = float(np.median(gaps[(times[1:] < submitted) | (times[:-1] > done)]))
+    during = (times[1:] >= submitted) & (times[:-1] <= done)
+    (swapped_at,) = slot.swapped_at
+    at_swap = int(np.searchsorted(times, swapped_at))  # the gap that contains the swap
+    return {
+        "normal_s": normal,
+        "longest_s": float(gaps[during].max()),
+        "swap_gap_s": float(gaps[at_swap - 1]),
+        "update_s": done - submitted,
+    }
+
+
+def bench_swap() -> list[Result]:
+    key = Ed25519PrivateKey.generate()
+    workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-swap-"))
+    (workdir / "www").mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(workdir / "www"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    api_url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        rounds = [
+            _one_round(workdir / f"round{i}", workdir / "www", api_url, key, f"1.{i + 1}.0")
+            for i in range(ROUNDS)
+        ]
+    finally:
+        server.shutdown()
+        server.server_close()
+        serving.join()
+    normal = statistics.median(r["normal_s"] for r in rounds)
+    longest = statistics.median(r["longest_s"] for r in rounds)
+    swap_gap = statistics.median(r["swap_gap_s"] for r in rounds)
+    return [
+        Result(
+            name="model update: longest gap between inferences",
+            value=longest * 1e3,
+            unit="ms",
+            baseline=normal * 1e3,
+            baseline_name="median inference interval",
+            goal="no window lost or doubled; ratio reported",
+            details={
+                "rounds": ROUNDS,
+                "swap_gap_ms": round(swap_gap * 1e3, 3),
+                "swap_gap_ratio": round(swap_gap / normal, 2),
+                "update_ms": round(statistics.median(r["update_s"] for r in rounds) * 1e3, 1),
+            },
+        )
+    ]

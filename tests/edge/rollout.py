@@ -1,0 +1,167 @@
+"""Rollout test helpers: an agent config with a cloud section, one vibration pipeline, its
+updater, and the local HTTP server its artifacts come from."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.config import AgentConfig, RuntimeConfig
+from edge_agent.inference.slot import load_slot
+from edge_agent.outbox import Outbox
+from edge_agent.pipeline import SensorPipeline
+from edge_agent.updater import Updater
+from shared.messages import DesiredModel, DesiredState, Event, UpdateStatus, utcnow
+from shared.signing import SignedManifest, encode_public_key
+from tests.edge.artifacts import ArtifactServer
+from tests.edge.conftest import model_section
+from tests.model_fixtures import MODEL_NAME, sign_manifest
+
+TIMEOUT_S = 60.0
+PIPELINE = "spindle"
+EVERY_WINDOW = [
+    {"type": "threshold", "threshold": -1},
+    {"type": "report_interval", "max_s": 0.001},
+]
+"""Filters that make one event per window, so every window shows which model ran it."""
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Rollout:
+    """An agent's config, one pipeline, its updater and the server the artifacts come from."""
+
+    tmp: Path
+    server: ArtifactServer
+    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    agent_id: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:10]}")
+    states: list[str] = field(default_factory=list)
+    updaters: list[Updater] = field(default_factory=list)
+
+    def config(
+        self,
+        *,
+        public_key: str | None = "",
+        speed: float = 0.0,
+        mqtt: dict[str, Any] | None = None,
+        **updates: Any,
+    ) -> AgentConfig:
+        cloud: dict[str, Any] = {"api_url": self.server.url + "/api"}
+        if public_key == "":
+            cloud["public_key"] = encode_public_key(self.key.public_key())
+        elif public_key is not None:
+            cloud["public_key"] = public_key
+        cloud.update(updates.pop("cloud", {}))
+        return AgentConfig.model_validate(
+            {
+                "agent_id": self.agent_id,
+                "mqtt": mqtt or {},
+                "outbox": {"path": str(self.tmp / "outbox.db")},
+                "cloud": cloud,
+                "updates": {"health_window_s": 0, "retry_backoff_s": 0.01, **updates},
+                "pipelines": [
+                    {
+                        "name": PIPELINE,
+                        "source": {
+                            "type": "simulated_vibration",
+                            "seed": 3,
+                            "speed": speed,
+                            "duration_s": 3600,
+                        },
+                        "model": model_section(),
+                        "filters": EVERY_WINDOW,
+                        "summary_interval_s": 0,
+                    }
+                ],
+            }
+        )
+
+    def pipeline(self, config: AgentConfig) -> SensorPipeline:
+        p = config.pipelines[0]
+        return SensorPipeline(p, load_slot(p.model, RuntimeConfig()))
+
+    def updater(self, config: AgentConfig, pipeline: SensorPipeline) -> Updater:
+        def changed() -> None:
+            status = updater.status(PIPELINE)
+            if status is not None:
+                self.states.append(status.state)
+
+        updater = Updater(config, [pipeline], on_change=changed)
+        updater.restore()
+        updater.start()
+        self.updaters.append(updater)
+        return updater
+
+    def publish(
+        self, version: str, path: Path, signed: SignedManifest | None = None
+    ) -> DesiredModel:
+        """Serve ``path`` as ``version`` and return the desired entry naming it."""
+        artifact = f"/v1/models/{MODEL_NAME}/versions/{version}/artifact"
+        self.server.files["/api" + artifact] = path.read_bytes()
+        if signed is None:
+            signed = sign_manifest(path, MODEL_NAME, version, self.key)
+        return DesiredModel(
+            pipeline=PIPELINE, deployment_id=int(version.replace(".", "")), manifest=signed,
+            artifact_path=artifact,
+        )  # fmt: skip
+
+    def desired(self, *entries: DesiredModel) -> DesiredState:
+        return DesiredState(agent_id=self.agent_id, issued_at=utcnow(), pipelines=list(entries))
+
+    def stop(self) -> None:
+        for updater in self.updaters:
+            updater.stop()
+
+
+def settled(updater: Updater, *states: str) -> Callable[[], bool]:
+    def check() -> bool:
+        status = updater.status(PIPELINE)
+        return status is not None and status.state in states
+
+    return check
+
+
+def reached(updater: Updater, version: str, state: str) -> Callable[[], bool]:
+    def check() -> bool:
+        status = updater.status(PIPELINE)
+        return status is not None and (status.version, status.state) == (version, state)
+
+    return check
+
+
+def last(updater: Updater) -> UpdateStatus:
+    status = updater.status(PIPELINE)
+    assert status is not None
+    return status
+
+
+def running_pipeline(
+    pipeline: SensorPipeline, outbox: Outbox
+) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(target=pipeline.run, args=(outbox, stop))
+    thread.start()
+    return stop, thread
+
+
+def stored_events(outbox: Outbox) -> list[Event]:
+    """The events the pipeline made from windows (not the one closed at shutdown)."""
+    events: list[Event] = []
+    while batch := outbox.next_batch(1000):
+        events += [Event.model_validate_json(i.payload) for i in batch]
+        outbox.ack([i.item_id for i in batch])
+    return [e for e in events if e.attributes.get("closed_by") != "shutdown"]
