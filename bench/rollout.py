@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import onnx
 import uvicorn
 
 import models
@@ -34,6 +33,7 @@ from cloud_api.config import Settings
 from cloud_api.main import create_app
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
+from models.release import write_release
 
 AGENTS = 20
 ROUNDS = 3
@@ -45,14 +45,6 @@ LABELS = ["healthy", "imbalance", "misalignment", "bearing_outer_race", "bearing
 HEALTH_WINDOW_S = 1.0
 CANARY_HEALTHY_S = 1.0
 TIMEOUT_S = 300.0
-
-
-def retagged(path: Path, version: str) -> Path:
-    """The shipped model as another version: a new file (and sha256), the same behaviour."""
-    model = onnx.load(str(SHIPPED))
-    model.doc_string = f"{MODEL} {version} (benchmark)"
-    onnx.save(model, str(path))
-    return path
 
 
 @contextmanager
@@ -124,7 +116,8 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 def rollout_seconds(http: httpx.Client, agents: list[Agent], version: str, workdir: Path) -> float:
     """Register ``version``, deploy it to every agent and time until all of them run it."""
-    with retagged(workdir / f"{version}.onnx", version).open("rb") as file:
+    release = write_release(SHIPPED, workdir / f"{version}.onnx", name=MODEL, version=version)
+    with release.open("rb") as file:
         http.post(
             f"/api/v1/models/{MODEL}/versions",
             data={"version": version, "task": "anomaly", "labels": ",".join(LABELS)},

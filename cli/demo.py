@@ -4,6 +4,10 @@ A local broker (Mosquitto, else embedded amqtt), the cloud API with its ingest w
 SQLite, and one edge agent whose simulated machine develops a fault every 20 seconds.
 The terminal shows what a dashboard would: the agent's state and counters and the events
 as the cloud stores them, read from the public REST API with an admin key made at start.
+After ROLLOUT_AFTER_S seconds the demo acts as an operator: it registers the vibration model
+again as version 1.1.0 and deploys it to the agent (``POST /api/v1/deployments``); the agent
+downloads it with its own credentials, verifies the signature, self-tests, swaps it in between
+two inferences and, after its health window, reports it running. The live view shows each step.
 With Mosquitto the broker authenticates like production (``aiot cloud broker-config``): the
 agent and the ingest worker log in with their own credentials and ACLs; the embedded amqtt
 fallback stays anonymous.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,11 +31,19 @@ FAULT_LASTS_S = 6.0
 OBJECT_EVERY_S = 12.0
 SUMMARY_EVERY_S = 10.0
 DEMO_AGENT = "demo-press-1"
+ROLLOUT_AFTER_S = 30.0
+ROLLOUT_VERSION = "1.1.0"
+VIBRATION_PIPELINE = "spindle-vibration"
+VIBRATION_LABELS = ["healthy", "imbalance", "misalignment", "bearing_outer_race",
+                    "bearing_inner_race", "impact"]  # fmt: skip
 
 
-def demo_agent_config(*, broker_url: str, protocol: str, workdir: Path, hours: float) -> str:
+def demo_agent_config(
+    *, broker_url: str, protocol: str, workdir: Path, hours: float, cloud: str = ""
+) -> str:
     """The demo agent's YAML: a vibration pipeline with a fault every FAULT_EVERY_S seconds, and
-    a camera on a synthetic street where a car or a person crosses a stop line now and then."""
+    a camera on a synthetic street where a car or a person crosses a stop line now and then.
+    ``cloud`` is the YAML of the ``cloud:`` and ``updates:`` sections (model updates)."""
     import models
     from edge_agent.sources.simulated_machine import FAULTS
 
@@ -51,8 +64,8 @@ mqtt:
   heartbeat_s: 2
 outbox:
   path: {workdir / "outbox.db"}
-pipelines:
-  - name: spindle-vibration
+{cloud}pipelines:
+  - name: {VIBRATION_PIPELINE}
     source:
       type: simulated_vibration
       seed: 7
@@ -106,13 +119,17 @@ def demo(
     api_port = port or free_port()
     database_url = f"sqlite:///{workdir / 'aiot.db'}"
     broker = local_broker(workdir)
-    ingest_url = agent_url = broker.url
+    credentials = _prepare_cloud(
+        database_url, workdir, broker_auth=isinstance(broker, MosquittoProcess)
+    )
+    ingest_url = control_url = agent_url = broker.url
     if isinstance(broker, MosquittoProcess):
-        ingest_url, agent_url = _authenticated_broker(broker, database_url, workdir)
+        ingest_url, control_url, agent_url = _authenticate_broker(broker, credentials, workdir)
     broker.start()
     settings = Settings(
         database_url=database_url,
         mqtt_url=ingest_url,
+        mqtt_control_url=control_url,
         mqtt_protocol=broker.protocol,
         data_dir=workdir,
     )
@@ -127,7 +144,11 @@ def demo(
     hours = (duration or 24 * 3600) / 3600
     config_path.write_text(
         demo_agent_config(
-            broker_url=agent_url, protocol=broker.protocol, workdir=workdir, hours=hours
+            broker_url=agent_url,
+            protocol=broker.protocol,
+            workdir=workdir,
+            hours=hours,
+            cloud=_cloud_section(api_url, credentials, workdir),
         )
     )
     agent = Agent(load_config(config_path))
@@ -143,13 +164,20 @@ def demo(
     console.print(f"[bold]Data[/] {workdir}  (SQLite, outbox, agent config edge.yaml)")
     console.print(
         f"A machine fault every {FAULT_EVERY_S:.0f} s, a car or a person every "
-        f"~{OBJECT_EVERY_S:.0f} s; Ctrl-C stops everything.\n"
+        f"~{OBJECT_EVERY_S:.0f} s; vibration-anomaly {ROLLOUT_VERSION} is rolled out after "
+        f"{ROLLOUT_AFTER_S:.0f} s; Ctrl-C stops everything.\n"
     )
+    rollout = threading.Timer(
+        ROLLOUT_AFTER_S, _roll_out, args=(console, api_url, admin_key, workdir)
+    )
+    rollout.daemon = True
+    rollout.start()
     try:
         _show_live(console, api_url, admin_key, duration)
     except KeyboardInterrupt:
         console.print("stopping...")
     finally:
+        rollout.cancel()
         agent.stop()
         server.should_exit = True
         api_thread.join(timeout=10)
@@ -157,34 +185,122 @@ def demo(
     console.print(f"\nstopped; data kept in {workdir}")
 
 
-def _authenticated_broker(
-    broker: MosquittoProcess, database_url: str, workdir: Path
-) -> tuple[str, str]:
-    """Credentials for the ingest worker and the agent, and the broker's files from them.
+@dataclass(frozen=True)
+class _Credentials:
+    agent_password: str
+    ingest_password: str
+    control_password: str
+    public_key: str
 
-    Returns the MQTT URLs (with user and password) of the ingest worker and of the agent.
-    """
+
+def _prepare_cloud(database_url: str, workdir: Path, *, broker_auth: bool) -> _Credentials:
+    """The database migrated, the agent enrolled (and, for an authenticating broker, the
+    ingest worker's broker user and the broker's files): what an operator does once."""
     from cloud_api.broker_config import write_broker_config
     from cloud_api.credentials import create_broker_user, enroll_agent
     from cloud_api.db import create_db_engine, create_sessionmaker, migrate
+    from cloud_api.registry import load_or_create_signing_key
+    from shared.signing import encode_public_key
 
+    # The API loads the same key from the data dir when it starts.
+    public_key = encode_public_key(load_or_create_signing_key(workdir).public_key())
     engine = create_db_engine(database_url)
     try:
         migrate(engine)
         with create_sessionmaker(engine)() as session:
-            _, ingest_password, _ = create_broker_user(session, username="ingest", role="ingest")
             _, agent_password = enroll_agent(session, agent_id=DEMO_AGENT, labels={"demo": "1"})
-            write_broker_config(session, workdir / "broker")
+            ingest_password = control_password = ""
+            if broker_auth:
+                _, ingest_password, _ = create_broker_user(
+                    session, username="ingest", role="ingest"
+                )
+                _, control_password, _ = create_broker_user(
+                    session, username="control", role="control"
+                )
+                write_broker_config(session, workdir / "broker")
     finally:
         engine.dispose()
+    return _Credentials(agent_password, ingest_password, control_password, public_key)
+
+
+def _authenticate_broker(
+    broker: MosquittoProcess, credentials: _Credentials, workdir: Path
+) -> tuple[str, str, str]:
+    """Start Mosquitto with broker-config's files; the MQTT URLs of the ingest worker, of the
+    rollout worker (which publishes desired states) and of the agent."""
     broker.allow_anonymous = False
     broker.extra_config += (
         f"password_file {workdir / 'broker' / 'passwd'}\nacl_file {workdir / 'broker' / 'acl'}\n"
     )
     address = f"127.0.0.1:{broker.port}"
     return (
-        f"mqtt://ingest:{ingest_password}@{address}",
-        f"mqtt://{DEMO_AGENT}:{agent_password}@{address}",
+        f"mqtt://ingest:{credentials.ingest_password}@{address}",
+        f"mqtt://control:{credentials.control_password}@{address}",
+        f"mqtt://{DEMO_AGENT}:{credentials.agent_password}@{address}",
+    )
+
+
+def _cloud_section(api_url: str, credentials: _Credentials, workdir: Path) -> str:
+    """The agent's ``cloud:`` and ``updates:`` YAML: where to download, whom to trust."""
+    password_file = workdir / "agent-password"
+    password_file.write_text(credentials.agent_password)
+    password_file.chmod(0o600)
+    return f"""\
+cloud:
+  api_url: {api_url}
+  public_key: {credentials.public_key}
+  username: {DEMO_AGENT}
+  password_file: {password_file}
+updates:
+  dir: {workdir / "models"}
+  health_window_s: 10
+"""
+
+
+def _roll_out(console: Any, api_url: str, api_key: str, workdir: Path) -> None:
+    """What an operator does: register a new version, deploy it (the live view shows the rest)."""
+    import httpx
+
+    import models
+    from models.release import write_release
+
+    shipped = Path(models.__file__).resolve().parent / "vibration-anomaly-1.0.0.onnx"
+    release = write_release(
+        shipped,
+        workdir / f"vibration-anomaly-{ROLLOUT_VERSION}.onnx",
+        name="vibration-anomaly",
+        version=ROLLOUT_VERSION,
+        note="re-released by aiot demo",
+    )
+    headers = {"Authorization": f"Bearer {api_key}"}
+    try:
+        with (
+            httpx.Client(base_url=api_url, timeout=30, headers=headers) as client,
+            release.open("rb") as file,
+        ):
+            client.post(
+                "/api/v1/models/vibration-anomaly/versions",
+                data={"version": ROLLOUT_VERSION, "task": "anomaly",
+                      "labels": ",".join(VIBRATION_LABELS)},
+                files={"file": (release.name, file, "application/octet-stream")},
+            ).raise_for_status()  # fmt: skip
+            deployment = client.post(
+                "/api/v1/deployments",
+                json={
+                    "model": "vibration-anomaly",
+                    "version": ROLLOUT_VERSION,
+                    "pipeline": VIBRATION_PIPELINE,
+                    "target": {"labels": {"demo": "1"}},
+                    "strategy": {"canary_fraction": 1.0, "canary_healthy_s": 5},
+                },
+            )
+            deployment.raise_for_status()
+    except httpx.HTTPError as exc:
+        console.print(f"[red]rollout of {ROLLOUT_VERSION} could not start: {exc}[/]")
+        return
+    console.print(
+        f"[bold]Rollout[/] deployment {deployment.json()['id']}: vibration-anomaly "
+        f"{ROLLOUT_VERSION} to every agent labelled demo=1 (POST /api/v1/deployments)"
     )
 
 
@@ -202,25 +318,35 @@ def _show_live(console: Any, api_url: str, api_key: str, duration: float | None)
             events = client.get("/api/v1/events", params={"limit": 12}).json()["items"]
             agents = client.get("/api/v1/agents").json()
             bandwidth = client.get("/api/v1/stats/bandwidth").json()
-            live.update(_render(events, agents, bandwidth))
+            deployments = client.get("/api/v1/deployments", params={"limit": 3}).json()
+            live.update(_render(events, agents, bandwidth, deployments))
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-def _render(events: list[dict[str, Any]], agents: Any, bandwidth: dict[str, Any]) -> Any:
+def _render(
+    events: list[dict[str, Any]],
+    agents: Any,
+    bandwidth: dict[str, Any],
+    deployments: list[dict[str, Any]],
+) -> Any:
     from rich.console import Group
     from rich.table import Table
 
     fleet = Table(title="Agents (GET /api/v1/agents)", expand=True)
-    for column in ("agent", "state", "pipeline", "model", "samples", "events out", "outbox"):
+    columns = ("agent", "state", "pipeline", "model", "last update", "samples", "events out",
+               "outbox")  # fmt: skip
+    for column in columns:
         fleet.add_column(column)
     for agent in agents:
         for pipeline in agent["pipelines"] or [{}]:
             model = pipeline.get("model") or {}
+            update = pipeline.get("update") or {}
             fleet.add_row(
                 agent["agent_id"],
                 f"{agent['state']} ({agent['reason']})" if agent["reason"] else agent["state"],
                 pipeline.get("name", "-"),
                 f"{model.get('name', '-')} {model.get('version', '')}",
+                f"{update['version']} {update['state']}" if update else "-",
                 str(pipeline.get("samples_in", "-")),
                 str(pipeline.get("events_out", "-")),
                 str(agent["outbox_depth"]),
@@ -245,7 +371,20 @@ def _render(events: list[dict[str, Any]], agents: Any, bandwidth: dict[str, Any]
     for row in bandwidth["pipelines"]:
         ratio = f"{row['ratio']:.4%}" if row["ratio"] is not None else "-"
         saved.add_row(row["pipeline"], _size(row["raw_bytes"]), _size(row["sent_bytes"]), ratio)
-    return Group(fleet, saved, feed)
+    rollouts = Table(title="Rollouts (GET /api/v1/deployments)", expand=True)
+    for column in ("id", "model", "pipeline", "state", "agents", "reason"):
+        rollouts.add_column(column)
+    for deployment in deployments:
+        agents_state = ", ".join(f"{a['agent_id']}: {a['state']}" for a in deployment["agents"])
+        rollouts.add_row(
+            str(deployment["id"]),
+            f"{deployment['model']} {deployment['version']}",
+            deployment["pipeline"],
+            deployment["state"],
+            agents_state,
+            deployment["reason"] or "-",
+        )
+    return Group(fleet, rollouts, saved, feed)
 
 
 def _size(count: float) -> str:

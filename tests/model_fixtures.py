@@ -20,6 +20,7 @@ import onnx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper
 
+from models.release import write_release
 from shared.golden import golden_input, golden_reference, golden_sample
 from shared.signing import ModelManifest, SignedManifest, TensorSpec, sign
 
@@ -48,11 +49,7 @@ def _retag(model: onnx.ModelProto, version: str) -> None:
 
 def write_same_model(path: Path, version: str) -> Path:
     """The shipped model as ``version``: another file, the same graph and weights."""
-    model = onnx.load(str(SHIPPED_MODEL))
-    _retag(model, version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return write_release(SHIPPED_MODEL, path, name=MODEL_NAME, version=version, note="test fixture")
 
 
 def write_nan_model(path: Path, version: str) -> Path:
