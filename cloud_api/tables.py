@@ -1,4 +1,5 @@
-"""SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents, dead letters, models."""
+"""SQL tables (SQLAlchemy 2.0 typed ORM): events and their hourly rollups, summaries, agents,
+dead letters, models."""
 
 from __future__ import annotations
 
@@ -102,6 +103,28 @@ class EventRow(Base):
         # Live streams (routes/stream.py) read events in ingestion order.
         Index("ix_events_received_at_id", "received_at", "id"),
     )
+
+
+class EventRollupRow(Base):
+    """Count, sum, min and max of the score of one hour's events of one series.
+
+    Kept by ingest in the transaction that stores the events (only the ones stored for the
+    first time), so hourly and daily aggregates of the score read a few rows per hour instead
+    of every event; ``bucket`` is the hour's start in UTC. Retention deletes whole hours.
+    """
+
+    __tablename__ = "event_rollups_hourly"
+
+    bucket: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[float] = mapped_column(Float)
+    score_min: Mapped[float] = mapped_column(Float)
+    score_max: Mapped[float] = mapped_column(Float)
 
 
 class SummaryRow(Base):

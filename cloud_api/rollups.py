@@ -1,0 +1,141 @@
+"""Hourly rollups of events (``event_rollups_hourly``): how ingest keeps them, how to rebuild them.
+
+A rollup row holds count, sum, min and max of the score of one hour of one series
+(agent, pipeline, label, kind, model version). Ingest adds the events it stored for the first
+time in the same transaction, so a duplicate never counts twice and the rollup always equals a
+``GROUP BY`` over the raw events. Sums and counts add up and min/max combine, so any hour or
+day bucket of count/avg/min/max of the score is answered from these rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Insert, Table, func, text
+from sqlalchemy.dialects import sqlite
+
+from cloud_api.tables import EventRollupRow
+
+ROLLUPS: Table = EventRollupRow.__table__  # type: ignore[assignment]
+SERIES = ("agent_id", "pipeline", "label", "kind", "model_version")
+"""The event columns a rollup row is keyed by, after its hour."""
+ROLLUP_KEY = ["bucket", *SERIES]
+
+
+def hour_of(ts: datetime) -> datetime:
+    """The start (UTC) of the hour ``ts`` falls in."""
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def rollup_rows(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rollup rows of ``events`` (dicts with the events table's columns), in key order.
+
+    Key order makes concurrent ingest transactions lock rollup rows in the same order, so
+    they wait for each other instead of deadlocking.
+    """
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for event in events:
+        key = (hour_of(event["ts"]), *(event[name] for name in SERIES))
+        score = event["score"]
+        row = rows.get(key)
+        if row is None:
+            rows[key] = {
+                **dict(zip(ROLLUP_KEY, key, strict=True)),
+                "events": 1,
+                "score_sum": score,
+                "score_min": score,
+                "score_max": score,
+            }
+            continue
+        row["events"] += 1
+        row["score_sum"] += score
+        row["score_min"] = min(row["score_min"], score)
+        row["score_max"] = max(row["score_max"], score)
+    return [rows[key] for key in sorted(rows)]
+
+
+def sqlite_upsert() -> Insert:
+    """Add rollup rows to what is stored (SQLite: its scalar min/max take two arguments)."""
+    statement = sqlite.insert(ROLLUPS)
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=ROLLUP_KEY,
+        set_={
+            "events": ROLLUPS.c.events + new.events,
+            "score_sum": ROLLUPS.c.score_sum + new.score_sum,
+            "score_min": func.min(ROLLUPS.c.score_min, new.score_min),
+            "score_max": func.max(ROLLUPS.c.score_max, new.score_max),
+        },
+    )
+
+
+_EVENT_COLUMNS = (
+    ("id", "text"),
+    ("agent_id", "text"),
+    ("pipeline", "text"),
+    ("kind", "text"),
+    ("state", "text"),
+    ("label", "text"),
+    ("score", "float8"),
+    ("ts", "timestamptz"),
+    ("seq", "int8"),
+    ("model_name", "text"),
+    ("model_version", "text"),
+    ("model_sha256", "text"),
+    ("attributes", "text"),  # JSON text, cast to jsonb below
+    ("received_at", "timestamptz"),
+)
+EVENT_COLUMNS = tuple(name for name, _ in _EVENT_COLUMNS)
+"""The parameters of ``POSTGRES_INSERT``: one array per column, all of the batch's length."""
+
+_HOUR = "timezone('UTC', date_trunc('hour', timezone('UTC', ts)))"
+_ARRAYS = ", ".join(f"%({name})s::{kind}[]" for name, kind in _EVENT_COLUMNS)
+_NAMES = ", ".join(EVENT_COLUMNS)
+_SELECTED = _NAMES.replace("attributes", "attributes::jsonb")
+_SERIES = ", ".join(SERIES)
+_UPSERT_SET = """
+    events = r.events + excluded.events,
+    score_sum = r.score_sum + excluded.score_sum,
+    score_min = least(r.score_min, excluded.score_min),
+    score_max = greatest(r.score_max, excluded.score_max)"""
+
+POSTGRES_INSERT = f"""
+WITH incoming AS (
+    SELECT * FROM unnest({_ARRAYS}) AS t({_NAMES})
+), stored AS (
+    INSERT INTO events ({_NAMES})
+    SELECT {_SELECTED} FROM incoming ORDER BY id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING ts, score, {_SERIES}
+), rolled AS (
+    INSERT INTO event_rollups_hourly AS r
+        (bucket, {_SERIES}, events, score_sum, score_min, score_max)
+    SELECT {_HOUR}, {_SERIES}, count(*), sum(score), min(score), max(score)
+    FROM stored GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (bucket, {_SERIES}) DO UPDATE SET{_UPSERT_SET}
+)
+SELECT count(*) FROM stored
+"""  # noqa: S608 (constants only, no input)
+"""One round trip per batch on PostgreSQL: the events as column arrays (``unnest``), inserted
+unless their id is stored already, and only those RETURNed added to the rollups; the result is
+how many were new. Sorting by id makes concurrent transactions take locks in the same order."""
+
+
+def backfill(connection: Connection) -> None:
+    """Rebuild every rollup row from the stored events (the migration, or after a bulk load)."""
+    if connection.dialect.name == "postgresql":
+        hour = _HOUR
+    else:
+        # The text UtcDateTime stores on SQLite, so keys equal the ones ingest writes.
+        hour = "strftime('%Y-%m-%d %H:00:00.000000', ts)"
+    connection.execute(text("DELETE FROM event_rollups_hourly"))
+    connection.execute(
+        text(
+            # Built from constants only.
+            f"INSERT INTO event_rollups_hourly (bucket, {_SERIES}, events, score_sum, score_min, "  # noqa: S608
+            f"score_max) SELECT {hour}, {_SERIES}, count(*), sum(score), min(score), max(score) "
+            "FROM events GROUP BY 1, 2, 3, 4, 5, 6"
+        )
+    )
