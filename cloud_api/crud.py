@@ -86,6 +86,31 @@ def list_events(
 
     ``since`` is inclusive and ``until`` exclusive, so adjacent windows never overlap.
     """
+    query = events_page_query(
+        agent_id=agent_id,
+        pipeline=pipeline,
+        label=label,
+        kind=kind,
+        since=since,
+        until=until,
+        after=after,
+        limit=limit,
+    )
+    return session.scalars(query).all()
+
+
+def events_page_query(
+    *,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    label: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int,
+) -> Select[EventRow]:
+    """The query behind ``list_events`` (the bench EXPLAINs it to check its indexes)."""
     query = select(EventRow).where(
         *event_filters(agent_id=agent_id, pipeline=pipeline, label=label, kind=kind)
     )
@@ -95,8 +120,7 @@ def list_events(
         query = query.where(EventRow.ts < until)
     if after is not None:
         query = query.where(tuple_(EventRow.ts, EventRow.id) < tuple_(*after))
-    query = query.order_by(EventRow.ts.desc(), EventRow.id.desc()).limit(limit)
-    return session.scalars(query).all()
+    return query.order_by(EventRow.ts.desc(), EventRow.id.desc()).limit(limit)
 
 
 def events_received_after(
@@ -441,6 +465,10 @@ def _aggregate_rollups(
         .group_by(*group_columns, merged.c.bucket_start)
         .order_by(*group_columns, merged.c.bucket_start)
     )
+    if dialect == "postgresql":
+        # A week is tens of thousands of rollup rows: starting parallel workers for them costs
+        # more than the scan (measured 55 ms against 13 ms on two busy cores).
+        session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
     series: dict[tuple[str, ...], list[AggregatePoint]] = {}
     for row in session.execute(query):
         count = int(row.n)  # PostgreSQL sums bigint as numeric

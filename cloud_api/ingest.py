@@ -176,7 +176,7 @@ class IngestWorker:
         ]
         # psycopg's executemany reports no row count, so PostgreSQL counts new rows by
         # RETURNING (SQLAlchemy then sends multi-row VALUES, which is faster there anyway).
-        self._count_returned = engine.dialect.name == "postgresql"
+        self._postgres = engine.dialect.name == "postgresql"
         # SQLite: which events were new comes back by RETURNING, for the rollups.
         self._insert_events: Insert = (
             self._insert(EVENTS)
@@ -186,7 +186,7 @@ class IngestWorker:
         insert_summaries: Insert = self._insert(SUMMARIES).on_conflict_do_nothing(
             index_elements=SUMMARY_KEY
         )
-        if self._count_returned:
+        if self._postgres:
             insert_summaries = insert_summaries.returning(SUMMARIES.c.id)
         self._insert_summaries = insert_summaries
 
@@ -565,7 +565,7 @@ class IngestWorker:
                 stored = self._store_events(conn, work.events)
             if work.summaries:
                 result = conn.execute(self._insert_summaries, work.summaries)
-                summaries = len(result.all()) if self._count_returned else result.rowcount
+                summaries = len(result.all()) if self._postgres else result.rowcount
             for status, seen_at in work.statuses:
                 self._upsert_agent(conn, status, seen_at)
             if work.dead:
@@ -582,14 +582,17 @@ class IngestWorker:
 
     def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
         """Insert the events not stored yet and add them to the rollups; how many were new."""
-        if self._count_returned:
-            columns: dict[str, list[Any]] = {
-                name: [event[name] for event in events] for name in rollups.EVENT_COLUMNS
-            }
-            columns["attributes"] = [to_json(value).decode() for value in columns["attributes"]]
-            # Column arrays, not rows: one statement whatever the batch size, and psycopg binds
-            # 14 parameters instead of 14 per event.
-            return int(conn.exec_driver_sql(rollups.POSTGRES_INSERT, columns).scalar_one())
+        if self._postgres:
+            # Binary COPY into a staging table, then one INSERT ... SELECT: psycopg formats
+            # COPY rows in C, several times faster than binding the batch as parameters.
+            try:
+                return self._copy_events(conn, events)
+            except conn.dialect.loaded_dbapi.Error as exc:
+                # Raised past SQLAlchemy: wrap it as SQLAlchemy would, so that _store tells a
+                # database outage (retry) from data it refuses (isolate the message).
+                raise DBAPIError.instance(
+                    rollups.POSTGRES_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
+                ) from exc
         new = {row.id for row in conn.execute(self._insert_events, events)}
         stored = len(new)
         fresh = []
@@ -600,6 +603,21 @@ class IngestWorker:
         if fresh:
             conn.execute(rollups.sqlite_upsert(), rollups.rollup_rows(fresh))
         return stored
+
+    @staticmethod
+    def _copy_events(conn: Connection, events: list[dict[str, Any]]) -> int:
+        columns = rollups.EVENT_COLUMNS
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor:
+            cursor.execute(rollups.POSTGRES_STAGING)
+            with cursor.copy(rollups.POSTGRES_COPY) as copy:
+                copy.set_types(rollups.STAGING_TYPES)
+                for event in events:
+                    row = [event[name] for name in columns]
+                    row[-2] = to_json(row[-2]).decode()  # attributes, as JSON text
+                    copy.write_row(row)
+            cursor.execute(rollups.POSTGRES_INSERT)
+            return int(cursor.fetchone()[0])
 
     def _upsert_agent(
         self, conn: Connection, status: AgentStatus, seen_at: datetime | None

@@ -84,17 +84,26 @@ _EVENT_COLUMNS = (
     ("model_name", "text"),
     ("model_version", "text"),
     ("model_sha256", "text"),
-    ("attributes", "text"),  # JSON text, cast to jsonb below
+    ("attributes", "text"),  # JSON text, cast to jsonb by the INSERT
     ("received_at", "timestamptz"),
 )
 EVENT_COLUMNS = tuple(name for name, _ in _EVENT_COLUMNS)
-"""The parameters of ``POSTGRES_INSERT``: one array per column, all of the batch's length."""
+"""The columns of a staged event, in COPY order."""
+STAGING_TYPES = [kind for _, kind in _EVENT_COLUMNS]
+"""Their PostgreSQL types, for binary COPY (``copy.set_types``)."""
 
-_HOUR = "timezone('UTC', date_trunc('hour', timezone('UTC', ts)))"
-_ARRAYS = ", ".join(f"%({name})s::{kind}[]" for name, kind in _EVENT_COLUMNS)
 _NAMES = ", ".join(EVENT_COLUMNS)
-_SELECTED = _NAMES.replace("attributes", "attributes::jsonb")
 _SERIES = ", ".join(SERIES)
+_HOUR = "timezone('UTC', date_trunc('hour', timezone('UTC', ts)))"
+
+POSTGRES_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_staging ("
+    + ", ".join(f"{name} {kind}" for name, kind in _EVENT_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+"""A per-connection table the batch is COPYed into, emptied by every commit."""
+POSTGRES_COPY = f"COPY ingest_staging ({_NAMES}) FROM STDIN (FORMAT BINARY)"
+
 _UPSERT_SET = """
     events = r.events + excluded.events,
     score_sum = r.score_sum + excluded.score_sum,
@@ -102,11 +111,9 @@ _UPSERT_SET = """
     score_max = greatest(r.score_max, excluded.score_max)"""
 
 POSTGRES_INSERT = f"""
-WITH incoming AS (
-    SELECT * FROM unnest({_ARRAYS}) AS t({_NAMES})
-), stored AS (
+WITH stored AS (
     INSERT INTO events ({_NAMES})
-    SELECT {_SELECTED} FROM incoming ORDER BY id
+    SELECT {_NAMES.replace("attributes", "attributes::jsonb")} FROM ingest_staging ORDER BY id
     ON CONFLICT (id) DO NOTHING
     RETURNING ts, score, {_SERIES}
 ), rolled AS (
@@ -118,9 +125,9 @@ WITH incoming AS (
 )
 SELECT count(*) FROM stored
 """  # noqa: S608 (constants only, no input)
-"""One round trip per batch on PostgreSQL: the events as column arrays (``unnest``), inserted
-unless their id is stored already, and only those RETURNed added to the rollups; the result is
-how many were new. Sorting by id makes concurrent transactions take locks in the same order."""
+"""From the staged batch, the events whose id is not stored yet, and only those (RETURNING)
+added to the rollups; the result is how many were new. Sorting by id makes concurrent
+transactions take locks in the same order."""
 
 
 def backfill(connection: Connection) -> None:
@@ -136,6 +143,6 @@ def backfill(connection: Connection) -> None:
             # Built from constants only.
             f"INSERT INTO event_rollups_hourly (bucket, {_SERIES}, events, score_sum, score_min, "  # noqa: S608
             f"score_max) SELECT {hour}, {_SERIES}, count(*), sum(score), min(score), max(score) "
-            "FROM events GROUP BY 1, 2, 3, 4, 5, 6"
+            "FROM events GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1"
         )
     )

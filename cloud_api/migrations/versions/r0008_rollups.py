@@ -45,7 +45,7 @@ def upgrade() -> None:
         # Built from constants only.
         f"INSERT INTO event_rollups_hourly (bucket, {SERIES}, events, score_sum, score_min, "  # noqa: S608
         f"score_max) SELECT {hour}, {SERIES}, count(*), sum(score), min(score), max(score) "
-        "FROM events GROUP BY 1, 2, 3, 4, 5, 6"
+        "FROM events GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1"
     )
 
 
