@@ -19,6 +19,7 @@ from bench.camera import bench_action_latency, bench_bandwidth, bench_camera_thr
 from bench.common import Result
 from bench.edge import bench_edge
 from bench.ingest import bench_ingest_sqlite
+from bench.postgres import bench_postgres
 
 
 def main() -> None:
@@ -30,6 +31,7 @@ def main() -> None:
         ("local actions", bench_action_latency),
         ("camera bandwidth", bench_bandwidth),
         ("ingest", bench_ingest_sqlite),
+        ("PostgreSQL at scale", bench_postgres),
     )
     for name, run in benchmarks:
         console.print(f"running {name} ...")

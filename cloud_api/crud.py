@@ -322,6 +322,7 @@ def aggregate_events(
     pipeline: str | None = None,
     label: str | None = None,
     kind: str | None = None,
+    use_rollups: bool = True,
 ) -> AggregateReport:
     """``metric`` of the score (or of a numeric ``attribute``) per time bucket and group.
 
@@ -330,10 +331,11 @@ def aggregate_events(
     events where it is a number count; empty buckets are absent, never zero. Hour and day
     buckets of the score (or a count) read the hourly rollups, and raw events only for the
     partial hours at either end of the range; minute buckets and attributes read raw events.
+    ``use_rollups=False`` reads raw events for everything (same answer, slower).
     """
     if attribute is not None and re.fullmatch(ATTRIBUTE_PATTERN, attribute) is None:
         raise ValueError(f"attribute {attribute!r} is not a plain name")
-    if attribute is None and bucket != "minute":
+    if use_rollups and attribute is None and bucket != "minute":
         from_rollups = _aggregate_rollups(
             session,
             metric=metric,
@@ -421,8 +423,9 @@ def _aggregate_rollups(
     """
     dialect = session.get_bind().dialect.name
     keys = list(dict.fromkeys(group_by))
-    first_hour = _ceil_hour(since)
-    last_hour = max(_floor_hour(until), first_hour)
+    first_hour, last_hour = _ceil_hour(since), _floor_hour(until)
+    if first_hour >= last_hour:  # not one whole hour inside: all of it from raw events
+        first_hour = last_hour = until
     rollup = EventRollupRow
     whole = select(
         *(getattr(rollup, key).label(key) for key in keys),

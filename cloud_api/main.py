@@ -12,6 +12,7 @@ from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.ingest import IngestWorker
 from cloud_api.metrics import Metrics
 from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
+from cloud_api.retention import Retention
 from cloud_api.routes import (
     agents,
     aggregates,
@@ -27,7 +28,7 @@ from cloud_api.routes import (
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Signing key and artifact store, database (migrated), then ingest; stopped in reverse."""
+    """Signing key, artifacts, database (migrated), ingest, retention; stopped in reverse."""
     settings: Settings = app.state.settings
     app.state.signing_key = load_or_create_signing_key(settings.data_dir)
     app.state.artifacts = FileArtifactStore(settings.data_dir / "artifacts")
@@ -51,9 +52,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
             worker.start()
         app.state.ingest = worker
+        retention = None
+        if settings.retention_days:
+            retention = Retention(
+                engine=engine,
+                days=settings.retention_days,
+                batch=settings.retention_batch,
+                interval_s=settings.retention_interval_s,
+                observer=app.state.metrics.observe_retention,
+            )
+            retention.start()
+        app.state.retention = retention
         try:
             yield
         finally:
+            if retention is not None:
+                retention.stop()
             if worker is not None:
                 worker.stop()
     finally:
@@ -71,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings if settings is not None else load_settings()
     app.state.metrics = Metrics()
     app.state.ingest = None
+    app.state.retention = None
     app.state.stream_slots = stream.StreamSlots(app.state.settings.stream_max)
     # /events/stream before any /events/{...} route, which would otherwise capture "stream".
     app.include_router(stream.router)
