@@ -44,6 +44,7 @@ from cloud_api.config import Settings
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest import EVENTS as EVENTS_TABLE
 from cloud_api.main import create_app
+from cloud_api.retention import Retention
 from shared.messages import EventBatch
 from tests.services import PostgresCluster
 
@@ -57,6 +58,7 @@ LABELS = ("normal_wear", "bearing_outer_race", "imbalance", "person", "overheat"
 DAYS = 30
 REQUESTS = 200
 WARMUP = 20
+RETENTION_BATCH = 5000
 
 
 def read_headers(engine: Engine) -> dict[str, str]:
@@ -345,6 +347,29 @@ def explain_event_pages(engine: Engine, now: datetime) -> dict[str, str]:
     return plans
 
 
+def retention_rate(engine: Engine, now: datetime) -> Result:
+    """Rows/s retention deletes in its default batches: the oldest day of the 30 goes."""
+    batches: list[int] = []
+    retention = Retention(
+        engine=engine,
+        days=DAYS - 1,
+        batch=RETENTION_BATCH,
+        interval_s=60,
+        observer=lambda _table, rows: batches.append(rows),
+        clock=lambda: now,
+    )
+    start = time.perf_counter()
+    deleted = retention.run_once() or {}
+    elapsed = time.perf_counter() - start
+    rows = sum(deleted.values())
+    return Result(
+        f"retention of one day of {STORED_EVENTS / 1e6:g} M events, {RETENTION_BATCH}-row batches",
+        rows / elapsed,
+        "rows/s",
+        details={"seconds": round(elapsed, 1), "batches": len(batches), **deleted},
+    )
+
+
 def bench_queries(cluster: PostgresCluster, workdir: Path) -> list[Result]:
     db_url = cluster.create_database()
     engine = create_db_engine(db_url)
@@ -368,8 +393,8 @@ def bench_queries(cluster: PostgresCluster, workdir: Path) -> list[Result]:
         latencies_ms(client, "/api/v1/aggregates", aggregate_queries(now, WARMUP))
         events_ms = latencies_ms(client, "/api/v1/events", event_queries(rng, REQUESTS))
         aggregates_ms = latencies_ms(client, "/api/v1/aggregates", aggregate_queries(now, REQUESTS))
+    results = [retention_rate(engine, now)]
     engine.dispose()
-    results = []
     for name, samples in (
         ("GET /api/v1/events agent_id+label, 100/page", events_ms),
         ("GET /api/v1/aggregates hourly avg, one week", aggregates_ms),

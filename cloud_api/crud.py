@@ -429,7 +429,7 @@ def _aggregate_rollups(
     rollup = EventRollupRow
     whole = select(
         *(getattr(rollup, key).label(key) for key in keys),
-        _bucket_of(bucket, dialect, rollup.bucket).label("bucket_start"),
+        _rollup_bucket(bucket, dialect).label("bucket_start"),
         rollup.events.label("n"),
         rollup.score_sum.label("total"),
         rollup.score_min.label("low"),
@@ -482,6 +482,14 @@ def _aggregate_rollups(
         AggregateSeries(group=dict(zip(keys, key, strict=True)), points=points)
         for key, points in series.items()
     ]
+
+
+def _rollup_bucket(bucket: Bucket, dialect: str) -> ColumnElement[Any]:
+    """A rollup row's bucket start: on PostgreSQL an hour is its own (no date_trunc per row)."""
+    if bucket == "hour" and dialect == "postgresql":
+        # The same type and value date_trunc gives the raw events' side of the UNION.
+        return func.timezone(literal_column("'UTC'"), EventRollupRow.bucket)
+    return _bucket_of(bucket, dialect, EventRollupRow.bucket)
 
 
 def _floor_hour(ts: datetime) -> datetime:

@@ -38,7 +38,15 @@ def upgrade() -> None:
         sa.Column("score_sum", sa.Float(), nullable=False),
         sa.Column("score_min", sa.Float(), nullable=False),
         sa.Column("score_max", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("bucket", "agent_id", "pipeline", "label", "kind", "model_version"),
+        sa.PrimaryKeyConstraint(
+            "bucket",
+            "agent_id",
+            "pipeline",
+            "label",
+            "kind",
+            "model_version",
+            postgresql_include=["events", "score_sum", "score_min", "score_max"],
+        ),
     )
     hour = HOUR[op.get_bind().dialect.name]
     op.execute(
