@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -426,6 +427,7 @@ def bench_postgres() -> list[Result]:
         return bench_ingest(cluster, workdir) + bench_queries(cluster, workdir)
     finally:
         cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -174,15 +174,17 @@ class IngestWorker:
             (summary_filter, 1),
             (subscription(Channel.STATUS), 1),
         ]
-        # psycopg's executemany reports no row count, so PostgreSQL counts new rows by
-        # RETURNING (SQLAlchemy then sends multi-row VALUES, which is faster there anyway).
         self._postgres = engine.dialect.name == "postgresql"
-        # SQLite: which events were new comes back by RETURNING, for the rollups.
+        # SQLite (PostgreSQL stages events by COPY, see _copy_events): the ids RETURNed are
+        # the events that were new, the ones the rollups get.
         self._insert_events: Insert = (
             self._insert(EVENTS)
             .on_conflict_do_nothing(index_elements=["id"])
             .returning(EVENTS.c.id)
         )
+        self._upsert_rollups = rollups.sqlite_upsert()
+        # psycopg's executemany reports no row count, so PostgreSQL counts new rows by
+        # RETURNING (SQLAlchemy then sends multi-row VALUES, which is faster there anyway).
         insert_summaries: Insert = self._insert(SUMMARIES).on_conflict_do_nothing(
             index_elements=SUMMARY_KEY
         )
@@ -601,12 +603,13 @@ class IngestWorker:
                 new.discard(event["id"])  # the same id twice in one batch is stored once
                 fresh.append(event)
         if fresh:
-            conn.execute(rollups.sqlite_upsert(), rollups.rollup_rows(fresh))
+            conn.execute(self._upsert_rollups, rollups.rollup_rows(fresh))
         return stored
 
     @staticmethod
     def _copy_events(conn: Connection, events: list[dict[str, Any]]) -> int:
         columns = rollups.EVENT_COLUMNS
+        attributes = columns.index("attributes")
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor:
             cursor.execute(rollups.POSTGRES_STAGING)
@@ -614,7 +617,7 @@ class IngestWorker:
                 copy.set_types(rollups.STAGING_TYPES)
                 for event in events:
                     row = [event[name] for name in columns]
-                    row[-2] = to_json(row[-2]).decode()  # attributes, as JSON text
+                    row[attributes] = to_json(row[attributes]).decode()  # jsonb from text
                     copy.write_row(row)
             cursor.execute(rollups.POSTGRES_INSERT)
             return int(cursor.fetchone()[0])
