@@ -42,6 +42,7 @@ from cloud_api.tables import (
     AgentRow,
     DeadLetterRow,
     EventRollupRow,
+    EventRollupTotalRow,
     EventRow,
     ModelVersionRow,
     SummaryRow,
@@ -426,10 +427,14 @@ def _aggregate_rollups(
     first_hour, last_hour = _ceil_hour(since), _floor_hour(until)
     if first_hour >= last_hour:  # not one whole hour inside: all of it from raw events
         first_hour = last_hour = until
-    rollup = EventRollupRow
+    wanted = {key: value for key, value in filters.items() if value is not None}
+    # Nothing to group or filter by: one row an hour instead of one per series and hour.
+    rollup: type[EventRollupRow | EventRollupTotalRow] = (
+        EventRollupRow if keys or wanted else EventRollupTotalRow
+    )
     whole = select(
         *(getattr(rollup, key).label(key) for key in keys),
-        _rollup_bucket(bucket, dialect).label("bucket_start"),
+        _rollup_bucket(bucket, dialect, rollup.bucket).label("bucket_start"),
         rollup.events.label("n"),
         rollup.score_sum.label("total"),
         rollup.score_min.label("low"),
@@ -437,7 +442,7 @@ def _aggregate_rollups(
     ).where(
         rollup.bucket >= first_hour,
         rollup.bucket < last_hour,
-        *(getattr(rollup, key) == value for key, value in filters.items() if value is not None),
+        *(getattr(rollup, key) == value for key, value in wanted.items()),
     )
     edges = [(lo, hi) for lo, hi in ((since, first_hour), (last_hour, until)) if lo < hi]
     parts: Select[Any] | CompoundSelect[Any] = whole
@@ -484,12 +489,12 @@ def _aggregate_rollups(
     ]
 
 
-def _rollup_bucket(bucket: Bucket, dialect: str) -> ColumnElement[Any]:
+def _rollup_bucket(bucket: Bucket, dialect: str, hour: Any) -> ColumnElement[Any]:
     """A rollup row's bucket start: on PostgreSQL an hour is its own (no date_trunc per row)."""
     if bucket == "hour" and dialect == "postgresql":
         # The same type and value date_trunc gives the raw events' side of the UNION.
-        return func.timezone(literal_column("'UTC'"), EventRollupRow.bucket)
-    return _bucket_of(bucket, dialect, EventRollupRow.bucket)
+        return func.timezone(literal_column("'UTC'"), hour)
+    return _bucket_of(bucket, dialect, hour)
 
 
 def _floor_hour(ts: datetime) -> datetime:

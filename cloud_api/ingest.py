@@ -182,7 +182,7 @@ class IngestWorker:
             .on_conflict_do_nothing(index_elements=["id"])
             .returning(EVENTS.c.id)
         )
-        self._upsert_rollups = rollups.sqlite_upsert()
+        self._upsert_rollups = [(level, rollups.sqlite_upsert(level)) for level in rollups.LEVELS]
         # psycopg's executemany reports no row count, so PostgreSQL counts new rows by
         # RETURNING (SQLAlchemy then sends multi-row VALUES, which is faster there anyway).
         insert_summaries: Insert = self._insert(SUMMARIES).on_conflict_do_nothing(
@@ -603,7 +603,8 @@ class IngestWorker:
                 new.discard(event["id"])  # the same id twice in one batch is stored once
                 fresh.append(event)
         if fresh:
-            conn.execute(self._upsert_rollups, rollups.rollup_rows(fresh))
+            for level, upsert in self._upsert_rollups:
+                conn.execute(upsert, rollups.rollup_rows(fresh, level))
         return stored
 
     @staticmethod

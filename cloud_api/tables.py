@@ -142,6 +142,24 @@ class EventRollupRow(Base):
     )
 
 
+class EventRollupTotalRow(Base):
+    """The same numbers for all events of an hour: a fleet-wide chart reads one row an hour."""
+
+    __tablename__ = "event_rollups_hourly_total"
+
+    bucket: Mapped[datetime] = mapped_column(UtcDateTime)
+    events: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[float] = mapped_column(Float)
+    score_min: Mapped[float] = mapped_column(Float)
+    score_max: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "bucket", postgresql_include=["events", "score_sum", "score_min", "score_max"]
+        ),
+    )
+
+
 class SummaryRow(Base):
     """One pipeline's summary of one window: what it read (raw bytes) against what it sent.
 

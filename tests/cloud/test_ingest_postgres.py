@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest import EVENTS, IngestWorker
-from cloud_api.rollups import ROLLUPS
+from cloud_api.rollups import ROLLUPS, TOTALS
 from shared.messages import EventBatch, encode, utcnow
 from shared.topics import Channel
 from tests.cloud.conftest import AppFactory
@@ -122,3 +122,5 @@ def test_two_workers_storing_the_same_events_at_once(broker: Mosquitto, engine: 
     assert sum(w.duplicates for w in workers) == 2000
     assert sum(w.dead_letters for w in workers) == 0
     assert stored_and_rolled(engine, agent) == (2000, 2000)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.sum(TOTALS.c.events))) == 2000

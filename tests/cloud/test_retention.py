@@ -130,6 +130,7 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
     assert deleted == {
         "events": OLD_EVENTS,
         "event_rollups_hourly": 3,  # the three hours that held old events
+        "event_rollups_hourly_total": 3,
         "summaries": 4,
         "dead_letters": 2,
     }
@@ -137,7 +138,13 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
     assert [rows for table, rows in batches if table == "summaries"] == [3, 1]
     assert max(rows for _, rows in batches) <= 3
     # One DELETE per batch; a full last batch costs one more that finds nothing.
-    assert deletes == {"events": 3, "event_rollups_hourly": 2, "summaries": 2, "dead_letters": 1}
+    assert deletes == {
+        "events": 3,
+        "event_rollups_hourly": 2,
+        "event_rollups_hourly_total": 2,
+        "summaries": 2,
+        "dead_letters": 1,
+    }
     assert remaining(engine, "events", "ts") == [*NEW_TIMES]
     assert remaining(engine, "summaries", "window_start") == [*NEW_TIMES]
     assert remaining(engine, "dead_letters", "received_at") == [*NEW_TIMES]
@@ -152,7 +159,8 @@ def test_rollups_still_equal_raw_events_after_retention(engine: Engine) -> None:
     with engine.connect() as conn:
         raw = conn.execute(select(func.count()).select_from(EVENTS)).scalar_one()
         rolled = conn.execute(select(func.sum(rollups.ROLLUPS.c.events))).scalar_one()
-    assert raw == rolled == len(NEW_TIMES)
+        total = conn.execute(select(func.sum(rollups.TOTALS.c.events))).scalar_one()
+    assert raw == rolled == total == len(NEW_TIMES)
 
 
 @pytest.mark.postgres

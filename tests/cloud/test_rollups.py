@@ -23,7 +23,7 @@ from cloud_api import crud
 from cloud_api.db import alembic_config, create_db_engine, migrate
 from cloud_api.ingest import EVENTS
 from cloud_api.schemas import Bucket, GroupKey, Metric
-from cloud_api.tables import EventRollupRow
+from cloud_api.tables import EventRollupRow, EventRollupTotalRow
 from shared.messages import Event, EventBatch, ModelRef, encode, new_event_id, utcnow
 from shared.topics import Channel
 from tests.cloud.conftest import AppFactory
@@ -124,6 +124,7 @@ def test_rollups_answer_exactly_as_raw_events(
 
     with Session(engine) as session:
         assert session.scalar(select(func.sum(EventRollupRow.events))) == 1000
+        assert session.scalar(select(func.sum(EventRollupTotalRow.events))) == 1000
         for question in QUESTIONS:
             for since, until in RANGES:
                 expected = answer(session, question, since, until, rollups=False)

@@ -1,4 +1,5 @@
-"""Hourly rollups of events (count, sum, min, max of the score), backfilled from stored events.
+"""Hourly rollups of events (count, sum, min, max of the score) per series and in total,
+backfilled from stored events.
 
 Revision ID: 0008
 Revises: 0005
@@ -48,14 +49,30 @@ def upgrade() -> None:
             postgresql_include=["events", "score_sum", "score_min", "score_max"],
         ),
     )
-    hour = HOUR[op.get_bind().dialect.name]
-    op.execute(
-        # Built from constants only.
-        f"INSERT INTO event_rollups_hourly (bucket, {SERIES}, events, score_sum, score_min, "  # noqa: S608
-        f"score_max) SELECT {hour}, {SERIES}, count(*), sum(score), min(score), max(score) "
-        "FROM events GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1"
+    op.create_table(
+        "event_rollups_hourly_total",
+        sa.Column("bucket", UtcDateTime(), nullable=False),
+        sa.Column("events", sa.BigInteger(), nullable=False),
+        sa.Column("score_sum", sa.Float(), nullable=False),
+        sa.Column("score_min", sa.Float(), nullable=False),
+        sa.Column("score_max", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "bucket", postgresql_include=["events", "score_sum", "score_min", "score_max"]
+        ),
     )
+    hour = HOUR[op.get_bind().dialect.name]
+    for table, series in (("event_rollups_hourly", SERIES), ("event_rollups_hourly_total", "")):
+        columns = f"{hour}, {series}" if series else hour
+        groups = "1, 2, 3, 4, 5, 6" if series else "1"
+        names = f"bucket, {series}" if series else "bucket"
+        op.execute(
+            # Built from constants only.
+            f"INSERT INTO {table} ({names}, events, score_sum, score_min, score_max) "  # noqa: S608
+            f"SELECT {columns}, count(*), sum(score), min(score), max(score) "
+            f"FROM events GROUP BY {groups} ORDER BY 1"
+        )
 
 
 def downgrade() -> None:
+    op.drop_table("event_rollups_hourly_total")
     op.drop_table("event_rollups_hourly")
