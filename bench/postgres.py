@@ -308,7 +308,7 @@ def event_queries(rng: random.Random, count: int) -> list[dict[str, Any]]:
     ]
 
 
-def aggregate_queries(now: datetime, count: int) -> list[dict[str, Any]]:
+def aggregate_queries(now: datetime, count: int, **more: str) -> list[dict[str, Any]]:
     # A dashboard's "last week" ends now, not on the hour: partial hours come from raw events.
     return [
         {
@@ -316,6 +316,7 @@ def aggregate_queries(now: datetime, count: int) -> list[dict[str, Any]]:
             "metric": "avg",
             "since": (now - timedelta(days=7, seconds=i * 7)).isoformat(),
             "until": (now - timedelta(seconds=i * 7)).isoformat(),
+            **more,
         }
         for i in range(count)
     ]
@@ -394,11 +395,14 @@ def bench_queries(cluster: PostgresCluster, workdir: Path) -> list[Result]:
         latencies_ms(client, "/api/v1/aggregates", aggregate_queries(now, WARMUP))
         events_ms = latencies_ms(client, "/api/v1/events", event_queries(rng, REQUESTS))
         aggregates_ms = latencies_ms(client, "/api/v1/aggregates", aggregate_queries(now, REQUESTS))
+        by_label = aggregate_queries(now, REQUESTS, group_by="label")
+        by_label_ms = latencies_ms(client, "/api/v1/aggregates", by_label)
     results = [retention_rate(engine, now)]
     engine.dispose()
     for name, samples in (
         ("GET /api/v1/events agent_id+label, 100/page", events_ms),
         ("GET /api/v1/aggregates hourly avg, one week", aggregates_ms),
+        ("GET /api/v1/aggregates hourly avg by label, one week", by_label_ms),
     ):
         p50, p99 = percentiles(samples)
         details: dict[str, float | int | str] = {
