@@ -19,6 +19,7 @@ from bench.camera import bench_action_latency, bench_bandwidth, bench_camera_thr
 from bench.common import Result
 from bench.edge import bench_edge
 from bench.ingest import bench_ingest_sqlite
+from bench.postgres import bench_postgres
 from bench.rollout import bench_rollout
 from bench.swap import bench_swap
 
@@ -34,6 +35,7 @@ def main() -> None:
         ("ingest", bench_ingest_sqlite),
         ("rollout", bench_rollout),
         ("model swap", bench_swap),
+        ("PostgreSQL at scale", bench_postgres),
     )
     for name, run in benchmarks:
         console.print(f"running {name} ...")

@@ -60,6 +60,19 @@ class Settings(BaseSettings):
         "a batch another ingest process commits late is not skipped by the keyset",
     )
 
+    retention_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="delete events, rollups, summaries and dead letters older than this many "
+        "days (cut to the hour); None or 0 keeps everything",
+    )
+    retention_batch: int = Field(
+        default=5000, ge=1, le=1_000_000, description="rows per DELETE transaction"
+    )
+    retention_interval_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="seconds between retention rounds"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:

@@ -7,7 +7,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, literal_column, select, text, tuple_, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    and_,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -30,6 +44,8 @@ from cloud_api.tables import (
     DeploymentAgentRow,
     DeploymentRow,
     DesiredStateRow,
+    EventRollupRow,
+    EventRollupTotalRow,
     EventRow,
     ModelVersionRow,
     SummaryRow,
@@ -74,6 +90,31 @@ def list_events(
 
     ``since`` is inclusive and ``until`` exclusive, so adjacent windows never overlap.
     """
+    query = events_page_query(
+        agent_id=agent_id,
+        pipeline=pipeline,
+        label=label,
+        kind=kind,
+        since=since,
+        until=until,
+        after=after,
+        limit=limit,
+    )
+    return session.scalars(query).all()
+
+
+def events_page_query(
+    *,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    label: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int,
+) -> Select[EventRow]:
+    """The query behind ``list_events`` (the bench EXPLAINs it to check its indexes)."""
     query = select(EventRow).where(
         *event_filters(agent_id=agent_id, pipeline=pipeline, label=label, kind=kind)
     )
@@ -83,8 +124,7 @@ def list_events(
         query = query.where(EventRow.ts < until)
     if after is not None:
         query = query.where(tuple_(EventRow.ts, EventRow.id) < tuple_(*after))
-    query = query.order_by(EventRow.ts.desc(), EventRow.id.desc()).limit(limit)
-    return session.scalars(query).all()
+    return query.order_by(EventRow.ts.desc(), EventRow.id.desc()).limit(limit)
 
 
 def events_received_after(
@@ -286,15 +326,37 @@ def aggregate_events(
     pipeline: str | None = None,
     label: str | None = None,
     kind: str | None = None,
+    use_rollups: bool = True,
 ) -> AggregateReport:
     """``metric`` of the score (or of a numeric ``attribute``) per time bucket and group.
 
     Bucketing, JSON extraction and aggregation all run in the database, so a week of
     events comes back as at most one row per bucket and group. With ``attribute``, only
-    events where it is a number count; empty buckets are absent, never zero.
+    events where it is a number count; empty buckets are absent, never zero. Hour and day
+    buckets of the score (or a count) read the hourly rollups, and raw events only for the
+    partial hours at either end of the range; minute buckets and attributes read raw events.
+    ``use_rollups=False`` reads raw events for everything (same answer, slower).
     """
     if attribute is not None and re.fullmatch(ATTRIBUTE_PATTERN, attribute) is None:
         raise ValueError(f"attribute {attribute!r} is not a plain name")
+    if use_rollups and attribute is None and bucket != "minute":
+        from_rollups = _aggregate_rollups(
+            session,
+            metric=metric,
+            bucket=bucket,
+            since=since,
+            until=until,
+            group_by=group_by,
+            filters={"agent_id": agent_id, "pipeline": pipeline, "label": label, "kind": kind},
+        )
+        return _report(
+            metric=metric,
+            bucket=bucket,
+            since=since,
+            until=until,
+            attribute=None,
+            series=from_rollups,
+        )
     dialect = session.get_bind().dialect.name
     start = type_coerce(_bucket_start(bucket, dialect), UtcDateTime).label("bucket_start")
     groups = [_GROUP_COLUMNS[key] for key in dict.fromkeys(group_by)]
@@ -319,27 +381,147 @@ def aggregate_events(
         points = series.setdefault(tuple(row[: len(groups)]), [])
         points.append(AggregatePoint(ts=row.bucket_start, value=row.value, count=row.events))
     names = [column.key for column in groups]
+    named = [
+        AggregateSeries(group=dict(zip(names, key, strict=True)), points=points)
+        for key, points in series.items()
+    ]
+    return _report(
+        metric=metric, bucket=bucket, since=since, until=until, attribute=attribute, series=named
+    )
+
+
+def _report(
+    *,
+    metric: Metric,
+    bucket: Bucket,
+    since: datetime,
+    until: datetime,
+    attribute: str | None,
+    series: list[AggregateSeries],
+) -> AggregateReport:
     return AggregateReport(
         bucket=bucket,
         metric=metric,
         field=attribute or (None if metric == "count" else "score"),
         since=since,
         until=until,
-        series=[
-            AggregateSeries(group=dict(zip(names, key, strict=True)), points=points)
-            for key, points in series.items()
-        ],
+        series=series,
     )
 
 
-def _bucket_start(bucket: Bucket, dialect: str) -> ColumnElement[Any]:
+def _aggregate_rollups(
+    session: Session,
+    *,
+    metric: Metric,
+    bucket: Bucket,
+    since: datetime,
+    until: datetime,
+    group_by: Sequence[GroupKey],
+    filters: dict[str, str | None],
+) -> list[AggregateSeries]:
+    """Hour or day buckets of the score from whole hours of rollups plus raw partial hours.
+
+    Both parts become (groups, bucket, count, sum, min, max) rows in one ``UNION ALL``, and
+    the outer ``GROUP BY`` merges them: counts and sums add, min and max combine, and the
+    average is sum / count, as ``avg`` over the raw events computes it.
+    """
+    dialect = session.get_bind().dialect.name
+    keys = list(dict.fromkeys(group_by))
+    first_hour, last_hour = _ceil_hour(since), _floor_hour(until)
+    if first_hour >= last_hour:  # not one whole hour inside: all of it from raw events
+        first_hour = last_hour = until
+    wanted = {key: value for key, value in filters.items() if value is not None}
+    # Nothing to group or filter by: one row an hour instead of one per series and hour.
+    rollup: type[EventRollupRow | EventRollupTotalRow] = (
+        EventRollupRow if keys or wanted else EventRollupTotalRow
+    )
+    whole = select(
+        *(getattr(rollup, key).label(key) for key in keys),
+        _rollup_bucket(bucket, dialect, rollup.bucket).label("bucket_start"),
+        rollup.events.label("n"),
+        rollup.score_sum.label("total"),
+        rollup.score_min.label("low"),
+        rollup.score_max.label("high"),
+    ).where(
+        rollup.bucket >= first_hour,
+        rollup.bucket < last_hour,
+        *(getattr(rollup, key) == value for key, value in wanted.items()),
+    )
+    edges = [(lo, hi) for lo, hi in ((since, first_hour), (last_hour, until)) if lo < hi]
+    parts: Select[Any] | CompoundSelect[Any] = whole
+    if edges:
+        partial = select(
+            *(getattr(EventRow, key).label(key) for key in keys),
+            _bucket_of(bucket, dialect, EventRow.ts).label("bucket_start"),
+            literal_column("1").label("n"),
+            EventRow.score.label("total"),
+            EventRow.score.label("low"),
+            EventRow.score.label("high"),
+        ).where(
+            or_(*(and_(EventRow.ts >= lo, EventRow.ts < hi) for lo, hi in edges)),
+            *event_filters(**filters),
+        )
+        parts = union_all(whole, partial)
+    merged = parts.subquery()
+    group_columns = [merged.c[key] for key in keys]
+    query = (
+        select(
+            *group_columns,
+            type_coerce(merged.c.bucket_start, UtcDateTime).label("bucket_start"),
+            func.sum(merged.c.n).label("n"),
+            func.sum(merged.c.total).label("total"),
+            func.min(merged.c.low).label("low"),
+            func.max(merged.c.high).label("high"),
+        )
+        .group_by(*group_columns, merged.c.bucket_start)
+        .order_by(*group_columns, merged.c.bucket_start)
+    )
+    if dialect == "postgresql":
+        # A week is tens of thousands of rollup rows: starting parallel workers for them costs
+        # more than the scan (measured 55 ms against 13 ms on two busy cores).
+        session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    series: dict[tuple[str, ...], list[AggregatePoint]] = {}
+    for row in session.execute(query):
+        count = int(row.n)  # PostgreSQL sums bigint as numeric
+        value = {"count": count, "avg": row.total / count, "min": row.low, "max": row.high}
+        points = series.setdefault(tuple(row[: len(keys)]), [])
+        points.append(AggregatePoint(ts=row.bucket_start, value=value[metric], count=count))
+    return [
+        AggregateSeries(group=dict(zip(keys, key, strict=True)), points=points)
+        for key, points in series.items()
+    ]
+
+
+def _rollup_bucket(bucket: Bucket, dialect: str, hour: Any) -> ColumnElement[Any]:
+    """A rollup row's bucket start: on PostgreSQL an hour is its own (no date_trunc per row)."""
+    if bucket == "hour" and dialect == "postgresql":
+        # The same type and value date_trunc gives the raw events' side of the UNION.
+        return func.timezone(literal_column("'UTC'"), hour)
+    return _bucket_of(bucket, dialect, hour)
+
+
+def _floor_hour(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(ts: datetime) -> datetime:
+    floor = _floor_hour(ts)
+    return floor if floor == ts else floor + timedelta(hours=1)
+
+
+def _bucket_of(bucket: Bucket, dialect: str, ts: Any) -> ColumnElement[Any]:
+    """The start of the bucket ``ts`` is in, as the database computes it (see _bucket_start)."""
     if dialect == "sqlite":
-        return func.strftime(_SQLITE_BUCKET_FORMAT[bucket], EventRow.ts)
-    # Literals, not parameters: PostgreSQL matches GROUP BY to the select list by text, and
-    # two bound parameters never match. timezone() first, or date_trunc would cut days at
-    # the session's midnight instead of UTC's.
+        return func.strftime(_SQLITE_BUCKET_FORMAT[bucket], ts)
     unit: ColumnElement[str] = literal_column(f"'{bucket}'")
-    return func.date_trunc(unit, func.timezone(literal_column("'UTC'"), EventRow.ts))
+    return func.date_trunc(unit, func.timezone(literal_column("'UTC'"), ts))
+
+
+def _bucket_start(bucket: Bucket, dialect: str) -> ColumnElement[Any]:
+    # Literals, not parameters (in _bucket_of): PostgreSQL matches GROUP BY to the select
+    # list by text, and two bound parameters never match. timezone() first, or date_trunc
+    # would cut days at the session's midnight instead of UTC's.
+    return _bucket_of(bucket, dialect, EventRow.ts)
 
 
 def _numeric_attribute(name: str, dialect: str) -> ColumnElement[float]:

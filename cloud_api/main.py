@@ -13,6 +13,7 @@ from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.ingest import IngestWorker
 from cloud_api.metrics import Metrics
 from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
+from cloud_api.retention import Retention
 from cloud_api.rollout import RolloutWorker
 from cloud_api.routes import (
     agents,
@@ -33,8 +34,8 @@ from cloud_api.routes import (
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Signing key and artifact store, database (migrated), ingest, then rollouts; stopped in
-    reverse."""
+    """Signing key and artifact store, database (migrated), ingest, rollouts, retention;
+    stopped in reverse."""
     settings: Settings = app.state.settings
     app.state.signing_key = load_or_create_signing_key(settings.data_dir)
     app.state.artifacts = FileArtifactStore(settings.data_dir / "artifacts")
@@ -70,9 +71,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
             rollout.start()
         app.state.rollout = rollout
+        retention = None
+        if settings.retention_days:
+            retention = Retention(
+                engine=engine,
+                days=settings.retention_days,
+                batch=settings.retention_batch,
+                interval_s=settings.retention_interval_s,
+                observer=app.state.metrics.observe_retention,
+            )
+            retention.start()
+        app.state.retention = retention
         try:
             yield
         finally:
+            if retention is not None:
+                retention.stop()
             if rollout is not None:
                 rollout.stop()
             if worker is not None:
@@ -94,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.ingest = None
     app.state.rollout = None
+    app.state.retention = None
     app.state.stream_slots = stream.StreamSlots(app.state.settings.stream_max)
     # /events/stream before any /events/{...} route, which would otherwise capture "stream".
     app.include_router(stream.router)

@@ -8,7 +8,7 @@ from cloud_api.ingest import BatchStats
 
 
 class Metrics:
-    """Counters for ingest and HTTP; ``observe_batch`` is the ingest worker's observer."""
+    """Counters for ingest, retention and HTTP; ``observe_*`` are the workers' observers."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -42,6 +42,12 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
             registry=self.registry,
         )
+        self.retention_deleted = Counter(
+            "aiot_retention_deleted_rows",
+            "Rows deleted by retention, by table",
+            ["table"],
+            registry=self.registry,
+        )
         self.http_requests = Counter(
             "aiot_http_requests",
             "HTTP requests by method, route and status",
@@ -58,3 +64,7 @@ class Metrics:
         self.summary_duplicates.inc(stats.summary_duplicates)
         self.dead_letters.inc(stats.dead_letters)
         self.batch_messages.observe(stats.messages)
+
+    def observe_retention(self, table: str, rows: int) -> None:
+        """Called by retention after each committed DELETE batch."""
+        self.retention_deleted.labels(table).inc(rows)

@@ -1,5 +1,5 @@
-"""SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents, dead letters, models,
-API keys, broker users, deployments and desired states."""
+"""SQL tables (SQLAlchemy 2.0 typed ORM): events and their hourly rollups, summaries, agents,
+dead letters, models, API keys, broker users, deployments and desired states."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -102,6 +103,60 @@ class EventRow(Base):
         Index("ix_events_label_ts", "label", "ts", "id"),
         # Live streams (routes/stream.py) read events in ingestion order.
         Index("ix_events_received_at_id", "received_at", "id"),
+    )
+
+
+class EventRollupRow(Base):
+    """Count, sum, min and max of the score of one hour's events of one series.
+
+    Kept by ingest in the transaction that stores the events (only the ones stored for the
+    first time), so hourly and daily aggregates of the score read a few rows per hour instead
+    of every event; ``bucket`` is the hour's start in UTC. Retention deletes whole hours.
+    """
+
+    __tablename__ = "event_rollups_hourly"
+
+    bucket: Mapped[datetime] = mapped_column(UtcDateTime)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    events: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[float] = mapped_column(Float)
+    score_min: Mapped[float] = mapped_column(Float)
+    score_max: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        # Hour first: a range of hours is a range of the key. The values ride along in the
+        # index (PostgreSQL INCLUDE), so a week of rollups is an index-only scan.
+        PrimaryKeyConstraint(
+            "bucket",
+            "agent_id",
+            "pipeline",
+            "label",
+            "kind",
+            "model_version",
+            postgresql_include=["events", "score_sum", "score_min", "score_max"],
+        ),
+    )
+
+
+class EventRollupTotalRow(Base):
+    """The same numbers for all events of an hour: a fleet-wide chart reads one row an hour."""
+
+    __tablename__ = "event_rollups_hourly_total"
+
+    bucket: Mapped[datetime] = mapped_column(UtcDateTime)
+    events: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[float] = mapped_column(Float)
+    score_min: Mapped[float] = mapped_column(Float)
+    score_max: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "bucket", postgresql_include=["events", "score_sum", "score_min", "score_max"]
+        ),
     )
 
 

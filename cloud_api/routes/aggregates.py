@@ -43,6 +43,9 @@ def aggregates(
     """One series per group of bucket start, value and count; the last 24 h by default.
 
     Empty buckets are left out rather than zero-filled, so a sparse week stays small.
+    Hour and day buckets of the score (or of a count) come from hourly rollups kept at
+    ingest, so a week or a month answers fast whatever the number of events; minute buckets
+    and attributes are computed from the raw events, so keep their ranges short.
     """
     until = until if until is not None else utcnow()
     since = since if since is not None else until - DEFAULT_WINDOW

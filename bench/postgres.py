@@ -1,0 +1,445 @@
+"""PostgreSQL at scale: ingest events/s with 1 and 2 processes, and API latency on 10 M events.
+
+(a) `aiot cloud ingest` processes (real processes, one MQTT 5 shared subscription) drain a
+backlog the broker already holds for their persistent sessions; the clock runs from the first
+message an ingest process receives (``min(received_at)``) until every event is stored. Baselines
+in the same run: a bare paho subscriber draining the same backlog, and bare psycopg COPY of the
+same rows into the same (empty, indexed) events table.
+
+(b) 10 million events generated inside PostgreSQL (50 agents, 4 pipelines, 5 labels, 30 days),
+indexes built, rollups backfilled and ANALYZEd; then p50/p99 of ``GET /api/v1/events`` (agent_id
+and label, 100 per page) and ``GET /api/v1/aggregates`` (hourly, one week) over HTTP against the
+real app under uvicorn, with httpx.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import uvicorn
+from pydantic_core import to_json
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from bench.common import Result, bare_subscriber_rate, event_batches, publish_all
+from cli.broker import MosquittoProcess, free_port, wait_for_port
+from cloud_api import crud, rollups
+from cloud_api.auth import create_api_key
+from cloud_api.config import Settings
+from cloud_api.db import create_db_engine, migrate
+from cloud_api.ingest import EVENTS as EVENTS_TABLE
+from cloud_api.main import create_app
+from cloud_api.retention import Retention
+from shared.messages import EventBatch
+from tests.services import PostgresCluster
+
+AIOT = Path(sys.executable).parent / "aiot"
+INGEST_EVENTS = 200_000
+PER_MESSAGE = 100  # the agent's default outbox batch_max_events
+STORED_EVENTS = int(os.environ.get("AIOT_BENCH_PG_EVENTS", "10000000"))
+AGENTS = 50
+PIPELINES = ("spindle-vibration", "door-camera", "pump-pressure", "line-temperature")
+LABELS = ("normal_wear", "bearing_outer_race", "imbalance", "person", "overheat")
+DAYS = 30
+REQUESTS = 200
+WARMUP = 20
+RETENTION_BATCH = 5000
+
+
+def read_headers(engine: Engine) -> dict[str, str]:
+    """Headers every bench request sends: a read-scoped API key made in this database, as a
+    dashboard would hold (each request pays for checking it)."""
+    with Session(engine) as session:
+        _, token = create_api_key(session, name="bench-postgres", scope="read")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def psycopg_url(url: str) -> str:
+    """The SQLAlchemy URL as a libpq connection string for bare psycopg."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# -- (a) ingest ------------------------------------------------------------------------------
+
+
+@contextmanager
+def ingest_processes(db_url: str, mqtt_url: str, count: int, logs: Path) -> Iterator[None]:
+    """``count`` `aiot cloud ingest` processes on one share group, until the block ends."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for n in range(count):
+            log = logs / f"ingest-{n}.log"
+            with log.open("ab") as out:
+                started.append(
+                    subprocess.Popen(
+                        [str(AIOT), "cloud", "ingest", "--db", db_url, "--mqtt", mqtt_url,
+                         "--share-group", "bench", "--client-id", f"bench-ingest-{n}"],
+                        stdout=out, stderr=subprocess.STDOUT,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    )
+                )  # fmt: skip
+        yield
+    finally:
+        for process in started:
+            process.send_signal(signal.SIGTERM)
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_subscribed(logs: Path, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        texts = [(logs / f"ingest-{n}.log").read_text(errors="replace") for n in range(count)]
+        if all(t.count("subscribed") >= 1 for t in texts):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"ingest processes did not subscribe in {timeout} s (logs in {logs})")
+
+
+def ingest_processes_rate(
+    cluster: PostgresCluster, broker: MosquittoProcess, processes: int, workdir: Path
+) -> float:
+    """Events/s that ``processes`` ingest processes store from a backlog on the broker."""
+    db_url = cluster.create_database()
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    agent_id = f"bench-{uuid.uuid4().hex[:8]}"
+    payloads = event_batches(agent_id, INGEST_EVENTS // PER_MESSAGE, PER_MESSAGE)
+    logs = workdir / f"logs-{agent_id}"
+    logs.mkdir()
+    # First run: create the persistent sessions and the shared subscription, then leave.
+    with ingest_processes(db_url, broker.url, processes, logs):
+        wait_subscribed(logs, processes)
+    publish_all(broker.port, agent_id, payloads)
+    with ingest_processes(db_url, broker.url, processes, logs):
+        deadline = time.monotonic() + 600
+        while True:
+            with engine.connect() as conn:
+                stored, first = conn.execute(
+                    text("SELECT count(*), min(received_at) FROM events")
+                ).one()
+            if stored >= INGEST_EVENTS:
+                end = time.time()
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{processes} ingest process(es) stored {stored} events")
+            time.sleep(0.02)
+    engine.dispose()
+    elapsed: float = end - first.timestamp()
+    return INGEST_EVENTS / elapsed
+
+
+def copy_rate(cluster: PostgresCluster) -> float:
+    """Events/s of bare COPY of the same rows into the same (empty, indexed) events table."""
+    db_url = cluster.create_database()
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    engine.dispose()
+    payloads = event_batches("bench-copy", INGEST_EVENTS // PER_MESSAGE, PER_MESSAGE)
+    received = datetime.now(UTC)
+    rows = []
+    for payload in payloads:
+        batch = EventBatch.model_validate_json(payload)
+        for e in batch.events:
+            rows.append(
+                (e.id, batch.agent_id, e.pipeline, e.kind, e.state, e.label, e.score, e.ts, e.seq,
+                 e.model.name, e.model.version, e.model.sha256, to_json(e.attributes).decode(),
+                 received)
+            )  # fmt: skip
+    columns = ", ".join(rollups.EVENT_COLUMNS)
+    with psycopg.connect(psycopg_url(db_url)) as conn:
+        start = time.perf_counter()
+        with conn.cursor() as cursor, cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        elapsed = time.perf_counter() - start
+    return len(rows) / elapsed
+
+
+def bench_ingest(cluster: PostgresCluster, workdir: Path) -> list[Result]:
+    broker = MosquittoProcess(workdir)
+    broker.start()
+    try:
+        agent_id = f"bare-{uuid.uuid4().hex[:8]}"
+        payloads = event_batches(agent_id, INGEST_EVENTS // PER_MESSAGE, PER_MESSAGE)
+        bare = bare_subscriber_rate(broker.port, agent_id, payloads, PER_MESSAGE)
+        copy = copy_rate(cluster)
+        one = ingest_processes_rate(cluster, broker, 1, workdir)
+        two = ingest_processes_rate(cluster, broker, 2, workdir)
+    finally:
+        broker.stop()
+    details: dict[str, float | int | str] = {
+        "events": INGEST_EVENTS,
+        "events_per_message": PER_MESSAGE,
+        "bare_copy_events_per_s": round(copy),
+    }
+    return [
+        Result("PostgreSQL ingest, 1 process", one, "events/s", bare, "bare paho subscriber",
+               "", details),
+        Result("PostgreSQL ingest, 1 process", one, "events/s", copy, "bare COPY", "", details),
+        Result("PostgreSQL ingest, 2 processes", two, "events/s", bare, "bare paho subscriber",
+               "", details),
+        Result("PostgreSQL ingest, 2 processes", two, "events/s", copy, "bare COPY", "", details),
+        Result("PostgreSQL ingest, 2 processes / 1", two, "events/s", one, "1 process",
+               "ratio >= 1.6", details),
+    ]  # fmt: skip
+
+
+# -- (b) queries on 10 M events -------------------------------------------------------------
+
+GENERATE = """
+INSERT INTO events (id, agent_id, pipeline, kind, state, label, score, ts, seq, model_name,
+                    model_version, model_sha256, attributes, received_at)
+SELECT lpad(to_hex(i), 26, '0'),
+       'agent-' || lpad((i % :agents)::text, 2, '0'),
+       (ARRAY['spindle-vibration', 'door-camera', 'pump-pressure', 'line-temperature'])
+           [1 + (i % :agents) % 4],
+       CASE WHEN (i % :agents) % 4 = 1 THEN 'object' ELSE 'anomaly' END,
+       'instant',
+       (ARRAY['normal_wear', 'bearing_outer_race', 'imbalance', 'person', 'overheat'])
+           [1 + (i / :agents) % 5],
+       random(),
+       ts,
+       i,
+       'vibration-anomaly',
+       CASE WHEN ts < :now - interval '10 days' THEN '1.0.0' ELSE '1.1.0' END,
+       repeat('ab', 32),
+       jsonb_build_object('rms_g', round((random() * 3)::numeric, 3), 'peak_hz', 162.5),
+       ts + interval '1 second'
+FROM generate_series(1, :n) AS i,
+     LATERAL (SELECT :now - (:n - i) * (:days * interval '1 day' / :n)
+                  - random() * interval '1 second' AS ts) AS t
+"""
+"""Evenly spread over ``days`` up to ``now``, ids in time order (as the edge's ULIDs are)."""
+
+
+def load_events(engine: Engine, count: int, now: datetime) -> dict[str, float]:
+    """Generate ``count`` events, build indexes, backfill rollups, ANALYZE; seconds per step."""
+    timings: dict[str, float] = {}
+    indexes = list(EVENTS_TABLE.indexes)
+    with engine.begin() as conn:
+        # Bulk load first, indexes after: building an index once is far cheaper than
+        # maintaining six of them row by row.
+        for index in indexes:
+            conn.execute(text(f"DROP INDEX {index.name}"))
+        conn.execute(text("ALTER TABLE events DROP CONSTRAINT events_pkey"))
+        conn.execute(text("SELECT setseed(0.42)"))
+        start = time.perf_counter()
+        conn.execute(text(GENERATE), {"n": count, "agents": AGENTS, "days": DAYS, "now": now})
+        timings["generate_s"] = time.perf_counter() - start
+    with engine.begin() as conn:
+        conn.execute(text("SET maintenance_work_mem = '512MB'"))
+        start = time.perf_counter()
+        conn.execute(text("ALTER TABLE events ADD PRIMARY KEY (id)"))
+        for index in indexes:
+            index.create(conn)
+        timings["indexes_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        rollups.backfill(conn)
+        timings["rollups_s"] = time.perf_counter() - start
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        start = time.perf_counter()
+        conn.execute(text("VACUUM ANALYZE events"))
+        conn.execute(text("VACUUM ANALYZE event_rollups_hourly"))
+        timings["vacuum_analyze_s"] = time.perf_counter() - start
+    return timings
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """The real app under uvicorn on a free port, in a thread; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="bench-uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def latencies_ms(client: httpx.Client, path: str, params: list[dict[str, Any]]) -> list[float]:
+    out = []
+    for query in params:
+        start = time.perf_counter()
+        response = client.get(path, params=query)
+        elapsed = time.perf_counter() - start
+        response.raise_for_status()
+        out.append(elapsed * 1000)
+    return out
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return statistics.median(samples), cuts[98]
+
+
+def event_queries(rng: random.Random, count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "agent_id": f"agent-{rng.randrange(AGENTS):02d}",
+            "label": rng.choice(LABELS),
+            "limit": 100,
+        }
+        for _ in range(count)
+    ]
+
+
+def aggregate_queries(now: datetime, count: int, **more: str) -> list[dict[str, Any]]:
+    # A dashboard's "last week" ends now, not on the hour: partial hours come from raw events.
+    return [
+        {
+            "bucket": "hour",
+            "metric": "avg",
+            "since": (now - timedelta(days=7, seconds=i * 7)).isoformat(),
+            "until": (now - timedelta(seconds=i * 7)).isoformat(),
+            **more,
+        }
+        for i in range(count)
+    ]
+
+
+def explain_event_pages(engine: Engine, now: datetime) -> dict[str, str]:
+    """The index each filter combination of ``GET /api/v1/events`` uses (EXPLAIN ANALYZE)."""
+    week = {"since": now - timedelta(days=7), "until": now - timedelta(days=6)}
+    combinations: dict[str, dict[str, Any]] = {
+        "none": {},
+        "agent_id": {"agent_id": "agent-07"},
+        "pipeline": {"pipeline": "pump-pressure"},
+        "label": {"label": "overheat"},
+        "kind": {"kind": "object"},
+        "agent_id+label": {"agent_id": "agent-07", "label": "overheat"},
+        "pipeline+label+kind": {"pipeline": "door-camera", "label": "person", "kind": "object"},
+        "since/until": week,
+        "agent_id+since/until": {"agent_id": "agent-07", **week},
+        "label+since/until": {"label": "overheat", **week},
+    }
+    plans = {}
+    with engine.connect() as conn:
+        for name, filters in combinations.items():
+            query = crud.events_page_query(limit=101, **filters)
+            compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+            lines = conn.execute(text(f"EXPLAIN (ANALYZE, COSTS OFF) {compiled}")).scalars().all()
+            scans = [line.strip() for line in lines if "Scan" in line]
+            total = next(line for line in lines if line.startswith("Execution Time"))
+            plans[name] = f"{'; '.join(scans)} ({total})"
+    return plans
+
+
+def retention_rate(engine: Engine, now: datetime) -> Result:
+    """Rows/s retention deletes in its default batches: the oldest day of the 30 goes."""
+    batches: list[int] = []
+    retention = Retention(
+        engine=engine,
+        days=DAYS - 1,
+        batch=RETENTION_BATCH,
+        interval_s=60,
+        observer=lambda _table, rows: batches.append(rows),
+        clock=lambda: now,
+    )
+    start = time.perf_counter()
+    deleted = retention.run_once() or {}
+    elapsed = time.perf_counter() - start
+    rows = sum(deleted.values())
+    return Result(
+        f"retention of one day of {STORED_EVENTS / 1e6:g} M events, {RETENTION_BATCH}-row batches",
+        rows / elapsed,
+        "rows/s",
+        details={"seconds": round(elapsed, 1), "batches": len(batches), **deleted},
+    )
+
+
+def bench_queries(cluster: PostgresCluster, workdir: Path) -> list[Result]:
+    db_url = cluster.create_database()
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    now = datetime.now(UTC)
+    start = time.perf_counter()
+    timings = load_events(engine, STORED_EVENTS, now)
+    print(
+        f"loaded {STORED_EVENTS:,} events in {time.perf_counter() - start:.0f} s: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+    )
+    for name, plan in explain_event_pages(engine, now).items():
+        print(f"  events page by {name}: {plan}")
+    settings = Settings(database_url=db_url, ingest_enabled=False, data_dir=workdir)
+    rng = random.Random(7)
+    with (
+        serve(settings) as base,
+        httpx.Client(base_url=base, headers=read_headers(engine)) as client,
+    ):
+        latencies_ms(client, "/api/v1/events", event_queries(rng, WARMUP))
+        latencies_ms(client, "/api/v1/aggregates", aggregate_queries(now, WARMUP))
+        events_ms = latencies_ms(client, "/api/v1/events", event_queries(rng, REQUESTS))
+        aggregates_ms = latencies_ms(client, "/api/v1/aggregates", aggregate_queries(now, REQUESTS))
+        by_label = aggregate_queries(now, REQUESTS, group_by="label")
+        by_label_ms = latencies_ms(client, "/api/v1/aggregates", by_label)
+    results = [retention_rate(engine, now)]
+    engine.dispose()
+    for name, samples in (
+        ("GET /api/v1/events agent_id+label, 100/page", events_ms),
+        ("GET /api/v1/aggregates hourly avg, one week", aggregates_ms),
+        ("GET /api/v1/aggregates hourly avg by label, one week", by_label_ms),
+    ):
+        p50, p99 = percentiles(samples)
+        details: dict[str, float | int | str] = {
+            "p50_ms": round(p50, 2),
+            "requests": len(samples),
+            "via": "uvicorn + httpx",
+            **{name: round(seconds, 1) for name, seconds in timings.items()},
+        }
+        results.append(
+            Result(
+                f"{name}, {STORED_EVENTS / 1e6:g} M events: p99",
+                p99,
+                "ms",
+                goal="p99 < 50 ms",
+                details=details,
+            )
+        )
+    return results
+
+
+def bench_postgres() -> list[Result]:
+    workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-pg-"))
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        return bench_ingest(cluster, workdir) + bench_queries(cluster, workdir)
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    for result in bench_postgres():
+        extra = f" ({result.details.get('p50_ms')} ms p50)" if result.unit == "ms" else ""
+        ratio = f" ratio {result.ratio:.3f} vs {result.baseline_name}" if result.ratio else ""
+        print(f"{result.name}: {result.value:,.1f} {result.unit}{extra}{ratio} [{result.goal}]")

@@ -1,0 +1,163 @@
+"""Retention: delete events, rollups, summaries and dead letters older than the horizon.
+
+Deletes go in bounded batches, each its own short transaction, so ingest and readers never
+wait behind one huge DELETE and a crash loses at most one batch of work. The horizon is cut
+to a whole hour: events and their hourly rollups then go together, and aggregates over what
+is left agree with the raw events. With several API replicas on PostgreSQL, one of them
+holds an advisory lock for the round and the others skip it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, Table, delete, select, text, tuple_
+from sqlalchemy.exc import SQLAlchemyError
+
+from cloud_api.ingest import DEAD_LETTERS, EVENTS, SUMMARIES
+from cloud_api.rollups import ROLLUP_KEY, ROLLUPS, TOTALS, hour_of
+from shared.errors import ConfigError
+from shared.messages import utcnow
+
+log = logging.getLogger(__name__)
+
+# Key of the PostgreSQL advisory lock that lets one replica at a time run a round.
+RETENTION_LOCK_KEY = 0x4149_4F55
+
+
+@dataclass(frozen=True)
+class Target:
+    """One table: the key a batch is chosen by, and the time column the horizon applies to."""
+
+    table: Table
+    key: tuple[str, ...]
+    age: str
+
+
+TARGETS = (
+    Target(EVENTS, ("id",), "ts"),
+    Target(ROLLUPS, tuple(ROLLUP_KEY), "bucket"),
+    Target(TOTALS, ("bucket",), "bucket"),
+    Target(SUMMARIES, ("id",), "window_start"),
+    Target(DEAD_LETTERS, ("id",), "received_at"),
+)
+
+
+def delete_batch(conn: Connection, target: Target, *, horizon: datetime, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest rows of ``target`` older than ``horizon``.
+
+    ``DELETE ... WHERE key IN (SELECT key ... ORDER BY age LIMIT n)``: the age index finds
+    the oldest rows, and the batch stays bounded whatever the backlog.
+    """
+    table = target.table
+    key = [table.c[name] for name in target.key]
+    age = table.c[target.age]
+    oldest = select(*key).where(age < horizon).order_by(age).limit(limit)
+    result = conn.execute(delete(table).where(tuple_(*key).in_(oldest)))
+    return int(result.rowcount)
+
+
+class Retention:
+    """Deletes what is older than ``days`` every ``interval_s``; ``run_once`` does one round."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        days: int,
+        batch: int,
+        interval_s: float,
+        observer: Callable[[str, int], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if days < 1:
+            raise ConfigError(f"retention days must be at least 1, not {days}")
+        if batch < 1:
+            raise ConfigError(f"retention batch must be at least 1, not {batch}")
+        self._engine = engine
+        self._days = days
+        self._batch = batch
+        self._interval_s = interval_s
+        self._observer = observer
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def horizon(self) -> datetime:
+        """Rows older than this go: ``days`` ago, cut to the hour so rollups go with events."""
+        return hour_of(self._clock() - timedelta(days=self._days))
+
+    def run_once(self) -> dict[str, int] | None:
+        """Delete everything older than the horizon, batch by batch; rows deleted per table.
+
+        None when another replica holds the round (PostgreSQL) or the thread is stopping.
+        """
+        horizon = self.horizon()
+        with self._engine.connect() as lock:
+            if not self._lock(lock):
+                log.debug("retention: another replica is running this round")
+                return None
+            try:
+                deleted = {target.table.name: self._purge(target, horizon) for target in TARGETS}
+            finally:
+                self._unlock(lock)
+        if any(deleted.values()):
+            log.info("retention deleted rows older than %s: %s", horizon.isoformat(), deleted)
+        return deleted
+
+    def _purge(self, target: Target, horizon: datetime) -> int:
+        total = 0
+        while not self._stop.is_set():
+            with self._engine.begin() as conn:
+                count = delete_batch(conn, target, horizon=horizon, limit=self._batch)
+            if count and self._observer is not None:
+                self._observer(target.table.name, count)
+            total += count
+            if count < self._batch:
+                break
+        return total
+
+    def _lock(self, conn: Connection) -> bool:
+        if conn.dialect.name != "postgresql":
+            return True  # SQLite has one writer at a time anyway
+        key = {"key": RETENTION_LOCK_KEY}
+        locked = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar())
+        conn.commit()  # do not sit idle in a transaction while the batches run
+        return locked
+
+    def _unlock(self, conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": RETENTION_LOCK_KEY})
+            conn.commit()
+
+    def start(self) -> None:
+        """Run a round now and then every ``interval_s`` in a thread, until ``stop``."""
+        if self._thread is not None:
+            raise RuntimeError("Retention.start() called twice")
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the batch in hand and join the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except SQLAlchemyError as exc:
+                if not failing:
+                    log.error("retention cannot delete old rows: %s; retrying next round", exc)
+                    failing = True
+            else:
+                if failing:
+                    log.info("retention works again")
+                    failing = False
+            self._stop.wait(self._interval_s)

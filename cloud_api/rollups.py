@@ -1,0 +1,177 @@
+"""Hourly rollups of events: how ingest keeps them, how to rebuild them.
+
+A rollup row holds count, sum, min and max of the score of one hour of one series (agent,
+pipeline, label, kind, model version) in ``event_rollups_hourly``, or of all events of the
+hour in ``event_rollups_hourly_total``. Ingest adds the events it stored for the first time
+in the same transaction, so a duplicate never counts twice and the rollups always equal a
+``GROUP BY`` over the raw events. Sums and counts add up and min/max combine, so any hour or
+day bucket of count/avg/min/max of the score is answered from these rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Insert, Table, func, text
+from sqlalchemy.dialects import sqlite
+
+from cloud_api.tables import EventRollupRow, EventRollupTotalRow
+
+ROLLUPS: Table = EventRollupRow.__table__  # type: ignore[assignment]
+TOTALS: Table = EventRollupTotalRow.__table__  # type: ignore[assignment]
+SERIES = ("agent_id", "pipeline", "label", "kind", "model_version")
+"""The event columns a rollup row is keyed by, after its hour."""
+ROLLUP_KEY = ["bucket", *SERIES]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One rollup table and the event columns its rows are keyed by after the hour."""
+
+    table: Table
+    series: tuple[str, ...]
+
+    @property
+    def key(self) -> list[str]:
+        return ["bucket", *self.series]
+
+
+LEVELS = (Level(ROLLUPS, SERIES), Level(TOTALS, ()))
+
+
+def hour_of(ts: datetime) -> datetime:
+    """The start (UTC) of the hour ``ts`` falls in."""
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def rollup_rows(events: Iterable[Mapping[str, Any]], level: Level) -> list[dict[str, Any]]:
+    """Rows of ``level`` for ``events`` (dicts with the events table's columns), in key order.
+
+    Key order makes concurrent ingest transactions lock rollup rows in the same order, so
+    they wait for each other instead of deadlocking.
+    """
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for event in events:
+        key = (hour_of(event["ts"]), *(event[name] for name in level.series))
+        score = event["score"]
+        row = rows.get(key)
+        if row is None:
+            rows[key] = {
+                **dict(zip(level.key, key, strict=True)),
+                "events": 1,
+                "score_sum": score,
+                "score_min": score,
+                "score_max": score,
+            }
+            continue
+        row["events"] += 1
+        row["score_sum"] += score
+        row["score_min"] = min(row["score_min"], score)
+        row["score_max"] = max(row["score_max"], score)
+    return [rows[key] for key in sorted(rows)]
+
+
+def sqlite_upsert(level: Level) -> Insert:
+    """Add rows to what ``level`` stores (SQLite: its scalar min/max take two arguments)."""
+    table = level.table
+    statement = sqlite.insert(table)
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=level.key,
+        set_={
+            "events": table.c.events + new.events,
+            "score_sum": table.c.score_sum + new.score_sum,
+            "score_min": func.min(table.c.score_min, new.score_min),
+            "score_max": func.max(table.c.score_max, new.score_max),
+        },
+    )
+
+
+_EVENT_COLUMNS = (
+    ("id", "text"),
+    ("agent_id", "text"),
+    ("pipeline", "text"),
+    ("kind", "text"),
+    ("state", "text"),
+    ("label", "text"),
+    ("score", "float8"),
+    ("ts", "timestamptz"),
+    ("seq", "int8"),
+    ("model_name", "text"),
+    ("model_version", "text"),
+    ("model_sha256", "text"),
+    ("attributes", "text"),  # JSON text, cast to jsonb by the INSERT
+    ("received_at", "timestamptz"),
+)
+EVENT_COLUMNS = tuple(name for name, _ in _EVENT_COLUMNS)
+"""The columns of a staged event, in COPY order."""
+STAGING_TYPES = [kind for _, kind in _EVENT_COLUMNS]
+"""Their PostgreSQL types, for binary COPY (``copy.set_types``)."""
+
+_NAMES = ", ".join(EVENT_COLUMNS)
+_SERIES = ", ".join(SERIES)
+_HOUR = "timezone('UTC', date_trunc('hour', timezone('UTC', ts)))"
+
+POSTGRES_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_staging ("
+    + ", ".join(f"{name} {kind}" for name, kind in _EVENT_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+"""A per-connection table the batch is COPYed into, emptied by every commit."""
+POSTGRES_COPY = f"COPY ingest_staging ({_NAMES}) FROM STDIN (FORMAT BINARY)"
+
+_UPSERT_SET = """
+    events = r.events + excluded.events,
+    score_sum = r.score_sum + excluded.score_sum,
+    score_min = least(r.score_min, excluded.score_min),
+    score_max = greatest(r.score_max, excluded.score_max)"""
+
+
+def _postgres_rollup(name: str, level: Level) -> str:
+    series = "".join(f", {column}" for column in level.series)
+    key = f"bucket{series}"
+    groups = ", ".join(str(n) for n in range(1, len(level.key) + 1))
+    return f"""{name} AS (
+    INSERT INTO {level.table.name} AS r ({key}, events, score_sum, score_min, score_max)
+    SELECT {_HOUR}{series}, count(*), sum(score), min(score), max(score)
+    FROM stored GROUP BY {groups} ORDER BY {groups}
+    ON CONFLICT ({key}) DO UPDATE SET{_UPSERT_SET}
+)"""  # noqa: S608 (constants only, no input)
+
+
+POSTGRES_INSERT = f"""
+WITH stored AS (
+    INSERT INTO events ({_NAMES})
+    SELECT {_NAMES.replace("attributes", "attributes::jsonb")} FROM ingest_staging ORDER BY id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING ts, score, {_SERIES}
+), {", ".join(_postgres_rollup(f"rolled_{n}", level) for n, level in enumerate(LEVELS))}
+SELECT count(*) FROM stored
+"""  # noqa: S608 (constants only, no input)
+"""From the staged batch, the events whose id is not stored yet, and only those (RETURNING)
+added to every rollup level; the result is how many were new. Sorting by id, and rollup rows
+by key, makes concurrent transactions take locks in the same order."""
+
+
+def backfill(connection: Connection) -> None:
+    """Rebuild every rollup row from the stored events (the migration, or after a bulk load)."""
+    if connection.dialect.name == "postgresql":
+        hour = _HOUR
+    else:
+        # The text UtcDateTime stores on SQLite, so keys equal the ones ingest writes.
+        hour = "strftime('%Y-%m-%d %H:00:00.000000', ts)"
+    for level in LEVELS:
+        series = "".join(f", {column}" for column in level.series)
+        groups = ", ".join(str(n) for n in range(1, len(level.key) + 1))
+        connection.execute(level.table.delete())
+        connection.execute(
+            text(
+                # Built from constants only; in time order, as ingest writes them.
+                f"INSERT INTO {level.table.name} (bucket{series}, events, score_sum, "  # noqa: S608
+                f"score_min, score_max) SELECT {hour}{series}, count(*), sum(score), "
+                f"min(score), max(score) FROM events GROUP BY {groups} ORDER BY 1"
+            )
+        )
