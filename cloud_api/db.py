@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,19 @@ from shared.errors import StorageError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
-# Key of the PostgreSQL advisory lock that serialises replicas migrating at the same time.
-MIGRATION_LOCK_KEY = 0x4149_4F54
+
+
+class AdvisoryLock(IntEnum):
+    """Every PostgreSQL advisory lock the cloud takes, in one place so no two share a key."""
+
+    MIGRATION = 0x4149_4F54
+    """Replicas starting together migrate one at a time."""
+    ROLLOUT_TICK = 0x4149_4F55
+    """One replica at a time advances deployments (transaction level, per tick)."""
+    ROLLOUT_CREATE = 0x4149_4F56
+    """Deployment creations are serialised, so two cannot both pass the 409 check."""
+    RETENTION = 0x4149_4F57
+    """One replica at a time runs a retention round."""
 
 
 def create_db_engine(url: str) -> Engine:
@@ -68,10 +80,12 @@ def migrate(engine: Engine) -> None:
         # Replicas (API workers, ingest processes) start together: one migrates, the others
         # wait for it and then find nothing to do.
         with engine.connect() as lock:
-            lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": AdvisoryLock.MIGRATION})
             try:
                 command.upgrade(alembic_config(engine), "head")
             finally:
-                lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                lock.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": AdvisoryLock.MIGRATION}
+                )
     except SQLAlchemyError as exc:
         raise StorageError(f"database migration failed: {exc}") from exc

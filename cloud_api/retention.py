@@ -18,15 +18,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, Table, delete, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
+from cloud_api.db import AdvisoryLock
 from cloud_api.ingest import DEAD_LETTERS, EVENTS, SUMMARIES
 from cloud_api.rollups import ROLLUP_KEY, ROLLUPS, TOTALS, hour_of
 from shared.errors import ConfigError
 from shared.messages import utcnow
 
 log = logging.getLogger(__name__)
-
-# Key of the PostgreSQL advisory lock that lets one replica at a time run a round.
-RETENTION_LOCK_KEY = 0x4149_4F55
 
 
 @dataclass(frozen=True)
@@ -124,14 +122,14 @@ class Retention:
     def _lock(self, conn: Connection) -> bool:
         if conn.dialect.name != "postgresql":
             return True  # SQLite has one writer at a time anyway
-        key = {"key": RETENTION_LOCK_KEY}
+        key = {"key": AdvisoryLock.RETENTION}
         locked = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar())
         conn.commit()  # do not sit idle in a transaction while the batches run
         return locked
 
     def _unlock(self, conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": RETENTION_LOCK_KEY})
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": AdvisoryLock.RETENTION})
             conn.commit()
 
     def start(self) -> None:

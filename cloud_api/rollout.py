@@ -44,11 +44,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from cloud_api import crud
 from cloud_api.config import parse_mqtt_url
+from cloud_api.db import AdvisoryLock
 from cloud_api.schemas import (
     DeploymentState,
     DeploymentStrategy,
@@ -75,10 +76,6 @@ log = logging.getLogger(__name__)
 ACTIVE: tuple[DeploymentState, ...] = ("canary", "rolling")
 SETTLED: tuple[TargetState, ...] = ("healthy", "failed", "rolled_back", "cancelled")
 FAILED: tuple[TargetState, ...] = ("failed", "rolled_back")
-TICK_LOCK_KEY = 0x4149_4F55
-"""PostgreSQL advisory lock (transaction level) that one replica holds while it ticks."""
-CREATE_LOCK_KEY = 0x4149_4F56
-"""PostgreSQL advisory lock that serialises creations, so two cannot both pass the 409."""
 RESEND_S = 10.0
 """A desired state the broker has not echoed back this long after a publish is sent again."""
 
@@ -359,7 +356,7 @@ def create_deployment(
     same pipeline is still moving. Committed here.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(CREATE_LOCK_KEY)))
+        session.execute(select(func.pg_advisory_xact_lock(AdvisoryLock.ROLLOUT_CREATE)))
     if crud.get_model_version(session, name=model, version=version) is None:
         raise ContractError(f"model {model!r} has no version {version!r}")
     active = crud.active_deployment_for_pipeline(session, pipeline=pipeline)
@@ -421,8 +418,25 @@ def create_deployment(
     return row
 
 
+def exclude_ticks(session: Session) -> None:
+    """Wait for a tick in progress and keep the next one out until this transaction ends.
+
+    PostgreSQL: the ticks' advisory lock, at transaction level. SQLite: its write lock, taken
+    now (``BEGIN IMMEDIATE``), so that what this transaction reads is what it then overwrites
+    (pysqlite would otherwise read outside any transaction and begin one only at the first
+    write, and a tick and an operator could each overwrite what the other just wrote).
+    Call it before anything else in the transaction writes.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(AdvisoryLock.ROLLOUT_TICK)))
+    else:
+        session.execute(text("BEGIN IMMEDIATE"))
+
+
 def cancel_deployment(session: Session, *, row: DeploymentRow, now: datetime) -> DeploymentRow:
     """Stop a deployment that is still moving (ConflictError for one that ended); committed."""
+    exclude_ticks(session)
+    session.refresh(row)
     if row.state not in ACTIVE:
         raise ConflictError(f"deployment {row.id} has ended ({row.state}): nothing to cancel")
     agents = crud.deployment_agents(session, deployment_ids=[row.id])
@@ -648,9 +662,13 @@ class RolloutWorker:
         now = self._clock()
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
             if self._postgres:
-                locked = session.scalar(select(func.pg_try_advisory_xact_lock(TICK_LOCK_KEY)))
+                locked = session.scalar(
+                    select(func.pg_try_advisory_xact_lock(AdvisoryLock.ROLLOUT_TICK))
+                )
                 if not locked:
                     return 0  # another replica is ticking
+            else:
+                exclude_ticks(session)  # SQLite: reads and writes in one write transaction
             tick(session, now=now, grace=self._grace)
         return self.publish_pending()
 

@@ -28,8 +28,8 @@ from sqlalchemy import func, select, update
 import models
 from cli.deploy import create, deployment_request, watch
 from cli.models import api_headers
+from cloud_api.db import AdvisoryLock
 from cloud_api.rollout import (
-    TICK_LOCK_KEY,
     Observation,
     Rollout,
     RolloutWorker,
@@ -750,7 +750,7 @@ def test_one_replica_ticks_at_a_time_on_postgresql(
         replica = RolloutWorker(engine=engine, mqtt_url=broker.url, client_id="replica-2")
         with engine.connect() as other, other.begin():
             # Another replica is in the middle of its tick: this one skips.
-            other.execute(select(func.pg_advisory_xact_lock(TICK_LOCK_KEY)))
+            other.execute(select(func.pg_advisory_xact_lock(AdvisoryLock.ROLLOUT_TICK)))
             replica.run_once()
             assert deployment(api, dep)["counts"]["pending"] == 1
         replica.run_once()

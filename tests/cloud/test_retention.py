@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import Engine, event, func, insert, select, text
 
 from cloud_api import rollups
-from cloud_api.db import create_db_engine, migrate
+from cloud_api.db import AdvisoryLock, create_db_engine, migrate
 from cloud_api.ingest import DEAD_LETTERS, EVENTS, SUMMARIES
-from cloud_api.retention import RETENTION_LOCK_KEY, Retention
+from cloud_api.retention import Retention
 from shared.errors import ConfigError
 from shared.messages import new_event_id, utcnow
 from tests.cloud.conftest import AppFactory
@@ -170,9 +170,9 @@ def test_one_replica_at_a_time_on_postgresql(postgres_url: str) -> None:
     retention = Retention(engine=engine, days=7, batch=10, interval_s=60, clock=lambda: NOW)
     try:
         with engine.connect() as other:
-            other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": RETENTION_LOCK_KEY})
+            other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": AdvisoryLock.RETENTION})
             assert retention.run_once() is None  # another replica holds the round
-            other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RETENTION_LOCK_KEY})
+            other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": AdvisoryLock.RETENTION})
         assert retention.run_once() is not None
     finally:
         engine.dispose()
