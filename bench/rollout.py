@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,11 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 import models
 from bench.common import Result
-from cli.broker import MosquittoProcess, free_port, wait_for_port
+from cli.broker import MosquittoProcess
+from cli.server import serve_in_thread
 from cloud_api.auth import create_api_key
 from cloud_api.config import Settings
 from cloud_api.main import create_app
@@ -50,20 +49,9 @@ TIMEOUT_S = 300.0
 @contextmanager
 def serve(settings: Settings) -> Iterator[tuple[str, str]]:
     """The real app in uvicorn on a free port, in a thread; yields its URL and an admin key."""
-    port = free_port()
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn")
-    thread.start()
-    try:
-        wait_for_port(port)
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, "the API")
-        with app.state.sessionmaker() as session:
-            yield url, create_api_key(session, name="bench-rollout", scope="admin")[1]
-    finally:
-        server.should_exit = True
-        thread.join()
+    with serve_in_thread(app) as url, app.state.sessionmaker() as session:
+        yield url, create_api_key(session, name="bench-rollout", scope="admin")[1]
 
 
 def agent_config(

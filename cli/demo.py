@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.broker import MosquittoProcess, free_port, local_broker
+from cli.server import serve_in_thread
 
 FAULT_EVERY_S = 20.0
 FAULT_LASTS_S = 6.0
@@ -105,7 +106,6 @@ def demo(
     port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 8000,
 ) -> None:
     """Run broker, cloud API and an edge agent together, and show the live event feed."""
-    import uvicorn
     from rich.console import Console
 
     from cloud_api.auth import create_api_key
@@ -134,11 +134,6 @@ def demo(
         data_dir=workdir,
     )
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=api_port, log_level="warning")
-    )
-    api_thread = threading.Thread(target=server.run, name="api", daemon=True)
-    api_thread.start()
     api_url = f"http://127.0.0.1:{api_port}"
     config_path = workdir / "edge.yaml"
     hours = (duration or 24 * 3600) / 3600
@@ -152,35 +147,25 @@ def demo(
         )
     )
     agent = Agent(load_config(config_path))
-    while not server.started:
-        time.sleep(0.05)
-    agent.start()
-    with app.state.sessionmaker() as session:
-        _, admin_key = create_api_key(session, name="demo-admin", scope="admin")
-    console.print(f"[bold]API[/] {api_url}  (OpenAPI: {api_url}/docs)")
-    console.print(f"[bold]Admin key[/] {admin_key}  (Authorization: Bearer ...)")
-    access = "per-agent credentials and ACLs" if agent_url != broker.url else "anonymous"
-    console.print(f"[bold]Broker[/] {broker.url}  ({broker.name}, {access})")
-    console.print(f"[bold]Data[/] {workdir}  (SQLite, outbox, agent config edge.yaml)")
-    console.print(
-        f"A machine fault every {FAULT_EVERY_S:.0f} s, a car or a person every "
-        f"~{OBJECT_EVERY_S:.0f} s; vibration-anomaly {ROLLOUT_VERSION} is rolled out after "
-        f"{ROLLOUT_AFTER_S:.0f} s; Ctrl-C stops everything.\n"
-    )
-    rollout = threading.Timer(
-        ROLLOUT_AFTER_S, _roll_out, args=(console, api_url, admin_key, workdir)
-    )
-    rollout.daemon = True
-    rollout.start()
     try:
-        _show_live(console, api_url, admin_key, duration)
-    except KeyboardInterrupt:
-        console.print("stopping...")
+        with serve_in_thread(app, port=api_port):
+            with app.state.sessionmaker() as session:
+                _, admin_key = create_api_key(session, name="demo-admin", scope="admin")
+            agent.start()
+            rollout = threading.Timer(
+                ROLLOUT_AFTER_S, _roll_out, args=(console, api_url, admin_key, workdir)
+            )
+            rollout.daemon = True
+            try:
+                _print_intro(console, api_url, admin_key, broker, agent_url, workdir)
+                rollout.start()
+                _show_live(console, api_url, admin_key, duration)
+            except KeyboardInterrupt:
+                console.print("stopping...")
+            finally:
+                rollout.cancel()
+                agent.stop()
     finally:
-        rollout.cancel()
-        agent.stop()
-        server.should_exit = True
-        api_thread.join(timeout=10)
         broker.stop()
     console.print(f"\nstopped; data kept in {workdir}")
 
@@ -221,6 +206,22 @@ def _prepare_cloud(database_url: str, workdir: Path, *, broker_auth: bool) -> _C
     finally:
         engine.dispose()
     return _Credentials(agent_password, ingest_password, control_password, public_key)
+
+
+def _print_intro(
+    console: Any, api_url: str, admin_key: str, broker: Any, agent_url: str, workdir: Path
+) -> None:
+    console.print(f"[bold]Dashboard[/] {api_url}/#key={admin_key}")
+    console.print(f"[bold]API[/] {api_url}  (OpenAPI: {api_url}/docs)")
+    console.print(f"[bold]Admin key[/] {admin_key}  (Authorization: Bearer ...)")
+    access = "per-agent credentials and ACLs" if agent_url != broker.url else "anonymous"
+    console.print(f"[bold]Broker[/] {broker.url}  ({broker.name}, {access})")
+    console.print(f"[bold]Data[/] {workdir}  (SQLite, outbox, agent config edge.yaml)")
+    console.print(
+        f"A machine fault every {FAULT_EVERY_S:.0f} s, a car or a person every "
+        f"~{OBJECT_EVERY_S:.0f} s; vibration-anomaly {ROLLOUT_VERSION} is rolled out after "
+        f"{ROLLOUT_AFTER_S:.0f} s; Ctrl-C stops everything.\n"
+    )
 
 
 def _authenticate_broker(

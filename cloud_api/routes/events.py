@@ -59,8 +59,7 @@ def list_events(
         after = decode_cursor(cursor) if cursor is not None else None
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
-    rows = crud.list_events(
-        session,
+    query = crud.events_page_query(
         agent_id=agent_id,
         pipeline=pipeline,
         label=label,
@@ -70,6 +69,7 @@ def list_events(
         after=after,
         limit=limit + 1,
     )
+    rows = session.scalars(query).all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].ts, page[-1].id) if len(rows) > limit else None
     return EventPage(items=[EventOut.model_validate(row) for row in page], next_cursor=next_cursor)

@@ -23,17 +23,17 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
+from cli.server import serve_in_thread
 from cloud_api.auth import create_api_key
 from cloud_api.config import Settings
 from cloud_api.main import create_app
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from tests.model_fixtures import MODEL_NAME, SHIPPED_MODEL, write_nan_model, write_same_model
-from tests.services import Mosquitto, free_port, wait_for_port
+from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -69,25 +69,14 @@ class Cloud:
 
 @contextmanager
 def serve(settings: Settings) -> Iterator[Cloud]:
-    """The real app in uvicorn on a free port (in a thread), with its lifespan."""
-    port = free_port()
+    """The real app in uvicorn on a free port (in a thread), and a client with an admin key."""
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn")
-    thread.start()
-    try:
-        wait_for_port(port)
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, "the API to be healthy")
+    with serve_in_thread(app) as url:
         with app.state.sessionmaker() as session:
             _, key = create_api_key(session, name="rollout-test", scope="admin")
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=url, timeout=30.0, headers=headers) as http:
             yield Cloud(url, http, settings, key)
-    finally:
-        server.should_exit = True
-        thread.join()
 
 
 def agent_config(agent_id: str, *, cloud: Cloud, broker: Mosquitto, workdir: Path) -> AgentConfig:

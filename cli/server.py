@@ -1,0 +1,43 @@
+"""The API served by uvicorn in a thread of this process: the demo, benchmarks and tests.
+
+``aiot cloud serve`` runs uvicorn in the foreground; here the caller keeps its own main thread
+(the demo's live view, a benchmark's clock, a test's assertions) while the real app, lifespan
+included, answers HTTP on a real port.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from cli.broker import free_port
+
+START_TIMEOUT_S = 30.0
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` until the block ends (port 0: a free one); yields its base URL.
+
+    The app's lifespan has run (database migrated, workers started) when the URL is yielded,
+    and its shutdown has finished when the block is left. RuntimeError if it fails to start.
+    """
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not start on {host}:{port}: see the log above")
+            time.sleep(0.02)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
