@@ -292,3 +292,10 @@ def test_setup_job_creates_the_users_of_the_urls_enrolls_the_agent_writes_broker
     conf = (tmp_path / "broker" / "mosquitto.conf").read_text()
     assert "password_file /etc/mosquitto/aiot/passwd" in conf
     assert "allow_anonymous false" in conf
+
+
+def test_every_object_validates_against_the_kubernetes_schema() -> None:
+    """Strict (no unknown fields) against Kubernetes 1.31's OpenAPI schema, offline."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for doc in documents():
+        kubernetes_validate.validate(doc, "1.31.0", strict=True)
