@@ -84,3 +84,37 @@ def test_broker_authenticates_from_the_files_broker_init_writes() -> None:
     api_env = services["api"]["environment"]
     assert api_env["AIOT_MQTT_URL"].startswith("mqtt://ingest:")
     assert api_env["AIOT_MQTT_CONTROL_URL"].startswith("mqtt://control:")
+
+
+def test_compose_agent_follows_rollouts_with_its_own_credentials(tmp_path: Path) -> None:
+    """The edge service's config has `cloud:` and `updates:`; the files it names are made."""
+    import yaml
+
+    from edge_agent.config import load_config
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    edge, init, api = services["edge"], services["broker-init"], services["api"]
+    config = tmp_path / "edge.yaml"
+    config.write_text((COMPOSE.parent / "edge.compose.yaml").read_text())
+    agent = load_config(config)
+    cloud = agent.cloud
+    assert cloud is not None
+    assert cloud.api_url == "http://api:8000"
+    assert cloud.username == agent.agent_id == agent.mqtt.username
+    # The password file is written by the edge service's command before the agent starts.
+    assert cloud.password_file is not None
+    assert f"> {cloud.password_file})" in edge["command"][0]
+    # The public key is written by broker-init into a volume the edge mounts.
+    assert cloud.public_key_file is not None
+    trust = next(v for v in edge["volumes"] if v.startswith("edge-trust:"))
+    mount = trust.split(":")[1]
+    assert cloud.public_key_file.parent.as_posix() == mount
+    init_mount = next(v for v in init["volumes"] if v.startswith("edge-trust:")).split(":")[1]
+    script = (COMPOSE.parent / "mosquitto" / "init.sh").read_text()
+    assert f"> {init_mount}/{cloud.public_key_file.name}" in script
+    # broker-init makes the signing key in the API's data volume before the API starts.
+    assert f"api-data:{api['environment']['AIOT_DATA_DIR']}" in api["volumes"]
+    assert any(v.startswith("api-data:") for v in init["volumes"])
+    assert api["depends_on"]["broker-init"] == {"condition": "service_completed_successfully"}
+    assert agent.updates_dir.as_posix().startswith("/data/")
+    assert "edge-data:/data" in edge["volumes"]
