@@ -257,13 +257,3 @@ def test_example_cloud_section_is_valid_once_uncommented(tmp_path: Path) -> None
     assert config.cloud is not None
     assert config.cloud.public_key_file == tmp_path / "data" / "cloud" / "signing-key.pub"
     assert config.updates.keep_versions == 3
-
-
-def test_the_update_config_in_the_readme_is_valid(tmp_path: Path) -> None:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Model updates on the agent", 1)[1]
-    block = section.split("```yaml", 1)[1].split("```", 1)[0]
-    config = load_config(write(tmp_path, VALID + block))
-    assert config.cloud is not None
-    assert config.cloud.username == "press-line-3"
-    assert config.updates_dir == Path("/var/lib/aiot/models")
