@@ -30,13 +30,16 @@ from cloud_api.schemas import (
     AggregatePoint,
     AggregateReport,
     AggregateSeries,
+    BandwidthPoint,
     BandwidthReport,
+    BandwidthSeries,
     Bucket,
     FleetBandwidth,
     GroupKey,
     Metric,
     PipelineBandwidth,
     PipelineOut,
+    SeriesBucket,
 )
 from cloud_api.tables import (
     AgentRow,
@@ -214,15 +217,7 @@ def bandwidth_report(
     A summary counts when its window starts in ``[since, until)``, so adjacent reports
     never count a window twice. Sums are done by the database, one row per pipeline.
     """
-    conditions: list[ColumnElement[bool]] = []
-    if since is not None:
-        conditions.append(SummaryRow.window_start >= since)
-    if until is not None:
-        conditions.append(SummaryRow.window_start < until)
-    if agent_id is not None:
-        conditions.append(SummaryRow.agent_id == agent_id)
-    if pipeline is not None:
-        conditions.append(SummaryRow.pipeline == pipeline)
+    conditions = _summary_filters(since=since, until=until, agent_id=agent_id, pipeline=pipeline)
     query = (
         select(
             SummaryRow.agent_id,
@@ -263,6 +258,76 @@ def bandwidth_report(
         ),
     )
     return BandwidthReport(since=since, until=until, pipelines=rows, total=total)
+
+
+def _summary_filters(
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    agent_id: str | None,
+    pipeline: str | None,
+) -> list[ColumnElement[bool]]:
+    """Summaries whose window starts in ``[since, until)``, of one agent or pipeline if named."""
+    conditions: list[ColumnElement[bool]] = []
+    if since is not None:
+        conditions.append(SummaryRow.window_start >= since)
+    if until is not None:
+        conditions.append(SummaryRow.window_start < until)
+    if agent_id is not None:
+        conditions.append(SummaryRow.agent_id == agent_id)
+    if pipeline is not None:
+        conditions.append(SummaryRow.pipeline == pipeline)
+    return conditions
+
+
+def bandwidth_series(
+    session: Session,
+    *,
+    bucket: SeriesBucket,
+    since: datetime,
+    until: datetime,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+) -> BandwidthSeries:
+    """Raw against sent bytes per UTC hour or day of the summaries' window start.
+
+    A summary belongs to the bucket its window starts in, so a window that crosses midnight
+    counts once, on the day it began; buckets without summaries are absent.
+    """
+    dialect = session.get_bind().dialect.name
+    start = _bucket_of(bucket, dialect, SummaryRow.window_start)
+    query = (
+        select(
+            type_coerce(start, UtcDateTime).label("bucket_start"),
+            func.count().label("summaries"),
+            func.sum(SummaryRow.raw_bytes).label("raw_bytes"),
+            func.sum(SummaryRow.sent_bytes).label("sent_bytes"),
+        )
+        .where(*_summary_filters(since=since, until=until, agent_id=agent_id, pipeline=pipeline))
+        .group_by(start)
+        .order_by(start)
+    )
+    points = []
+    for row in session.execute(query):
+        raw, sent = int(row.raw_bytes), int(row.sent_bytes)  # numeric on PostgreSQL
+        points.append(
+            BandwidthPoint(
+                ts=row.bucket_start,
+                summaries=row.summaries,
+                raw_bytes=raw,
+                sent_bytes=sent,
+                saved_bytes=raw - sent,
+                ratio=sent / raw if raw else None,
+            )
+        )
+    return BandwidthSeries(
+        bucket=bucket,
+        since=since,
+        until=until,
+        agent_id=agent_id,
+        pipeline=pipeline,
+        points=points,
+    )
 
 
 def _usage(
