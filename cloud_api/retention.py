@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_api.db import AdvisoryLock
 from cloud_api.ingest import DEAD_LETTERS, EVENTS, SUMMARIES
-from cloud_api.rollups import ROLLUP_KEY, ROLLUPS, TOTALS, hour_of
+from cloud_api.rollups import LEVELS, hour_of
 from shared.errors import ConfigError
 from shared.messages import utcnow
 
@@ -38,8 +38,7 @@ class Target:
 
 TARGETS = (
     Target(EVENTS, ("id",), "ts"),
-    Target(ROLLUPS, tuple(ROLLUP_KEY), "bucket"),
-    Target(TOTALS, ("bucket",), "bucket"),
+    *(Target(level.table, tuple(level.key), "bucket") for level in LEVELS),
     Target(SUMMARIES, ("id",), "window_start"),
     Target(DEAD_LETTERS, ("id",), "received_at"),
 )

@@ -131,6 +131,34 @@ class BandwidthReport(BaseModel):
 Bucket = Literal["minute", "hour", "day"]
 Metric = Literal["count", "avg", "min", "max"]
 GroupKey = Literal["agent_id", "pipeline", "label", "model_version", "kind"]
+SeriesBucket = Literal["hour", "day"]
+"""Buckets of summaries: a summary's window is a minute or more, so no minute buckets."""
+
+
+class BandwidthPoint(BaseModel):
+    """One bucket of summaries that had any: what was read against what was sent."""
+
+    ts: datetime = Field(description="the bucket's start (UTC)")
+    summaries: int
+    raw_bytes: int
+    sent_bytes: int
+    saved_bytes: int = Field(description="raw_bytes - sent_bytes")
+    ratio: float | None = Field(description="sent_bytes / raw_bytes; null when nothing was read")
+
+
+class BandwidthSeries(BaseModel):
+    """``GET /api/v1/stats/bandwidth/series``: summaries whose window starts in
+    ``[since, until)``, added up per UTC hour or day of their window start, oldest first.
+
+    Buckets without summaries are left out, as in ``/api/v1/aggregates``.
+    """
+
+    bucket: SeriesBucket
+    since: datetime
+    until: datetime
+    agent_id: str | None
+    pipeline: str | None
+    points: list[BandwidthPoint]
 
 
 class AggregatePoint(BaseModel):

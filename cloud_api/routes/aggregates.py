@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -18,6 +18,25 @@ router = APIRouter(
 )
 
 DEFAULT_WINDOW = timedelta(hours=24)
+
+
+def bucketed_range(
+    since: datetime | None, until: datetime | None, bucket: Bucket
+) -> tuple[datetime, datetime]:
+    """``[since, until)`` of a bucketed query: the last 24 h by default, refused (422, with
+    the reason) when empty or when it spans more than ``crud.MAX_BUCKETS`` buckets."""
+    until = until if until is not None else utcnow()
+    since = since if since is not None else until - DEFAULT_WINDOW
+    if until <= since:
+        raise HTTPException(status_code=422, detail="until must be after since")
+    buckets = crud.bucket_count(since=since, until=until, bucket=bucket)
+    if buckets > crud.MAX_BUCKETS:
+        raise HTTPException(
+            status_code=422,
+            detail=f"the range spans {buckets} {bucket} buckets, more than {crud.MAX_BUCKETS}: "
+            "narrow since/until or use a coarser bucket",
+        )
+    return since, until
 
 
 @router.get("", response_model=AggregateReport)
@@ -47,17 +66,7 @@ def aggregates(
     ingest, so a week or a month answers fast whatever the number of events; minute buckets
     and attributes are computed from the raw events, so keep their ranges short.
     """
-    until = until if until is not None else utcnow()
-    since = since if since is not None else until - DEFAULT_WINDOW
-    if until <= since:
-        raise HTTPException(status_code=422, detail="until must be after since")
-    buckets = crud.bucket_count(since=since, until=until, bucket=bucket)
-    if buckets > crud.MAX_BUCKETS:
-        raise HTTPException(
-            status_code=422,
-            detail=f"the range spans {buckets} {bucket} buckets, more than {crud.MAX_BUCKETS}: "
-            "narrow since/until or use a coarser bucket",
-        )
+    since, until = bucketed_range(since, until, bucket)
     return crud.aggregate_events(
         session,
         metric=metric,

@@ -9,7 +9,8 @@ from pydantic import AwareDatetime
 
 from cloud_api import crud
 from cloud_api.deps import SessionDep, require
-from cloud_api.schemas import BandwidthReport
+from cloud_api.routes.aggregates import bucketed_range
+from cloud_api.schemas import BandwidthReport, BandwidthSeries, SeriesBucket
 
 router = APIRouter(prefix="/api/v1/stats", tags=["stats"], dependencies=[Depends(require("read"))])
 
@@ -28,4 +29,21 @@ def bandwidth(
         raise HTTPException(status_code=422, detail="until must be after since")
     return crud.bandwidth_report(
         session, since=since, until=until, agent_id=agent_id, pipeline=pipeline
+    )
+
+
+@router.get("/bandwidth/series", response_model=BandwidthSeries)
+def bandwidth_series(
+    session: SessionDep,
+    bucket: SeriesBucket = "hour",
+    since: Annotated[AwareDatetime | None, Query(description="inclusive, on window start")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="exclusive, on window start")] = None,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+) -> BandwidthSeries:
+    """Bandwidth saved over time: raw against sent bytes per UTC hour or day of the summaries'
+    window start; the last 24 h by default, the same range rules as ``/api/v1/aggregates``."""
+    since, until = bucketed_range(since, until, bucket)
+    return crud.bandwidth_series(
+        session, bucket=bucket, since=since, until=until, agent_id=agent_id, pipeline=pipeline
     )

@@ -19,11 +19,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from cloud_api import crud
+from cloud_api import crud, rollups
 from cloud_api.db import alembic_config, create_db_engine, migrate
 from cloud_api.ingest import EVENTS
 from cloud_api.schemas import Bucket, GroupKey, Metric
-from cloud_api.tables import EventRollupRow, EventRollupTotalRow
 from shared.messages import Event, EventBatch, ModelRef, encode, new_event_id, utcnow
 from shared.topics import Channel
 from tests.cloud.conftest import AppFactory
@@ -84,7 +83,27 @@ QUESTIONS: list[dict[str, Any]] = [
     {"metric": "avg", "bucket": "day", "group_by": ["pipeline", "label"]},
     {"metric": "count", "bucket": "day", "label": "person"},
     {"metric": "avg", "bucket": "hour", "kind": "anomaly", "group_by": ["label"]},
+    # One dimension, grouped or filtered: read from event_rollups_hourly_by_{dimension}.
+    {"metric": "avg", "bucket": "hour", "group_by": ["agent_id"]},
+    {"metric": "max", "bucket": "hour", "group_by": ["pipeline"]},
+    {"metric": "min", "bucket": "day", "group_by": ["kind"], "kind": "object"},
+    {"metric": "count", "bucket": "hour", "group_by": ["model_version"]},
+    {"metric": "avg", "bucket": "day", "pipeline": "door-camera"},
+    {"metric": "count", "bucket": "hour", "pipeline": "door-camera", "group_by": ["label"]},
 ]
+FILTERS = ("agent_id", "pipeline", "label", "kind")
+
+
+def level_of(question: dict[str, Any]) -> rollups.Level:
+    return rollups.level_for([*question.get("group_by", []), *set(FILTERS) & set(question)])
+
+
+def test_the_questions_read_every_level_of_rollups() -> None:
+    assert {level_of(question).table.name for question in QUESTIONS} == {
+        level.table.name for level in rollups.LEVELS
+    }
+
+
 # Aligned to the hour, and not: the partial hours at either end come from raw events.
 RANGES = [
     (T0, T0 + timedelta(days=3)),
@@ -95,7 +114,12 @@ RANGES = [
 
 
 def answer(
-    session: Session, question: dict[str, Any], since: datetime, until: datetime, *, rollups: bool
+    session: Session,
+    question: dict[str, Any],
+    since: datetime,
+    until: datetime,
+    *,
+    use_rollups: bool,
 ) -> list[Any]:
     metric: Metric = question["metric"]
     bucket: Bucket = question["bucket"]
@@ -107,9 +131,8 @@ def answer(
         since=since,
         until=until,
         group_by=group_by,
-        label=question.get("label"),
-        kind=question.get("kind"),
-        use_rollups=rollups,
+        **{name: question.get(name) for name in FILTERS},
+        use_rollups=use_rollups,
     )
     return [series.model_dump() for series in report.series]
 
@@ -123,13 +146,13 @@ def test_rollups_answer_exactly_as_raw_events(
     publish_and_wait(api, publisher, door, random_events(rng, 300), 1000)
 
     with Session(engine) as session:
-        assert session.scalar(select(func.sum(EventRollupRow.events))) == 1000
-        assert session.scalar(select(func.sum(EventRollupTotalRow.events))) == 1000
+        for level in rollups.LEVELS:
+            assert session.scalar(select(func.sum(level.table.c.events))) == 1000, level
         for question in QUESTIONS:
             for since, until in RANGES:
-                expected = answer(session, question, since, until, rollups=False)
+                expected = answer(session, question, since, until, use_rollups=False)
                 assert expected, (question, since, until)
-                assert answer(session, question, since, until, rollups=True) == expected, (
+                assert answer(session, question, since, until, use_rollups=True) == expected, (
                     question,
                     since,
                     until,
@@ -185,8 +208,8 @@ def test_the_migration_backfills_rollups_from_stored_events(engine: Engine) -> N
 
     with Session(engine) as session:
         for question in QUESTIONS:
-            expected = answer(session, question, *RANGES[0], rollups=False)
-            assert answer(session, question, *RANGES[0], rollups=True) == expected, question
+            expected = answer(session, question, *RANGES[0], use_rollups=False)
+            assert answer(session, question, *RANGES[0], use_rollups=True) == expected, question
 
 
 def test_rollup_buckets_are_hours_in_utc(

@@ -66,6 +66,7 @@ def test_the_dashboard_shows_the_fleet_and_a_new_event_live(
         what="the status, summary and events to be stored",
     )
     report = get(live_api, api_key, "/api/v1/stats/bandwidth")["total"]
+    hourly = get(live_api, api_key, "/api/v1/stats/bandwidth/series", bucket="hour")["points"]
 
     page.goto(f"{live_api.url}/#key={api_key}")
 
@@ -85,6 +86,9 @@ def test_the_dashboard_shows_the_fleet_and_a_new_event_live(
     expect(page.get_by_test_id("bandwidth-saved")).to_have_attribute(
         "data-value", str(report["saved_bytes"])
     )
+    saved = page.get_by_test_id("bandwidth-chart")  # bytes saved per hour, last 24 h
+    expect(saved).to_have_attribute("data-saved", str(sum(p["saved_bytes"] for p in hourly)))
+    expect(saved.locator("canvas")).to_be_visible()
     expect(page.get_by_test_id("deployments-empty")).to_have_text("no deployments")
     expect(page.get_by_test_id("feed-item")).to_have_count(5)
     expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")

@@ -99,3 +99,26 @@ def test_the_rollouts_panel_shows_each_deployment_and_its_agents(blank: Page) ->
     blank.evaluate(render, {"items": [], "next_cursor": None})
     expect(panel.get_by_test_id("deployment-row")).to_have_count(0)
     expect(panel.get_by_test_id("deployments-empty")).to_have_text("no deployments")
+
+
+ALIGN_SAVED = """async (series) => {
+  const { alignSaved } = await import("./static/js/bandwidth.js");
+  return alignSaved(series);
+}"""
+
+
+def test_the_saved_bytes_chart_has_every_hour_of_the_range_empty_ones_zero(blank: Page) -> None:
+    series = {
+        "bucket": "hour", "since": "2026-11-22T10:30:00Z", "until": "2026-11-22T14:00:00Z",
+        "agent_id": None, "pipeline": None,
+        "points": [
+            {"ts": "2026-11-22T10:00:00Z", "summaries": 2, "raw_bytes": 900, "sent_bytes": 100,
+             "saved_bytes": 800, "ratio": 0.111},
+            {"ts": "2026-11-22T13:00:00Z", "summaries": 1, "raw_bytes": 50, "sent_bytes": 20,
+             "saved_bytes": 30, "ratio": 0.4},
+        ],
+    }  # fmt: skip
+    hours, saved = blank.evaluate(ALIGN_SAVED, series)
+    start = 1795341600  # 2026-11-22T10:00:00Z
+    assert hours == [start + 3600 * n for n in range(4)]
+    assert saved == [800, 0, 0, 30]

@@ -2,7 +2,7 @@
 // label over time, bandwidth saved and rollout state, from the public REST API only.
 
 import { Api, AuthError } from "./api.js";
-import { renderBandwidth } from "./bandwidth.js";
+import { SavedChart, renderBandwidth } from "./bandwidth.js";
 import { LabelChart, RANGES } from "./chart.js";
 import { byTestId } from "./dom.js";
 import { Feed } from "./feed.js";
@@ -23,6 +23,7 @@ class Dashboard {
     this.onAuthError = onAuthError;
     this.feed = new Feed(byTestId("feed"), byTestId("feed-empty"), FEED_LIMIT);
     this.chart = new LabelChart(byTestId("chart"));
+    this.saved = new SavedChart(byTestId("bandwidth-chart"));
     this.range = byTestId("chart-range");
     this.timer = null;
     this.chartTimer = null;
@@ -58,6 +59,7 @@ class Dashboard {
     clearTimeout(this.chartTimer);
     this.range.removeEventListener("change", this.onRangeChange);
     this.chart.close();
+    this.saved.close();
   }
 
   async refresh() {
@@ -67,7 +69,12 @@ class Dashboard {
       }),
       this.panel("chart", () => this.drawChart()),
       this.panel("bandwidth", async () => {
-        renderBandwidth(byTestId("bandwidth-panel"), await this.api.get("api/v1/stats/bandwidth"));
+        const [report, series] = await Promise.all([
+          this.api.get("api/v1/stats/bandwidth"),
+          this.api.get("api/v1/stats/bandwidth/series", { bucket: "hour" }),
+        ]);
+        renderBandwidth(byTestId("bandwidth-panel"), report);
+        if (!this.stopped) this.saved.update(series);
       }),
       this.panel("deployments", async () => {
         renderDeployments(byTestId("deployments-panel"), await this.api.getOptional("api/v1/deployments"));
