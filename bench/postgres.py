@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,14 +32,14 @@ from typing import Any
 
 import httpx
 import psycopg
-import uvicorn
 from pydantic_core import to_json
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from bench.common import Result, bare_subscriber_rate, event_batches, publish_all
-from cli.broker import MosquittoProcess, free_port, wait_for_port
+from cli.broker import MosquittoProcess
+from cli.server import serve_in_thread
 from cloud_api import crud, rollups
 from cloud_api.auth import create_api_key
 from cloud_api.config import Settings
@@ -270,22 +269,6 @@ def load_events(engine: Engine, count: int, now: datetime) -> dict[str, float]:
     return timings
 
 
-@contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """The real app under uvicorn on a free port, in a thread; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="bench-uvicorn", daemon=True)
-    thread.start()
-    try:
-        wait_for_port(port, timeout=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def latencies_ms(client: httpx.Client, path: str, params: list[dict[str, Any]]) -> list[float]:
     out = []
     for query in params:
@@ -405,7 +388,7 @@ def bench_queries(cluster: PostgresCluster, workdir: Path) -> list[Result]:
     settings = Settings(database_url=db_url, ingest_enabled=False, data_dir=workdir)
     rng = random.Random(7)
     with (
-        serve(settings) as base,
+        serve_in_thread(create_app(settings)) as base,
         httpx.Client(base_url=base, headers=read_headers(engine)) as client,
     ):
         latencies_ms(client, "/api/v1/events", event_queries(rng, WARMUP))
