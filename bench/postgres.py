@@ -45,7 +45,7 @@ from cloud_api.auth import create_api_key
 from cloud_api.config import Settings
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest import EVENTS as EVENTS_TABLE
-from cloud_api.main import create_app
+from cloud_api.main import create_serving_app
 from cloud_api.retention import Retention
 from shared.messages import EventBatch
 from tests.services import PostgresCluster
@@ -388,7 +388,7 @@ def bench_queries(cluster: PostgresCluster, workdir: Path) -> list[Result]:
     settings = Settings(database_url=db_url, ingest_enabled=False, data_dir=workdir)
     rng = random.Random(7)
     with (
-        serve_in_thread(create_app(settings)) as base,
+        serve_in_thread(create_serving_app(settings)) as base,
         httpx.Client(base_url=base, headers=read_headers(engine)) as client,
     ):
         latencies_ms(client, "/api/v1/events", event_queries(rng, WARMUP))

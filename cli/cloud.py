@@ -96,9 +96,9 @@ def serve(
     settings = _settings(db, mqtt, mqtt_protocol, ingest_enabled=ingest)
     configure_logging()
     if workers == 1:
-        from cloud_api.main import create_app
+        from cloud_api.main import create_serving_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_serving_app(settings), host=host, port=port, log_level="info")
         return
     from cloud_api.db import create_db_engine, migrate
 
