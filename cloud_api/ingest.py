@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -39,6 +39,9 @@ from shared.messages import AgentStatus, EventBatch, PipelineSummary
 from shared.topics import Channel, Topic, subscription
 
 log = logging.getLogger(__name__)
+
+_Uplink = TypeVar("_Uplink", EventBatch, PipelineSummary, AgentStatus)
+"""What agents send that ingest stores: each names its agent, which must be the topic's."""
 
 EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
 AGENTS: Table = AgentRow.__table__  # type: ignore[assignment]
@@ -476,14 +479,8 @@ class IngestWorker:
                 work.dead.append(self._dead_row(message, str(exc)))
                 continue
             if topic.channel is Channel.EVENTS:
-                try:
-                    parsed = EventBatch.model_validate_json(message.payload)
-                except ValidationError as exc:
-                    work.dead.append(self._dead_row(message, _reason(exc)))
-                    continue
-                if parsed.agent_id != topic.agent_id:
-                    reason = f"agent_id {parsed.agent_id!r} does not match topic {message.topic!r}"
-                    work.dead.append(self._dead_row(message, reason))
+                parsed = self._validated(message, topic, EventBatch, work)
+                if parsed is None:
                     continue
                 agent_id = parsed.agent_id
                 received_at = datetime.fromtimestamp(message.received_at, UTC)
@@ -508,32 +505,36 @@ class IngestWorker:
                         }
                     )
             elif topic.channel is Channel.SUMMARY:
-                try:
-                    summary = PipelineSummary.model_validate_json(message.payload)
-                except ValidationError as exc:
-                    work.dead.append(self._dead_row(message, _reason(exc)))
-                    continue
-                if summary.agent_id != topic.agent_id:
-                    reason = f"agent_id {summary.agent_id!r} does not match topic {message.topic!r}"
-                    work.dead.append(self._dead_row(message, reason))
+                summary = self._validated(message, topic, PipelineSummary, work)
+                if summary is None:
                     continue
                 work.summaries.append(_summary_row(summary, message.received_at))
             elif topic.channel is Channel.STATUS:
                 if not message.payload:  # an operator cleared the retained status
                     continue
-                try:
-                    status = AgentStatus.model_validate_json(message.payload)
-                except ValidationError as exc:
-                    work.dead.append(self._dead_row(message, _reason(exc)))
-                    continue
-                if status.agent_id != topic.agent_id:
-                    reason = f"agent_id {status.agent_id!r} does not match topic {message.topic!r}"
-                    work.dead.append(self._dead_row(message, reason))
+                status = self._validated(message, topic, AgentStatus, work)
+                if status is None:
                     continue
                 work.statuses.append((status, self._seen_at(status, message)))
             else:
                 work.dead.append(self._dead_row(message, f"ingest does not handle {topic.channel}"))
         return work
+
+    def _validated(
+        self, message: _Inbound, topic: Topic, kind: type[_Uplink], work: _Work
+    ) -> _Uplink | None:
+        """The payload as ``kind`` if it validates and names the topic's agent; otherwise None,
+        and the message is a dead letter with the reason."""
+        try:
+            parsed = kind.model_validate_json(message.payload)
+        except ValidationError as exc:
+            work.dead.append(self._dead_row(message, _reason(exc)))
+            return None
+        if parsed.agent_id != topic.agent_id:
+            reason = f"agent_id {parsed.agent_id!r} does not match topic {message.topic!r}"
+            work.dead.append(self._dead_row(message, reason))
+            return None
+        return parsed
 
     @staticmethod
     def _seen_at(status: AgentStatus, message: _Inbound) -> datetime | None:
