@@ -300,15 +300,22 @@ def test_restart_during_the_health_window_rolls_back(rollout: Rollout, tmp_path:
     assert last(restarted).state == "rolled_back"
 
 
-def test_restart_after_success_loads_the_installed_version(
-    rollout: Rollout, tmp_path: Path
-) -> None:
+def installed_and_stopped(rollout: Rollout, tmp_path: Path) -> tuple[AgentConfig, DesiredModel]:
+    """An agent that installed 1.1.0 (same behaviour, new file), then stopped."""
     config = rollout.config()
     updater = rollout.updater(config, rollout.pipeline(config))
     entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
     updater.submit(rollout.desired(entry))
     wait_until(settled(updater, "running", "failed"), "the update")
+    assert last(updater).state == "running", last(updater).reason
     updater.stop()
+    return config, entry
+
+
+def test_restart_after_success_loads_the_installed_version(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    config, entry = installed_and_stopped(rollout, tmp_path)
 
     again = rollout.pipeline(config)
     restarted = rollout.updater(config, again)
@@ -325,12 +332,7 @@ def test_restart_after_success_loads_the_installed_version(
 def test_installed_version_changed_on_disk_is_not_loaded_after_restart(
     rollout: Rollout, tmp_path: Path
 ) -> None:
-    config = rollout.config()
-    updater = rollout.updater(config, rollout.pipeline(config))
-    entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
-    updater.submit(rollout.desired(entry))
-    wait_until(settled(updater, "running", "failed"), "the update")
-    updater.stop()
+    config, _ = installed_and_stopped(rollout, tmp_path)
     installed = config.updates_dir / MODEL_NAME / "1.1.0" / "model.onnx"
     data = bytearray(installed.read_bytes())
     data[-1] ^= 0xFF
