@@ -604,8 +604,9 @@ class IngestWorker:
                 new.discard(event["id"])  # the same id twice in one batch is stored once
                 fresh.append(event)
         if fresh:
+            rows = rollups.rollup_rows(fresh)
             for level, upsert in self._upsert_rollups:
-                conn.execute(upsert, rollups.rollup_rows(fresh, level))
+                conn.execute(upsert, rows[level])
         return stored
 
     @staticmethod

@@ -66,31 +66,48 @@ def hour_of(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def rollup_rows(events: Iterable[Mapping[str, Any]], level: Level) -> list[dict[str, Any]]:
-    """Rows of ``level`` for ``events`` (dicts with the events table's columns), in key order.
+def rollup_rows(events: Iterable[Mapping[str, Any]]) -> dict[Level, list[dict[str, Any]]]:
+    """Every level's rows for ``events`` (dicts with the events table's columns), in key order.
 
-    Key order makes concurrent ingest transactions lock rollup rows in the same order, so
-    they wait for each other instead of deadlocking.
+    The series level is added up from the events (one hour computation per event); the
+    coarser levels from the series rows, which are far fewer. Key order makes concurrent
+    ingest transactions lock rollup rows in the same order, so they wait for each other
+    instead of deadlocking.
     """
-    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    series: dict[tuple[Any, ...], dict[str, Any]] = {}
     for event in events:
-        key = (hour_of(event["ts"]), *(event[name] for name in level.series))
         score = event["score"]
-        row = rows.get(key)
-        if row is None:
-            rows[key] = {
-                **dict(zip(level.key, key, strict=True)),
-                "events": 1,
-                "score_sum": score,
-                "score_min": score,
-                "score_max": score,
-            }
-            continue
-        row["events"] += 1
-        row["score_sum"] += score
-        row["score_min"] = min(row["score_min"], score)
-        row["score_max"] = max(row["score_max"], score)
-    return [rows[key] for key in sorted(rows)]
+        _add(series, SERIES_LEVEL, (hour_of(event["ts"]), *(event[n] for n in SERIES)),
+             1, score, score, score)  # fmt: skip
+    rows = {SERIES_LEVEL: [series[key] for key in sorted(series)]}
+    for level in LEVELS[1:]:
+        merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows[SERIES_LEVEL]:
+            key = (row["bucket"], *(row[name] for name in level.series))
+            _add(merged, level, key, row["events"], row["score_sum"], row["score_min"],
+                 row["score_max"])  # fmt: skip
+        rows[level] = [merged[key] for key in sorted(merged)]
+    return rows
+
+
+def _add(
+    rows: dict[tuple[Any, ...], dict[str, Any]], level: Level, key: tuple[Any, ...],
+    events: int, score_sum: float, score_min: float, score_max: float,
+) -> None:  # fmt: skip
+    row = rows.get(key)
+    if row is None:
+        rows[key] = {
+            **dict(zip(level.key, key, strict=True)),
+            "events": events,
+            "score_sum": score_sum,
+            "score_min": score_min,
+            "score_max": score_max,
+        }
+        return
+    row["events"] += events
+    row["score_sum"] += score_sum
+    row["score_min"] = min(row["score_min"], score_min)
+    row["score_max"] = max(row["score_max"], score_max)
 
 
 def sqlite_upsert(level: Level) -> Insert:
