@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 from pydantic_core import to_json
-from sqlalchemy import Connection, Engine, Insert, Table
+from sqlalchemy import Connection, Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -50,6 +50,8 @@ SUMMARIES: Table = SummaryRow.__table__  # type: ignore[assignment]
 SUMMARY_KEY = ["agent_id", "pipeline", "window_start"]
 
 PAYLOAD_KEEP_BYTES = 64 * 1024
+SQLITE_IDS_PER_QUERY = 500
+"""Event ids looked up per query (SQLite limits bound parameters)."""
 REASON_MAX_CHARS = 4000
 TOPIC_MAX_CHARS = 512
 MAX_ERRORS_IN_REASON = 5
@@ -178,12 +180,10 @@ class IngestWorker:
             (subscription(Channel.STATUS), 1),
         ]
         self._postgres = engine.dialect.name == "postgresql"
-        # SQLite (PostgreSQL stages events by COPY, see _copy_events): the ids RETURNed are
-        # the events that were new, the ones the rollups get.
-        self._insert_events: Insert = (
-            self._insert(EVENTS)
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(EVENTS.c.id)
+        # SQLite (PostgreSQL stages events by COPY, see _copy_events): the events not stored
+        # yet are found under the write lock first, so the insert is a plain executemany.
+        self._insert_events: Insert = self._insert(EVENTS).on_conflict_do_nothing(
+            index_elements=["id"]
         )
         self._upsert_rollups = [(level, rollups.sqlite_upsert(level)) for level in rollups.LEVELS]
         # psycopg's executemany reports no row count, so PostgreSQL counts new rows by
@@ -596,18 +596,25 @@ class IngestWorker:
                 raise DBAPIError.instance(
                     rollups.POSTGRES_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
                 ) from exc
-        new = {row.id for row in conn.execute(self._insert_events, events)}
-        stored = len(new)
+        # SQLite: take the write lock before reading, so no other writer can store one of
+        # these ids between the read and the insert (pysqlite would begin only at the insert).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        ids = [event["id"] for event in events]
+        seen: set[str] = set()
+        for start in range(0, len(ids), SQLITE_IDS_PER_QUERY):
+            chunk = ids[start : start + SQLITE_IDS_PER_QUERY]
+            seen.update(conn.scalars(select(EVENTS.c.id).where(EVENTS.c.id.in_(chunk))))
         fresh = []
         for event in events:
-            if event["id"] in new:
-                new.discard(event["id"])  # the same id twice in one batch is stored once
+            if event["id"] not in seen:
+                seen.add(event["id"])  # the same id twice in one batch is stored once
                 fresh.append(event)
         if fresh:
+            conn.execute(self._insert_events, fresh)
             rows = rollups.rollup_rows(fresh)
             for level, upsert in self._upsert_rollups:
                 conn.execute(upsert, rows[level])
-        return stored
+        return len(fresh)
 
     @staticmethod
     def _copy_events(conn: Connection, events: list[dict[str, Any]]) -> int:
