@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.config import AgentConfig, RuntimeConfig
-from edge_agent.inference.slot import load_slot
+from edge_agent.inference.slot import LoadedModel, load_slot
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import SensorPipeline
 from edge_agent.updater import Updater
@@ -156,6 +156,42 @@ def running_pipeline(
     thread = threading.Thread(target=pipeline.run, args=(outbox, stop))
     thread.start()
     return stop, thread
+
+
+@dataclass
+class LiveUpdate:
+    """A running pipeline that was given a new version, once the updater decided."""
+
+    pipeline: SensorPipeline
+    old: LoadedModel
+    updater: Updater
+    entry: DesiredModel
+    outbox: Outbox
+
+
+def update_while_running(
+    rollout: Rollout, config: AgentConfig, version: str, model: Path, *, workdir: Path,
+    windows_after: int = 10,
+) -> LiveUpdate:  # fmt: skip
+    """Run the pipeline, let 20 windows pass, ask for ``version`` (the file ``model``), wait
+    until the updater settles (running, failed or rolled back) and ``windows_after`` more
+    windows pass, then stop the pipeline. Events are in the returned outbox."""
+    pipeline = rollout.pipeline(config)
+    old = pipeline.slot.current()
+    outbox = Outbox(workdir / "events.db", max_bytes=10**9, max_age_s=1e9)
+    stop, thread = running_pipeline(pipeline, outbox)
+    try:
+        updater = rollout.updater(config, pipeline)
+        wait_until(lambda: pipeline.counters.inferences >= 20, "windows before the update")
+        entry = rollout.publish(version, model)
+        updater.submit(rollout.desired(entry))
+        wait_until(settled(updater, "running", "failed", "rolled_back"), "the update")
+        after = pipeline.counters.inferences
+        wait_until(lambda: pipeline.counters.inferences >= after + windows_after, "windows after")
+    finally:
+        stop.set()
+        thread.join()
+    return LiveUpdate(pipeline, old, updater, entry, outbox)
 
 
 def stored_events(outbox: Outbox) -> list[Event]:

@@ -13,7 +13,6 @@ from prometheus_client import generate_latest
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, RuntimeConfig
 from edge_agent.inference.slot import load_slot
-from edge_agent.outbox import Outbox
 from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
 from edge_agent.updater import STATE_FILE, read_state
 from shared.errors import ModelError
@@ -24,9 +23,9 @@ from tests.edge.rollout import (
     Rollout,
     last,
     reached,
-    running_pipeline,
     settled,
     stored_events,
+    update_while_running,
     wait_until,
 )
 from tests.model_fixtures import (
@@ -45,21 +44,11 @@ def test_swap_keeps_every_window_once_and_events_name_the_model_that_ran(
     rollout: Rollout, tmp_path: Path
 ) -> None:
     config = rollout.config(speed=20.0, health_window_s=0.5)
-    pipeline = rollout.pipeline(config)
-    old = pipeline.slot.current().ref
-    outbox = Outbox(tmp_path / "events.db", max_bytes=10**9, max_age_s=1e9)
-    stop, thread = running_pipeline(pipeline, outbox)
-    try:
-        updater = rollout.updater(config, pipeline)
-        wait_until(lambda: pipeline.counters.inferences >= 20, "windows before the swap")
-        entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
-        updater.submit(rollout.desired(entry))
-        wait_until(settled(updater, "running", "failed", "rolled_back"), "the update")
-        after = pipeline.counters.inferences
-        wait_until(lambda: pipeline.counters.inferences >= after + 20, "windows after the swap")
-    finally:
-        stop.set()
-        thread.join()
+    new_model = write_same_model(tmp_path / "v110.onnx", "1.1.0")
+    live = update_while_running(rollout, config, "1.1.0", new_model, workdir=tmp_path,
+                                windows_after=20)  # fmt: skip
+    pipeline, updater, entry, outbox = live.pipeline, live.updater, live.entry, live.outbox
+    old = live.old.ref
     assert last(updater).state == "running", last(updater).reason
     assert rollout.states == [
         "downloading", "verifying", "loading", "self_test", "watching", "running",
@@ -234,27 +223,16 @@ def test_server_that_ignores_range_restarts_from_byte_zero(
 
 def test_model_failing_at_inference_is_rolled_back(rollout: Rollout, tmp_path: Path) -> None:
     config = rollout.config(speed=20.0, health_window_s=30)
-    pipeline = rollout.pipeline(config)
-    old = pipeline.slot.current()
-    outbox = Outbox(tmp_path / "events.db", max_bytes=10**9, max_age_s=1e9)
-    stop, thread = running_pipeline(pipeline, outbox)
-    try:
-        updater = rollout.updater(config, pipeline)
-        entry = rollout.publish("1.2.0", write_nan_model(tmp_path / "nan.onnx", "1.2.0"))
-        updater.submit(rollout.desired(entry))
-        wait_until(settled(updater, "rolled_back", "running", "failed"), "the rollback")
-        after = pipeline.counters.inferences
-        wait_until(lambda: pipeline.counters.inferences >= after + 10, "windows after it")
-    finally:
-        stop.set()
-        thread.join()
+    nan_model = write_nan_model(tmp_path / "nan.onnx", "1.2.0")
+    live = update_while_running(rollout, config, "1.2.0", nan_model, workdir=tmp_path)
+    pipeline, updater, entry, old = live.pipeline, live.updater, live.entry, live.old
     status = last(updater)
     assert status.state == "rolled_back", status.reason
     assert re.match(r"\d+ inference errors in the health window: ", status.reason)
     assert "not finite" in status.reason
     assert pipeline.slot.current() is old
     assert rollout.states[-2:] == ["watching", "rolled_back"]
-    events = stored_events(outbox)
+    events = stored_events(live.outbox)
     assert {e.model for e in events} == {old.ref}
     assert pipeline.counters.inference_errors >= 1
     # The refused entry is not tried again while it stays the same.
@@ -442,19 +420,10 @@ def test_model_much_slower_than_the_previous_is_rolled_back(
 ) -> None:
     # Two 2048x2048 products per window against a ~0.1 ms model: far beyond the 3x allowed.
     config = rollout.config(speed=20.0, health_window_s=1.0)
-    pipeline = rollout.pipeline(config)
-    old = pipeline.slot.current()
-    outbox = Outbox(tmp_path / "events.db", max_bytes=10**9, max_age_s=1e9)
-    stop, thread = running_pipeline(pipeline, outbox)
-    try:
-        updater = rollout.updater(config, pipeline)
-        wait_until(lambda: pipeline.counters.inferences >= 20, "the previous model's times")
-        entry = rollout.publish("1.4.0", write_slow_model(tmp_path / "slow.onnx", "1.4.0"))
-        updater.submit(rollout.desired(entry))
-        wait_until(settled(updater, "rolled_back", "running", "failed"), "the verdict")
-    finally:
-        stop.set()
-        thread.join()
+    slow_model = write_slow_model(tmp_path / "slow.onnx", "1.4.0")
+    live = update_while_running(rollout, config, "1.4.0", slow_model, workdir=tmp_path,
+                                windows_after=0)  # fmt: skip
+    pipeline, updater, old = live.pipeline, live.updater, live.old
     status = last(updater)
     assert status.state == "rolled_back", status.reason
     assert status.reason.startswith("median inference time ")
