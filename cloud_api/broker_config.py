@@ -3,8 +3,8 @@
 Each agent gets its own ``user`` block naming its own topics, rather than one ``pattern``
 line with ``%u``: Mosquitto applies pattern lines to every user, so a pattern would also give
 the service users (``ingest``, ``control``) write rights under ``aiot/v1/agents/ingest/...``,
-and the ingest user must only read. Blocks cost one short paragraph per agent, which
-Mosquitto reads in milliseconds for thousands of agents.
+and the ingest user must only read the uplink (and write ``acks``). Blocks cost one short
+paragraph per agent, which Mosquitto reads in milliseconds for thousands of agents.
 
 After enrolling or revoking agents, write the files again and send SIGHUP to Mosquitto: it
 re-reads both files without dropping connections (a revoked agent is refused at its next
@@ -30,10 +30,12 @@ AGENT_WRITES = (
     Channel.SAMPLES,
     Channel.ESCALATIONS,
 )
-AGENT_READS = (Channel.DESIRED, Channel.ESCALATION_RESULT)
+AGENT_READS = (Channel.ACKS, Channel.DESIRED, Channel.ESCALATION_RESULT)
 ROLE_RIGHTS: dict[BrokerRole, list[tuple[str, str]]] = {
     "ingest": [
         *(("read", f"{ROOT}/+/{channel.value}") for channel in AGENT_WRITES),
+        # Ingest tells each agent which of its batches are committed (end-to-end delivery).
+        ("write", f"{ROOT}/+/{Channel.ACKS.value}"),
         # Lets a health check (compose) log in and read one harmless topic.
         ("read", "$SYS/broker/version"),
     ],

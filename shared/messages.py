@@ -36,6 +36,8 @@ EventId = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
 ]
+BatchId = EventId
+"""A batch is named like an event: a UUIDv7 made by the agent when it sends the batch."""
 AttributeValue = float | int | str | bool
 EventState = Literal["start", "update", "end", "instant"]
 
@@ -88,10 +90,16 @@ class Event(_EdgeMessage):
 
 
 class EventBatch(_EdgeMessage):
-    """What an agent publishes on ``events``: one MQTT message, many events."""
+    """What an agent publishes on ``events``: one MQTT message, many events.
+
+    ``batch_id`` is what the cloud acknowledges on ``acks`` once the batch is committed; an
+    agent deletes the events from its outbox only then (``None`` from agents that predate
+    end-to-end acknowledgement: nothing is acked to them).
+    """
 
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
     agent_id: AgentId
+    batch_id: BatchId | None = None
     sent_at: AwareDatetime
     events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
 
@@ -151,6 +159,11 @@ class AgentStatus(_EdgeMessage):
     pipelines: list[PipelineStatus] = Field(default_factory=list)
     outbox_depth: int = Field(default=0, ge=0)
     outbox_oldest_age_s: float = Field(default=0.0, ge=0)
+    unacked_batches: int = Field(default=0, ge=0)
+    """Batches published and not yet acknowledged by the cloud (waiting for ``acks``)."""
+    ack_rtt_p50_s: float | None = Field(default=None, ge=0)
+    """Median edge -> cloud -> edge round trip (publish to the cloud's ack) of recent batches."""
+    ack_rtt_p99_s: float | None = Field(default=None, ge=0)
 
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -188,6 +201,8 @@ class PipelineSummary(_EdgeMessage):
 
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
     agent_id: AgentId
+    batch_id: BatchId | None = None
+    """What the cloud acknowledges on ``acks`` (set by the outbox when it stores the summary)."""
     pipeline: Name
     window_start: AwareDatetime
     window_end: AwareDatetime
@@ -236,6 +251,31 @@ class DesiredState(_EdgeMessage):
     agent_id: AgentId
     issued_at: AwareDatetime
     pipelines: list[DesiredModel] = Field(default_factory=list, max_length=64)
+
+
+BatchOutcome = Literal["stored", "rejected"]
+"""``stored``: committed (or already stored before: a resend). ``rejected``: the batch is in the
+cloud's dead letters with ``reason``; sending it again cannot help, so the agent drops it."""
+
+
+class BatchAck(_EdgeMessage):
+    """The cloud's word on one batch (an ``EventBatch`` or a ``PipelineSummary``)."""
+
+    batch_id: BatchId
+    outcome: BatchOutcome
+    reason: Annotated[str, StringConstraints(max_length=512)] = ""
+
+
+class Acks(_EdgeMessage):
+    """What ingest publishes (QoS 1) on an agent's ``acks`` after a transaction commits.
+
+    This, not the broker's PUBACK, is what lets an agent delete rows from its outbox: a
+    broker that lost its subscribers in a crash still answers PUBACK to a publish it drops.
+    """
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent_id: AgentId
+    acks: list[BatchAck] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
 
 
 def encode(message: BaseModel) -> bytes:

@@ -2,7 +2,8 @@
 
 Every agent owns the subtree ``aiot/v1/agents/{agent_id}/``. Agents publish ``events``,
 ``summary``, ``status`` (retained, Last Will ``offline``), ``samples`` and ``escalations``;
-the cloud publishes ``desired`` (retained) and ``escalations/result``.
+the cloud publishes ``acks`` (which batches it stored), ``desired`` (retained) and
+``escalations/result``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Channel(StrEnum):
     STATUS = "status"
     SAMPLES = "samples"
     ESCALATIONS = "escalations"
+    ACKS = "acks"
     DESIRED = "desired"
     ESCALATION_RESULT = "escalations/result"
 
