@@ -108,7 +108,21 @@ class OutboxConfig(_Config):
         description="normal: survives a crash or kill -9; full: also a power cut (fsync per put)",
     )
     batch_max_events: int = Field(default=100, ge=1, le=MAX_EVENTS_PER_BATCH)
-    max_inflight_batches: int = Field(default=10, ge=1, le=1000)
+    max_inflight_batches: int = Field(
+        default=10, ge=1, le=1000, description="batches published and not yet PUBACKed"
+    )
+    max_unacked_batches: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="batches published and not yet acknowledged by the cloud (on acks)",
+    )
+    ack_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a batch the cloud has not acknowledged in this time is sent again",
+    )
 
 
 class MetricsConfig(_Config):
