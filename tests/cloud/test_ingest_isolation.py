@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -140,9 +141,9 @@ def test_valid_and_invalid_messages_in_one_batch(engine: Engine, broker: Mosquit
         client.close()
 
 
-def stored_ids(engine: Engine, event_id: str) -> bool:
+def stored(engine: Engine, event_id: str) -> bool | None:
     with engine.connect() as conn:
-        return conn.scalar(select(EventRow.id).where(EventRow.id == event_id)) is not None
+        return conn.scalar(select(EventRow.id).where(EventRow.id == event_id)) is not None or None
 
 
 def test_a_retained_dead_letter_is_kept_once(engine: Engine, broker: Mosquitto) -> None:
@@ -159,8 +160,7 @@ def test_a_retained_dead_letter_is_kept_once(engine: Engine, broker: Mosquitto) 
                 # SUBACK, and ingest stores in order: once this is stored, the replay was seen.
                 sentinel = make_batch(agent, 1)
                 client.publish(str(Topic(agent, Channel.EVENTS)), encode(sentinel))
-                wait_until(lambda s=sentinel: stored_ids(engine, s.events[0].id) or None,
-                           what="the sentinel")  # fmt: skip
+                wait_until(partial(stored, engine, sentinel.events[0].id), what="the sentinel")
             finally:
                 worker.stop()
         with engine.connect() as conn:
