@@ -44,9 +44,8 @@ from shared.messages import (
     Acks,
     AgentStatus,
     DesiredState,
-    Event,
-    EventBatch,
     encode,
+    encode_event_batch,
     new_event_id,
     utcnow,
 )
@@ -466,13 +465,8 @@ class Uplink:
         return True
 
     def _encode_batch(self, batch_id: str, items: list[OutboxItem]) -> bytes:
-        batch = EventBatch(
-            agent_id=self._config.agent_id,
-            batch_id=batch_id,
-            sent_at=utcnow(),
-            events=[Event.model_validate_json(item.payload) for item in items],
-        )
-        return encode(batch)
+        payloads = [item.payload for item in items]
+        return encode_event_batch(self._config.agent_id, batch_id, utcnow(), payloads)
 
     def _publish_status(self) -> None:
         self._client.publish(self._status_topic, encode(self._status()), qos=1, retain=True)

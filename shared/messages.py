@@ -281,3 +281,20 @@ class Acks(_EdgeMessage):
 def encode(message: BaseModel) -> bytes:
     """Serialise a wire message as compact JSON with its aliases (``schema``)."""
     return message.model_dump_json(by_alias=True).encode()
+
+
+def encode_event_batch(
+    agent_id: str, batch_id: str, sent_at: datetime, events: list[bytes]
+) -> bytes:
+    """``encode(EventBatch(...))`` from events already encoded (as an outbox stores them).
+
+    The same bytes, without decoding and validating every event again: the envelope is
+    pydantic's own serialisation, the events are spliced into its empty list.
+    """
+    envelope = EventBatch.model_construct(
+        agent_id=agent_id, batch_id=batch_id, sent_at=sent_at, events=[]
+    )
+    head = encode(envelope)
+    if not head.endswith(b"[]}"):
+        raise ValueError("an EventBatch must end with its events")
+    return head[:-3] + b"[" + b",".join(events) + b"]}"
