@@ -36,7 +36,7 @@ from edge_agent.sources.camera import (
 from edge_agent.sources.simulated_machine import FAULTS
 from edge_agent.tracking import TrackingConfig
 from shared.errors import ConfigError
-from shared.messages import MAX_EVENTS_PER_BATCH, AgentId, Name
+from shared.messages import MAX_EVENTS_PER_BATCH, MAX_HEARTBEAT_S, AgentId, Name
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
@@ -69,7 +69,7 @@ class MqttConfig(_Config):
     protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol_as_str)] = "5"
     keepalive: int = Field(default=30, ge=5, le=65535)
     client_id: str | None = None
-    heartbeat_s: float = Field(default=10.0, gt=0)
+    heartbeat_s: float = Field(default=10.0, gt=0, le=MAX_HEARTBEAT_S)
     reconnect_min_s: int = Field(default=1, ge=1)
     reconnect_max_s: int = Field(default=30, ge=1)
 
