@@ -38,7 +38,8 @@ def model_bytes(
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    content: bytes = model.SerializeToString()
+    return content
 
 
 def string_output() -> bytes:
