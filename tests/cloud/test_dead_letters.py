@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 def dead_letters_of(api: TestClient, agent_id: str) -> list[dict[str, Any]]:
     response = api.get("/api/v1/dead-letters", params={"limit": 1000})
     assert response.status_code == 200, response.text
-    return [item for item in response.json() if f"/{agent_id}/" in item["topic"]]
+    return [item for item in response.json()["items"] if f"/{agent_id}/" in item["topic"]]
 
 
 def test_malformed_payloads_are_dead_lettered_and_ingest_continues(
