@@ -46,7 +46,19 @@ class Settings(BaseSettings):
     )
     heartbeat_grace: float = Field(default=3.0, ge=1, le=100)
     data_dir: Path = Path("./data")
-    max_model_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_model_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1,
+        description="the largest ONNX file an upload may carry; the upload's request body may "
+        "be this plus room for the form around it",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        le=64 * 1024 * 1024,
+        description="the largest request body of every other route (JSON); larger bodies get "
+        "413, counted while they arrive",
+    )
     # The live stream (SSE) polls the database, so any replica can serve any dashboard.
     stream_poll_s: float = Field(default=0.5, gt=0, le=60)
     stream_heartbeat_s: float = Field(default=15.0, gt=0, le=3600)
