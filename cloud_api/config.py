@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     stream_heartbeat_s: float = Field(default=15.0, gt=0, le=3600)
     stream_page: int = Field(default=500, ge=1, le=10_000)
     stream_max: int = Field(default=100, ge=1, le=100_000)
+    stream_recheck_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="how often an open stream checks that its caller's key or credentials are "
+        "still valid: a revoked caller's streams end within this long",
+    )
     stream_settle_s: float = Field(
         default=1.0,
         ge=0,
