@@ -54,7 +54,7 @@ PRIORITY_SUMMARY = 10
 
 PayloadKind = Literal["event", "summary"]
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     rowid_ INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,9 +63,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     priority INTEGER NOT NULL,
     created REAL NOT NULL,
     size INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    leased INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (priority, rowid_);
+CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (leased, priority, rowid_);
 CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created);
 CREATE TABLE IF NOT EXISTS sequences (
     pipeline TEXT PRIMARY KEY,
@@ -78,12 +80,10 @@ CREATE TABLE IF NOT EXISTS open_incidents (
     PRIMARY KEY (pipeline, incident)
 );
 """
-_LEASES = """
-PRAGMA temp_store = MEMORY;
-CREATE TEMP TABLE IF NOT EXISTS leased (rowid_ INTEGER PRIMARY KEY);
-"""
-"""Leases are a temporary (per connection, in memory) table, so ``next_batch`` skips the rows
-in flight inside SQLite instead of reading them back into Python."""
+_UPGRADE_FROM_1 = "ALTER TABLE outbox ADD COLUMN leased INTEGER NOT NULL DEFAULT 0;"
+"""Leases are a column with its own index, so ``next_batch`` reads the next waiting rows
+directly however many are in flight. A lease does not outlive the process: every open
+clears them."""
 _UPGRADE_FROM_0 = """
 ALTER TABLE outbox RENAME COLUMN event_id TO item_id;
 ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'event';
@@ -129,7 +129,7 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             self._create_or_upgrade()
-            self._db.executescript(_LEASES)
+            self._db.execute("UPDATE outbox SET leased = 0 WHERE leased = 1")
             row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open outbox {path}: {exc}") from exc
@@ -187,8 +187,7 @@ class Outbox:
                 with self._transaction():
                     self._enforce_bounds(self._clock())
                     rows = self._db.execute(
-                        "SELECT rowid_, item_id, kind, payload FROM outbox"
-                        " WHERE rowid_ NOT IN (SELECT rowid_ FROM temp.leased)"
+                        "SELECT rowid_, item_id, kind, payload FROM outbox WHERE leased = 0"
                         " ORDER BY priority, rowid_ LIMIT ?",
                         (max_events,),
                     ).fetchall()
@@ -199,7 +198,7 @@ class Outbox:
                             break
                         batch.append(OutboxItem(item_id, kind, payload))
                         leased.append((rowid,))
-                    self._db.executemany("INSERT INTO temp.leased VALUES (?)", leased)
+                    self._db.executemany("UPDATE outbox SET leased = 1 WHERE rowid_ = ?", leased)
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox read failed: {exc}") from exc
             return batch
@@ -210,18 +209,15 @@ class Outbox:
         with self._lock:
             try:
                 with self._transaction():
-                    rows = self._db.execute(
+                    sizes = self._db.execute(
                         "DELETE FROM outbox WHERE item_id IN (SELECT value FROM json_each(?))"
-                        " RETURNING rowid_, size",
+                        " RETURNING size",
                         (ids,),
                     ).fetchall()
-                    self._db.executemany(
-                        "DELETE FROM temp.leased WHERE rowid_ = ?", [(r,) for r, _ in rows]
-                    )
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox ack failed: {exc}") from exc
-            self._bytes -= sum(size for _, size in rows)
-            return len(rows)
+            self._bytes -= sum(size for (size,) in sizes)
+            return len(sizes)
 
     def release(self, item_ids: Iterable[str]) -> None:
         """Give leases back (no ack in time, a refused publish), so the rows go again in order."""
@@ -229,8 +225,8 @@ class Outbox:
             try:
                 with self._transaction():
                     self._db.execute(
-                        "DELETE FROM temp.leased WHERE rowid_ IN (SELECT rowid_ FROM outbox"
-                        " WHERE item_id IN (SELECT value FROM json_each(?)))",
+                        "UPDATE outbox SET leased = 0"
+                        " WHERE item_id IN (SELECT value FROM json_each(?))",
                         (json.dumps(list(item_ids)),),
                     )
             except sqlite3.Error as exc:
@@ -241,14 +237,15 @@ class Outbox:
         with self._lock:
             try:
                 with self._transaction():
-                    self._db.execute("DELETE FROM temp.leased")
+                    self._db.execute("UPDATE outbox SET leased = 0 WHERE leased = 1")
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox release failed: {exc}") from exc
 
     def leased(self) -> int:
         """How many rows are in flight (published or about to be, not acknowledged)."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM temp.leased").fetchone()[0])
+            query = "SELECT COUNT(*) FROM outbox WHERE leased = 1"
+            return int(self._db.execute(query).fetchone()[0])
 
     def depth(self) -> int:
         """How many items (events and summaries) wait, including those in flight."""
@@ -291,6 +288,8 @@ class Outbox:
             )
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
         upgrade = _UPGRADE_FROM_0 if "event_id" in columns else ""
+        if columns and "leased" not in columns:
+            upgrade += _UPGRADE_FROM_1
         # One transaction: a crash half-way leaves the old file, never half of the new one.
         self._db.executescript(
             f"BEGIN; {upgrade} {_SCHEMA} PRAGMA user_version={_SCHEMA_VERSION}; COMMIT;"
@@ -356,9 +355,6 @@ class Outbox:
         ).fetchone()
         if expired[0]:
             self._db.execute("DELETE FROM outbox WHERE created < ?", (now - self._max_age_s,))
-            self._db.execute(
-                "DELETE FROM temp.leased WHERE rowid_ NOT IN (SELECT rowid_ FROM outbox)"
-            )
             self.dropped += expired[0]
             self._bytes -= expired[1]
         while self._bytes > self._max_bytes:
@@ -375,5 +371,4 @@ class Outbox:
                 drop.append((rowid,))
                 self._bytes -= size
             self._db.executemany("DELETE FROM outbox WHERE rowid_ = ?", drop)
-            self._db.executemany("DELETE FROM temp.leased WHERE rowid_ = ?", drop)
             self.dropped += len(drop)

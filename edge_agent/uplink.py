@@ -12,9 +12,11 @@ window (``max_inflight_batches``): a broker that restarted without ingest's subs
 answers PUBACK (MQTT 5 reason 16, "no matching subscribers") to a batch nobody received.
 Rows leave the outbox only when ingest says, on the agent's ``acks`` topic, that the batch's
 transaction committed (``stored``) or that it dead-lettered it (``rejected``). A batch with
-no ack ``ack_timeout_s`` after its PUBACK, and every PUBACKed batch without an ack when the
-connection comes back, is given back to the outbox and sent again; ingest is idempotent, so
-a resend costs a lookup, never a duplicate. At most ``max_unacked_batches`` wait for an ack.
+no ack ``ack_timeout_s`` after its PUBACK (or four times the measured p99 round trip, if
+longer: a cloud working through a backlog is not flooded with resends), and every PUBACKed
+batch without an ack when the connection comes back, is given back to the outbox and sent
+again; ingest is idempotent, so a resend costs a lookup, never a duplicate. At most
+``max_unacked_batches`` wait for an ack.
 The time from publish to ack is the measured edge -> cloud round trip (status and metrics).
 
 With a ``desired`` handler the uplink also subscribes (QoS 1, on every connect) to the agent's
@@ -57,6 +59,10 @@ _IDLE_WAIT_S = 0.05
 """How long the sender sleeps when there is nothing to do (bounds event latency)."""
 _RTT_SAMPLES = 512
 """Ack round trips kept for the p50/p99 in the status and metrics."""
+_RTT_REFRESH = 64
+"""Acks between two updates of the adaptive ack timeout."""
+_TIMEOUT_PER_RTT = 4.0
+"""The ack timeout is at least this many times the measured p99 round trip."""
 _NO_MATCHING_SUBSCRIBERS = 16
 """MQTT 5 PUBACK reason: accepted, but nobody subscribed (e.g. ingest not back yet)."""
 
@@ -127,6 +133,7 @@ class Uplink:
         self._unacked: dict[str, _Unacked] = {}
         """batch id -> batch, oldest first, until the cloud acks it."""
         self._rtts: deque[float] = deque(maxlen=_RTT_SAMPLES)
+        self._acks_seen = 0
         self._inbox: queue.SimpleQueue[tuple[int, int, Acks | None]] = queue.SimpleQueue()
         """From the network thread: (mid, PUBACK reason code, None) or (0, 0, Acks)."""
         self._connected = False
@@ -384,30 +391,44 @@ class Uplink:
 
     def _cloud_acked(self, acks: Acks) -> None:
         now = self._clock()
+        settled: list[tuple[_Unacked, str, str]] = []
         for ack in acks.acks:
             batch = self._unacked.pop(ack.batch_id, None)
-            if batch is None:
-                continue  # a late ack of a batch already sent again (or acked twice)
-            try:
-                self._outbox.ack(batch.ids)
-            except StorageError as exc:
-                log.error(
-                    "cannot delete %d acked %ss from the outbox (they will be sent again): %s",
-                    len(batch.ids), batch.kind, exc,
-                )  # fmt: skip
-                self._release(batch.ids)
-                continue
+            if batch is not None:  # else a late ack of a batch already sent again, or a repeat
+                settled.append((batch, ack.outcome, ack.reason))
+        if not settled:
+            return
+        ids = [item_id for batch, _, _ in settled for item_id in batch.ids]
+        try:
+            self._outbox.ack(ids)  # one transaction for every batch of this message
+        except StorageError as exc:
+            log.error("cannot delete %d acked items from the outbox (they go again): %s",
+                      len(ids), exc)  # fmt: skip
+            self._release(ids)
+            return
+        for batch, outcome, reason in settled:
             self._rtts.append(now - batch.published_at)
-            if ack.outcome == "rejected":
+            if outcome == "rejected":
                 self.counters.rejected += len(batch.ids)
                 log.warning(
                     "the cloud rejected a batch of %d %ss (dead-lettered, dropped here): %s",
-                    len(batch.ids), batch.kind, ack.reason,
+                    len(batch.ids), batch.kind, reason,
                 )  # fmt: skip
             elif batch.kind == "summary":
                 self.counters.summaries_acked += len(batch.ids)
             else:
                 self.counters.events_acked += len(batch.ids)
+        self._acks_seen += len(settled)
+        if self._acks_seen >= _RTT_REFRESH:
+            self._acks_seen = 0
+            self._refresh_timeout()
+
+    def _refresh_timeout(self) -> None:
+        """A cloud that answers slowly (a backlog after an outage) must not be flooded with
+        resends: the ack timeout is at least a few times the round trip it measures."""
+        rtt = self.ack_rtt()
+        floor = self._config.outbox.ack_timeout_s
+        self._ack_timeout_s = floor if rtt is None else max(floor, _TIMEOUT_PER_RTT * rtt[1])
 
     def _expire(self, deadline: float) -> None:
         """Send again what the broker took before ``deadline`` and the cloud never acked."""
