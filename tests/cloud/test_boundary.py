@@ -254,6 +254,17 @@ def test_chunked_bodies_within_the_limit_are_served(served: Served) -> None:
     assert response.json()["sha256"]
 
 
+def test_largest_valid_deployment_fits_its_routes_limit(make_api: AppFactory) -> None:
+    ids = [f"{i:04d}".ljust(64, "a") for i in range(10_000)]  # as many and as long as allowed
+    body = {"model": "m", "version": "1", "pipeline": "p", "target": {"agent_ids": ids}}
+    with make_api(ingest_enabled=False) as api:
+        response = api.post("/api/v1/deployments", json=body)
+        assert len(response.request.content) > JSON_LIMIT
+        assert response.status_code == 404, response.text  # read and validated: no such model
+        body["target"] = {"agent_ids": [*ids, "one-too-many"]}
+        assert api.post("/api/v1/deployments", json=body).status_code == 422
+
+
 # -- streams end when their key is revoked ---------------------------------------------------
 
 
