@@ -192,6 +192,21 @@ def test_key_without_the_scope_gets_403_before_its_body(served: Served, wire: Wi
     assert answer.json()["detail"] == ("this route needs scope 'operate'; key 'reader' has 'read'")
 
 
+def test_upload_to_a_malformed_model_name_is_422_before_its_body(
+    served: Served, wire: Wire
+) -> None:
+    operate = {"Authorization": f"Bearer {served.key('operate')}"}
+    length = str(MODEL_LIMIT)  # within the limit: only the name is wrong
+    wire.head(
+        "POST",
+        "/api/v1/models/bad%00name/versions",
+        {**FORM, **EXPECT, **operate, "Content-Length": length},
+    )
+    answer = wire.answer()
+    assert answer.status == 422
+    assert answer.json()["detail"].startswith("model name 'bad\\x00name' is not allowed")
+
+
 # -- every body has a limit, enforced while it arrives ---------------------------------------
 
 
