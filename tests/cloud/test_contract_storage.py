@@ -37,17 +37,19 @@ from cloud_api.ingest import (
 from cloud_api.rollups import LEVELS, TOTALS
 from cloud_api.schemas import EventOut
 from cloud_api.tables import AgentRow
-from shared.messages import (
+from shared.fields import (
     EARLIEST,
     INT64_MAX,
     INT64_MIN,
     LATEST,
     MAX_ATTRIBUTES,
-    MAX_EVENTS_PER_BATCH,
     MAX_HEARTBEAT_S,
-    MAX_PIPELINES,
     MAX_SCORE,
     MAX_SECONDS,
+)
+from shared.messages import (
+    MAX_EVENTS_PER_BATCH,
+    MAX_PIPELINES,
     MAX_SUMMARY_LABELS,
     MAX_SUMMARY_SIGNALS,
     AgentStatus,

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from shared.messages import (
+from shared.fields import (
     EARLIEST,
     INT64_MAX,
     INT64_MIN,
@@ -27,6 +27,8 @@ from shared.messages import (
     MAX_HEARTBEAT_S,
     MAX_SCORE,
     MAX_SECONDS,
+)
+from shared.messages import (
     MAX_SUMMARY_LABELS,
     MAX_SUMMARY_SIGNALS,
     AgentStatus,
