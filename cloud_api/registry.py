@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import tempfile
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     load_pem_private_key,
 )
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from cloud_api import crud
@@ -207,7 +209,12 @@ def inspect_onnx(path: Path) -> Inspection:
             for arg in args
         ]
 
-    inputs, outputs = specs(session.get_inputs()), specs(session.get_outputs())
+    try:
+        inputs, outputs = specs(session.get_inputs()), specs(session.get_outputs())
+    except ValidationError as exc:
+        raise ModelError(
+            f"model's inputs and outputs break the manifest's rules: {_first_error(exc)}"
+        ) from None
     if len(inputs) != 1 or inputs[0].dtype != "float32" or not outputs:
         return Inspection(inputs, outputs, None, None)
     reference = golden_reference()
@@ -217,7 +224,16 @@ def inspect_onnx(path: Path) -> Inspection:
     except Exception as exc:  # ORT's errors are untyped here too
         reason = _first_line(exc).replace(str(path), "the upload")
         raise ModelError(f"model cannot run its golden self-test input: {reason}") from None
-    return Inspection(inputs, outputs, reference, golden_sample(output))
+    golden = golden_sample(output)
+    if not all(math.isfinite(value) for value in golden):
+        # Its agents' self-test refuses a non-finite output: it could never be installed.
+        raise ModelError("model's output for the golden self-test input is not finite")
+    return Inspection(inputs, outputs, reference, golden)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
 
 
 def _first_line(exc: Exception) -> str:
@@ -249,8 +265,8 @@ def register_model(
 ) -> ModelVersionRow:
     """Validate, sign, store and record one model version; nothing is kept on refusal.
 
-    Raises ContractError (bad name or version), TooLargeError, ModelError (not ONNX) or
-    ConflictError (the version exists).
+    Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
+    ONNX, or a golden output that is not finite) or ConflictError (the version exists).
     """
     key = artifact_key(name, version)
     if crud.get_model_version(session, name=name, version=version) is not None:
@@ -258,18 +274,21 @@ def register_model(
     with spooled_upload(source, tmp_dir=tmp_dir, max_bytes=max_bytes) as path:
         inspection = inspect_onnx(path)
         inputs, outputs = inspection.inputs, inspection.outputs
-        manifest = ModelManifest(
-            name=name,
-            version=version,
-            sha256=sha256_of(path),
-            size=path.stat().st_size,
-            task=task,
-            inputs=inputs,
-            outputs=outputs,
-            labels=labels or [],
-            golden_input=inspection.golden_input,
-            golden_output=inspection.golden_output,
-        )
+        try:
+            manifest = ModelManifest(
+                name=name,
+                version=version,
+                sha256=sha256_of(path),
+                size=path.stat().st_size,
+                task=task,
+                inputs=inputs,
+                outputs=outputs,
+                labels=labels or [],
+                golden_input=inspection.golden_input,
+                golden_output=inspection.golden_output,
+            )
+        except ValidationError as exc:  # the task or labels given with the upload
+            raise ContractError(f"manifest refused: {_first_error(exc)}") from None
         signed = sign(manifest, signing_key)
         row = ModelVersionRow(
             name=name,
