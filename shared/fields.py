@@ -17,11 +17,15 @@ concerns (in ``shared.messages`` and ``shared.signing``):
   PostgreSQL text (UTF-8) cannot hold; lengths bounded by each alias.
 - ``UtcDatetime``: ISO 8601 text with a UTC offset (not a unix time, not a bare date), between
   1970-01-01 and 9999-12-31T23:59:59.999999 once converted to UTC (``9999-12-31T23:00-05:00``
-  is past year 9999 in UTC and refused). The offset is kept as sent.
+  is past year 9999 in UTC and refused, never an OverflowError later). The offset is kept as
+  sent. 1970 is a gateway whose clock was never set; earlier is not a time a device reports.
 - ``AttributeValue``: a boolean, an ``Int64``, a finite float or a ``SafeText`` of at most
   256 characters, as JSON typed it (``1`` stays an int, ``1.0`` a float, ``"1"`` a string);
   no arrays, objects or null.
-- Sizes: every list and dict has a maximum length (the ``MAX_*`` constants).
+- Sizes: every string, list and dict has a maximum length (the ``MAX_*`` constants).
+
+Python callers (the edge building messages, the cloud reading stored JSON back) meet the same
+rules, except that numpy scalars count as the numbers they are.
 """
 
 from __future__ import annotations
