@@ -16,7 +16,7 @@ from fastapi import HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud_api.params import INT64_MAX, Instant
-from shared.messages import EventId
+from shared.fields import EventId
 
 MAX_CURSOR = 512
 """Characters of a cursor: ours are under 150, and no JSON this short nests deeply."""

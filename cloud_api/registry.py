@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     load_pem_private_key,
 )
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from cloud_api import crud
@@ -169,6 +170,11 @@ def spooled_upload(source: BinaryIO, *, tmp_dir: Path, max_bytes: int) -> Iterat
         path.unlink(missing_ok=True)
 
 
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+
+
 def register_model(
     session: Session,
     *,
@@ -185,10 +191,15 @@ def register_model(
 ) -> ModelVersionRow:
     """Validate, sign, store and record one model version; nothing is kept on refusal.
 
-    The model is inspected by a child process within ``limits`` (``cloud_api.inspection``).
-    Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
-    ONNX, no usable self-test, over the inspection's limits) or ConflictError (the version
-    exists).
+    <<<<<<< HEAD
+        The model is inspected by a child process within ``limits`` (``cloud_api.inspection``).
+        Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
+        ONNX, no usable self-test, over the inspection's limits) or ConflictError (the version
+        exists).
+    =======
+        Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
+        ONNX, or a golden output that is not finite) or ConflictError (the version exists).
+    >>>>>>> wt-contract
     """
     key = artifact_key(name, version)
     check_text(task, what="task", max_length=MAX_TASK)
@@ -201,18 +212,21 @@ def register_model(
     with spooled_upload(source, tmp_dir=tmp_dir, max_bytes=max_bytes) as path:
         inspection = inspect_onnx(path, limits=limits)
         inputs, outputs = inspection.inputs, inspection.outputs
-        manifest = ModelManifest(
-            name=name,
-            version=version,
-            sha256=sha256_file(path),
-            size=path.stat().st_size,
-            task=task,
-            inputs=inputs,
-            outputs=outputs,
-            labels=labels or [],
-            golden_input=inspection.golden_input,
-            golden_output=inspection.golden_output,
-        )
+        try:
+            manifest = ModelManifest(
+                name=name,
+                version=version,
+                sha256=sha256_file(path),
+                size=path.stat().st_size,
+                task=task,
+                inputs=inputs,
+                outputs=outputs,
+                labels=labels or [],
+                golden_input=inspection.golden_input,
+                golden_output=inspection.golden_output,
+            )
+        except ValidationError as exc:  # the task or labels given with the upload
+            raise ContractError(f"manifest refused: {_first_error(exc)}") from None
         signed = sign(manifest, signing_key)
         row = ModelVersionRow(
             name=name,

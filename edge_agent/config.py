@@ -36,7 +36,8 @@ from edge_agent.sources.camera import (
 from edge_agent.sources.simulated_machine import FAULTS
 from edge_agent.tracking import TrackingConfig
 from shared.errors import ConfigError, ContractError
-from shared.messages import MAX_EVENTS_PER_BATCH, MAX_HEARTBEAT_S, AgentId, Name
+from shared.fields import MAX_HEARTBEAT_S
+from shared.messages import MAX_EVENTS_PER_BATCH, AgentId, Name
 from shared.urls import MqttUrl, parse_mqtt_url
 
 

@@ -10,15 +10,25 @@ import base64
 import binascii
 import hashlib
 import json
+from typing import Annotated
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from shared.errors import SignatureError
+from shared.fields import Count, FiniteFloat, Int64, SafeText, Sha256
 
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
+MAX_TENSORS = 64
+MAX_RANK = 64
+MAX_LABELS = 65536
+MAX_GOLDEN_VALUES = 4096
+
+Text = Annotated[str, Strict(), StringConstraints(max_length=256), SafeText]
+ShortText = Annotated[str, Strict(), StringConstraints(max_length=64), SafeText]
+Dimension = Int64 | ShortText | None
+"""A size, a symbol for a dynamic axis (``batch``), or unknown."""
 
 
 class TensorSpec(BaseModel):
@@ -27,9 +37,9 @@ class TensorSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    dtype: str
-    shape: list[int | str | None]
+    name: Text
+    dtype: ShortText
+    shape: list[Dimension] = Field(max_length=MAX_RANK)
 
 
 class ModelManifest(BaseModel):
@@ -37,19 +47,23 @@ class ModelManifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    version: str
-    sha256: str = Field(pattern=SHA256_PATTERN)
-    size: int = Field(ge=0)
-    task: str = ""
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    labels: list[str] = []
-    golden_input: str | None = Field(
+    name: ShortText
+    version: ShortText
+    sha256: Sha256
+    size: Count
+    task: ShortText = ""
+    inputs: list[TensorSpec] = Field(max_length=MAX_TENSORS)
+    outputs: list[TensorSpec] = Field(max_length=MAX_TENSORS)
+    labels: list[Annotated[str, Strict(), StringConstraints(max_length=128), SafeText]] = Field(
+        default=[], max_length=MAX_LABELS
+    )
+    golden_input: Text | None = Field(
         default=None, description="reference to a self-test input (optional)"
     )
-    golden_output: list[float] | None = Field(
-        default=None, description="the output expected for golden_input (optional)"
+    golden_output: list[FiniteFloat] | None = Field(
+        default=None,
+        max_length=MAX_GOLDEN_VALUES,
+        description="the output expected for golden_input (optional)",
     )
 
 
@@ -59,8 +73,8 @@ class SignedManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     manifest: ModelManifest
-    signature: str
-    key_id: str
+    signature: Annotated[str, Strict(), StringConstraints(max_length=256), SafeText]
+    key_id: ShortText
 
 
 def canonical_bytes(manifest: ModelManifest) -> bytes:

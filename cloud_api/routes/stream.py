@@ -30,7 +30,7 @@ from cloud_api.callers import authenticate
 from cloud_api.config import Settings
 from cloud_api.deps import Requirement, SettingsDep
 from cloud_api.schemas import EventOut
-from shared.messages import EventId
+from shared.fields import EventId
 from shared.topics import AGENT_ID_PATTERN
 
 NEEDS = Requirement("read")

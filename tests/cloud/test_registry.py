@@ -169,3 +169,45 @@ def test_manifest_carries_a_golden_self_test_that_the_model_passes(api: TestClie
     # Another model's output does not pass: the self-test can fail.
     with pytest.raises(ModelError, match="self-test"):
         check_golden(manifest, np.zeros((1, 6), dtype=np.float32))
+
+
+def nan_on_golden_input_model() -> bytes:
+    """log(-x): NaN for every golden input value (they are in [0, 1)), -inf at 0."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["minus"]), helper.make_node("Log", ["minus"], ["y"])],
+        "nan",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    serialized: bytes = model.SerializeToString()
+    return serialized
+
+
+def test_a_model_whose_golden_output_is_not_finite_is_refused(
+    api: TestClient, settings: Settings
+) -> None:
+    """Its agents' self-test could never pass, and a manifest holds finite numbers only."""
+    status, body = upload(api, "vib", "1.0.0", nan_on_golden_input_model())
+    assert status == 422
+    assert "golden self-test input is not finite" in str(body["detail"])
+    assert files_under(settings.data_dir / "artifacts") == []
+    assert rows(api) == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [({"task": "t" * 65}, "task"), ({"labels": "ok,bad\x00label"}, "labels")],
+)
+def test_task_and_labels_the_manifest_cannot_hold_are_refused(
+    api: TestClient, settings: Settings, fields: dict[str, str], named: str
+) -> None:
+    status, body = upload(api, "vib", "1.0.0", MODEL_FILE.read_bytes(), **fields)
+    assert status == 422
+    assert named in str(body["detail"])
+    assert files_under(settings.data_dir / "artifacts") == []
+    assert rows(api) == 0

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
-from shared.messages import (
+from shared.fields import (
     EARLIEST,
     INT64_MAX,
     INT64_MIN,
@@ -25,6 +27,8 @@ from shared.messages import (
     MAX_HEARTBEAT_S,
     MAX_SCORE,
     MAX_SECONDS,
+)
+from shared.messages import (
     MAX_SUMMARY_LABELS,
     MAX_SUMMARY_SIGNALS,
     AgentStatus,
@@ -35,6 +39,7 @@ from shared.messages import (
     PipelineSummary,
     SignalStats,
     UpdateStatus,
+    encode,
 )
 
 MAX_FLOAT = sys.float_info.max
@@ -256,3 +261,122 @@ def with_raw(document: Any, path: tuple[str | int, ...], token: str) -> bytes:
         node = node[step]
     node[last] = _MARK
     return json.dumps(copy, ensure_ascii=False).replace(json.dumps(_MARK), token).encode()
+
+
+# -- what the contract refuses -----------------------------------------------------------
+
+Path = tuple[str | int, ...]
+
+BAD_FLOATS = ['"0.9"', "true", "NaN", "Infinity", "-Infinity", "1e400", "null", "[0.5]", "{}"]
+BAD_COUNTS = ['"1"', "true", "1.0", "1e3", "-1", str(INT64_MAX + 1), "null", "NaN"]
+BAD_TIMES = [
+    "1700000000", '"1700000000"', '"2026-11-22T10:15:02"', '"2026-11-22"', "true", "null",
+    '"9999-12-31T23:00:00-05:00"', '"0001-01-01T00:00:00+05:00"', '"1969-12-31T23:59:59Z"',
+    '"2026-02-30T00:00:00Z"', '"2026-11-22T25:00:00Z"',
+]  # fmt: skip
+BAD_TEXT = ['"bad\\u0000text"', '"\\ud800"', '"\\udc00x"', "42", "true", "null", "[]"]
+BAD_ATTRIBUTES = [
+    '{"a": {"b": 1}}', '{"a": [1]}', '{"a": null}', '{"a": 9223372036854775808}',
+    '{"a": -9223372036854775809}', '{"a": NaN}', '{"a": 1e400}', '{"\\u0000": 1}',
+    '{"a": "\\u0000"}', '{"a": "\\ud800"}', json.dumps({f"k{n}": n for n in range(33)}),
+    json.dumps({"a": "x" * 257}), json.dumps({"k" * 65: 1}), "[]", '"a=1"',
+    '{"a": ' + "[" * 300 + "]" * 300 + "}",
+]  # fmt: skip
+BAD_SCHEMA = ["2", "0", "true", "1.0", '"1"', "null"]
+_EVENT: Path = ("events", 0)
+
+MUTATIONS: dict[type[BaseModel], list[tuple[Path, list[str]]]] = {
+    EventBatch: [
+        (("schema",), BAD_SCHEMA),
+        (("agent_id",), ['"a/b"', '""', "7", '"' + "a" * 65 + '"']),
+        (("sent_at",), BAD_TIMES),
+        (("batch_id",), ['"not-a-uuid"', "1"]),
+        (("events",), ["[]", "{}", "null", "[1]"]),
+        (("extra",), ["1"]),
+        ((*_EVENT, "id"), ['"not-a-uuid"', "1", "null"]),
+        ((*_EVENT, "score"), [*BAD_FLOATS, "1e10", "-1e300"]),
+        ((*_EVENT, "seq"), BAD_COUNTS),
+        ((*_EVENT, "ts"), BAD_TIMES),
+        ((*_EVENT, "label"), [*BAD_TEXT, '""', json.dumps("x" * 129)]),
+        ((*_EVENT, "pipeline"), ['"a b"', '""', "1"]),
+        ((*_EVENT, "state"), ['"begin"', "1"]),
+        ((*_EVENT, "attributes"), BAD_ATTRIBUTES),
+        ((*_EVENT, "model", "sha256"), ['"xyz"', "null"]),
+        ((*_EVENT, "model"), ["null", "{}"]),
+        ((*_EVENT, "extra"), ["1"]),
+    ],
+    PipelineSummary: [
+        (("schema",), BAD_SCHEMA),
+        (("window_start",), BAD_TIMES),
+        (("window_end",), BAD_TIMES),
+        (("samples_in",), BAD_COUNTS),
+        (("raw_bytes",), BAD_COUNTS),
+        (("gated",), BAD_COUNTS),
+        (
+            ("events_by_label",),
+            [
+                '{"x": -1}',
+                '{"\\u0000": 1}',
+                '{"x": 1.0}',
+                '{"x": "1"}',
+                '{"": 1}',
+                '{"a": 9223372036854775807, "b": 1}',
+                '{"x": 9223372036854775808}',
+                "[]",
+            ],
+        ),
+        (
+            ("signals",),
+            [
+                '{"s": {"min": NaN, "mean": 0, "max": 1, "count": 1}}',
+                '{"s": {"min": 2, "mean": 0, "max": 1, "count": 1}}',
+                '{"s": {"min": 0, "mean": 0, "max": 1, "count": 0}}',
+                '{"s": {"min": 0, "mean": 0, "max": 1e400, "count": 1}}',
+                '{"a b": {"min": 0, "mean": 0, "max": 1, "count": 1}}',
+                '{"s": {"min": "0", "mean": 0, "max": 1, "count": 1}}',
+            ],
+        ),
+        (("model",), ["null"]),
+    ],
+    AgentStatus: [
+        (("schema",), BAD_SCHEMA),
+        (("state",), ['"sleeping"', "true"]),
+        (("ts",), BAD_TIMES),
+        (("heartbeat_s",), [*BAD_FLOATS, "86401", "1e300", "-1"]),
+        (("uptime_s",), [*BAD_FLOATS, "1e300", "-0.5"]),
+        (("outbox_oldest_age_s",), ["1e300", "-1", "Infinity"]),
+        (("ack_rtt_p50_s",), ["-1", "NaN", '"0.1"']),
+        (("reason",), [*BAD_TEXT, json.dumps("x" * 257)]),
+        (("agent_version",), [*BAD_TEXT, json.dumps("x" * 33)]),
+        (("outbox_depth",), BAD_COUNTS),
+        (("unacked_batches",), BAD_COUNTS),
+        (("pipelines",), ['[{"name": "p"}]', "{}", "[null]"]),
+    ],
+}
+"""Where each uplink message can go wrong, and the raw JSON that makes it wrong."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A payload the contract refuses, as the agent ``agent_id`` would publish it."""
+
+    model: type[BaseModel]
+    agent_id: str
+    payload: bytes
+
+
+@st.composite
+def refused_payloads(draw: st.DrawFn, message: st.SearchStrategy[BaseModel]) -> Refused:
+    """A valid message with one value made invalid (``MUTATIONS``), or the message cut short.
+
+    Each mutation is invalid whatever the rest of the message holds, and a proper prefix of a
+    JSON object is never JSON, so every payload drawn here must be refused.
+    """
+    valid = draw(message)
+    whole = encode(valid)
+    if draw(st.integers(0, 9)) == 0:
+        payload = whole[: draw(st.integers(1, len(whole) - 1))]  # empty clears a status
+    else:
+        path, tokens = draw(st.sampled_from(MUTATIONS[type(valid)]))
+        payload = with_raw(json.loads(whole), path, draw(st.sampled_from(tokens)))
+    return Refused(type(valid), str(getattr(valid, "agent_id", "")), payload)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from pydantic import ValidationError
 
+from shared.fields import MAX_SCORE
 from shared.messages import (
-    MAX_SCORE,
     AgentStatus,
     Event,
     EventBatch,

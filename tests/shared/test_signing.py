@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from shared.errors import ContractError, SignatureError
 from shared.signing import (
@@ -75,3 +78,38 @@ def test_signature_from_another_key_under_the_right_id_is_refused() -> None:
 def test_bad_public_key_is_refused() -> None:
     with pytest.raises(SignatureError, match="public key"):
         decode_public_key("not-base64!")
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"size": "325038"}, "size"),
+        ({"size": True}, "size"),
+        ({"size": 2**63}, "size"),
+        ({"name": "vib\x00"}, "name"),
+        ({"version": "v" * 65}, "version"),
+        ({"labels": ["ok", 1]}, "labels"),
+        ({"golden_output": [0.5, float("nan")]}, "golden_output"),
+        ({"golden_output": [float("inf")]}, "golden_output"),
+        ({"golden_output": ["0.5"]}, "golden_output"),
+        ({"inputs": [{"name": "w", "dtype": "float32", "shape": [2048.0]}]}, "shape"),
+        ({"inputs": [{"name": "w", "dtype": "float32", "shape": [True]}]}, "shape"),
+        ({"inputs": [{"name": "w\x00", "dtype": "float32", "shape": [1]}]}, "name"),
+    ],
+)
+def test_a_manifest_is_as_strict_as_the_messages_that_carry_it(
+    change: dict[str, object], named: str
+) -> None:
+    """It travels inside the desired state: the same no-coercion, finite, 64-bit, NUL-free rules."""
+    signed = sign(MANIFEST, Ed25519PrivateKey.generate()).model_dump(mode="json")
+    signed["manifest"].update(change)
+    with pytest.raises(ValidationError) as error:
+        SignedManifest.model_validate_json(json.dumps(signed))
+    assert named in str(error.value)
+
+
+def test_a_golden_output_of_integers_is_read_as_floats() -> None:
+    """JSON has one number type (and PostgreSQL's jsonb writes 1e20 back as an integer)."""
+    manifest = MANIFEST.model_copy(update={"golden_output": [0.5, 2.0]})
+    data = canonical_bytes(manifest).replace(b"[0.5,2.0]", b"[0.5,2]")
+    assert ModelManifest.model_validate_json(data).golden_output == [0.5, 2.0]

@@ -17,11 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from shared.fields import INT64_MAX, INT64_MIN, MAX_ATTRIBUTE_TEXT, MAX_ATTRIBUTES
 from shared.messages import (
-    INT64_MAX,
-    INT64_MIN,
-    MAX_ATTRIBUTE_TEXT,
-    MAX_ATTRIBUTES,
     MAX_EVENTS_PER_BATCH,
     MAX_PIPELINES,
     MAX_SUMMARY_LABELS,
