@@ -34,7 +34,9 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=201, response_model=DeploymentOut, responses=problems(404, 409, 413))
+@router.post(
+    "", status_code=201, response_model=DeploymentOut, responses=problems(400, 404, 409, 413)
+)
 def create_deployment(body: DeploymentIn, session: SessionDep, _: OperateDep) -> DeploymentOut:
     """Start a deployment (state ``canary``); 404 unknown model version, 409 while another
     deployment moves on the same pipeline, 422 for a target that matches no usable agent."""
