@@ -143,7 +143,12 @@ def run_schemathesis(
     if token is not None:
         command.append(f"--header=Authorization: Bearer {token}")
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=run.max_time_s * 5, check=False
+        command,
+        capture_output=True,
+        text=True,
+        timeout=run.max_time_s * 5,
+        check=False,
+        cwd=report.parent,  # whatever else it writes stays in the test's temp dir
     )
     return done, json.loads(report.read_text()) if report.exists() else {}
 
