@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, ContractError
+from shared.urls import MqttUrl
+from shared.urls import parse_mqtt_url as shared_parse_mqtt_url
 
 MqttProtocol = Literal["5", "3.1.1"]
 
@@ -46,12 +47,31 @@ class Settings(BaseSettings):
     )
     heartbeat_grace: float = Field(default=3.0, ge=1, le=100)
     data_dir: Path = Path("./data")
-    max_model_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_model_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1,
+        description="the largest ONNX file an upload may carry; the upload's request body may "
+        "be this plus room for the form around it",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        le=64 * 1024 * 1024,
+        description="the largest request body of every other route (JSON); larger bodies get "
+        "413, counted while they arrive",
+    )
     # The live stream (SSE) polls the database, so any replica can serve any dashboard.
     stream_poll_s: float = Field(default=0.5, gt=0, le=60)
     stream_heartbeat_s: float = Field(default=15.0, gt=0, le=3600)
     stream_page: int = Field(default=500, ge=1, le=10_000)
     stream_max: int = Field(default=100, ge=1, le=100_000)
+    stream_recheck_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="how often an open stream checks that its caller's key or credentials are "
+        "still valid: a revoked caller's streams end within this long",
+    )
     stream_settle_s: float = Field(
         default=1.0,
         ge=0,
@@ -121,15 +141,9 @@ def load_settings(**values: object) -> Settings:
         raise ConfigError(f"invalid cloud settings: {problems}") from None
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """Split ``mqtt://[user:password@]host[:port]`` into host, port, user and password."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"mqtt", "tcp"}:
-        raise ConfigError(f"MQTT URL {url!r} must start with mqtt:// (TLS is not supported yet)")
-    if not parts.hostname:
-        raise ConfigError(f"MQTT URL {url!r} has no host")
+def parse_mqtt_url(url: str) -> MqttUrl:
+    """The broker URL, parsed by the one parser both sides use; ConfigError if it is not one."""
     try:
-        port = parts.port or 1883
-    except ValueError:
-        raise ConfigError(f"MQTT URL {url!r} has an invalid port") from None
-    return parts.hostname, port, parts.username, parts.password
+        return shared_parse_mqtt_url(url)
+    except ContractError as exc:
+        raise ConfigError(str(exc)) from None

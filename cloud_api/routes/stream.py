@@ -3,6 +3,10 @@
 Each stream polls the database on its own, by keyset on (received_at, id), with a short
 session per poll. Nothing is shared in memory, so any API replica can serve (or resume) any
 dashboard, and a slow client only falls behind itself: ingest never waits for it.
+
+A stream outlives the request that opened it, so it authenticates its caller again every
+``AIOT_STREAM_RECHECK_S`` seconds, from the same header and by the same rules: a key revoked
+(on any replica) ends its streams within that time, with a last comment saying why.
 """
 
 from __future__ import annotations
@@ -14,22 +18,32 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypedDict
 
 import anyio
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from cloud_api import crud
+from cloud_api.callers import authenticate
 from cloud_api.config import Settings
-from cloud_api.deps import SettingsDep, require
+from cloud_api.deps import Requirement, SettingsDep
 from cloud_api.schemas import EventOut
+from shared.messages import EventId
+from shared.topics import AGENT_ID_PATTERN
 
+NEEDS = Requirement("read")
+"""Who may stream: checked when a stream opens and every AIOT_STREAM_RECHECK_S after."""
 router = APIRouter(
-    prefix="/api/v1/events", tags=["events"], dependencies=[Depends(require("read"))]
+    prefix="/api/v1/events", tags=["events"], dependencies=[Depends(NEEDS.dependency)]
 )
 
 HEARTBEAT = b": keep-alive\n\n"
+# Filters match stored values or nothing; these bounds keep a NUL byte (which PostgreSQL
+# refuses with an error) or a megabyte of text away from the query.
+FilterText = Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")]
+_EVENT_ID: TypeAdapter[str] = TypeAdapter(EventId)
 
 
 class Filters(TypedDict):
@@ -104,10 +118,10 @@ def format_event(event: EventOut) -> bytes:
 async def stream_events(
     request: Request,
     settings: SettingsDep,
-    agent_id: str | None = None,
-    pipeline: str | None = None,
-    label: str | None = None,
-    kind: str | None = None,
+    agent_id: Annotated[str | None, Query(pattern=AGENT_ID_PATTERN)] = None,
+    pipeline: FilterText = None,
+    label: FilterText = None,
+    kind: FilterText = None,
     last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
 ) -> StreamingResponse:
     """New events in ingestion order; with ``Last-Event-ID``, those stored after that event.
@@ -117,6 +131,10 @@ async def stream_events(
     """
     make_session: sessionmaker[Session] = request.app.state.sessionmaker
     if last_event_id is not None:
+        if not _is_event_id(last_event_id):  # not worth a query, nor an echo
+            raise HTTPException(
+                400, "Last-Event-ID is not an event id: reconnect without it to stream from now"
+            )
         start = await run_in_threadpool(_position, make_session, last_event_id)
         if start is None:
             raise HTTPException(
@@ -139,6 +157,14 @@ async def stream_events(
     return _SlotResponse(body, slots.release)
 
 
+def _is_event_id(text: str) -> bool:
+    try:
+        _EVENT_ID.validate_python(text)
+    except ValidationError:
+        return False
+    return True
+
+
 def _position(make_session: sessionmaker[Session], event_id: str) -> tuple[datetime, str] | None:
     with make_session() as session:
         return crud.event_position(session, event_id=event_id)
@@ -157,6 +183,22 @@ def _poll(
         return [EventOut.model_validate(row) for row in rows]
 
 
+def _refusal(
+    settings: Settings, make_session: sessionmaker[Session], authorization: str | None
+) -> str | None:
+    """Why the caller may no longer stream (revoked, say), or None if it still may."""
+    try:
+        NEEDS.check(authenticate(settings, make_session, authorization))
+    except HTTPException as refused:
+        return str(refused.detail)
+    return None
+
+
+def _ended(reason: str) -> bytes:
+    """The stream's last message: a comment, which clients show no one but may log."""
+    return f": stream ended: {' '.join(reason.splitlines())}\n\n".encode()
+
+
 async def _events(
     request: Request,
     settings: Settings,
@@ -165,8 +207,15 @@ async def _events(
     filters: Filters,
 ) -> AsyncIterator[bytes]:
     settle = timedelta(seconds=settings.stream_settle_s)
-    last_sent = time.monotonic()
+    last_sent = checked = time.monotonic()
+    authorization = request.headers.get("authorization")
     while not await request.is_disconnected():
+        if time.monotonic() - checked >= settings.stream_recheck_s:
+            reason = await run_in_threadpool(_refusal, settings, make_session, authorization)
+            if reason is not None:
+                yield _ended(reason)
+                return
+            checked = time.monotonic()
         until = datetime.now(UTC) - settle
         page = await run_in_threadpool(
             _poll, make_session, cursor, until, filters, settings.stream_page
