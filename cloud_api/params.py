@@ -9,11 +9,12 @@ have their own module (``cloud_api/cursors.py``).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 from cloud_api.schemas import NO_NUL
 from shared.messages import AgentId, Name
@@ -23,6 +24,20 @@ INT64_MAX = 2**63 - 1
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 TIME_RANGE = "from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z, after its UTC offset"
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def iso_8601(value: Any) -> Any:
+    """``value`` unless it is text that does not start as an ISO 8601 date and time.
+
+    pydantic would read ``0.5`` as a Unix time; the contract says ``date-time``, and a number
+    in a time parameter is more likely a mistake than a time.
+    """
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("time must be ISO 8601 with its offset, like 2026-11-22T10:15:00Z")
+    return value
 
 
 def in_time_range(value: datetime) -> datetime:
@@ -40,7 +55,7 @@ def in_time_range(value: datetime) -> datetime:
     return utc
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(in_time_range)]
+Instant = Annotated[AwareDatetime, BeforeValidator(iso_8601), AfterValidator(in_time_range)]
 """A timezone-aware time in the years 1970-9999 (UTC), returned in UTC."""
 
 SinceQuery = Annotated[

@@ -12,7 +12,7 @@ from typing import Any
 from cloud_api.schemas import Problem
 
 _MEANING = {
-    400: "a parameter is not what this API gave out (a cursor): the detail names it",
+    400: "the body is not JSON, or a parameter is not what this API gave out (a cursor)",
     401: "no credentials, or unknown or revoked ones",
     403: "valid credentials without the scope, or an agent asking about another agent",
     404: "the resource does not exist",

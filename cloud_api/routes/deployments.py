@@ -43,7 +43,7 @@ BODY_LIMIT = Limit(1024 * 1024, "a target of 10,000 agent ids of 64 characters i
     status_code=201,
     response_model=DeploymentOut,
     dependencies=[Depends(body_limit(lambda _: BODY_LIMIT))],
-    responses=problems(404, 409, 413),
+    responses=problems(400, 404, 409, 413),
 )
 def create_deployment(body: DeploymentIn, session: SessionDep, _: OperateDep) -> DeploymentOut:
     """Start a deployment (state ``canary``); 404 unknown model version, 409 while another

@@ -26,7 +26,9 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=201, response_model=AgentCredentialsOut, responses=problems(409, 413))
+@router.post(
+    "", status_code=201, response_model=AgentCredentialsOut, responses=problems(400, 409, 413)
+)
 def enroll(body: EnrollmentIn, session: SessionDep, key: SigningKeyDep) -> AgentCredentialsOut:
     """Issue an agent's credentials (HTTP Basic and MQTT); 409 if it has some already."""
     try:

@@ -18,7 +18,7 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=201, response_model=ApiKeyCreated, responses=problems(413, 422))
+@router.post("", status_code=201, response_model=ApiKeyCreated, responses=problems(400, 413, 422))
 def create_key(body: ApiKeyIn, session: SessionDep) -> ApiKeyCreated:
     """A new key; its token is in this answer only."""
     row, token = auth.create_api_key(session, name=body.name, scope=body.scope)
