@@ -301,7 +301,7 @@ def agent_config(
         },
         "outbox": {
             "path": str(workdir / f"{agent_id}-outbox.db"),
-            "batch_max_events": 5,
+            "batch_max_events": 2,
             "ack_timeout_s": ACK_TIMEOUT_S,
         },
         "pipelines": [
@@ -520,31 +520,26 @@ class Fleet:
 
 # -- fixtures -------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[CrashableMosquitto]:
-    broker = CrashableMosquitto(tmp_path)
-    broker.start()
-    yield broker
-    broker.kill()
-
-
-@pytest.fixture(params=["mosquitto", "amqtt"])
-def crashable_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CrashableBroker]:
-    """Mosquitto (MQTT 5, shipped persistence) or amqtt (MQTT 3.1.1, no persistence at all)."""
-    broker: CrashableBroker = (
-        CrashableMosquitto(tmp_path) if request.param == "mosquitto" else AmqttProcess(tmp_path)
-    )
-    broker.start()
-    yield broker
-    broker.kill()
+Build = Callable[..., Fleet]
+"""``fleet(broker_kind, db, wall_s=...)``: a started broker and a fleet not started yet."""
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Fleet]]:
+def fleet(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Build]:
+    """Builds the scenario's broker and fleet; ends every process it started, by pid."""
+    brokers: list[CrashableBroker] = []
     built: list[Fleet] = []
 
-    def build(broker: CrashableBroker, *, wall_s: float) -> Fleet:
+    def build(broker_kind: str, db: str, *, wall_s: float) -> Fleet:
+        broker: CrashableBroker = (
+            CrashableMosquitto(tmp_path) if broker_kind == "mosquitto" else AmqttProcess(tmp_path)
+        )
+        broker.start()
+        brokers.append(broker)
+        if db == "sqlite":
+            database_url = f"sqlite:///{tmp_path / 'cloud.db'}"
+        else:
+            database_url = request.getfixturevalue("postgres_url")
         one = Fleet(broker, database_url, tmp_path, wall_s=wall_s)
         built.append(one)
         return one
@@ -552,6 +547,8 @@ def fleet(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Fleet]]:
     yield build
     for one in built:
         one.close()
+    for broker in brokers:
+        broker.kill()
 
 
 def scenario_name(request: pytest.FixtureRequest) -> str:
@@ -559,15 +556,29 @@ def scenario_name(request: pytest.FixtureRequest) -> str:
     return name.removeprefix("test_")
 
 
+def on_postgres(*more: pytest.MarkDecorator) -> Any:
+    return pytest.param("postgres", marks=[pytest.mark.postgres, *more], id="postgres")
+
+
 # -- the scenarios --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("broker_kind", "db"),
+    [
+        ("mosquitto", "sqlite"),
+        pytest.param("mosquitto", "postgres", marks=pytest.mark.postgres),
+        ("amqtt", "sqlite"),
+        pytest.param("amqtt", "postgres", marks=[pytest.mark.postgres, pytest.mark.soak]),
+    ],
+)
 def test_ingest_paused_while_the_broker_crashes_and_agents_reconnect_first(
-    crashable_broker: CrashableBroker, fleet: Callable[..., Fleet], request: pytest.FixtureRequest
+    fleet: Build, request: pytest.FixtureRequest, broker_kind: str, db: str
 ) -> None:
     """Agents come back to a broker without ingest's session and publish to nobody; the
-    broker PUBACKs that. Ingest, resumed later, must still get every event."""
-    f = fleet(crashable_broker, wall_s=25)
+    broker PUBACKs that (Mosquitto with MQTT 5 reason 16, amqtt as MQTT 3.1.1 can say
+    nothing). Ingest, resumed later, must still get every event."""
+    f = fleet(broker_kind, db, wall_s=20)
     f.start()
     f.ingest.pause()
     f.mark("ingest paused, broker killed")
@@ -580,20 +591,21 @@ def test_ingest_paused_while_the_broker_crashes_and_agents_reconnect_first(
     f.finish(scenario_name(request)).assert_exactly_once()
 
 
+@pytest.mark.parametrize("db", ["sqlite", on_postgres(pytest.mark.soak)])
 def test_broker_killed_twice_under_load(
-    mosquitto: CrashableMosquitto, fleet: Callable[..., Fleet], request: pytest.FixtureRequest
+    fleet: Build, request: pytest.FixtureRequest, db: str
 ) -> None:
     """Ingest and agents race to reconnect after each crash; nothing published meanwhile may
     go missing. The first crash hits a broker that never saved (it comes back empty), the
     second one a broker that saved ingest's session on a clean restart before (it comes back
     with that older state, as after an autosave)."""
-    f = fleet(mosquitto, wall_s=25)
+    f = fleet("mosquitto", db, wall_s=15)
     f.start()
     for crash in (1, 2):
         if crash == 2:
             f.mark("clean broker restart (saves the sessions)")
-            mosquitto.stop()
-            mosquitto.start()
+            f.broker.stop()
+            f.broker.start()
             f.wait_ingest_storing()
         f.mark(f"broker killed ({crash})")
         back = f.restart_broker()
@@ -604,17 +616,15 @@ def test_broker_killed_twice_under_load(
     f.finish(scenario_name(request)).assert_exactly_once()
 
 
+@pytest.mark.parametrize("db", ["sqlite", on_postgres(pytest.mark.soak)])
 @pytest.mark.parametrize("backlog", ["ingest-stopped", "broker-down"])
 def test_agents_killed_with_a_backlog_resend_it_after_restart(
-    mosquitto: CrashableMosquitto,
-    fleet: Callable[..., Fleet],
-    request: pytest.FixtureRequest,
-    backlog: str,
+    fleet: Build, request: pytest.FixtureRequest, backlog: str, db: str
 ) -> None:
     """Half the fleet is SIGKILLed while events wait for the cloud, then restarted with the
     same config and outbox: what they held is stored once, and an incident open at the crash
     is closed on the next start (``closed_by: restart``) by the first event of the new life."""
-    f = fleet(mosquitto, wall_s=15)
+    f = fleet("mosquitto", db, wall_s=15)
     f.start()
     victims = f.agent_ids[::2]
     f.mark(f"backlog starts ({backlog})")
