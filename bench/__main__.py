@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.acks import bench_acks
 from bench.camera import bench_action_latency, bench_bandwidth, bench_camera_throughput
 from bench.common import Result
 from bench.edge import bench_edge
@@ -33,6 +34,7 @@ def main() -> None:
         ("local actions", bench_action_latency),
         ("camera bandwidth", bench_bandwidth),
         ("ingest", bench_ingest_sqlite),
+        ("end-to-end acks", bench_acks),
         ("rollout", bench_rollout),
         ("model swap", bench_swap),
         ("PostgreSQL at scale", bench_postgres),

@@ -33,8 +33,11 @@ class Result:
         return None if not self.baseline else self.value / self.baseline
 
 
-def event_batches(agent_id: str, batches: int, per_batch: int) -> list[bytes]:
-    """Pre-encoded EventBatch payloads of realistic size (ids unique across all batches)."""
+def event_batches(
+    agent_id: str, batches: int, per_batch: int, *, acked: bool = False
+) -> list[bytes]:
+    """Pre-encoded EventBatch payloads of realistic size (ids unique across all batches);
+    with ``acked`` each names a ``batch_id``, which ingest acknowledges on ``acks``."""
     model = ModelRef(name="vibration-anomaly", version="1.0.0", sha256="ab" * 32)
     now = datetime.now(UTC)
     payloads = []
@@ -54,7 +57,9 @@ def event_batches(agent_id: str, batches: int, per_batch: int) -> list[bytes]:
             )
             for i in range(per_batch)
         ]
-        payloads.append(encode(EventBatch(agent_id=agent_id, sent_at=now, events=events)))
+        batch_id = new_event_id() if acked else None
+        batch = EventBatch(agent_id=agent_id, batch_id=batch_id, sent_at=now, events=events)
+        payloads.append(encode(batch))
     return payloads
 
 

@@ -28,10 +28,14 @@ def message_count(per_batch: int) -> int:
     return min(EVENTS // per_batch, MAX_MESSAGES)
 
 
-def ingest_rate(broker_port: int, database_url: str, per_batch: int) -> float:
+def ingest_rate(
+    broker_port: int, database_url: str, per_batch: int, *, acked: bool = True
+) -> float:
+    """Events/s ingest commits from a backlog; ``acked``: each batch is acknowledged to its
+    agent on ``acks`` after the commit, as agents' batches are (they carry a batch id)."""
     agent_id = f"bench-{uuid.uuid4().hex[:8]}"
     batches = message_count(per_batch)
-    payloads = event_batches(agent_id, batches, per_batch)
+    payloads = event_batches(agent_id, batches, per_batch, acked=acked)
     engine = create_db_engine(database_url)
     migrate(engine)
     client_id = f"bench-ingest-{agent_id}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Sequence
 from datetime import timedelta
@@ -27,6 +28,8 @@ SCOPES: tuple[Scope, ...] = get_args(Scope)
 """Every scope, weakest first: a key may do what its scope and every weaker one allow."""
 
 TOKEN_PREFIX = "aiot"  # noqa: S105 (the tokens' fixed prefix, not a secret)
+_TOKEN = re.compile(rf"{TOKEN_PREFIX}_[0-9a-f]{{12}}_[A-Za-z0-9_-]{{1,128}}")
+"""What a token looks like: anything else is refused before a query is made of it."""
 LAST_USED_EVERY = timedelta(minutes=1)
 """``last_used_at`` is written at most this often, not on every request."""
 
@@ -83,12 +86,16 @@ def list_api_keys(session: Session) -> Sequence[ApiKeyRow]:
     return session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id)).all()
 
 
+def is_well_formed(token: str) -> bool:
+    """Whether ``token`` has the shape of a token: prefix, 12 hex digits, a URL-safe secret."""
+    return _TOKEN.fullmatch(token) is not None
+
+
 def authenticate_api_key(session: Session, token: str) -> ApiKeyRow | None:
     """The key ``token`` belongs to (check ``revoked_at``), or None if malformed or unknown."""
-    prefix, _, rest = token.partition("_")
-    key_id, _, secret = rest.partition("_")
-    if prefix != TOKEN_PREFIX or len(key_id) != 12 or not secret:
+    if not is_well_formed(token):
         return None
+    key_id = token.split("_")[1]
     row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.key_id == key_id)).one_or_none()
     if row is None or not hmac.compare_digest(row.secret_hash, token_hash(token)):
         return None

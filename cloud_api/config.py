@@ -46,12 +46,31 @@ class Settings(BaseSettings):
     )
     heartbeat_grace: float = Field(default=3.0, ge=1, le=100)
     data_dir: Path = Path("./data")
-    max_model_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_model_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1,
+        description="the largest ONNX file an upload may carry; the upload's request body may "
+        "be this plus room for the form around it",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        le=64 * 1024 * 1024,
+        description="the largest request body of every other route (JSON); larger bodies get "
+        "413, counted while they arrive",
+    )
     # The live stream (SSE) polls the database, so any replica can serve any dashboard.
     stream_poll_s: float = Field(default=0.5, gt=0, le=60)
     stream_heartbeat_s: float = Field(default=15.0, gt=0, le=3600)
     stream_page: int = Field(default=500, ge=1, le=10_000)
     stream_max: int = Field(default=100, ge=1, le=100_000)
+    stream_recheck_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="how often an open stream checks that its caller's key or credentials are "
+        "still valid: a revoked caller's streams end within this long",
+    )
     stream_settle_s: float = Field(
         default=1.0,
         ge=0,

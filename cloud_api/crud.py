@@ -330,6 +330,7 @@ ATTRIBUTE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 """Attribute names an aggregate accepts: they go inside a JSON path, so no quotes."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_HOUR = datetime(9999, 12, 31, 23, tzinfo=UTC)
 # SQLite stores ts as fixed-width naive UTC text ("2026-11-22 10:04:05.123456"), so
 # strftime cuts it to the bucket start without any time zone arithmetic.
 _SQLITE_BUCKET_FORMAT: dict[Bucket, str] = {
@@ -585,7 +586,10 @@ def _floor_hour(ts: datetime) -> datetime:
 
 def _ceil_hour(ts: datetime) -> datetime:
     floor = _floor_hour(ts)
-    return floor if floor == ts else floor + timedelta(hours=1)
+    if floor == ts:
+        return floor
+    # In the last hour of 9999 there is no next hour: no whole hour follows ``ts`` either.
+    return floor + timedelta(hours=1) if floor < _LAST_HOUR else ts
 
 
 def _bucket_of(bucket: Bucket, dialect: str, ts: Any) -> ColumnElement[Any]:
@@ -613,10 +617,15 @@ def _numeric_attribute(name: str, dialect: str) -> ColumnElement[float]:
     return case((func.jsonb_typeof(element) == "number", element.as_float()), else_=None)
 
 
-def list_dead_letters(session: Session, *, limit: int) -> Sequence[DeadLetterRow]:
-    """The newest dead letters first."""
-    query = select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)
-    return session.scalars(query).all()
+def list_dead_letters(
+    session: Session, *, before_id: int | None = None, limit: int
+) -> Sequence[DeadLetterRow]:
+    """The newest (highest id) dead letters first; ``before_id`` is the last id of the
+    previous page."""
+    query = select(DeadLetterRow)
+    if before_id is not None:
+        query = query.where(DeadLetterRow.id < before_id)
+    return session.scalars(query.order_by(DeadLetterRow.id.desc()).limit(limit)).all()
 
 
 def database_ok(session: Session) -> bool:

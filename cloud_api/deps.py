@@ -1,9 +1,11 @@
 """Request dependencies, declared once as ``Annotated`` aliases; who is calling, and may they.
 
 Callers authenticate with ``Authorization: Bearer aiot_...`` (an API key, see
-``cloud_api/auth.py``) or, for agents, HTTP Basic with their enrollment credentials.
-``require(scope)`` is the per-route check: 401 (with ``WWW-Authenticate``) when the
-credentials are missing, unknown or revoked, 403 when they are valid but not enough.
+``cloud_api/auth.py``) or, for agents, HTTP Basic with their enrollment credentials
+(``cloud_api/callers.py``). The guard (``cloud_api/guard.py``) authenticates every ``/api/``
+request from its headers before anything else: 401 (with ``WWW-Authenticate``) when the
+credentials are missing, malformed, unknown or revoked. ``require(scope)`` is the per-route
+check: 403 when they are valid but not enough.
 Agents pass only routes that opt in with ``agents=True``, and those routes check that the
 agent reads only its own data (``Principal.check_agent``).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, HTTPException, Request
@@ -24,10 +26,12 @@ from fastapi.security import (
 )
 from sqlalchemy.orm import Session
 
-from cloud_api.auth import Scope, authenticate_api_key, key_scope, scope_allows
+from cloud_api.auth import Scope, scope_allows
+from cloud_api.callers import Principal, authenticate
 from cloud_api.config import Settings
-from cloud_api.credentials import authenticate_agent
 from cloud_api.registry import ArtifactStore
+
+T = TypeVar("T")
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -60,75 +64,69 @@ ArtifactStoreDep = Annotated[ArtifactStore, Depends(get_artifact_store)]
 SigningKeyDep = Annotated[Ed25519PrivateKey, Depends(get_signing_key)]
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: an API key with its scope, or an enrolled agent."""
+# auto_error=False: the guard (cloud_api/guard.py) has answered 401 already; these declare
+# both schemes in OpenAPI, so /docs gets an Authorize button.
+_BEARER = HTTPBearer(auto_error=False, description="an API key: aiot_<key id>_<secret>")
+_BASIC = HTTPBasic(auto_error=False, description="an agent: its id and enrollment password")
 
-    kind: Literal["key", "agent"]
-    name: str
-    """The key's name, or the agent's id."""
-    scope: Scope | None = None
-    """The key's scope; None for agents."""
-
-    @property
-    def agent_id(self) -> str | None:
-        """The agent's id when an agent calls, else None."""
-        return self.name if self.kind == "agent" else None
-
-    def check_agent(self, agent_id: str | None) -> None:
-        """403 unless a key calls, or the agent calls about itself (``agent_id`` is its own)."""
-        if self.kind == "agent" and agent_id != self.name:
-            whose = f"agent {agent_id!r}" if agent_id else "every agent"
-            raise HTTPException(
-                403, f"agent {self.name!r} may read only its own data, not that of {whose}"
-            )
-
-
-AUTH_DISABLED = Principal(kind="key", name="auth-disabled", scope="admin")
-
-# auto_error=False: we answer 401 ourselves, with a reason; these also put both schemes
-# into OpenAPI, so /docs gets an Authorize button.
-_bearer = HTTPBearer(auto_error=False, description="an API key: aiot_<key id>_<secret>")
-_basic = HTTPBasic(auto_error=False, description="an agent: its id and enrollment password")
-# Bearer only: a Basic challenge would make browsers pop up a login dialog over the dashboard.
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="aiot"'}
-
-
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(401, detail, headers=_CHALLENGE)
+PRINCIPAL = "aiot.principal"
+"""Where the guard leaves the caller in the request's state."""
 
 
 def get_principal(
     request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_BASIC)],
 ) -> Principal:
-    """The caller, authenticated; 401 naming the problem when that fails."""
-    settings: Settings = request.app.state.settings
-    if not settings.auth_enabled:
-        return AUTH_DISABLED
-    # Its own short session: a streaming route must not hold a connection for its lifetime.
-    with request.app.state.sessionmaker() as session:
-        if bearer is not None:
-            return _key_principal(session, bearer.credentials)
-        if basic is not None:
-            row = authenticate_agent(session, username=basic.username, password=basic.password)
-            if row is None:
-                raise _unauthorized(f"agent {basic.username!r}: unknown, revoked or wrong password")
-            return Principal(kind="agent", name=row.agent_id)
-    raise _unauthorized("no credentials: send 'Authorization: Bearer <API key>'")
+    """The caller, as the guard authenticated it from the headers before anything was read.
 
-
-def _key_principal(session: Session, token: str) -> Principal:
-    row = authenticate_api_key(session, token)
-    if row is None:
-        raise _unauthorized("unknown API key")
-    if row.revoked_at is not None:
-        raise _unauthorized(f"API key {row.key_id!r} ({row.name}) has been revoked")
-    return Principal(kind="key", name=row.name, scope=key_scope(row))
+    A route outside the guard's paths authenticates here, by the same rules.
+    """
+    state = request.scope.get("state", {})
+    if PRINCIPAL in state:
+        principal: Principal = state[PRINCIPAL]
+        return principal
+    app_state = request.app.state
+    return authenticate(
+        app_state.settings, app_state.sessionmaker, request.headers.get("authorization")
+    )
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a route asks of its caller: a key with at least ``scope``; an agent if ``agents``.
+
+    Declared with ``require``; checked by its dependency, and by the guard as soon as the route
+    first reads its body, which FastAPI does before it solves any dependency.
+    """
+
+    scope: Scope
+    agents: bool = False
+
+    def check(self, principal: Principal) -> None:
+        """A 403 HTTPException naming what is missing, unless ``principal`` meets this."""
+        if principal.kind == "agent":
+            if not self.agents:
+                raise HTTPException(
+                    403, f"agent {principal.name!r} may not use this route (needs an API key)"
+                )
+            return
+        assert principal.scope is not None
+        if not scope_allows(principal.scope, self.scope):
+            raise HTTPException(
+                403,
+                f"this route needs scope {self.scope!r}; "
+                f"key {principal.name!r} has {principal.scope!r}",
+            )
+
+    # async: a pure check, so FastAPI runs it inline instead of on a worker thread.
+    async def dependency(self, principal: PrincipalDep) -> Principal:
+        """The route's dependency: the caller, if it meets this requirement."""
+        self.check(principal)
+        return principal
 
 
 def require(
@@ -140,24 +138,25 @@ def require(
     ``Annotated[Principal, Depends(require("read", agents=True))]`` where the route needs
     to know who calls.
     """
+    # A bound method rather than the object: FastAPI resolves its annotations like a function's.
+    return Requirement(scope, agents).dependency
 
-    # async: a pure check, so FastAPI runs it inline instead of on a worker thread.
-    async def check(principal: PrincipalDep) -> Principal:
-        if principal.kind == "agent":
-            if not agents:
-                raise HTTPException(
-                    403, f"agent {principal.name!r} may not use this route (needs an API key)"
-                )
-            return principal
-        assert principal.scope is not None
-        if not scope_allows(principal.scope, scope):
-            raise HTTPException(
-                403,
-                f"this route needs scope {scope!r}; key {principal.name!r} has {principal.scope!r}",
-            )
-        return principal
 
-    return check
+def declared(route: object, kind: type[T]) -> list[T]:
+    """The ``kind`` objects (Requirement, BodyLimit) whose bound method ``route`` depends on.
+
+    ``route`` is the matched route from the ASGI scope; anything but an APIRoute declares none.
+    """
+    dependant = getattr(route, "dependant", None)
+    pending = list(dependant.dependencies) if dependant is not None else []
+    found: list[T] = []
+    while pending:
+        dependency = pending.pop()
+        owner = getattr(dependency.call, "__self__", None)
+        if isinstance(owner, kind):
+            found.append(owner)
+        pending.extend(dependency.dependencies)
+    return found
 
 
 ReadDep = Annotated[Principal, Depends(require("read"))]

@@ -6,14 +6,24 @@ transaction: events with ``INSERT ... ON CONFLICT (id) DO NOTHING`` (so redelive
 nothing) and the ones really inserted added to the hourly rollups (``rollups.py``), pipeline
 summaries likewise on their window ``(agent_id, pipeline, window_start)``,
 statuses as upserts of ``agents``, and anything invalid as a ``dead_letters`` row
-with the reason. Only after that commit are the messages acknowledged (``manual_ack``); the
-session is persistent, so whatever was not acknowledged is redelivered after a restart.
+with the reason. Only after that commit are the messages acknowledged to the broker
+(``manual_ack``; the session is persistent, so whatever was not acknowledged is redelivered
+after a restart) and to each agent, on its ``acks`` topic: the batch ids committed
+(``stored``, resends included) and dead-lettered (``rejected``). That ack, not the broker's
+PUBACK, is what lets an agent delete a batch from its outbox (DESIGN §3).
+
+One bad message never takes its neighbours with it: a batch the database refuses is split in
+halves, and the halves again, until the message it refuses stands alone; that one becomes a
+dead letter with the database's reason, and everything else is stored and acknowledged. A
+retained message that is a dead letter is kept once, not again at every reconnect.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,13 +39,22 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from cloud_api import rollups
 from cloud_api.config import parse_mqtt_url
 from cloud_api.tables import AgentRow, DeadLetterRow, EventRow, SummaryRow
 from shared.errors import ConfigError, ContractError
-from shared.messages import AgentStatus, EventBatch, PipelineSummary
+from shared.messages import (
+    MAX_EVENTS_PER_BATCH,
+    Acks,
+    AgentStatus,
+    BatchAck,
+    Event,
+    EventBatch,
+    PipelineSummary,
+    encode,
+)
 from shared.topics import Channel, Topic, subscription
 
 log = logging.getLogger(__name__)
@@ -56,6 +75,8 @@ REASON_MAX_CHARS = 4000
 TOPIC_MAX_CHARS = 512
 MAX_ERRORS_IN_REASON = 5
 RETRY_MAX_S = 5.0
+RETAINED_DEAD_KEPT = 10_000
+"""Retained dead letters remembered in memory, so the broker's replay is not kept again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +103,10 @@ class BatchStats:
         )
 
 
+_Stored = tuple[BatchStats, list[tuple[str, "BatchAck"]]]
+"""What storing a batch did, and the acks to publish for it."""
+
+
 class _Inbound(NamedTuple):
     topic: str
     payload: bytes | bytearray
@@ -94,12 +119,19 @@ class _Inbound(NamedTuple):
 
 @dataclass(slots=True)
 class _Work:
-    """A batch after validation, ready for one transaction."""
+    """A batch after validation, ready for one transaction, and the acks it earns."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[tuple[AgentStatus, datetime | None]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
+    acks: list[tuple[str, BatchAck]] = field(default_factory=list)
+    """(agent id, ack) to publish once the transaction has committed."""
+    retained_dead: list[tuple[str, str]] = field(default_factory=list)
+    """(topic, payload sha256) of retained dead letters, remembered once committed."""
+
+
+_BATCH_ID = re.compile(rb'"batch_id"\s*:\s*"([0-9a-f-]{36})"')
 
 
 UpsertInsert = sqlite.Insert | postgresql.Insert
@@ -115,7 +147,7 @@ def _dialect_insert(engine: Engine) -> Callable[[Table], UpsertInsert]:
     raise ConfigError(f"ingest supports SQLite and PostgreSQL, not {name!r}")
 
 
-def _is_transient(exc: SQLAlchemyError) -> bool:
+def _is_transient(exc: Exception) -> bool:
     """A failure of the database itself (retry the batch), not of the data (isolate it)."""
     if isinstance(exc, OperationalError | InterfaceError):
         return True
@@ -223,6 +255,8 @@ class IngestWorker:
         self._received = 0
         self._done = 0
         self._totals = BatchStats()
+        self._acks_sent = 0
+        self._retained_dead: dict[tuple[str, str], None] = {}
 
     # -- public surface ------------------------------------------------------------------
 
@@ -255,6 +289,11 @@ class IngestWorker:
     def dead_letters(self) -> int:
         """Messages stored in ``dead_letters`` instead of being applied."""
         return self._totals.dead_letters
+
+    @property
+    def acks_sent(self) -> int:
+        """Batch acks published to agents (stored and rejected)."""
+        return self._acks_sent
 
     @property
     def connected(self) -> bool:
@@ -370,14 +409,12 @@ class IngestWorker:
             except queue.Empty:
                 continue
             batch = self._collect(first)
-            try:
-                stats = self._store(batch)
-            except Exception:  # a bug must not stop ingest: keep the batch as dead letters
-                log.exception("ingest failed on a batch of %d messages", len(batch))
-                stats = self._store_as_dead(batch, "ingest failed on this message (see logs)")
-            if stats is None:  # stopping while the database is down: leave it to redelivery
+            stored = self._store(batch)
+            if stored is None:  # stopping while the database is down: leave it to redelivery
                 return
+            stats, acks = stored
             self._ack(batch)
+            self._publish_acks(acks)
             self._finish(len(batch), stats)
 
     def _collect(self, first: _Inbound) -> list[_Inbound]:
@@ -417,21 +454,51 @@ class IngestWorker:
             except Exception:
                 log.exception("ingest observer failed")
 
-    def _store(self, batch: list[_Inbound]) -> BatchStats | None:
-        """Commit the batch, retrying while the database is unavailable (None if stopped)."""
+    def _store(self, batch: list[_Inbound]) -> _Stored | None:
+        """Commit the batch, isolating what the database refuses; None if stopped while the
+        database was unavailable."""
         work = self._parse(batch)
+        try:
+            stats = self._commit_retrying(work, len(batch))
+        except Exception as exc:  # data the database refuses, or a bug: find the culprit
+            if len(batch) == 1:
+                reason = f"database refused it: {_first_line(exc)}"
+                log.warning("dead-lettered a message on %s: %s", batch[0].topic, reason)
+                return self._store_dead(batch[0], reason)
+            half = len(batch) // 2
+            first = self._store(batch[:half])
+            second = self._store(batch[half:]) if first is not None else None
+            if first is None or second is None:
+                return None
+            return first[0] + second[0], first[1] + second[1]
+        if stats is None:
+            return None
+        self._remember_retained_dead(work)
+        return stats, work.acks
+
+    def _store_dead(self, message: _Inbound, reason: str) -> _Stored | None:
+        work = _Work()
+        self._dead(work, message, reason)
+        try:
+            stats = self._commit_retrying(work, 1)
+        except Exception:  # a dead letter is built to be storable: this is a bug
+            log.exception("cannot store a dead letter for %s; dropping it", message.topic)
+            return BatchStats(messages=1), []
+        if stats is None:
+            return None
+        self._remember_retained_dead(work)
+        return stats, work.acks
+
+    def _commit_retrying(self, work: _Work, messages: int) -> BatchStats | None:
+        """Commit, waiting out database outages (None if stopped meanwhile). Data errors raise."""
         delay = 0.1
         failing = False
         while True:
             try:
-                try:
-                    stats = self._commit(work, len(batch))
-                except SQLAlchemyError as exc:
-                    if _is_transient(exc):
-                        raise
-                    log.warning("database refused a batch (%s); storing it message by message", exc)
-                    stats = self._store_one_by_one(batch)
-            except SQLAlchemyError as exc:
+                stats = self._commit(work, messages)
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise
                 if not failing:
                     log.error("ingest cannot write to the database: %s; retrying", exc)
                     failing = True
@@ -443,82 +510,63 @@ class IngestWorker:
                 log.info("ingest writes to the database again")
             return stats
 
-    def _store_as_dead(self, batch: list[_Inbound], reason: str) -> BatchStats | None:
-        dead = _Work(dead=[self._dead_row(message, reason) for message in batch])
-        delay = 0.1
-        while True:
-            try:
-                return self._commit(dead, len(batch))
-            except SQLAlchemyError as exc:
-                log.error("ingest cannot store dead letters: %s; retrying", exc)
-                if self._stop.wait(delay):
-                    return None
-                delay = min(delay * 2, RETRY_MAX_S)
-
-    def _store_one_by_one(self, batch: list[_Inbound]) -> BatchStats:
-        """Isolate the message(s) the database refuses (e.g. NUL in text on PostgreSQL)."""
-        total = BatchStats()
-        for message in batch:
-            try:
-                total += self._commit(self._parse([message]), 1)
-            except SQLAlchemyError as exc:
-                if _is_transient(exc):
-                    raise
-                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-                dead = _Work(dead=[self._dead_row(message, f"database refused it: {detail}")])
-                total += self._commit(dead, 1)
-        return total
+    def _publish_acks(self, acks: list[tuple[str, BatchAck]]) -> None:
+        """Tell each agent which of its batches are settled (QoS 1, after the commit)."""
+        by_agent: dict[str, list[BatchAck]] = {}
+        for agent_id, ack in acks:
+            by_agent.setdefault(agent_id, []).append(ack)
+        for agent_id, settled in by_agent.items():
+            topic = str(Topic(agent_id, Channel.ACKS))
+            for start in range(0, len(settled), MAX_EVENTS_PER_BATCH):
+                message = Acks(
+                    agent_id=agent_id, acks=settled[start : start + MAX_EVENTS_PER_BATCH]
+                )
+                # Lost (broker down): the agent sends the batch again and gets a new ack.
+                self._client.publish(topic, encode(message), qos=1)
+                self._acks_sent += len(message.acks)
 
     def _parse(self, batch: list[_Inbound]) -> _Work:
         work = _Work()
-        events = work.events
         for message in batch:
             try:
-                topic = Topic.parse(message.topic)
-            except ContractError as exc:
-                work.dead.append(self._dead_row(message, str(exc)))
-                continue
-            if topic.channel is Channel.EVENTS:
-                parsed = self._validated(message, topic, EventBatch, work)
-                if parsed is None:
-                    continue
-                agent_id = parsed.agent_id
-                received_at = datetime.fromtimestamp(message.received_at, UTC)
-                for event in parsed.events:
-                    model = event.model
-                    events.append(
-                        {
-                            "id": event.id,
-                            "agent_id": agent_id,
-                            "pipeline": event.pipeline,
-                            "kind": event.kind,
-                            "state": event.state,
-                            "label": event.label,
-                            "score": event.score,
-                            "ts": event.ts,
-                            "seq": event.seq,
-                            "model_name": model.name,
-                            "model_version": model.version,
-                            "model_sha256": model.sha256,
-                            "attributes": event.attributes,
-                            "received_at": received_at,
-                        }
-                    )
-            elif topic.channel is Channel.SUMMARY:
-                summary = self._validated(message, topic, PipelineSummary, work)
-                if summary is None:
-                    continue
-                work.summaries.append(_summary_row(summary, message.received_at))
-            elif topic.channel is Channel.STATUS:
-                if not message.payload:  # an operator cleared the retained status
-                    continue
-                status = self._validated(message, topic, AgentStatus, work)
-                if status is None:
-                    continue
-                work.statuses.append((status, self._seen_at(status, message)))
-            else:
-                work.dead.append(self._dead_row(message, f"ingest does not handle {topic.channel}"))
+                self._parse_one(message, work)
+            except Exception as exc:  # a message we cannot even turn into rows
+                log.exception("ingest failed on a message on %s", message.topic)
+                self._dead(work, message, f"ingest could not read it: {_first_line(exc)}")
         return work
+
+    def _parse_one(self, message: _Inbound, work: _Work) -> None:
+        try:
+            topic = Topic.parse(message.topic)
+        except ContractError as exc:
+            self._dead(work, message, str(exc))
+            return
+        if topic.channel is Channel.EVENTS:
+            parsed = self._validated(message, topic, EventBatch, work)
+            if parsed is None:
+                return
+            agent_id = parsed.agent_id
+            received_at = datetime.fromtimestamp(message.received_at, UTC)
+            work.events.extend(_event_row(agent_id, event, received_at) for event in parsed.events)
+            if parsed.batch_id is not None:
+                work.acks.append((agent_id, BatchAck(batch_id=parsed.batch_id, outcome="stored")))
+        elif topic.channel is Channel.SUMMARY:
+            summary = self._validated(message, topic, PipelineSummary, work)
+            if summary is None:
+                return
+            work.summaries.append(_summary_row(summary, message.received_at))
+            if summary.batch_id is not None:
+                ack = BatchAck(batch_id=summary.batch_id, outcome="stored")
+                work.acks.append((summary.agent_id, ack))
+        elif topic.channel is Channel.STATUS:
+            if not message.payload:  # an operator cleared the retained status
+                return
+            status = self._validated(message, topic, AgentStatus, work)
+            if status is None:
+                return
+            work.statuses.append((status, self._seen_at(status, message)))
+        else:
+            self._dead(work, message, f"ingest does not handle {topic.channel}")
 
     def _validated(
         self, message: _Inbound, topic: Topic, kind: type[_Uplink], work: _Work
@@ -528,13 +576,45 @@ class IngestWorker:
         try:
             parsed = kind.model_validate_json(message.payload)
         except ValidationError as exc:
-            work.dead.append(self._dead_row(message, _reason(exc)))
+            self._dead(work, message, _reason(exc))
             return None
         if parsed.agent_id != topic.agent_id:
             reason = f"agent_id {parsed.agent_id!r} does not match topic {message.topic!r}"
-            work.dead.append(self._dead_row(message, reason))
+            self._dead(work, message, reason)
             return None
         return parsed
+
+    def _dead(self, work: _Work, message: _Inbound, reason: str) -> None:
+        """Make ``message`` a dead letter of ``work``; if its agent can be told (a batch id
+        on an agent's events or summary topic), reject the batch so it stops resending it.
+
+        A retained message already kept as a dead letter (the broker replays it at every
+        subscribe) is not kept again.
+        """
+        if message.retain:
+            key = (message.topic, hashlib.sha256(message.payload).hexdigest())
+            if key in self._retained_dead:
+                return
+            work.retained_dead.append(key)
+        work.dead.append(self._dead_row(message, reason))
+        match = _BATCH_ID.search(message.payload[:PAYLOAD_KEEP_BYTES])
+        if match is None:
+            return
+        try:
+            topic = Topic.parse(message.topic)
+        except ContractError:
+            return
+        if topic.channel in (Channel.EVENTS, Channel.SUMMARY):
+            ack = BatchAck(
+                batch_id=match.group(1).decode(), outcome="rejected", reason=reason[:512]
+            )
+            work.acks.append((topic.agent_id, ack))
+
+    def _remember_retained_dead(self, work: _Work) -> None:
+        for key in work.retained_dead:
+            if len(self._retained_dead) >= RETAINED_DEAD_KEPT:
+                self._retained_dead.pop(next(iter(self._retained_dead)))
+            self._retained_dead[key] = None
 
     @staticmethod
     def _seen_at(status: AgentStatus, message: _Inbound) -> datetime | None:
@@ -559,6 +639,7 @@ class IngestWorker:
             "payload_size": len(message.payload),
             "reason": reason[:REASON_MAX_CHARS].replace("\x00", "\ufffd"),
             "received_at": datetime.fromtimestamp(message.received_at, UTC),
+            "retained": message.retain,
         }
 
     def _commit(self, work: _Work, messages: int) -> BatchStats:
@@ -571,13 +652,18 @@ class IngestWorker:
                 summaries = len(result.all()) if self._postgres else result.rowcount
             for status, seen_at in work.statuses:
                 self._upsert_agent(conn, status, seen_at)
-            if work.dead:
-                conn.execute(self._insert(DeadLetterRow.__table__), work.dead)  # type: ignore[arg-type]
+            dead = [
+                {key: value for key, value in row.items() if key != "retained"}
+                for row in work.dead
+                if not (row["retained"] and self._kept_before(conn, row))
+            ]
+            if dead:
+                conn.execute(self._insert(DEAD_LETTERS), dead)
         return BatchStats(
             messages=messages,
             events_stored=stored,
             duplicates=len(work.events) - stored,
-            dead_letters=len(work.dead),
+            dead_letters=len(dead),
             statuses=len(work.statuses),
             summaries_stored=summaries,
             summary_duplicates=len(work.summaries) - summaries,
@@ -617,6 +703,16 @@ class IngestWorker:
         return len(fresh)
 
     @staticmethod
+    def _kept_before(conn: Connection, row: dict[str, Any]) -> bool:
+        """Whether a retained message's dead letter is already stored (by an earlier run)."""
+        same = select(DEAD_LETTERS.c.id).where(
+            DEAD_LETTERS.c.topic == row["topic"],
+            DEAD_LETTERS.c.payload_size == row["payload_size"],
+            DEAD_LETTERS.c.payload == row["payload"],
+        )
+        return conn.execute(same.limit(1)).first() is not None
+
+    @staticmethod
     def _copy_events(conn: Connection, events: list[dict[str, Any]]) -> int:
         columns = rollups.EVENT_COLUMNS
         attributes = columns.index("attributes")
@@ -649,6 +745,32 @@ class IngestWorker:
             del update["last_seen"]  # offline: keep when it was last seen online
         statement = self._insert(AGENTS).values(values)
         conn.execute(statement.on_conflict_do_update(index_elements=["agent_id"], set_=update))
+
+
+def _event_row(agent_id: str, event: Event, received_at: datetime) -> dict[str, Any]:
+    model = event.model
+    return {
+        "id": event.id,
+        "agent_id": agent_id,
+        "pipeline": event.pipeline,
+        "kind": event.kind,
+        "state": event.state,
+        "label": event.label,
+        "score": event.score,
+        "ts": event.ts,
+        "seq": event.seq,
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_sha256": model.sha256,
+        "attributes": event.attributes,
+        "received_at": received_at,
+    }
+
+
+def _first_line(exc: BaseException) -> str:
+    """The database's (or the exception's) own first line of explanation."""
+    text = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
+    return text.splitlines()[0][:REASON_MAX_CHARS]
 
 
 def _summary_row(summary: PipelineSummary, received_at: float) -> dict[str, Any]:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import gc
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
+from cloud_api import errors
 from cloud_api.config import Settings, load_settings
 from cloud_api.db import create_db_engine, create_sessionmaker, migrate
+from cloud_api.guard import Guard
 from cloud_api.ingest import IngestWorker
-from cloud_api.metrics import Metrics
+from cloud_api.limits import LimitBodies
+from cloud_api.metrics import CountRequests, Metrics
 from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
 from cloud_api.retention import Retention
 from cloud_api.rollout import RolloutWorker
@@ -113,8 +116,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stream_slots = stream.StreamSlots(app.state.settings.stream_max)
     # /events/stream before any /events/{...} route, which would otherwise capture "stream".
     app.include_router(stream.router)
-    # Every /api/v1 route checks its scope (cloud_api/deps.py); /healthz, /metrics, /docs and
-    # /openapi.json stay open for load balancers, Prometheus and people reading the contract.
+    # Every /api/v1 caller is authenticated (cloud_api/guard.py) and every route checks its
+    # scope (cloud_api/deps.py); /healthz, /metrics, /docs and /openapi.json stay open for
+    # load balancers, Prometheus and people reading the contract.
     routers = (
         events,
         agents,
@@ -132,23 +136,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")
 
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        app.state.metrics.http_requests.labels(
-            request.method, _route_template(request), str(response.status_code)
-        ).inc()
-        return response
-
+    # The HTTP boundary; the middleware added last runs first. Every request is counted; /api/
+    # callers are authenticated from their headers before anything is read (401), and their
+    # route's scope is checked before its body is (403); a body is bounded by its route's
+    # limit as it is read (413). Errors leave in one shape, without the server's insides.
+    app.add_middleware(Guard)
+    app.add_middleware(LimitBodies)
+    app.add_middleware(CountRequests, metrics=app.state.metrics)
+    errors.install(app, app.state.settings)
     return app
-
-
-def _route_template(request: Request) -> str:
-    """The matched route's path template (``/api/v1/agents/{agent_id}``): bounded labels."""
-    route = request.scope.get("route")  # set by the router in the scope we share
-    return str(getattr(route, "path", "unmatched"))
 
 
 def create_serving_app(settings: Settings) -> FastAPI:

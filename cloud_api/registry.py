@@ -1,9 +1,10 @@
 """The model registry: validated ONNX artifacts in a store, each with a signed manifest.
 
 An upload is copied to a temp file while counting (never held in memory), loaded with ONNX
-Runtime to prove it is a model, to record its inputs and outputs and to compute its golden
-self-test, hashed, signed with the cloud's Ed25519 key, moved into the artifact store and
-recorded. A refusal writes nothing.
+Runtime by a child process with time and memory limits (``cloud_api.inspection``) to prove
+it is a model, to record its inputs and outputs and to compute its golden self-test,
+hashed, signed with the cloud's Ed25519 key, moved into the artifact store and recorded.
+A refusal writes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -29,33 +29,22 @@ from cryptography.hazmat.primitives.serialization import (
 from sqlalchemy.orm import Session
 
 from cloud_api import crud
+from cloud_api.inspection import InspectionLimits, inspect_onnx
 from cloud_api.tables import ModelVersionRow
-from shared.errors import ConfigError, ConflictError, ContractError, ModelError, TooLargeError
-from shared.golden import golden_input, golden_reference, golden_sample
+from shared.errors import ConfigError, ConflictError, ContractError, TooLargeError
 from shared.messages import utcnow
-from shared.signing import ModelManifest, TensorSpec, sign
+from shared.signing import ModelManifest, sign
 
 log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """Names and versions: they become path segments, so no separators and no leading dot."""
 CHUNK = 1024 * 1024
+MAX_TASK = 64
+MAX_LABEL = 128
+MAX_LABELS = 10_000
 SIGNING_KEY_FILE = "signing-key.pem"
 ARTIFACT_FILE = "model.onnx"
-
-# ONNX Runtime's element type names, as numpy spells them in manifests.
-_DTYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(int16)": "int16",
-    "tensor(int32)": "int32",
-    "tensor(int64)": "int64",
-    "tensor(bool)": "bool",
-    "tensor(string)": "str",
-}
 
 
 def check_name(value: str, *, what: str) -> str:
@@ -65,6 +54,14 @@ def check_name(value: str, *, what: str) -> str:
             f"{what} {value!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
+    return value
+
+
+def check_text(value: str, *, what: str, max_length: int) -> str:
+    """``value`` if it is at most ``max_length`` characters without NUL (which PostgreSQL
+    refuses); ContractError naming ``what`` otherwise."""
+    if len(value) > max_length or "\x00" in value:
+        raise ContractError(f"{what} {value[:40]!r}: at most {max_length} characters, no NUL")
     return value
 
 
@@ -172,59 +169,6 @@ def spooled_upload(source: BinaryIO, *, tmp_dir: Path, max_bytes: int) -> Iterat
         path.unlink(missing_ok=True)
 
 
-@dataclass(frozen=True, slots=True)
-class Inspection:
-    """What loading a model told us: its tensors and, when it has one, its golden self-test."""
-
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    golden_input: str | None
-    golden_output: list[float] | None
-
-
-def inspect_onnx(path: Path) -> Inspection:
-    """Inputs, outputs and golden self-test of the model at ``path``.
-
-    The golden self-test (``shared.golden``) is the first output of the model run on the
-    golden input for its first input. A model whose first input is not float32 gets none
-    (both None): golden inputs are float32 noise, and its agents skip the self-test. So does
-    a model with more than one input (noise cannot stand for the meaning of the others).
-    ModelError if ONNX Runtime cannot load the model, or a one-input float32 model cannot run
-    its golden input (its agents could never pass the self-test).
-    """
-    import onnxruntime
-
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own untyped errors for every kind of bad file
-        # The reason goes back to the uploader: it must not show where the server keeps files.
-        reason = _first_line(exc).replace(str(path), "the upload")
-        raise ModelError(f"not a loadable ONNX model: {reason}") from None
-
-    def specs(args: list[onnxruntime.NodeArg]) -> list[TensorSpec]:
-        return [
-            TensorSpec(name=arg.name, dtype=_DTYPES.get(arg.type, arg.type), shape=list(arg.shape))
-            for arg in args
-        ]
-
-    inputs, outputs = specs(session.get_inputs()), specs(session.get_outputs())
-    if len(inputs) != 1 or inputs[0].dtype != "float32" or not outputs:
-        return Inspection(inputs, outputs, None, None)
-    reference = golden_reference()
-    first = inputs[0]
-    try:
-        output = session.run([outputs[0].name], {first.name: golden_input(reference, first)})[0]
-    except Exception as exc:  # ORT's errors are untyped here too
-        reason = _first_line(exc).replace(str(path), "the upload")
-        raise ModelError(f"model cannot run its golden self-test input: {reason}") from None
-    return Inspection(inputs, outputs, reference, golden_sample(output))
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -246,17 +190,25 @@ def register_model(
     max_bytes: int,
     task: str = "",
     labels: list[str] | None = None,
+    limits: InspectionLimits | None = None,
 ) -> ModelVersionRow:
     """Validate, sign, store and record one model version; nothing is kept on refusal.
 
-    Raises ContractError (bad name or version), TooLargeError, ModelError (not ONNX) or
-    ConflictError (the version exists).
+    The model is inspected by a child process within ``limits`` (``cloud_api.inspection``).
+    Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
+    ONNX, no usable self-test, over the inspection's limits) or ConflictError (the version
+    exists).
     """
     key = artifact_key(name, version)
+    check_text(task, what="task", max_length=MAX_TASK)
+    if len(labels or []) > MAX_LABELS:
+        raise ContractError(f"a model has at most {MAX_LABELS} labels, not {len(labels or [])}")
+    for label in labels or []:
+        check_text(label, what="label", max_length=MAX_LABEL)
     if crud.get_model_version(session, name=name, version=version) is not None:
         raise ConflictError(f"model {name} version {version} exists already")
     with spooled_upload(source, tmp_dir=tmp_dir, max_bytes=max_bytes) as path:
-        inspection = inspect_onnx(path)
+        inspection = inspect_onnx(path, limits=limits)
         inputs, outputs = inspection.inputs, inspection.outputs
         manifest = ModelManifest(
             name=name,

@@ -45,7 +45,22 @@ class EventPage(BaseModel):
     """A page of events, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
 
     items: list[EventOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="null on the last page")
+
+
+class ValidationIssue(BaseModel):
+    """One way a request does not match its schema: where (``loc``) and why (``msg``)."""
+
+    loc: list[str | int] = Field(description="e.g. ['query', 'since']: the parameter or field")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """Every refusal (4xx): ``detail`` says what is wrong, as a sentence or, for a request
+    that does not match its schema (422), as one issue per parameter or field."""
+
+    detail: str | list[ValidationIssue]
 
 
 class ModelVersionOut(BaseModel):
@@ -202,6 +217,13 @@ class DeadLetterOut(BaseModel):
     received_at: datetime
 
 
+class DeadLetterPage(BaseModel):
+    """A page of dead letters, newest first; pass ``next_cursor`` back as ``cursor``."""
+
+    items: list[DeadLetterOut]
+    next_cursor: str | None = Field(description="null on the last page")
+
+
 class Health(BaseModel):
     """Liveness of the parts the API depends on."""
 
@@ -254,7 +276,9 @@ class SigningKeyOut(BaseModel):
 
 
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")]
-LabelValue = Annotated[str, StringConstraints(max_length=256)]
+NO_NUL = r"^[^\x00]*$"
+"""Text a body may carry: PostgreSQL refuses NUL in text and JSON."""
+LabelValue = Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL)]
 
 
 class EnrollmentIn(BaseModel):
@@ -281,7 +305,7 @@ class ApiKeyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
     scope: Literal["read", "operate", "admin"]
 
 
@@ -308,7 +332,7 @@ DeploymentState = Literal["canary", "rolling", "succeeded", "halted", "cancelled
 TargetState = Literal["pending", "updating", "healthy", "failed", "rolled_back", "cancelled"]
 Phase = Literal["canary", "rest"]
 SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-LabelText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+LabelText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 
 
 class DeploymentStrategy(BaseModel):

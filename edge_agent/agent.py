@@ -132,13 +132,15 @@ class Agent:
         return bool(self._threads) and all(not t.is_alive() for t in self._threads)
 
     def done(self) -> bool:
-        """Sources exhausted and every event acknowledged by the broker."""
+        """Sources exhausted and every event acknowledged by the cloud."""
         return self.sources_done() and self.outbox is not None and self.outbox.depth() == 0
 
     def status(self) -> AgentStatus:
         """What the agent runs and has done: the retained heartbeat's payload."""
         outbox = self.outbox
         updater = self.updater
+        uplink = self.uplink
+        rtt = uplink.ack_rtt() if uplink is not None else None
         reason = "running" if not self.sources_done() else "sources finished"
         if updater is not None and updater.counters.last_refusal:
             reason = f"{reason}; refused a desired state: {updater.counters.last_refusal}"[:256]
@@ -156,6 +158,9 @@ class Agent:
             ],
             outbox_depth=outbox.depth() if outbox is not None else 0,
             outbox_oldest_age_s=outbox.oldest_age_s() if outbox is not None else 0.0,
+            unacked_batches=uplink.unacked_batches if uplink is not None else 0,
+            ack_rtt_p50_s=rtt[0] if rtt is not None else None,
+            ack_rtt_p99_s=rtt[1] if rtt is not None else None,
         )
 
     def _run_pipeline(self, pipeline: Pipeline) -> None:
@@ -179,6 +184,10 @@ class Agent:
             c.publish_failures,
             uplink.inflight_batches,
             c.summaries_acked,
+            uplink.unacked_batches,
+            c.resends,
+            c.rejected,
+            c.no_subscribers,
         )
 
     def _status_changed(self) -> None:

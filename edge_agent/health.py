@@ -28,6 +28,10 @@ class UplinkHealth:
     publish_failures: int
     inflight_batches: int
     summaries_acked: int = 0
+    unacked_batches: int = 0
+    resends: int = 0
+    rejected: int = 0
+    no_subscribers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +115,9 @@ class AgentCollector:
                 "aiot_edge_batches_published", "Event batches published", uplink.batches_published
             )
             yield _counter(
-                "aiot_edge_events_acked", "Events acked by the broker", uplink.events_acked
+                "aiot_edge_events_acked",
+                "Events the cloud acknowledged as stored",
+                uplink.events_acked,
             )
             yield _counter(
                 "aiot_edge_publish_failures",
@@ -120,12 +126,41 @@ class AgentCollector:
             )
             yield _counter(
                 "aiot_edge_summaries_acked",
-                "Pipeline summaries acked by the broker",
+                "Pipeline summaries the cloud acknowledged as stored",
                 uplink.summaries_acked,
             )
             yield _gauge(
                 "aiot_edge_inflight_batches", "Batches awaiting PUBACK", uplink.inflight_batches
             )
+            yield _gauge(
+                "aiot_edge_unacked_batches",
+                "Batches published and not yet acknowledged by the cloud",
+                uplink.unacked_batches,
+            )
+            yield _counter(
+                "aiot_edge_batch_resends",
+                "Batches sent again (no ack from the cloud in time, or a reconnect)",
+                uplink.resends,
+            )
+            yield _counter(
+                "aiot_edge_rejected",
+                "Events and summaries the cloud dead-lettered (dropped from the outbox)",
+                uplink.rejected,
+            )
+            yield _counter(
+                "aiot_edge_puback_no_subscribers",
+                "PUBACKs with MQTT 5 reason 16: the broker had no subscriber for the batch",
+                uplink.no_subscribers,
+            )
+        rtt = GaugeMetricFamily(
+            "aiot_edge_ack_rtt_seconds",
+            "Publish -> cloud ack round trip of recent batches",
+            labels=["quantile"],
+        )
+        for quantile, value in (("0.5", status.ack_rtt_p50_s), ("0.99", status.ack_rtt_p99_s)):
+            if value is not None:
+                rtt.add_metric([quantile], value)
+        yield rtt
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

@@ -1,21 +1,31 @@
-"""The durable outbox: everything bound for the cloud waits here until the broker has it.
+"""The durable outbox: everything bound for the cloud waits here until the cloud has it.
 
 It holds typed payloads: events (published many to an ``EventBatch``) and pipeline summaries
-(published one per message). Each row has a ``kind``, an ``item_id`` (the ack key: the
-event's own id, or a fresh id for a summary) and the payload's JSON as it goes on the wire.
+(published one per message). Each row has a ``kind``, an ``item_id`` (the event's own id, or
+the summary's ``batch_id``) and the payload's JSON as it goes on the wire.
 
 SQLite in WAL mode: ``put`` commits before it returns, so an event a pipeline handed over
 survives kill -9. With ``sync="normal"`` (the default) the commit reaches the OS but is not
 fsynced: a power cut may lose the last commits, and each put costs tens of microseconds.
 With ``sync="full"`` every put is fsynced and survives power loss too, at the cost of one
-disk flush per put (about 1.5 ms on our CI disks). ``next_batch`` leases rows
-in order of (priority, arrival) so that a batch in flight is not sent twice by us; a batch
-is never mixed: a run of events, or a single summary, so a summary (which has a lower
-priority than events) is only handed out when no event is waiting;
-``ack`` deletes rows only once the broker acknowledged them (PUBACK); ``release`` gives
-a lease back when a publish failed. Leases live in memory: after a restart every row is
-sent again, which is the at-least-once delivery the cloud deduplicates (events by id,
-summaries by pipeline and window start).
+disk flush per put (about 1.5 ms on our CI disks).
+
+Delivery is end to end (DESIGN §3): ``next_batch`` *leases* rows in order of (priority,
+arrival), a run of events or a single summary, so a batch in flight is not sent twice by us;
+a lease lasts until the cloud acknowledges the batch (``ack`` deletes the rows: the ingest
+transaction committed, or the cloud dead-lettered it) or until the uplink gives it back
+(``release``: no ack within the timeout, a refused publish, a reconnect). The broker's PUBACK
+deletes nothing. Leases live in memory: after a restart every row is sent again, which the
+cloud deduplicates (events by id, summaries by pipeline and window start).
+
+The same file keeps what must survive a restart beside the events, written in the same
+transaction as the events that change it:
+
+* ``sequences``: the next event ``seq`` of each pipeline, so seq is gap-free per agent and
+  pipeline for the agent's whole life (``next_seq``);
+* ``open_incidents``: the ``start`` event of every incident not ended yet (keyed by
+  ``incident_key``), so an agent that died with one open ends it when it comes back
+  (``open_incidents``).
 
 Drop policy, when a bound is exceeded: rows older than ``max_age_s`` are dropped first,
 then, while the stored bytes exceed ``max_bytes``, the oldest rows of the lowest priority
@@ -28,7 +38,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,7 +54,7 @@ PRIORITY_SUMMARY = 10
 
 PayloadKind = Literal["event", "summary"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     rowid_ INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,16 +63,38 @@ CREATE TABLE IF NOT EXISTS outbox (
     priority INTEGER NOT NULL,
     created REAL NOT NULL,
     size INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    leased INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (priority, rowid_);
+CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (leased, priority, rowid_);
 CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created);
+CREATE TABLE IF NOT EXISTS sequences (
+    pipeline TEXT PRIMARY KEY,
+    next_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS open_incidents (
+    pipeline TEXT NOT NULL,
+    incident TEXT NOT NULL,
+    start_event BLOB NOT NULL,
+    PRIMARY KEY (pipeline, incident)
+);
 """
+_UPGRADE_FROM_1 = "ALTER TABLE outbox ADD COLUMN leased INTEGER NOT NULL DEFAULT 0;"
+"""Leases are a column with its own index, so ``next_batch`` reads the next waiting rows
+directly however many are in flight. A lease does not outlive the process: every open
+clears them."""
 _UPGRADE_FROM_0 = """
 ALTER TABLE outbox RENAME COLUMN event_id TO item_id;
 ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'event';
 """
 """Outbox files of the first release held events only: keep them, they are all events."""
+
+
+def incident_key(event: Event) -> str:
+    """Which incident an event belongs to within its pipeline: its kind and, for camera
+    objects, its track (a sensor pipeline has one incident of a kind open at a time)."""
+    return f"{event.kind}:{event.attributes.get('track_id', '')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +122,6 @@ class Outbox:
         self._max_age_s = max_age_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._leased: set[str] = set()
         self.dropped = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -97,6 +129,7 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             self._create_or_upgrade()
+            self._db.execute("UPDATE outbox SET leased = 0 WHERE leased = 1")
             row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open outbox {path}: {exc}") from exc
@@ -105,16 +138,43 @@ class Outbox:
     def put(self, events: Sequence[Event], *, priority: int = PRIORITY_ALERT) -> int:
         """Store events durably (committed when this returns), applying the bounds.
 
-        Returns the bytes stored: each event's JSON exactly as it will sit in an EventBatch,
-        which is what a pipeline counts as sent.
+        In the same transaction the pipelines' next ``seq`` moves past these events, and
+        ``start``/``end`` events open and close their incidents. Returns the bytes stored:
+        each event's JSON exactly as it will sit in an EventBatch, which is what a pipeline
+        counts as sent.
         """
         if not events:
             return 0
-        return self._insert([(e.id, "event", encode(e)) for e in events], priority)
+        encoded = [encode(e) for e in events]
+        return self._insert(
+            [(e.id, "event", p) for e, p in zip(events, encoded, strict=True)],
+            priority,
+            lambda: self._keep_track(events, encoded),
+        )
 
     def put_summary(self, summary: PipelineSummary, *, priority: int = PRIORITY_SUMMARY) -> int:
-        """Store one summary durably; returns its encoded size (the bytes it costs on the wire)."""
-        return self._insert([(new_event_id(), "summary", encode(summary))], priority)
+        """Store one summary durably under a new ``batch_id`` (what the cloud will ack);
+        returns its encoded size (the bytes it costs on the wire)."""
+        batch_id = new_event_id()
+        payload = encode(summary.model_copy(update={"batch_id": batch_id}))
+        return self._insert([(batch_id, "summary", payload)], priority)
+
+    def next_seq(self, pipeline: str) -> int:
+        """The ``seq`` of the pipeline's next event: one past the last one ever stored."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT next_seq FROM sequences WHERE pipeline = ?", (pipeline,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def open_incidents(self, pipeline: str) -> list[Event]:
+        """The ``start`` events of the pipeline's incidents that have not ended, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT start_event FROM open_incidents WHERE pipeline = ? ORDER BY rowid",
+                (pipeline,),
+            ).fetchall()
+        return [Event.model_validate_json(payload) for (payload,) in rows]
 
     def next_batch(self, max_events: int) -> list[OutboxItem]:
         """Lease what goes into the next MQTT message, in (priority, arrival) order.
@@ -124,51 +184,68 @@ class Outbox:
         """
         with self._lock:
             try:
-                with self._db:
+                with self._transaction():
                     self._enforce_bounds(self._clock())
-                rows = self._db.execute(
-                    "SELECT item_id, kind, payload FROM outbox ORDER BY priority, rowid_ LIMIT ?",
-                    (max_events + len(self._leased),),
-                ).fetchall()
+                    rows = self._db.execute(
+                        "SELECT rowid_, item_id, kind, payload FROM outbox WHERE leased = 0"
+                        " ORDER BY priority, rowid_ LIMIT ?",
+                        (max_events,),
+                    ).fetchall()
+                    batch: list[OutboxItem] = []
+                    leased: list[tuple[int]] = []
+                    for rowid, item_id, kind, payload in rows:
+                        if batch and (kind != batch[0].kind or kind != "event"):
+                            break
+                        batch.append(OutboxItem(item_id, kind, payload))
+                        leased.append((rowid,))
+                    self._db.executemany("UPDATE outbox SET leased = 1 WHERE rowid_ = ?", leased)
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox read failed: {exc}") from exc
-            batch: list[OutboxItem] = []
-            for item_id, kind, payload in rows:
-                if item_id in self._leased:
-                    continue
-                if batch and (kind != batch[0].kind or kind != "event"):
-                    break
-                batch.append(OutboxItem(item_id, kind, payload))
-                if len(batch) == max_events:
-                    break
-            self._leased.update(item.item_id for item in batch)
             return batch
 
-    def ack(self, item_ids: Iterable[str]) -> None:
-        """Delete rows the broker has acknowledged."""
-        ids = list(item_ids)
+    def ack(self, item_ids: Iterable[str]) -> int:
+        """Delete rows the cloud has acknowledged; returns how many were still here."""
+        ids = json.dumps(list(item_ids))
         with self._lock:
             try:
-                with self._db:
+                with self._transaction():
                     sizes = self._db.execute(
                         "DELETE FROM outbox WHERE item_id IN (SELECT value FROM json_each(?))"
                         " RETURNING size",
-                        (json.dumps(ids),),
+                        (ids,),
                     ).fetchall()
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox ack failed: {exc}") from exc
             self._bytes -= sum(size for (size,) in sizes)
-            self._leased.difference_update(ids)
+            return len(sizes)
 
     def release(self, item_ids: Iterable[str]) -> None:
-        """Give leases back (the publish failed), so the rows are sent again in order."""
+        """Give leases back (no ack in time, a refused publish), so the rows go again in order."""
         with self._lock:
-            self._leased.difference_update(item_ids)
+            try:
+                with self._transaction():
+                    self._db.execute(
+                        "UPDATE outbox SET leased = 0"
+                        " WHERE item_id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(list(item_ids)),),
+                    )
+            except sqlite3.Error as exc:
+                raise StorageError(f"outbox release failed: {exc}") from exc
 
     def release_all(self) -> None:
-        """Forget every lease, e.g. when the MQTT client's own resend queue was lost."""
+        """Forget every lease: everything not acknowledged is sent again."""
         with self._lock:
-            self._leased.clear()
+            try:
+                with self._transaction():
+                    self._db.execute("UPDATE outbox SET leased = 0 WHERE leased = 1")
+            except sqlite3.Error as exc:
+                raise StorageError(f"outbox release failed: {exc}") from exc
+
+    def leased(self) -> int:
+        """How many rows are in flight (published or about to be, not acknowledged)."""
+        with self._lock:
+            query = "SELECT COUNT(*) FROM outbox WHERE leased = 1"
+            return int(self._db.execute(query).fetchone()[0])
 
     def depth(self) -> int:
         """How many items (events and summaries) wait, including those in flight."""
@@ -190,6 +267,18 @@ class Outbox:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One SQLite transaction (the connection is in autocommit mode: it never opens one by
+        itself), so a put, its seq and its incident are stored together or not at all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def _create_or_upgrade(self) -> None:
         """Create the table, or bring an outbox file of an older release up to date."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -199,27 +288,61 @@ class Outbox:
             )
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
         upgrade = _UPGRADE_FROM_0 if "event_id" in columns else ""
+        if columns and "leased" not in columns:
+            upgrade += _UPGRADE_FROM_1
         # One transaction: a crash half-way leaves the old file, never half of the new one.
         self._db.executescript(
             f"BEGIN; {upgrade} {_SCHEMA} PRAGMA user_version={_SCHEMA_VERSION}; COMMIT;"
         )
 
-    def _insert(self, rows: list[tuple[str, PayloadKind, bytes]], priority: int) -> int:
+    def _insert(
+        self,
+        rows: list[tuple[str, PayloadKind, bytes]],
+        priority: int,
+        also: Callable[[], None] | None = None,
+    ) -> int:
         now = self._clock()
         added = sum(len(payload) for _, _, payload in rows)
         with self._lock:
             try:
-                with self._db:
+                with self._transaction():
                     self._db.executemany(
                         "INSERT INTO outbox (item_id, kind, priority, created, size, payload)"
                         " VALUES (?1, ?2, ?3, ?4, length(?5), ?5)",
                         [(item_id, kind, priority, now, p) for item_id, kind, p in rows],
                     )
+                    if also is not None:
+                        also()
                     self._bytes += added
                     self._enforce_bounds(now)
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox put failed: {exc}") from exc
         return added
+
+    def _keep_track(self, events: Sequence[Event], encoded: list[bytes]) -> None:
+        """Move each pipeline's next seq past ``events`` and open or close their incidents.
+
+        Runs inside ``put``'s transaction and lock: an event is stored exactly when its seq
+        and its incident are.
+        """
+        next_seq: dict[str, int] = {}
+        for event, payload in zip(events, encoded, strict=True):
+            next_seq[event.pipeline] = max(next_seq.get(event.pipeline, 0), event.seq + 1)
+            if event.state == "start":
+                self._db.execute(
+                    "INSERT OR REPLACE INTO open_incidents VALUES (?, ?, ?)",
+                    (event.pipeline, incident_key(event), payload),
+                )
+            elif event.state == "end":
+                self._db.execute(
+                    "DELETE FROM open_incidents WHERE pipeline = ? AND incident = ?",
+                    (event.pipeline, incident_key(event)),
+                )
+        self._db.executemany(
+            "INSERT INTO sequences VALUES (?, ?) ON CONFLICT (pipeline)"
+            " DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)",
+            list(next_seq.items()),
+        )
 
     def _enforce_bounds(self, now: float) -> None:
         """Drop expired rows, then the oldest of the lowest priority until under max_bytes.

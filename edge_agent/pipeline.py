@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
 from edge_agent.actions import Actions
 from edge_agent.config import PipelineConfig
@@ -119,6 +120,9 @@ class Pipeline(ABC):
         self._summary_s = config.summary_interval_s if agent_id is not None else 0.0
         self._clock = clock
         self._summary = SummaryWindow.starting(clock(), self.counters)
+        self._next_event_seq = 0
+        """The seq of the next event: gap-free for the agent's whole life (``run`` resumes it
+        from the outbox, which stores it with the events)."""
         self._prepare(config)
 
     @abstractmethod
@@ -142,6 +146,7 @@ class Pipeline(ABC):
         """
         clock, interval = self._clock, self._summary_s
         due = clock() + interval if interval else math.inf
+        self._resume(outbox)
         for sample in self.source.samples(stop):
             try:
                 events = self.process_sample(sample)
@@ -177,11 +182,32 @@ class Pipeline(ABC):
             update=update,
         )
 
+    def _resume(self, outbox: Outbox) -> None:
+        """Continue the event seq where the last run stored it, and end the incidents that
+        run left open (it died before their ``end``): each gets one now, ``closed_by``
+        restart, so no incident stays open forever."""
+        self._next_event_seq = outbox.next_seq(self.name)
+        try:
+            left_open = outbox.open_incidents(self.name)
+        except ValidationError as exc:  # written by an older agent: end nothing, say so
+            log.warning("pipeline %s: cannot read its open incidents: %s", self.name, exc)
+            return
+        if not left_open:
+            return
+        now = self._clock()
+        ends = [restart_end(start, now) for start in left_open]
+        log.info("pipeline %s: ended %d incident(s) the last run left open", self.name, len(ends))
+        self.counters.events_out += len(ends)
+        self._emit(outbox, ends)
+
     def _emit(self, outbox: Outbox, events: list[Event]) -> None:
-        """Local actions first (they only queue, and act within milliseconds), then the
-        durable outbox for the cloud."""
+        """Number the events, then local actions first (they only queue, and act within
+        milliseconds), then the durable outbox for the cloud."""
         if not events:
             return
+        first = self._next_event_seq
+        events = [e.model_copy(update={"seq": first + i}) for i, e in enumerate(events)]
+        self._next_event_seq = first + len(events)
         if self._actions is not None:
             self._actions.submit(events)
         self._store(outbox, events)
@@ -190,6 +216,8 @@ class Pipeline(ABC):
         try:
             sent = outbox.put(events)
         except StorageError as exc:
+            # Never stored: their seqs go to the next events, so the cloud sees no gap.
+            self._next_event_seq -= len(events)
             self._failed("outbox", exc)
             return
         self.counters.sent_bytes += sent
@@ -377,6 +405,17 @@ class SensorPipeline(Pipeline):
             model=ref,
             attributes=attributes,
         )
+
+
+def restart_end(start: Event, now: float) -> Event:
+    """The ``end`` of an incident whose ``start`` a previous run stored and never ended."""
+    ended = datetime.fromtimestamp(max(now, start.ts.timestamp()), UTC)
+    attributes = dict(start.attributes)
+    attributes["closed_by"] = "restart"
+    attributes["duration_s"] = round((ended - start.ts).total_seconds(), 3)
+    return start.model_copy(
+        update={"id": new_event_id(), "state": "end", "ts": ended, "attributes": attributes}
+    )
 
 
 def window_features(window: npt.NDArray[np.float32], sample_rate_hz: float) -> dict[str, float]:

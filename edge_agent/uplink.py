@@ -1,17 +1,23 @@
-"""The uplink: moves the outbox to the broker, and keeps the status topic true.
+"""The uplink: moves the outbox to the cloud, and keeps the status topic true.
 
 paho-mqtt 2.x runs the network in its own thread (``loop_start``) and reconnects by itself.
-One sender thread of ours does every publish: it leases a batch from the outbox, publishes
-it at QoS 1 (events as one ``EventBatch`` on ``events``, a summary as it is on ``summary``)
-and remembers ``mid -> item ids``. paho's ``on_publish``
-(the PUBACK) only queues the mid; the sender then acks exactly those ids in the outbox.
-Acking on the sender thread keeps SQLite off the network thread and avoids a lock cycle:
-paho calls ``on_publish`` while holding its own message lock, which ``publish`` also takes.
+One sender thread of ours does every publish and every outbox write: it leases a batch from
+the outbox, publishes it at QoS 1 (events as one ``EventBatch`` on ``events``, a summary as
+it is on ``summary``), each under a ``batch_id``. paho's callbacks (network thread) only put
+what arrived on one queue that the sender drains, which keeps SQLite off the network thread
+and avoids a lock cycle (paho calls ``on_publish`` holding its own message lock).
 
-Delivery is at least once. Unacked batches stay in paho's queue across a reconnect and are
-resent in order, with the same mids, so their PUBACKs still find their ids; the outbox keeps
-every event until then, so a crash of the whole process resends them on the next start.
-The number of batches in flight is bounded (mids are 16-bit, and memory is finite).
+Delivery is end to end (DESIGN §3). The broker's PUBACK only frees a place in the in-flight
+window (``max_inflight_batches``): a broker that restarted without ingest's subscription
+answers PUBACK (MQTT 5 reason 16, "no matching subscribers") to a batch nobody received.
+Rows leave the outbox only when ingest says, on the agent's ``acks`` topic, that the batch's
+transaction committed (``stored``) or that it dead-lettered it (``rejected``). A batch with
+no ack ``ack_timeout_s`` after its PUBACK (or four times the measured p99 round trip, if
+longer: a cloud working through a backlog is not flooded with resends), and every PUBACKed
+batch without an ack when the connection comes back, is given back to the outbox and sent
+again; ingest is idempotent, so a resend costs a lookup, never a duplicate. At most
+``max_unacked_batches`` wait for an ack.
+The time from publish to ack is the measured edge -> cloud round trip (status and metrics).
 
 With a ``desired`` handler the uplink also subscribes (QoS 1, on every connect) to the agent's
 retained ``desired`` topic and hands each valid ``DesiredState`` to it; a message that does
@@ -24,6 +30,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +42,29 @@ from pydantic import ValidationError
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import Outbox, OutboxItem, PayloadKind
 from shared.errors import StorageError
-from shared.messages import AgentStatus, DesiredState, Event, EventBatch, encode, utcnow
+from shared.messages import (
+    Acks,
+    AgentStatus,
+    DesiredState,
+    encode,
+    encode_event_batch,
+    new_event_id,
+    utcnow,
+)
 from shared.topics import Channel, Topic
 
 log = logging.getLogger(__name__)
 
 _IDLE_WAIT_S = 0.05
 """How long the sender sleeps when there is nothing to do (bounds event latency)."""
+_RTT_SAMPLES = 512
+"""Ack round trips kept for the p50/p99 in the status and metrics."""
+_RTT_REFRESH = 64
+"""Acks between two updates of the adaptive ack timeout."""
+_TIMEOUT_PER_RTT = 4.0
+"""The ack timeout is at least this many times the measured p99 round trip."""
+_NO_MATCHING_SUBSCRIBERS = 16
+"""MQTT 5 PUBACK reason: accepted, but nobody subscribed (e.g. ingest not back yet)."""
 
 
 @dataclass(slots=True)
@@ -50,10 +73,29 @@ class UplinkCounters:
 
     batches_published: int = 0
     events_acked: int = 0
+    """Events the cloud acknowledged as stored."""
     summaries_published: int = 0
     summaries_acked: int = 0
+    rejected: int = 0
+    """Events and summaries the cloud dead-lettered (acked as ``rejected``): dropped here."""
+    resends: int = 0
+    """Batches sent again: no ack within ``ack_timeout_s``, or a reconnect before the ack."""
+    no_subscribers: int = 0
+    """PUBACKs saying nobody subscribed (MQTT 5 reason 16): the cloud did not get them."""
     publish_failures: int = 0
     connects: int = 0
+
+
+@dataclass(slots=True)
+class _Unacked:
+    """A batch published and not yet acknowledged by the cloud."""
+
+    kind: PayloadKind
+    ids: list[str]
+    published_at: float
+    pubacked_at: float | None = None
+    """When the broker took it (PUBACK): the ack timeout runs from here, because a batch
+    paho still holds while offline has not reached anyone yet."""
 
 
 class Uplink:
@@ -67,6 +109,7 @@ class Uplink:
         *,
         desired: Callable[[DesiredState], None] | None = None,
         refused: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._mqtt = config.mqtt
@@ -75,16 +118,29 @@ class Uplink:
         self._events_topic = str(Topic(config.agent_id, Channel.EVENTS))
         self._summary_topic = str(Topic(config.agent_id, Channel.SUMMARY))
         self._status_topic = str(Topic(config.agent_id, Channel.STATUS))
+        self._acks_topic = str(Topic(config.agent_id, Channel.ACKS))
         self._desired_topic = str(Topic(config.agent_id, Channel.DESIRED))
         self._desired = desired
         self._refused = refused
+        self._clock = clock
         self._max_inflight = config.outbox.max_inflight_batches
+        self._max_unacked = config.outbox.max_unacked_batches
+        self._ack_timeout_s = config.outbox.ack_timeout_s
         self._batch_max = config.outbox.batch_max_events
         self.counters = UplinkCounters()
-        self._inflight: dict[int, tuple[PayloadKind, list[str]]] = {}
-        self._pubacks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
+        self._inflight: dict[int, str] = {}
+        """mid -> batch id of the batches the broker has not PUBACKed yet."""
+        self._unacked: dict[str, _Unacked] = {}
+        """batch id -> batch, oldest first, until the cloud acks it."""
+        self._rtts: deque[float] = deque(maxlen=_RTT_SAMPLES)
+        self._acks_seen = 0
+        self._inbox: queue.SimpleQueue[tuple[int, int, Acks | None]] = queue.SimpleQueue()
+        """From the network thread: (mid, PUBACK reason code, None) or (0, 0, Acks)."""
         self._connected = False
-        self._unreachable_logged = False
+        self._ready = False
+        """Connected and subscribed to ``acks``: an ack published before that would be lost."""
+        self._reconnected = threading.Event()
+        self._connect_failed = False
         self._status_now = threading.Event()
         self._stop = threading.Event()
         self._flush_until = 0.0
@@ -97,7 +153,21 @@ class Uplink:
 
     @property
     def inflight_batches(self) -> int:
+        """Batches the broker has not PUBACKed yet."""
         return len(self._inflight)
+
+    @property
+    def unacked_batches(self) -> int:
+        """Batches the cloud has not acknowledged yet."""
+        return len(self._unacked)
+
+    def ack_rtt(self) -> tuple[float, float] | None:
+        """(p50, p99) seconds from publishing a batch to the cloud's ack, of recent batches."""
+        samples = sorted(self._rtts)
+        if not samples:
+            return None
+        last = len(samples) - 1
+        return samples[last // 2], samples[min(last, round(last * 0.99))]
 
     def publish_status_now(self) -> None:
         """Publish the status at the sender's next turn, not only at the heartbeat."""
@@ -144,6 +214,7 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
@@ -152,37 +223,63 @@ class Uplink:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if reason.is_failure:
-            if not self._unreachable_logged:
-                self._unreachable_logged = True
-                log.error("broker %s refused the connection: %s", self._where(), reason)
+            self._log_connect_failure(f"refused the connection: {reason}", logging.ERROR)
             return
+        if self._connect_failed:
+            self._connect_failed = False
+            log.info("connected to %s again as %s", self._where(), self._config.client_id)
+        else:
+            log.info("connected to %s as %s", self._where(), self._config.client_id)
         self._connected = True
-        self._unreachable_logged = False
+        if self.counters.connects:
+            self._reconnected.set()
         self.counters.connects += 1
-        log.info("connected to %s as %s", self._where(), self._config.client_id)
+        # Every connect: a clean session forgets subscriptions. Acks first, then (retained)
+        # the desired state; batches wait for the SUBACK of acks.
+        topics = [(self._acks_topic, 1)]
         if self._desired is not None:
-            # Every connect: a clean session forgets it; the retained state comes right back.
-            client.subscribe(self._desired_topic, qos=1)
+            topics.append((self._desired_topic, 1))
+        client.subscribe(topics)
         self._status_now.set()
 
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], props: Any
+    ) -> None:
+        if reasons and reasons[0].is_failure:
+            # Without acks nothing would ever leave the outbox: say so, send nothing.
+            log.error("broker refused the subscription to %s: %s", self._acks_topic, reasons[0])
+            return
+        self._ready = True
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        if not self._unreachable_logged:
-            self._unreachable_logged = True
-            log.warning("cannot reach broker %s; retrying in the background", self._where())
+        self._log_connect_failure("cannot be reached", logging.WARNING)
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if self._connected and not self._stop.is_set():
             log.warning("disconnected from %s: %s", self._where(), reason)
+        elif not self._connected:
+            # Dropped before CONNACK (bad TLS, an ACL plugin, a broker shutting down...).
+            self._log_connect_failure(f"closed the connection before CONNACK: {reason}")
         self._connected = False
+        self._ready = False
+
+    def _log_connect_failure(self, what: str, level: int = logging.WARNING) -> None:
+        """Log the first failure of a series, with its reason; the recovery is logged too."""
+        if not self._connect_failed:
+            self._connect_failed = True
+            log.log(level, "broker %s %s; retrying in the background", self._where(), what)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
-        self._pubacks.put((mid, not reason.is_failure))
+        self._inbox.put((mid, int(reason.value), None))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self._acks_topic:
+            self._on_acks(msg.payload)
+            return
         if msg.topic != self._desired_topic or self._desired is None:
             return
         if not msg.payload:
@@ -202,6 +299,17 @@ class Uplink:
             return
         self._desired(desired)
 
+    def _on_acks(self, payload: bytes | bytearray) -> None:
+        try:
+            acks = Acks.model_validate_json(payload)
+        except ValidationError as exc:
+            log.warning("ignored an invalid message on %s: %s", self._acks_topic, _first_error(exc))
+            return
+        if acks.agent_id != self._config.agent_id:
+            log.warning("ignored acks for agent %r on %s", acks.agent_id, self._acks_topic)
+            return
+        self._inbox.put((0, 0, acks))
+
     def _refuse(self, reason: str) -> None:
         log.warning("refused a message on %s: %s", self._desired_topic, reason)
         if self._refused is not None:
@@ -212,7 +320,12 @@ class Uplink:
     def _send_loop(self) -> None:
         next_heartbeat = 0.0
         while True:
-            busy = self._handle_pubacks()
+            busy = self._drain_inbox()
+            if self._reconnected.is_set():
+                self._reconnected.clear()
+                self._resend(lambda b: b.pubacked_at is not None, "the connection came back")
+            if self._unacked:
+                self._expire(self._clock() - self._ack_timeout_s)
             if self._stop.is_set() and self._flushed():
                 break
             now = time.monotonic()
@@ -220,55 +333,126 @@ class Uplink:
                 self._status_now.clear()
                 next_heartbeat = now + self._mqtt.heartbeat_s
                 self._publish_status()
-            if self._connected and len(self._inflight) < self._max_inflight:
+            if (
+                self._ready
+                and len(self._inflight) < self._max_inflight
+                and len(self._unacked) < self._max_unacked
+            ):
                 busy |= self._publish_batch()
             if not busy:
-                self._wait_for_puback()
+                self._wait_for_inbox()
 
     def _flushed(self) -> bool:
         """Whether stopping may go on: everything acked, or the grace period is over."""
         if time.monotonic() >= self._flush_until or not self._connected:
             return True
-        return not self._inflight and self._outbox.depth() == 0
+        return not self._unacked and self._outbox.depth() == 0
 
-    def _wait_for_puback(self) -> None:
+    def _wait_for_inbox(self) -> None:
         try:
-            mid, ok = self._pubacks.get(timeout=_IDLE_WAIT_S)
+            item = self._inbox.get(timeout=_IDLE_WAIT_S)
         except queue.Empty:
             return
-        self._acked(mid, ok)
+        self._handle(item)
 
-    def _handle_pubacks(self) -> bool:
+    def _drain_inbox(self) -> bool:
         handled = False
         while True:
             try:
-                mid, ok = self._pubacks.get_nowait()
+                item = self._inbox.get_nowait()
             except queue.Empty:
                 return handled
-            self._acked(mid, ok)
+            self._handle(item)
             handled = True
 
-    def _acked(self, mid: int, ok: bool) -> None:
-        inflight = self._inflight.pop(mid, None)
-        if inflight is None:
+    def _handle(self, item: tuple[int, int, Acks | None]) -> None:
+        mid, reason, acks = item
+        if acks is not None:
+            self._cloud_acked(acks)
+        else:
+            self._pubacked(mid, reason)
+
+    def _pubacked(self, mid: int, reason: int) -> None:
+        batch_id = self._inflight.pop(mid, None)
+        if batch_id is None:
             return  # a status message
-        kind, ids = inflight
-        if not ok:
+        batch = self._unacked.get(batch_id)
+        if batch is None:
+            return  # the cloud's ack came first
+        if reason >= 0x80:
             # The broker refused the batch (MQTT 5 reason code): send it again later.
             self.counters.publish_failures += 1
-            self._outbox.release(ids)
+            del self._unacked[batch_id]
+            self._release(batch.ids)
             return
+        if reason == _NO_MATCHING_SUBSCRIBERS:
+            self.counters.no_subscribers += 1
+        batch.pubacked_at = self._clock()
+
+    def _cloud_acked(self, acks: Acks) -> None:
+        now = self._clock()
+        settled: list[tuple[_Unacked, str, str]] = []
+        for ack in acks.acks:
+            batch = self._unacked.pop(ack.batch_id, None)
+            if batch is not None:  # else a late ack of a batch already sent again, or a repeat
+                settled.append((batch, ack.outcome, ack.reason))
+        if not settled:
+            return
+        ids = [item_id for batch, _, _ in settled for item_id in batch.ids]
         try:
-            self._outbox.ack(ids)
+            self._outbox.ack(ids)  # one transaction for every batch of this message
         except StorageError as exc:
-            log.error(
-                "cannot ack %d %ss in the outbox (they will be sent again): %s", len(ids), kind, exc
-            )
+            log.error("cannot delete %d acked items from the outbox (they go again): %s",
+                      len(ids), exc)  # fmt: skip
+            self._release(ids)
             return
-        if kind == "summary":
-            self.counters.summaries_acked += len(ids)
-        else:
-            self.counters.events_acked += len(ids)
+        for batch, outcome, reason in settled:
+            self._rtts.append(now - batch.published_at)
+            if outcome == "rejected":
+                self.counters.rejected += len(batch.ids)
+                log.warning(
+                    "the cloud rejected a batch of %d %ss (dead-lettered, dropped here): %s",
+                    len(batch.ids), batch.kind, reason,
+                )  # fmt: skip
+            elif batch.kind == "summary":
+                self.counters.summaries_acked += len(batch.ids)
+            else:
+                self.counters.events_acked += len(batch.ids)
+        self._acks_seen += len(settled)
+        if self._acks_seen >= _RTT_REFRESH:
+            self._acks_seen = 0
+            self._refresh_timeout()
+
+    def _refresh_timeout(self) -> None:
+        """A cloud that answers slowly (a backlog after an outage) must not be flooded with
+        resends: the ack timeout is at least a few times the round trip it measures."""
+        rtt = self.ack_rtt()
+        floor = self._config.outbox.ack_timeout_s
+        self._ack_timeout_s = floor if rtt is None else max(floor, _TIMEOUT_PER_RTT * rtt[1])
+
+    def _expire(self, deadline: float) -> None:
+        """Send again what the broker took before ``deadline`` and the cloud never acked."""
+        self._resend(lambda b: b.pubacked_at is not None and b.pubacked_at <= deadline)
+
+    def _resend(self, due: Callable[[_Unacked], bool], why: str = "") -> None:
+        """Give the due unacked batches back to the outbox, so they go out again in order."""
+        ids: list[str] = []
+        for batch_id, batch in list(self._unacked.items()):
+            if due(batch):
+                del self._unacked[batch_id]
+                ids.extend(batch.ids)
+                self.counters.resends += 1
+        if ids:
+            log.info(
+                "sending %d items again: %s", len(ids), why or f"no ack in {self._ack_timeout_s} s"
+            )
+            self._release(ids)
+
+    def _release(self, ids: list[str]) -> None:
+        try:
+            self._outbox.release(ids)
+        except StorageError as exc:
+            log.error("cannot give %d items back to the outbox: %s", len(ids), exc)
 
     def _publish_batch(self) -> bool:
         try:
@@ -280,31 +464,30 @@ class Uplink:
             return False
         kind = items[0].kind
         if kind == "summary":  # stored encoded: it goes out byte for byte as it was counted
+            batch_id = items[0].item_id
             topic, payload = self._summary_topic, items[0].payload
         else:
-            topic, payload = self._events_topic, self._encode_batch(items)
+            batch_id = new_event_id()
+            topic, payload = self._events_topic, self._encode_batch(batch_id, items)
         ids = [item.item_id for item in items]
         info = self._client.publish(topic, payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             # Not queued by paho: give the items back to the outbox.
             self.counters.publish_failures += 1
-            self._outbox.release(ids)
+            self._release(ids)
             return False
         # NO_CONN still queues the message in paho, which sends it after the reconnect.
-        self._inflight[info.mid] = (kind, ids)
+        self._inflight[info.mid] = batch_id
+        self._unacked[batch_id] = _Unacked(kind, ids, self._clock())
         if kind == "summary":
             self.counters.summaries_published += 1
         else:
             self.counters.batches_published += 1
         return True
 
-    def _encode_batch(self, items: list[OutboxItem]) -> bytes:
-        batch = EventBatch(
-            agent_id=self._config.agent_id,
-            sent_at=utcnow(),
-            events=[Event.model_validate_json(item.payload) for item in items],
-        )
-        return encode(batch)
+    def _encode_batch(self, batch_id: str, items: list[OutboxItem]) -> bytes:
+        payloads = [item.payload for item in items]
+        return encode_event_batch(self._config.agent_id, batch_id, utcnow(), payloads)
 
     def _publish_status(self) -> None:
         self._client.publish(self._status_topic, encode(self._status()), qos=1, retain=True)

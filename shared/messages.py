@@ -2,21 +2,51 @@
 
 Every message carries ``schema`` (the contract version). Edge-side messages forbid unknown
 keys, so a typo on a gateway is an error and never a silently dropped field.
+
+The contract is strict, so that what it accepts SQLite and PostgreSQL both store (through
+ingest) and the API can compute with. Each rule is one alias below, used by every field it
+concerns:
+
+- ``Int64``, ``Count``: a JSON integer, never ``1.0``, ``"1"`` or ``true``; within a signed
+  64-bit SQL column (``-2**63 .. 2**63-1``); counters are ``>= 0``.
+- ``FiniteFloat``: a JSON number, never a string or a boolean. JSON has one number type, so
+  ``1`` is a valid float (it becomes ``1.0``). Finite only: ``NaN``, ``Infinity`` and
+  literals that overflow to infinity (``1e400``) are refused; ``1e308`` is stored as is.
+- Numbers with a meaning have a range: ``Score`` ``|score| <= 1e9`` (ingest adds scores up in
+  float8 rollups), ``Seconds`` ``0 .. 100 years`` (uptime, ages, round trips; a gateway that
+  booted at 1970 and then set its clock is still believed), ``HeartbeatSeconds`` ``0`` (not
+  said: the Last Will) or up to one day (the API computes deadlines from it).
+- ``SafeText`` (every free-text string, dict keys too): no NUL and no lone surrogate, which
+  PostgreSQL text (UTF-8) cannot hold; lengths bounded by each alias.
+- ``UtcDatetime``: ISO 8601 text with a UTC offset (not a unix time, not a bare date), between
+  1970-01-01 and 9999-12-31T23:59:59.999999 once converted to UTC (``9999-12-31T23:00-05:00``
+  is past year 9999 in UTC and refused). The offset is kept as sent.
+- ``AttributeValue``: a boolean, an ``Int64``, a finite float or a ``SafeText`` of at most
+  256 characters, as JSON typed it (``1`` stays an int, ``1.0`` a float, ``"1"`` a string);
+  no arrays, objects or null.
+- Sizes: every list and dict has a maximum length (the ``MAX_*`` constants).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
+    Strict,
     StringConstraints,
     model_validator,
 )
@@ -26,20 +56,140 @@ from shared.topics import AGENT_ID_PATTERN
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_EVENTS_PER_BATCH = 1000
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_NAME = 64
+MAX_ATTRIBUTE_TEXT = 256
 MAX_SUMMARY_LABELS = 256
 MAX_SUMMARY_SIGNALS = 32
+MAX_PIPELINES = 64
 
-AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_SCORE = 1e9
+MAX_SECONDS = 100 * 365.25 * 86400
+MAX_HEARTBEAT_S = 86400.0
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+_UNSAFE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _safe_text(value: str) -> str:
+    if _UNSAFE_TEXT.search(value) is not None:
+        raise ValueError("text must not contain NUL (\\u0000) or an unpaired surrogate")
+    return value
+
+
+def _schema_version(value: object) -> object:
+    if type(value) is not int:
+        raise ValueError(f"schema must be the integer {SCHEMA_VERSION}")
+    return value
+
+
+def _datetime_text(value: object) -> object:
+    """Only ISO 8601 date-times are times: pydantic would also read numbers as unix times."""
+    if (type(value) is str and value[4:5] == "-") or isinstance(value, datetime):
+        return value
+    raise ValueError("must be an ISO 8601 date and time with an offset, e.g. 2026-11-22T10:15:03Z")
+
+
+def _utc_range(value: datetime) -> datetime:
+    # Offsets are under a day, so only the first and last year need the (slower) comparison,
+    # which works on aware datetimes without converting them (astimezone could overflow).
+    if 1970 < value.year < 9999 or EARLIEST <= value <= LATEST:
+        return value
+    raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} in UTC")
+
+
+SafeText = AfterValidator(_safe_text)
+"""Marks a string that PostgreSQL's UTF-8 text can hold: no NUL, no unpaired surrogate."""
+
+Int64 = Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX)]
+Count = Annotated[Int64, Field(ge=0)]
+RowId = Annotated[Int64, Field(ge=1)]
+"""The id of a cloud row (a deployment): a positive ``Int64``."""
+FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Score = Annotated[FiniteFloat, Field(ge=-MAX_SCORE, le=MAX_SCORE)]
+Seconds = Annotated[FiniteFloat, Field(ge=0, le=MAX_SECONDS)]
+HeartbeatSeconds = Annotated[FiniteFloat, Field(ge=0, le=MAX_HEARTBEAT_S)]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_datetime_text), AfterValidator(_utc_range)]
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_schema_version)]
+AgentId = Annotated[str, Strict(), StringConstraints(pattern=AGENT_ID_PATTERN)]
+Name = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+Sha256 = Annotated[str, Strict(), StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 EventId = Annotated[
     str,
+    Strict(),
     StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
 ]
 BatchId = EventId
 """A batch is named like an event: a UUIDv7 made by the agent when it sends the batch."""
-AttributeValue = float | int | str | bool
+Label = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=128), SafeText]
+Reason = Annotated[str, Strict(), StringConstraints(max_length=512), SafeText]
+SignalName = Name
 EventState = Literal["start", "update", "end", "instant"]
+
+
+def _attribute_value(value: object) -> AttributeValue:
+    """One attribute, kept as JSON typed it (``1`` an int, ``1.0`` a float, ``"1"`` a string).
+
+    Python callers may pass numpy scalars: they are numbers, so they become int or float.
+    """
+    if isinstance(value, bool):  # before int: a bool is an int in Python, never in JSON
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float(value)
+        raise ValueError("a float must be finite (no NaN or Infinity)")
+    if isinstance(value, int):
+        if INT64_MIN <= value <= INT64_MAX:
+            return int(value)
+        raise ValueError("an integer must fit in 64 bits (-2**63 .. 2**63-1)")
+    if isinstance(value, str):
+        if len(value) > MAX_ATTRIBUTE_TEXT:
+            raise ValueError(f"a text has at most {MAX_ATTRIBUTE_TEXT} characters")
+        return _safe_text(value)
+    if isinstance(value, numbers.Integral):
+        return _attribute_value(int(value))
+    if isinstance(value, numbers.Real):
+        return _attribute_value(float(value))
+    raise ValueError(f"must be a boolean, a number or a string, not {_json_kind(value)}")
+
+
+def _attributes(value: object) -> dict[str, AttributeValue]:
+    """Flat name -> value pairs; one validator for the dict, as ingest reads many of them."""
+    if not isinstance(value, dict):
+        raise ValueError(f"attributes must be an object, not {_json_kind(value)}")
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValueError(f"at most {MAX_ATTRIBUTES} attributes, not {len(value)}")
+    checked: dict[str, AttributeValue] = {}
+    for name, item in value.items():
+        if type(name) is not str or len(name) > MAX_ATTRIBUTE_NAME:
+            raise ValueError(
+                f"attribute names are strings of at most {MAX_ATTRIBUTE_NAME} characters"
+            )
+        try:
+            checked[_safe_text(name)] = _attribute_value(item)
+        except ValueError as exc:
+            raise ValueError(f"attribute {name!r}: {exc}") from None
+    return checked
+
+
+def _json_kind(value: object) -> str:
+    return {dict: "an object", list: "an array", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+AttributeValue = bool | int | float | str
+"""What an attribute holds: a boolean, an ``Int64``, a finite float or a short ``SafeText``."""
+Attributes = Annotated[
+    dict[str, AttributeValue],
+    PlainValidator(_attributes, json_schema_input_type=dict[str, AttributeValue]),
+]
+"""An event's flat attributes (``{"rms_g": 1.84}``): no arrays, objects or null inside."""
 
 
 def new_event_id() -> str:
@@ -79,14 +229,12 @@ class Event(_EdgeMessage):
     pipeline: Name
     kind: Name
     state: EventState
-    label: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    score: float = Field(allow_inf_nan=False)
-    ts: AwareDatetime
-    seq: int = Field(ge=0)
+    label: Label
+    score: Score
+    ts: UtcDatetime
+    seq: Count
     model: ModelRef
-    attributes: dict[Annotated[str, StringConstraints(max_length=64)], AttributeValue] = Field(
-        default_factory=dict, max_length=32
-    )
+    attributes: Attributes = Field(default_factory=dict)
 
 
 class EventBatch(_EdgeMessage):
@@ -97,10 +245,10 @@ class EventBatch(_EdgeMessage):
     end-to-end acknowledgement: nothing is acked to them).
     """
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent_id: AgentId
     batch_id: BatchId | None = None
-    sent_at: AwareDatetime
+    sent_at: UtcDatetime
     events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
 
 
@@ -119,12 +267,12 @@ window failed and the previous model is back. ``reason`` says why for the last t
 class UpdateStatus(_EdgeMessage):
     """The last update an agent attempted on one pipeline, as it reports it in ``status``."""
 
-    deployment_id: int | None = None
+    deployment_id: RowId | None = None
     name: Name
     version: Name
     state: UpdateState
-    reason: Annotated[str, StringConstraints(max_length=512)] = ""
-    ts: AwareDatetime
+    reason: Reason = ""
+    ts: UtcDatetime
 
 
 class PipelineStatus(_EdgeMessage):
@@ -132,14 +280,14 @@ class PipelineStatus(_EdgeMessage):
 
     name: Name
     model: ModelRef | None
-    samples_in: int = Field(ge=0)
-    inferences: int = Field(ge=0)
-    events_out: int = Field(ge=0)
-    gated: int = Field(default=0, ge=0)
-    errors: int = Field(default=0, ge=0)
-    raw_bytes: int = Field(default=0, ge=0)
-    sent_bytes: int = Field(default=0, ge=0)
-    filtered: int = Field(default=0, ge=0)
+    samples_in: Count
+    inferences: Count
+    events_out: Count
+    gated: Count = 0
+    errors: Count = 0
+    raw_bytes: Count = 0
+    sent_bytes: Count = 0
+    filtered: Count = 0
     """Events the pipeline's report filters held back (rate limit, dedup, intervals...)."""
     update: UpdateStatus | None = None
     """The pipeline's last model update (None if it never received a desired version)."""
@@ -148,27 +296,23 @@ class PipelineStatus(_EdgeMessage):
 class AgentStatus(_EdgeMessage):
     """The retained heartbeat on ``status``; the Last Will sets ``state`` to ``offline``."""
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent_id: AgentId
     state: Literal["online", "offline"]
-    reason: Annotated[str, StringConstraints(max_length=256)] = ""
-    ts: AwareDatetime
-    agent_version: Annotated[str, StringConstraints(max_length=32)] = ""
-    uptime_s: float = Field(default=0.0, ge=0)
-    heartbeat_s: float = Field(default=0.0, ge=0)
-    pipelines: list[PipelineStatus] = Field(default_factory=list)
-    outbox_depth: int = Field(default=0, ge=0)
-    outbox_oldest_age_s: float = Field(default=0.0, ge=0)
-    unacked_batches: int = Field(default=0, ge=0)
+    reason: Annotated[str, Strict(), StringConstraints(max_length=256), SafeText] = ""
+    ts: UtcDatetime
+    agent_version: Annotated[str, Strict(), StringConstraints(max_length=32), SafeText] = ""
+    uptime_s: Seconds = 0.0
+    heartbeat_s: HeartbeatSeconds = 0.0
+    """How often the agent says it is online (0: not said, as in the Last Will)."""
+    pipelines: list[PipelineStatus] = Field(default_factory=list, max_length=MAX_PIPELINES)
+    outbox_depth: Count = 0
+    outbox_oldest_age_s: Seconds = 0.0
+    unacked_batches: Count = 0
     """Batches published and not yet acknowledged by the cloud (waiting for ``acks``)."""
-    ack_rtt_p50_s: float | None = Field(default=None, ge=0)
+    ack_rtt_p50_s: Seconds | None = None
     """Median edge -> cloud -> edge round trip (publish to the cloud's ack) of recent batches."""
-    ack_rtt_p99_s: float | None = Field(default=None, ge=0)
-
-
-Label = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-SignalName = Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+    ack_rtt_p99_s: Seconds | None = None
 
 
 class SignalStats(_EdgeMessage):
@@ -177,7 +321,7 @@ class SignalStats(_EdgeMessage):
     min: FiniteFloat
     mean: FiniteFloat
     max: FiniteFloat
-    count: int = Field(ge=1)
+    count: Annotated[Count, Field(ge=1)]
 
     @model_validator(mode="after")
     def _ordered(self) -> SignalStats:
@@ -199,30 +343,31 @@ class PipelineSummary(_EdgeMessage):
     ``(agent_id, pipeline, window_start)`` identifies a summary and redelivery is harmless.
     """
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent_id: AgentId
     batch_id: BatchId | None = None
     """What the cloud acknowledges on ``acks`` (set by the outbox when it stores the summary)."""
     pipeline: Name
-    window_start: AwareDatetime
-    window_end: AwareDatetime
-    samples_in: int = Field(ge=0)
-    inferences: int = Field(ge=0)
-    gated: int = Field(default=0, ge=0)
-    events_by_label: dict[Label, Annotated[int, Field(ge=0)]] = Field(
-        default_factory=dict, max_length=MAX_SUMMARY_LABELS
-    )
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    samples_in: Count
+    inferences: Count
+    gated: Count = 0
+    events_by_label: dict[Label, Count] = Field(default_factory=dict, max_length=MAX_SUMMARY_LABELS)
+    """Events by label; their sum (the cloud's ``events`` column) fits in 64 bits too."""
     signals: dict[SignalName, SignalStats] = Field(
         default_factory=dict, max_length=MAX_SUMMARY_SIGNALS
     )
-    raw_bytes: int = Field(ge=0)
-    sent_bytes: int = Field(ge=0)
+    raw_bytes: Count
+    sent_bytes: Count
     model: ModelRef
 
     @model_validator(mode="after")
     def _window_in_order(self) -> PipelineSummary:
         if self.window_end < self.window_start:
             raise ValueError("window_end is before window_start")
+        if sum(self.events_by_label.values()) > INT64_MAX:
+            raise ValueError("events_by_label adds up to more than a 64-bit integer holds")
         return self
 
 
@@ -235,9 +380,11 @@ class DesiredModel(_EdgeMessage):
     """
 
     pipeline: Name
-    deployment_id: int | None = None
+    deployment_id: RowId | None = None
     manifest: SignedManifest
-    artifact_path: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./-]*$", max_length=512)]
+    artifact_path: Annotated[
+        str, Strict(), StringConstraints(pattern=r"^/[A-Za-z0-9_./-]*$", max_length=512)
+    ]
 
 
 class DesiredState(_EdgeMessage):
@@ -247,10 +394,10 @@ class DesiredState(_EdgeMessage):
     configuration (that is how a rollback to the configured model is said).
     """
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent_id: AgentId
-    issued_at: AwareDatetime
-    pipelines: list[DesiredModel] = Field(default_factory=list, max_length=64)
+    issued_at: UtcDatetime
+    pipelines: list[DesiredModel] = Field(default_factory=list, max_length=MAX_PIPELINES)
 
 
 BatchOutcome = Literal["stored", "rejected"]
@@ -263,7 +410,7 @@ class BatchAck(_EdgeMessage):
 
     batch_id: BatchId
     outcome: BatchOutcome
-    reason: Annotated[str, StringConstraints(max_length=512)] = ""
+    reason: Reason = ""
 
 
 class Acks(_EdgeMessage):
@@ -273,7 +420,7 @@ class Acks(_EdgeMessage):
     broker that lost its subscribers in a crash still answers PUBACK to a publish it drops.
     """
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent_id: AgentId
     acks: list[BatchAck] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
 
@@ -281,3 +428,20 @@ class Acks(_EdgeMessage):
 def encode(message: BaseModel) -> bytes:
     """Serialise a wire message as compact JSON with its aliases (``schema``)."""
     return message.model_dump_json(by_alias=True).encode()
+
+
+def encode_event_batch(
+    agent_id: str, batch_id: str, sent_at: datetime, events: list[bytes]
+) -> bytes:
+    """``encode(EventBatch(...))`` from events already encoded (as an outbox stores them).
+
+    The same bytes, without decoding and validating every event again: the envelope is
+    pydantic's own serialisation, the events are spliced into its empty list.
+    """
+    envelope = EventBatch.model_construct(
+        agent_id=agent_id, batch_id=batch_id, sent_at=sent_at, events=[]
+    )
+    head = encode(envelope)
+    if not head.endswith(b"[]}"):
+        raise ValueError("an EventBatch must end with its events")
+    return head[:-3] + b"[" + b",".join(events) + b"]}"

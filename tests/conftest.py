@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cloud_api.db import create_db_engine, migrate
+from cloud_api.ingest import IngestWorker
 from tests.services import Mosquitto, PostgresCluster
 
 
@@ -29,6 +32,33 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     server.start()
     yield server
     server.stop()
+
+
+def start_ingest(server: Mosquitto, directory: Path) -> Iterator[IngestWorker]:
+    """The cloud's real ingest on SQLite: it stores what agents send and acks it to them,
+    which is the only thing that lets an agent empty its outbox."""
+    engine = create_db_engine(f"sqlite:///{directory / 'cloud.db'}")
+    migrate(engine)
+    worker = IngestWorker(
+        engine=engine, mqtt_url=server.url, client_id=f"ingest-{uuid.uuid4().hex[:8]}"
+    )
+    worker.start()
+    worker.wait_connected()
+    yield worker
+    worker.stop()
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def ingest(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestWorker]:
+    """Ingest on the session broker, for tests of agents that need the cloud's acks."""
+    yield from start_ingest(broker, tmp_path_factory.mktemp("ingest"))
+
+
+@pytest.fixture
+def own_ingest(own_broker: Mosquitto, tmp_path: Path) -> Iterator[IngestWorker]:
+    """Ingest on the test's own broker (it reconnects when the test restarts the broker)."""
+    yield from start_ingest(own_broker, tmp_path)
 
 
 @pytest.fixture(scope="session")

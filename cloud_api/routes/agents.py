@@ -6,10 +6,12 @@ from fastapi import APIRouter, HTTPException
 
 from cloud_api import crud
 from cloud_api.deps import ReadDep, ReadOrAgentDep, SessionDep, SettingsDep
+from cloud_api.params import AgentIdPath
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import AgentOut
 from shared.messages import utcnow
 
-router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=problems(*AUTHENTICATED))
 
 
 @router.get("", response_model=list[AgentOut])
@@ -22,9 +24,9 @@ def list_agents(session: SessionDep, settings: SettingsDep, _: ReadDep) -> list[
     ]
 
 
-@router.get("/{agent_id}", response_model=AgentOut)
+@router.get("/{agent_id}", response_model=AgentOut, responses=problems(404, 422))
 def get_agent(
-    agent_id: str, session: SessionDep, settings: SettingsDep, principal: ReadOrAgentDep
+    agent_id: AgentIdPath, session: SessionDep, settings: SettingsDep, principal: ReadOrAgentDep
 ) -> AgentOut:
     """One agent; 404 if it never reported a status. An agent may read its own record."""
     principal.check_agent(agent_id)

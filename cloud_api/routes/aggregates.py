@@ -6,15 +6,19 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import AwareDatetime
 
 from cloud_api import crud
 from cloud_api.deps import SessionDep, require
+from cloud_api.params import AgentIdQuery, LabelQuery, NameQuery, SinceQuery, UntilQuery
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import AggregateReport, Bucket, GroupKey, Metric
 from shared.messages import utcnow
 
 router = APIRouter(
-    prefix="/api/v1/aggregates", tags=["aggregates"], dependencies=[Depends(require("read"))]
+    prefix="/api/v1/aggregates",
+    tags=["aggregates"],
+    dependencies=[Depends(require("read"))],
+    responses=problems(*AUTHENTICATED, 422),
 )
 
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -51,13 +55,15 @@ def aggregates(
             description="a numeric event attribute (e.g. rms_g) instead of the score",
         ),
     ] = None,
-    group_by: Annotated[list[GroupKey] | None, Query(description="repeat to nest")] = None,
-    agent_id: str | None = None,
-    pipeline: str | None = None,
-    label: str | None = None,
-    kind: str | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
+    group_by: Annotated[
+        list[GroupKey] | None, Query(max_length=5, description="repeat to nest")
+    ] = None,
+    agent_id: AgentIdQuery = None,
+    pipeline: NameQuery = None,
+    label: LabelQuery = None,
+    kind: NameQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
 ) -> AggregateReport:
     """One series per group of bucket start, value and count; the last 24 h by default.
 

@@ -1,25 +1,42 @@
-"""``/api/v1/dead-letters``: messages ingest refused, with the reason."""
+"""``/api/v1/dead-letters``: messages ingest refused, with the reason, a page at a time."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from cloud_api import crud
+from cloud_api.cursors import DeadLetterPosition, cursor_param, encode_cursor
 from cloud_api.deps import SessionDep, require
-from cloud_api.schemas import DeadLetterOut
+from cloud_api.params import Limit
+from cloud_api.responses import AUTHENTICATED, problems
+from cloud_api.schemas import DeadLetterOut, DeadLetterPage
 
 router = APIRouter(
-    prefix="/api/v1/dead-letters", tags=["dead letters"], dependencies=[Depends(require("read"))]
+    prefix="/api/v1/dead-letters",
+    tags=["dead letters"],
+    dependencies=[Depends(require("read"))],
+    responses=problems(*AUTHENTICATED, 422),
 )
 
+AfterDep = Annotated[DeadLetterPosition | None, Depends(cursor_param(DeadLetterPosition))]
 
-@router.get("", response_model=list[DeadLetterOut])
-def list_dead_letters(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[DeadLetterOut]:
-    """The newest dead letters first."""
-    return [
-        DeadLetterOut.model_validate(row) for row in crud.list_dead_letters(session, limit=limit)
-    ]
+
+@router.get("", response_model=DeadLetterPage, responses=problems(400))
+def list_dead_letters(session: SessionDep, after: AfterDep, limit: Limit = 100) -> DeadLetterPage:
+    """The newest dead letters first; follow ``next_cursor`` until it is null.
+
+    Keyset pagination on the dead letter's id: a cursor holds the id of the last letter of
+    its page, so letters stored while a client walks the pages never shift them.
+    """
+    rows = crud.list_dead_letters(
+        session, before_id=after.id if after is not None else None, limit=limit + 1
+    )
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(DeadLetterPosition(id=page[-1].id))
+    return DeadLetterPage(
+        items=[DeadLetterOut.model_validate(row) for row in page], next_cursor=next_cursor
+    )

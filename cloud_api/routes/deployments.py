@@ -14,6 +14,8 @@ from fastapi import APIRouter, HTTPException, Query
 
 from cloud_api import crud, rollout
 from cloud_api.deps import OperateDep, ReadDep, SessionDep
+from cloud_api.params import Id64Path
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import (
     DeploymentAgentOut,
     DeploymentCounts,
@@ -27,10 +29,12 @@ from cloud_api.tables import DeploymentAgentRow, DeploymentRow
 from shared.errors import ConflictError, ContractError
 from shared.messages import utcnow
 
-router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
+router = APIRouter(
+    prefix="/api/v1/deployments", tags=["deployments"], responses=problems(*AUTHENTICATED, 422)
+)
 
 
-@router.post("", status_code=201, response_model=DeploymentOut, responses={404: {}, 409: {}})
+@router.post("", status_code=201, response_model=DeploymentOut, responses=problems(404, 409, 413))
 def create_deployment(body: DeploymentIn, session: SessionDep, _: OperateDep) -> DeploymentOut:
     """Start a deployment (state ``canary``); 404 unknown model version, 409 while another
     deployment moves on the same pipeline, 422 for a target that matches no usable agent."""
@@ -69,15 +73,15 @@ def list_deployments(
     return [_out(row, by_deployment.get(row.id, [])) for row in rows]
 
 
-@router.get("/{deployment_id}", response_model=DeploymentOut)
-def get_deployment(deployment_id: int, session: SessionDep, _: ReadDep) -> DeploymentOut:
+@router.get("/{deployment_id}", response_model=DeploymentOut, responses=problems(404))
+def get_deployment(deployment_id: Id64Path, session: SessionDep, _: ReadDep) -> DeploymentOut:
     """One deployment with every agent's phase, state, running version and reason."""
     row = _row(session, deployment_id)
     return _out(row, crud.deployment_agents(session, deployment_ids=[row.id]))
 
 
-@router.post("/{deployment_id}/cancel", response_model=DeploymentOut, responses={409: {}})
-def cancel_deployment(deployment_id: int, session: SessionDep, _: OperateDep) -> DeploymentOut:
+@router.post("/{deployment_id}/cancel", response_model=DeploymentOut, responses=problems(404, 409))
+def cancel_deployment(deployment_id: Id64Path, session: SessionDep, _: OperateDep) -> DeploymentOut:
     """Stop moving: agents not asked yet never are; agents that were asked keep their desired
     state (this is not a rollback: deploy the previous version for that). 409 once ended."""
     row = _row(session, deployment_id)

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 
 from cloud_api import credentials
 from cloud_api.deps import SessionDep, SigningKeyDep, require
+from cloud_api.params import AgentIdPath
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import AgentCredentialsOut, EnrollmentIn, SigningKeyOut
 from cloud_api.tables import AgentRow
 from shared.errors import ConflictError
@@ -17,11 +19,14 @@ from shared.signing import encode_public_key, key_id
 from shared.topics import agent_subtree
 
 router = APIRouter(
-    prefix="/api/v1/agents", tags=["agents"], dependencies=[Depends(require("admin"))]
+    prefix="/api/v1/agents",
+    tags=["agents"],
+    dependencies=[Depends(require("admin"))],
+    responses=problems(*AUTHENTICATED, 422),
 )
 
 
-@router.post("", status_code=201, response_model=AgentCredentialsOut, responses={409: {}})
+@router.post("", status_code=201, response_model=AgentCredentialsOut, responses=problems(409, 413))
 def enroll(body: EnrollmentIn, session: SessionDep, key: SigningKeyDep) -> AgentCredentialsOut:
     """Issue an agent's credentials (HTTP Basic and MQTT); 409 if it has some already."""
     try:
@@ -33,8 +38,8 @@ def enroll(body: EnrollmentIn, session: SessionDep, key: SigningKeyDep) -> Agent
     return _answer(row, password, key)
 
 
-@router.post("/{agent_id}/credentials", response_model=AgentCredentialsOut, responses={404: {}})
-def rotate(agent_id: str, session: SessionDep, key: SigningKeyDep) -> AgentCredentialsOut:
+@router.post("/{agent_id}/credentials", response_model=AgentCredentialsOut, responses=problems(404))
+def rotate(agent_id: AgentIdPath, session: SessionDep, key: SigningKeyDep) -> AgentCredentialsOut:
     """A new password for an enrolled agent; the old one stops working at once over HTTP."""
     rotated = credentials.rotate_agent_credentials(session, agent_id=agent_id)
     if rotated is None:
@@ -42,8 +47,8 @@ def rotate(agent_id: str, session: SessionDep, key: SigningKeyDep) -> AgentCrede
     return _answer(*rotated, key)
 
 
-@router.delete("/{agent_id}/credentials", status_code=204, responses={404: {}})
-def revoke(agent_id: str, session: SessionDep) -> Response:
+@router.delete("/{agent_id}/credentials", status_code=204, responses=problems(404))
+def revoke(agent_id: AgentIdPath, session: SessionDep) -> Response:
     """Revoke an agent's credentials; its data stays."""
     if credentials.revoke_agent_credentials(session, agent_id=agent_id) is None:
         raise HTTPException(404, f"agent {agent_id!r} is not enrolled")

@@ -2,63 +2,44 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import AwareDatetime
+from fastapi import APIRouter, Depends
 
 from cloud_api import crud
+from cloud_api.cursors import EventPosition, cursor_param, encode_cursor
 from cloud_api.deps import ReadOrAgentDep, SessionDep
+from cloud_api.params import AgentIdQuery, LabelQuery, Limit, NameQuery, SinceQuery, UntilQuery
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import EventOut, EventPage
 
-router = APIRouter(prefix="/api/v1/events", tags=["events"])
+router = APIRouter(
+    prefix="/api/v1/events", tags=["events"], responses=problems(*AUTHENTICATED, 422)
+)
+
+AfterDep = Annotated[EventPosition | None, Depends(cursor_param(EventPosition))]
 
 
-def encode_cursor(ts: datetime, event_id: str) -> str:
-    """An opaque cursor: the (ts, id) of the last event on a page."""
-    raw = json.dumps([ts.isoformat(), event_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (ts, id) inside a cursor; ValueError if it is not one of ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts_text, event_id = json.loads(raw)
-        ts = datetime.fromisoformat(ts_text)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise ValueError(f"invalid cursor {cursor!r}: pass back a next_cursor unchanged") from exc
-    if ts.tzinfo is None or not isinstance(event_id, str):
-        raise ValueError(f"invalid cursor {cursor!r}: pass back a next_cursor unchanged")
-    return ts, event_id
-
-
-@router.get("", response_model=EventPage)
+@router.get("", response_model=EventPage, responses=problems(400))
 def list_events(
     session: SessionDep,
     principal: ReadOrAgentDep,
-    agent_id: str | None = None,
-    pipeline: str | None = None,
-    label: str | None = None,
-    kind: str | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    after: AfterDep,
+    agent_id: AgentIdQuery = None,
+    pipeline: NameQuery = None,
+    label: LabelQuery = None,
+    kind: NameQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    limit: Limit = 100,
 ) -> EventPage:
-    """Events newest first; follow ``next_cursor`` until it is null.
+    """Events newest first (by ``ts``, then id); follow ``next_cursor`` until it is null.
 
-    An agent may list its own events only: it must pass its own ``agent_id``.
+    Keyset pagination: a cursor holds the (ts, id) of the last event of its page, so pages
+    neither skip nor repeat events while new ones arrive. Keep the filters the same while
+    walking. An agent may list its own events only: it must pass its own ``agent_id``.
     """
     principal.check_agent(agent_id)
-    try:
-        after = decode_cursor(cursor) if cursor is not None else None
-    except ValueError as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
     query = crud.events_page_query(
         agent_id=agent_id,
         pipeline=pipeline,
@@ -66,10 +47,12 @@ def list_events(
         kind=kind,
         since=since,
         until=until,
-        after=after,
+        after=(after.ts, after.id) if after is not None else None,
         limit=limit + 1,
     )
     rows = session.scalars(query).all()
     page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].ts, page[-1].id) if len(rows) > limit else None
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(EventPosition(ts=page[-1].ts, id=page[-1].id))
     return EventPage(items=[EventOut.model_validate(row) for row in page], next_cursor=next_cursor)

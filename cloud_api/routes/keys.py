@@ -6,12 +6,19 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from cloud_api import auth
 from cloud_api.deps import SessionDep, require
+from cloud_api.params import KeyIdPath
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"], dependencies=[Depends(require("admin"))])
+router = APIRouter(
+    prefix="/api/v1/keys",
+    tags=["keys"],
+    dependencies=[Depends(require("admin"))],
+    responses=problems(*AUTHENTICATED),
+)
 
 
-@router.post("", status_code=201, response_model=ApiKeyCreated)
+@router.post("", status_code=201, response_model=ApiKeyCreated, responses=problems(413, 422))
 def create_key(body: ApiKeyIn, session: SessionDep) -> ApiKeyCreated:
     """A new key; its token is in this answer only."""
     row, token = auth.create_api_key(session, name=body.name, scope=body.scope)
@@ -24,8 +31,8 @@ def list_keys(session: SessionDep) -> list[ApiKeyOut]:
     return [ApiKeyOut.model_validate(row) for row in auth.list_api_keys(session)]
 
 
-@router.delete("/{key_id}", response_model=ApiKeyOut, responses={404: {}})
-def revoke_key(key_id: str, session: SessionDep) -> ApiKeyOut:
+@router.delete("/{key_id}", response_model=ApiKeyOut, responses=problems(404, 422))
+def revoke_key(key_id: KeyIdPath, session: SessionDep) -> ApiKeyOut:
     """Revoke a key: requests with it get 401 from now on."""
     row = auth.revoke_api_key(session, key_id)
     if row is None:

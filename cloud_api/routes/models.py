@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from cloud_api import crud, registry
+from cloud_api.config import Settings
 from cloud_api.deps import (
     ArtifactStoreDep,
     ReadDep,
@@ -24,6 +25,7 @@ from cloud_api.deps import (
     SigningKeyDep,
     require,
 )
+from cloud_api.limits import Limit, body_limit
 from cloud_api.schemas import ModelOut, ModelVersionBrief, ModelVersionRecord
 from cloud_api.tables import ModelVersionRow
 from shared.errors import AiotError, ConflictError, ContractError, ModelError, TooLargeError
@@ -32,6 +34,15 @@ router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
 FORM_OVERHEAD = 64 * 1024
 """Room in a request for the form's other fields and boundaries around the file."""
+
+
+def upload_limit(settings: Settings) -> Limit:
+    """The largest upload body: the largest model and its form."""
+    return Limit(
+        settings.max_model_bytes + FORM_OVERHEAD,
+        f"a model's limit of {settings.max_model_bytes} bytes plus {FORM_OVERHEAD} for the form",
+    )
+
 
 # The most specific class first: TooLargeError is a ContractError.
 _STATUS: list[tuple[type[AiotError], int]] = [
@@ -68,7 +79,7 @@ _UPLOAD_BODY: dict[str, Any] = {
     response_model=ModelVersionRecord,
     openapi_extra=_UPLOAD_BODY,
     responses={409: {}, 413: {}, 422: {}},
-    dependencies=[Depends(require("operate"))],
+    dependencies=[Depends(require("operate")), Depends(body_limit(upload_limit))],
 )
 async def upload_version(
     name: str,
@@ -78,13 +89,11 @@ async def upload_version(
     store: ArtifactStoreDep,
     signing_key: SigningKeyDep,
 ) -> ModelVersionRecord:
-    """Register an ONNX file as ``name`` at form field ``version``; 4xx with the reason."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > settings.max_model_bytes + FORM_OVERHEAD:
-        # Refused before a byte of the body is read.
-        raise HTTPException(
-            413, f"model is larger than the limit of {settings.max_model_bytes} bytes"
-        )
+    """Register an ONNX file as ``name`` at form field ``version``; 4xx with the reason.
+
+    The body is bounded as it streams in (``cloud_api/limits.py``): a Content-Length over the
+    limit is refused before a byte is read, a chunked body as soon as it passes the limit.
+    """
     async with request.form(max_files=1, max_fields=8) as form:
         upload, version = form.get("file"), form.get("version")
         if not isinstance(upload, UploadFile) or not isinstance(version, str):

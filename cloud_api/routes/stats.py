@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import AwareDatetime
+from fastapi import APIRouter, Depends, HTTPException
 
 from cloud_api import crud
 from cloud_api.deps import SessionDep, require
+from cloud_api.params import AgentIdQuery, NameQuery, WindowSinceQuery, WindowUntilQuery
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.routes.aggregates import bucketed_range
 from cloud_api.schemas import BandwidthReport, BandwidthSeries, SeriesBucket
 
-router = APIRouter(prefix="/api/v1/stats", tags=["stats"], dependencies=[Depends(require("read"))])
+router = APIRouter(
+    prefix="/api/v1/stats",
+    tags=["stats"],
+    dependencies=[Depends(require("read"))],
+    responses=problems(*AUTHENTICATED, 422),
+)
 
 
 @router.get("/bandwidth", response_model=BandwidthReport)
 def bandwidth(
     session: SessionDep,
-    since: Annotated[AwareDatetime | None, Query(description="inclusive, on window start")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="exclusive, on window start")] = None,
-    agent_id: str | None = None,
-    pipeline: str | None = None,
+    since: WindowSinceQuery = None,
+    until: WindowUntilQuery = None,
+    agent_id: AgentIdQuery = None,
+    pipeline: NameQuery = None,
 ) -> BandwidthReport:
     """Raw bytes read at the edge against bytes sent to the cloud, per agent and pipeline,
     with the fleet total; all time unless ``since``/``until`` narrow it."""
@@ -36,10 +40,10 @@ def bandwidth(
 def bandwidth_series(
     session: SessionDep,
     bucket: SeriesBucket = "hour",
-    since: Annotated[AwareDatetime | None, Query(description="inclusive, on window start")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="exclusive, on window start")] = None,
-    agent_id: str | None = None,
-    pipeline: str | None = None,
+    since: WindowSinceQuery = None,
+    until: WindowUntilQuery = None,
+    agent_id: AgentIdQuery = None,
+    pipeline: NameQuery = None,
 ) -> BandwidthSeries:
     """Bandwidth saved over time: raw against sent bytes per UTC hour or day of the summaries'
     window start; the last 24 h by default, the same range rules as ``/api/v1/aggregates``."""

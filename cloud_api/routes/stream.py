@@ -3,6 +3,10 @@
 Each stream polls the database on its own, by keyset on (received_at, id), with a short
 session per poll. Nothing is shared in memory, so any API replica can serve (or resume) any
 dashboard, and a slow client only falls behind itself: ingest never waits for it.
+
+A stream outlives the request that opened it, so it authenticates its caller again every
+``AIOT_STREAM_RECHECK_S`` seconds, from the same header and by the same rules: a key revoked
+(on any replica) ends its streams within that time, with a last comment saying why.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from cloud_api import crud
+from cloud_api.callers import authenticate
 from cloud_api.config import Settings
-from cloud_api.deps import SettingsDep, require
+from cloud_api.deps import Requirement, SettingsDep
 from cloud_api.schemas import EventOut
 
+NEEDS = Requirement("read")
+"""Who may stream: checked when a stream opens and every AIOT_STREAM_RECHECK_S after."""
 router = APIRouter(
-    prefix="/api/v1/events", tags=["events"], dependencies=[Depends(require("read"))]
+    prefix="/api/v1/events", tags=["events"], dependencies=[Depends(NEEDS.dependency)]
 )
 
 HEARTBEAT = b": keep-alive\n\n"
@@ -157,6 +164,22 @@ def _poll(
         return [EventOut.model_validate(row) for row in rows]
 
 
+def _refusal(
+    settings: Settings, make_session: sessionmaker[Session], authorization: str | None
+) -> str | None:
+    """Why the caller may no longer stream (revoked, say), or None if it still may."""
+    try:
+        NEEDS.check(authenticate(settings, make_session, authorization))
+    except HTTPException as refused:
+        return str(refused.detail)
+    return None
+
+
+def _ended(reason: str) -> bytes:
+    """The stream's last message: a comment, which clients show no one but may log."""
+    return f": stream ended: {' '.join(reason.splitlines())}\n\n".encode()
+
+
 async def _events(
     request: Request,
     settings: Settings,
@@ -165,8 +188,15 @@ async def _events(
     filters: Filters,
 ) -> AsyncIterator[bytes]:
     settle = timedelta(seconds=settings.stream_settle_s)
-    last_sent = time.monotonic()
+    last_sent = checked = time.monotonic()
+    authorization = request.headers.get("authorization")
     while not await request.is_disconnected():
+        if time.monotonic() - checked >= settings.stream_recheck_s:
+            reason = await run_in_threadpool(_refusal, settings, make_session, authorization)
+            if reason is not None:
+                yield _ended(reason)
+                return
+            checked = time.monotonic()
         until = datetime.now(UTC) - settle
         page = await run_in_threadpool(
             _poll, make_session, cursor, until, filters, settings.stream_page

@@ -11,6 +11,7 @@ from typing import TypeVar
 import paho.mqtt.client as mqtt
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import Engine, text
 
 from cloud_api.auth import Scope, create_api_key
 from cloud_api.ingest import IngestWorker
@@ -154,3 +155,38 @@ def client_as(
     if basic is not None:
         other.auth = basic
     return other
+
+
+REFUSED_LABEL = "refused-by-the-database"
+
+
+def refuse_label_in_database(engine: Engine, label: str = REFUSED_LABEL) -> None:
+    """Make the database refuse events labelled ``label`` (a trigger).
+
+    The wire contract lets nothing through that SQLite or PostgreSQL would refuse, so a test of
+    what ingest does when the database refuses a message has to make the database do it.
+    """
+    literal = "'" + label.replace("'", "''") + "'"
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION refuse_label() RETURNS trigger AS $$ BEGIN "
+                    f"IF NEW.label = {literal} THEN RAISE EXCEPTION 'label refused by a test'; "
+                    "END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_label BEFORE INSERT ON events "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_label()"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_label BEFORE INSERT ON events "
+                    f"WHEN NEW.label = {literal} "
+                    "BEGIN SELECT RAISE(ABORT, 'label refused by a test'); END"
+                )
+            )

@@ -173,7 +173,8 @@ def test_invalid_summaries_are_dead_lettered_and_ingest_goes_on(
     )
 
     def three_letters() -> list[dict[str, Any]] | None:
-        letters = [d for d in api.get("/api/v1/dead-letters").json() if d["topic"] == summary_topic]
+        page = api.get("/api/v1/dead-letters").json()
+        letters = [d for d in page["items"] if d["topic"] == summary_topic]
         return letters if len(letters) >= 3 else None
 
     reasons = sorted(letter["reason"] for letter in wait_until(three_letters, what="3 letters"))

@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -14,10 +15,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud_api.ingest import IngestWorker
 from edge_agent.agent import Agent
 from edge_agent.inference.slot import file_sha256
 from shared.messages import AgentStatus, Event, EventBatch
 from shared.topics import Channel, Topic
+from tests.conftest import start_ingest
 from tests.edge.conftest import MODEL, AgentConfigFactory
 from tests.services import Mosquitto
 
@@ -95,7 +98,7 @@ def events_out(agent: Agent) -> int:
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_agent_publishes_event_batches_with_model_identity(
-    broker: Mosquitto, agent_config: AgentConfigFactory, protocol: str
+    broker: Mosquitto, ingest: IngestWorker, agent_config: AgentConfigFactory, protocol: str
 ) -> None:
     config = agent_config(broker.url, protocol=protocol)
     subscriber = Subscriber(broker, config.agent_id)
@@ -134,8 +137,8 @@ def test_agent_publishes_event_batches_with_model_identity(
     assert (statuses[-1].state, statuses[-1].reason) == ("offline", "stopped")
 
 
-def test_outbox_keeps_events_until_the_broker_acknowledges_them(
-    own_broker: Mosquitto, agent_config: AgentConfigFactory
+def test_outbox_keeps_events_until_the_cloud_acknowledges_them(
+    own_broker: Mosquitto, own_ingest: IngestWorker, agent_config: AgentConfigFactory
 ) -> None:
     config = agent_config(own_broker.url)
     subscriber = Subscriber(own_broker, config.agent_id)
@@ -147,7 +150,7 @@ def test_outbox_keeps_events_until_the_broker_acknowledges_them(
         assert agent.outbox is not None
         produced = events_out(agent)
         assert produced == 4
-        # No broker, no PUBACK: nothing may have left the outbox.
+        # No broker, no ack: nothing may have left the outbox.
         assert agent.outbox.depth() == produced
         own_broker.start()
         wait_until(lambda: agent.outbox is not None and agent.outbox.depth() == 0, "empty outbox")
@@ -158,8 +161,44 @@ def test_outbox_keeps_events_until_the_broker_acknowledges_them(
     assert len({e.id for e in subscriber.events(config.agent_id)}) == produced
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_puback_without_the_clouds_ack_deletes_nothing_and_the_batch_goes_again(
+    own_broker: Mosquitto, agent_config: AgentConfigFactory, tmp_path: Path, protocol: str
+) -> None:
+    """The soak's loss: the broker takes every batch (PUBACK; MQTT 5 reason 16, nobody
+    subscribed) while ingest is away. Rows stay until ingest, back, stores and acks them."""
+    config = agent_config(own_broker.url, protocol=protocol, ack_timeout_s=1.0)
+    agent = Agent(config)
+    agent.start()
+    try:
+        wait_until(agent.sources_done, "the source to end")
+        assert agent.uplink is not None
+        assert agent.outbox is not None
+        produced = events_out(agent)
+        wait_until(lambda: agent.uplink is not None and agent.uplink.counters.resends >= 2,
+                   "published batches to time out and go again")  # fmt: skip
+        assert agent.outbox.depth() >= produced  # events (and summaries) all still here
+        if protocol == "5":
+            assert agent.uplink.counters.no_subscribers >= 1
+        assert agent.uplink.counters.events_acked == 0
+        ingest = start_ingest(own_broker, tmp_path)
+        worker = next(ingest)
+        try:
+            wait_until(agent.done, "every event acked by the cloud")
+            assert worker.events_stored == produced
+            assert agent.uplink.counters.events_acked >= produced
+            status = agent.status()
+            assert status.unacked_batches == 0
+            assert status.ack_rtt_p50_s is not None
+            assert status.ack_rtt_p99_s is not None
+        finally:
+            next(ingest, None)
+    finally:
+        agent.stop()
+
+
 def test_every_event_survives_a_broker_outage(
-    own_broker: Mosquitto, agent_config: AgentConfigFactory
+    own_broker: Mosquitto, own_ingest: IngestWorker, agent_config: AgentConfigFactory
 ) -> None:
     faults = ["imbalance", "misalignment", "bearing_outer_race", "bearing_inner_race", "impact"]
     schedule = [

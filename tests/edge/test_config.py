@@ -112,6 +112,12 @@ def test_bad_url_and_bad_debounce_are_explained(tmp_path: Path) -> None:
     assert "m/2 < n <= m" in message
 
 
+def test_heartbeat_is_at_most_what_the_status_message_accepts(tmp_path: Path) -> None:
+    """A status with a longer heartbeat would be refused by the wire contract (one day)."""
+    text = VALID.replace("  protocol: 3.1.1\n", "  protocol: 3.1.1\n  heartbeat_s: 86401\n")
+    assert "mqtt.heartbeat_s" in error_of(tmp_path, text)
+
+
 FILTERS_AND_ACTIONS = """\
     filters:
       - {type: hysteresis, on: 0.8, off: 0.6}

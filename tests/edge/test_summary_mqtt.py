@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud_api.ingest import IngestWorker
 from edge_agent.agent import Agent
 from shared.messages import PipelineSummary
 from shared.topics import Channel, Topic
@@ -36,7 +37,10 @@ def summaries_of(subscriber: Subscriber, agent_id: str) -> list[PipelineSummary]
 
 
 def test_summaries_wait_for_the_broker_then_follow_the_events_and_add_up(
-    own_broker: Mosquitto, agent_config: AgentConfigFactory, tmp_path: Path
+    own_broker: Mosquitto,
+    own_ingest: IngestWorker,
+    agent_config: AgentConfigFactory,
+    tmp_path: Path,
 ) -> None:
     # Real time at 40x: 30 s of machine time in under a second of wall clock, a summary
     # every 0.2 s of wall clock, so a handful of windows.

@@ -188,7 +188,7 @@ def test_malformed_payload_is_dead_lettered_and_ingest_keeps_going(
         )  # fmt: skip
 
         def dead_letter() -> dict[str, Any] | None:
-            items = client.get("/api/v1/dead-letters").json()
+            items = client.get("/api/v1/dead-letters").json()["items"]
             return next((d for d in items if d["topic"] == topic), None)
 
         wait_until(lambda: dead_letter() is not None, 20, "the dead letter")

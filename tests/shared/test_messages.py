@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.messages import (
+    MAX_SCORE,
     AgentStatus,
     Event,
     EventBatch,
@@ -20,6 +20,7 @@ from shared.messages import (
     encode,
     new_event_id,
 )
+from tests.shared import strategies
 
 MODEL = ModelRef(name="vibration-anomaly", version="1.0.0", sha256="9f" * 32)
 
@@ -134,17 +135,13 @@ def test_event_ids_are_unique_valid_uuid7_and_time_ordered() -> None:
 
 
 @given(
-    label=st.text(min_size=1, max_size=128),
-    score=st.floats(allow_nan=False, allow_infinity=False),
-    seq=st.integers(min_value=0, max_value=2**62),
-    attributes=st.dictionaries(
-        st.text(max_size=64),
-        st.one_of(st.booleans(), st.integers(-(2**53), 2**53), st.text(max_size=20)),
-        max_size=32,
-    ),
+    label=strategies.text(1, 128),
+    score=strategies.finite_floats(-MAX_SCORE, MAX_SCORE),
+    seq=strategies.int64(0),
+    attributes=strategies.attributes(),
 )
 def test_any_valid_event_round_trips(
-    label: str, score: float, seq: int, attributes: dict[str, bool | int | str]
+    label: str, score: float, seq: int, attributes: dict[str, bool | int | float | str]
 ) -> None:
     event = make_event(label=label, score=score, seq=seq, attributes=attributes)
     assert Event.model_validate_json(encode(event)) == event
