@@ -135,6 +135,10 @@ class IngestProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def connects(self) -> int:
+        """How many times it has connected to the broker (and subscribed again) so far."""
+        return self.output().count("ingest connected to")
+
     def pause(self) -> None:
         """SIGSTOP: the process stays, its connections stay open, nothing of it runs."""
         assert self.process is not None

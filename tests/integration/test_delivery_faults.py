@@ -17,6 +17,7 @@ unique ids. The counts are printed (``pytest -s``) and appended to
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import threading
@@ -56,6 +57,9 @@ DRAIN_TIMEOUT_S = 120.0
 """Sources ended and every outbox empty (on the cloud's acks) after the last fault."""
 STORE_TIMEOUT_S = 60.0
 """After the agents stopped: everything they created must be in the database by then."""
+INGEST_TOTALS = re.compile(
+    r"stopped: (messages=\d+ events_stored=\d+ duplicates=\d+ dead_letters=(\d+))"
+)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 
 Pair = tuple[str, str]
@@ -413,8 +417,13 @@ class Fleet:
         after = self.created_per_agent()
         return sum(after.values()) - sum(before.values())
 
-    def wait_ingest_storing(self) -> None:
-        """Events reach the database again (ingest is back on the broker)."""
+    def wait_ingest_reconnected(self, connects_before: int) -> None:
+        """Ingest has connected again since it had ``connects_before`` connects, and stores."""
+        wait_until(
+            lambda: self._alive() and self.ingest.connects() > connects_before,
+            START_TIMEOUT_S,
+            "ingest to reconnect",
+        )
         before = sum(self.stored_per_agent().values())
         wait_until(
             lambda: sum(self.stored_per_agent().values()) > before,
@@ -458,6 +467,18 @@ class Fleet:
                 break
             time.sleep(0.5)
         time.sleep(1.0)  # a duplicate still on its way would show now
+        ingest_code = self.ingest.stop()
+        totals = INGEST_TOTALS.search(self.ingest.output())
+        self.notes["ingest"] = totals.group(1) if totals else "no totals logged"
+        self.notes["ingest's connects (session present)"] = ", ".join(
+            re.findall(r"ingest connected to \S+ \(session present: (\w+)\)", self.ingest.output())
+        )
+        self.notes["agent log lines at WARNING or above"] = sum(
+            line.split(" ", 3)[2] in ("WARNING", "ERROR", "CRITICAL")
+            for agent in self.agents.values()
+            for line in agent.log.read_text(errors="replace").splitlines()
+            if line.count(" ") >= 3
+        )
         delivery = Delivery(
             scenario,
             count(expected, stored(self.engine), self.outboxes),
@@ -466,6 +487,9 @@ class Fleet:
         )
         delivery.record()
         assert all(code == 0 for code in codes.values()), f"agents' exit codes on SIGTERM {codes}"
+        assert ingest_code == 0, self.ingest.output()[-3000:]
+        assert totals is not None, self.ingest.output()[-3000:]
+        assert totals.group(2) == "0", f"ingest dead-lettered messages: {totals.group(1)}"
         return delivery
 
     def created_per_agent(self) -> dict[str, int]:
@@ -604,13 +628,18 @@ def test_broker_killed_twice_under_load(
     for crash in (1, 2):
         if crash == 2:
             f.mark("clean broker restart (saves the sessions)")
+            connects = f.ingest.connects()
             f.broker.stop()
             f.broker.start()
-            f.wait_ingest_storing()
+            back = time.monotonic()
+            f.wait_agents_connected(back)
+            f.wait_ingest_reconnected(connects)
+            f.wait_created(2)
         f.mark(f"broker killed ({crash})")
+        connects = f.ingest.connects()
         back = f.restart_broker()
         f.wait_agents_connected(back)
-        f.wait_ingest_storing()
+        f.wait_ingest_reconnected(connects)
         f.mark(f"all reconnected ({crash})")
         f.wait_created(2)
     f.finish(scenario_name(request)).assert_exactly_once()
