@@ -53,7 +53,7 @@ FAULTS = ["imbalance", "misalignment", "bearing_outer_race", "bearing_inner_race
 FAULT_EVERY_S = 2.5
 FAULT_LASTS_S = 1.2
 START_TIMEOUT_S = 60.0
-DRAIN_TIMEOUT_S = 120.0
+DRAIN_TIMEOUT_S = 90.0
 """Sources ended and every outbox empty (on the cloud's acks) after the last fault."""
 STORE_TIMEOUT_S = 60.0
 """After the agents stopped: everything they created must be in the database by then."""
