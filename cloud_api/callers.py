@@ -101,6 +101,9 @@ def _agent_login(value: str) -> AgentLogin:
     username, colon, password = text.partition(":")
     if not colon or not password or len(password) > MAX_PASSWORD:
         raise unauthorized("malformed Basic credentials: expected <agent id>:<password>")
+    if not password.isprintable():
+        # HMAC pads keys with NUL bytes, so "pw\0" would pass for "pw": refuse, don't compare.
+        raise unauthorized("malformed Basic credentials: the password has control characters")
     try:
         check_agent_id(username)
     except ContractError:

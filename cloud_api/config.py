@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, ContractError
+from shared.urls import MqttUrl
+from shared.urls import parse_mqtt_url as shared_parse_mqtt_url
 
 MqttProtocol = Literal["5", "3.1.1"]
 
@@ -140,15 +141,9 @@ def load_settings(**values: object) -> Settings:
         raise ConfigError(f"invalid cloud settings: {problems}") from None
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """Split ``mqtt://[user:password@]host[:port]`` into host, port, user and password."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"mqtt", "tcp"}:
-        raise ConfigError(f"MQTT URL {url!r} must start with mqtt:// (TLS is not supported yet)")
-    if not parts.hostname:
-        raise ConfigError(f"MQTT URL {url!r} has no host")
+def parse_mqtt_url(url: str) -> MqttUrl:
+    """The broker URL, parsed by the one parser both sides use; ConfigError if it is not one."""
     try:
-        port = parts.port or 1883
-    except ValueError:
-        raise ConfigError(f"MQTT URL {url!r} has an invalid port") from None
-    return parts.hostname, port, parts.username, parts.password
+        return shared_parse_mqtt_url(url)
+    except ContractError as exc:
+        raise ConfigError(str(exc)) from None

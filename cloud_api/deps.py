@@ -25,6 +25,7 @@ from fastapi.security import (
     HTTPBearer,
 )
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from cloud_api.auth import Scope, scope_allows
 from cloud_api.callers import Principal, authenticate
@@ -73,13 +74,14 @@ PRINCIPAL = "aiot.principal"
 """Where the guard leaves the caller in the request's state."""
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     basic: Annotated[HTTPBasicCredentials | None, Depends(_BASIC)],
 ) -> Principal:
     """The caller, as the guard authenticated it from the headers before anything was read.
 
+    ``bearer`` and ``basic`` are there for OpenAPI: they parse the header the guard has read.
     A route outside the guard's paths authenticates here, by the same rules.
     """
     state = request.scope.get("state", {})
@@ -87,8 +89,9 @@ def get_principal(
         principal: Principal = state[PRINCIPAL]
         return principal
     app_state = request.app.state
-    return authenticate(
-        app_state.settings, app_state.sessionmaker, request.headers.get("authorization")
+    authorization = request.headers.get("authorization")
+    return await run_in_threadpool(
+        authenticate, app_state.settings, app_state.sessionmaker, authorization
     )
 
 

@@ -34,12 +34,13 @@ class Redactor:
 
     def __init__(self, roots: list[str]) -> None:
         # Longest first, so that /srv/aiot/data goes whole rather than as /srv/aiot + "/data".
-        # A path runs to the next space or quote; a relative root only counts before a "/".
+        # A path runs to the next space, quote or punctuation; a relative root only counts
+        # before a "/" (the data directory "data" is also a word).
         alternatives = [
             re.escape(root) + ("(?=[/\\s'\":,;)]|$)" if root.startswith("/") else "(?=/)")
             for root in sorted(set(roots), key=len, reverse=True)
         ]
-        self._pattern = re.compile(rf"(?<![\w.-])(?:{'|'.join(alternatives)})[^\s'\"]*")
+        self._pattern = re.compile(rf"(?<![\w.-])(?:{'|'.join(alternatives)})[^\s'\",;)]*")
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Redactor:

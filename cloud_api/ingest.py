@@ -20,7 +20,6 @@ retained message that is a dead letter is kept once, not again at every reconnec
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import re
@@ -44,6 +43,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from cloud_api import rollups
 from cloud_api.config import parse_mqtt_url
 from cloud_api.tables import AgentRow, DeadLetterRow, EventRow, SummaryRow
+from shared.digests import sha256_bytes
 from shared.errors import ConfigError, ContractError
 from shared.messages import (
     MAX_EVENTS_PER_BATCH,
@@ -193,7 +193,9 @@ class IngestWorker:
             raise ConfigError(f"batch_max must be at least 1, not {batch_max}")
         if flush_s <= 0:
             raise ConfigError(f"flush_s must be positive, not {flush_s}")
-        self._host, self._port, user, password = parse_mqtt_url(mqtt_url)
+        broker = parse_mqtt_url(mqtt_url)
+        self._host, self._port = broker.host, broker.port
+        user, password = broker.username, broker.password
         self._engine = engine
         self._insert = _dialect_insert(engine)
         self._batch_max = batch_max
@@ -235,6 +237,8 @@ class IngestWorker:
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
             manual_ack=True,
         )
+        if broker.tls:  # mqtts://: the system's CAs, hostname checked
+            self._client.tls_set()
         if user is not None:
             self._client.username_pw_set(user, password)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
@@ -592,7 +596,7 @@ class IngestWorker:
         subscribe) is not kept again.
         """
         if message.retain:
-            key = (message.topic, hashlib.sha256(message.payload).hexdigest())
+            key = (message.topic, sha256_bytes(message.payload))
             if key in self._retained_dead:
                 return
             work.retained_dead.append(key)

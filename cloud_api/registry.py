@@ -9,7 +9,6 @@ A refusal writes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -31,6 +30,7 @@ from sqlalchemy.orm import Session
 from cloud_api import crud
 from cloud_api.inspection import InspectionLimits, inspect_onnx
 from cloud_api.tables import ModelVersionRow
+from shared.digests import sha256_file
 from shared.errors import ConfigError, ConflictError, ContractError, TooLargeError
 from shared.messages import utcnow
 from shared.signing import ModelManifest, sign
@@ -169,15 +169,6 @@ def spooled_upload(source: BinaryIO, *, tmp_dir: Path, max_bytes: int) -> Iterat
         path.unlink(missing_ok=True)
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def register_model(
     session: Session,
     *,
@@ -213,7 +204,7 @@ def register_model(
         manifest = ModelManifest(
             name=name,
             version=version,
-            sha256=sha256_of(path),
+            sha256=sha256_file(path),
             size=path.stat().st_size,
             task=task,
             inputs=inputs,

@@ -600,7 +600,9 @@ class RolloutWorker:
             raise ConfigError(f"MQTT protocol must be '5' or '3.1.1', not {protocol!r}")
         if tick_s <= 0:
             raise ConfigError(f"rollout tick must be positive, not {tick_s}")
-        self._host, self._port, user, password = parse_mqtt_url(mqtt_url)
+        broker = parse_mqtt_url(mqtt_url)
+        self._host, self._port = broker.host, broker.port
+        user, password = broker.username, broker.password
         self._engine = engine
         self._tick_s = tick_s
         self._grace = grace
@@ -611,6 +613,8 @@ class RolloutWorker:
             client_id=client_id,
             protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
         )
+        if broker.tls:  # mqtts://: the system's CAs, hostname checked
+            self._client.tls_set()
         if user is not None:
             self._client.username_pw_set(user, password)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)

@@ -37,7 +37,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -52,6 +51,7 @@ from edge_agent.config import (
 )
 from shared.errors import AiotError
 from shared.messages import Event
+from shared.urls import parse_mqtt_url
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,17 @@ class MqttAction:
 
     def __init__(self, config: MqttActionConfig, name: str) -> None:
         self._config = config
-        parts = urlsplit(config.url)
-        self._host = parts.hostname or ""
-        self._port = parts.port or 1883
+        broker = parse_mqtt_url(config.url)
+        self._host = broker.host
+        self._port = broker.port
         self._connected = False
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311, clean_session=True
         )
-        if parts.username is not None:
-            password = unquote(parts.password) if parts.password is not None else None
-            self._client.username_pw_set(unquote(parts.username), password)
+        if broker.tls:  # mqtts://: the system's CAs, hostname checked
+            self._client.tls_set()
+        if broker.username is not None:
+            self._client.username_pw_set(broker.username, broker.password)
         self._client.reconnect_delay_set(1, 30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -35,8 +35,9 @@ from edge_agent.sources.camera import (
 )
 from edge_agent.sources.simulated_machine import FAULTS
 from edge_agent.tracking import TrackingConfig
-from shared.errors import ConfigError
+from shared.errors import ConfigError, ContractError
 from shared.messages import MAX_EVENTS_PER_BATCH, MAX_HEARTBEAT_S, AgentId, Name
+from shared.urls import MqttUrl, parse_mqtt_url
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
@@ -79,22 +80,25 @@ class MqttConfig(_Config):
         return _check_mqtt_url(value)
 
     @property
+    def broker(self) -> MqttUrl:
+        """The URL parsed (host, port, TLS, credentials)."""
+        return parse_mqtt_url(self.url)
+
+    @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+        return self.broker.host
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return self.broker.port
 
     @property
     def username(self) -> str | None:
-        user = urlsplit(self.url).username
-        return unquote(user) if user is not None else None
+        return self.broker.username
 
     @property
     def password(self) -> str | None:
-        password = urlsplit(self.url).password
-        return unquote(password) if password is not None else None
+        return self.broker.password
 
 
 class OutboxConfig(_Config):
@@ -372,12 +376,10 @@ FilterChainConfig = Annotated[list[FilterStageConfig], AfterValidator(_check_sta
 
 
 def _check_mqtt_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ValueError("expected mqtt://[user:pass@]host[:port]")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("expected mqtt://[user:pass@]host[:port] without a path or query")
-    _ = parts.port  # raises ValueError for a port that is not a number in range
+    try:
+        parse_mqtt_url(value)
+    except ContractError as exc:
+        raise ValueError(str(exc)) from None
     return value
 
 

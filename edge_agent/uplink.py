@@ -203,8 +203,11 @@ class Uplink:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
         )
-        if self._mqtt.username is not None:
-            client.username_pw_set(self._mqtt.username, self._mqtt.password)
+        broker = self._mqtt.broker
+        if broker.tls:  # mqtts://: the system's CAs, hostname checked
+            client.tls_set()
+        if broker.username is not None:
+            client.username_pw_set(broker.username, broker.password)
         client.will_set(
             self._status_topic, self._offline_status("connection lost"), qos=1, retain=True
         )

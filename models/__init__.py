@@ -4,6 +4,6 @@ Importing this package is cheap and safe on a gateway: the readers below need on
 pydantic; the build (scikit-learn, onnx) lives in ``models.build`` and is imported on demand.
 """
 
-from models.manifest import MANIFEST_NAME, ModelEntry, default_dir, file_sha256, load_manifest
+from models.manifest import MANIFEST_NAME, ModelEntry, default_dir, load_manifest
 
-__all__ = ["MANIFEST_NAME", "ModelEntry", "default_dir", "file_sha256", "load_manifest"]
+__all__ = ["MANIFEST_NAME", "ModelEntry", "default_dir", "load_manifest"]

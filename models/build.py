@@ -27,9 +27,9 @@ from models.manifest import (
     Manifest,
     ModelEntry,
     default_dir,
-    file_sha256,
     load_manifest,
 )
+from shared.digests import sha256_file
 from shared.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _intact(name: str, directory: Path) -> ModelEntry | None:
         return None
     for entry in entries:
         path = entry.path(directory)
-        if entry.name == name and path.is_file() and file_sha256(path) == entry.sha256:
+        if entry.name == name and path.is_file() and sha256_file(path) == entry.sha256:
             return entry
     return None
 

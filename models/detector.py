@@ -16,7 +16,6 @@ imported only by :func:`build`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy.typing as npt
 
 from edge_agent.sources.synthetic_scene import CLASSES, Actor, SyntheticScene, random_actors
 from models.manifest import LabelMetrics, Metrics, ModelEntry, TensorSpec
+from shared.digests import sha256_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def entry(model: bytes, metrics: Metrics) -> ModelEntry:
         name=NAME,
         version=VERSION,
         file=FILE,
-        sha256=hashlib.sha256(model).hexdigest(),
+        sha256=sha256_bytes(model),
         size=len(model),
         task="detection",
         inputs=[TensorSpec(name="images", dtype="float32", shape=[1, 3, INPUT_SIZE, INPUT_SIZE])],

@@ -6,7 +6,6 @@ Imports only pydantic and the standard library, so a gateway with onnxruntime an
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -94,12 +93,3 @@ def load_manifest(path: Path) -> list[ModelEntry]:
         return Manifest.model_validate_json(text).models
     except ValidationError as exc:
         raise ModelError(f"invalid model manifest {path}: {exc}") from exc
-
-
-def file_sha256(path: Path) -> str:
-    """The hex sha256 of a file, read in chunks (model files can be large)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

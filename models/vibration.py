@@ -19,7 +19,6 @@ Front-end (all on one window, mean removed):
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -34,6 +33,7 @@ import onnx
 from edge_agent.sources.simulated_machine import LABELS, MachineSpec, SimulatedMachine
 from models.graph import GraphBuilder
 from models.manifest import LabelMetrics, Metrics, ModelEntry, TensorSpec
+from shared.digests import sha256_bytes
 from shared.errors import ModelError
 
 NAME = "vibration-anomaly"
@@ -335,7 +335,7 @@ def build(out_dir: Path) -> ModelEntry:
         name=NAME,
         version=VERSION,
         file=path.name,
-        sha256=hashlib.sha256(model).hexdigest(),
+        sha256=sha256_bytes(model),
         size=len(model),
         task=NAME,
         inputs=[TensorSpec(name="window", dtype="float32", shape=["batch", WINDOW])],

@@ -14,8 +14,9 @@ from edge_agent.sources.synthetic_scene import (
     SyntheticScene,
     random_actors,
 )
-from models import MANIFEST_NAME, ModelEntry, default_dir, detector, file_sha256, load_manifest
+from models import MANIFEST_NAME, ModelEntry, default_dir, detector, load_manifest
 from models import build as model_build
+from shared.digests import sha256_file
 
 # Not one of the build's seeds (11 train, 22 held out): streets the model never saw.
 FRESH_SEED = 777
@@ -37,7 +38,7 @@ def run(entry: ModelEntry) -> detector.Runner:
 
 def test_committed_detector_matches_its_manifest(entry: ModelEntry) -> None:
     path = entry.path(default_dir())
-    assert file_sha256(path) == entry.sha256
+    assert sha256_file(path) == entry.sha256
     assert path.stat().st_size == entry.size
     assert entry.task == "detection"
     assert entry.labels == list(CLASSES)
@@ -106,13 +107,13 @@ def test_build_without_torch_keeps_the_committed_detector(
 ) -> None:
     manifest = model_build.build_all(tmp_path, only=["detector"])
     assert manifest.read_bytes() == (default_dir() / MANIFEST_NAME).read_bytes()
-    assert file_sha256(entry.path(tmp_path)) == entry.sha256
+    assert sha256_file(entry.path(tmp_path)) == entry.sha256
 
     # An altered copy is replaced by the committed file, and nothing is trained.
     entry.path(tmp_path).write_bytes(b"not a model")
     assert model_build.stale(tmp_path) == ["detector"]
     model_build.ensure_built(tmp_path)
-    assert file_sha256(entry.path(tmp_path)) == entry.sha256
+    assert sha256_file(entry.path(tmp_path)) == entry.sha256
 
 
 # -- decode and NMS (pure logic) --------------------------------------------------------

@@ -11,9 +11,10 @@ import onnxruntime as ort
 import pytest
 
 from edge_agent.sources.simulated_machine import FAULTS, LABELS, MachineSpec, SimulatedMachine
-from models import MANIFEST_NAME, ModelEntry, default_dir, file_sha256, load_manifest
+from models import MANIFEST_NAME, ModelEntry, default_dir, load_manifest
 from models import build as model_build
 from models.vibration import NAME
+from shared.digests import sha256_file
 from shared.errors import ModelError
 
 # Not one of the build's seeds (1000-1005 train, 2000-2005 held out): windows it never saw.
@@ -53,7 +54,7 @@ def predict(
 
 def test_committed_model_matches_its_manifest(entry: ModelEntry) -> None:
     path = entry.path(default_dir())
-    assert file_sha256(path) == entry.sha256
+    assert sha256_file(path) == entry.sha256
     assert path.stat().st_size == entry.size
     assert entry.labels == list(LABELS)
     assert entry.normal_label == "healthy"
@@ -108,7 +109,7 @@ def test_build_is_byte_for_byte_reproducible(built: Path, tmp_path: Path) -> Non
     again = model_build.build_all(tmp_path, only=["vibration"])
     assert again.read_bytes() == (built / MANIFEST_NAME).read_bytes()
     (entry, _) = load_manifest(again)
-    assert file_sha256(entry.path(tmp_path)) == file_sha256(entry.path(built)) == entry.sha256
+    assert sha256_file(entry.path(tmp_path)) == sha256_file(entry.path(built)) == entry.sha256
     assert entry.metrics.recall >= 0.95
     assert entry.metrics.precision >= 0.95
 
@@ -131,7 +132,7 @@ def test_ensure_built_rebuilds_an_altered_model(built: Path, tmp_path: Path) -> 
     model.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
 
     model_build.ensure_built(tmp_path)
-    assert file_sha256(model) == entry.sha256
+    assert sha256_file(model) == entry.sha256
 
 
 def test_unreadable_manifest_is_a_model_error(tmp_path: Path) -> None:

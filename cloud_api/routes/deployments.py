@@ -10,10 +10,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from cloud_api import crud, rollout
 from cloud_api.deps import OperateDep, ReadDep, SessionDep
+from cloud_api.limits import Limit, body_limit
 from cloud_api.params import Id64Path
 from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import (
@@ -33,8 +34,17 @@ router = APIRouter(
     prefix="/api/v1/deployments", tags=["deployments"], responses=problems(*AUTHENTICATED, 422)
 )
 
+BODY_LIMIT = Limit(1024 * 1024, "a target of 10,000 agent ids of 64 characters is ~680 KB")
+"""DeploymentIn's largest valid body fits; the 64 KiB of other JSON routes would not."""
 
-@router.post("", status_code=201, response_model=DeploymentOut, responses=problems(404, 409, 413))
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DeploymentOut,
+    dependencies=[Depends(body_limit(lambda _: BODY_LIMIT))],
+    responses=problems(404, 409, 413),
+)
 def create_deployment(body: DeploymentIn, session: SessionDep, _: OperateDep) -> DeploymentOut:
     """Start a deployment (state ``canary``); 404 unknown model version, 409 while another
     deployment moves on the same pipeline, 422 for a target that matches no usable agent."""

@@ -94,6 +94,10 @@ async def upload_version(
     The body is bounded as it streams in (``cloud_api/limits.py``): a Content-Length over the
     limit is refused before a byte is read, a chunked body as soon as it passes the limit.
     """
+    try:
+        registry.check_name(name, what="model name")  # before a body is read for nothing
+    except ContractError as exc:
+        raise HTTPException(422, str(exc)) from None
     async with request.form(max_files=1, max_fields=8) as form:
         upload, version = form.get("file"), form.get("version")
         if not isinstance(upload, UploadFile) or not isinstance(version, str):

@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypedDict
 
 import anyio
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
@@ -29,6 +30,8 @@ from cloud_api.callers import authenticate
 from cloud_api.config import Settings
 from cloud_api.deps import Requirement, SettingsDep
 from cloud_api.schemas import EventOut
+from shared.messages import EventId
+from shared.topics import AGENT_ID_PATTERN
 
 NEEDS = Requirement("read")
 """Who may stream: checked when a stream opens and every AIOT_STREAM_RECHECK_S after."""
@@ -37,6 +40,10 @@ router = APIRouter(
 )
 
 HEARTBEAT = b": keep-alive\n\n"
+# Filters match stored values or nothing; these bounds keep a NUL byte (which PostgreSQL
+# refuses with an error) or a megabyte of text away from the query.
+FilterText = Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")]
+_EVENT_ID: TypeAdapter[str] = TypeAdapter(EventId)
 
 
 class Filters(TypedDict):
@@ -111,10 +118,10 @@ def format_event(event: EventOut) -> bytes:
 async def stream_events(
     request: Request,
     settings: SettingsDep,
-    agent_id: str | None = None,
-    pipeline: str | None = None,
-    label: str | None = None,
-    kind: str | None = None,
+    agent_id: Annotated[str | None, Query(pattern=AGENT_ID_PATTERN)] = None,
+    pipeline: FilterText = None,
+    label: FilterText = None,
+    kind: FilterText = None,
     last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
 ) -> StreamingResponse:
     """New events in ingestion order; with ``Last-Event-ID``, those stored after that event.
@@ -124,6 +131,10 @@ async def stream_events(
     """
     make_session: sessionmaker[Session] = request.app.state.sessionmaker
     if last_event_id is not None:
+        if not _is_event_id(last_event_id):  # not worth a query, nor an echo
+            raise HTTPException(
+                400, "Last-Event-ID is not an event id: reconnect without it to stream from now"
+            )
         start = await run_in_threadpool(_position, make_session, last_event_id)
         if start is None:
             raise HTTPException(
@@ -144,6 +155,14 @@ async def stream_events(
     filters = Filters(agent_id=agent_id, pipeline=pipeline, label=label, kind=kind)
     body = _events(request, settings, make_session, start, filters)
     return _SlotResponse(body, slots.release)
+
+
+def _is_event_id(text: str) -> bool:
+    try:
+        _EVENT_ID.validate_python(text)
+    except ValidationError:
+        return False
+    return True
 
 
 def _position(make_session: sessionmaker[Session], event_id: str) -> tuple[datetime, str] | None:

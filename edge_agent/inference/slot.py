@@ -8,7 +8,6 @@ two inferences: the pipeline reads ``current()`` once per batch.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from edge_agent.config import ModelConfig, ModelTask, RuntimeConfig
 from edge_agent.inference.manifest import ModelSpec, resolve_model
 from edge_agent.inference.runtime import Runtime
+from shared.digests import sha256_file
 from shared.errors import ModelError
 from shared.messages import ModelRef
 
@@ -42,14 +42,10 @@ class LoadedModel:
 
 def file_sha256(path: Path) -> str:
     """The sha256 of a file, read in chunks (models can be hundreds of MB)."""
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as file:
-            for chunk in iter(lambda: file.read(1 << 20), b""):
-                digest.update(chunk)
+        return sha256_file(path)
     except OSError as exc:
         raise ModelError(f"cannot read model file {path}: {exc.strerror}") from None
-    return digest.hexdigest()
 
 
 def load_model(spec: ModelSpec, runtime: RuntimeConfig) -> LoadedModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import stat
 import subprocess
@@ -230,6 +231,51 @@ def test_agent_downloads_artifacts_with_its_credentials(api: TestClient) -> None
     assert wrong.status_code == 401
     assert wrong.json()["detail"] == "agent 'gw-1': unknown, revoked or wrong password"
     assert client_as(api, basic=("nobody", password)).get(artifact).status_code == 401
+
+
+def test_malformed_credentials_are_401_before_any_sql(api: TestClient) -> None:
+    # A NUL byte in a Basic user name used to reach PostgreSQL, which refused it: a 500.
+    password = enroll(api, "gw-nul")
+    own = "/api/v1/agents/gw-nul"
+
+    def basic(raw: bytes) -> str:
+        return "Basic " + base64.b64encode(raw).decode()
+
+    not_an_id = "malformed Basic credentials: the user name is no agent id"
+    cases = {
+        basic(b"gw-nul\x00:" + password.encode()): not_an_id,
+        basic(b"\x00" * 12 + b":x"): not_an_id,
+        basic(b"g" * 65 + b":x"): not_an_id,
+        basic(b"gw-nul"): "malformed Basic credentials: expected <agent id>:<password>",
+        "Basic not*base64": "malformed Basic credentials: not base64 of ASCII text",
+        basic(b"gw-nul:" + password.encode() + b"\x00"): (
+            "malformed Basic credentials: the password has control characters"
+        ),
+        basic(b"gw-nul:" + password.encode() + b"x"): (
+            "agent 'gw-nul': unknown, revoked or wrong password"
+        ),
+        "Bearer aiot_" + "\x00" * 12 + "_secret": (
+            "malformed API key: expected aiot_<12 hex digits>_<secret>"
+        ),
+        "Bearer aiot_0123456789ab_se\x00cret": (
+            "malformed API key: expected aiot_<12 hex digits>_<secret>"
+        ),
+        "Digest username=gw-nul": (
+            "unsupported Authorization scheme: send 'Bearer <API key>' or Basic"
+        ),
+    }
+    anonymous = client_as(api)
+    for header, detail in cases.items():
+        response = anonymous.get(own, headers={"Authorization": header})
+        assert response.status_code == 401, (header, response.text)
+        assert response.json() == {"detail": detail}, header
+        assert response.headers["www-authenticate"] == 'Bearer realm="aiot"'
+    assert (
+        anonymous.get(
+            own, headers={"Authorization": basic(f"gw-nul:{password}".encode())}
+        ).status_code
+        == 200
+    )
 
 
 def test_rotation_and_revocation(api: TestClient) -> None:

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
-from shared.messages import EventBatch, encode
+from shared.messages import EventBatch, encode, new_event_id
 from shared.topics import Channel
 from tests.cloud.conftest import AppFactory
 from tests.cloud.helpers import Publisher, make_batch, topic, unique_agent_id, wait_until
@@ -176,11 +176,15 @@ def test_last_event_id_resumes_after_that_event(make_api: AppFactory, publisher:
 
 
 def test_unknown_last_event_id_is_a_400_that_says_so(make_api: AppFactory) -> None:
+    unknown = new_event_id()
     with make_api(**FAST) as api:
-        response = api.get(STREAM, headers={"Last-Event-ID": "no-such-event"})
+        response = api.get(STREAM, headers={"Last-Event-ID": unknown})
+        malformed = api.get(STREAM, headers={"Last-Event-ID": "no-such-event"})
 
     assert response.status_code == 400
-    assert "no-such-event" in response.json()["detail"]
+    assert f"{unknown!r} is not a stored event" in response.json()["detail"]
+    assert malformed.status_code == 400
+    assert malformed.json()["detail"].startswith("Last-Event-ID is not an event id")
 
 
 def test_streams_over_the_cap_get_503_and_a_closed_stream_frees_its_slot(
@@ -198,3 +202,15 @@ def test_streams_over_the_cap_get_503_and_a_closed_stream_frees_its_slot(
     assert refused.status_code == 503
     assert "AIOT_STREAM_MAX" in refused.json()["detail"]
     assert refused.headers["retry-after"] == "5"
+
+
+def test_malformed_filters_and_last_event_id_are_refused_before_any_sql(
+    make_api: AppFactory,
+) -> None:
+    # A NUL byte reaching PostgreSQL is an error there: each of these was a 500.
+    with make_api(ingest_enabled=False) as api:
+        for params in ({"agent_id": "gw\x00"}, {"label": "x\x00"}, {"kind": "k" * 129}):
+            assert api.get(STREAM, params=params).status_code == 422, params
+        response = api.get(STREAM, headers={"Last-Event-ID": "\x00" * 36})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Last-Event-ID is not an event id")

@@ -149,7 +149,8 @@ def test_the_stream_resumes_after_the_api_restarts_without_losing_events(
 def test_a_refused_key_shows_the_form_again(
     live_api: LiveServer, api_key: str, page: Page, traffic: Traffic
 ) -> None:
-    page.goto(f"{live_api.url}/#key=wrong-key")
+    # Well formed, never issued: the server looks it up and says it does not know it.
+    page.goto(f"{live_api.url}/#key=aiot_0123456789ab_not-a-secret-anyone-was-given")
     expect(page.get_by_test_id("auth-message")).to_contain_text("401: unknown API key")
     expect(page.get_by_test_id("key-form")).to_be_visible()
     expect(page.get_by_test_id("main")).to_be_hidden()
