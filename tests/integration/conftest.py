@@ -77,11 +77,13 @@ class AgentProcess:
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` and wait for the exit; returns the exit code (-9 after SIGKILL)."""
         assert self.process is not None
         self.process.send_signal(sig)
-        self.process.wait(timeout=30)
+        code = self.process.wait(timeout=30)
         self.process = None
+        return code
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -101,6 +103,68 @@ def agents(tmp_path: Path) -> Iterator[Callable[[Path], AgentProcess]]:
     yield start
     for agent in started:
         agent.stop()
+
+
+@dataclass
+class IngestProcess:
+    """`aiot cloud ingest` as a child process, so that a test can SIGSTOP, SIGCONT or kill it."""
+
+    database_url: str
+    mqtt_url: str
+    log: Path
+    protocol: str = "5"
+    client_id: str = "ingest-1"
+    process: subprocess.Popen[bytes] | None = None
+    paused: bool = False
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(AIOT), "cloud", "ingest", "--db", self.database_url, "--mqtt", self.mqtt_url,
+                 "--mqtt-protocol", self.protocol, "--client-id", self.client_id],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        wait_until(
+            lambda: "subscribed" in self.output() or self.process is None
+            or self.process.poll() is not None,
+            60,
+            f"{self.client_id} to subscribe",
+        )  # fmt: skip
+        assert self.process.poll() is None, self.output()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def connects(self) -> int:
+        """How many times it has connected to the broker (and subscribed again) so far."""
+        return self.output().count("ingest connected to")
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stays, its connections stay open, nothing of it runs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def stop(self) -> int | None:
+        """SIGTERM (after SIGCONT if paused) and wait; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.paused:
+            self.resume()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(timeout=10)
+        self.process = None
+        return code
 
 
 @contextmanager
