@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from rich.table import Table
 
 from bench.acks import bench_acks
 from bench.camera import bench_action_latency, bench_bandwidth, bench_camera_throughput
-from bench.common import Result
 from bench.edge import bench_edge
 from bench.ingest import bench_ingest_sqlite
 from bench.postgres import bench_postgres
+from bench.result import Result
 from bench.rollout import bench_rollout
 from bench.swap import bench_swap
 
@@ -43,7 +42,7 @@ def main() -> None:
         console.print(f"running {name} ...")
         results.extend(run())
     table = Table(title="aiot benchmarks (baselines measured in the same run)")
-    for column in ("benchmark", "rate", "baseline", "ratio", "goal"):
+    for column in ("benchmark", "rate", "baseline", "ratio", "goal", "met"):
         table.add_column(column)
     for r in results:
         table.add_row(
@@ -51,7 +50,8 @@ def main() -> None:
             f"{r.value:,.0f} {r.unit}" if r.value >= 100 else f"{r.value:.3g} {r.unit}",
             f"{r.baseline:,.0f} ({r.baseline_name})" if r.baseline else "-",
             f"{r.ratio:.3f}" if r.ratio is not None else "-",
-            r.goal,
+            r.goal.describe(r.unit) if r.goal else "-",
+            {True: "yes", False: "NO", None: "-"}[r.met],
         )
     console.print(table)
     out = Path("bench-results.json")
@@ -60,7 +60,7 @@ def main() -> None:
             {
                 "measured_at": datetime.now(UTC).isoformat(),
                 "machine": {"python": platform.python_version(), "cpu": platform.machine()},
-                "results": [asdict(r) | {"ratio": r.ratio} for r in results],
+                "results": [r.to_json() for r in results],
             },
             indent=2,
         )

@@ -37,7 +37,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from bench.common import Result, bare_subscriber_rate, event_batches, publish_all
+from bench.common import bare_subscriber_rate, event_batches, publish_all
+from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
 from cli.server import serve_in_thread
 from cloud_api import crud, rollups
@@ -197,13 +198,13 @@ def bench_ingest(cluster: PostgresCluster, workdir: Path) -> list[Result]:
     }
     return [
         Result("PostgreSQL ingest, 1 process", one, "events/s", bare, "bare paho subscriber",
-               "", details),
-        Result("PostgreSQL ingest, 1 process", one, "events/s", copy, "bare COPY", "", details),
+               None, details),
+        Result("PostgreSQL ingest, 1 process", one, "events/s", copy, "bare COPY", None, details),
         Result("PostgreSQL ingest, 2 processes", two, "events/s", bare, "bare paho subscriber",
-               "", details),
-        Result("PostgreSQL ingest, 2 processes", two, "events/s", copy, "bare COPY", "", details),
+               None, details),
+        Result("PostgreSQL ingest, 2 processes", two, "events/s", copy, "bare COPY", None, details),
         Result("PostgreSQL ingest, 2 processes / 1", two, "events/s", one, "1 process",
-               "ratio >= 1.6", details),
+               Goal.ratio(">=", 1.6), details),
     ]  # fmt: skip
 
 
@@ -416,7 +417,7 @@ def bench_queries(cluster: PostgresCluster, workdir: Path) -> list[Result]:
                 f"{name}, {STORED_EVENTS / 1e6:g} M events: p99",
                 p99,
                 "ms",
-                goal="p99 < 50 ms",
+                goal=Goal.value("<", 50),
                 details=details,
             )
         )
@@ -438,4 +439,5 @@ if __name__ == "__main__":
     for result in bench_postgres():
         extra = f" ({result.details.get('p50_ms')} ms p50)" if result.unit == "ms" else ""
         ratio = f" ratio {result.ratio:.3f} vs {result.baseline_name}" if result.ratio else ""
-        print(f"{result.name}: {result.value:,.1f} {result.unit}{extra}{ratio} [{result.goal}]")
+        goal = result.goal.describe(result.unit) if result.goal else "no goal"
+        print(f"{result.name}: {result.value:,.1f} {result.unit}{extra}{ratio} [{goal}]")
