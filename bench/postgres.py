@@ -213,7 +213,7 @@ def bench_ingest(cluster: PostgresCluster, workdir: Path) -> list[Result]:
 GENERATE = """
 INSERT INTO events (id, agent_id, pipeline, kind, state, label, score, ts, seq, model_name,
                     model_version, model_sha256, attributes, received_at)
-SELECT lpad(to_hex(i), 26, '0'),
+SELECT lpad(to_hex(i), 32, '0')::uuid::text,
        'agent-' || lpad((i % :agents)::text, 2, '0'),
        (ARRAY['spindle-vibration', 'door-camera', 'pump-pressure', 'line-temperature'])
            [1 + (i % :agents) % 4],
@@ -233,7 +233,8 @@ FROM generate_series(1, :n) AS i,
      LATERAL (SELECT :now - (:n - i) * (:days * interval '1 day' / :n)
                   - random() * interval '1 second' AS ts) AS t
 """
-"""Evenly spread over ``days`` up to ``now``, ids in time order (as the edge's ULIDs are)."""
+"""Evenly spread over ``days`` up to ``now``; ids UUID-shaped as the wire contract wants them
+and in time order, as the edge's UUIDv7 ids are."""
 
 
 def load_events(engine: Engine, count: int, now: datetime) -> dict[str, float]:
