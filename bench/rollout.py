@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -104,6 +105,19 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
+def reporting_pipeline(http: httpx.Client, agent_ids: list[str]) -> bool:
+    """Whether the cloud has a status from each agent that lists ``PIPELINE``: until then
+    ``POST /api/v1/deployments`` refuses them (422, "agents do not report a pipeline")."""
+    response = http.get("/api/v1/agents")
+    response.raise_for_status()
+    reporting = {
+        agent["agent_id"]
+        for agent in response.json()
+        if any(p["name"] == PIPELINE for p in agent["pipelines"])
+    }
+    return reporting.issuperset(agent_ids)
+
+
 def rollout_seconds(http: httpx.Client, agents: list[Agent], version: str, workdir: Path) -> float:
     """Register ``version``, deploy it to every agent and time until all of them run it."""
     release = write_release(SHIPPED, workdir / f"{version}.onnx", name=MODEL, version=version)
@@ -172,8 +186,10 @@ def bench_rollout() -> list[Result]:
             ]
             for agent in agents:
                 agent.start()
+            # Enrolment lists an agent at once; a deployment needs its pipeline in a status.
             wait_for(
-                lambda: len(http.get("/api/v1/agents").json()) == AGENTS, "every agent reporting"
+                partial(reporting_pipeline, http, [a.config.agent_id for a in agents]),
+                f"every agent to report pipeline {PIPELINE!r}",
             )
             for round_ in range(ROUNDS):
                 times.append(rollout_seconds(http, agents, f"1.{round_ + 1}.0", workdir))
