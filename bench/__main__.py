@@ -18,7 +18,8 @@ from bench.acks import bench_acks
 from bench.camera import bench_action_latency, bench_bandwidth, bench_camera_throughput
 from bench.edge import bench_edge
 from bench.ingest import bench_ingest_sqlite
-from bench.postgres import bench_postgres
+from bench.postgres_ingest import bench_postgres_ingest
+from bench.postgres_queries import bench_postgres_queries
 from bench.result import Result
 from bench.rollout import bench_rollout
 from bench.swap import bench_swap
@@ -36,7 +37,8 @@ def main() -> None:
         ("end-to-end acks", bench_acks),
         ("rollout", bench_rollout),
         ("model swap", bench_swap),
-        ("PostgreSQL at scale", bench_postgres),
+        ("PostgreSQL ingest", bench_postgres_ingest),
+        ("PostgreSQL at scale", bench_postgres_queries),
     )
     for name, run in benchmarks:
         console.print(f"running {name} ...")

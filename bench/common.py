@@ -1,10 +1,12 @@
 """Helpers shared by the benchmarks: event batches, a paho publisher that fills a queue and a
-bare subscriber that drains one (the baseline of the ingest benchmarks)."""
+bare subscriber that drains one (the baseline of the ingest benchmarks), a PostgreSQL cluster."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -14,6 +16,7 @@ from paho.mqtt.properties import Properties
 
 from shared.messages import Event, EventBatch, ModelRef, encode, new_event_id
 from shared.topics import Channel, Topic
+from tests.services import PostgresCluster
 
 
 def event_batches(
@@ -105,3 +108,14 @@ def bare_subscriber_rate(port: int, agent_id: str, payloads: list[bytes], per_ba
     second.disconnect()
     second.loop_stop()
     return len(payloads) * per_batch / elapsed
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the block, stopped (and its data removed) after."""
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
