@@ -5,7 +5,8 @@ The file's shape::
     {"started_at", "updated_at", "complete": bool, "machine": {...},
      "pending": [names not run yet],
      "benchmarks": [{"name", "title", "status": "ok|failed|timeout", "reason",
-                     "duration_s", "budget_s", "started_at", "load_avg_1m", "results": n}],
+                     "duration_s", "budget_s", "started_at", "load_avg_1m",
+                     "files_kept": the child's TMPDIR after a bad run | null, "results": n}],
      "results": [{"benchmark", "status", "name", "value", "unit", "baseline",
                   "baseline_name", "ratio", "goal": {"on", "comparator", "target"} | null,
                   "met": true | false | null, "details", "reason"}]}
@@ -72,6 +73,7 @@ def _run_json(run: Run) -> dict[str, Any]:
         "budget_s": run.budget_s,
         "started_at": run.started_at,
         "load_avg_1m": round(run.load_avg_1m, 2),
+        "files_kept": run.files_kept or None,
         "results": len(run.results),
     }
 

@@ -4,8 +4,9 @@ The child is ``python -m bench.child TARGET --json-out FILE`` in a new session (
 process group), so a timeout can end it and everything it started: SIGTERM first (the
 child raises SystemExit and its ``finally`` blocks stop brokers and databases), then, after
 ``STOP_GRACE_S``, SIGKILL to the whole group. Its stderr is echoed as it comes and its last
-lines kept: they are the reason of a failed run. ``outcome`` is the pure rule that turns an
-exit into a status.
+lines kept: they are the reason of a failed run. Its TMPDIR is a directory of its own,
+removed after a good run and kept (``files_kept``) after a bad one. ``outcome`` is the pure
+rule that turns an exit into a status.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +52,8 @@ class Run:
     reason: str = ""
     results: list[Result] = field(default_factory=list)
     interrupted: bool = False
+    files_kept: str = ""
+    """The child's temporary files, kept when it did not end well (removed otherwise)."""
 
 
 def outcome(
@@ -81,41 +85,46 @@ def run_benchmark(benchmark: Benchmark, *, echo: TextIO | None = None) -> Run:
     """
     started_at = datetime.now(UTC).isoformat()
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix=f"aiot-bench-{benchmark.name}-") as tmp:
-        out = Path(tmp) / "results.json"
-        start = time.monotonic()
-        with subprocess.Popen(
-            [sys.executable, "-m", "bench.child", benchmark.target, "--json-out", str(out)],
-            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-            env=_child_env(),
-        ) as process:  # fmt: skip
-            assert process.stderr is not None
-            tail = _Tail(process.stderr, echo or sys.stderr)
-            tail.start()
-            timed_out = interrupted = False
-            try:
-                process.wait(timeout=benchmark.budget_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            except KeyboardInterrupt:
-                interrupted = True
-            finally:
-                _stop(process)
-            duration = time.monotonic() - start
-            tail.join(timeout=5.0)
-        status, reason, results = outcome(
-            exit_code=process.returncode,
-            timed_out=timed_out,
-            budget_s=benchmark.budget_s,
-            stderr_tail=tail.lines(),
-            output=out.read_text() if out.exists() else None,
-        )
+    scratch = _scratch_dir(benchmark.name)
+    out = scratch / "results.json"
+    start = time.monotonic()
+    with subprocess.Popen(
+        [sys.executable, "-m", "bench.child", benchmark.target, "--json-out", str(out)],
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env=_child_env(scratch),
+    ) as process:  # fmt: skip
+        assert process.stderr is not None
+        tail = _Tail(process.stderr, echo or sys.stderr)
+        tail.start()
+        timed_out = interrupted = False
+        try:
+            process.wait(timeout=benchmark.budget_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            _stop(process)
+        duration = time.monotonic() - start
+        tail.join(timeout=5.0)
+    status, reason, results = outcome(
+        exit_code=process.returncode,
+        timed_out=timed_out,
+        budget_s=benchmark.budget_s,
+        stderr_tail=tail.lines(),
+        output=out.read_text() if out.exists() else None,
+    )
     if interrupted:
         status, reason = "failed", _join(reason, "interrupted: the harness was stopped")
+    kept = ""
+    if status == "ok":
+        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        kept = str(scratch)
     return Run(
         name=benchmark.name, title=benchmark.title, status=status, duration_s=duration,
         budget_s=benchmark.budget_s, started_at=started_at, load_avg_1m=load, reason=reason,
-        results=results, interrupted=interrupted,
+        results=results, interrupted=interrupted, files_kept=kept,
     )  # fmt: skip
 
 
@@ -158,9 +167,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _child_env() -> dict[str, str]:
+def _scratch_dir(name: str) -> Path:
+    """The child's TMPDIR: whatever its benchmark puts in temporary directories (a broker's
+    queue, a database, hundreds of MB for some) goes with it. Others may read it: the
+    PostgreSQL server runs as its own user below it."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"aiot-bench-{name}-"))
+    scratch.chmod(0o755)
+    return scratch
+
+
+def _child_env(scratch: Path) -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch)}
 
 
 def _describe_exit(code: int | None) -> str:

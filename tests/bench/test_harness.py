@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,15 @@ def test_a_benchmark_that_raises_hangs_or_crashes_leaves_the_others_in_the_file(
     assert written["pending"] == []
     assert exit_code(runs) == EXIT_FAILED
 
+    kept = {b["name"]: b["files_kept"] for b in written["benchmarks"]}
+    assert kept["passes"] is None
+    for name in ("raises", "hangs", "crashes"):
+        assert Path(kept[name]).is_dir()
+        shutil.rmtree(kept[name])
+
     lines = {(r["benchmark"], r["name"]): r for r in written["results"]}
     assert lines["passes", "fast enough"]["met"] is True
+    assert not Path(lines["passes", "fast enough"]["details"]["tmp"]).exists()
     assert lines["passes", "fast enough"]["ratio"] == pytest.approx(0.95)
     assert lines["passes", "fast enough"]["goal"] == {
         "on": "ratio", "comparator": ">=", "target": 0.9
