@@ -48,6 +48,8 @@ test: $(VENV)/.installed-dev services lint
 	$(BIN)/aiot models build --if-missing
 	$(BIN)/pytest
 
+# Every benchmark in its own process; exits 1 if one failed or timed out (bench/__main__.py),
+# after writing every result to bench-results.json.
 bench: $(VENV)/.installed-dev services
 	$(BIN)/aiot models build --if-missing
 	$(BIN)/python -m bench

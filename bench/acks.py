@@ -25,8 +25,9 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 import models
-from bench.common import Result, event_batches, publish_all
+from bench.common import event_batches, publish_all
 from bench.ingest import ingest_rate
+from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.tables import EventRow
@@ -65,7 +66,7 @@ def _ingest(broker: MosquittoProcess, workdir: Path) -> Result:
         unit="events/s",
         baseline=statistics.median(without),
         baseline_name="same backlog, no acks",
-        goal="ratio >= 0.95",
+        goal=Goal.ratio(">=", 0.95),
         details={"rounds": ROUNDS, "events_per_message": PER_BATCH},
     )
 
@@ -97,7 +98,7 @@ def _agent(broker: MosquittoProcess, workdir: Path) -> Result:
         unit="events/s",
         baseline=statistics.median(bare_rates),
         baseline_name="bare paho publisher trusting PUBACK",
-        goal="ratio >= 0.95",
+        goal=Goal.ratio(">=", 0.95),
         details={"rounds": ROUNDS, "events": AGENT_EVENTS, "events_per_message": PER_BATCH},
     )
 

@@ -20,7 +20,7 @@ import onnxruntime as ort
 from prometheus_client import CollectorRegistry
 
 import models
-from bench.common import Result
+from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
 from edge_agent.actions import Actions
 from edge_agent.config import MqttActionConfig, PipelineConfig
@@ -109,14 +109,14 @@ def bench_camera_throughput() -> list[Result]:
         Result(
             name="camera pipeline, gate off, busy street",
             value=pipe, unit="frames/s", baseline=bare, baseline_name="bare session.run",
-            goal="ratio >= 0.9",
+            goal=Goal.ratio(">=", 0.9),
             details={"frames": len(busy), "frame": "640x360", "model_input": "320x320"},
         ),
         Result(
             name="camera pipeline, gate on, mostly static street",
             value=gated_pipe, unit="frames/s", baseline=gated_bare,
             baseline_name="bare session.run (every frame)",
-            goal="more than 1 (inference skipped)",
+            goal=Goal.ratio(">", 1),  # inference skipped on static frames
             details={"frames": len(quiet), "gated": gated},
         ),
     ]  # fmt: skip
@@ -179,7 +179,7 @@ def bench_bandwidth() -> list[Result]:
     return [
         Result(
             name="camera bytes sent / raw frame bytes (demo street)",
-            value=100.0 * c.sent_bytes / c.raw_bytes, unit="%", goal="<= 0.1 %",
+            value=100.0 * c.sent_bytes / c.raw_bytes, unit="%", goal=Goal.value("<=", 0.1),
             details={"frames": c.samples_in, "gated": c.gated, "events": c.events_out,
                      "raw_bytes": c.raw_bytes, "sent_bytes": c.sent_bytes},
         )

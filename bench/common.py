@@ -1,10 +1,12 @@
-"""Helpers shared by the benchmarks: results, medians and a paho publisher that fills a queue."""
+"""Helpers shared by the benchmarks: event batches, a paho publisher that fills a queue and a
+bare subscriber that drains one (the baseline of the ingest benchmarks), a PostgreSQL cluster."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -14,23 +16,7 @@ from paho.mqtt.properties import Properties
 
 from shared.messages import Event, EventBatch, ModelRef, encode, new_event_id
 from shared.topics import Channel, Topic
-
-
-@dataclass
-class Result:
-    """One benchmark line: a measured rate, its same-run baseline and their ratio."""
-
-    name: str
-    value: float
-    unit: str
-    baseline: float | None = None
-    baseline_name: str = ""
-    goal: str = ""
-    details: dict[str, float | int | str] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float | None:
-        return None if not self.baseline else self.value / self.baseline
+from tests.services import PostgresCluster
 
 
 def event_batches(
@@ -122,3 +108,14 @@ def bare_subscriber_rate(port: int, agent_id: str, payloads: list[bytes], per_ba
     second.disconnect()
     second.loop_stop()
     return len(payloads) * per_batch / elapsed
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the block, stopped (and its data removed) after."""
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 import models
-from bench.common import Result
+from bench.result import Goal, Result
 from edge_agent.config import PipelineConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox
@@ -103,7 +103,7 @@ def bench_pipeline(threads: int, *, faults: bool, name: str) -> Result:
         unit="windows/s",
         baseline=float(np.median(bare_rates)),
         baseline_name="bare session.run",
-        goal="ratio >= 0.9",
+        goal=Goal.ratio(">=", 0.9),
         details={"windows": WINDOWS, "rounds": ROUNDS, "ort_threads": threads,
                  "events_per_round": events,
                  "median_paired_ratio": round(float(np.median(ratios)), 3)},

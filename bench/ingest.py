@@ -13,7 +13,8 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import Result, bare_subscriber_rate, event_batches, publish_all
+from bench.common import bare_subscriber_rate, event_batches, publish_all
+from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest import IngestWorker
@@ -84,7 +85,7 @@ def bench_ingest_sqlite() -> list[Result]:
                     unit="events/s",
                     baseline=statistics.median(bare_rates),
                     baseline_name="bare paho subscriber",
-                    goal="ratio >= 0.5",
+                    goal=Goal.ratio(">=", 0.5),
                     details={
                         "messages": message_count(per_batch),
                         "events_per_message": per_batch,

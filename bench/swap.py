@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.common import Result
+from bench.result import Result
 from edge_agent.config import AgentConfig
 from edge_agent.inference.manifest import resolve_model
 from edge_agent.inference.slot import LoadedModel, ModelSlot, load_model
@@ -169,7 +169,7 @@ def bench_swap() -> list[Result]:
             unit="ms",
             baseline=normal * 1e3,
             baseline_name="median inference interval",
-            goal="no window lost or doubled; ratio reported",
+            # No goal on the ratio: it is reported. A window lost or doubled fails the run.
             details={
                 "rounds": ROUNDS,
                 "swap_gap_ms": round(swap_gap * 1e3, 3),

@@ -1,44 +1,30 @@
-"""PostgreSQL at scale: ingest events/s with 1 and 2 processes, and API latency on 10 M events.
+"""PostgreSQL at scale: API latency on millions of stored events, and retention's delete rate.
 
-(a) `aiot cloud ingest` processes (real processes, one MQTT 5 shared subscription) drain a
-backlog the broker already holds for their persistent sessions; the clock runs from the first
-message an ingest process receives (``min(received_at)``) until every event is stored. Baselines
-in the same run: a bare paho subscriber draining the same backlog, and bare psycopg COPY of the
-same rows into the same (empty, indexed) events table.
-
-(b) 10 million events generated inside PostgreSQL (50 agents, 4 pipelines, 5 labels, 30 days),
-indexes built, rollups backfilled and ANALYZEd; then p50/p99 of ``GET /api/v1/events`` (agent_id
-and label, 100 per page) and ``GET /api/v1/aggregates`` (hourly, one week) over HTTP against the
-real app under uvicorn, with httpx.
+``AIOT_BENCH_PG_EVENTS`` events (bench/sizes.py: 2 M by default, 10 M for the full size)
+generated inside PostgreSQL (50 agents, 4 pipelines, 5 labels, 30 days), indexes built,
+rollups backfilled and ANALYZEd; then p50/p99 of ``GET /api/v1/events`` (agent_id and label,
+100 per page) and ``GET /api/v1/aggregates`` (hourly, one week) over HTTP against the real app
+under uvicorn, with httpx; then retention deletes the oldest of the 30 days.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-from pydantic_core import to_json
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from bench.common import Result, bare_subscriber_rate, event_batches, publish_all
-from cli.broker import MosquittoProcess
+from bench.common import postgres_cluster
+from bench.result import Goal, Result
+from bench.sizes import pg_events
 from cli.server import serve_in_thread
 from cloud_api import crud, rollups
 from cloud_api.auth import create_api_key
@@ -47,13 +33,9 @@ from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest import EVENTS as EVENTS_TABLE
 from cloud_api.main import create_serving_app
 from cloud_api.retention import Retention
-from shared.messages import EventBatch
 from tests.services import PostgresCluster
 
-AIOT = Path(sys.executable).parent / "aiot"
-INGEST_EVENTS = 200_000
-PER_MESSAGE = 100  # the agent's default outbox batch_max_events
-STORED_EVENTS = int(os.environ.get("AIOT_BENCH_PG_EVENTS", "10000000"))
+STORED_EVENTS = pg_events()
 AGENTS = 50
 PIPELINES = ("spindle-vibration", "door-camera", "pump-pressure", "line-temperature")
 LABELS = ("normal_wear", "bearing_outer_race", "imbalance", "person", "overheat")
@@ -71,148 +53,10 @@ def read_headers(engine: Engine) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def psycopg_url(url: str) -> str:
-    """The SQLAlchemy URL as a libpq connection string for bare psycopg."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-# -- (a) ingest ------------------------------------------------------------------------------
-
-
-@contextmanager
-def ingest_processes(db_url: str, mqtt_url: str, count: int, logs: Path) -> Iterator[None]:
-    """``count`` `aiot cloud ingest` processes on one share group, until the block ends."""
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        for n in range(count):
-            log = logs / f"ingest-{n}.log"
-            with log.open("ab") as out:
-                started.append(
-                    subprocess.Popen(
-                        [str(AIOT), "cloud", "ingest", "--db", db_url, "--mqtt", mqtt_url,
-                         "--share-group", "bench", "--client-id", f"bench-ingest-{n}"],
-                        stdout=out, stderr=subprocess.STDOUT,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    )
-                )  # fmt: skip
-        yield
-    finally:
-        for process in started:
-            process.send_signal(signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_subscribed(logs: Path, count: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        texts = [(logs / f"ingest-{n}.log").read_text(errors="replace") for n in range(count)]
-        if all(t.count("subscribed") >= 1 for t in texts):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"ingest processes did not subscribe in {timeout} s (logs in {logs})")
-
-
-def ingest_processes_rate(
-    cluster: PostgresCluster, broker: MosquittoProcess, processes: int, workdir: Path
-) -> float:
-    """Events/s that ``processes`` ingest processes store from a backlog on the broker."""
-    db_url = cluster.create_database()
-    engine = create_db_engine(db_url)
-    migrate(engine)
-    agent_id = f"bench-{uuid.uuid4().hex[:8]}"
-    payloads = event_batches(agent_id, INGEST_EVENTS // PER_MESSAGE, PER_MESSAGE)
-    logs = workdir / f"logs-{agent_id}"
-    logs.mkdir()
-    # First run: create the persistent sessions and the shared subscription, then leave.
-    with ingest_processes(db_url, broker.url, processes, logs):
-        wait_subscribed(logs, processes)
-    publish_all(broker.port, agent_id, payloads)
-    with ingest_processes(db_url, broker.url, processes, logs):
-        deadline = time.monotonic() + 600
-        while True:
-            with engine.connect() as conn:
-                stored, first = conn.execute(
-                    text("SELECT count(*), min(received_at) FROM events")
-                ).one()
-            if stored >= INGEST_EVENTS:
-                end = time.time()
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{processes} ingest process(es) stored {stored} events")
-            time.sleep(0.02)
-    engine.dispose()
-    elapsed: float = end - first.timestamp()
-    return INGEST_EVENTS / elapsed
-
-
-def copy_rate(cluster: PostgresCluster) -> float:
-    """Events/s of bare COPY of the same rows into the same (empty, indexed) events table."""
-    db_url = cluster.create_database()
-    engine = create_db_engine(db_url)
-    migrate(engine)
-    engine.dispose()
-    payloads = event_batches("bench-copy", INGEST_EVENTS // PER_MESSAGE, PER_MESSAGE)
-    received = datetime.now(UTC)
-    rows = []
-    for payload in payloads:
-        batch = EventBatch.model_validate_json(payload)
-        for e in batch.events:
-            rows.append(
-                (e.id, batch.agent_id, e.pipeline, e.kind, e.state, e.label, e.score, e.ts, e.seq,
-                 e.model.name, e.model.version, e.model.sha256, to_json(e.attributes).decode(),
-                 received)
-            )  # fmt: skip
-    columns = ", ".join(rollups.EVENT_COLUMNS)
-    with psycopg.connect(psycopg_url(db_url)) as conn:
-        start = time.perf_counter()
-        with conn.cursor() as cursor, cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        conn.commit()
-        elapsed = time.perf_counter() - start
-    return len(rows) / elapsed
-
-
-def bench_ingest(cluster: PostgresCluster, workdir: Path) -> list[Result]:
-    broker = MosquittoProcess(workdir)
-    broker.start()
-    try:
-        agent_id = f"bare-{uuid.uuid4().hex[:8]}"
-        payloads = event_batches(agent_id, INGEST_EVENTS // PER_MESSAGE, PER_MESSAGE)
-        bare = bare_subscriber_rate(broker.port, agent_id, payloads, PER_MESSAGE)
-        copy = copy_rate(cluster)
-        one = ingest_processes_rate(cluster, broker, 1, workdir)
-        two = ingest_processes_rate(cluster, broker, 2, workdir)
-    finally:
-        broker.stop()
-    details: dict[str, float | int | str] = {
-        "events": INGEST_EVENTS,
-        "events_per_message": PER_MESSAGE,
-        "bare_copy_events_per_s": round(copy),
-    }
-    return [
-        Result("PostgreSQL ingest, 1 process", one, "events/s", bare, "bare paho subscriber",
-               "", details),
-        Result("PostgreSQL ingest, 1 process", one, "events/s", copy, "bare COPY", "", details),
-        Result("PostgreSQL ingest, 2 processes", two, "events/s", bare, "bare paho subscriber",
-               "", details),
-        Result("PostgreSQL ingest, 2 processes", two, "events/s", copy, "bare COPY", "", details),
-        Result("PostgreSQL ingest, 2 processes / 1", two, "events/s", one, "1 process",
-               "ratio >= 1.6", details),
-    ]  # fmt: skip
-
-
-# -- (b) queries on 10 M events -------------------------------------------------------------
-
 GENERATE = """
 INSERT INTO events (id, agent_id, pipeline, kind, state, label, score, ts, seq, model_name,
                     model_version, model_sha256, attributes, received_at)
-SELECT lpad(to_hex(i), 26, '0'),
+SELECT lpad(to_hex(i), 32, '0')::uuid::text,
        'agent-' || lpad((i % :agents)::text, 2, '0'),
        (ARRAY['spindle-vibration', 'door-camera', 'pump-pressure', 'line-temperature'])
            [1 + (i % :agents) % 4],
@@ -232,7 +76,8 @@ FROM generate_series(1, :n) AS i,
      LATERAL (SELECT :now - (:n - i) * (:days * interval '1 day' / :n)
                   - random() * interval '1 second' AS ts) AS t
 """
-"""Evenly spread over ``days`` up to ``now``, ids in time order (as the edge's ULIDs are)."""
+"""Evenly spread over ``days`` up to ``now``; ids UUID-shaped as the wire contract wants them
+and in time order, as the edge's UUIDv7 ids are."""
 
 
 def load_events(engine: Engine, count: int, now: datetime) -> dict[str, float]:
@@ -416,26 +261,17 @@ def bench_queries(cluster: PostgresCluster, workdir: Path) -> list[Result]:
                 f"{name}, {STORED_EVENTS / 1e6:g} M events: p99",
                 p99,
                 "ms",
-                goal="p99 < 50 ms",
+                goal=Goal.value("<", 50),
                 details=details,
             )
         )
     return results
 
 
-def bench_postgres() -> list[Result]:
-    workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-pg-"))
-    cluster = PostgresCluster()
-    cluster.start()
+def bench_postgres_queries() -> list[Result]:
+    workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-pg-queries-"))
     try:
-        return bench_ingest(cluster, workdir) + bench_queries(cluster, workdir)
+        with postgres_cluster() as cluster:
+            return bench_queries(cluster, workdir)
     finally:
-        cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    for result in bench_postgres():
-        extra = f" ({result.details.get('p50_ms')} ms p50)" if result.unit == "ms" else ""
-        ratio = f" ratio {result.ratio:.3f} vs {result.baseline_name}" if result.ratio else ""
-        print(f"{result.name}: {result.value:,.1f} {result.unit}{extra}{ratio} [{result.goal}]")
