@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,8 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     CompoundSelect,
+    Float,
+    Numeric,
     Select,
     and_,
     case,
@@ -194,6 +197,7 @@ def bandwidth_report(
     never count a window twice. Sums are done by the database, one row per pipeline.
     """
     conditions = _summary_filters(since=since, until=until, agent_id=agent_id, pipeline=pipeline)
+    dialect = session.get_bind().dialect.name
     query = (
         select(
             SummaryRow.agent_id,
@@ -201,7 +205,7 @@ def bandwidth_report(
             func.count().label("summaries"),
             func.min(SummaryRow.window_start).label("first_window_start"),
             func.max(SummaryRow.window_end).label("last_window_end"),
-            *(func.sum(getattr(SummaryRow, name)).label(name) for name in _SUMMED),
+            *(sum_column(getattr(SummaryRow, name), dialect).label(name) for name in _SUMMED),
         )
         .where(*conditions)
         .group_by(SummaryRow.agent_id, SummaryRow.pipeline)
@@ -276,8 +280,8 @@ def bandwidth_series(
         select(
             type_coerce(start, UtcDateTime).label("bucket_start"),
             func.count().label("summaries"),
-            func.sum(SummaryRow.raw_bytes).label("raw_bytes"),
-            func.sum(SummaryRow.sent_bytes).label("sent_bytes"),
+            sum_column(SummaryRow.raw_bytes, dialect).label("raw_bytes"),
+            sum_column(SummaryRow.sent_bytes, dialect).label("sent_bytes"),
         )
         .where(*_summary_filters(since=since, until=until, agent_id=agent_id, pipeline=pipeline))
         .group_by(start)
@@ -411,7 +415,7 @@ def aggregate_events(
     if attribute is not None:
         value = _numeric_attribute(attribute, dialect)
         conditions.append(value.is_not(None))
-    aggregate = func.count() if metric == "count" else getattr(func, metric)(value)
+    aggregate = func.count() if metric == "count" else _aggregate(metric, value, dialect)
     query = (
         select(*groups, start, aggregate.label("value"), func.count().label("events"))
         .where(*conditions)
@@ -421,7 +425,9 @@ def aggregate_events(
     series: dict[tuple[str, ...], list[AggregatePoint]] = {}
     for row in session.execute(query):
         points = series.setdefault(tuple(row[: len(groups)]), [])
-        points.append(AggregatePoint(ts=row.bucket_start, value=row.value, count=row.events))
+        points.append(
+            AggregatePoint(ts=row.bucket_start, value=_finite(row.value), count=row.events)
+        )
     names = [column.key for column in groups]
     named = [
         AggregateSeries(group=dict(zip(names, key, strict=True)), points=points)
@@ -605,6 +611,32 @@ def _bucket_start(bucket: Bucket, dialect: str) -> ColumnElement[Any]:
     # list by text, and two bound parameters never match. timezone() first, or date_trunc
     # would cut days at the session's midnight instead of UTC's.
     return _bucket_of(bucket, dialect, EventRow.ts)
+
+
+def _aggregate(metric: Metric, value: ColumnElement[float], dialect: str) -> ColumnElement[Any]:
+    """``metric`` over raw values without overflowing: the contract lets an attribute be any
+    finite float or 64-bit integer, and SQLite's integer ``sum`` or PostgreSQL's float8
+    ``avg`` of a few such values raise (there is no ``sum`` metric). SQLite's ``total`` adds in floating point;
+    PostgreSQL adds as numeric."""
+    if metric == "avg":
+        # SQLite's avg adds in floating point (never raises): a mean whose running sum passes
+        # the float range reads as null there; PostgreSQL's numeric mean is exact.
+        return func.avg(value) if dialect == "sqlite" else func.avg(cast(value, Numeric))
+    return cast(getattr(func, metric)(value), Float)
+
+
+def _finite(value: object) -> float | None:
+    """A database number as a float, or None past the float range (a numeric sum can be)."""
+    if value is None:
+        return None
+    number = float(value)  # type: ignore[arg-type]
+    return number if math.isfinite(number) else None
+
+
+def sum_column(column: Any, dialect: str) -> ColumnElement[Any]:
+    """A sum of a BIGINT column that cannot overflow: SQLite's ``sum`` raises past 2**63-1
+    (``total`` adds in floating point); PostgreSQL already sums bigint as numeric."""
+    return func.total(column) if dialect == "sqlite" else func.sum(column)
 
 
 def _numeric_attribute(name: str, dialect: str) -> ColumnElement[float]:

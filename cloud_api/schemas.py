@@ -180,7 +180,9 @@ class AggregatePoint(BaseModel):
     """One non-empty bucket: its start (UTC), the metric's value and how many values made it."""
 
     ts: datetime
-    value: float
+    value: float | None = Field(
+        description="null only when a sum or mean lies beyond the float range"
+    )
     count: int = Field(description="events (with the attribute, if one is named) in the bucket")
 
 
