@@ -75,6 +75,11 @@ REASON_MAX_CHARS = 4000
 TOPIC_MAX_CHARS = 512
 MAX_ERRORS_IN_REASON = 5
 RETRY_MAX_S = 5.0
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+"""A larger message is a dead letter before it is parsed. The largest batch an agent sends
+(1000 events of the default outbox) is well under 1 MiB; the contract's theoretical maximum
+(every field at its bound) is ~63 MB and no agent sends it. Brokers should cap messages too
+(Mosquitto's ``message_size_limit``)."""
 RETAINED_DEAD_KEPT = 10_000
 """Retained dead letters remembered in memory, so the broker's replay is not kept again."""
 
@@ -540,6 +545,10 @@ class IngestWorker:
         return work
 
     def _parse_one(self, message: _Inbound, work: _Work) -> None:
+        if len(message.payload) > MAX_PAYLOAD_BYTES:
+            reason = f"payload of {len(message.payload)} bytes is over {MAX_PAYLOAD_BYTES}"
+            self._dead(work, message, reason)
+            return
         try:
             topic = Topic.parse(message.topic)
         except ContractError as exc:
@@ -625,13 +634,15 @@ class IngestWorker:
         """When the agent was last known online.
 
         A live heartbeat proves the agent is up now, whatever its clock says; a retained one
-        (replayed by the broker when we subscribe) is only as fresh as its own timestamp.
+        (replayed by the broker when we subscribe) is only as fresh as its own timestamp, and
+        never fresher than its arrival (a clock set to 9999 must not keep it online forever).
         """
         if status.state != "online":
             return None
+        received = datetime.fromtimestamp(message.received_at, UTC)
         if message.retain:
-            return status.ts
-        return datetime.fromtimestamp(message.received_at, UTC)
+            return min(status.ts, received)
+        return received
 
     @staticmethod
     def _dead_row(message: _Inbound, reason: str) -> dict[str, Any]:

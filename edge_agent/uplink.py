@@ -30,7 +30,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +38,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
+from edge_agent.acks import AckWindow, Pending
 from edge_agent.config import AgentConfig
-from edge_agent.outbox import Outbox, OutboxItem, PayloadKind
+from edge_agent.outbox import Outbox, OutboxItem
 from shared.errors import StorageError
 from shared.messages import (
     Acks,
@@ -57,12 +57,6 @@ log = logging.getLogger(__name__)
 
 _IDLE_WAIT_S = 0.05
 """How long the sender sleeps when there is nothing to do (bounds event latency)."""
-_RTT_SAMPLES = 512
-"""Ack round trips kept for the p50/p99 in the status and metrics."""
-_RTT_REFRESH = 64
-"""Acks between two updates of the adaptive ack timeout."""
-_TIMEOUT_PER_RTT = 4.0
-"""The ack timeout is at least this many times the measured p99 round trip."""
 _NO_MATCHING_SUBSCRIBERS = 16
 """MQTT 5 PUBACK reason: accepted, but nobody subscribed (e.g. ingest not back yet)."""
 
@@ -84,18 +78,6 @@ class UplinkCounters:
     """PUBACKs saying nobody subscribed (MQTT 5 reason 16): the cloud did not get them."""
     publish_failures: int = 0
     connects: int = 0
-
-
-@dataclass(slots=True)
-class _Unacked:
-    """A batch published and not yet acknowledged by the cloud."""
-
-    kind: PayloadKind
-    ids: list[str]
-    published_at: float
-    pubacked_at: float | None = None
-    """When the broker took it (PUBACK): the ack timeout runs from here, because a batch
-    paho still holds while offline has not reached anyone yet."""
 
 
 class Uplink:
@@ -125,15 +107,11 @@ class Uplink:
         self._clock = clock
         self._max_inflight = config.outbox.max_inflight_batches
         self._max_unacked = config.outbox.max_unacked_batches
-        self._ack_timeout_s = config.outbox.ack_timeout_s
         self._batch_max = config.outbox.batch_max_events
         self.counters = UplinkCounters()
         self._inflight: dict[int, str] = {}
         """mid -> batch id of the batches the broker has not PUBACKed yet."""
-        self._unacked: dict[str, _Unacked] = {}
-        """batch id -> batch, oldest first, until the cloud acks it."""
-        self._rtts: deque[float] = deque(maxlen=_RTT_SAMPLES)
-        self._acks_seen = 0
+        self._unacked = AckWindow(config.outbox.ack_timeout_s)
         self._inbox: queue.SimpleQueue[tuple[int, int, Acks | None]] = queue.SimpleQueue()
         """From the network thread: (mid, PUBACK reason code, None) or (0, 0, Acks)."""
         self._connected = False
@@ -163,11 +141,7 @@ class Uplink:
 
     def ack_rtt(self) -> tuple[float, float] | None:
         """(p50, p99) seconds from publishing a batch to the cloud's ack, of recent batches."""
-        samples = sorted(self._rtts)
-        if not samples:
-            return None
-        last = len(samples) - 1
-        return samples[last // 2], samples[min(last, round(last * 0.99))]
+        return self._unacked.rtt()
 
     def publish_status_now(self) -> None:
         """Publish the status at the sender's next turn, not only at the heartbeat."""
@@ -326,9 +300,10 @@ class Uplink:
             busy = self._drain_inbox()
             if self._reconnected.is_set():
                 self._reconnected.clear()
-                self._resend(lambda b: b.pubacked_at is not None, "the connection came back")
+                self._resend(self._unacked.after_reconnect(), "the connection came back")
             if self._unacked:
-                self._expire(self._clock() - self._ack_timeout_s)
+                timeout = self._unacked.timeout_s
+                self._resend(self._unacked.due(self._clock()), f"no ack in {timeout:.3g} s")
             if self._stop.is_set() and self._flushed():
                 break
             now = time.monotonic()
@@ -379,29 +354,21 @@ class Uplink:
         batch_id = self._inflight.pop(mid, None)
         if batch_id is None:
             return  # a status message
-        batch = self._unacked.get(batch_id)
-        if batch is None:
-            return  # the cloud's ack came first
         if reason >= 0x80:
             # The broker refused the batch (MQTT 5 reason code): send it again later.
-            self.counters.publish_failures += 1
-            del self._unacked[batch_id]
-            self._release(batch.ids)
+            ids = self._unacked.refused(batch_id)
+            if ids:
+                self.counters.publish_failures += 1
+                self._release(ids)
             return
-        if reason == _NO_MATCHING_SUBSCRIBERS:
+        if self._unacked.pubacked(batch_id, self._clock()) and reason == _NO_MATCHING_SUBSCRIBERS:
             self.counters.no_subscribers += 1
-        batch.pubacked_at = self._clock()
 
     def _cloud_acked(self, acks: Acks) -> None:
-        now = self._clock()
-        settled: list[tuple[_Unacked, str, str]] = []
-        for ack in acks.acks:
-            batch = self._unacked.pop(ack.batch_id, None)
-            if batch is not None:  # else a late ack of a batch already sent again, or a repeat
-                settled.append((batch, ack.outcome, ack.reason))
+        settled = self._unacked.settle(acks.acks, self._clock())
         if not settled:
             return
-        ids = [item_id for batch, _, _ in settled for item_id in batch.ids]
+        ids = [item_id for done in settled for item_id in done.batch.ids]
         try:
             self._outbox.ack(ids)  # one transaction for every batch of this message
         except StorageError as exc:
@@ -409,47 +376,27 @@ class Uplink:
                       len(ids), exc)  # fmt: skip
             self._release(ids)
             return
-        for batch, outcome, reason in settled:
-            self._rtts.append(now - batch.published_at)
-            if outcome == "rejected":
+        for done in settled:
+            batch, ack = done.batch, done.ack
+            if ack.outcome == "rejected":
                 self.counters.rejected += len(batch.ids)
                 log.warning(
                     "the cloud rejected a batch of %d %ss (dead-lettered, dropped here): %s",
-                    len(batch.ids), batch.kind, reason,
+                    len(batch.ids), batch.kind, ack.reason,
                 )  # fmt: skip
             elif batch.kind == "summary":
                 self.counters.summaries_acked += len(batch.ids)
             else:
                 self.counters.events_acked += len(batch.ids)
-        self._acks_seen += len(settled)
-        if self._acks_seen >= _RTT_REFRESH:
-            self._acks_seen = 0
-            self._refresh_timeout()
 
-    def _refresh_timeout(self) -> None:
-        """A cloud that answers slowly (a backlog after an outage) must not be flooded with
-        resends: the ack timeout is at least a few times the round trip it measures."""
-        rtt = self.ack_rtt()
-        floor = self._config.outbox.ack_timeout_s
-        self._ack_timeout_s = floor if rtt is None else max(floor, _TIMEOUT_PER_RTT * rtt[1])
-
-    def _expire(self, deadline: float) -> None:
-        """Send again what the broker took before ``deadline`` and the cloud never acked."""
-        self._resend(lambda b: b.pubacked_at is not None and b.pubacked_at <= deadline)
-
-    def _resend(self, due: Callable[[_Unacked], bool], why: str = "") -> None:
-        """Give the due unacked batches back to the outbox, so they go out again in order."""
-        ids: list[str] = []
-        for batch_id, batch in list(self._unacked.items()):
-            if due(batch):
-                del self._unacked[batch_id]
-                ids.extend(batch.ids)
-                self.counters.resends += 1
-        if ids:
-            log.info(
-                "sending %d items again: %s", len(ids), why or f"no ack in {self._ack_timeout_s} s"
-            )
-            self._release(ids)
+    def _resend(self, batches: list[Pending], why: str) -> None:
+        """Give batches back to the outbox, so they go out again in order."""
+        if not batches:
+            return
+        ids = [item_id for batch in batches for item_id in batch.ids]
+        self.counters.resends += len(batches)
+        log.info("sending %d items again: %s", len(ids), why)
+        self._release(ids)
 
     def _release(self, ids: list[str]) -> None:
         try:
@@ -481,7 +428,7 @@ class Uplink:
             return False
         # NO_CONN still queues the message in paho, which sends it after the reconnect.
         self._inflight[info.mid] = batch_id
-        self._unacked[batch_id] = _Unacked(kind, ids, self._clock())
+        self._unacked.add(batch_id, kind, ids, self._clock())
         if kind == "summary":
             self.counters.summaries_published += 1
         else:

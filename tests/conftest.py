@@ -49,10 +49,11 @@ def start_ingest(server: Mosquitto, directory: Path) -> Iterator[IngestWorker]:
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def ingest(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestWorker]:
-    """Ingest on the session broker, for tests of agents that need the cloud's acks."""
-    yield from start_ingest(broker, tmp_path_factory.mktemp("ingest"))
+@pytest.fixture
+def ingest(broker: Mosquitto, tmp_path: Path) -> Iterator[IngestWorker]:
+    """Ingest on the session broker, for a test of agents that needs the cloud's acks. One
+    per test: a second cloud left acking everyone would answer other tests' agents too."""
+    yield from start_ingest(broker, tmp_path)
 
 
 @pytest.fixture
