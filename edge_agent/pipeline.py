@@ -34,6 +34,7 @@ from edge_agent.sources.registry import build_source
 from edge_agent.sources.sample import Sample, Source
 from edge_agent.summary import SummaryWindow
 from shared.errors import ConfigError, ModelError, StorageError
+from shared.fields import MAX_SCORE
 from shared.messages import (
     Event,
     ModelRef,
@@ -150,7 +151,9 @@ class Pipeline(ABC):
         for sample in self.source.samples(stop):
             try:
                 events = self.process_sample(sample)
-            except ModelError as exc:
+            except (ModelError, ValidationError) as exc:
+                # ValidationError: the model's output made an event the contract refuses
+                # (a score beyond its bound): an inference error, never the pipeline's end.
                 self._inference_failed(exc)
                 continue
             if self._failing:
@@ -328,6 +331,12 @@ class SensorPipeline(Pipeline):
         if not math.isfinite(sum(map(sum, rows))):
             raise ModelError(
                 f"model {model.ref.name} {model.ref.version}: output is not finite (NaN or inf)"
+            )
+        # A score is 1 - p: an output beyond the contract's score range could start an event
+        # the wire refuses. Refused here, before the filters see it.
+        if max(map(max, rows)) >= MAX_SCORE or min(map(min, rows)) <= 1 - MAX_SCORE:
+            raise ModelError(
+                f"model {model.ref.name} {model.ref.version}: output outside +-{MAX_SCORE:g}"
             )
         self.counters.inferences += n
         # Plain Python over the rows is cheaper than numpy for the few rows of a batch.

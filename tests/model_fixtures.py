@@ -52,8 +52,9 @@ def write_same_model(path: Path, version: str) -> Path:
     return write_release(SHIPPED_MODEL, path, name=MODEL_NAME, version=version, note="test fixture")
 
 
-def write_nan_model(path: Path, version: str) -> Path:
-    """The shipped model, but NaN scores for every window holding a negative value."""
+def write_nan_model(path: Path, version: str, value: float = float("nan")) -> Path:
+    """The shipped model, but every output ``value`` (NaN unless told) for every window
+    holding a negative value."""
     model = onnx.load(str(SHIPPED_MODEL))
     graph = model.graph
     output = graph.output[0].name
@@ -64,7 +65,7 @@ def write_nan_model(path: Path, version: str) -> Path:
     graph.initializer.extend(
         [
             helper.make_tensor("fixture_zero", TensorProto.FLOAT, [], [0.0]),
-            helper.make_tensor("fixture_nan", TensorProto.FLOAT, [], [float("nan")]),
+            helper.make_tensor("fixture_nan", TensorProto.FLOAT, [], [value]),
         ]
     )
     graph.node.extend(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from prometheus_client import generate_latest
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, RuntimeConfig
 from edge_agent.inference.slot import load_slot
+from edge_agent.outbox import Outbox
 from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
 from edge_agent.updater import STATE_FILE, read_state
 from shared.errors import ModelError
@@ -251,6 +253,21 @@ def test_nan_output_is_an_inference_error_not_an_event(tmp_path: Path, rollout: 
     with pytest.raises(ModelError, match="not finite"):
         pipeline.process_windows(window)
     assert pipeline.counters.events_out == 0
+
+
+def test_a_score_beyond_the_contract_is_an_inference_error_and_the_pipeline_goes_on(
+    tmp_path: Path, rollout: Rollout
+) -> None:
+    config = rollout.config()
+    pipeline = rollout.pipeline(config)
+    huge = write_nan_model(tmp_path / "huge.onnx", "1.3.0", value=-1e12)  # score 1 + 1e12
+    spec_config = config.pipelines[0].model.model_copy(update={"path": huge, "version": "1.3.0"})
+    pipeline.slot.swap(load_slot(spec_config, RuntimeConfig()).current())
+    outbox = Outbox(tmp_path / "o.db", max_bytes=10**9, max_age_s=1e9)
+    pipeline.run(outbox, threading.Event())  # returns: the source ended, nothing raised
+    assert pipeline.counters.inference_errors > 0
+    assert pipeline.counters.events_out == 0
+    assert outbox.depth() == 0
 
 
 # -- restarts --------------------------------------------------------------------------------------
