@@ -615,9 +615,8 @@ def _bucket_start(bucket: Bucket, dialect: str) -> ColumnElement[Any]:
 
 def _aggregate(metric: Metric, value: ColumnElement[float], dialect: str) -> ColumnElement[Any]:
     """``metric`` over raw values without overflowing: the contract lets an attribute be any
-    finite float or 64-bit integer, and SQLite's integer ``sum`` or PostgreSQL's float8
-    ``avg`` of a few such values raise (there is no ``sum`` metric). SQLite's ``total`` adds in floating point;
-    PostgreSQL adds as numeric."""
+    finite float or 64-bit integer, and PostgreSQL's float8 ``avg`` of a few such values
+    raises; it averages as numeric here."""
     if metric == "avg":
         # SQLite's avg adds in floating point (never raises): a mean whose running sum passes
         # the float range reads as null there; PostgreSQL's numeric mean is exact.

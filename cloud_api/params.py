@@ -83,6 +83,10 @@ LabelQuery = Annotated[
 
 AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="the agent's id")]
 KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="12 hex digits")]
+ModelNamePath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="a model name or version")
+]
+"""What the registry accepts as a model name or version (``registry.NAME_PATTERN``)."""
 Id64Path = Annotated[int, Path(ge=1, le=INT64_MAX, description="a positive 64-bit id")]
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]

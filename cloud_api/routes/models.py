@@ -26,11 +26,15 @@ from cloud_api.deps import (
     require,
 )
 from cloud_api.limits import Limit, body_limit
+from cloud_api.params import ModelNamePath
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import ModelOut, ModelVersionBrief, ModelVersionRecord
 from cloud_api.tables import ModelVersionRow
 from shared.errors import AiotError, ConflictError, ContractError, ModelError, TooLargeError
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"])
+router = APIRouter(
+    prefix="/api/v1/models", tags=["models"], responses=problems(*AUTHENTICATED, 422)
+)
 
 FORM_OVERHEAD = 64 * 1024
 """Room in a request for the form's other fields and boundaries around the file."""
@@ -78,11 +82,11 @@ _UPLOAD_BODY: dict[str, Any] = {
     status_code=201,
     response_model=ModelVersionRecord,
     openapi_extra=_UPLOAD_BODY,
-    responses={409: {}, 413: {}, 422: {}},
+    responses=problems(409, 413),
     dependencies=[Depends(require("operate")), Depends(body_limit(upload_limit))],
 )
 async def upload_version(
-    name: str,
+    name: ModelNamePath,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -137,9 +141,11 @@ def list_models(session: SessionDep, _: ReadDep) -> list[ModelOut]:
     ]
 
 
-@router.get("/{name}/versions/{version}", response_model=ModelVersionRecord)
+@router.get(
+    "/{name}/versions/{version}", response_model=ModelVersionRecord, responses=problems(404)
+)
 def get_version(
-    name: str, version: str, session: SessionDep, _: ReadOrAgentDep
+    name: ModelNamePath, version: ModelNamePath, session: SessionDep, _: ReadOrAgentDep
 ) -> ModelVersionRecord:
     """One version with its signed manifest; 404 if it was never registered."""
     return ModelVersionRecord.model_validate(_row(session, name, version))
@@ -152,11 +158,12 @@ def get_version(
         200: {"content": {"application/octet-stream": {}}},
         206: {"description": "the part a `Range: bytes=...` header asked for"},
         416: {"description": "the range is malformed or outside the artifact"},
+        **problems(404),
     },
 )
 def download_artifact(
-    name: str,
-    version: str,
+    name: ModelNamePath,
+    version: ModelNamePath,
     session: SessionDep,
     store: ArtifactStoreDep,
     _: ReadOrAgentDep,

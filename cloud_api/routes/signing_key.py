@@ -5,11 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from cloud_api.deps import SigningKeyDep, require
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import SigningKeyOut
 from shared.signing import encode_public_key, key_id
 
 router = APIRouter(
-    prefix="/api/v1/signing-key", tags=["models"], dependencies=[Depends(require("read"))]
+    prefix="/api/v1/signing-key",
+    tags=["models"],
+    dependencies=[Depends(require("read"))],
+    responses=problems(*AUTHENTICATED),
 )
 
 

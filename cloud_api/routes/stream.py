@@ -29,6 +29,7 @@ from cloud_api import crud
 from cloud_api.callers import authenticate
 from cloud_api.config import Settings
 from cloud_api.deps import Requirement, SettingsDep
+from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import EventOut
 from shared.fields import EventId
 from shared.topics import AGENT_ID_PATTERN
@@ -113,6 +114,7 @@ def format_event(event: EventOut) -> bytes:
         200: {"content": {"text/event-stream": {}}, "description": "events as they arrive"},
         400: {"description": "Last-Event-ID names no stored event"},
         503: {"description": "this replica serves as many streams as it may"},
+        **problems(*AUTHENTICATED, 422),
     },
 )
 async def stream_events(

@@ -180,7 +180,7 @@ def ok(response: Any) -> Any:
 
 
 def dead_letters(cloud: TestClient, agents: list[str]) -> dict[str, int]:
-    letters = ok(cloud.get("/api/v1/dead-letters", params={"limit": 1000}))
+    letters = ok(cloud.get("/api/v1/dead-letters", params={"limit": 1000}))["items"]
     counts = {agent: 0 for agent in agents}
     for letter in letters:
         for agent in agents:
