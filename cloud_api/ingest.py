@@ -604,6 +604,7 @@ class IngestWorker:
         A retained message already kept as a dead letter (the broker replays it at every
         subscribe) is not kept again.
         """
+        reason = storable(reason)  # it may quote the payload: NUL, lone surrogates...
         if message.retain:
             key = (message.topic, sha256_bytes(message.payload))
             if key in self._retained_dead:
@@ -648,11 +649,11 @@ class IngestWorker:
     def _dead_row(message: _Inbound, reason: str) -> dict[str, Any]:
         payload = message.payload[:PAYLOAD_KEEP_BYTES].decode("utf-8", errors="replace")
         return {
-            "topic": message.topic[:TOPIC_MAX_CHARS].replace("\x00", "\ufffd"),
+            "topic": storable(message.topic[:TOPIC_MAX_CHARS]),
             # PostgreSQL text cannot hold NUL: a dead letter must always be storable.
             "payload": payload.replace("\x00", "\ufffd"),
             "payload_size": len(message.payload),
-            "reason": reason[:REASON_MAX_CHARS].replace("\x00", "\ufffd"),
+            "reason": storable(reason[:REASON_MAX_CHARS]),
             "received_at": datetime.fromtimestamp(message.received_at, UTC),
             "retained": message.retain,
         }
@@ -780,6 +781,12 @@ def _event_row(agent_id: str, event: Event, received_at: datetime) -> dict[str, 
         "attributes": event.attributes,
         "received_at": received_at,
     }
+
+
+def storable(text: str) -> str:
+    """``text`` as every database and the wire accept it: NUL and unpaired surrogates (which
+    PostgreSQL's UTF-8 and the contract refuse) become U+FFFD."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def _first_line(exc: BaseException) -> str:

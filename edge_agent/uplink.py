@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 _IDLE_WAIT_S = 0.05
 """How long the sender sleeps when there is nothing to do (bounds event latency)."""
+_WAKE: tuple[int, int, None] = (-1, 0, None)
+"""An inbox item that only wakes the sender (no mid is negative)."""
 _NO_MATCHING_SUBSCRIBERS = 16
 """MQTT 5 PUBACK reason: accepted, but nobody subscribed (e.g. ingest not back yet)."""
 
@@ -227,6 +229,7 @@ class Uplink:
             log.error("broker refused the subscription to %s: %s", self._acks_topic, reasons[0])
             return
         self._ready = True
+        self._inbox.put(_WAKE)  # the sender may publish now, not at its next idle timeout
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._log_connect_failure("cannot be reached", logging.WARNING)

@@ -38,7 +38,8 @@ from tests.cloud.helpers import (
 from tests.cloud.test_registry import MODEL_FILE
 from tests.cloud.test_summaries import make_summary
 
-pytestmark = pytest.mark.integration
+# A few minutes of fuzzing: make test runs it in its second phase, beside the soak runs.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MAX_EXAMPLES = 25
 """Per operation and phase, before fuzzing repeats until the run's time is spent."""
