@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import time
 import uuid
@@ -234,3 +236,48 @@ def test_every_event_survives_a_broker_outage(
     for event in received:
         first_seen.setdefault(event.id, event)
     assert [e.state for e in first_seen.values()] == ["start", "end"] * 10
+
+
+def test_a_broker_that_drops_the_agent_before_connack_is_logged_once_then_the_recovery(
+    agent_config: AgentConfigFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Something listens but closes every connection at once (a TLS port, a proxy, a broker
+    going down): one warning with the reason, not one per retry; one line when it works."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted = 0
+
+    def drop_everyone() -> None:
+        nonlocal accepted
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted += 1
+            conn.close()
+
+    thread = threading.Thread(target=drop_everyone, daemon=True)
+    thread.start()
+    config = agent_config(f"mqtt://127.0.0.1:{port}")
+    config = config.model_copy(
+        update={"mqtt": config.mqtt.model_copy(update={"reconnect_min_s": 1, "reconnect_max_s": 1})}
+    )
+    agent = Agent(config)
+    broker = Mosquitto(tmp_path / "broker", port=port)
+    (tmp_path / "broker").mkdir()
+    with caplog.at_level(logging.INFO, logger="edge_agent.uplink"):
+        agent.start()
+        try:
+            wait_until(lambda: accepted >= 3, "three dropped attempts")
+            listener.close()
+            thread.join()
+            broker.start()  # a real broker on the same port: the agent gets in
+            wait_until(lambda: agent.uplink is not None and agent.uplink.connected, "a connect")
+        finally:
+            agent.stop()
+            broker.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge_agent.uplink"]
+    dropped = [line for line in lines if "before CONNACK" in line or "cannot be reached" in line]
+    assert len(dropped) == 1, lines
+    assert any("connected to 127.0.0.1" in line and "again" in line for line in lines), lines
