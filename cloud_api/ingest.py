@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
@@ -42,6 +41,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from cloud_api import rollups
 from cloud_api.config import parse_mqtt_url
+from cloud_api.mqtt import make_client
 from cloud_api.tables import AgentRow, DeadLetterRow, EventRow, SummaryRow
 from shared.digests import sha256_bytes
 from shared.errors import ConfigError, ContractError
@@ -200,7 +200,6 @@ class IngestWorker:
             raise ConfigError(f"flush_s must be positive, not {flush_s}")
         broker = parse_mqtt_url(mqtt_url)
         self._host, self._port = broker.host, broker.port
-        user, password = broker.username, broker.password
         self._engine = engine
         self._insert = _dialect_insert(engine)
         self._batch_max = batch_max
@@ -235,18 +234,9 @@ class IngestWorker:
         self._insert_summaries = insert_summaries
 
         self._v5 = protocol == "5"
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=None if self._v5 else False,
-            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
-            manual_ack=True,
+        self._client = make_client(
+            broker, client_id=client_id, protocol=protocol, persistent_session=True, manual_ack=True
         )
-        if broker.tls:  # mqtts://: the system's CAs, hostname checked
-            self._client.tls_set()
-        if user is not None:
-            self._client.username_pw_set(user, password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

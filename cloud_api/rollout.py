@@ -42,7 +42,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
@@ -50,6 +49,7 @@ from sqlalchemy.orm import Session
 from cloud_api import crud
 from cloud_api.config import parse_mqtt_url
 from cloud_api.db import AdvisoryLock
+from cloud_api.mqtt import make_client
 from cloud_api.schemas import (
     DeploymentState,
     DeploymentStrategy,
@@ -602,22 +602,12 @@ class RolloutWorker:
             raise ConfigError(f"rollout tick must be positive, not {tick_s}")
         broker = parse_mqtt_url(mqtt_url)
         self._host, self._port = broker.host, broker.port
-        user, password = broker.username, broker.password
         self._engine = engine
         self._tick_s = tick_s
         self._grace = grace
         self._clock = clock
         self._postgres = engine.dialect.name == "postgresql"
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
-        )
-        if broker.tls:  # mqtts://: the system's CAs, hostname checked
-            self._client.tls_set()
-        if user is not None:
-            self._client.username_pw_set(user, password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client = make_client(broker, client_id=client_id, protocol=protocol)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
