@@ -8,7 +8,6 @@ the agent behaves the same whatever its working directory (systemd, containers).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -16,17 +15,15 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from edge_agent.config_types import FilePath, StrictConfig
 from edge_agent.motion import MotionGateConfig
 from edge_agent.sources.camera import (
     ImageFolderSourceConfig,
@@ -40,23 +37,8 @@ from shared.fields import MAX_HEARTBEAT_S
 from shared.messages import MAX_EVENTS_PER_BATCH, AgentId, Name
 from shared.urls import MqttUrl, parse_mqtt_url
 
-
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    if base is None or value.is_absolute():
-        return value
-    return Path(os.path.normpath(Path(base) / value))
-
-
-FilePath = Annotated[Path, AfterValidator(_resolve_path)]
-"""A path that, read from a file, is relative to that file's directory."""
-
 MIN_SUMMARY_INTERVAL_S = 0.1
 """Summaries are cheap, but one per sample would be raw data again."""
-
-
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _protocol_as_str(value: Any) -> Any:
@@ -64,7 +46,7 @@ def _protocol_as_str(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) else value
 
 
-class MqttConfig(_Config):
+class MqttConfig(StrictConfig):
     """How to reach the broker."""
 
     url: str = "mqtt://127.0.0.1:1883"
@@ -102,7 +84,7 @@ class MqttConfig(_Config):
         return self.broker.password
 
 
-class OutboxConfig(_Config):
+class OutboxConfig(StrictConfig):
     """The durable queue between pipelines and the broker; bounded, oldest low-priority first."""
 
     path: FilePath = Path("outbox.db")
@@ -132,14 +114,14 @@ class OutboxConfig(_Config):
     )
 
 
-class MetricsConfig(_Config):
+class MetricsConfig(StrictConfig):
     """The Prometheus exporter; port 0 turns it off."""
 
     port: int = Field(default=0, ge=0, le=65535)
     host: str = "127.0.0.1"
 
 
-class FaultWindow(_Config):
+class FaultWindow(StrictConfig):
     """A fault the simulated machine shows, in simulated seconds from the source's start."""
 
     at_s: float = Field(ge=0)
@@ -155,7 +137,7 @@ class FaultWindow(_Config):
         return value
 
 
-class SimulatedVibrationSourceConfig(_Config):
+class SimulatedVibrationSourceConfig(StrictConfig):
     """An accelerometer on a simulated rotating machine, with a scripted fault schedule."""
 
     type: Literal["simulated_vibration"]
@@ -181,7 +163,7 @@ CAMERA_SOURCE_TYPES = frozenset({"opencv", "image_folder", "synthetic_scene"})
 """Sources that yield frames: their pipelines run a detector, a tracker and a motion gate."""
 
 
-class VisionConfig(_Config):
+class VisionConfig(StrictConfig):
     """What a camera pipeline does between the frame and the events."""
 
     motion: MotionGateConfig = Field(default_factory=MotionGateConfig)
@@ -198,7 +180,7 @@ ModelTask = Literal["anomaly", "detection"]
 with one normal label; ``detection``, boxes in the YOLOv8/v11 layout ``[1, 4 + C, N]``."""
 
 
-class ModelConfig(_Config):
+class ModelConfig(StrictConfig):
     """Which ONNX model a pipeline runs: a file with its labels, or an entry of a manifest."""
 
     name: Name
@@ -231,7 +213,7 @@ class ModelConfig(_Config):
         return self
 
 
-class RuntimeConfig(_Config):
+class RuntimeConfig(StrictConfig):
     """ONNX Runtime threads: small gateways run several pipelines on few cores."""
 
     intra_op_threads: int = Field(default=1, ge=0)
@@ -246,7 +228,7 @@ def _yaml_on_off_keys(value: Any) -> Any:
     return value
 
 
-class _Stage(_Config):
+class _Stage(StrictConfig):
     @model_validator(mode="before")
     @classmethod
     def _on_off(cls, value: Any) -> Any:
@@ -395,7 +377,7 @@ def _check_http_url(value: str) -> str:
 EventStateName = Literal["start", "update", "end", "instant"]
 
 
-class _Action(_Config):
+class _Action(StrictConfig):
     on: list[EventStateName] = Field(default=["start"], min_length=1)
     labels: list[str] | None = Field(default=None, description="only these labels; all if unset")
     timeout_s: float = Field(default=2.0, gt=0, le=60)
@@ -437,7 +419,7 @@ ActionConfig = Annotated[
 """Every local action; the registry in ``edge_agent.actions`` has one per type."""
 
 
-class PipelineConfig(_Config):
+class PipelineConfig(StrictConfig):
     """Source -> model -> filters -> events (to the outbox and local actions)."""
 
     name: Name
@@ -485,7 +467,7 @@ class PipelineConfig(_Config):
         return value
 
 
-class CloudConfig(_Config):
+class CloudConfig(StrictConfig):
     """The cloud API the agent downloads model versions from, and the key that signs them.
 
     Without this section the agent does not subscribe to desired states: it runs the models
@@ -514,7 +496,7 @@ class CloudConfig(_Config):
         return self.api_url.rstrip("/")
 
 
-class UpdatesConfig(_Config):
+class UpdatesConfig(StrictConfig):
     """How the agent installs model versions the cloud asks for, and when it rolls one back."""
 
     dir: FilePath | None = Field(
@@ -540,7 +522,7 @@ class UpdatesConfig(_Config):
     )
 
 
-class AgentConfig(_Config):
+class AgentConfig(StrictConfig):
     """The whole agent."""
 
     agent_id: AgentId

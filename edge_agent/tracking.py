@@ -20,19 +20,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from edge_agent.config_types import StrictConfig
 from edge_agent.inference.postprocess import BoxXYXY, Detection, pairwise_iou
 
 Point = tuple[float, float]
 Direction = Literal["left_to_right", "right_to_left"]
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ZoneConfig(_Config):
+class ZoneConfig(StrictConfig):
     """A polygon in frame pixels; an object is in it when its box's bottom-centre is."""
 
     name: str = Field(min_length=1, max_length=64)
@@ -47,7 +44,7 @@ class ZoneConfig(_Config):
         return value
 
 
-class CountingLineConfig(_Config):
+class CountingLineConfig(StrictConfig):
     """A line from ``a`` to ``b`` in frame pixels; crossings are counted per direction.
 
     Directions are as seen standing at ``a`` looking towards ``b``: ``left_to_right`` is a
@@ -67,7 +64,7 @@ class CountingLineConfig(_Config):
         return value
 
 
-class TrackingConfig(_Config):
+class TrackingConfig(StrictConfig):
     """How detections become tracks, and tracks become events."""
 
     iou_threshold: float = Field(default=0.3, gt=0, lt=1, description="least IoU to match")

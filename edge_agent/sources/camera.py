@@ -14,7 +14,6 @@ unless ``loop`` is set.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,13 +25,11 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationInfo,
     model_validator,
 )
 
+from edge_agent.config_types import FilePath, StrictConfig
 from edge_agent.sources.sample import Sample, simulated_clock
 from edge_agent.sources.synthetic_scene import CLASSES, Actor, SyntheticScene, random_actors
 from shared.errors import ConfigError
@@ -46,31 +43,15 @@ _FILE_FPS_FALLBACK = 25.0  # when a container does not state its frame rate
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    if base is None or value.is_absolute():
-        return value
-    return Path(os.path.normpath(Path(base) / value))
-
-
-FilePath = Annotated[Path, AfterValidator(_resolve_path)]
-"""A path relative to the config file's directory: ``edge_agent.config.FilePath`` again,
-because ``edge_agent.config`` imports these config classes and cannot be imported here."""
-
-
 def frame_sample(seq: int, ts: float, frame: Frame) -> Sample:
     """A ``Sample`` carrying a frame (uint8, height x width x 3, BGR)."""
     return Sample(seq, ts, frame)
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # -- OpenCV --------------------------------------------------------------------------------
 
 
-class OpenCvSourceConfig(_Config):
+class OpenCvSourceConfig(StrictConfig):
     """A video file, a network stream (RTSP, HTTP MJPEG, ...) or a local camera device."""
 
     type: Literal["opencv"]
@@ -295,7 +276,7 @@ def _redact(url: str) -> str:
 # -- image folder --------------------------------------------------------------------------
 
 
-class ImageFolderSourceConfig(_Config):
+class ImageFolderSourceConfig(StrictConfig):
     """Image files of a folder in name order, as frames at ``fps``."""
 
     type: Literal["image_folder"]
@@ -388,7 +369,7 @@ def _known_label(value: str) -> str:
     return value
 
 
-class ActorConfig(_Config):
+class ActorConfig(StrictConfig):
     """One object crossing the synthetic scene (see ``synthetic_scene.Actor``)."""
 
     label: Annotated[str, AfterValidator(_known_label)]
@@ -413,14 +394,14 @@ class ActorConfig(_Config):
         )
 
 
-class LightingChangeConfig(_Config):
+class LightingChangeConfig(StrictConfig):
     """From ``at_s`` the scene's brightness ramps (about 1 s) to ``gain`` times the normal."""
 
     at_s: float = Field(ge=0)
     gain: float = Field(ge=0)
 
 
-class SyntheticSceneSourceConfig(_Config):
+class SyntheticSceneSourceConfig(StrictConfig):
     """A simulated fixed street camera with scripted (or random) cars and people."""
 
     type: Literal["synthetic_scene"]
