@@ -1,4 +1,4 @@
-"""Vision pre- and postprocessing around a detector or classifier session. No I/O but labels.
+"""Vision pre- and postprocessing around a detector session. No I/O but labels.
 
 ``Letterboxer`` fits a BGR frame into the model's square input the way Ultralytics
 trains YOLO (keep the aspect ratio, pad with grey 114, centre) and writes the RGB/255
@@ -273,33 +273,6 @@ def _apart_by_class(
     span = float(boxes.max() - boxes.min()) + 1.0
     shifted: npt.NDArray[np.float64] = boxes + (classes.astype(np.float64) * span)[:, None]
     return shifted
-
-
-def decode_classification(
-    output: npt.NDArray[np.floating],
-    labels: tuple[str, ...] | list[str],
-    *,
-    top_k: int = 1,
-    softmax: bool | None = None,
-) -> list[tuple[str, float]]:
-    """The ``top_k`` (label, probability) pairs of a classifier output ``[1, C]``, best first.
-
-    ``softmax=None`` applies a softmax only when the output cannot be probabilities (a value
-    outside [0, 1]: logits); outputs already in [0, 1] (softmax or sigmoid heads) are kept.
-    Raises ModelError when the output does not fit the labels.
-    """
-    row = np.asarray(output, dtype=np.float64).reshape(-1)
-    if row.size != len(labels):
-        raise ModelError(
-            f"classification output shape {output.shape} does not fit {len(labels)} labels"
-        )
-    if softmax is None:
-        softmax = bool(row.min() < 0.0 or row.max() > 1.0)
-    if softmax:
-        exp = np.exp(row - row.max())
-        row = exp / exp.sum()
-    top = np.argsort(-row, kind="stable")[: max(top_k, 0)]
-    return [(labels[i], float(row[i])) for i in top.tolist()]
 
 
 def read_labels(path: Path) -> list[str]:

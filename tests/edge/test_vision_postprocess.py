@@ -1,4 +1,4 @@
-"""Letterbox, YOLO decoding, NMS and classification on crafted tensors with known answers."""
+"""Letterbox, YOLO decoding and NMS on crafted tensors with known answers; labels files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from edge_agent.inference.postprocess import (
     Detection,
     Letterbox,
     Letterboxer,
-    decode_classification,
     decode_yolo,
     letterbox,
     letterbox_geometry,
@@ -239,31 +238,7 @@ def test_nms_of_nothing_is_nothing() -> None:
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
 
 
-# -- classification and labels --------------------------------------------------------
-
-
-def test_decode_classification_softmaxes_logits_and_ranks() -> None:
-    logits = np.asarray([[2.0, -1.0, 0.5]], dtype=np.float32)
-    got = decode_classification(logits, ["a", "b", "c"], top_k=3)
-    assert [label for label, _ in got] == ["a", "c", "b"]
-    assert sum(p for _, p in got) == pytest.approx(1.0)
-    expected = np.exp(2.0) / np.exp([2.0, -1.0, 0.5]).sum()
-    assert got[0][1] == pytest.approx(expected)
-
-
-def test_decode_classification_keeps_probabilities_unless_told() -> None:
-    probs = np.asarray([[0.1, 0.7, 0.2]], dtype=np.float32)
-    [(label, score)] = decode_classification(probs, ["a", "b", "c"])
-    assert label == "b"
-    assert score == pytest.approx(0.7)
-    forced = decode_classification(probs, ["a", "b", "c"], softmax=True)
-    assert forced[0][0] == "b"
-    assert forced[0][1] < 0.7
-
-
-def test_decode_classification_refuses_a_wrong_width() -> None:
-    with pytest.raises(ModelError, match="does not fit 2 labels"):
-        decode_classification(np.zeros((1, 3), dtype=np.float32), ["a", "b"])
+# -- labels ------------------------------------------------------------------------------
 
 
 def test_read_labels_ignores_blank_lines(tmp_path: Path) -> None:
