@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.result import Result
 from edge_agent.config import AgentConfig
-from edge_agent.inference.manifest import resolve_model
-from edge_agent.inference.slot import LoadedModel, ModelSlot, load_model
+from edge_agent.inference.slot import LoadedModel, ModelSlot, load_model, resolve_model
 from edge_agent.pipeline import SensorPipeline
 from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
 from edge_agent.updater import Updater

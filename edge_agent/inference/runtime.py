@@ -19,20 +19,25 @@ class Runtime:
 
     __slots__ = ("_feed_name", "_output_names", "_session", "input_shape", "output_shapes")
 
-    def __init__(self, path: Path, *, intra_op_threads: int = 1, inter_op_threads: int = 1) -> None:
+    def __init__(
+        self, model: Path | bytes, *, intra_op_threads: int = 1, inter_op_threads: int = 1
+    ) -> None:
+        """Open ``model``: a file, or the bytes of one (a build measures what it just made)."""
+        source = model if isinstance(model, bytes) else str(model)
+        where = "(in memory)" if isinstance(model, bytes) else str(model)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
             self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+                source, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT's exceptions share no base but Exception
-            raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+            raise ModelError(f"cannot load ONNX model {where}: {exc}") from exc
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
-            raise ModelError(f"{path}: expected one input, the model has {len(inputs)}")
+            raise ModelError(f"{where}: expected one input, the model has {len(inputs)}")
         self._feed_name: str = inputs[0].name
         self.input_shape: tuple[int | str | None, ...] = tuple(inputs[0].shape)
         outputs = self._session.get_outputs()

@@ -1,9 +1,11 @@
-"""The model slot: the one loaded model a pipeline runs right now.
+"""The model slot: the one loaded model a pipeline runs right now, and how it is found.
 
-Loading computes the file's sha256 (the identity every event carries), opens an ORT
-session and runs one warm-up inference, so the first real window is not slow and a broken
-model fails at load, not in the middle of a stream. ``swap`` replaces the model between
-two inferences: the pipeline reads ``current()`` once per batch.
+A pipeline's config names its model by a file (with version and labels) or by an entry
+of a manifest; ``resolve_model`` turns either into a ``ModelSpec``. Loading computes the
+file's sha256 (the identity every event carries), opens an ORT session and runs one
+warm-up inference, so the first real window is not slow and a broken model fails at load,
+not in the middle of a stream. ``swap`` replaces the model between two inferences: the
+pipeline reads ``current()`` once per batch.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.config import ModelConfig, ModelTask, RuntimeConfig
-from edge_agent.inference.manifest import ModelSpec, resolve_model
+from edge_agent.inference.manifest import ModelSpec, read_manifest
+from edge_agent.inference.postprocess import read_labels
 from edge_agent.inference.runtime import Runtime
 from shared.digests import sha256_file
-from shared.errors import ModelError
+from shared.errors import ConfigError, ModelError
 from shared.messages import ModelRef
 
 
@@ -38,6 +41,50 @@ class LoadedModel:
     task: ModelTask = "anomaly"
     input_hw: tuple[int, int] = (0, 0)
     """A detector's input height and width (its letterbox size)."""
+
+
+def resolve_model(config: ModelConfig) -> ModelSpec:
+    """The model a pipeline config points at, from the config itself or from a manifest."""
+    if config.path is not None:
+        # ModelConfig guarantees a version and labels (or a labels file) come with `path`.
+        assert config.version is not None
+        labels = config.labels
+        if labels is None:
+            assert config.labels_file is not None
+            labels = read_labels(config.labels_file)
+        return ModelSpec(
+            config.name,
+            config.version,
+            config.path,
+            tuple(labels),
+            config.normal_label,
+            task=config.task,
+        )
+    assert config.manifest is not None
+    manifest = read_manifest(config.manifest)
+    candidates = [
+        m for m in manifest.models if m.name == config.name and config.version in (None, m.version)
+    ]
+    if not candidates:
+        wanted = config.name + (f" {config.version}" if config.version else "")
+        raise ConfigError(f"{config.manifest}: no model {wanted!r} in the manifest")
+    entry = max(candidates, key=lambda m: _version_key(m.version))
+    task: ModelTask = "detection" if entry.task == "detection" else "anomaly"
+    if task == "anomaly" and entry.normal_label not in entry.labels:
+        raise ConfigError(f"{config.manifest}: normal_label of {entry.name} is not a label")
+    return ModelSpec(
+        entry.name,
+        entry.version,
+        entry.path(config.manifest.parent),
+        tuple(entry.labels),
+        entry.normal_label,
+        task=task,
+        sha256=entry.sha256,
+    )
+
+
+def _version_key(version: str) -> tuple[int | str, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in version.split("."))
 
 
 def file_sha256(path: Path) -> str:

@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 
 from edge_agent.config import ModelConfig, RuntimeConfig
-from edge_agent.inference.manifest import resolve_model
 from edge_agent.inference.runtime import Runtime
-from edge_agent.inference.slot import ModelSlot, file_sha256, load_model, load_slot
+from edge_agent.inference.slot import (
+    ModelSlot,
+    file_sha256,
+    load_model,
+    load_slot,
+    resolve_model,
+)
 from shared.errors import ConfigError, ModelError
 from tests.edge.conftest import MANIFEST, MODEL, model_section
 
