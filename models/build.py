@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -22,13 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models import detector, vibration
-from models.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    ModelEntry,
-    default_dir,
-    load_manifest,
-)
+from models.manifest import MANIFEST_NAME, ModelCard, default_dir, load_manifest, manifest_json
 from shared.digests import sha256_file
 from shared.errors import ModelError
 
@@ -38,13 +33,21 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class _Model:
     name: str  # as in the manifest
-    build: Callable[[Path], ModelEntry]
+    build: Callable[[], tuple[bytes, ModelCard]]  # the ONNX file and its manifest entry
     needs: str | None = None  # a module the build imports that a plain install lacks
+
+
+def _build_detector() -> tuple[bytes, ModelCard]:
+    """Train and export (torch), then measure the exported file as an agent runs it."""
+    from models import detector_net  # torch: only when training
+
+    model = detector_net.train_and_export()
+    return model, detector.card(model)
 
 
 MODELS: dict[str, _Model] = {
     "vibration": _Model(vibration.NAME, vibration.build),
-    "detector": _Model(detector.NAME, detector.build, needs="torch"),
+    "detector": _Model(detector.NAME, _build_detector, needs="torch"),
 }
 
 
@@ -68,7 +71,9 @@ def build_all(out_dir: Path, only: Collection[str] | None = None) -> Path:
     entries = []
     for key, model in MODELS.items():
         if key in selected and can_build(key):
-            entries.append(model.build(out_dir))
+            onnx, card = model.build()
+            write_atomically(out_dir / card.file, onnx)
+            entries.append(card)
             continue
         if key in selected:
             logger.warning(
@@ -76,14 +81,21 @@ def build_all(out_dir: Path, only: Collection[str] | None = None) -> Path:
             )
         entries.append(_existing(model.name, out_dir))
     path = out_dir / MANIFEST_NAME
-    vibration.write_atomically(path, Manifest(models=entries).to_json().encode("utf-8"))
+    write_atomically(path, manifest_json(entries).encode("utf-8"))
     logger.info(
         "built %s into %s in %.1f s", sorted(selected), out_dir, time.perf_counter() - started
     )
     return path
 
 
-def _intact(name: str, directory: Path) -> ModelEntry | None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a model."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _intact(name: str, directory: Path) -> ModelCard | None:
     try:
         entries = load_manifest(directory / MANIFEST_NAME)
     except ModelError:
@@ -95,7 +107,7 @@ def _intact(name: str, directory: Path) -> ModelEntry | None:
     return None
 
 
-def _existing(name: str, out_dir: Path) -> ModelEntry:
+def _existing(name: str, out_dir: Path) -> ModelCard:
     """The intact entry of ``name`` in ``out_dir``, else the committed one copied there."""
     if (entry := _intact(name, out_dir)) is not None:
         return entry

@@ -13,7 +13,8 @@ to be learnt are ignored), GIoU and L1 on the boxes of positive cells.
 
 Training sees 192-row crops of the letterboxed input at random heights (a 640x360 frame
 fills rows 70-250), which cuts the cost by 40 %; the network is fully convolutional and
-the exported graph takes the full 320x320 input.
+the exported graph takes the full 320x320 input. Frames are letterboxed by the edge's own
+code, and the export is checked in the edge's ONNX Runtime session.
 """
 
 from __future__ import annotations
@@ -31,19 +32,11 @@ import torch
 import torch.nn.functional as fn
 from torch import Tensor, nn
 
+from edge_agent.inference.postprocess import letterbox
+from edge_agent.inference.runtime import Runtime
 from edge_agent.sources.synthetic_scene import CLASSES
-from models.detector import (
-    ANCHORS,
-    INPUT_SIZE,
-    NAME,
-    STRIDE,
-    TRAIN_SEED,
-    VERSION,
-    LabelledFrame,
-    labelled_frames,
-    letterbox,
-    ort_runner,
-)
+from models.detector import ANCHORS, INPUT_SIZE, NAME, STRIDE, TRAIN_SEED, VERSION
+from models.scenes import LabelledFrame, labelled_frames
 from shared.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -133,9 +126,9 @@ class TrainSet:
         images: list[npt.NDArray[np.uint8]] = []
         self.targets: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]] = []
         for frame in frames:
-            tensor, fit = letterbox(frame.image)
+            tensor, fit = letterbox(frame.image, (INPUT_SIZE, INPUT_SIZE))
             images.append(np.rint(tensor[0].transpose(1, 2, 0) * 255.0).astype(np.uint8))
-            offset = np.array([fit.left, fit.top, fit.left, fit.top], np.float32)
+            offset = np.array([fit.pad_x, fit.pad_y, fit.pad_x, fit.pad_y], np.float32)
             boxes = frame.boxes * fit.scale + offset
             w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
             learn = (frame.visible >= MIN_TRAIN_VISIBLE) & (w >= MIN_TRAIN_PX) & (h >= MIN_TRAIN_PX)
@@ -321,11 +314,11 @@ def export(net: Net) -> bytes:
 
 def check_export(net: Net, model: bytes, frames: list[LabelledFrame]) -> float:
     """Largest difference between torch and ONNX Runtime on a few real frames."""
-    run = ort_runner(model)
+    run = Runtime(model).run
     wrapped = Exported(net).eval()
     worst = 0.0
     for frame in frames:
-        tensor, _ = letterbox(frame.image)
+        tensor, _ = letterbox(frame.image, (INPUT_SIZE, INPUT_SIZE))
         with torch.no_grad():
             expected = wrapped(torch.from_numpy(tensor)).numpy()
         got = run(tensor)

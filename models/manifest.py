@@ -1,28 +1,31 @@
-"""The typed reader of ``manifest.json``: what each shipped model file is and how to feed it.
+"""What the build records of each shipped model: the edge's manifest entry plus the model card.
 
-Imports only pydantic and the standard library, so a gateway with onnxruntime and numpy
-(and no scikit-learn or onnx) can read it.
+The file's schema is the edge's (:mod:`edge_agent.inference.manifest`), so an agent reads
+what the build writes; a ``ModelCard`` adds the input and output tensors, the file size and
+the held-out metrics.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_agent.inference.manifest import ManifestEntry, ManifestFile
 from shared.errors import ModelError
-from shared.messages import Name, Sha256
+from shared.fields import Sha256
 
 MANIFEST_NAME = "manifest.json"
 
 
-class _Entry(BaseModel):
+class _Record(BaseModel):
     # Unknown keys are ignored: an older agent must still read a newer build's manifest.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class TensorSpec(_Entry):
+class TensorSpec(_Record):
     """One input or output: its name, element type and shape (a string is a dynamic axis)."""
 
     name: str
@@ -30,15 +33,24 @@ class TensorSpec(_Entry):
     shape: list[int | str]
 
 
-class LabelMetrics(_Entry):
+class LabelMetrics(_Record):
     """Held-out precision and recall of one label, and how many samples (or objects) had it."""
 
     precision: float = Field(ge=0.0, le=1.0)
     recall: float = Field(ge=0.0, le=1.0)
     support: int = Field(default=0, ge=0)
 
+    @classmethod
+    def count(cls, *, hits: int, predicted: int, actual: int) -> LabelMetrics:
+        """From counts: correct predictions, all predictions, and true instances (support)."""
+        return cls(
+            precision=round(hits / max(predicted, 1), 4),
+            recall=round(hits / max(actual, 1), 4),
+            support=actual,
+        )
 
-class Metrics(_Entry):
+
+class Metrics(_Record):
     """Held-out scores: for a classifier, "any fault" against the normal label; for a
     detector, all boxes of all classes (matched at IoU 0.5)."""
 
@@ -47,35 +59,22 @@ class Metrics(_Entry):
     per_label: dict[str, LabelMetrics] = Field(default_factory=dict)
 
 
-class ModelEntry(_Entry):
-    """One model of the manifest; ``file`` is relative to the manifest's directory."""
+class ModelCard(ManifestEntry):
+    """One model of the manifest as the build writes it: the entry an agent reads, and
+    how to feed the model and how well it did on held-out data."""
 
-    name: Name
-    version: Name
-    file: str
-    sha256: Sha256
+    sha256: Sha256  # the build always states it
     size: int = Field(gt=0)
-    task: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    labels: list[str]
-    normal_label: str | None = None  # classifiers: the label that means "all is well"
     sample_rate_hz: float | None = Field(default=None, gt=0)  # models of sampled signals
     metrics: Metrics
 
-    def path(self, manifest_dir: Path) -> Path:
-        """Where the model file is, given the directory that holds the manifest."""
-        return manifest_dir / self.file
 
-
-class Manifest(_Entry):
-    """The file as a whole: a list of models."""
-
-    models: list[ModelEntry]
-
-    def to_json(self) -> str:
-        """The file's text: fields a model does not have are left out, not written as null."""
-        return self.model_dump_json(indent=2, exclude_none=True) + "\n"
+def manifest_json(cards: Sequence[ModelCard]) -> str:
+    """The file's text: fields a model does not have are left out, not written as null."""
+    text = ManifestFile[ModelCard](models=list(cards)).model_dump_json(indent=2, exclude_none=True)
+    return text + "\n"
 
 
 def default_dir() -> Path:
@@ -83,13 +82,13 @@ def default_dir() -> Path:
     return Path(__file__).resolve().parent
 
 
-def load_manifest(path: Path) -> list[ModelEntry]:
+def load_manifest(path: Path) -> list[ModelCard]:
     """Read and validate a manifest; any problem becomes a ModelError naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ModelError(f"cannot read model manifest {path}: {exc}") from exc
     try:
-        return Manifest.model_validate_json(text).models
+        return ManifestFile[ModelCard].model_validate_json(text).models
     except ValidationError as exc:
         raise ModelError(f"invalid model manifest {path}: {exc}") from exc

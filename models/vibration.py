@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import onnx
 
+from edge_agent.inference.runtime import Runtime
 from edge_agent.sources.simulated_machine import LABELS, MachineSpec, SimulatedMachine
 from models.graph import GraphBuilder
-from models.manifest import LabelMetrics, Metrics, ModelEntry, TensorSpec
+from models.manifest import LabelMetrics, Metrics, ModelCard, TensorSpec
 from shared.digests import sha256_bytes
 from shared.errors import ModelError
 
@@ -278,18 +277,6 @@ HELD_OUT_PER_MACHINE = 50  # x 6 machines = 300 windows per label
 MAX_GRAPH_ERROR = 1e-4
 
 
-def run_onnx(model: bytes, windows: F32) -> F32:
-    """Probabilities from ONNX Runtime on one thread, as a gateway would compute them."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    result: F32 = session.run(["probabilities"], {"window": windows})[0]
-    return result
-
-
 def held_out_metrics(predicted: I64, truth: I64) -> Metrics:
     """Precision/recall of "any fault" vs healthy, and of each label on its own."""
     per_label = {
@@ -303,22 +290,22 @@ def held_out_metrics(predicted: I64, truth: I64) -> Metrics:
 def _precision_recall(
     predicted: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]
 ) -> LabelMetrics:
-    hits = int(np.sum(predicted & truth))
-    return LabelMetrics(
-        precision=round(hits / max(int(predicted.sum()), 1), 4),
-        recall=round(hits / max(int(truth.sum()), 1), 4),
-        support=int(truth.sum()),
+    return LabelMetrics.count(
+        hits=int(np.sum(predicted & truth)), predicted=int(predicted.sum()), actual=int(truth.sum())
     )
 
 
-def build(out_dir: Path) -> ModelEntry:
-    """Generate data, train, export, check the graph against numpy, write the .onnx file."""
+def build() -> tuple[bytes, ModelCard]:
+    """Generate data, train, export, check the graph against numpy; the file and its card.
+
+    The graph runs in the edge's ONNX Runtime session, on one thread as a gateway runs it.
+    """
     train_set = make_dataset(TRAIN_SEED, TRAIN_PER_MACHINE)
     held_out = make_dataset(HELD_OUT_SEED, HELD_OUT_PER_MACHINE)
     classifier = train(features(train_set.windows), train_set.labels, seed=0)
     model = to_onnx(classifier).SerializeToString()
 
-    graph = run_onnx(model, held_out.windows)
+    graph = Runtime(model).run(held_out.windows)
     reference = classifier.probabilities(features(held_out.windows))
     error = float(np.abs(graph - reference).max())
     if error > MAX_GRAPH_ERROR:
@@ -329,12 +316,10 @@ def build(out_dir: Path) -> ModelEntry:
         *(NAME, VERSION, error, metrics.precision, metrics.recall),
     )
 
-    path = out_dir / f"{NAME}-{VERSION}.onnx"
-    write_atomically(path, model)
-    return ModelEntry(
+    return model, ModelCard(
         name=NAME,
         version=VERSION,
-        file=path.name,
+        file=f"{NAME}-{VERSION}.onnx",
         sha256=sha256_bytes(model),
         size=len(model),
         task=NAME,
@@ -345,10 +330,3 @@ def build(out_dir: Path) -> ModelEntry:
         sample_rate_hz=SAMPLE_RATE_HZ,
         metrics=metrics,
     )
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a model."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

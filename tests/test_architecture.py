@@ -3,6 +3,8 @@
 CLI -> edge_agent | cloud_api -> shared. ``shared`` imports neither side; the two sides never
 import each other; ``models`` may import the edge's pre- and postprocessing, never the cloud;
 and a source never imports the inference runtime (sources read devices, nothing more).
+The schema of ``models/manifest.json`` is a light leaf of the edge (a gateway reads it), and
+the detector's model card never imports its torch trainer (the trainer imports the card).
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "cloud_api": ("edge_agent", "cli", "bench"),
     "models": ("cloud_api", "cli", "bench"),
     "edge_agent.sources": ("edge_agent.inference",),
+    "edge_agent.inference.manifest": (
+        "cv2",
+        "numpy",
+        "onnxruntime",
+        "edge_agent.inference.postprocess",
+        "edge_agent.inference.runtime",
+        "edge_agent.inference.slot",
+    ),
+    "models.detector": ("models.detector_net", "torch"),
+    "models.scenes": ("models.detector", "models.detector_net", "torch"),
 }
 """Importer prefix -> the module prefixes it must never import."""
 

@@ -1,21 +1,22 @@
-"""The synthetic street scene and the shipped scene detector (ONNX Runtime; no torch needed)."""
+"""The synthetic street scene and the shipped scene detector, measured with the edge's code
+(its letterbox, decode and ONNX Runtime session; no torch needed)."""
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 import numpy as np
+import numpy.typing as npt
 import pytest
 
+from edge_agent.inference.postprocess import letterbox, pairwise_iou
+from edge_agent.inference.runtime import Runtime
 from edge_agent.sources.synthetic_scene import (
     CLASSES,
     Actor,
     SyntheticScene,
     random_actors,
 )
-from models import MANIFEST_NAME, ModelEntry, default_dir, detector, load_manifest
-from models import build as model_build
+from models import MANIFEST_NAME, ModelCard, default_dir, detector, load_manifest
+from models.scenes import labelled_frames
 from shared.digests import sha256_file
 
 # Not one of the build's seeds (11 train, 22 held out): streets the model never saw.
@@ -23,20 +24,20 @@ FRESH_SEED = 777
 
 
 @pytest.fixture(scope="module")
-def entry() -> ModelEntry:
+def entry() -> ModelCard:
     (found,) = [e for e in load_manifest(default_dir() / MANIFEST_NAME) if e.name == detector.NAME]
     return found
 
 
 @pytest.fixture(scope="module")
-def run(entry: ModelEntry) -> detector.Runner:
-    return detector.ort_runner(str(entry.path(default_dir())))
+def run(entry: ModelCard) -> detector.Runner:
+    return Runtime(entry.path(default_dir())).run
 
 
 # -- the model --------------------------------------------------------------------------
 
 
-def test_committed_detector_matches_its_manifest(entry: ModelEntry) -> None:
+def test_committed_detector_matches_its_manifest(entry: ModelCard) -> None:
     path = entry.path(default_dir())
     assert sha256_file(path) == entry.sha256
     assert path.stat().st_size == entry.size
@@ -49,7 +50,7 @@ def test_committed_detector_matches_its_manifest(entry: ModelEntry) -> None:
 
 def test_output_is_yolov8_layout(run: detector.Runner) -> None:
     scene = SyntheticScene(seed=FRESH_SEED)
-    tensor, _ = detector.letterbox(scene.render(0.0))
+    tensor, _ = letterbox(scene.render(0.0), (detector.INPUT_SIZE, detector.INPUT_SIZE))
     output = run(tensor)
     assert output.shape == (1, 4 + len(CLASSES), detector.ANCHORS)
     assert output.dtype == np.float32
@@ -63,7 +64,7 @@ def test_output_is_yolov8_layout(run: detector.Runner) -> None:
 
 def test_finds_the_cars_and_people_of_fresh_streets(run: detector.Runner) -> None:
     tally = detector.Tally.empty()
-    for frame in detector.labelled_frames(FRESH_SEED, scenes=24, frames_per_scene=3):
+    for frame in labelled_frames(FRESH_SEED, scenes=24, frames_per_scene=3):
         tally.add(detector.detect(run, frame.image), frame)
     metrics = tally.metrics()
     for label in CLASSES:
@@ -87,63 +88,49 @@ def test_detected_box_lands_on_the_object_in_frame_pixels(run: detector.Runner) 
     person = Actor("person", 0.0, (500.0, 110.0), (0.0, 0.0), (24.0, 70.0))
     scene = SyntheticScene(seed=FRESH_SEED, actors=[car, person])
     found = detector.detect(run, scene.render(1.0))
-    assert sorted(CLASSES[d.label] for d in found) == ["car", "person"]
+    assert sorted(d.label for d in found) == ["car", "person"]
     for d in found:
-        truth = next(b for b in scene.truth(1.0) if b.label == CLASSES[d.label])
-        box = np.array([truth.x1, truth.y1, truth.x2, truth.y2], np.float32)
-        assert detector.iou(np.array(d.box, np.float32), box[None])[0] >= 0.6
+        truth = next(b for b in scene.truth(1.0) if b.label == d.label)
+        box = np.array([[truth.x1, truth.y1, truth.x2, truth.y2]])
+        assert pairwise_iou(np.array([d.box]), box)[0, 0] >= 0.6
 
 
-@pytest.fixture
-def without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the build believe torch is not installed (as in CI)."""
-    no_torch = dataclasses.replace(model_build.MODELS["detector"], needs="no_such_module_aiot")
-    monkeypatch.setitem(model_build.MODELS, "detector", no_torch)
+# -- what an agent reports (crafted outputs) ------------------------------------------
 
 
-@pytest.mark.usefixtures("without_torch")
-def test_build_without_torch_keeps_the_committed_detector(
-    entry: ModelEntry, tmp_path: Path
-) -> None:
-    manifest = model_build.build_all(tmp_path, only=["detector"])
-    assert manifest.read_bytes() == (default_dir() / MANIFEST_NAME).read_bytes()
-    assert sha256_file(entry.path(tmp_path)) == entry.sha256
+def crafted(rows: list[list[float]]) -> detector.Runner:
+    """A stand-in model whose output has these anchors (cx, cy, w, h, car, person)."""
+    output = np.zeros((1, 4 + len(CLASSES), detector.ANCHORS), np.float32)
+    output[0, :, : len(rows)] = np.array(rows, np.float32).T
 
-    # An altered copy is replaced by the committed file, and nothing is trained.
-    entry.path(tmp_path).write_bytes(b"not a model")
-    assert model_build.stale(tmp_path) == ["detector"]
-    model_build.ensure_built(tmp_path)
-    assert sha256_file(entry.path(tmp_path)) == entry.sha256
+    def run(images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        assert images.shape == (1, 3, detector.INPUT_SIZE, detector.INPUT_SIZE)
+        return output
+
+    return run
 
 
-# -- decode and NMS (pure logic) --------------------------------------------------------
-
-
-def test_decode_keeps_the_best_of_overlapping_boxes_per_class() -> None:
-    rows = np.array(
-        [  # cx, cy, w, h, car, person
+def test_detect_keeps_the_best_of_overlapping_boxes_per_class() -> None:
+    run = crafted(
+        [
             [100, 100, 40, 20, 0.9, 0.1],
             [102, 101, 40, 20, 0.8, 0.1],  # same car, lower score: suppressed
             [101, 100, 10, 30, 0.1, 0.7],  # a person on the car: another class, kept
-            [250, 200, 40, 20, 0.3, 0.0],  # below the threshold
-        ],
-        np.float32,
+            [250, 200, 40, 20, 0.3, 0.0],  # below the card's threshold
+        ]
     )
-    found = detector.decode(rows.T[None], score_threshold=0.35, iou_threshold=0.45)
-    assert [(d.label, round(d.score, 2)) for d in found] == [(0, 0.9), (1, 0.7)]
+    found = detector.detect(run, np.zeros((320, 320, 3), np.uint8))
+    assert [(d.label, round(d.score, 2)) for d in found] == [("car", 0.9), ("person", 0.7)]
     assert found[0].box == (80.0, 90.0, 120.0, 110.0)
 
 
-def test_letterbox_matches_ultralytics_geometry() -> None:
+def test_detect_maps_boxes_back_to_the_trained_camera_frame() -> None:
+    """The 640 x 360 camera fills rows 70-250 of the 320 x 320 input, at half scale."""
     frame = np.zeros((360, 640, 3), np.uint8)
-    frame[:, :, 2] = 255  # red in BGR
-    tensor, fit = detector.letterbox(frame)
-    assert tensor.shape == (1, 3, 320, 320)
-    assert (fit.scale, fit.left, fit.top) == (0.5, 0, 70)
-    assert tensor[0, 0, 160, 160] == 1.0  # red is channel 0 (RGB)
-    assert tensor[0, :, 10, 10] == pytest.approx([114 / 255] * 3)
-    back = fit.to_frame(np.array([[0, 70, 320, 250]], np.float32))
-    np.testing.assert_allclose(back, [[0, 0, 640, 360]])
+    (found,) = detector.detect(crafted([[160, 160, 320, 180, 0.9, 0.0]]), frame)
+    assert found.box == (0.0, 0.0, 640.0, 360.0)
+    (half,) = detector.detect(crafted([[80, 100, 40, 20, 0.0, 0.8]]), frame)
+    assert half.box == (120.0, 40.0, 200.0, 80.0)
 
 
 # -- the synthetic scene ----------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""The reproducible build of the shipped models and of their manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from models import MANIFEST_NAME, ModelCard, default_dir, load_manifest
+from models import build as model_build
+from models.detector import NAME as DETECTOR
+from shared.digests import sha256_file
+
+
+@pytest.fixture(scope="module")
+def detector() -> ModelCard:
+    (found,) = [e for e in load_manifest(default_dir() / MANIFEST_NAME) if e.name == DETECTOR]
+    return found
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fresh build, shared by the tests that need build output (the detector is copied)."""
+    out = tmp_path_factory.mktemp("build")
+    model_build.build_all(out, only=["vibration"])
+    return out
+
+
+def test_build_is_byte_for_byte_reproducible(built: Path, tmp_path: Path) -> None:
+    again = model_build.build_all(tmp_path, only=["vibration"])
+    assert again.read_bytes() == (built / MANIFEST_NAME).read_bytes()
+    (entry, _) = load_manifest(again)
+    assert sha256_file(entry.path(tmp_path)) == sha256_file(entry.path(built)) == entry.sha256
+    assert entry.metrics.recall >= 0.95
+    assert entry.metrics.precision >= 0.95
+
+
+def test_ensure_built_leaves_an_up_to_date_build_alone(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(out_dir: Path) -> Path:
+        raise AssertionError(f"rebuilt {out_dir} although it was up to date")
+
+    monkeypatch.setattr(model_build, "build_all", refuse)
+    assert model_build.ensure_built(built) == built / MANIFEST_NAME
+
+
+def test_ensure_built_rebuilds_an_altered_model(built: Path, tmp_path: Path) -> None:
+    shutil.copytree(built, tmp_path, dirs_exist_ok=True)
+    (entry, _) = load_manifest(tmp_path / MANIFEST_NAME)
+    model = entry.path(tmp_path)
+    data = model.read_bytes()
+    model.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+
+    model_build.ensure_built(tmp_path)
+    assert sha256_file(model) == entry.sha256
+
+
+@pytest.fixture
+def without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the build believe torch is not installed (as in CI)."""
+    no_torch = dataclasses.replace(model_build.MODELS["detector"], needs="no_such_module_aiot")
+    monkeypatch.setitem(model_build.MODELS, "detector", no_torch)
+
+
+@pytest.mark.usefixtures("without_torch")
+def test_build_without_torch_keeps_the_committed_detector(
+    detector: ModelCard, tmp_path: Path
+) -> None:
+    manifest = model_build.build_all(tmp_path, only=["detector"])
+    assert manifest.read_bytes() == (default_dir() / MANIFEST_NAME).read_bytes()
+    assert sha256_file(detector.path(tmp_path)) == detector.sha256
+
+    # An altered copy is replaced by the committed file, and nothing is trained.
+    detector.path(tmp_path).write_bytes(b"not a model")
+    assert model_build.stale(tmp_path) == ["detector"]
+    model_build.ensure_built(tmp_path)
+    assert sha256_file(detector.path(tmp_path)) == detector.sha256
