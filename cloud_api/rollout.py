@@ -46,10 +46,17 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from cloud_api import crud
 from cloud_api.config import parse_mqtt_url
 from cloud_api.db import AdvisoryLock
+from cloud_api.liveness import liveness
 from cloud_api.mqtt import make_client
+from cloud_api.queries.agents import agents_by_id, list_agents
+from cloud_api.queries.deployments import (
+    active_deployment_for_pipeline,
+    active_deployments,
+    deployment_agents,
+)
+from cloud_api.queries.models import get_model_version
 from cloud_api.schemas import (
     DeploymentState,
     DeploymentStrategy,
@@ -357,22 +364,22 @@ def create_deployment(
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(AdvisoryLock.ROLLOUT_CREATE)))
-    if crud.get_model_version(session, name=model, version=version) is None:
+    if get_model_version(session, name=model, version=version) is None:
         raise ContractError(f"model {model!r} has no version {version!r}")
-    active = crud.active_deployment_for_pipeline(session, pipeline=pipeline)
+    active = active_deployment_for_pipeline(session, pipeline=pipeline)
     if active is not None:
         raise ConflictError(
             f"deployment {active.id} ({active.model} {active.version}) is still {active.state} "
             f"on pipeline {pipeline!r}: wait for it or cancel it"
         )
     if target.agent_ids is not None:
-        known = crud.agents_by_id(session, agent_ids=target.agent_ids)
+        known = agents_by_id(session, agent_ids=target.agent_ids)
         unknown = sorted(set(target.agent_ids) - set(known))
         if unknown:
             raise ContractError(f"agents never reported: {', '.join(unknown)}")
         rows = list(known.values())
     else:
-        rows = list(crud.list_agents(session))
+        rows = list(list_agents(session))
     agent_ids = matching_agents(rows, target)
     if not agent_ids:
         raise ContractError(f"no agent has the labels {target.labels}")
@@ -439,7 +446,7 @@ def cancel_deployment(session: Session, *, row: DeploymentRow, now: datetime) ->
     session.refresh(row)
     if row.state not in ACTIVE:
         raise ConflictError(f"deployment {row.id} has ended ({row.state}): nothing to cancel")
-    agents = crud.deployment_agents(session, deployment_ids=[row.id])
+    agents = deployment_agents(session, deployment_ids=[row.id])
     targets = cancel([_target(a) for a in agents], now)
     for agent, target in zip(agents, targets, strict=True):
         _store_target(agent, target)
@@ -455,15 +462,15 @@ def tick(session: Session, *, now: datetime, grace: float) -> int:
     The caller commits, then publishes the desired states that changed.
     """
     moved = 0
-    for row in crud.active_deployments(session):
+    for row in active_deployments(session):
         if _advance_row(session, row, now=now, grace=grace):
             moved += 1
     return moved
 
 
 def _advance_row(session: Session, row: DeploymentRow, *, now: datetime, grace: float) -> bool:
-    version = crud.get_model_version(session, name=row.model, version=row.version)
-    agents = crud.deployment_agents(session, deployment_ids=[row.id])
+    version = get_model_version(session, name=row.model, version=row.version)
+    agents = deployment_agents(session, deployment_ids=[row.id])
     ids = [agent.agent_id for agent in agents]
     if version is None:
         # The registry never deletes versions; this is a database edited by hand.
@@ -480,12 +487,12 @@ def _advance_row(session: Session, row: DeploymentRow, *, now: datetime, grace: 
         strategy=DeploymentStrategy.model_validate(row.strategy),
         entry=entry_for(row.pipeline, row.id, manifest),
     )
-    reported = crud.agents_by_id(session, agent_ids=ids)
+    reported = agents_by_id(session, agent_ids=ids)
     seen = {
         agent_id: _observe(agent, row.pipeline, now=now, grace=grace)
         for agent_id, agent in reported.items()
     }
-    states = crud.desired_states(session, agent_ids=ids)
+    states = desired_states(session, agent_ids=ids)
     current = {agent_id: _entry_of(d.payload, row.pipeline) for agent_id, d in states.items()}
     step = advance(rollout, [_target(a) for a in agents], seen, current, now)
 
@@ -562,14 +569,26 @@ def _pipeline_status(row: AgentRow, pipeline: str) -> PipelineStatus | None:
 
 
 def _observe(row: AgentRow, pipeline: str, *, now: datetime, grace: float) -> Observation:
-    agent = crud.describe_agent(row, now=now, grace=grace)
+    judged = liveness(row, now=now, grace=grace)
     status = _pipeline_status(row, pipeline)
     return Observation(
-        online=agent.state == "online",
+        online=judged.online,
         model=status.model if status else None,
         update=status.update if status else None,
-        offline_reason=agent.reason if agent.state == "offline" else "",
+        offline_reason="" if judged.online else judged.reason,
     )
+
+
+def desired_states(session: Session, *, agent_ids: Sequence[str]) -> dict[str, DesiredStateRow]:
+    """The desired states last issued to the agents among ``agent_ids``, by id."""
+    query = select(DesiredStateRow).where(DesiredStateRow.agent_id.in_(agent_ids))
+    return {row.agent_id: row for row in session.scalars(query)}
+
+
+def desired_state_versions(session: Session) -> list[tuple[str, datetime]]:
+    """When each agent's desired state was issued: what the broker should hold retained."""
+    query = select(DesiredStateRow.agent_id, DesiredStateRow.updated_at)
+    return [(agent_id, issued_at) for agent_id, issued_at in session.execute(query)]
 
 
 def _entry_of(payload: Mapping[str, Any], pipeline: str) -> Entry | None:
@@ -671,7 +690,7 @@ class RolloutWorker:
         if not self._subscribed.is_set():
             return 0
         with Session(self._engine) as session:
-            issued = crud.desired_state_versions(session)
+            issued = desired_state_versions(session)
             now = time.monotonic()
             with self._lock:
                 stale = [
@@ -682,7 +701,7 @@ class RolloutWorker:
                 ]
             if not stale:
                 return 0
-            rows = crud.desired_states(session, agent_ids=stale)
+            rows = desired_states(session, agent_ids=stale)
         for agent_id, row in rows.items():
             message = DesiredState.model_validate(row.payload)
             self._client.publish(
