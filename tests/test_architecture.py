@@ -3,6 +3,8 @@
 CLI -> edge_agent | cloud_api -> shared. ``shared`` imports neither side; the two sides never
 import each other; ``models`` may import the edge's pre- and postprocessing, never the cloud;
 and a source never imports the inference runtime (sources read devices, nothing more).
+In the cloud, the rollout state machine imports no SQL and no MQTT, and domain code (liveness,
+queries, analytics, rollouts) never imports the API layer that shapes its answers.
 """
 
 from __future__ import annotations
@@ -16,12 +18,26 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("shared", "edge_agent", "cloud_api", "models", "cli", "bench")
 
+API_LAYER = ("cloud_api.routes", "cloud_api.deps", "fastapi")
+"""Domain code returns plain values and rows; only the routes shape them for the API."""
+PURE_ROLLOUT = (
+    "sqlalchemy", "paho", "cloud_api.db", "cloud_api.tables", "cloud_api.queries",
+    "cloud_api.mqtt", "cloud_api.rollout.store", "cloud_api.rollout.worker", *API_LAYER,
+)  # fmt: skip
+"""The rollout state machine and desired states are pure: no SQL, no MQTT."""
+
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "shared": ("edge_agent", "cloud_api", "models", "cli", "bench"),
     "edge_agent": ("cloud_api", "models", "cli", "bench"),
     "cloud_api": ("edge_agent", "cli", "bench"),
     "models": ("cloud_api", "cli", "bench"),
     "edge_agent.sources": ("edge_agent.inference",),
+    "cloud_api.rollout.machine": PURE_ROLLOUT,
+    "cloud_api.rollout.desired": PURE_ROLLOUT,
+    "cloud_api.liveness": ("cloud_api.schemas", *API_LAYER),
+    "cloud_api.rollout": API_LAYER,
+    "cloud_api.queries": API_LAYER,
+    "cloud_api.analytics": API_LAYER,
 }
 """Importer prefix -> the module prefixes it must never import."""
 

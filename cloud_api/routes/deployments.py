@@ -1,6 +1,6 @@
 """``/api/v1/deployments``: roll a model version out to agents, watch it, cancel it.
 
-The rollout worker (``cloud_api.rollout``) moves deployments; these routes only create,
+The rollout worker (``cloud_api.rollout.worker``) moves deployments; these routes only create,
 show and cancel them.
 """
 
@@ -12,13 +12,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from cloud_api import rollout
 from cloud_api.deps import OperateDep, ReadDep, SessionDep
 from cloud_api.limits import Limit, body_limit
 from cloud_api.params import Id64Path
 from cloud_api.queries import deployments
 from cloud_api.queries.models import get_model_version
 from cloud_api.responses import AUTHENTICATED, problems
+from cloud_api.rollout import store
 from cloud_api.schemas import (
     DeploymentAgentOut,
     DeploymentCounts,
@@ -53,7 +53,7 @@ def create_deployment(body: DeploymentIn, session: SessionDep, _: OperateDep) ->
     if get_model_version(session, name=body.model, version=body.version) is None:
         raise HTTPException(404, f"model {body.model!r} has no version {body.version!r}")
     try:
-        row = rollout.create_deployment(
+        row = store.create_deployment(
             session,
             model=body.model,
             version=body.version,
@@ -98,7 +98,7 @@ def cancel_deployment(deployment_id: Id64Path, session: SessionDep, _: OperateDe
     state (this is not a rollback: deploy the previous version for that). 409 once ended."""
     row = _row(session, deployment_id)
     try:
-        rollout.cancel_deployment(session, row=row, now=utcnow())
+        store.cancel_deployment(session, row=row, now=utcnow())
     except ConflictError as exc:
         raise HTTPException(409, str(exc)) from None
     return _out(row, deployments.deployment_agents(session, deployment_ids=[row.id]))
