@@ -26,12 +26,13 @@ from bench.common import postgres_cluster
 from bench.result import Goal, Result
 from bench.sizes import pg_events
 from cli.server import serve_in_thread
-from cloud_api import crud, rollups
+from cloud_api import rollups
 from cloud_api.auth import create_api_key
 from cloud_api.config import Settings
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest import EVENTS as EVENTS_TABLE
 from cloud_api.main import create_serving_app
+from cloud_api.queries.events import events_page_query
 from cloud_api.retention import Retention
 from tests.services import PostgresCluster
 
@@ -185,7 +186,7 @@ def explain_event_pages(engine: Engine, now: datetime) -> dict[str, str]:
     plans = {}
     with engine.connect() as conn:
         for name, filters in combinations.items():
-            query = crud.events_page_query(limit=101, **filters)
+            query = events_page_query(limit=101, **filters)
             compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
             lines = conn.execute(text(f"EXPLAIN (ANALYZE, COSTS OFF) {compiled}")).scalars().all()
             scans = [line.strip() for line in lines if "Scan" in line]

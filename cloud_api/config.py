@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     ingest_batch_max: int = Field(default=200, ge=1, le=10_000)
     ingest_flush_s: float = Field(default=0.05, gt=0, le=10)
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
-    # Rollouts (cloud_api/rollout.py): a worker advances deployments every tick and publishes
+    # Rollouts (cloud_api/rollout/): a worker advances deployments every tick and publishes
     # desired states with its own client, on the control broker (default: AIOT_MQTT_URL).
     rollout_enabled: bool = True
     rollout_tick_s: float = Field(default=1.0, gt=0, le=60)

@@ -18,7 +18,7 @@ from cloud_api.limits import LimitBodies
 from cloud_api.metrics import CountRequests, Metrics
 from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
 from cloud_api.retention import Retention
-from cloud_api.rollout import RolloutWorker
+from cloud_api.rollout.worker import RolloutWorker
 from cloud_api.routes import (
     agents,
     aggregates,

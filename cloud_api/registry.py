@@ -28,13 +28,13 @@ from cryptography.hazmat.primitives.serialization import (
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from cloud_api import crud
 from cloud_api.inspection import InspectionLimits, inspect_onnx
+from cloud_api.queries.models import add_model_version, get_model_version
 from cloud_api.tables import ModelVersionRow
 from shared.digests import sha256_file
 from shared.errors import ConfigError, ConflictError, ContractError, TooLargeError
 from shared.messages import utcnow
-from shared.signing import ModelManifest, sign
+from shared.signing import ModelManifest, SignedManifest, sign
 
 log = logging.getLogger(__name__)
 
@@ -191,27 +191,17 @@ def register_model(
 ) -> ModelVersionRow:
     """Validate, sign, store and record one model version; nothing is kept on refusal.
 
-    <<<<<<< HEAD
-        The model is inspected by a child process within ``limits`` (``cloud_api.inspection``).
-        Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
-        ONNX, no usable self-test, over the inspection's limits) or ConflictError (the version
-        exists).
-    =======
-        Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
-        ONNX, or a golden output that is not finite) or ConflictError (the version exists).
-    >>>>>>> wt-contract
+    The model is inspected by a child process within ``limits`` (``cloud_api.inspection``).
+    Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
+    ONNX, no usable self-test, a golden output that is not finite, over the inspection's
+    limits) or ConflictError (the version exists).
     """
     key = artifact_key(name, version)
-    check_text(task, what="task", max_length=MAX_TASK)
-    if len(labels or []) > MAX_LABELS:
-        raise ContractError(f"a model has at most {MAX_LABELS} labels, not {len(labels or [])}")
-    for label in labels or []:
-        check_text(label, what="label", max_length=MAX_LABEL)
-    if crud.get_model_version(session, name=name, version=version) is not None:
+    _check_details(task, labels or [])
+    if get_model_version(session, name=name, version=version) is not None:
         raise ConflictError(f"model {name} version {version} exists already")
     with spooled_upload(source, tmp_dir=tmp_dir, max_bytes=max_bytes) as path:
         inspection = inspect_onnx(path, limits=limits)
-        inputs, outputs = inspection.inputs, inspection.outputs
         try:
             manifest = ModelManifest(
                 name=name,
@@ -219,30 +209,18 @@ def register_model(
                 sha256=sha256_file(path),
                 size=path.stat().st_size,
                 task=task,
-                inputs=inputs,
-                outputs=outputs,
+                inputs=inspection.inputs,
+                outputs=inspection.outputs,
                 labels=labels or [],
                 golden_input=inspection.golden_input,
                 golden_output=inspection.golden_output,
             )
         except ValidationError as exc:  # the task or labels given with the upload
             raise ContractError(f"manifest refused: {_first_error(exc)}") from None
-        signed = sign(manifest, signing_key)
-        row = ModelVersionRow(
-            name=name,
-            version=version,
-            sha256=manifest.sha256,
-            size=manifest.size,
-            task=task,
-            inputs=[spec.model_dump(mode="json") for spec in inputs],
-            outputs=[spec.model_dump(mode="json") for spec in outputs],
-            labels=list(manifest.labels),
-            manifest=signed.model_dump(mode="json"),
-            created_at=utcnow(),
-        )
+        row = _version_row(manifest, sign(manifest, signing_key))
         # The row is flushed first: the unique constraint picks one winner among concurrent
         # uploads of a version before anything is put in the store under its key.
-        crud.add_model_version(session, row=row)
+        add_model_version(session, row=row)
         try:
             store.put(key, path)
             session.commit()
@@ -252,3 +230,28 @@ def register_model(
             raise
     log.info("registered model %s %s (sha256 %s)", name, version, manifest.sha256)
     return row
+
+
+def _check_details(task: str, labels: list[str]) -> None:
+    """ContractError for a task or labels the manifest cannot hold."""
+    check_text(task, what="task", max_length=MAX_TASK)
+    if len(labels) > MAX_LABELS:
+        raise ContractError(f"a model has at most {MAX_LABELS} labels, not {len(labels)}")
+    for label in labels:
+        check_text(label, what="label", max_length=MAX_LABEL)
+
+
+def _version_row(manifest: ModelManifest, signed: SignedManifest) -> ModelVersionRow:
+    """The registry's row of a signed version (not added to any session yet)."""
+    return ModelVersionRow(
+        name=manifest.name,
+        version=manifest.version,
+        sha256=manifest.sha256,
+        size=manifest.size,
+        task=manifest.task,
+        inputs=[spec.model_dump(mode="json") for spec in manifest.inputs],
+        outputs=[spec.model_dump(mode="json") for spec in manifest.outputs],
+        labels=list(manifest.labels),
+        manifest=signed.model_dump(mode="json"),
+        created_at=utcnow(),
+    )

@@ -1,4 +1,8 @@
-"""REST shapes (pydantic): what ``/api/v1`` returns. OpenAPI is generated from these."""
+"""REST shapes (pydantic): what ``/api/v1`` returns. OpenAPI is generated from these.
+
+Over 400 lines: every REST class of the API lives here (DESIGN §2), each a few lines; the
+state lists of deployments and of their agents are written here once, derived elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -330,8 +334,15 @@ class ApiKeyCreated(ApiKeyOut):
     token: str = Field(description="send as 'Authorization: Bearer <token>'")
 
 
-DeploymentState = Literal["canary", "rolling", "succeeded", "halted", "cancelled"]
-TargetState = Literal["pending", "updating", "healthy", "failed", "rolled_back", "cancelled"]
+# Each state list is written once, here; the tuples elsewhere are their ``get_args``.
+ActiveDeploymentState = Literal["canary", "rolling"]
+"""A deployment still moving: the rollout worker advances it every tick."""
+DeploymentState = Literal[ActiveDeploymentState, "succeeded", "halted", "cancelled"]
+FailedTargetState = Literal["failed", "rolled_back"]
+"""An agent of a deployment that refused the version, or swapped and went back."""
+SettledTargetState = Literal["healthy", FailedTargetState, "cancelled"]
+"""An agent of a deployment that will not move any more unless the deployment does."""
+TargetState = Literal["pending", "updating", SettledTargetState]
 Phase = Literal["canary", "rest"]
 SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 LabelText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]

@@ -5,6 +5,8 @@ import each other; ``models`` may import the edge's pre- and postprocessing, nev
 and a source never imports the inference runtime (sources read devices, nothing more).
 The schema of ``models/manifest.json`` is a light leaf of the edge (a gateway reads it), and
 the detector's model card never imports its torch trainer (the trainer imports the card).
+In the cloud, the rollout state machine imports no SQL and no MQTT, and domain code (liveness,
+queries, analytics, rollouts) never imports the API layer that shapes its answers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("shared", "edge_agent", "cloud_api", "models", "cli", "bench")
+
+API_LAYER = ("cloud_api.routes", "cloud_api.deps", "fastapi")
+"""Domain code returns plain values and rows; only the routes shape them for the API."""
+PURE_ROLLOUT = (
+    "sqlalchemy", "paho", "cloud_api.db", "cloud_api.tables", "cloud_api.queries",
+    "cloud_api.mqtt", "cloud_api.rollout.store", "cloud_api.rollout.worker", *API_LAYER,
+)  # fmt: skip
+"""The rollout state machine and desired states are pure: no SQL, no MQTT."""
 
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "shared": ("edge_agent", "cloud_api", "models", "cli", "bench"),
@@ -34,6 +44,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "models.detector": ("models.detector_net", "torch"),
     "models.scenes": ("models.detector", "models.detector_net", "torch"),
+    "cloud_api.rollout.machine": PURE_ROLLOUT,
+    "cloud_api.rollout.desired": PURE_ROLLOUT,
+    "cloud_api.liveness": ("cloud_api.schemas", *API_LAYER),
+    "cloud_api.rollout": API_LAYER,
+    "cloud_api.queries": API_LAYER,
+    "cloud_api.analytics": API_LAYER,
 }
 """Importer prefix -> the module prefixes it must never import."""
 

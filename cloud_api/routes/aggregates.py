@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from cloud_api import crud
+from cloud_api.analytics.aggregates import ATTRIBUTE_PATTERN, aggregate_events
+from cloud_api.analytics.buckets import MAX_BUCKETS, bucket_count
 from cloud_api.deps import SessionDep, require
 from cloud_api.params import AgentIdQuery, LabelQuery, NameQuery, SinceQuery, UntilQuery
 from cloud_api.responses import AUTHENTICATED, problems
@@ -28,16 +29,16 @@ def bucketed_range(
     since: datetime | None, until: datetime | None, bucket: Bucket
 ) -> tuple[datetime, datetime]:
     """``[since, until)`` of a bucketed query: the last 24 h by default, refused (422, with
-    the reason) when empty or when it spans more than ``crud.MAX_BUCKETS`` buckets."""
+    the reason) when empty or when it spans more than ``MAX_BUCKETS`` buckets."""
     until = until if until is not None else utcnow()
     since = since if since is not None else until - DEFAULT_WINDOW
     if until <= since:
         raise HTTPException(status_code=422, detail="until must be after since")
-    buckets = crud.bucket_count(since=since, until=until, bucket=bucket)
-    if buckets > crud.MAX_BUCKETS:
+    buckets = bucket_count(since=since, until=until, bucket=bucket)
+    if buckets > MAX_BUCKETS:
         raise HTTPException(
             status_code=422,
-            detail=f"the range spans {buckets} {bucket} buckets, more than {crud.MAX_BUCKETS}: "
+            detail=f"the range spans {buckets} {bucket} buckets, more than {MAX_BUCKETS}: "
             "narrow since/until or use a coarser bucket",
         )
     return since, until
@@ -51,7 +52,7 @@ def aggregates(
     attribute: Annotated[
         str | None,
         Query(
-            pattern=crud.ATTRIBUTE_PATTERN,
+            pattern=ATTRIBUTE_PATTERN,
             description="a numeric event attribute (e.g. rms_g) instead of the score",
         ),
     ] = None,
@@ -73,7 +74,7 @@ def aggregates(
     and attributes are computed from the raw events, so keep their ranges short.
     """
     since, until = bucketed_range(since, until, bucket)
-    return crud.aggregate_events(
+    return aggregate_events(
         session,
         metric=metric,
         bucket=bucket,

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from cloud_api import crud
 from cloud_api.cursors import DeadLetterPosition, cursor_param, encode_cursor
 from cloud_api.deps import SessionDep, require
 from cloud_api.params import Limit
+from cloud_api.queries import dead_letters
 from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import DeadLetterOut, DeadLetterPage
 
@@ -30,7 +30,7 @@ def list_dead_letters(session: SessionDep, after: AfterDep, limit: Limit = 100) 
     Keyset pagination on the dead letter's id: a cursor holds the id of the last letter of
     its page, so letters stored while a client walks the pages never shift them.
     """
-    rows = crud.list_dead_letters(
+    rows = dead_letters.list_dead_letters(
         session, before_id=after.id if after is not None else None, limit=limit + 1
     )
     page = rows[:limit]

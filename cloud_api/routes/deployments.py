@@ -1,6 +1,6 @@
 """``/api/v1/deployments``: roll a model version out to agents, watch it, cancel it.
 
-The rollout worker (``cloud_api.rollout``) moves deployments; these routes only create,
+The rollout worker (``cloud_api.rollout.worker``) moves deployments; these routes only create,
 show and cancel them.
 """
 
@@ -12,11 +12,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from cloud_api import crud, rollout
 from cloud_api.deps import OperateDep, ReadDep, SessionDep
 from cloud_api.limits import Limit, body_limit
 from cloud_api.params import Id64Path
+from cloud_api.queries import deployments
+from cloud_api.queries.models import get_model_version
 from cloud_api.responses import AUTHENTICATED, problems
+from cloud_api.rollout import store
 from cloud_api.schemas import (
     DeploymentAgentOut,
     DeploymentCounts,
@@ -48,10 +50,10 @@ BODY_LIMIT = Limit(1024 * 1024, "a target of 10,000 agent ids of 64 characters i
 def create_deployment(body: DeploymentIn, session: SessionDep, _: OperateDep) -> DeploymentOut:
     """Start a deployment (state ``canary``); 404 unknown model version, 409 while another
     deployment moves on the same pipeline, 422 for a target that matches no usable agent."""
-    if crud.get_model_version(session, name=body.model, version=body.version) is None:
+    if get_model_version(session, name=body.model, version=body.version) is None:
         raise HTTPException(404, f"model {body.model!r} has no version {body.version!r}")
     try:
-        row = rollout.create_deployment(
+        row = store.create_deployment(
             session,
             model=body.model,
             version=body.version,
@@ -64,7 +66,7 @@ def create_deployment(body: DeploymentIn, session: SessionDep, _: OperateDep) ->
         raise HTTPException(409, str(exc)) from None
     except ContractError as exc:
         raise HTTPException(422, str(exc)) from None
-    return _out(row, crud.deployment_agents(session, deployment_ids=[row.id]))
+    return _out(row, deployments.deployment_agents(session, deployment_ids=[row.id]))
 
 
 @router.get("", response_model=list[DeploymentOut])
@@ -75,8 +77,8 @@ def list_deployments(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[DeploymentOut]:
     """Deployments newest first, optionally in one state."""
-    rows = crud.list_deployments(session, state=state, limit=limit)
-    agents = crud.deployment_agents(session, deployment_ids=[row.id for row in rows])
+    rows = deployments.list_deployments(session, state=state, limit=limit)
+    agents = deployments.deployment_agents(session, deployment_ids=[row.id for row in rows])
     by_deployment: dict[int, list[DeploymentAgentRow]] = {}
     for agent in agents:
         by_deployment.setdefault(agent.deployment_id, []).append(agent)
@@ -87,7 +89,7 @@ def list_deployments(
 def get_deployment(deployment_id: Id64Path, session: SessionDep, _: ReadDep) -> DeploymentOut:
     """One deployment with every agent's phase, state, running version and reason."""
     row = _row(session, deployment_id)
-    return _out(row, crud.deployment_agents(session, deployment_ids=[row.id]))
+    return _out(row, deployments.deployment_agents(session, deployment_ids=[row.id]))
 
 
 @router.post("/{deployment_id}/cancel", response_model=DeploymentOut, responses=problems(404, 409))
@@ -96,14 +98,14 @@ def cancel_deployment(deployment_id: Id64Path, session: SessionDep, _: OperateDe
     state (this is not a rollback: deploy the previous version for that). 409 once ended."""
     row = _row(session, deployment_id)
     try:
-        rollout.cancel_deployment(session, row=row, now=utcnow())
+        store.cancel_deployment(session, row=row, now=utcnow())
     except ConflictError as exc:
         raise HTTPException(409, str(exc)) from None
-    return _out(row, crud.deployment_agents(session, deployment_ids=[row.id]))
+    return _out(row, deployments.deployment_agents(session, deployment_ids=[row.id]))
 
 
 def _row(session: SessionDep, deployment_id: int) -> DeploymentRow:
-    row = crud.get_deployment(session, deployment_id=deployment_id)
+    row = deployments.get_deployment(session, deployment_id=deployment_id)
     if row is None:
         raise HTTPException(404, f"deployment {deployment_id} does not exist")
     return row

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from cloud_api import crud
 from cloud_api.cursors import EventPosition, cursor_param, encode_cursor
 from cloud_api.deps import ReadOrAgentDep, SessionDep
 from cloud_api.params import AgentIdQuery, LabelQuery, Limit, NameQuery, SinceQuery, UntilQuery
+from cloud_api.queries.events import events_page_query
 from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import EventOut, EventPage
 
@@ -40,7 +40,7 @@ def list_events(
     walking. An agent may list its own events only: it must pass its own ``agent_id``.
     """
     principal.check_agent(agent_id)
-    query = crud.events_page_query(
+    query = events_page_query(
         agent_id=agent_id,
         pipeline=pipeline,
         label=label,

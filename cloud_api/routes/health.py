@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cloud_api import crud
 from cloud_api.deps import SessionDep
+from cloud_api.queries.health import database_ok
 from cloud_api.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -16,7 +16,7 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 def healthz(request: Request, session: SessionDep) -> JSONResponse:
     """200 when the database answers and ingest (if enabled) is connected, else 503."""
-    database = crud.database_ok(session)
+    database = database_ok(session)
     worker = request.app.state.ingest
     ingest = "disabled" if worker is None else "connected" if worker.connected else "disconnected"
     healthy = database and ingest != "disconnected"

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from cloud_api import crud, registry
+from cloud_api import registry
 from cloud_api.config import Settings
 from cloud_api.deps import (
     ArtifactStoreDep,
@@ -27,6 +27,7 @@ from cloud_api.deps import (
 )
 from cloud_api.limits import Limit, body_limit
 from cloud_api.params import ModelNamePath
+from cloud_api.queries.models import get_model_version, list_model_versions
 from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import ModelOut, ModelVersionBrief, ModelVersionRecord
 from cloud_api.tables import ModelVersionRow
@@ -134,7 +135,7 @@ async def upload_version(
 @router.get("", response_model=list[ModelOut])
 def list_models(session: SessionDep, _: ReadDep) -> list[ModelOut]:
     """Every model name with its versions, oldest first."""
-    rows = crud.list_model_versions(session)
+    rows = list_model_versions(session)
     return [
         ModelOut(name=name, versions=[ModelVersionBrief.model_validate(row) for row in group])
         for name, group in groupby(rows, key=lambda row: row.name)
@@ -240,7 +241,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 def _row(session: SessionDep, name: str, version: str) -> ModelVersionRow:
-    row = crud.get_model_version(session, name=name, version=version)
+    row = get_model_version(session, name=name, version=version)
     if row is None:
         raise HTTPException(404, f"model {name!r} has no version {version!r}")
     return row

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from cloud_api import crud
+from cloud_api.analytics import bandwidth as analytics
 from cloud_api.deps import SessionDep, require
 from cloud_api.params import AgentIdQuery, NameQuery, WindowSinceQuery, WindowUntilQuery
 from cloud_api.responses import AUTHENTICATED, problems
@@ -31,7 +31,7 @@ def bandwidth(
     with the fleet total; all time unless ``since``/``until`` narrow it."""
     if since is not None and until is not None and until <= since:
         raise HTTPException(status_code=422, detail="until must be after since")
-    return crud.bandwidth_report(
+    return analytics.bandwidth_report(
         session, since=since, until=until, agent_id=agent_id, pipeline=pipeline
     )
 
@@ -48,6 +48,6 @@ def bandwidth_series(
     """Bandwidth saved over time: raw against sent bytes per UTC hour or day of the summaries'
     window start; the last 24 h by default, the same range rules as ``/api/v1/aggregates``."""
     since, until = bucketed_range(since, until, bucket)
-    return crud.bandwidth_series(
+    return analytics.bandwidth_series(
         session, bucket=bucket, since=since, until=until, agent_id=agent_id, pipeline=pipeline
     )

@@ -25,10 +25,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from cloud_api import crud
 from cloud_api.callers import authenticate
 from cloud_api.config import Settings
 from cloud_api.deps import Requirement, SettingsDep
+from cloud_api.queries.events import event_position, events_received_after
 from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import EventOut
 from shared.fields import EventId
@@ -169,7 +169,7 @@ def _is_event_id(text: str) -> bool:
 
 def _position(make_session: sessionmaker[Session], event_id: str) -> tuple[datetime, str] | None:
     with make_session() as session:
-        return crud.event_position(session, event_id=event_id)
+        return event_position(session, event_id=event_id)
 
 
 def _poll(
@@ -181,7 +181,7 @@ def _poll(
 ) -> list[EventOut]:
     # A session per poll: no connection or snapshot is held while the stream sleeps.
     with make_session() as session:
-        rows = crud.events_received_after(session, after=after, until=until, limit=limit, **filters)
+        rows = events_received_after(session, after=after, until=until, limit=limit, **filters)
         return [EventOut.model_validate(row) for row in rows]
 
 

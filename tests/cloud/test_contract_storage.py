@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, select
 
-from cloud_api import crud
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest import (
     AGENTS,
@@ -35,6 +34,7 @@ from cloud_api.ingest import (
     _Inbound,
 )
 from cloud_api.rollups import LEVELS, TOTALS
+from cloud_api.routes.agents import agent_out
 from cloud_api.schemas import EventOut
 from cloud_api.tables import AgentRow
 from shared.fields import (
@@ -136,7 +136,7 @@ def check_api_reads(ingest: Ingest) -> None:
     with ingest.engine.connect() as conn:
         agents = [AgentRow(**row._mapping) for row in conn.execute(select(AGENTS))]
     for agent in agents:
-        crud.describe_agent(agent, now=utcnow(), grace=GRACE).model_dump_json()
+        agent_out(agent, now=utcnow(), grace=GRACE).model_dump_json()
 
 
 # -- accepted messages are stored --------------------------------------------------------

@@ -212,3 +212,40 @@ def test_task_and_labels_the_manifest_cannot_hold_are_refused(
     assert named in str(body["detail"])
     assert files_under(settings.data_dir / "artifacts") == []
     assert rows(api) == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "part"),
+    [
+        ("bytes=100-", 206, slice(100, None)),
+        ("bytes=0-9", 206, slice(0, 10)),
+        ("bytes=-16", 206, slice(-16, None)),
+        ("bytes=10-999999999", 206, slice(10, None)),
+        ("bytes=999999999-", 416, None),
+        ("bytes=9-3", 416, None),
+        ("items=0-1", 416, None),
+        ("bytes=a-b", 416, None),
+        ("bytes=0-1,5-6", 200, slice(None)),
+    ],
+)
+def test_artifact_download_resumes_with_a_range(
+    make_api: AppFactory, header: str, status: int, part: slice | None
+) -> None:
+    content = MODEL_FILE.read_bytes()
+    with make_api(ingest_enabled=False, rollout_enabled=False) as client:
+        assert upload(client, "vibration-anomaly", "2.0.0", content)[0] == 201
+        url = "/api/v1/models/vibration-anomaly/versions/2.0.0/artifact"
+        response = client.get(url, headers={"Range": header})
+        assert response.status_code == status, response.text
+        assert response.headers["accept-ranges"] == "bytes"
+        if part is None:
+            assert response.headers["content-range"] == f"bytes */{len(content)}"
+            return
+        assert response.content == content[part]
+        if status == 206:
+            first = part.indices(len(content))[0]
+            last = first + len(response.content) - 1
+            assert response.headers["content-range"] == f"bytes {first}-{last}/{len(content)}"
+        # A resumed download that no longer matches the ETag gets the whole file.
+        stale = client.get(url, headers={"Range": "bytes=100-", "If-Range": '"other"'})
+        assert (stale.status_code, stale.content) == (200, content)

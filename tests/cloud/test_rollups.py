@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from cloud_api import crud, rollups
+from cloud_api import rollups
+from cloud_api.analytics import aggregates
 from cloud_api.db import alembic_config, create_db_engine, migrate
 from cloud_api.ingest import EVENTS
 from cloud_api.schemas import Bucket, GroupKey, Metric
@@ -124,7 +125,7 @@ def answer(
     metric: Metric = question["metric"]
     bucket: Bucket = question["bucket"]
     group_by: list[GroupKey] = question.get("group_by", [])
-    report = crud.aggregate_events(
+    report = aggregates.aggregate_events(
         session,
         metric=metric,
         bucket=bucket,

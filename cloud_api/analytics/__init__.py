@@ -1,0 +1,1 @@
+"""Analytics: hourly rollups (write path), aggregates (read path), bandwidth saved."""

@@ -1,0 +1,217 @@
+"""The rollout worker: ticks deployments forward and keeps every desired state published.
+
+``RolloutWorker`` runs the ticks: it reads the active deployments, advances them (``store``),
+commits, and only then publishes the desired states that changed (retained, QoS 1) with its
+own MQTT client. It also subscribes to every agent's ``desired`` topic, so it knows what the
+broker holds: whatever differs from the ``desired_states`` table (a publish lost with a
+connection, a broker restarted without persistence) is published again on the next tick.
+Publishing a desired state twice is harmless. On PostgreSQL, each tick runs under a
+transaction-level advisory lock, so among several API replicas one advances deployments at
+a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from cloud_api.config import parse_mqtt_url
+from cloud_api.db import AdvisoryLock
+from cloud_api.mqtt import make_client
+from cloud_api.rollout.store import desired_state_versions, desired_states, exclude_ticks, tick
+from shared.errors import ConfigError, ContractError
+from shared.messages import DesiredState, encode, utcnow
+from shared.topics import Channel, Topic, subscription
+
+log = logging.getLogger(__name__)
+
+RESEND_S = 10.0
+"""A desired state the broker has not echoed back this long after a publish is sent again."""
+
+
+class RolloutWorker:
+    """Ticks deployments forward and keeps every agent's retained desired state published."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        mqtt_url: str,
+        client_id: str,
+        protocol: str = "5",
+        tick_s: float = 1.0,
+        grace: float = 3.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if protocol not in {"5", "3.1.1"}:
+            raise ConfigError(f"MQTT protocol must be '5' or '3.1.1', not {protocol!r}")
+        if tick_s <= 0:
+            raise ConfigError(f"rollout tick must be positive, not {tick_s}")
+        broker = parse_mqtt_url(mqtt_url)
+        self._host, self._port = broker.host, broker.port
+        self._engine = engine
+        self._tick_s = tick_s
+        self._grace = grace
+        self._clock = clock
+        self._postgres = engine.dialect.name == "postgresql"
+        self._client = make_client(broker, client_id=client_id, protocol=protocol)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._lock = threading.Lock()
+        self._held: dict[str, datetime] = {}  # what the broker holds retained, by agent
+        self._sent: dict[str, tuple[datetime, float]] = {}  # published, not echoed yet
+        self._subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the control connection is up and subscribed to the desired topics."""
+        return self._subscribed.is_set()
+
+    def start(self) -> None:
+        """Connect (retrying in the background) and start ticking."""
+        if self._thread is not None:
+            raise RuntimeError("RolloutWorker.start() called twice")
+        self._client.connect_async(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="rollout", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the tick in hand, then disconnect."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._subscribed.clear()
+
+    def wait_connected(self, timeout: float = 10.0) -> None:
+        """Block until subscribed to the desired topics; TimeoutError otherwise."""
+        if not self._subscribed.wait(timeout):
+            raise TimeoutError(f"rollout not connected to {self._host}:{self._port} in {timeout} s")
+
+    def run_once(self) -> int:
+        """One tick: advance deployments (committed), then publish what the broker lacks.
+
+        Returns how many desired states were published.
+        """
+        now = self._clock()
+        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+            if self._postgres:
+                locked = session.scalar(
+                    select(func.pg_try_advisory_xact_lock(AdvisoryLock.ROLLOUT_TICK))
+                )
+                if not locked:
+                    return 0  # another replica is ticking
+            else:
+                exclude_ticks(session)  # SQLite: reads and writes in one write transaction
+            tick(session, now=now, grace=self._grace)
+        return self.publish_pending()
+
+    def publish_pending(self) -> int:
+        """Publish every desired state the broker does not hold as the database says it."""
+        if not self._subscribed.is_set():
+            return 0
+        with Session(self._engine) as session:
+            issued = desired_state_versions(session)
+            now = time.monotonic()
+            with self._lock:
+                stale = [
+                    agent_id
+                    for agent_id, issued_at in issued
+                    if self._held.get(agent_id) != issued_at
+                    and not self._recently_sent(agent_id, issued_at, now)
+                ]
+            if not stale:
+                return 0
+            rows = desired_states(session, agent_ids=stale)
+        for agent_id, row in rows.items():
+            message = DesiredState.model_validate(row.payload)
+            self._client.publish(
+                str(Topic(agent_id, Channel.DESIRED)), encode(message), qos=1, retain=True
+            )
+            with self._lock:
+                self._sent[agent_id] = (row.updated_at, now)
+        return len(rows)
+
+    def _recently_sent(self, agent_id: str, issued_at: datetime, now: float) -> bool:
+        sent = self._sent.get(agent_id)
+        return sent is not None and sent[0] == issued_at and now - sent[1] < RESEND_S
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # a bug or a database outage must not end rollouts for good
+                if not self._failing:
+                    log.exception("rollout tick failed; retrying every tick")
+                    self._failing = True
+            else:
+                if self._failing:
+                    log.info("rollout ticks work again")
+                    self._failing = False
+            self._stop.wait(self._tick_s)
+
+    # -- network thread ------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker %s:%s refused the rollout worker: %s", self._host, self._port, reason)
+            return
+        # The retained desired state of every agent comes back on this subscription: that
+        # is how the worker learns what the broker holds.
+        client.subscribe(subscription(Channel.DESIRED), qos=1)
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[Any], _props: Any
+    ) -> None:
+        if any(reason.is_failure for reason in reasons):
+            log.error("broker refused the rollout worker's subscription: %s", reasons)
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._subscribed.clear()
+        with self._lock:
+            # What the broker holds is learnt again from the retained messages on reconnect.
+            self._held.clear()
+            self._sent.clear()
+        if not self._stop.is_set():
+            log.warning("rollout worker lost the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            agent_id = Topic.parse(msg.topic).agent_id
+        except ContractError:
+            return
+        if not msg.payload:  # the retained message was cleared
+            with self._lock:
+                self._held.pop(agent_id, None)
+            return
+        try:
+            issued_at = DesiredState.model_validate_json(msg.payload).issued_at
+        except ValidationError:
+            log.warning("ignoring an invalid desired state on %s", msg.topic)
+            return
+        with self._lock:
+            self._held[agent_id] = issued_at
+            if self._sent.get(agent_id, (None, 0.0))[0] == issued_at:
+                del self._sent[agent_id]
