@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from cloud_api import rollups
+from cloud_api.analytics import rollups
 from cloud_api.schemas import (
     AgentOut,
     AggregatePoint,

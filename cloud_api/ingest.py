@@ -39,10 +39,10 @@ from sqlalchemy import Connection, Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from cloud_api import rollups
+from cloud_api.analytics import rollups
 from cloud_api.config import parse_mqtt_url
 from cloud_api.mqtt import make_client
-from cloud_api.tables import AgentRow, DeadLetterRow, EventRow, SummaryRow
+from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENTS, SUMMARIES
 from shared.digests import sha256_bytes
 from shared.errors import ConfigError, ContractError
 from shared.messages import (
@@ -62,10 +62,6 @@ log = logging.getLogger(__name__)
 _Uplink = TypeVar("_Uplink", EventBatch, PipelineSummary, AgentStatus)
 """What agents send that ingest stores: each names its agent, which must be the topic's."""
 
-EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
-AGENTS: Table = AgentRow.__table__  # type: ignore[assignment]
-DEAD_LETTERS: Table = DeadLetterRow.__table__  # type: ignore[assignment]
-SUMMARIES: Table = SummaryRow.__table__  # type: ignore[assignment]
 SUMMARY_KEY = ["agent_id", "pipeline", "window_start"]
 
 PAYLOAD_KEEP_BYTES = 64 * 1024

@@ -384,3 +384,19 @@ class DesiredStateRow(Base):
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+def _core(row: type[Base]) -> Table:
+    """The Core table of an ORM class (SQLAlchemy types ``__table__`` as any FromClause)."""
+    table = row.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+# Core handles for the tables written and read in bulk (ingest, rollups, retention).
+EVENTS = _core(EventRow)
+EVENT_ROLLUPS = _core(EventRollupRow)
+EVENT_ROLLUP_TOTALS = _core(EventRollupTotalRow)
+SUMMARIES = _core(SummaryRow)
+AGENTS = _core(AgentRow)
+DEAD_LETTERS = _core(DeadLetterRow)

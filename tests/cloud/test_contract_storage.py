@@ -24,19 +24,11 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, select
 
 from cloud_api import crud
+from cloud_api.analytics.rollups import LEVELS
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import (
-    AGENTS,
-    DEAD_LETTERS,
-    EVENTS,
-    SUMMARIES,
-    BatchStats,
-    IngestWorker,
-    _Inbound,
-)
-from cloud_api.rollups import LEVELS, TOTALS
+from cloud_api.ingest import BatchStats, IngestWorker, _Inbound
 from cloud_api.schemas import EventOut
-from cloud_api.tables import AgentRow
+from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENT_ROLLUP_TOTALS, EVENTS, SUMMARIES, AgentRow
 from shared.fields import (
     EARLIEST,
     INT64_MAX,
@@ -149,7 +141,7 @@ def check_batch_stored(ingest: Ingest, batch: EventBatch) -> None:
     assert stats.events_stored == len({event.id for event in batch.events})
     with ingest.engine.connect() as conn:
         rows = {row.id: row for row in conn.execute(select(EVENTS))}
-        rolled = conn.scalar(select(func.sum(TOTALS.c.events)))
+        rolled = conn.scalar(select(func.sum(EVENT_ROLLUP_TOTALS.c.events)))
     assert rolled == len(rows)
     for event in {event.id: event for event in batch.events}.values():
         row = rows[event.id]

@@ -1,0 +1,1 @@
+"""What the stored events add up to: hourly rollups (kept by ingest) and what reads them."""
