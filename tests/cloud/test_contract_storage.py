@@ -26,7 +26,7 @@ from sqlalchemy import Engine, delete, func, select
 from cloud_api import crud
 from cloud_api.analytics.rollups import LEVELS
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import BatchStats, IngestWorker, _Inbound
+from cloud_api.ingest.worker import BatchStats, IngestWorker, _Inbound
 from cloud_api.schemas import EventOut
 from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENT_ROLLUP_TOTALS, EVENTS, SUMMARIES, AgentRow
 from shared.fields import (

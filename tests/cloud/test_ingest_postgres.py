@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 from cloud_api.tables import EVENT_ROLLUP_TOTALS, EVENT_ROLLUPS, EVENTS
 from shared.messages import EventBatch, encode, utcnow
 from shared.topics import Channel

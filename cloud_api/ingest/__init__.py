@@ -1,0 +1,1 @@
+"""MQTT -> SQL ingest: the worker (``worker.py``)."""
