@@ -387,13 +387,11 @@ class DesiredStateRow(Base):
 
 
 def _core(row: type[Base]) -> Table:
-    """The Core table of an ORM class (SQLAlchemy types ``__table__`` as any FromClause)."""
-    table = row.__table__
-    assert isinstance(table, Table)
-    return table
+    """The Core handle of an ORM class's table, for bulk statements (ingest, retention)."""
+    assert isinstance(row.__table__, Table)
+    return row.__table__
 
 
-# Core handles for the tables written and read in bulk (ingest, rollups, retention).
 EVENTS = _core(EventRow)
 EVENT_ROLLUPS = _core(EventRollupRow)
 EVENT_ROLLUP_TOTALS = _core(EventRollupTotalRow)
