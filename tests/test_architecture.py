@@ -3,6 +3,7 @@
 CLI -> edge_agent | cloud_api -> shared. ``shared`` imports neither side; the two sides never
 import each other; ``models`` may import the edge's pre- and postprocessing, never the cloud;
 and a source never imports the inference runtime (sources read devices, nothing more).
+Ingest's parsing is pure (no SQL, no MQTT) and its writers know no MQTT.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "cloud_api": ("edge_agent", "cli", "bench"),
     "models": ("cloud_api", "cli", "bench"),
     "edge_agent.sources": ("edge_agent.inference",),
+    "cloud_api.ingest.parse": ("sqlalchemy", "paho", "cloud_api.tables", "cloud_api.db"),
+    "cloud_api.ingest.writers": ("paho", "cloud_api.mqtt"),
 }
 """Importer prefix -> the module prefixes it must never import."""
 

@@ -243,8 +243,8 @@ def validation_reason(exc: ValidationError) -> str:
 
 
 def storable(text: str) -> str:
-    """``text`` as every database and the wire accept it: NUL and unpaired surrogates (which
-    PostgreSQL's UTF-8 and the contract refuse) become U+FFFD."""
+    """``text`` as every database and the wire accept it: NUL becomes U+FFFD and an unpaired
+    surrogate (which PostgreSQL's UTF-8 and the contract refuse) becomes ``?``."""
     return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
