@@ -17,7 +17,7 @@ from bench.common import bare_subscriber_rate, event_batches, publish_all
 from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 
 EVENTS = 60_000
 MAX_MESSAGES = 6_000

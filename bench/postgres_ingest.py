@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from bench.common import bare_subscriber_rate, event_batches, postgres_cluster, publish_all
 from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
-from cloud_api import rollups
+from cloud_api.analytics import rollups
 from cloud_api.db import create_db_engine, migrate
 from shared.messages import EventBatch
 from tests.services import PostgresCluster

@@ -26,14 +26,14 @@ from bench.common import postgres_cluster
 from bench.result import Goal, Result
 from bench.sizes import pg_events
 from cli.server import serve_in_thread
-from cloud_api import rollups
+from cloud_api.analytics import rollups
 from cloud_api.auth import create_api_key
 from cloud_api.config import Settings
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import EVENTS as EVENTS_TABLE
 from cloud_api.main import create_serving_app
 from cloud_api.queries.events import events_page_query
 from cloud_api.retention import Retention
+from cloud_api.tables import EVENTS as EVENTS_TABLE
 from tests.services import PostgresCluster
 
 STORED_EVENTS = pg_events()

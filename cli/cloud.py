@@ -132,7 +132,7 @@ def ingest(
 ) -> None:
     """Run an ingest worker as its own process until SIGTERM or Ctrl-C."""
     from cloud_api.db import create_db_engine, migrate
-    from cloud_api.ingest import IngestWorker
+    from cloud_api.ingest.worker import IngestWorker
 
     settings = _settings(db, mqtt, mqtt_protocol, ingest_share_group=share_group)
     configure_logging()

@@ -13,7 +13,7 @@ from cloud_api import errors
 from cloud_api.config import Settings, load_settings
 from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.guard import Guard
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 from cloud_api.limits import LimitBodies
 from cloud_api.metrics import CountRequests, Metrics
 from cloud_api.registry import FileArtifactStore, load_or_create_signing_key

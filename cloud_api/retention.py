@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, Table, delete, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
+from cloud_api.analytics.rollups import LEVELS, hour_of
 from cloud_api.db import AdvisoryLock
-from cloud_api.ingest import DEAD_LETTERS, EVENTS, SUMMARIES
-from cloud_api.rollups import LEVELS, hour_of
+from cloud_api.tables import DEAD_LETTERS, EVENTS, SUMMARIES
 from shared.errors import ConfigError
 from shared.messages import utcnow
 
@@ -28,23 +28,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Target:
-    """One table: the key a batch is chosen by, and the time column the horizon applies to."""
+class RetentionTable:
+    """A table retention purges: the key a batch is chosen by, and the time column the
+    horizon applies to."""
 
     table: Table
     key: tuple[str, ...]
     age: str
 
 
-TARGETS = (
-    Target(EVENTS, ("id",), "ts"),
-    *(Target(level.table, tuple(level.key), "bucket") for level in LEVELS),
-    Target(SUMMARIES, ("id",), "window_start"),
-    Target(DEAD_LETTERS, ("id",), "received_at"),
+RETENTION_TABLES = (
+    RetentionTable(EVENTS, ("id",), "ts"),
+    *(RetentionTable(level.table, tuple(level.key), "bucket") for level in LEVELS),
+    RetentionTable(SUMMARIES, ("id",), "window_start"),
+    RetentionTable(DEAD_LETTERS, ("id",), "received_at"),
 )
 
 
-def delete_batch(conn: Connection, target: Target, *, horizon: datetime, limit: int) -> int:
+def delete_batch(conn: Connection, target: RetentionTable, *, horizon: datetime, limit: int) -> int:
     """Delete up to ``limit`` of the oldest rows of ``target`` older than ``horizon``.
 
     ``DELETE ... WHERE key IN (SELECT key ... ORDER BY age LIMIT n)``: the age index finds
@@ -99,14 +100,16 @@ class Retention:
                 log.debug("retention: another replica is running this round")
                 return None
             try:
-                deleted = {target.table.name: self._purge(target, horizon) for target in TARGETS}
+                deleted = {
+                    target.table.name: self._purge(target, horizon) for target in RETENTION_TABLES
+                }
             finally:
                 self._unlock(lock)
         if any(deleted.values()):
             log.info("retention deleted rows older than %s: %s", horizon.isoformat(), deleted)
         return deleted
 
-    def _purge(self, target: Target, horizon: datetime) -> int:
+    def _purge(self, target: RetentionTable, horizon: datetime) -> int:
         total = 0
         while not self._stop.is_set():
             with self._engine.begin() as conn:

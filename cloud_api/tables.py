@@ -384,3 +384,17 @@ class DesiredStateRow(Base):
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+def _core(row: type[Base]) -> Table:
+    """The Core handle of an ORM class's table, for bulk statements (ingest, retention)."""
+    assert isinstance(row.__table__, Table)
+    return row.__table__
+
+
+EVENTS = _core(EventRow)
+EVENT_ROLLUPS = _core(EventRollupRow)
+EVENT_ROLLUP_TOTALS = _core(EventRollupTotalRow)
+SUMMARIES = _core(SummaryRow)
+AGENTS = _core(AgentRow)
+DEAD_LETTERS = _core(DeadLetterRow)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 from tests.services import Mosquitto, PostgresCluster
 
 

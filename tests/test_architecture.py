@@ -7,6 +7,7 @@ The schema of ``models/manifest.json`` is a light leaf of the edge (a gateway re
 the detector's model card never imports its torch trainer (the trainer imports the card).
 In the cloud, the rollout state machine imports no SQL and no MQTT, and domain code (liveness,
 queries, analytics, rollouts) never imports the API layer that shapes its answers.
+Ingest's parsing is pure (no SQL, no MQTT) and its writers know no MQTT.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "cloud_api.rollout": API_LAYER,
     "cloud_api.queries": API_LAYER,
     "cloud_api.analytics": API_LAYER,
+    "cloud_api.ingest.parse": ("sqlalchemy", "paho", "cloud_api.tables", "cloud_api.db"),
+    "cloud_api.ingest.writers": ("paho", "cloud_api.mqtt"),
 }
 """Importer prefix -> the module prefixes it must never import."""
 

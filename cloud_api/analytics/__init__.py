@@ -1,1 +1,1 @@
-"""Analytics: hourly rollups (write path), aggregates (read path), bandwidth saved."""
+"""Analytics: hourly rollups (the write path ingest keeps), aggregates (read path), bandwidth."""

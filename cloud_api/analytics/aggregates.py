@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from cloud_api import rollups
+from cloud_api.analytics import rollups
 from cloud_api.analytics.buckets import bucket_of, ceil_hour
 from cloud_api.queries.events import event_filters
 from cloud_api.schemas import (

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, literal_column
 
-from cloud_api import rollups
+from cloud_api.analytics import rollups
 from cloud_api.schemas import Bucket
 
 BUCKET_WIDTH: dict[Bucket, timedelta] = {

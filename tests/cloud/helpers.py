@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, text
 
 from cloud_api.auth import Scope, create_api_key
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 from shared.messages import (
     AgentStatus,
     Event,

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from cloud_api.config import Settings, load_settings
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 from cloud_api.tables import Base
 from shared.errors import ConfigError
 from tests.cloud.conftest import AppFactory

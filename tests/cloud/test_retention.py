@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, func, insert, select, text
 
-from cloud_api import rollups
+from cloud_api.analytics import rollups
 from cloud_api.db import AdvisoryLock, create_db_engine, migrate
-from cloud_api.ingest import DEAD_LETTERS, EVENTS, SUMMARIES
 from cloud_api.retention import Retention
+from cloud_api.tables import DEAD_LETTERS, EVENT_ROLLUPS, EVENTS, SUMMARIES
 from shared.errors import ConfigError
 from shared.messages import new_event_id, utcnow
 from tests.cloud.conftest import AppFactory
@@ -157,7 +157,7 @@ def test_rollups_still_equal_raw_events_after_retention(engine: Engine) -> None:
 
     with engine.connect() as conn:
         raw = conn.execute(select(func.count()).select_from(EVENTS)).scalar_one()
-        rolled = conn.execute(select(func.sum(rollups.ROLLUPS.c.events))).scalar_one()
+        rolled = conn.execute(select(func.sum(EVENT_ROLLUPS.c.events))).scalar_one()
         levels = {
             conn.execute(select(func.sum(level.table.c.events))).scalar_one()
             for level in rollups.LEVELS

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 from edge_agent.agent import Agent
 from edge_agent.inference.slot import file_sha256
 from shared.messages import AgentStatus, Event, EventBatch

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 from edge_agent.agent import Agent
 from shared.messages import PipelineSummary
 from shared.topics import Channel, Topic

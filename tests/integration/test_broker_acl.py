@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from cloud_api.broker_config import write_broker_config
 from cloud_api.credentials import create_broker_user, enroll_agent, revoke_agent_credentials
 from cloud_api.db import create_db_engine, create_sessionmaker, migrate
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 from cloud_api.tables import EventRow
 from shared.messages import encode
 from shared.topics import Channel

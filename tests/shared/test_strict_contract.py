@@ -2,7 +2,7 @@
 
 Payloads are raw JSON, as a broker delivers them, so the tests can send what ``json.dumps``
 never writes (``1e400``, ``NaN``, ``"\\ud800"``). What the contract accepts, the databases
-store: tests/cloud/test_contract_storage.py.
+store: tests/cloud/ingest/test_contract_storage.py.
 """
 
 from __future__ import annotations

@@ -19,11 +19,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from cloud_api import rollups
-from cloud_api.analytics import aggregates
+from cloud_api.analytics import aggregates, rollups
 from cloud_api.db import alembic_config, create_db_engine, migrate
-from cloud_api.ingest import EVENTS
 from cloud_api.schemas import Bucket, GroupKey, Metric
+from cloud_api.tables import EVENTS
 from shared.messages import Event, EventBatch, ModelRef, encode, new_event_id, utcnow
 from shared.topics import Channel
 from tests.cloud.conftest import AppFactory

@@ -1,15 +1,17 @@
 """What the wire contract accepts, SQLite and PostgreSQL store; what it refuses is a dead letter.
 
 Property tests through ingest's real store path (validation, the batched transaction, the
-rollups, the agents upsert), without a broker: messages go straight to ``IngestWorker._store``
-as the writer thread hands them over. Hypothesis pushes towards the contract's edges: integers
-at the 64-bit limits, floats up to 1e308, astral text at full length, times at 1970 and year
-9999 with offsets up to +-23:59. What ingest stored is then read the way the API reads it.
+rollups, the agents upsert), without a broker: messages go straight to ``BatchStore.store``
+as the ingest worker's writer thread hands them over. Hypothesis pushes towards the
+contract's edges: integers at the 64-bit limits, floats up to 1e308, astral text at full
+length, times at 1970 and year 9999 with offsets up to +-23:59. What ingest stored is then
+read the way the API reads it.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,20 +25,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, select
 
+from cloud_api.analytics.rollups import LEVELS
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import (
-    AGENTS,
-    DEAD_LETTERS,
-    EVENTS,
-    SUMMARIES,
-    BatchStats,
-    IngestWorker,
-    _Inbound,
-)
-from cloud_api.rollups import LEVELS, TOTALS
+from cloud_api.ingest.parse import Inbound
+from cloud_api.ingest.store import BatchStore
+from cloud_api.ingest.writers import BatchStats, writer_for
 from cloud_api.routes.agents import agent_out
 from cloud_api.schemas import EventOut
-from cloud_api.tables import AgentRow
+from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENT_ROLLUP_TOTALS, EVENTS, SUMMARIES, AgentRow
 from shared.fields import (
     EARLIEST,
     INT64_MAX,
@@ -79,20 +75,20 @@ _mids = itertools.count(1)
 
 @dataclass
 class Ingest:
-    """An ingest worker that is never started: messages are handed to its store path."""
+    """Ingest's store path without a broker: messages are handed to it as they arrive."""
 
     engine: Engine
-    worker: IngestWorker
+    batches: BatchStore
 
     def store(
         self, channel: Channel, agent_id: str, payload: bytes, *, retain: bool = False
     ) -> BatchStats:
-        inbound = _Inbound(
+        inbound = Inbound(
             str(Topic(agent_id, channel)), payload, next(_mids), 1, retain, time.time(), 0
         )
-        stored = self.worker._store([inbound])
+        stored = self.batches.store([inbound])
         assert stored is not None
-        return stored[0]
+        return stored.stats
 
     def wipe(self) -> None:
         """Every example starts from empty tables (hypothesis reuses the database)."""
@@ -109,12 +105,7 @@ class Ingest:
 def ingest(database_url: str) -> Iterator[Ingest]:
     engine = create_db_engine(database_url)
     migrate(engine)
-    worker = IngestWorker(
-        engine=engine,
-        mqtt_url="mqtt://127.0.0.1:1883",
-        client_id=f"contract-{uuid.uuid4().hex[:8]}",
-    )
-    yield Ingest(engine, worker)
+    yield Ingest(engine, BatchStore(writer_for(engine), stop=threading.Event()))
     engine.dispose()
 
 
@@ -149,7 +140,7 @@ def check_batch_stored(ingest: Ingest, batch: EventBatch) -> None:
     assert stats.events_stored == len({event.id for event in batch.events})
     with ingest.engine.connect() as conn:
         rows = {row.id: row for row in conn.execute(select(EVENTS))}
-        rolled = conn.scalar(select(func.sum(TOTALS.c.events)))
+        rolled = conn.scalar(select(func.sum(EVENT_ROLLUP_TOTALS.c.events)))
     assert rolled == len(rows)
     for event in {event.id: event for event in batch.events}.values():
         row = rows[event.id]

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, func, select, text
 
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import IngestWorker
+from cloud_api.ingest.worker import IngestWorker
 from cloud_api.tables import DeadLetterRow, EventRow
 from shared.messages import Acks, encode, new_event_id
 from shared.topics import Channel, Topic

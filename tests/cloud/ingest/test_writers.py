@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.ingest import EVENTS, IngestWorker
-from cloud_api.rollups import ROLLUPS, TOTALS
+from cloud_api.ingest.worker import IngestWorker
+from cloud_api.tables import EVENT_ROLLUP_TOTALS, EVENT_ROLLUPS, EVENTS
 from shared.messages import EventBatch, encode, utcnow
 from shared.topics import Channel
 from tests.cloud.conftest import AppFactory
@@ -43,7 +43,7 @@ def stored_and_rolled(engine: Engine, agent_id: str) -> tuple[int, int]:
             select(func.count()).select_from(EVENTS).where(EVENTS.c.agent_id == agent_id)
         )
         rolled = conn.scalar(
-            select(func.sum(ROLLUPS.c.events)).where(ROLLUPS.c.agent_id == agent_id)
+            select(func.sum(EVENT_ROLLUPS.c.events)).where(EVENT_ROLLUPS.c.agent_id == agent_id)
         )
     return int(events or 0), int(rolled or 0)
 
@@ -139,4 +139,4 @@ def test_two_workers_storing_the_same_events_at_once(broker: Mosquitto, engine: 
     assert sum(w.dead_letters for w in workers) == 0
     assert stored_and_rolled(engine, agent) == (2000, 2000)
     with engine.connect() as conn:
-        assert conn.scalar(select(func.sum(TOTALS.c.events))) == 2000
+        assert conn.scalar(select(func.sum(EVENT_ROLLUP_TOTALS.c.events))) == 2000

@@ -21,13 +21,10 @@ from typing import Any
 from sqlalchemy import Connection, Insert, Table, func, text
 from sqlalchemy.dialects import sqlite
 
-from cloud_api.tables import EVENT_ROLLUPS_BY, EventRollupRow, EventRollupTotalRow
+from cloud_api.tables import EVENT_ROLLUP_TOTALS, EVENT_ROLLUPS, EVENT_ROLLUPS_BY
 
-ROLLUPS: Table = EventRollupRow.__table__  # type: ignore[assignment]
-TOTALS: Table = EventRollupTotalRow.__table__  # type: ignore[assignment]
 SERIES = ("agent_id", "pipeline", "label", "kind", "model_version")
 """The event columns a rollup row is keyed by, after its hour."""
-ROLLUP_KEY = ["bucket", *SERIES]
 
 
 @dataclass(frozen=True)
@@ -42,8 +39,8 @@ class Level:
         return ["bucket", *self.series]
 
 
-SERIES_LEVEL = Level(ROLLUPS, SERIES)
-TOTAL_LEVEL = Level(TOTALS, ())
+SERIES_LEVEL = Level(EVENT_ROLLUPS, SERIES)
+TOTAL_LEVEL = Level(EVENT_ROLLUP_TOTALS, ())
 BY_DIMENSION = {
     dimension: Level(table, (dimension,)) for dimension, table in EVENT_ROLLUPS_BY.items()
 }
@@ -208,7 +205,7 @@ def backfill(connection: Connection) -> None:
     _insert_grouped(connection, SERIES_LEVEL, "events", hour, _RAW_VALUES)
     for level in LEVELS:
         if level is not SERIES_LEVEL:
-            _insert_grouped(connection, level, ROLLUPS.name, "bucket", _ROLLED_VALUES)
+            _insert_grouped(connection, level, EVENT_ROLLUPS.name, "bucket", _ROLLED_VALUES)
 
 
 _RAW_VALUES = "count(*), sum(score), min(score), max(score)"

@@ -1,0 +1,229 @@
+"""The SQL write paths of ingest: one parsed batch in ONE transaction, on SQLite or PostgreSQL.
+
+Events go in with ``INSERT ... ON CONFLICT (id) DO NOTHING`` (so redelivery inserts nothing)
+and only the ones really inserted are added to the hourly rollups (``analytics/rollups.py``);
+pipeline summaries likewise on their window ``(agent_id, pipeline, window_start)``; statuses
+are upserts of ``agents``; dead letters are plain inserts (a retained one only if no earlier
+run kept it). SQLite reads which events are new under its write lock and inserts those;
+PostgreSQL COPYs the batch into a staging table and inserts from it in one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic_core import to_json
+from sqlalchemy import Connection, Engine, Insert, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from cloud_api.analytics import rollups
+from cloud_api.ingest.parse import Work
+from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENTS, SUMMARIES
+from shared.errors import ConfigError
+from shared.messages import AgentStatus
+
+SUMMARY_KEY = ["agent_id", "pipeline", "window_start"]
+SQLITE_IDS_PER_QUERY = 500
+"""Event ids looked up per query (SQLite limits bound parameters)."""
+
+UpsertInsert = sqlite.Insert | postgresql.Insert
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """What one committed batch did; handed to the ``observer`` (e.g. Prometheus metrics)."""
+
+    messages: int = 0
+    events_stored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    statuses: int = 0
+    summaries_stored: int = 0
+    summary_duplicates: int = 0
+
+    def __add__(self, other: BatchStats) -> BatchStats:
+        return BatchStats(
+            self.messages + other.messages,
+            self.events_stored + other.events_stored,
+            self.duplicates + other.duplicates,
+            self.dead_letters + other.dead_letters,
+            self.statuses + other.statuses,
+            self.summaries_stored + other.summaries_stored,
+            self.summary_duplicates + other.summary_duplicates,
+        )
+
+
+def is_transient(exc: Exception) -> bool:
+    """A failure of the database itself (retry the batch), not of the data (isolate it)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class Writer:
+    """Commits one parsed batch in one transaction; a subclass per database stores events."""
+
+    def __init__(self, engine: Engine, insert: Callable[[Table], UpsertInsert]) -> None:
+        self._engine = engine
+        # The dialect's INSERT, which knows ON CONFLICT (Core's generic one does not).
+        self._insert = insert
+        self._insert_summaries: Insert = insert(SUMMARIES).on_conflict_do_nothing(
+            index_elements=SUMMARY_KEY
+        )
+
+    def commit(self, work: Work, messages: int) -> BatchStats:
+        """Store ``work`` in one transaction; what it did. Database errors raise."""
+        stored = summaries = 0
+        with self._engine.begin() as conn:
+            if work.events:
+                stored = self._store_events(conn, work.events)
+            if work.summaries:
+                summaries = self._store_summaries(conn, work.summaries)
+            for status, seen_at in work.statuses:
+                self._upsert_agent(conn, status, seen_at)
+            dead = [
+                {key: value for key, value in row.items() if key != "retained"}
+                for row in work.dead
+                if not (row["retained"] and _kept_before(conn, row))
+            ]
+            if dead:
+                conn.execute(self._insert(DEAD_LETTERS), dead)
+        return BatchStats(
+            messages=messages,
+            events_stored=stored,
+            duplicates=len(work.events) - stored,
+            dead_letters=len(dead),
+            statuses=len(work.statuses),
+            summaries_stored=summaries,
+            summary_duplicates=len(work.summaries) - summaries,
+        )
+
+    def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
+        """Insert the events not stored yet and add them to the rollups; how many were new."""
+        raise NotImplementedError
+
+    def _store_summaries(self, conn: Connection, summaries: list[dict[str, Any]]) -> int:
+        """Insert the summaries not stored yet; how many were new."""
+        return int(conn.execute(self._insert_summaries, summaries).rowcount)
+
+    def _upsert_agent(
+        self, conn: Connection, status: AgentStatus, seen_at: datetime | None
+    ) -> None:
+        values: dict[str, Any] = {
+            "agent_id": status.agent_id,
+            "state": status.state,
+            "reason": status.reason,
+            "last_status": status.model_dump(mode="json", by_alias=True),
+            "heartbeat_s": status.heartbeat_s,
+            "last_seen": seen_at,
+        }
+        update = dict(values)
+        del update["agent_id"]
+        if seen_at is None:
+            del update["last_seen"]  # offline: keep when it was last seen online
+        statement = self._insert(AGENTS).values(values)
+        conn.execute(statement.on_conflict_do_update(index_elements=["agent_id"], set_=update))
+
+
+def _kept_before(conn: Connection, row: dict[str, Any]) -> bool:
+    """Whether a retained message's dead letter is already stored (by an earlier run)."""
+    same = select(DEAD_LETTERS.c.id).where(
+        DEAD_LETTERS.c.topic == row["topic"],
+        DEAD_LETTERS.c.payload_size == row["payload_size"],
+        DEAD_LETTERS.c.payload == row["payload"],
+    )
+    return conn.execute(same.limit(1)).first() is not None
+
+
+class SqliteWriter(Writer):
+    """SQLite: the events not stored yet are found under the write lock first, so the insert
+    is a plain executemany and the rollups get exactly the new ones."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, sqlite.insert)
+        self._insert_events: Insert = sqlite.insert(EVENTS).on_conflict_do_nothing(
+            index_elements=["id"]
+        )
+        self._upsert_rollups = [(level, rollups.sqlite_upsert(level)) for level in rollups.LEVELS]
+
+    def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
+        # Take the write lock before reading, so no other writer can store one of these ids
+        # between the read and the insert (pysqlite would begin only at the insert).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        ids = [event["id"] for event in events]
+        seen: set[str] = set()
+        for start in range(0, len(ids), SQLITE_IDS_PER_QUERY):
+            chunk = ids[start : start + SQLITE_IDS_PER_QUERY]
+            seen.update(conn.scalars(select(EVENTS.c.id).where(EVENTS.c.id.in_(chunk))))
+        fresh = []
+        for event in events:
+            if event["id"] not in seen:
+                seen.add(event["id"])  # the same id twice in one batch is stored once
+                fresh.append(event)
+        if fresh:
+            conn.execute(self._insert_events, fresh)
+            rows = rollups.rollup_rows(fresh)
+            for level, upsert in self._upsert_rollups:
+                conn.execute(upsert, rows[level])
+        return len(fresh)
+
+
+class PostgresWriter(Writer):
+    """PostgreSQL: binary COPY into a staging table, then one INSERT ... SELECT that adds the
+    new events to every rollup level (``rollups.POSTGRES_INSERT``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, postgresql.insert)
+        # psycopg's executemany reports no row count, so new rows are counted by RETURNING
+        # (SQLAlchemy then sends multi-row VALUES, which is faster there anyway).
+        self._insert_summaries = self._insert_summaries.returning(SUMMARIES.c.id)
+
+    def _store_summaries(self, conn: Connection, summaries: list[dict[str, Any]]) -> int:
+        return len(conn.execute(self._insert_summaries, summaries).all())
+
+    def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
+        # psycopg formats COPY rows in C, several times faster than binding the batch as
+        # parameters.
+        try:
+            return _copy_events(conn, events)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            # Raised past SQLAlchemy: wrap it as SQLAlchemy would, so that the store tells a
+            # database outage (retry) from data it refuses (isolate the message).
+            raise DBAPIError.instance(
+                rollups.POSTGRES_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
+            ) from exc
+
+
+def _copy_events(conn: Connection, events: list[dict[str, Any]]) -> int:
+    columns = rollups.EVENT_COLUMNS
+    attributes = columns.index("attributes")
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor:
+        cursor.execute(rollups.POSTGRES_STAGING)
+        with cursor.copy(rollups.POSTGRES_COPY) as copy:
+            copy.set_types(rollups.STAGING_TYPES)
+            for event in events:
+                row = [event[name] for name in columns]
+                row[attributes] = to_json(row[attributes]).decode()  # jsonb from text
+                copy.write_row(row)
+        cursor.execute(rollups.POSTGRES_INSERT)
+        return int(cursor.fetchone()[0])
+
+
+WRITERS: dict[str, Callable[[Engine], Writer]] = {
+    "sqlite": SqliteWriter,
+    "postgresql": PostgresWriter,
+}
+"""The writer of each database ingest supports, by SQLAlchemy dialect name."""
+
+
+def writer_for(engine: Engine) -> Writer:
+    """The writer for ``engine``'s database; ConfigError if ingest does not support it."""
+    make = WRITERS.get(engine.dialect.name)
+    if make is None:
+        raise ConfigError(f"ingest supports SQLite and PostgreSQL, not {engine.dialect.name!r}")
+    return make(engine)
