@@ -24,14 +24,14 @@ from pydantic import (
 )
 
 from edge_agent.config_types import FilePath, StrictConfig
-from edge_agent.motion import MotionGateConfig
+from edge_agent.pipelines.motion import MotionGateConfig
+from edge_agent.pipelines.tracking.tracker import TrackingConfig
 from edge_agent.sources.camera import (
     ImageFolderSourceConfig,
     OpenCvSourceConfig,
     SyntheticSceneSourceConfig,
 )
-from edge_agent.sources.simulated_machine import FAULTS
-from edge_agent.tracking import TrackingConfig
+from edge_agent.sources.machine_physics import FAULTS
 from shared.errors import ConfigError, ContractError
 from shared.fields import MAX_HEARTBEAT_S
 from shared.messages import MAX_EVENTS_PER_BATCH, AgentId, Name
@@ -322,7 +322,8 @@ FilterStageConfig = Annotated[
     | DedupFilterConfig,
     Field(discriminator="type"),
 ]
-"""Every filter stage; the engine's registry in ``edge_agent.filters`` has one per type."""
+"""Every filter stage; the engine's registry in ``edge_agent.pipelines.filters`` has one per
+type."""
 
 LEVEL_STAGES = ("threshold", "hysteresis")
 
@@ -416,7 +417,7 @@ class CommandActionConfig(_Action):
 ActionConfig = Annotated[
     MqttActionConfig | WebhookActionConfig | CommandActionConfig, Field(discriminator="type")
 ]
-"""Every local action; the registry in ``edge_agent.actions`` has one per type."""
+"""Every local action; the registry in ``edge_agent.delivery.actions`` has one per type."""
 
 
 class PipelineConfig(StrictConfig):

@@ -39,7 +39,7 @@ from edge_agent.config import AgentConfig, PipelineConfig, UpdatesConfig
 from edge_agent.download import DownloadPolicy, download, part_path
 from edge_agent.inference.manifest import ModelSpec
 from edge_agent.inference.slot import LoadedModel, file_sha256, load_model
-from edge_agent.pipeline import Pipeline
+from edge_agent.pipelines.sensor import Pipeline
 from shared.errors import (
     AiotError,
     ConfigError,

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from edge_agent.sources.simulated_machine import LABELS, MachineSpec, SimulatedMachine
+from edge_agent.sources.machine_physics import LABELS, MachineSpec, SimulatedMachine
 from models.graph import GraphBuilder
 from models.manifest import LabelMetrics, Metrics, ModelEntry, TensorSpec
 from shared.digests import sha256_bytes

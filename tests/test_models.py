@@ -10,7 +10,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
-from edge_agent.sources.simulated_machine import FAULTS, LABELS, MachineSpec, SimulatedMachine
+from edge_agent.sources.machine_physics import FAULTS, LABELS, MachineSpec, SimulatedMachine
 from models import MANIFEST_NAME, ModelEntry, default_dir, load_manifest
 from models import build as model_build
 from models.vibration import NAME

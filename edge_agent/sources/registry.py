@@ -7,7 +7,7 @@ from collections.abc import Callable
 from edge_agent.config import SourceConfig
 from edge_agent.sources.camera import ImageFolderSource, OpenCvSource, SyntheticSceneSource
 from edge_agent.sources.sample import Source
-from edge_agent.sources.sensor import SimulatedVibrationSource
+from edge_agent.sources.simulated import SimulatedVibrationSource
 
 SourceFactory = Callable[..., Source]
 """A source class: it takes its own member of ``SourceConfig``."""

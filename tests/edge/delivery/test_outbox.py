@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_agent.outbox import Outbox
+from edge_agent.delivery.outbox import Outbox
 from shared.messages import Event, ModelRef, PipelineSummary, encode, new_event_id
 
 REF = ModelRef(name="m", version="1", sha256="0" * 64)
@@ -106,7 +106,7 @@ def test_a_put_survives_kill_9(tmp_path: Path) -> None:
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-from tests.edge.test_outbox import event, open_outbox
+from tests.edge.delivery.test_outbox import event, open_outbox
 from pathlib import Path
 box = open_outbox(Path({str(path)!r}))
 e = event(1)

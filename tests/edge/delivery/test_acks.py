@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_agent.acks import MAX_BACKOFF, AckWindow
+from edge_agent.delivery.acks import MAX_BACKOFF, AckWindow
 from shared.messages import BatchAck, new_event_id
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
+from edge_agent.pipelines.thumbnails import save_thumbnail
 from edge_agent.sources.camera import (
     Backoff,
     ImageFolderSource,
@@ -28,7 +29,6 @@ from edge_agent.sources.camera import (
 )
 from edge_agent.sources.sample import Sample
 from edge_agent.sources.synthetic_scene import Actor, SyntheticScene
-from edge_agent.thumbnails import save_thumbnail
 from tests.edge.vision_fixtures import scene_frames, write_fixture_pair, write_video
 
 CameraConfig = Annotated[

@@ -8,7 +8,7 @@ still overlaps its own track). ``ObjectLifecycle`` turns tracks into a few decis
 ``start`` when a track is confirmed, ``update`` only when the object moved or its score
 improved notably (a parked car produces none), ``end`` when the track is lost; plus zone
 enter/exit and counting-line crossings. Each decision names the frame to keep as the
-object's thumbnail; the pipeline writes it (``edge_agent.thumbnails``).
+object's thumbnail; the pipeline writes it (``edge_agent.pipelines.thumbnails``).
 
 Frames are counted by their ``seq``: a frame skipped by the motion gate is not a miss, and
 the prediction spans the seq gap.

@@ -9,7 +9,7 @@ from pathlib import Path
 import models
 from edge_agent.config import PipelineConfig
 from edge_agent.inference.slot import LoadedModel, ModelSlot, load_slot
-from edge_agent.vision import VisionPipeline
+from edge_agent.pipelines.vision import VisionPipeline
 from shared.messages import Event
 
 MANIFEST = Path(models.__file__).resolve().parent / "manifest.json"

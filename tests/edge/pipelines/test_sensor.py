@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.config import AgentConfig, RuntimeConfig
+from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.slot import load_slot
-from edge_agent.outbox import Outbox
-from edge_agent.pipeline import SensorPipeline
-from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
+from edge_agent.pipelines.sensor import SensorPipeline
+from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from shared.messages import Event
 from tests.edge.conftest import AgentConfigFactory
 

@@ -38,9 +38,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
-from edge_agent.acks import AckWindow, Pending
 from edge_agent.config import AgentConfig
-from edge_agent.outbox import Outbox, OutboxItem
+from edge_agent.delivery.acks import AckWindow, Pending
+from edge_agent.delivery.outbox import Outbox, OutboxItem
 from shared.errors import StorageError
 from shared.messages import (
     Acks,

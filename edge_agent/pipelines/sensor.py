@@ -25,14 +25,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from edge_agent.actions import Actions
 from edge_agent.config import PipelineConfig
-from edge_agent.filters import Decision, FilterEngine, build_engine
+from edge_agent.delivery.actions import Actions
+from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.slot import LoadedModel, ModelSlot
-from edge_agent.outbox import Outbox
+from edge_agent.pipelines.filters import Decision, FilterEngine, build_engine
+from edge_agent.pipelines.summary import SummaryWindow
 from edge_agent.sources.registry import build_source
 from edge_agent.sources.sample import Sample, Source
-from edge_agent.summary import SummaryWindow
 from shared.errors import ConfigError, ModelError, StorageError
 from shared.fields import MAX_SCORE
 from shared.messages import (
@@ -94,7 +94,8 @@ class Pipeline(ABC):
     run loop, summaries and the way events leave (local actions, then the outbox).
 
     Subclasses say what one sample does (``process_sample``) and how open events end
-    (``close``): ``SensorPipeline`` here, ``edge_agent.vision.VisionPipeline`` for cameras.
+    (``close``): ``SensorPipeline`` here, ``edge_agent.pipelines.vision.VisionPipeline`` for
+    cameras.
     """
 
     def __init__(

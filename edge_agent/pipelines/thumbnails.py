@@ -1,8 +1,9 @@
 """Object thumbnails: the crop of a frame that shows a tracked object at its best score.
 
-The lifecycle (``edge_agent.tracking``) decides which frame is worth keeping and names it;
-this module only writes the crop, with a margin so the object's surroundings show, shrunk
-so a thumbnail stays a few kilobytes whatever the camera's resolution.
+The lifecycle (``edge_agent.pipelines.tracking.tracker``) decides which frame is worth
+keeping and names it; this module only writes the crop, with a margin so the object's
+surroundings show, shrunk so a thumbnail stays a few kilobytes whatever the camera's
+resolution.
 """
 
 from __future__ import annotations

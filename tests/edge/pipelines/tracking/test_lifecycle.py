@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edge_agent.inference.postprocess import Detection, box_iou, pairwise_iou
-from edge_agent.sources.synthetic_scene import Actor, SyntheticScene
-from edge_agent.tracking import (
+from edge_agent.pipelines.tracking.tracker import (
     CountingLine,
     CountingLineConfig,
     IouTracker,
@@ -24,6 +23,7 @@ from edge_agent.tracking import (
     ZoneConfig,
     point_in_polygon,
 )
+from edge_agent.sources.synthetic_scene import Actor, SyntheticScene
 
 FPS = 10.0
 T0 = 1_700_000_000.0

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from edge_agent.outbox import PayloadKind
+from edge_agent.delivery.outbox import PayloadKind
 from shared.messages import BatchAck
 
 RTT_SAMPLES = 512

@@ -21,10 +21,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
-from edge_agent.actions import ACTIONS, ActionError, Actions, CommandAction, MqttAction
 from edge_agent.agent import Agent
 from edge_agent.config import ActionConfig, AgentConfig
-from edge_agent.filters import State
+from edge_agent.delivery.actions import ACTIONS, ActionError, Actions, CommandAction, MqttAction
+from edge_agent.pipelines.filters import State
 from shared.messages import Event, ModelRef, new_event_id
 from tests.edge.conftest import AgentConfigFactory
 from tests.services import Mosquitto
@@ -225,7 +225,7 @@ def test_a_failing_action_is_counted_and_logged_once_until_it_recovers(
     hook.statuses = [400, 400, 400]
     runner.start()
     try:
-        with caplog.at_level(logging.INFO, logger="edge_agent.actions"):
+        with caplog.at_level(logging.INFO, logger="edge_agent.delivery.actions"):
             runner.submit([event(), event(), event(), event()])
             wait_until(lambda: runner.counters.completed == 1, "the fourth webhook")
     finally:

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Iterator
 
 from edge_agent.config import SimulatedVibrationSourceConfig
+from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from edge_agent.sources.sample import Sample, simulated_clock
-from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
 
 
 class SimulatedVibrationSource:

@@ -14,11 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.config import RuntimeConfig
+from edge_agent.delivery.outbox import Outbox, OutboxItem
 from edge_agent.inference.slot import load_slot
-from edge_agent.outbox import Outbox, OutboxItem
-from edge_agent.pipeline import LEVEL_EVERY, SensorPipeline
-from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
-from edge_agent.summary import SignalAccumulator, SummaryWindow
+from edge_agent.pipelines.sensor import LEVEL_EVERY, SensorPipeline
+from edge_agent.pipelines.summary import SignalAccumulator, SummaryWindow
+from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from shared.errors import ConfigError
 from shared.messages import Event, ModelRef, PipelineSummary
 from tests.edge.conftest import AgentConfigFactory

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.motion import MotionGate, MotionGateConfig
+from edge_agent.pipelines.motion import MotionGate, MotionGateConfig
 from edge_agent.sources.synthetic_scene import Actor, SyntheticScene
 
 FPS = 10.0

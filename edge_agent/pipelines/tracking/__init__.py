@@ -1,0 +1,1 @@
+"""Tracking for camera pipelines: detections become tracks, tracks become events."""
