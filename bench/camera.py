@@ -22,11 +22,12 @@ from prometheus_client import CollectorRegistry
 import models
 from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
-from edge_agent.config import MqttActionConfig, PipelineConfig
-from edge_agent.delivery.actions import Actions
+from edge_agent.delivery.action_config import MqttActionConfig
+from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.postprocess import letterbox
 from edge_agent.inference.slot import load_slot
+from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.vision import VisionPipeline
 from edge_agent.sources.synthetic_scene import Actor, SyntheticScene, random_actors
 

@@ -16,9 +16,9 @@ import onnxruntime as ort
 
 import models
 from bench.result import Goal, Result
-from edge_agent.config import PipelineConfig
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.slot import load_slot
+from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.sources.machine_physics import FAULTS, MachineSpec, SimulatedMachine
 

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.delivery.actions import Actions
+from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.uplink import Uplink
 from edge_agent.health import AgentCollector, MetricsServer, UpdateHealth, UplinkHealth

@@ -22,6 +22,11 @@ The time from publish to ack is the measured edge -> cloud round trip (status an
 With a ``desired`` handler the uplink also subscribes (QoS 1, on every connect) to the agent's
 retained ``desired`` topic and hands each valid ``DesiredState`` to it; a message that does
 not validate, or names another agent, goes to the ``refused`` handler with the reason.
+
+``make_client`` is the edge's one paho client factory (the uplink's and the MQTT action's).
+
+(Over 400 lines: one class, because its paho callbacks and its sender thread share the
+in-flight and ack windows; the ack bookkeeping itself is ``acks.py``.)
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ from pydantic import ValidationError
 
 from edge_agent.config import AgentConfig
 from edge_agent.delivery.acks import AckWindow, Pending
+from edge_agent.delivery.config import MqttProtocol
 from edge_agent.delivery.outbox import Outbox, OutboxItem
+from edge_agent.validation import first_error
 from shared.errors import StorageError
 from shared.messages import (
     Acks,
@@ -52,6 +59,7 @@ from shared.messages import (
     utcnow,
 )
 from shared.topics import Channel, Topic
+from shared.urls import MqttUrl
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +88,35 @@ class UplinkCounters:
     """PUBACKs saying nobody subscribed (MQTT 5 reason 16): the cloud did not get them."""
     publish_failures: int = 0
     connects: int = 0
+
+
+def make_client(
+    broker: MqttUrl,
+    *,
+    client_id: str,
+    protocol: MqttProtocol,
+    reconnect_min_s: int = 1,
+    reconnect_max_s: int = 30,
+) -> mqtt.Client:
+    """A paho client for ``broker``, not connected yet; ``protocol`` is "5" or "3.1.1".
+
+    The session is clean (MQTT 5: a clean start on the first connect only): what the edge must
+    not lose waits in its outbox, not in the broker. paho reconnects by itself, waiting
+    ``reconnect_min_s`` doubling up to ``reconnect_max_s`` between attempts.
+    """
+    v5 = protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else True,
+    )
+    if broker.tls:  # mqtts://: the system's CAs, hostname checked
+        client.tls_set()
+    if broker.username is not None:
+        client.username_pw_set(broker.username, broker.password)
+    client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+    return client
 
 
 class Uplink:
@@ -172,22 +209,16 @@ class Uplink:
     # -- paho callbacks (network thread): only flags and queue puts -----------------------
 
     def _make_client(self) -> mqtt.Client:
-        v5 = self._mqtt.protocol == "5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
+        client = make_client(
+            self._mqtt.broker,
             client_id=self._config.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else True,
+            protocol=self._mqtt.protocol,
+            reconnect_min_s=self._mqtt.reconnect_min_s,
+            reconnect_max_s=self._mqtt.reconnect_max_s,
         )
-        broker = self._mqtt.broker
-        if broker.tls:  # mqtts://: the system's CAs, hostname checked
-            client.tls_set()
-        if broker.username is not None:
-            client.username_pw_set(broker.username, broker.password)
         client.will_set(
             self._status_topic, self._offline_status("connection lost"), qos=1, retain=True
         )
-        client.reconnect_delay_set(self._mqtt.reconnect_min_s, self._mqtt.reconnect_max_s)
         # Our own bound is the real one; leave paho room for the status messages too.
         client.max_inflight_messages_set(self._max_inflight + 2)
         client.on_connect = self._on_connect
@@ -270,7 +301,7 @@ class Uplink:
         try:
             desired = DesiredState.model_validate_json(msg.payload)
         except ValidationError as exc:
-            self._refuse(f"invalid desired state: {_first_error(exc)}")
+            self._refuse(f"invalid desired state: {first_error(exc)}")
             return
         if desired.agent_id != self._config.agent_id:
             self._refuse(
@@ -283,7 +314,7 @@ class Uplink:
         try:
             acks = Acks.model_validate_json(payload)
         except ValidationError as exc:
-            log.warning("ignored an invalid message on %s: %s", self._acks_topic, _first_error(exc))
+            log.warning("ignored an invalid message on %s: %s", self._acks_topic, first_error(exc))
             return
         if acks.agent_id != self._config.agent_id:
             log.warning("ignored acks for agent %r on %s", acks.agent_id, self._acks_topic)
@@ -457,14 +488,3 @@ class Uplink:
 
     def _where(self) -> str:
         return f"{self._mqtt.host}:{self._mqtt.port}"
-
-
-def _first_error(exc: ValidationError) -> str:
-    """The first validation error as ``loc: message`` (a whole report is too long to publish)."""
-    errors = exc.errors()
-    if not errors:
-        return str(exc)
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(message)"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first['msg']}{more}"

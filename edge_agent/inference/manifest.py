@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edge_agent.config import ModelConfig, ModelTask
+from edge_agent.inference.config import ModelConfig, ModelTask
 from edge_agent.inference.postprocess import read_labels
 from shared.errors import ConfigError
 

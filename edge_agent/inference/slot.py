@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.config import ModelConfig, ModelTask, RuntimeConfig
+from edge_agent.inference.config import ModelConfig, ModelTask, RuntimeConfig
 from edge_agent.inference.manifest import ModelSpec, resolve_model
 from edge_agent.inference.runtime import Runtime
 from shared.digests import sha256_file

@@ -1,8 +1,9 @@
 """The filter engine: one for sensors and vision. Pure logic, no I/O, no clock reads.
 
 A pipeline declares an ordered chain of stages (config ``filters:``); ``build_engine`` turns
-it into a ``FilterEngine`` through ``STAGES``, a table keyed by the stage's ``type``. Time
-comes only from the samples' timestamps, so a chain is deterministic and testable.
+it into a ``FilterEngine`` through ``STAGES``, the table of stages keyed by their ``type``
+(``edge_agent.pipelines.filter_stages``). Time comes only from the samples' timestamps, so a
+chain is deterministic and testable.
 
 The chain has two parts, in this order:
 
@@ -33,22 +34,20 @@ frame (see ``FilterEngine``).
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
 
-from edge_agent.config import (
-    DeadbandFilterConfig,
-    DebounceFilterConfig,
-    DedupFilterConfig,
-    FilterStageConfig,
-    HysteresisFilterConfig,
-    RateLimitFilterConfig,
-    ReportIntervalFilterConfig,
-    ThresholdFilterConfig,
+from edge_agent.pipelines.filter_config import FilterStageConfig
+from edge_agent.pipelines.filter_stages import (
+    STAGES,
+    Debounce,
+    Hysteresis,
+    ReportInterval,
+    ReportStage,
+    Stage,
+    Threshold,
 )
-
-State = Literal["start", "update", "end", "instant"]
+from shared.messages import EventState
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +60,7 @@ class Decision:
     ``start_seq``/``start_ts`` are where the event started, so ``ts - start_ts`` is its age.
     """
 
-    state: State
+    state: EventState
     key: str
     label: str
     score: float
@@ -73,7 +72,7 @@ class Decision:
 
 
 @dataclass(slots=True)
-class Track:
+class KeyState:
     """The lifecycle state of one key (read by report stages, written by the engine)."""
 
     key: str
@@ -88,7 +87,7 @@ class Track:
     start_seq: int = 0
     start_ts: float = 0.0
 
-    def candidate(self, state: State, value: float, seq: int, ts: float) -> Decision:
+    def candidate(self, state: EventState, value: float, seq: int, ts: float) -> Decision:
         """The decision this key would report now (an update or heartbeat of its event)."""
         return Decision(
             state, self.key, self.label, self.peak, value, seq, ts, self.start_seq, self.start_ts
@@ -110,210 +109,6 @@ class FilterCounters:
     def held_back(self) -> int:
         """Decisions the report stages dropped, all stages together."""
         return sum(self.dropped.values())
-
-
-# -- state stages: they only configure the engine's lifecycle ------------------------------
-
-
-class Threshold:
-    """On at or above ``threshold``: a hysteresis whose two levels are equal."""
-
-    def __init__(self, config: ThresholdFilterConfig) -> None:
-        self.on_level = self.off_level = config.threshold
-
-
-class Hysteresis:
-    """On at or above ``on``; once on, off only below ``off`` (``off < on``): no chatter
-    when the signal hovers around one level."""
-
-    def __init__(self, config: HysteresisFilterConfig) -> None:
-        self.on_level = config.on
-        self.off_level = config.off
-
-
-class Debounce:
-    """The state changes only when ``n`` of the last ``m`` raw states agree (``m/2 < n <= m``,
-    so "n on" and "n off" never hold at once and the state cannot flap); n = m = 1 is the
-    identity."""
-
-    def __init__(self, config: DebounceFilterConfig) -> None:
-        if not (0 < config.n <= config.m and 2 * config.n > config.m):
-            raise ValueError(f"need m/2 < n <= m, got n={config.n}, m={config.m}")
-        self.n = config.n
-        self.m = config.m
-
-
-# -- report stages ----------------------------------------------------------------------
-
-
-class ReportStage(Protocol):
-    """A stage after the lifecycle. ``decision`` is what earlier stages passed (or None);
-    ``candidate`` is what this sample would report (its transition, update or instant).
-
-    A stage returns the decision it lets through; an ``end`` must come back unchanged.
-    """
-
-    type: ClassVar[str]
-    wants_updates: ClassVar[bool]
-
-    def step(self, track: Track, candidate: Decision, decision: Decision | None) -> Decision | None:
-        """Pass, drop or (``report_interval``) emit a decision for this sample."""
-        ...
-
-    def forget(self, key: str) -> None:
-        """Drop what the stage keeps for ``key`` (its track is gone)."""
-        ...
-
-
-_VALUE_REPORTS = ("update", "instant")
-
-
-class Deadband:
-    """A value report passes only if its value moved at least ``delta`` from the key's last
-    reported value; a ``start`` sets that reference, starts and ends always pass."""
-
-    type: ClassVar[str] = "deadband"
-    wants_updates: ClassVar[bool] = True
-
-    def __init__(self, config: DeadbandFilterConfig) -> None:
-        self.delta = config.delta
-        self._last: dict[str, float] = {}
-
-    def step(self, track: Track, candidate: Decision, decision: Decision | None) -> Decision | None:
-        if decision is None:
-            return None
-        key = decision.key
-        if decision.state in _VALUE_REPORTS:
-            last = self._last.get(key)
-            if last is not None and abs(decision.value - last) < self.delta:
-                return None
-        self._last[key] = decision.value
-        return decision
-
-    def forget(self, key: str) -> None:
-        self._last.pop(key, None)
-
-
-class ReportInterval:
-    """ "Only on change, but at least every max_s": a value report closer than ``min_s`` to
-    the key's previous report is dropped; while the key is on (always, for a value chain),
-    an ``update`` with the current peak and value is emitted when ``max_s`` has passed since
-    the previous report, even if earlier stages dropped this sample's. Starts and ends are
-    state changes and always pass."""
-
-    type: ClassVar[str] = "report_interval"
-    wants_updates: ClassVar[bool] = True
-
-    def __init__(self, config: ReportIntervalFilterConfig) -> None:
-        self.min_s = config.min_s
-        self.max_s = config.max_s
-        self._last: dict[str, float] = {}
-
-    def step(self, track: Track, candidate: Decision, decision: Decision | None) -> Decision | None:
-        key = candidate.key
-        last = self._last.get(key)
-        if decision is None:
-            due = (
-                self.max_s is not None
-                and last is not None
-                and track.on
-                and candidate.state in _VALUE_REPORTS
-                and candidate.ts - last >= self.max_s
-            )
-            if not due:
-                return None
-            decision = candidate
-        elif (
-            decision.state in _VALUE_REPORTS
-            and last is not None
-            and decision.ts - last < self.min_s
-        ):
-            return None
-        self._last[key] = decision.ts
-        return decision
-
-    def forget(self, key: str) -> None:
-        self._last.pop(key, None)
-
-
-class RateLimit:
-    """A token bucket over the whole pipeline (all keys): ``burst`` tokens, refilled at
-    ``per_s``; every emitted start, update and instant takes one, so they never exceed
-    ``burst + per_s * t`` in any span t. Ends take none and always pass (a started event
-    always ends); a dropped start mutes its event, so no end follows it either."""
-
-    type: ClassVar[str] = "rate_limit"
-    wants_updates: ClassVar[bool] = False
-
-    def __init__(self, config: RateLimitFilterConfig) -> None:
-        self.per_s = config.per_s
-        self.burst = float(config.burst)
-        self._tokens = self.burst
-        self._last_ts: float | None = None
-
-    def step(self, track: Track, candidate: Decision, decision: Decision | None) -> Decision | None:
-        if decision is None or decision.state == "end":
-            return decision
-        ts = decision.ts
-        if self._last_ts is not None and ts > self._last_ts:
-            self._tokens = min(self.burst, self._tokens + (ts - self._last_ts) * self.per_s)
-        if self._last_ts is None or ts > self._last_ts:
-            self._last_ts = ts
-        if self._tokens < 1.0:
-            return None
-        self._tokens -= 1.0
-        return decision
-
-    def forget(self, key: str) -> None:
-        pass
-
-
-class Dedup:
-    """Drop an event equal in (key, state, label) to one this stage let through less than
-    ``window_s`` earlier (by the samples' time). Ends always pass (and are remembered).
-    Applying it twice is the same as once."""
-
-    type: ClassVar[str] = "dedup"
-    wants_updates: ClassVar[bool] = False
-    _PRUNE_AT = 1024
-
-    def __init__(self, config: DedupFilterConfig) -> None:
-        self.window_s = config.window_s
-        self._seen: dict[tuple[str, str, str], float] = {}
-
-    def step(self, track: Track, candidate: Decision, decision: Decision | None) -> Decision | None:
-        if decision is None:
-            return None
-        identity = (decision.key, decision.state, decision.label)
-        seen = self._seen.get(identity)
-        if seen is not None and decision.ts - seen < self.window_s and decision.state != "end":
-            return None
-        self._seen[identity] = decision.ts
-        if len(self._seen) > self._PRUNE_AT:
-            # Track ids come and go: keep the memory bounded by what the window can still match.
-            horizon = decision.ts - self.window_s
-            self._seen = {k: t for k, t in self._seen.items() if t > horizon}
-        return decision
-
-    def forget(self, key: str) -> None:
-        pass  # dedup outlives a track: a key that comes back within the window is a duplicate
-
-
-Stage = Threshold | Hysteresis | Debounce | Deadband | ReportInterval | RateLimit | Dedup
-
-STAGES: dict[str, Callable[[Any], Stage]] = {
-    "threshold": Threshold,
-    "hysteresis": Hysteresis,
-    "debounce": Debounce,
-    "deadband": Deadband,
-    "report_interval": ReportInterval,
-    "rate_limit": RateLimit,
-    "dedup": Dedup,
-}
-"""Every filter stage by its config ``type``."""
-
-
-# -- the engine ---------------------------------------------------------------------------
 
 
 class FilterEngine:
@@ -345,74 +140,74 @@ class FilterEngine:
         self._heartbeats = any(
             isinstance(s, ReportInterval) and s.max_s is not None for s in self._reports
         )
-        self._tracks: dict[str, Track] = {}
+        self._keys: dict[str, KeyState] = {}
         self.counters = FilterCounters()
 
     def step(self, ts: float, seq: int, score: float, label: str, key: str = "") -> Decision | None:
         """Feed one sample of ``key``; return the event it makes, if any."""
-        track = self._tracks.get(key)
-        if track is None:
-            track = self._track(key)
+        key_state = self._keys.get(key)
+        if key_state is None:
+            key_state = self._add_key(key)
         if not self.lifecycle:
             instant = Decision("instant", key, label, score, score, seq, ts, seq, ts)
-            return self._report(track, instant) if self._reports else instant
-        raw = score >= (self._off_level if track.raw else self._on_level)
-        track.raw = raw
-        history = track.history
+            return self._report(key_state, instant) if self._reports else instant
+        raw = score >= (self._off_level if key_state.raw else self._on_level)
+        key_state.raw = raw
+        history = key_state.history
         if len(history) == self._m and history.popleft()[0]:
-            track.count_on -= 1
+            key_state.count_on -= 1
         history.append((raw, score, label))
         if raw:
-            track.count_on += 1
-        if track.on:
-            if score > track.peak:
-                track.peak = score
-            if len(history) - track.count_on >= self._n:
-                track.on = False
-                candidate = track.candidate("end", score, seq, ts)
+            key_state.count_on += 1
+        if key_state.on:
+            if score > key_state.peak:
+                key_state.peak = score
+            if len(history) - key_state.count_on >= self._n:
+                key_state.on = False
+                candidate = key_state.candidate("end", score, seq, ts)
             elif self._updates:
-                candidate = track.candidate("update", score, seq, ts)
+                candidate = key_state.candidate("update", score, seq, ts)
             else:
                 return None
-        elif track.count_on >= self._n:
+        elif key_state.count_on >= self._n:
             triggering = [(s, lab) for on, s, lab in history if on]
-            track.on = True
-            track.label = Counter(lab for _, lab in triggering).most_common(1)[0][0]
-            track.peak = max(s for s, _ in triggering)
-            track.start_seq = seq
-            track.start_ts = ts
-            candidate = track.candidate("start", score, seq, ts)
+            key_state.on = True
+            key_state.label = Counter(lab for _, lab in triggering).most_common(1)[0][0]
+            key_state.peak = max(s for s, _ in triggering)
+            key_state.start_seq = seq
+            key_state.start_ts = ts
+            candidate = key_state.candidate("start", score, seq, ts)
         else:
             return None
         if not self._reports:
             return candidate
-        return self._report(track, candidate)
+        return self._report(key_state, candidate)
 
     def offer(
-        self, key: str, state: State, ts: float, seq: int, score: float, label: str
+        self, key: str, state: EventState, ts: float, seq: int, score: float, label: str
     ) -> Decision | None:
         """Feed a lifecycle decision made elsewhere (a tracker's start/update/end for track
         ``key``) through the report stages; return it if it passes. The label is the start's
         for the whole event (the tracker's majority label when it starts), so dedup and the
         cloud see one incident under one label. An update or end for a key without an open
         event, or a start for an open one, is counted (``invalid``) and dropped."""
-        track = self._tracks.get(key)
-        opened = track is not None and track.on
+        key_state = self._keys.get(key)
+        opened = key_state is not None and key_state.on
         if (state == "start") == opened or state == "instant":
             self.counters.invalid += 1
             return None
-        if track is None:
-            track = self._track(key)
+        if key_state is None:
+            key_state = self._add_key(key)
         if state == "start":
-            track.on, track.label, track.peak = True, label, score
-            track.start_seq, track.start_ts = seq, ts
-        elif score > track.peak:
-            track.peak = score
-        track.value = score
+            key_state.on, key_state.label, key_state.peak = True, label, score
+            key_state.start_seq, key_state.start_ts = seq, ts
+        elif score > key_state.peak:
+            key_state.peak = score
+        key_state.value = score
         if state == "end":
-            track.on = False
-        decision = track.candidate(state, score, seq, ts)
-        out = self._report(track, decision) if self._reports else decision
+            key_state.on = False
+        decision = key_state.candidate(state, score, seq, ts)
+        out = self._report(key_state, decision) if self._reports else decision
         if state == "end":
             self._forget(key)
         return out
@@ -423,65 +218,65 @@ class FilterEngine:
         if not self._heartbeats:
             return []
         out = []
-        for track in list(self._tracks.values()):
-            if track.on and track.emitted:
-                candidate = track.candidate("update", track.value, seq, ts)
-                decision = self._run_stages(track, candidate, None)
+        for key_state in list(self._keys.values()):
+            if key_state.on and key_state.emitted:
+                candidate = key_state.candidate("update", key_state.value, seq, ts)
+                decision = self._run_stages(key_state, candidate, None)
                 if decision is not None:
                     out.append(decision)
         return out
 
     def close(self, key: str, ts: float, seq: int) -> Decision | None:
         """End ``key``'s open event (its source or track is gone) and forget the key."""
-        track = self._tracks.get(key)
-        if track is None:
+        key_state = self._keys.get(key)
+        if key_state is None:
             return None
         decision = None
-        if self.lifecycle and track.on:
-            track.on = False
-            end = track.candidate("end", track.peak, seq, ts)
-            decision = self._report(track, end) if self._reports else end
+        if self.lifecycle and key_state.on:
+            key_state.on = False
+            end = key_state.candidate("end", key_state.peak, seq, ts)
+            decision = self._report(key_state, end) if self._reports else end
         self._forget(key)
         return decision
 
     def close_all(self, ts: float, seq: int) -> list[Decision]:
         """End every open event (shutdown, source exhausted)."""
-        closed = (self.close(key, ts, seq) for key in list(self._tracks))
+        closed = (self.close(key, ts, seq) for key in list(self._keys))
         return [d for d in closed if d is not None]
 
     def active(self, key: str = "") -> bool:
         """Whether ``key`` has an open event."""
-        track = self._tracks.get(key)
-        return track is not None and track.on
+        key_state = self._keys.get(key)
+        return key_state is not None and key_state.on
 
-    def _track(self, key: str) -> Track:
-        track = Track(key, history=deque(maxlen=self._m))
+    def _add_key(self, key: str) -> KeyState:
+        key_state = KeyState(key, history=deque(maxlen=self._m))
         if not self.lifecycle:
-            track.on = track.emitted = True  # a value chain reports all the time
-        self._tracks[key] = track
-        return track
+            key_state.on = key_state.emitted = True  # a value chain reports all the time
+        self._keys[key] = key_state
+        return key_state
 
     def _forget(self, key: str) -> None:
-        del self._tracks[key]
+        del self._keys[key]
         for stage in self._reports:
             stage.forget(key)
 
-    def _report(self, track: Track, candidate: Decision) -> Decision | None:
+    def _report(self, key_state: KeyState, candidate: Decision) -> Decision | None:
         state = candidate.state
         if state == "start":
-            decision = self._run_stages(track, candidate, candidate)
-            track.emitted = decision is not None
+            decision = self._run_stages(key_state, candidate, candidate)
+            key_state.emitted = decision is not None
             return decision
-        if not track.emitted:  # a muted event (value chains are always emitted)
+        if not key_state.emitted:  # a muted event (value chains are always emitted)
             self.counters.muted += state == "end"
             return None
-        return self._run_stages(track, candidate, candidate)
+        return self._run_stages(key_state, candidate, candidate)
 
     def _run_stages(
-        self, track: Track, candidate: Decision, decision: Decision | None
+        self, key_state: KeyState, candidate: Decision, decision: Decision | None
     ) -> Decision | None:
         for stage in self._reports:
-            passed = stage.step(track, candidate, decision)
+            passed = stage.step(key_state, candidate, decision)
             if passed is None and decision is not None:
                 if candidate.state == "end":
                     passed = decision  # a started event always ends, whatever a stage says

@@ -22,7 +22,9 @@ from typing import Literal
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from edge_agent.config_types import StrictConfig
 
 Frame = npt.NDArray[np.uint8]
 Grey = npt.NDArray[np.float32]
@@ -32,10 +34,8 @@ _SATURATED = 250  # a colour channel at or above this is clipped by the sensor
 _KERNEL = np.ones((3, 3), dtype=np.uint8)  # the blur's reach: a clipped pixel taints this far
 
 
-class MotionGateConfig(BaseModel):
+class MotionGateConfig(StrictConfig):
     """When a camera frame is worth an inference."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     width: int = Field(default=160, ge=16, le=1920, description="analysis width in pixels")

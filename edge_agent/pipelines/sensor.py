@@ -25,10 +25,10 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from edge_agent.config import PipelineConfig
-from edge_agent.delivery.actions import Actions
+from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.slot import LoadedModel, ModelSlot
+from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.filters import Decision, FilterEngine, build_engine
 from edge_agent.pipelines.summary import SummaryWindow
 from edge_agent.sources.registry import build_source

@@ -1,6 +1,6 @@
 """Object thumbnails: the crop of a frame that shows a tracked object at its best score.
 
-The lifecycle (``edge_agent.pipelines.tracking.tracker``) decides which frame is worth
+The lifecycle (``edge_agent.pipelines.tracking.lifecycle``) decides which frame is worth
 keeping and names it; this module only writes the crop, with a margin so the object's
 surroundings show, shrunk so a thumbnail stays a few kilobytes whatever the camera's
 resolution.

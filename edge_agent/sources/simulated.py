@@ -1,14 +1,46 @@
-"""Sensor sources. For now: an accelerometer on a simulated machine with a fault schedule."""
+"""The simulated sensor source: an accelerometer on a simulated machine with a fault schedule."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Literal
 
-from edge_agent.config import SimulatedVibrationSourceConfig
-from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
+from pydantic import Field, field_validator
+
+from edge_agent.config_types import StrictConfig
+from edge_agent.sources.machine_physics import FAULTS, MachineSpec, SimulatedMachine
 from edge_agent.sources.sample import Sample, simulated_clock
+
+
+class FaultWindow(StrictConfig):
+    """A fault the simulated machine shows, in simulated seconds from the source's start."""
+
+    at_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    fault: str
+    severity: float = Field(default=1.0, gt=0, le=1)
+
+    @field_validator("fault")
+    @classmethod
+    def _known_fault(cls, value: str) -> str:
+        if value not in FAULTS:
+            raise ValueError(f"expected one of {', '.join(FAULTS)}")
+        return value
+
+
+class SimulatedVibrationSourceConfig(StrictConfig):
+    """An accelerometer on a simulated rotating machine, with a scripted fault schedule."""
+
+    type: Literal["simulated_vibration"]
+    seed: int = 0
+    sample_rate_hz: float = Field(default=12800.0, gt=0)
+    window: int = Field(default=2048, ge=16)
+    shaft_hz: float = Field(default=29.5, gt=0)
+    speed: float = Field(default=1.0, ge=0, description="1.0 = real time, 0 = as fast as possible")
+    schedule: list[FaultWindow] = Field(default_factory=list)
+    duration_s: float | None = Field(default=None, gt=0)
 
 
 class SimulatedVibrationSource:

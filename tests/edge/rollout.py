@@ -13,8 +13,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.config import AgentConfig, RuntimeConfig
+from edge_agent.config import AgentConfig
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import LoadedModel, load_slot
 from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.updater import Updater

@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import generate_latest
 
 from edge_agent.agent import Agent
-from edge_agent.config import AgentConfig, RuntimeConfig
+from edge_agent.config import AgentConfig
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from edge_agent.updater import STATE_FILE, read_state

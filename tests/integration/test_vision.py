@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import models
-from edge_agent.config import PipelineConfig
 from edge_agent.inference.slot import load_slot
+from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.vision import VisionPipeline
 from edge_agent.sources.synthetic_scene import SyntheticScene
 from shared.messages import Event

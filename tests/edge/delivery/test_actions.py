@@ -22,10 +22,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
 from edge_agent.agent import Agent
-from edge_agent.config import ActionConfig, AgentConfig
-from edge_agent.delivery.actions import ACTIONS, ActionError, Actions, CommandAction, MqttAction
-from edge_agent.pipelines.filters import State
-from shared.messages import Event, ModelRef, new_event_id
+from edge_agent.config import AgentConfig
+from edge_agent.delivery.action_config import ActionConfig
+from edge_agent.delivery.action_workers import Actions
+from edge_agent.delivery.actions import ACTIONS, ActionError, CommandAction, MqttAction
+from shared.messages import Event, EventState, ModelRef, new_event_id
 from tests.edge.conftest import AgentConfigFactory
 from tests.services import Mosquitto
 
@@ -33,7 +34,7 @@ ACTION = TypeAdapter(ActionConfig)
 CAPTURED_AT = datetime(2026, 11, 22, 10, 15, 2, tzinfo=UTC)
 
 
-def event(state: State = "start", label: str = "impact", pipeline: str = "spindle") -> Event:
+def event(state: EventState = "start", label: str = "impact", pipeline: str = "spindle") -> Event:
     return Event(
         id=new_event_id(),
         pipeline=pipeline,
@@ -225,7 +226,7 @@ def test_a_failing_action_is_counted_and_logged_once_until_it_recovers(
     hook.statuses = [400, 400, 400]
     runner.start()
     try:
-        with caplog.at_level(logging.INFO, logger="edge_agent.delivery.actions"):
+        with caplog.at_level(logging.INFO, logger="edge_agent.delivery.action_workers"):
             runner.submit([event(), event(), event(), event()])
             wait_until(lambda: runner.counters.completed == 1, "the fourth webhook")
     finally:

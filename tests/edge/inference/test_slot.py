@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.config import ModelConfig, RuntimeConfig
+from edge_agent.inference.config import ModelConfig, RuntimeConfig
 from edge_agent.inference.manifest import resolve_model
 from edge_agent.inference.runtime import Runtime
 from edge_agent.inference.slot import ModelSlot, file_sha256, load_model, load_slot

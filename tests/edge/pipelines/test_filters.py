@@ -13,8 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from edge_agent.config import FilterChainConfig, FilterStageConfig, PipelineConfig
-from edge_agent.pipelines.filters import STAGES, Decision, FilterEngine, build_engine
+from edge_agent.pipelines.config import PipelineConfig
+from edge_agent.pipelines.filter_config import FilterChainConfig, FilterStageConfig
+from edge_agent.pipelines.filter_stages import STAGES
+from edge_agent.pipelines.filters import Decision, FilterEngine, build_engine
 
 CHAIN = TypeAdapter(FilterChainConfig)
 VALID_NM = [(n, m) for m in range(1, 6) for n in range(1, m + 1) if 2 * n > m]

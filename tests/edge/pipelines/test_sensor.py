@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.config import AgentConfig, RuntimeConfig
+from edge_agent.config import AgentConfig
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.config import RuntimeConfig
 from edge_agent.delivery.outbox import Outbox, OutboxItem
+from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.sensor import LEVEL_EVERY, SensorPipeline
 from edge_agent.pipelines.summary import SignalAccumulator, SummaryWindow

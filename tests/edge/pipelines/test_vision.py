@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 
 import models
-from edge_agent.config import PipelineConfig
 from edge_agent.inference.slot import LoadedModel, ModelSlot, load_slot
+from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.vision import VisionPipeline
 from shared.messages import Event
 

@@ -1,4 +1,5 @@
-"""Camera sources: a video file and an image folder of the same frames agree; streams reconnect."""
+"""The OpenCV camera source: a video file and an image folder of the same frames agree; fps
+limits, loops; streams reconnect with backoff. Every camera config refuses what it cannot do."""
 
 from __future__ import annotations
 
@@ -12,45 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import cv2
 import numpy as np
 import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
-from edge_agent.pipelines.thumbnails import save_thumbnail
-from edge_agent.sources.camera import (
-    Backoff,
-    ImageFolderSource,
-    ImageFolderSourceConfig,
-    OpenCvSource,
-    OpenCvSourceConfig,
-    SyntheticSceneSource,
-    SyntheticSceneSourceConfig,
-)
+from edge_agent.sources.camera import Backoff, OpenCvSource, OpenCvSourceConfig
+from edge_agent.sources.image_folder import ImageFolderSource, ImageFolderSourceConfig
 from edge_agent.sources.sample import Sample
-from edge_agent.sources.synthetic_scene import Actor, SyntheticScene
-from tests.edge.vision_fixtures import scene_frames, write_fixture_pair, write_video
+from edge_agent.sources.synthetic_camera import SyntheticSceneSourceConfig
+from tests.edge.vision_fixtures import FPS, street, take, write_fixture_pair, write_video
 
 CameraConfig = Annotated[
     OpenCvSourceConfig | ImageFolderSourceConfig | SyntheticSceneSourceConfig,
     Field(discriminator="type"),
 ]
-FPS = 10.0
-
-
-def street(seconds: float = 4.0) -> list[np.ndarray]:
-    car = Actor("car", 0.5, (-40.0, 260.0), (150.0, 0.0), (80.0, 40.0))
-    return scene_frames(SyntheticScene(seed=9, actors=[car]), fps=FPS, seconds=seconds)
-
-
-def take(source: Any, limit: int | None = None) -> list[Sample]:
-    stop = threading.Event()
-    out: list[Sample] = []
-    for sample in source.samples(stop):
-        out.append(sample)
-        if limit is not None and len(out) >= limit:
-            stop.set()
-    return out
 
 
 def free_port() -> int:
@@ -252,67 +228,6 @@ def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:
     assert backoff.next() == 0.5
 
 
-def test_image_folder_skips_unreadable_files_and_loops(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    frames = street(0.3)
-    _, folder = write_fixture_pair(frames, tmp_path, fps=FPS)
-    (folder / "000001b.png").write_bytes(b"not an image")
-    (folder / "notes.txt").write_text("ignored", encoding="utf-8")
-    config = ImageFolderSourceConfig(type="image_folder", path=folder, speed=0, loop=True)
-    with caplog.at_level(logging.WARNING, logger="edge_agent.sources.camera"):
-        samples = take(ImageFolderSource(config), limit=7)
-    assert [s.seq for s in samples] == list(range(7))
-    expected = [*frames, *frames, frames[0]]
-    assert all(np.array_equal(s.data, f) for s, f in zip(samples, expected, strict=True))
-    assert len(caplog.records) == 1
-    assert "000001b.png" in caplog.records[0].getMessage()
-
-
-def test_synthetic_scene_source_renders_the_configured_scene() -> None:
-    config = TypeAdapter(CameraConfig).validate_python(
-        {
-            "type": "synthetic_scene",
-            "fps": 5,
-            "duration_s": 2,
-            "speed": 0,
-            "seed": 4,
-            "actors": [
-                {"label": "car", "start_xy": [0, 250], "velocity": [80, 0], "size": [80, 40]},
-                {
-                    "label": "person",
-                    "enter_s": 0.5,
-                    "start_xy": [300, 120],
-                    "size": [20, 50],
-                    "pauses": [[1.0, 0.5]],
-                },
-            ],
-            "lighting": [{"at_s": 1.0, "gain": 0.7}],
-        }
-    )
-    assert isinstance(config, SyntheticSceneSourceConfig)
-    source = SyntheticSceneSource(config)
-    samples = take(source)
-    assert [s.seq for s in samples] == list(range(10))
-    assert np.allclose(np.diff([s.ts for s in samples]), 0.2)
-    assert source.window == 640 * 360 * 3
-    for sample in samples:
-        assert np.array_equal(sample.data, source.scene.render(source.scene_time(sample.seq)))
-    assert [b.label for b in source.scene.truth(source.scene_time(5))] == ["car", "person"]
-
-
-def test_random_actors_come_from_the_seed() -> None:
-    def scene(seed: int) -> SyntheticScene:
-        config = SyntheticSceneSourceConfig(
-            type="synthetic_scene", seed=seed, random_actors=6, duration_s=30
-        )
-        return SyntheticSceneSource(config).scene
-
-    assert scene(1).actors == scene(1).actors
-    assert len(scene(1).actors) == 6
-    assert scene(1).actors != scene(2).actors
-
-
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -335,19 +250,3 @@ def test_random_actors_come_from_the_seed() -> None:
 def test_camera_configs_refuse_what_they_cannot_do(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         TypeAdapter(CameraConfig).validate_python(data)
-
-
-def test_save_thumbnail_writes_a_small_jpeg_of_the_box_with_a_margin(tmp_path: Path) -> None:
-    frame = np.zeros((360, 640, 3), dtype=np.uint8)
-    frame[100:200, 300:400] = (0, 0, 255)
-    path = save_thumbnail(frame, (300.0, 100.0, 400.0, 200.0), tmp_path / "cam" / "7" / "12.jpg")
-    image = cv2.imread(str(path))
-    assert image is not None
-    assert image.shape == (130, 130, 3)  # 100 px box + 15 % on each side
-    assert image[65, 65, 2] > 200  # the red object in the middle
-    assert image[2, 2].max() < 30  # the margin shows the surroundings
-    big = np.zeros((2000, 3000, 3), dtype=np.uint8)
-    small = save_thumbnail(big, (0.0, 0.0, 3000.0, 2000.0), tmp_path / "big.jpg", max_side=256)
-    reread = cv2.imread(str(small))
-    assert reread is not None
-    assert max(reread.shape[:2]) == 256
