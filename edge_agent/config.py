@@ -125,7 +125,7 @@ def _describe(exc: ValidationError, root: yaml.Node, path: Path) -> str:
             loc = (*loc, str(error.get("ctx", {}).get("discriminator", "")).strip("'"))
         line, keys = _locate(root, loc, missing=error["type"] == "missing")
         where = key_path(keys) or "(top level)"
-        lines.append(f"  {path.name}:{line}: {where}: {explain(error)}")
+        lines.append(f"  {path.name}:{line}: {where}: {explain(error, quote_input=True)}")
     return "\n".join(lines)
 
 
