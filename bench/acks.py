@@ -38,8 +38,8 @@ from cli.broker import MosquittoProcess
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.tables import EventRow
 from edge_agent.config import AgentConfig
-from edge_agent.outbox import Outbox
-from edge_agent.uplink import Uplink
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.uplink import Uplink
 from shared.messages import AgentStatus, EventBatch, encode_event_batch, new_event_id, utcnow
 from shared.topics import Channel, Topic
 

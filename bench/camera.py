@@ -22,13 +22,14 @@ from prometheus_client import CollectorRegistry
 import models
 from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
-from edge_agent.actions import Actions
-from edge_agent.config import MqttActionConfig, PipelineConfig
+from edge_agent.delivery.action_config import MqttActionConfig
+from edge_agent.delivery.action_workers import Actions
+from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.postprocess import letterbox
 from edge_agent.inference.slot import load_slot
-from edge_agent.outbox import Outbox
+from edge_agent.pipelines.config import PipelineConfig
+from edge_agent.pipelines.vision import VisionPipeline
 from edge_agent.sources.synthetic_scene import Actor, SyntheticScene, random_actors
-from edge_agent.vision import VisionPipeline
 
 Frame = npt.NDArray[np.uint8]
 MANIFEST = Path(models.__file__).resolve().parent / "manifest.json"

@@ -16,11 +16,11 @@ import onnxruntime as ort
 
 import models
 from bench.result import Goal, Result
-from edge_agent.config import PipelineConfig
+from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.slot import load_slot
-from edge_agent.outbox import Outbox
-from edge_agent.pipeline import SensorPipeline
-from edge_agent.sources.simulated_machine import FAULTS, MachineSpec, SimulatedMachine
+from edge_agent.pipelines.config import PipelineConfig
+from edge_agent.pipelines.sensor import SensorPipeline
+from edge_agent.sources.machine_physics import FAULTS, MachineSpec, SimulatedMachine
 
 WINDOWS = 1500
 ROUNDS = 5

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.result import Result
 from edge_agent.config import AgentConfig
 from edge_agent.inference.slot import LoadedModel, ModelSlot, load_model, resolve_model
-from edge_agent.pipeline import SensorPipeline
-from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
+from edge_agent.pipelines.sensor import SensorPipeline
+from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from edge_agent.updater import Updater
 from shared.messages import DesiredModel, DesiredState, utcnow
 from shared.signing import encode_public_key

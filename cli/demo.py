@@ -46,7 +46,7 @@ def demo_agent_config(
     a camera on a synthetic street where a car or a person crosses a stop line now and then.
     ``cloud`` is the YAML of the ``cloud:`` and ``updates:`` sections (model updates)."""
     import models
-    from edge_agent.sources.simulated_machine import FAULTS
+    from edge_agent.sources.machine_physics import FAULTS
 
     manifest = Path(models.__file__).resolve().parent / "manifest.json"
     faults = []

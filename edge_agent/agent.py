@@ -17,15 +17,15 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from edge_agent import __version__
-from edge_agent.actions import Actions
 from edge_agent.config import AgentConfig
+from edge_agent.delivery.action_workers import Actions
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.uplink import Uplink
 from edge_agent.health import AgentCollector, MetricsServer, UpdateHealth, UplinkHealth
 from edge_agent.inference.slot import load_slot
-from edge_agent.outbox import Outbox
-from edge_agent.pipeline import Pipeline, SensorPipeline
+from edge_agent.pipelines.sensor import Pipeline, SensorPipeline
+from edge_agent.pipelines.vision import VisionPipeline
 from edge_agent.updater import Updater
-from edge_agent.uplink import Uplink
-from edge_agent.vision import VisionPipeline
 from shared.messages import AgentStatus, utcnow
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from pydantic import Field
 
+from edge_agent.config_types import StrictConfig
 from shared.messages import AgentStatus
+
+
+class MetricsConfig(StrictConfig):
+    """The Prometheus exporter; port 0 turns it off."""
+
+    port: int = Field(default=0, ge=0, le=65535)
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,106 +70,125 @@ class AgentCollector:
 
     def collect(self) -> Iterator[Metric]:
         status = self._status()
-        per_pipeline = {
-            "samples_in": "Windows read from the source",
-            "inferences": "Windows run through the model",
-            "events_out": "Events handed to the outbox",
-            "errors": "Failed inferences or outbox writes",
-            "raw_bytes": "Bytes read from the source",
-            "sent_bytes": "Encoded bytes of events and summaries handed to the outbox",
-            "filtered": "Events the report filters held back (rate limit, dedup, intervals)",
-        }
-        for field, help_text in per_pipeline.items():
-            family = CounterMetricFamily(
-                f"aiot_edge_pipeline_{field}", help_text, labels=["pipeline", "model", "version"]
-            )
-            for p in status.pipelines:
-                name, version = (p.model.name, p.model.version) if p.model else ("", "")
-                family.add_metric([p.name, name, version], getattr(p, field))
-            yield family
-        yield _gauge(
-            "aiot_edge_outbox_depth",
-            "Events and summaries waiting in the outbox",
-            status.outbox_depth,
-        )
-        yield _gauge(
-            "aiot_edge_outbox_oldest_age_seconds",
-            "Age of the oldest waiting event",
-            status.outbox_oldest_age_s,
-        )
-        yield _counter(
-            "aiot_edge_outbox_dropped", "Events dropped by the outbox bounds", self._dropped()
-        )
-        yield _gauge("aiot_edge_uptime_seconds", "Seconds since the agent started", status.uptime_s)
+        yield from _pipeline_metrics(status)
+        yield from _agent_metrics(status, self._dropped())
         updates = self._updates()
         if updates is not None:
-            outcomes = CounterMetricFamily(
-                "aiot_edge_model_updates", "Model updates finished, by outcome", labels=["outcome"]
-            )
-            for outcome, count in sorted(updates.outcomes.items()):
-                outcomes.add_metric([outcome], count)
-            yield outcomes
-            yield _counter(
-                "aiot_edge_model_swaps", "Model swaps (installs and rollbacks)", updates.swaps
-            )
-            yield _counter(
-                "aiot_edge_desired_refused",
-                "Desired-state messages that did not validate or named another agent",
-                updates.refused_messages,
-            )
+            yield from _update_metrics(updates)
         uplink = self._uplink()
         if uplink is not None:
-            yield _gauge("aiot_edge_mqtt_connected", "1 when connected", int(uplink.connected))
-            yield _counter(
-                "aiot_edge_batches_published", "Event batches published", uplink.batches_published
-            )
-            yield _counter(
-                "aiot_edge_events_acked",
-                "Events the cloud acknowledged as stored",
-                uplink.events_acked,
-            )
-            yield _counter(
-                "aiot_edge_publish_failures",
-                "Batches refused or not queued",
-                uplink.publish_failures,
-            )
-            yield _counter(
-                "aiot_edge_summaries_acked",
-                "Pipeline summaries the cloud acknowledged as stored",
-                uplink.summaries_acked,
-            )
-            yield _gauge(
-                "aiot_edge_inflight_batches", "Batches awaiting PUBACK", uplink.inflight_batches
-            )
-            yield _gauge(
-                "aiot_edge_unacked_batches",
-                "Batches published and not yet acknowledged by the cloud",
-                uplink.unacked_batches,
-            )
-            yield _counter(
-                "aiot_edge_batch_resends",
-                "Batches sent again (no ack from the cloud in time, or a reconnect)",
-                uplink.resends,
-            )
-            yield _counter(
-                "aiot_edge_rejected",
-                "Events and summaries the cloud dead-lettered (dropped from the outbox)",
-                uplink.rejected,
-            )
-            yield _counter(
-                "aiot_edge_puback_no_subscribers",
-                "PUBACKs with MQTT 5 reason 16: the broker had no subscriber for the batch",
-                uplink.no_subscribers,
-            )
-        rtt = GaugeMetricFamily(
-            "aiot_edge_ack_rtt_seconds",
-            "Publish -> cloud ack round trip of recent batches",
-            labels=["quantile"],
+            yield from _uplink_metrics(uplink)
+        yield _rtt_metric(status)
+
+
+def _pipeline_metrics(status: AgentStatus) -> Iterator[Metric]:
+    """One counter family per pipeline counter, labelled with the model that runs."""
+    per_pipeline = {
+        "samples_in": "Windows read from the source",
+        "inferences": "Windows run through the model",
+        "events_out": "Events handed to the outbox",
+        "errors": "Failed inferences or outbox writes",
+        "raw_bytes": "Bytes read from the source",
+        "sent_bytes": "Encoded bytes of events and summaries handed to the outbox",
+        "filtered": "Events the report filters held back (rate limit, dedup, intervals)",
+    }
+    for field, help_text in per_pipeline.items():
+        family = CounterMetricFamily(
+            f"aiot_edge_pipeline_{field}", help_text, labels=["pipeline", "model", "version"]
         )
-        for quantile, value in (("0.5", status.ack_rtt_p50_s), ("0.99", status.ack_rtt_p99_s)):
-            if value is not None:
-                rtt.add_metric([quantile], value)
-        yield rtt
+        for p in status.pipelines:
+            name, version = (p.model.name, p.model.version) if p.model else ("", "")
+            family.add_metric([p.name, name, version], getattr(p, field))
+        yield family
+
+
+def _agent_metrics(status: AgentStatus, dropped: int) -> Iterator[Metric]:
+    """The outbox and the uptime."""
+    yield _gauge(
+        "aiot_edge_outbox_depth",
+        "Events and summaries waiting in the outbox",
+        status.outbox_depth,
+    )
+    yield _gauge(
+        "aiot_edge_outbox_oldest_age_seconds",
+        "Age of the oldest waiting event",
+        status.outbox_oldest_age_s,
+    )
+    yield _counter("aiot_edge_outbox_dropped", "Events dropped by the outbox bounds", dropped)
+    yield _gauge("aiot_edge_uptime_seconds", "Seconds since the agent started", status.uptime_s)
+
+
+def _update_metrics(updates: UpdateHealth) -> Iterator[Metric]:
+    """What the model updater has done."""
+    outcomes = CounterMetricFamily(
+        "aiot_edge_model_updates", "Model updates finished, by outcome", labels=["outcome"]
+    )
+    for outcome, count in sorted(updates.outcomes.items()):
+        outcomes.add_metric([outcome], count)
+    yield outcomes
+    yield _counter("aiot_edge_model_swaps", "Model swaps (installs and rollbacks)", updates.swaps)
+    yield _counter(
+        "aiot_edge_desired_refused",
+        "Desired-state messages that did not validate or named another agent",
+        updates.refused_messages,
+    )
+
+
+def _uplink_metrics(uplink: UplinkHealth) -> Iterator[Metric]:
+    """The broker connection and delivery counters."""
+    yield _gauge("aiot_edge_mqtt_connected", "1 when connected", int(uplink.connected))
+    yield _counter(
+        "aiot_edge_batches_published", "Event batches published", uplink.batches_published
+    )
+    yield _counter(
+        "aiot_edge_events_acked",
+        "Events the cloud acknowledged as stored",
+        uplink.events_acked,
+    )
+    yield _counter(
+        "aiot_edge_publish_failures",
+        "Batches refused or not queued",
+        uplink.publish_failures,
+    )
+    yield _counter(
+        "aiot_edge_summaries_acked",
+        "Pipeline summaries the cloud acknowledged as stored",
+        uplink.summaries_acked,
+    )
+    yield _gauge("aiot_edge_inflight_batches", "Batches awaiting PUBACK", uplink.inflight_batches)
+    yield _gauge(
+        "aiot_edge_unacked_batches",
+        "Batches published and not yet acknowledged by the cloud",
+        uplink.unacked_batches,
+    )
+    yield _counter(
+        "aiot_edge_batch_resends",
+        "Batches sent again (no ack from the cloud in time, or a reconnect)",
+        uplink.resends,
+    )
+    yield _counter(
+        "aiot_edge_rejected",
+        "Events and summaries the cloud dead-lettered (dropped from the outbox)",
+        uplink.rejected,
+    )
+    yield _counter(
+        "aiot_edge_puback_no_subscribers",
+        "PUBACKs with MQTT 5 reason 16: the broker had no subscriber for the batch",
+        uplink.no_subscribers,
+    )
+
+
+def _rtt_metric(status: AgentStatus) -> Metric:
+    """The publish -> cloud ack round trip, by quantile (none before the first ack)."""
+    rtt = GaugeMetricFamily(
+        "aiot_edge_ack_rtt_seconds",
+        "Publish -> cloud ack round trip of recent batches",
+        labels=["quantile"],
+    )
+    for quantile, value in (("0.5", status.ack_rtt_p50_s), ("0.99", status.ack_rtt_p99_s)):
+        if value is not None:
+            rtt.add_metric([quantile], value)
+    return rtt
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

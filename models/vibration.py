@@ -29,7 +29,7 @@ import numpy.typing as npt
 import onnx
 
 from edge_agent.inference.runtime import Runtime
-from edge_agent.sources.simulated_machine import LABELS, MachineSpec, SimulatedMachine
+from edge_agent.sources.machine_physics import LABELS, MachineSpec, SimulatedMachine
 from models.graph import GraphBuilder
 from models.manifest import LabelMetrics, Metrics, ModelCard, TensorSpec
 from shared.digests import sha256_bytes

@@ -2,7 +2,9 @@
 
 CLI -> edge_agent | cloud_api -> shared. ``shared`` imports neither side; the two sides never
 import each other; ``models`` may import the edge's pre- and postprocessing, never the cloud;
-and a source never imports the inference runtime (sources read devices, nothing more).
+a source never imports the inference runtime (sources read devices, nothing more), nor the
+config that assembles it (the registry imports every source: that would be a cycle); the
+edge's config base is a leaf; and one module of the edge builds paho clients.
 The schema of ``models/manifest.json`` is a light leaf of the edge (a gateway reads it), and
 the detector's model card never imports its torch trainer (the trainer imports the card).
 In the cloud, the rollout state machine imports no SQL and no MQTT, and domain code (liveness,
@@ -34,7 +36,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "edge_agent": ("cloud_api", "models", "cli", "bench"),
     "cloud_api": ("edge_agent", "cli", "bench"),
     "models": ("cloud_api", "cli", "bench"),
-    "edge_agent.sources": ("edge_agent.inference",),
+    "edge_agent.sources": (
+        "edge_agent.inference",
+        "edge_agent.config",
+        "edge_agent.pipelines",
+        "edge_agent.delivery",
+    ),
+    "edge_agent.config_types": ("edge_agent",),
     "edge_agent.inference.manifest": (
         "cv2",
         "numpy",
@@ -119,3 +127,35 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     relative.write_text("from ..inference import runtime\n")
     found = imported(relative, "edge_agent.sources.rel")
     assert "edge_agent.inference.runtime" in found
+
+
+PAHO_FACTORY = "edge_agent.delivery.uplink"
+"""The edge's one paho client factory (``make_client``)."""
+
+
+def builds_a_paho_client(path: Path) -> bool:
+    """Whether a file calls paho's ``Client(...)`` (as ``mqtt.Client`` or a bare ``Client``)."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name == "Client":
+                return True
+    return False
+
+
+def test_one_module_of_the_edge_builds_paho_clients() -> None:
+    builders = sorted(
+        name
+        for name, path in modules()
+        if within(name, "edge_agent") and builds_a_paho_client(path)
+    )
+    assert builders == [PAHO_FACTORY]
+
+
+def test_the_checker_sees_a_paho_client_built_elsewhere(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text("import paho.mqtt.client as mqtt\nc = mqtt.Client(2, client_id='x')\n")
+    assert builds_a_paho_client(probe)
+    probe.write_text("from edge_agent.delivery.uplink import make_client\nc = make_client(u)\n")
+    assert not builds_a_paho_client(probe)

@@ -19,7 +19,7 @@ from shared.errors import ConfigError
 from shared.fields import Name, Sha256
 
 if TYPE_CHECKING:  # the config tree imports OpenCV; this schema must stay light
-    from edge_agent.config import ModelTask
+    from edge_agent.inference.config import ModelTask
 
 
 class ManifestEntry(BaseModel):

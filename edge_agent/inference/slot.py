@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.config import ModelConfig, ModelTask, RuntimeConfig
+from edge_agent.inference.config import ModelConfig, ModelTask, RuntimeConfig
 from edge_agent.inference.manifest import ModelSpec, read_manifest
 from edge_agent.inference.postprocess import read_labels
 from edge_agent.inference.runtime import Runtime

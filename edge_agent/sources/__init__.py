@@ -1,5 +1,5 @@
-"""Sources of samples (sensors, cameras, replays).
+"""Sources of samples (sensors, cameras, replays, simulators).
 
-``registry.build_source`` picks the implementation by the config's ``type``. This package
-init imports nothing, so the config can use the simulator's fault names without a cycle.
+``registry.py`` declares every source type once and builds one by its config's ``type``.
+This package init imports nothing, so importing one source never imports them all.
 """

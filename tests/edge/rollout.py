@@ -13,10 +13,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.config import AgentConfig, RuntimeConfig
+from edge_agent.config import AgentConfig
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import LoadedModel, load_slot
-from edge_agent.outbox import Outbox
-from edge_agent.pipeline import SensorPipeline
+from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.updater import Updater
 from shared.messages import DesiredModel, DesiredState, Event, UpdateStatus, utcnow
 from shared.signing import SignedManifest, encode_public_key

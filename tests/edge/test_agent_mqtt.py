@@ -266,7 +266,7 @@ def test_a_broker_that_drops_the_agent_before_connack_is_logged_once_then_the_re
     agent = Agent(config)
     broker = Mosquitto(tmp_path / "broker", port=port)
     (tmp_path / "broker").mkdir()
-    with caplog.at_level(logging.INFO, logger="edge_agent.uplink"):
+    with caplog.at_level(logging.INFO, logger="edge_agent.delivery.uplink"):
         agent.start()
         try:
             wait_until(lambda: accepted >= 3, "three dropped attempts")
@@ -277,7 +277,7 @@ def test_a_broker_that_drops_the_agent_before_connack_is_logged_once_then_the_re
         finally:
             agent.stop()
             broker.stop()
-    lines = [r.getMessage() for r in caplog.records if r.name == "edge_agent.uplink"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge_agent.delivery.uplink"]
     dropped = [line for line in lines if "before CONNACK" in line or "cannot be reached" in line]
     assert len(dropped) == 1, lines
     assert any("connected to 127.0.0.1" in line and "again" in line for line in lines), lines

@@ -12,10 +12,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import generate_latest
 
 from edge_agent.agent import Agent
-from edge_agent.config import AgentConfig, RuntimeConfig
+from edge_agent.config import AgentConfig
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import load_slot
-from edge_agent.outbox import Outbox
-from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
+from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from edge_agent.updater import STATE_FILE, read_state
 from shared.errors import ModelError
 from shared.messages import DesiredModel, ModelRef

@@ -7,19 +7,23 @@ the frames bit-exact, so any difference is the sources' doing, not the codec's.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.sources.synthetic_scene import SyntheticScene
+from edge_agent.sources.sample import Sample
+from edge_agent.sources.synthetic_scene import Actor, SyntheticScene
 
 Frame = npt.NDArray[np.uint8]
 
 VIDEO_NAME = "clip.avi"
 FOLDER_NAME = "frames"
+FPS = 10.0
 
 
 def scene_frames(scene: SyntheticScene, *, fps: float, seconds: float) -> list[Frame]:
@@ -57,3 +61,20 @@ def write_fixture_pair(
     video = write_video(frames, directory / VIDEO_NAME, fps=fps)
     folder = write_image_folder(frames, directory / FOLDER_NAME)
     return video, folder
+
+
+def street(seconds: float = 4.0) -> list[Frame]:
+    """A car crossing the synthetic street, ``seconds`` of it at ``FPS``."""
+    car = Actor("car", 0.5, (-40.0, 260.0), (150.0, 0.0), (80.0, 40.0))
+    return scene_frames(SyntheticScene(seed=9, actors=[car]), fps=FPS, seconds=seconds)
+
+
+def take(source: Any, limit: int | None = None) -> list[Sample]:
+    """The source's samples until it ends, or its first ``limit``."""
+    stop = threading.Event()
+    out: list[Sample] = []
+    for sample in source.samples(stop):
+        out.append(sample)
+        if limit is not None and len(out) >= limit:
+            stop.set()
+    return out

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.outbox import Outbox
+from edge_agent.delivery.outbox import Outbox
 from tests.integration.conftest import (
     MANIFEST,
     AgentProcess,

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 import models
-from edge_agent.config import PipelineConfig
 from edge_agent.inference.slot import load_slot
+from edge_agent.pipelines.config import PipelineConfig
+from edge_agent.pipelines.vision import VisionPipeline
 from edge_agent.sources.synthetic_scene import SyntheticScene
-from edge_agent.vision import VisionPipeline
 from shared.messages import Event
 from tests.edge.vision_fixtures import scene_frames, write_fixture_pair
 

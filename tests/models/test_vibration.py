@@ -7,7 +7,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
-from edge_agent.sources.simulated_machine import FAULTS, LABELS, MachineSpec, SimulatedMachine
+from edge_agent.sources.machine_physics import FAULTS, LABELS, MachineSpec, SimulatedMachine
 from models import MANIFEST_NAME, ModelCard, default_dir, load_manifest
 from models.vibration import NAME
 from shared.digests import sha256_file

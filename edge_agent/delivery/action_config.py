@@ -1,0 +1,50 @@
+"""The config of local actions: one class per action ``type``, joined in ``ActionConfig``.
+
+``edge_agent.delivery.actions.ACTIONS`` has one action per type of this union.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from edge_agent.config_types import HttpUrlText, MqttUrlText, OnOffKeysConfig
+from shared.messages import EventState
+
+
+class _ActionConfig(OnOffKeysConfig):
+    on: list[EventState] = Field(default=["start"], min_length=1)
+    labels: list[str] | None = Field(default=None, description="only these labels; all if unset")
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class MqttActionConfig(_ActionConfig):
+    """Publish the event as small JSON to a topic on a local broker (not the uplink's)."""
+
+    type: Literal["mqtt"]
+    url: MqttUrlText = "mqtt://127.0.0.1:1883"
+    topic: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^#+\x00]+$")]
+    qos: Literal[0, 1] = 1
+    retain: bool = False
+
+
+class WebhookActionConfig(_ActionConfig):
+    """POST the event as JSON to a URL (one retry on a connection error or a 5xx)."""
+
+    type: Literal["webhook"]
+    url: HttpUrlText
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class CommandActionConfig(_ActionConfig):
+    """Run ``argv`` (never through a shell) with the event in AIOT_EVENT_* variables."""
+
+    type: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+
+
+ActionConfig = Annotated[
+    MqttActionConfig | WebhookActionConfig | CommandActionConfig, Field(discriminator="type")
+]
+"""Every local action; the registry in ``edge_agent.delivery.actions`` has one per type."""

@@ -1,0 +1,54 @@
+"""The config of inference: which model a pipeline runs, and ONNX Runtime's threads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edge_agent.config_types import FilePath, StrictConfig
+from shared.messages import Name
+
+ModelTask = Literal["anomaly", "detection"]
+"""How a pipeline reads a model's output: ``anomaly``, class probabilities of a sensor window
+with one normal label; ``detection``, boxes in the YOLOv8/v11 layout ``[1, 4 + C, N]``."""
+
+
+class ModelConfig(StrictConfig):
+    """Which ONNX model a pipeline runs: a file with its labels, or an entry of a manifest."""
+
+    name: Name
+    path: FilePath | None = None
+    version: Name | None = None
+    task: ModelTask = "anomaly"
+    labels: list[str] | None = None
+    labels_file: FilePath | None = None
+    normal_label: str | None = None
+    manifest: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_truth(self) -> ModelConfig:
+        if (self.path is None) == (self.manifest is None):
+            raise ValueError("give either `path` (with version and labels) or `manifest`")
+        if self.path is not None:
+            if self.version is None:
+                raise ValueError("with `path`, also give version")
+            if (self.labels is None) == (self.labels_file is None):
+                raise ValueError("with `path`, give either labels or labels_file")
+            if self.task == "anomaly":
+                if self.normal_label is None:
+                    raise ValueError("an anomaly model needs normal_label")
+                if self.labels is not None and self.normal_label not in self.labels:
+                    raise ValueError(f"normal_label {self.normal_label!r} is not one of the labels")
+            elif self.normal_label is not None:
+                raise ValueError("a detection model has no normal_label")
+        elif any(v is not None for v in (self.labels, self.labels_file, self.normal_label)):
+            raise ValueError("with `manifest`, labels come from the manifest: remove them")
+        return self
+
+
+class RuntimeConfig(StrictConfig):
+    """ONNX Runtime threads: small gateways run several pipelines on few cores."""
+
+    intra_op_threads: int = Field(default=1, ge=0)
+    inter_op_threads: int = Field(default=1, ge=0)

@@ -1,0 +1,89 @@
+"""The config of one pipeline: its source, model, filters, actions and, for cameras, vision.
+
+Each part's own section comes from that part (sources from ``edge_agent.sources.registry``,
+the model from ``edge_agent.inference.config``, filters from ``filter_config``, actions from
+``edge_agent.delivery.action_config``, the motion gate and tracking from theirs); this
+module only puts them together with the rules that span them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from edge_agent.config_types import FilePath, StrictConfig
+from edge_agent.delivery.action_config import ActionConfig
+from edge_agent.inference.config import ModelConfig, RuntimeConfig
+from edge_agent.pipelines.filter_config import (
+    CAMERA_DEFAULT_FILTERS,
+    FilterChainConfig,
+    default_filters,
+)
+from edge_agent.pipelines.motion import MotionGateConfig
+from edge_agent.pipelines.tracking.lifecycle import TrackingConfig
+from edge_agent.sources.registry import CAMERA_SOURCE_TYPES, SourceConfig
+from shared.messages import Name
+
+MIN_SUMMARY_INTERVAL_S = 0.1
+"""Summaries are cheap, but one per sample would be raw data again."""
+
+
+class VisionConfig(StrictConfig):
+    """What a camera pipeline does between the frame and the events."""
+
+    motion: MotionGateConfig = Field(default_factory=MotionGateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    score_threshold: float = Field(default=0.5, gt=0, lt=1)
+    iou_threshold: float = Field(default=0.45, gt=0, lt=1)
+    thumbnails: FilePath | None = Field(
+        default=None, description="directory for the best crop of every object; none = off"
+    )
+
+
+class PipelineConfig(StrictConfig):
+    """Source -> model -> filters -> events (to the outbox and local actions)."""
+
+    name: Name
+    source: SourceConfig
+    model: ModelConfig
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    filters: FilterChainConfig = Field(default_factory=default_filters)
+    vision: VisionConfig | None = Field(
+        default=None, description="camera pipelines only; defaults apply when left out"
+    )
+    actions: list[ActionConfig] = Field(default_factory=list)
+    summary_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds between two summaries of what the pipeline read and sent; 0 = off",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _camera_defaults(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and "filters" not in data
+            and isinstance(data.get("source"), dict)
+            and data["source"].get("type") in CAMERA_SOURCE_TYPES
+        ):
+            return {**data, "filters": CAMERA_DEFAULT_FILTERS}
+        return data
+
+    @model_validator(mode="after")
+    def _vision_goes_with_cameras(self) -> PipelineConfig:
+        if self.vision is not None and not self.is_camera:
+            raise ValueError(f"`vision` needs a camera source, not {self.source.type!r}")
+        return self
+
+    @property
+    def is_camera(self) -> bool:
+        return self.source.type in CAMERA_SOURCE_TYPES
+
+    @field_validator("summary_interval_s")
+    @classmethod
+    def _summary_not_a_flood(cls, value: float) -> float:
+        if 0 < value < MIN_SUMMARY_INTERVAL_S:
+            raise ValueError(f"expected 0 (off) or at least {MIN_SUMMARY_INTERVAL_S} s")
+        return value

@@ -1,0 +1,215 @@
+"""A camera pipeline: frame -> motion gate -> letterbox -> detector (ORT) -> boxes -> tracker
+-> object lifecycle, zones and counting lines -> filters -> events.
+
+A parked car is one event: the tracker keeps its id, the lifecycle reports ``start`` once,
+``update`` only when it moves or is seen better, and ``end`` when it is gone. A frame the
+motion gate holds back costs no inference: nothing moved, so the last frame's detections
+still hold and are fed to the tracker again (an object that left before the scene went
+still keeps missing, and its track ends as usual).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_agent.inference.postprocess import Detection, Letterboxer, decode_yolo
+from edge_agent.inference.slot import LoadedModel
+from edge_agent.pipelines.config import PipelineConfig, VisionConfig
+from edge_agent.pipelines.filters import Decision
+from edge_agent.pipelines.motion import MotionGate
+from edge_agent.pipelines.sensor import Pipeline
+from edge_agent.pipelines.thumbnails import save_thumbnail
+from edge_agent.pipelines.tracking.lifecycle import LifecycleStep, ObjectDecision, ObjectLifecycle
+from edge_agent.sources.sample import Sample
+from shared.errors import ConfigError, StorageError
+from shared.messages import Event, ModelRef, new_event_id
+
+log = logging.getLogger(__name__)
+
+Frame = npt.NDArray[np.uint8]
+
+
+class VisionPipeline(Pipeline):
+    """One camera: its gate, detector, tracker and the events they make."""
+
+    def _prepare(self, config: PipelineConfig) -> None:
+        model = self.slot.current()
+        if model.task != "detection":
+            raise ConfigError(
+                f"pipeline {self.name}: a camera source needs a detection model, "
+                f"{model.ref.name} {model.ref.version} is an {model.task} model"
+            )
+        vision = config.vision or VisionConfig()
+        self._score_threshold = vision.score_threshold
+        self._iou_threshold = vision.iou_threshold
+        self._thumbnails = vision.thumbnails
+        self.gate = MotionGate(vision.motion) if vision.motion.enabled else None
+        self._letterbox = Letterboxer(model.input_hw)
+        # Track ids start from the wall clock, so thumbnails of a restarted agent never
+        # overwrite the previous run's.
+        self.lifecycle = ObjectLifecycle(
+            vision.tracking, self.name, first_id=int(self._clock() * 1000) % 10**12
+        )
+        self._last: list[Detection] = []
+        self._last_seq = -1
+        self._last_ts = 0.0
+        self._objects = self._summary.signal("objects")
+
+    def process_sample(self, sample: Sample) -> list[Event]:
+        frame: Frame = sample.data  # type: ignore[assignment]  # camera sources yield uint8
+        return self.process_frame(frame, sample.seq, sample.ts)
+
+    def process_frame(self, frame: Frame, seq: int, ts: float) -> list[Event]:
+        """Gate, detect, track; return the events this frame makes. Raises ModelError."""
+        counters = self.counters
+        counters.samples_in += 1
+        counters.raw_bytes += frame.nbytes
+        self._last_seq, self._last_ts = seq, ts
+        # One read of the slot per frame: a swap lands between two frames, and every event
+        # of this frame names the model that saw it.
+        model = self.slot.current()
+        if self.gate is not None and not self.gate.check(frame):
+            counters.gated += 1
+            detections = self._last
+        else:
+            detections = self.detect(frame, model)
+            self._last = detections
+            self._objects.add(len(detections))
+        step = self.lifecycle.step(detections, seq, ts)
+        events = self._events(step, frame, model.ref)
+        counters.events_out += len(events)
+        return events
+
+    def detect(self, frame: Frame, model: LoadedModel | None = None) -> list[Detection]:
+        """One inference (with the slot's current model unless given): objects in frame pixels."""
+        model = model if model is not None else self.slot.current()
+        tensor, geometry = self._letterbox(frame)
+        output = self._timed(model, tensor)
+        self.counters.inferences += 1
+        return decode_yolo(
+            output,
+            model.labels,
+            geometry,
+            score_threshold=self._score_threshold,
+            iou_threshold=self._iou_threshold,
+        )
+
+    def close(self) -> list[Event]:
+        step = self.lifecycle.close(max(self._last_seq, 0), self._last_ts)
+        events = self._events(step, None, self.slot.current().ref)
+        self.counters.events_out += len(events)
+        return events
+
+    def _events(self, step: LifecycleStep, frame: Frame | None, ref: ModelRef) -> list[Event]:
+        if frame is not None and self._thumbnails is not None:
+            for snapshot in step.snapshots:
+                self._save(frame, snapshot.box, self._thumbnails / snapshot.path)
+        events: list[Event] = []
+        offer = self.filters.offer
+        for decision in step.objects:
+            passed = offer(
+                str(decision.track_id),
+                decision.state,
+                decision.ts,
+                decision.seq,
+                decision.score,
+                decision.label,
+            )
+            if passed is not None:
+                events.append(_object_event(self.name, decision, passed, ref))
+        for heartbeat in self.filters.tick(self._last_ts, max(self._last_seq, 0)):
+            events.append(_heartbeat_event(self.name, heartbeat, ref))
+        for zone in step.zones:
+            events.append(
+                _instant(
+                    self.name, "zone", zone.label, 1.0, zone.ts, zone.seq, ref,
+                    {"zone": zone.zone, "transition": zone.state, "track_id": zone.track_id,
+                     "occupancy": zone.occupancy},
+                )
+            )  # fmt: skip
+        for crossing in step.crossings:
+            events.append(
+                _instant(
+                    self.name, "line_crossing", crossing.label, 1.0, crossing.ts, crossing.seq,
+                    ref, {"line": crossing.line, "direction": crossing.direction,
+                          "track_id": crossing.track_id, "count": crossing.count},
+                )
+            )  # fmt: skip
+        return events
+
+    def _save(self, frame: Frame, box: tuple[float, float, float, float], path: Path) -> None:
+        try:
+            save_thumbnail(frame, box, path)
+        except StorageError as exc:
+            self._failed("thumbnail", exc)
+
+
+def _object_event(
+    pipeline: str, decision: ObjectDecision, passed: Decision, ref: ModelRef
+) -> Event:
+    x1, y1, x2, y2 = decision.box
+    attributes: dict[str, float | int | str | bool] = {
+        "track_id": decision.track_id,
+        "x1": round(x1, 1),
+        "y1": round(y1, 1),
+        "x2": round(x2, 1),
+        "y2": round(y2, 1),
+        "first_seen": round(decision.first_seen, 3),
+        "duration_s": round(decision.last_seen - decision.first_seen, 3),
+    }
+    if decision.thumbnail is not None:
+        attributes["thumbnail"] = decision.thumbnail
+    return Event(
+        id=new_event_id(),
+        pipeline=pipeline,
+        kind="object",
+        state=passed.state,
+        label=passed.label,
+        score=round(passed.score, 6),
+        ts=datetime.fromtimestamp(decision.ts, UTC),
+        seq=decision.seq,
+        model=ref,
+        attributes=attributes,
+    )
+
+
+def _heartbeat_event(pipeline: str, decision: Decision, ref: ModelRef) -> Event:
+    """An ``update`` the filters owe an open object (``report_interval`` with ``max_s``)."""
+    return _instant(
+        pipeline, "object", decision.label, decision.score, decision.ts, decision.seq, ref,
+        {"track_id": decision.key, "duration_s": round(decision.ts - decision.start_ts, 3)},
+        state="update",
+    )  # fmt: skip
+
+
+def _instant(
+    pipeline: str,
+    kind: str,
+    label: str,
+    score: float,
+    ts: float,
+    seq: int,
+    ref: ModelRef,
+    attributes: dict[str, float | int | str | bool],
+    *,
+    state: str = "instant",
+) -> Event:
+    return Event.model_validate(
+        {
+            "id": new_event_id(),
+            "pipeline": pipeline,
+            "kind": kind,
+            "state": state,
+            "label": label,
+            "score": round(score, 6),
+            "ts": datetime.fromtimestamp(ts, UTC),
+            "seq": seq,
+            "model": ref,
+            "attributes": attributes,
+        }
+    )

@@ -1,0 +1,106 @@
+"""The pipeline on the real model and the simulated machine, without a broker."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.config import AgentConfig
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.inference.config import RuntimeConfig
+from edge_agent.inference.slot import load_slot
+from edge_agent.pipelines.sensor import SensorPipeline
+from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
+from shared.messages import Event
+from tests.edge.conftest import AgentConfigFactory
+
+
+def make_pipeline(config: AgentConfig) -> SensorPipeline:
+    p = config.pipelines[0]
+    return SensorPipeline(p, load_slot(p.model, RuntimeConfig()))
+
+
+def test_one_injected_fault_is_exactly_one_start_and_one_end(
+    agent_config: AgentConfigFactory, tmp_path: Path
+) -> None:
+    config = agent_config(schedule=[{"at_s": 4, "duration_s": 3, "fault": "bearing_outer_race"}])
+    pipeline = make_pipeline(config)
+    outbox = Outbox(tmp_path / "o.db", max_bytes=10**9, max_age_s=1e9)
+    pipeline.run(outbox, threading.Event())
+    events = pipeline_events(outbox)
+    assert [(e.state, e.label) for e in events] == [
+        ("start", "bearing_outer_race"),
+        ("end", "bearing_outer_race"),
+    ]
+    start, end = events
+    period = 2048 / 12800
+    assert [start.seq, end.seq] == [0, 1]  # the pipeline's own event count, not a window's
+    assert isinstance(end.attributes["duration_s"], float)
+    assert 3 - 2 * period <= end.attributes["duration_s"] <= 3 + 2 * period
+    assert {"rms_g", "peak_hz"} <= set(start.attributes)
+    assert start.model == pipeline.slot.current().ref
+    assert start.pipeline == "spindle"
+    assert pipeline.counters.samples_in == pipeline.counters.inferences == int(30 / period) + 1
+    assert pipeline.counters.events_out == 2
+
+
+def test_seq_continues_across_runs_and_an_incident_left_open_ends_at_the_next_start(
+    agent_config: AgentConfigFactory, tmp_path: Path
+) -> None:
+    # The fault lasts past the end of the source: the first run is "killed" with it open.
+    config = agent_config(schedule=[{"at_s": 4, "duration_s": 60, "fault": "misalignment"}])
+    path = tmp_path / "o.db"
+    first = make_pipeline(config)
+    outbox = Outbox(path, max_bytes=10**9, max_age_s=1e9)
+    for sample in first.source.samples(threading.Event()):
+        events = first.process_sample(sample)
+        if events:
+            first._emit(outbox, events)  # the run loop's path, without its closing events
+    (start,) = pipeline_events(outbox)
+    assert (start.state, start.seq) == ("start", 0)
+    assert outbox.next_seq("spindle") == 1
+    assert [e.id for e in outbox.open_incidents("spindle")] == [start.id]
+    outbox.close()
+
+    reopened = Outbox(path, max_bytes=10**9, max_age_s=1e9)
+    second = make_pipeline(agent_config(schedule=[]))
+    second.run(reopened, threading.Event())
+    later = [e for e in pipeline_events(reopened) if e.id != start.id]
+    assert [(e.state, e.seq) for e in later] == [("end", 1)]
+    (end,) = later
+    assert end.attributes["closed_by"] == "restart"
+    assert (end.label, end.model) == (start.label, start.model)
+    assert end.ts >= start.ts
+    assert reopened.open_incidents("spindle") == []
+    assert reopened.next_seq("spindle") == 2
+
+
+def pipeline_events(outbox: Outbox) -> list[Event]:
+    return [Event.model_validate_json(i.payload) for i in outbox.next_batch(1000)]
+
+
+def test_process_windows_takes_plain_arrays_and_continues_the_sequence(
+    agent_config: AgentConfigFactory,
+) -> None:
+    pipeline = make_pipeline(agent_config())
+    machine = SimulatedMachine(MachineSpec(), seed=5)
+    healthy = np.stack([machine.window() for _ in range(8)])
+    faulty = np.stack([machine.window("misalignment") for _ in range(8)])
+    assert pipeline.process_windows(healthy) == []
+    events = pipeline.process_windows(faulty)
+    assert [(e.state, e.label, e.seq) for e in events] == [("start", "misalignment", 10)]
+    events = pipeline.process_windows(healthy)
+    assert [(e.state, e.seq) for e in events] == [("end", 18)]
+    assert pipeline.counters.inferences == 24
+
+
+def test_close_ends_an_open_event_at_shutdown(agent_config: AgentConfigFactory) -> None:
+    pipeline = make_pipeline(agent_config())
+    machine = SimulatedMachine(MachineSpec(), seed=5)
+    pipeline.process_windows(np.stack([machine.window("impact") for _ in range(5)]))
+    (event,) = pipeline.close()
+    assert event.state == "end"
+    assert event.attributes["closed_by"] == "shutdown"
+    assert pipeline.close() == []
