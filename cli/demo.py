@@ -108,15 +108,39 @@ def demo(
     """Run broker, cloud API and an edge agent together, and show the live event feed."""
     from rich.console import Console
 
-    from cloud_api.auth import create_api_key
+    console = Console()
+    platform = _assemble(port or free_port(), duration)
+    try:
+        _run(console, platform, duration)
+    finally:
+        platform.broker.stop()
+    console.print(f"\nstopped; data kept in {platform.workdir}")
+
+
+@dataclass(frozen=True)
+class _Platform:
+    """The demo's parts, assembled and not started yet (the broker already is)."""
+
+    workdir: Path
+    broker: Any
+    agent_url: str
+    app: Any
+    api_port: int
+    agent: Any
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+def _assemble(api_port: int, duration: float | None) -> _Platform:
+    """Broker (started), database, cloud app and agent, wired as an operator would."""
     from cloud_api.config import Settings
     from cloud_api.main import create_app
     from edge_agent.agent import Agent
     from edge_agent.config import load_config
 
-    console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="aiot-demo-"))
-    api_port = port or free_port()
     database_url = f"sqlite:///{workdir / 'aiot.db'}"
     broker = local_broker(workdir)
     credentials = _prepare_cloud(
@@ -133,41 +157,45 @@ def demo(
         mqtt_protocol=broker.protocol,
         data_dir=workdir,
     )
-    app = create_app(settings)
     api_url = f"http://127.0.0.1:{api_port}"
     config_path = workdir / "edge.yaml"
-    hours = (duration or 24 * 3600) / 3600
     config_path.write_text(
         demo_agent_config(
             broker_url=agent_url,
             protocol=broker.protocol,
             workdir=workdir,
-            hours=hours,
+            hours=(duration or 24 * 3600) / 3600,
             cloud=_cloud_section(api_url, credentials, workdir),
         )
     )
     agent = Agent(load_config(config_path))
-    try:
-        with serve_in_thread(app, port=api_port):
-            with app.state.sessionmaker() as session:
-                _, admin_key = create_api_key(session, name="demo-admin", scope="admin")
-            agent.start()
-            rollout = threading.Timer(
-                ROLLOUT_AFTER_S, _roll_out, args=(console, api_url, admin_key, workdir)
+    return _Platform(workdir, broker, agent_url, create_app(settings), api_port, agent)
+
+
+def _run(console: Any, platform: _Platform, duration: float | None) -> None:
+    """Serve the API, start the agent, roll a model out after a while, show the live view."""
+    from cloud_api.auth import create_api_key
+
+    app, api_url = platform.app, platform.api_url
+    with serve_in_thread(app, port=platform.api_port):
+        with app.state.sessionmaker() as session:
+            _, admin_key = create_api_key(session, name="demo-admin", scope="admin")
+        platform.agent.start()
+        rollout = threading.Timer(
+            ROLLOUT_AFTER_S, _roll_out, args=(console, api_url, admin_key, platform.workdir)
+        )
+        rollout.daemon = True
+        try:
+            _print_intro(
+                console, api_url, admin_key, platform.broker, platform.agent_url, platform.workdir
             )
-            rollout.daemon = True
-            try:
-                _print_intro(console, api_url, admin_key, broker, agent_url, workdir)
-                rollout.start()
-                _show_live(console, api_url, admin_key, duration)
-            except KeyboardInterrupt:
-                console.print("stopping...")
-            finally:
-                rollout.cancel()
-                agent.stop()
-    finally:
-        broker.stop()
-    console.print(f"\nstopped; data kept in {workdir}")
+            rollout.start()
+            _show_live(console, api_url, admin_key, duration)
+        except KeyboardInterrupt:
+            console.print("stopping...")
+        finally:
+            rollout.cancel()
+            platform.agent.stop()
 
 
 @dataclass(frozen=True)
@@ -331,13 +359,27 @@ def _render(
     deployments: list[dict[str, Any]],
 ) -> Any:
     from rich.console import Group
+
+    return Group(
+        _fleet_table(agents),
+        _rollouts_table(deployments),
+        _bandwidth_table(bandwidth),
+        _events_table(events),
+    )
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Any:
     from rich.table import Table
 
-    fleet = Table(title="Agents (GET /api/v1/agents)", expand=True)
-    columns = ("agent", "state", "pipeline", "model", "last update", "samples", "events out",
-               "outbox")  # fmt: skip
+    table = Table(title=title, expand=True)
     for column in columns:
-        fleet.add_column(column)
+        table.add_column(column)
+    return table
+
+
+def _fleet_table(agents: Any) -> Any:
+    fleet = _table("Agents (GET /api/v1/agents)", ("agent", "state", "pipeline", "model",
+                   "last update", "samples", "events out", "outbox"))  # fmt: skip
     for agent in agents:
         for pipeline in agent["pipelines"] or [{}]:
             model = pipeline.get("model") or {}
@@ -352,9 +394,12 @@ def _render(
                 str(pipeline.get("events_out", "-")),
                 str(agent["outbox_depth"]),
             )
-    feed = Table(title="Events in the cloud (GET /api/v1/events)", expand=True)
-    for column in ("time", "agent", "pipeline", "kind", "state", "label", "score", "model"):
-        feed.add_column(column)
+    return fleet
+
+
+def _events_table(events: list[dict[str, Any]]) -> Any:
+    columns = ("time", "agent", "pipeline", "kind", "state", "label", "score", "model")
+    feed = _table("Events in the cloud (GET /api/v1/events)", columns)
     for event in events:
         feed.add_row(
             event["ts"][11:23],
@@ -366,15 +411,21 @@ def _render(
             f"{event['score']:.2f}",
             f"{event['model_name']} {event['model_version']}",
         )
-    saved = Table(title="What the edge saved (GET /api/v1/stats/bandwidth)", expand=True)
-    for column in ("pipeline", "read at the edge", "sent to the cloud", "sent / read"):
-        saved.add_column(column)
+    return feed
+
+
+def _bandwidth_table(bandwidth: dict[str, Any]) -> Any:
+    columns = ("pipeline", "read at the edge", "sent to the cloud", "sent / read")
+    saved = _table("What the edge saved (GET /api/v1/stats/bandwidth)", columns)
     for row in bandwidth["pipelines"]:
         ratio = f"{row['ratio']:.4%}" if row["ratio"] is not None else "-"
         saved.add_row(row["pipeline"], _size(row["raw_bytes"]), _size(row["sent_bytes"]), ratio)
-    rollouts = Table(title="Rollouts (GET /api/v1/deployments)", expand=True)
-    for column in ("id", "model", "pipeline", "state", "agents", "reason"):
-        rollouts.add_column(column)
+    return saved
+
+
+def _rollouts_table(deployments: list[dict[str, Any]]) -> Any:
+    rollouts = _table("Rollouts (GET /api/v1/deployments)",
+                      ("id", "model", "pipeline", "state", "agents", "reason"))  # fmt: skip
     for deployment in deployments:
         agents_state = ", ".join(f"{a['agent_id']}: {a['state']}" for a in deployment["agents"])
         rollouts.add_row(
@@ -385,7 +436,7 @@ def _render(
             agents_state,
             deployment["reason"] or "-",
         )
-    return Group(fleet, rollouts, saved, feed)
+    return rollouts
 
 
 def _size(count: float) -> str:

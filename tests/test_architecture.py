@@ -75,13 +75,19 @@ def modules() -> Iterator[tuple[str, Path]]:
             yield name, path
 
 
-def imported(path: Path, module: str) -> set[str]:
-    """Every module a file imports, at any depth (inside functions too), made absolute."""
+def imported(path: Path, module: str, *, typing_only: bool = True) -> set[str]:
+    """Every module a file imports, at any depth (inside functions too), made absolute;
+    without ``typing_only``, not those imported only for type checking."""
     found: set[str] = set()
     package = module.split(".")
     if path.name != "__init__.py":
         package = package[:-1]
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    if not typing_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+                node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -159,3 +165,73 @@ def test_the_checker_sees_a_paho_client_built_elsewhere(tmp_path: Path) -> None:
     assert builds_a_paho_client(probe)
     probe.write_text("from edge_agent.delivery.uplink import make_client\nc = make_client(u)\n")
     assert not builds_a_paho_client(probe)
+
+
+MAX_MODULE_LINES = 500
+EXPLAINED_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_module_is_two_nouns() -> None:
+    """Past 400 lines a module says why in its docstring ("over 400 lines: ..."); never 500."""
+    wrong = []
+    for name, path in modules():
+        text = path.read_text()
+        lines = text.count("\n")
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        if lines > MAX_MODULE_LINES:
+            wrong.append(f"{name}: {lines} lines")
+        elif lines > EXPLAINED_MODULE_LINES and "over 400 lines" not in docstring.lower():
+            wrong.append(f"{name}: {lines} lines and no reason in its docstring")
+    assert wrong == []
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    wrong = sorted(
+        f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+        for name, path in modules()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    )
+    assert wrong == []
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[str]:
+    """Each cycle found by a depth-first walk, written ``a -> b -> a``."""
+    cycles: list[str] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*trail[trail.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    return cycles
+
+
+def test_no_import_cycles_between_modules() -> None:
+    """No module imports, even lazily inside a function, a module that imports it back (a
+    function-level import is a cycle hidden, not broken). Type-checking imports are free."""
+    paths = {name: path for name, path in modules() if path.name != "__init__.py"}
+    graph = {
+        name: {
+            target
+            for target in imported(path, name, typing_only=False)
+            if target in paths and target != name
+        }
+        for name, path in paths.items()
+    }
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a -> b -> c -> a"]
