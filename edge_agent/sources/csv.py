@@ -1,10 +1,10 @@
 """The ``csv`` source: replay a recording (plain or gzip) as timestamped readings.
 
-The file has a header row. Times come from a ``timestamp`` column (epoch seconds or ISO
-8601; a time without a zone is UTC) or from a fixed ``rate_hz`` (row ``i`` at ``i /
-rate_hz`` after the replay starts); the ``channels`` columns are the values, an empty cell
-a reading that row lacks. ``speed`` paces the replay (1 = real time, N = N times faster,
-0 = as fast as possible); ``loop`` starts again at the end, times running on.
+The file has a header row. Times come from a ``timestamp`` column (epoch seconds or
+milliseconds, or ISO 8601: the rules of ``timestamps``) or from a fixed ``rate_hz`` (row
+``i`` at ``i / rate_hz`` after the replay starts); the ``channels`` columns are the values,
+an empty cell a reading that row lacks. ``speed`` paces the replay (1 = real time, N = N
+times faster, 0 = as fast as possible); ``loop`` starts again at the end, times running on.
 
 Rows are parsed in chunks by numpy (the replay must outrun the models it feeds); a chunk
 numpy refuses is parsed again row by row to name the bad cell. ``CsvSourceConfig.check``
@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -31,6 +30,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from edge_agent.config_types import FilePath, StrictConfig
+from edge_agent.sources import timestamps
 from edge_agent.sources.readings import FloatArray, Readings, SourceHealth
 from shared.errors import ConfigError
 
@@ -106,18 +106,6 @@ def _open_text(path: Path) -> IO[str]:
     if gzipped:
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return path.open(encoding="utf-8", newline="")
-
-
-def _epoch(text: str) -> float:
-    """Epoch seconds from a number or an ISO 8601 time (UTC when it names no zone)."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    when = datetime.fromisoformat(text.strip())
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +194,7 @@ class CsvFile:
                     return None
                 self._iso = not _is_number(first[self._ts_column])
             if self._iso:
-                converters[self._ts_column] = _epoch
+                converters[self._ts_column] = timestamps.from_text
         try:
             table = np.loadtxt(
                 lines, delimiter=self._delimiter, usecols=columns, converters=converters or None,
@@ -220,7 +208,10 @@ class CsvFile:
         if self._ts_column is None:
             ts = np.arange(first_row, first_row + len(lines), dtype=np.float64) / self._rate_hz
             return Chunk(ts, table, numbers, [])
-        return Chunk(np.ascontiguousarray(table[:, 0]), table[:, 1:], numbers, [])
+        ts = np.ascontiguousarray(table[:, 0])
+        if not self._iso:
+            ts[np.abs(ts) >= timestamps.MS_ABOVE] /= 1000.0  # as timestamps.from_number
+        return Chunk(ts, table[:, 1:], numbers, [])
 
     def _slow(self, lines: list[str], first_line: int, first_row: int) -> Chunk:
         """Row by row with the csv module: good rows kept, each bad one named."""
@@ -252,12 +243,9 @@ class CsvFile:
         if column >= len(cells):
             raise _CellError(_missing(cells, column, self.header))
         try:
-            return _epoch(cells[column])
-        except ValueError:
-            raise _CellError(
-                f"column {self.header[column]!r}: {cells[column]!r} is not epoch seconds or "
-                "an ISO 8601 time"
-            ) from None
+            return timestamps.from_text(cells[column])
+        except ValueError as exc:
+            raise _CellError(f"column {self.header[column]!r}: {exc}") from None
 
 
 class _CellError(ValueError):
