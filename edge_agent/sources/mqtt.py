@@ -317,9 +317,9 @@ class MqttSource:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if reason.is_failure:
-            self.health.disconnected(f"broker {self._broker} (refused: {reason})")
+            self.health.disconnected(f"the broker (it refused us: {reason})")
             return
-        self.health.connected(f"subscribed on {self._broker}")
+        self.health.connected("connected")
         topics: list[tuple[str, int]] = [(topic, self.config.qos) for topic in self._topics]
         client.subscribe(topics)
 
@@ -328,19 +328,19 @@ class MqttSource:
     ) -> None:
         refused = [str(r) for r in reasons if r.is_failure]
         if refused:
-            self.health.disconnected(f"subscription on {self._broker} ({', '.join(refused)})")
+            self.health.disconnected(f"the subscription (refused: {', '.join(refused)})")
         else:
             self.subscribed.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self.health.disconnected(f"broker {self._broker} (cannot connect)")
+        self.health.disconnected("the broker (cannot connect)")
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.subscribed.clear()
         if not self._closing:
-            self.health.disconnected(f"broker {self._broker} ({reason})")
+            self.health.disconnected(f"the broker ({reason})")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         arrived = time.monotonic()
