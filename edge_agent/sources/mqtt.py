@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import queue
 import re
 import threading
 import time
@@ -32,14 +31,12 @@ from pydantic import Field, field_validator, model_validator
 from edge_agent.config_types import StrictConfig
 from edge_agent.sources import timestamps
 from edge_agent.sources.readings import Readings, SourceHealth
-from edge_agent.sources.reorder import ReorderBuffer
+from edge_agent.sources.reorder import Inbox
 from shared.errors import ContractError
 from shared.urls import parse_mqtt_url
 
 PathKey = str | int
 _STEP = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
-POLL_S = 0.05
-"""How often the reading thread looks at the reorder buffer when no message comes."""
 
 
 def parse_path(path: str) -> tuple[PathKey, ...]:
@@ -246,7 +243,9 @@ class MqttSource:
         self._topics = sorted({topic for _, topic, _ in config.channel_paths()})
         self.health = SourceHealth(f"mqtt {self._broker} {','.join(self._topics)}")
         self._wall_clock = wall_clock
-        self._inbox: queue.SimpleQueue[tuple[float, list[float], float]] = queue.SimpleQueue()
+        # Readings stamped by the sensor may come out of order; arrival times cannot.
+        delay = config.max_delay_s if config.timestamp else 0.0
+        self._inbox = Inbox(len(config.channels), delay, self.health)
         self._closing = False
         self.subscribed = threading.Event()
         """Set while the broker has acknowledged the subscription (tests and health wait)."""
@@ -265,32 +264,11 @@ class MqttSource:
         self._closing = False
         client.loop_start()
         try:
-            yield from self._drain(stop)
+            yield from self._inbox.drain(stop)
         finally:
             self._closing = True  # our own disconnect is no outage
             client.disconnect()
             client.loop_stop()
-
-    def _drain(self, stop: threading.Event) -> Iterator[Readings]:
-        delay = self.config.max_delay_s if self.config.timestamp else 0.0
-        buffer = ReorderBuffer(delay)
-        width = len(self.channels)
-        while not stop.is_set():
-            due = buffer.next_due()
-            wait = POLL_S if due is None else min(POLL_S, max(due - time.monotonic(), 0.0))
-            try:
-                item = self._inbox.get(timeout=wait)
-                while True:
-                    ts, values, arrived = item
-                    if not buffer.push(ts, values, arrived):
-                        self.health.bad_reading("late", f"a reading of {ts:.3f} came too late")
-                    item = self._inbox.get_nowait()
-            except queue.Empty:
-                pass
-            ready = buffer.pop_ready(time.monotonic())
-            if ready:
-                self.health.ok(len(ready))
-                yield Readings.rows(ready, width)
 
     def _client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -343,7 +321,6 @@ class MqttSource:
             self.health.disconnected(f"the broker ({reason})")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        arrived = time.monotonic()
         try:
             parsed = self._parser.parse(message.topic, message.payload, self._wall_clock())
         except _NotANumberError as exc:
@@ -352,7 +329,7 @@ class MqttSource:
         except LookupError as exc:
             self.health.bad_reading("missing", str(exc))
             return
-        self._inbox.put((parsed.ts, parsed.values, arrived))
+        self._inbox.put(parsed.ts, parsed.values)
 
 
 def build(config: MqttSourceConfig) -> MqttSource:

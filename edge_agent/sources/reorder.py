@@ -6,8 +6,9 @@ at most ``max_delay_s`` and releases readings in timestamp order; a reading olde
 already released is late beyond repair and is refused (the caller counts it and drops it).
 
 A reading leaves when a reading ``max_delay_s`` newer has arrived, or when it has waited
-``max_delay_s`` by the caller's clock (so a stream that stops still drains). Pure logic: the
-clock is an argument.
+``max_delay_s`` by the caller's clock (so a stream that stops still drains). The buffer is
+pure logic (the clock is an argument); ``Inbox`` puts it between a client library's thread,
+which hands readings over, and the source's ``readings()``, which yields them in order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Sequence
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from edge_agent.sources.readings import Readings, SourceHealth
+
+POLL_S = 0.05
+"""How often ``Inbox.drain`` looks at the buffer when no reading comes."""
 
 
 class ReorderBuffer:
@@ -63,3 +72,37 @@ class ReorderBuffer:
     def flush(self) -> list[tuple[float, Sequence[float]]]:
         """Every held reading, oldest first (the stream ends)."""
         return self.pop_ready(math.inf)
+
+
+class Inbox:
+    """Readings put by a callback thread, yielded in time order by ``drain``."""
+
+    def __init__(self, channels: int, max_delay_s: float, health: SourceHealth) -> None:
+        self._channels = channels
+        self._max_delay_s = max_delay_s
+        self._health = health
+        self._queue: queue.SimpleQueue[tuple[float, list[float], float]] = queue.SimpleQueue()
+
+    def put(self, ts: float, values: list[float]) -> None:
+        """Hand one reading over (thread-safe; never blocks)."""
+        self._queue.put((ts, values, time.monotonic()))
+
+    def drain(self, stop: threading.Event) -> Iterator[Readings]:
+        """Batches of readings in time order until ``stop``; late ones counted and dropped."""
+        buffer = ReorderBuffer(self._max_delay_s)
+        while not stop.is_set():
+            due = buffer.next_due()
+            wait = POLL_S if due is None else min(POLL_S, max(due - time.monotonic(), 0.0))
+            try:
+                item = self._queue.get(timeout=wait)
+                while True:
+                    ts, values, arrived = item
+                    if not buffer.push(ts, values, arrived):
+                        self._health.bad_reading("late", f"a reading of {ts:.3f} came too late")
+                    item = self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            ready = buffer.pop_ready(time.monotonic())
+            if ready:
+                self._health.ok(len(ready))
+                yield Readings.rows(ready, self._channels)
