@@ -5,6 +5,7 @@ A test may SIGKILL one (a device that disappears) and start it again on the same
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,13 @@ from tests.services import free_port
 REPO = Path(__file__).resolve().parents[3]
 
 
+def _with_repo_on_path() -> dict[str, str]:
+    """The environment, with the repository importable from any working directory."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -28,7 +36,7 @@ def _listening(port: int) -> bool:
 
 @dataclass
 class ServerProcess:
-    """``python -m module PORT [args]`` from the repository's root, ended by its pid."""
+    """``python -m module PORT [args]`` run in ``workdir``, ended by its pid."""
 
     module: str
     workdir: Path
@@ -43,7 +51,8 @@ class ServerProcess:
         with (self.workdir / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.module, str(self.port), *self.args],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.workdir, env=_with_repo_on_path(), stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + self.start_timeout_s
         while not _listening(self.port):

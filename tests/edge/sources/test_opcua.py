@@ -3,7 +3,9 @@ process) that is read, windowed, killed and started again."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC
@@ -12,7 +14,9 @@ from typing import Any
 
 import pytest
 from asyncua import ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.ua.status_codes import StatusCodes
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import ValidationError
 
 from edge_agent.sources.opcua import OpcuaSource, OpcuaSourceConfig
@@ -208,3 +212,48 @@ def test_a_server_that_disappears_is_a_gap_and_reading_resumes(
     messages = [r.getMessage() for r in caplog.records if r.name == "edge_agent.sources.readings"]
     assert len([m for m in messages if m.startswith(f"{name}: lost ")]) == 1
     assert [m for m in messages if m.endswith(" again")] == [f"{name}: connected again"]
+
+
+@pytest.fixture
+def secure_plc(tmp_path: Path) -> Iterator[ServerProcess]:
+    workdir = tmp_path / "server"
+    workdir.mkdir()
+    yield from start(workdir, "secure")
+
+
+def client_certificate(directory: Path) -> tuple[Path, Path]:
+    key, cert = directory / "client-key.pem", directory / "client-cert.der"
+    asyncio.run(
+        setup_self_signed_certificate(
+            key, cert, CLIENT_URI, socket.gethostname(),
+            [ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": "aiot edge"},
+        )
+    )  # fmt: skip
+    return cert, key
+
+
+CLIENT_URI = "urn:aiot:test:edge"
+
+
+@pytest.mark.integration
+def test_a_certificate_opens_a_signed_and_encrypted_channel(
+    secure_plc: ServerProcess, tmp_path: Path
+) -> None:
+    cert, key = client_certificate(tmp_path)
+    source = OpcuaSource(
+        config(endpoint=endpoint(secure_plc), certificate=cert, private_key=key,
+               application_uri=CLIENT_URI, security_mode="SignAndEncrypt")
+    )  # fmt: skip
+    with Collector(source) as run:
+        run.wait_for(lambda: len(run.ts) >= 3)
+    assert source.health.gaps == 0
+
+
+@pytest.mark.integration
+def test_without_a_certificate_a_secure_only_server_is_a_lost_link(
+    secure_plc: ServerProcess,
+) -> None:
+    source = OpcuaSource(config(endpoint=endpoint(secure_plc), reconnect_min_s=0.2))
+    with Collector(source) as run:
+        run.wait_for(lambda: source.health.gaps == 1)
+    assert run.ts == []
