@@ -4,7 +4,7 @@ A pipeline's ``actions:`` list says what to do on which events (``on`` states, o
 ``labels``); ``ACTIONS`` builds each from its config ``type``:
 
 * ``mqtt``: publish a small JSON of the event to a topic on a local broker (a siren, a PLC
-  gateway), with its own paho client (``uplink.make_client``) that connects in the
+  gateway), with its own paho client (``edge_agent.mqtt_client.make_client``) that connects in the
   background;
 * ``webhook``: POST that JSON to a URL (stdlib ``urllib``: the edge has no HTTP client
   dependency), one retry on a connection error or a 5xx, none on a 4xx;
@@ -34,7 +34,7 @@ from edge_agent.delivery.action_config import (
     MqttActionConfig,
     WebhookActionConfig,
 )
-from edge_agent.delivery.uplink import make_client
+from edge_agent.mqtt_client import make_client
 from shared.errors import AiotError
 from shared.messages import Event
 from shared.urls import parse_mqtt_url

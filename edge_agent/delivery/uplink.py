@@ -23,7 +23,7 @@ With a ``desired`` handler the uplink also subscribes (QoS 1, on every connect) 
 retained ``desired`` topic and hands each valid ``DesiredState`` to it; a message that does
 not validate, or names another agent, goes to the ``refused`` handler with the reason.
 
-``make_client`` is the edge's one paho client factory (the uplink's and the MQTT action's).
+Its paho client comes from ``edge_agent.mqtt_client``, the edge's one factory.
 
 (Over 400 lines: one class, because its paho callbacks and its sender thread share the
 in-flight and ack windows; the ack bookkeeping itself is ``acks.py``.)
@@ -40,13 +40,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from edge_agent.config import AgentConfig
 from edge_agent.delivery.acks import AckWindow, Pending
-from edge_agent.delivery.config import MqttProtocol
 from edge_agent.delivery.outbox import Outbox, OutboxItem
+from edge_agent.mqtt_client import make_client
 from edge_agent.validation import first_error
 from shared.errors import StorageError
 from shared.messages import (
@@ -59,7 +58,6 @@ from shared.messages import (
     utcnow,
 )
 from shared.topics import Channel, Topic
-from shared.urls import MqttUrl
 
 log = logging.getLogger(__name__)
 
@@ -88,35 +86,6 @@ class UplinkCounters:
     """PUBACKs saying nobody subscribed (MQTT 5 reason 16): the cloud did not get them."""
     publish_failures: int = 0
     connects: int = 0
-
-
-def make_client(
-    broker: MqttUrl,
-    *,
-    client_id: str,
-    protocol: MqttProtocol,
-    reconnect_min_s: int = 1,
-    reconnect_max_s: int = 30,
-) -> mqtt.Client:
-    """A paho client for ``broker``, not connected yet; ``protocol`` is "5" or "3.1.1".
-
-    The session is clean (MQTT 5: a clean start on the first connect only): what the edge must
-    not lose waits in its outbox, not in the broker. paho reconnects by itself, waiting
-    ``reconnect_min_s`` doubling up to ``reconnect_max_s`` between attempts.
-    """
-    v5 = protocol == "5"
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else True,
-    )
-    if broker.tls:  # mqtts://: the system's CAs, hostname checked
-        client.tls_set()
-    if broker.username is not None:
-        client.username_pw_set(broker.username, broker.password)
-    client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
-    return client
 
 
 class Uplink:

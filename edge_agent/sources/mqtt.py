@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config_types import StrictConfig
+from edge_agent.mqtt_client import make_client
 from edge_agent.sources import timestamps
 from edge_agent.sources.readings import Readings, SourceHealth
 from edge_agent.sources.reorder import Inbox
@@ -271,17 +271,13 @@ class MqttSource:
             client.loop_stop()
 
     def _client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
+        client = make_client(
+            self._broker,
             client_id=self.config.client_id or "",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+            protocol="3.1.1",
+            reconnect_min_s=self.config.reconnect_min_s,
+            reconnect_max_s=self.config.reconnect_max_s,
         )
-        if self._broker.tls:
-            client.tls_set()
-        if self._broker.username is not None:
-            client.username_pw_set(self._broker.username, self._broker.password)
-        client.reconnect_delay_set(self.config.reconnect_min_s, self.config.reconnect_max_s)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
