@@ -32,11 +32,15 @@ def run(config: ConfigPath, log_level: str = "INFO") -> None:
 
 @app.command("validate-config")
 def validate_config(path: Annotated[Path, typer.Argument(help="Agent YAML config file.")]) -> None:
-    """Check a config file; print what it declares, or the key, file and line that is wrong."""
+    """Check a config file and the data it names (a CSV replay is read through); print what
+    it declares, or the key, file and line that is wrong."""
     from edge_agent.config import load_config
+    from edge_agent.sources.registry import check_source
 
     try:
         agent_config = load_config(path)
+        for index, pipeline in enumerate(agent_config.pipelines):
+            check_source(pipeline.source, f"{path}: pipelines[{index}].source")
     except ConfigError as error:
         typer.echo(f"invalid config: {error}", err=True)
         raise typer.Exit(2) from None

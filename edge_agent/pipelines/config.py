@@ -22,7 +22,8 @@ from edge_agent.pipelines.filter_config import (
 )
 from edge_agent.pipelines.motion import MotionGateConfig
 from edge_agent.pipelines.tracking.lifecycle import TrackingConfig
-from edge_agent.sources.registry import CAMERA_SOURCE_TYPES, SourceConfig
+from edge_agent.sources.registry import CAMERA_SOURCE_TYPES, READING_SOURCE_TYPES, SourceConfig
+from edge_agent.sources.windows import WindowConfig
 from shared.messages import Name
 
 MIN_SUMMARY_INTERVAL_S = 0.1
@@ -46,6 +47,9 @@ class PipelineConfig(StrictConfig):
 
     name: Name
     source: SourceConfig
+    window: WindowConfig | None = Field(
+        default=None, description="device sources: how their readings become model inputs"
+    )
     model: ModelConfig
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     filters: FilterChainConfig = Field(default_factory=default_filters)
@@ -75,6 +79,19 @@ class PipelineConfig(StrictConfig):
     def _vision_goes_with_cameras(self) -> PipelineConfig:
         if self.vision is not None and not self.is_camera:
             raise ValueError(f"`vision` needs a camera source, not {self.source.type!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _window_goes_with_devices(self) -> PipelineConfig:
+        kind = self.source.type
+        if kind in READING_SOURCE_TYPES and self.window is None:
+            raise ValueError(
+                f"a {kind} source needs a `window` section (size; hop, channels, rate_hz as "
+                "needed) to turn its readings into model inputs"
+            )
+        if kind not in READING_SOURCE_TYPES and self.window is not None:
+            devices = ", ".join(sorted(READING_SOURCE_TYPES))
+            raise ValueError(f"`window` applies to device sources ({devices}), not {kind!r}")
         return self
 
     @property
