@@ -199,7 +199,7 @@ def fit_scorer(kind: ScorerKind, feats: F64) -> Scorer:
     if kind == "mahalanobis":
         shrunk = LedoitWolf().fit(z)
         precision = np.linalg.inv(shrunk.covariance_)
-        factor = np.linalg.cholesky((precision + precision.T) / 2.0)
+        factor = np.linalg.cholesky((precision + precision.T) / 2.0).astype(np.float64)
         detail = f"Ledoit-Wolf shrinkage {shrunk.shrinkage_:.3f}"
         return Scorer("mahalanobis", mean, scale, factor, detail)
     _, singular, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
@@ -240,7 +240,8 @@ def to_onnx(scorer: Scorer, spec: WindowSpec, *, name: str, version: str) -> byt
         ),
         producer_version=version,
     )
-    return model.SerializeToString()
+    data: bytes = model.SerializeToString()
+    return data
 
 
 @dataclass(frozen=True, slots=True)
