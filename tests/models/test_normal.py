@@ -7,16 +7,8 @@ import numpy as np
 import pytest
 
 from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
-from models.normal import (
-    MIN_WINDOWS,
-    WindowSpec,
-    feature_names,
-    features,
-    fit_normal,
-    fit_scorer,
-    run_onnx,
-    windows_of,
-)
+from models.normal import MIN_WINDOWS, fit_normal, fit_scorer, run_onnx, to_onnx
+from models.window_features import WindowSpec, feature_names, features, windows_of
 from shared.errors import ModelError
 
 SPEC = MachineSpec()
@@ -53,8 +45,6 @@ def test_the_graph_scores_what_numpy_scores(kind: str) -> None:
     values = np.c_[np.sin(np.arange(20_000) / 5.0), rng.normal(size=20_000)]
     windows = windows_of(values + rng.normal(scale=0.1, size=values.shape), spec)
     scorer = fit_scorer(kind, features(windows))  # type: ignore[arg-type]
-    from models.normal import to_onnx
-
     model = to_onnx(scorer, spec, name="t", version="0.0.1")
     expected = scorer.scores(features(windows))
     np.testing.assert_allclose(run_onnx(model, windows), expected, rtol=2e-3, atol=2e-3)
