@@ -59,6 +59,20 @@ class Metrics(_Record):
     per_label: dict[str, LabelMetrics] = Field(default_factory=dict)
 
 
+class NormalFit(_Record):
+    """A scorer learnt from normal data: how it was chosen and what it costs on a gateway."""
+
+    scorer: str
+    reason: str
+    windows: int = Field(gt=0)
+    window_hop: int = Field(gt=0)
+    features: list[str]
+    false_alarm_rate: float = Field(ge=0.0, le=1.0)
+    """On normal windows held out from the fit (the check part)."""
+    latency_ms: float = Field(ge=0.0)
+    """ONNX Runtime, one thread, one window."""
+
+
 class ModelCard(ManifestEntry):
     """One model of the manifest as the build writes it: the entry an agent reads, and
     how to feed the model and how well it did on held-out data."""
@@ -68,7 +82,10 @@ class ModelCard(ManifestEntry):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     sample_rate_hz: float | None = Field(default=None, gt=0)  # models of sampled signals
-    metrics: Metrics
+    metrics: Metrics | None = None
+    """Held-out precision and recall, for models trained with labels."""
+    fit: NormalFit | None = None
+    """How a model learnt from normal data only was chosen and checked (``fit-normal``)."""
 
 
 def manifest_json(cards: Sequence[ModelCard]) -> str:

@@ -36,6 +36,10 @@ class ManifestEntry(BaseModel):
     labels: list[str]
     normal_label: str | None = None
     """Classifiers: the label that means "all is well"."""
+    threshold: float | None = None
+    """Scorers: the score above which a window is unlike normal, calibrated on normal data."""
+    channels: list[str] | None = None
+    """Multi-channel sensor models: the channels of a window ``[C, W]``, in the model's order."""
 
     def path(self, manifest_dir: Path) -> Path:
         """Where the model file is, given the directory that holds the manifest."""

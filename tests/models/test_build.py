@@ -33,6 +33,7 @@ def test_build_is_byte_for_byte_reproducible(built: Path, tmp_path: Path) -> Non
     assert again.read_bytes() == (built / MANIFEST_NAME).read_bytes()
     (entry, _) = load_manifest(again)
     assert sha256_file(entry.path(tmp_path)) == sha256_file(entry.path(built)) == entry.sha256
+    assert entry.metrics is not None
     assert entry.metrics.recall >= 0.95
     assert entry.metrics.precision >= 0.95
 
