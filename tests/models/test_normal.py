@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
+from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from models.normal import MIN_WINDOWS, fit_normal, fit_scorer, run_onnx, to_onnx
 from models.window_features import WindowSpec, feature_names, features, windows_of
 from shared.errors import ModelError
