@@ -31,6 +31,55 @@ def build(
     typer.echo(f"models ready: {manifest}")
 
 
+@app.command("fit-normal")
+def fit_normal(
+    csv: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Normal operation.")],
+    name: Annotated[str, typer.Option(help="Model name (the pipeline's model.name).")],
+    window: Annotated[int, typer.Option(help="Readings per window (per channel).")],
+    version: Annotated[str, typer.Option(help="Model version.")] = "1.0.0",
+    hop: Annotated[
+        int | None, typer.Option(help="Readings between windows (default: window).")
+    ] = None,
+    timestamp: Annotated[str | None, typer.Option(help="The time column.")] = None,
+    rate_hz: Annotated[float | None, typer.Option(help="Rows per second (no time column).")] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="Comma-separated columns (default: all).")
+    ] = None,
+    false_alarm_rate: Annotated[float, typer.Option(help="Calibrated on held-out normal.")] = 0.005,
+    out: Annotated[Path, typer.Option(help="Directory for the model and manifest.json.")] = Path(
+        "."
+    ),
+) -> None:
+    """Learn one machine's normal from a CSV of normal operation; write an ONNX scorer with
+    its calibrated threshold into OUT (model file plus an entry in OUT/manifest.json)."""
+    from pydantic import ValidationError
+
+    from edge_agent.sources.csv import CsvSourceConfig
+    from models.normal import fit_normal as fit
+    from models.normal_files import read_normal_csv, write_model
+    from models.window_features import WindowSpec
+    from shared.errors import ConfigError, ModelError
+
+    try:
+        source = CsvSourceConfig(
+            type="csv",
+            path=csv,
+            timestamp=timestamp,
+            rate_hz=rate_hz,
+            channels=channels.split(",") if channels else None,
+        )
+        columns, values, rate = read_normal_csv(source)
+        spec = WindowSpec(columns, size=window, hop=hop or window, rate_hz=rate)
+        result = fit(values, spec, name=name, version=version, false_alarm_rate=false_alarm_rate)
+        path, _ = write_model(result, out)
+    except (ValidationError, ConfigError, ModelError) as exc:
+        typer.echo(f"cannot fit: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {path} ({len(result.model)} bytes) and its entry in {out / 'manifest.json'}")
+    typer.echo(f"{result.windows} normal windows of {window} readings x {len(columns)} channels")
+    typer.echo(f"threshold {result.threshold:.4f}; {result.reason}")
+
+
 @app.command()
 def push(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The ONNX file.")],

@@ -9,9 +9,10 @@ from pydantic import Field, model_validator
 from edge_agent.config_types import FilePath, StrictConfig
 from shared.messages import Name
 
-ModelTask = Literal["anomaly", "detection"]
+ModelTask = Literal["anomaly", "score", "detection"]
 """How a pipeline reads a model's output: ``anomaly``, class probabilities of a sensor window
-with one normal label; ``detection``, boxes in the YOLOv8/v11 layout ``[1, 4 + C, N]``."""
+with one normal label; ``score``, one anomaly score per window, anomalous above a threshold
+calibrated on normal data; ``detection``, boxes in the YOLOv8/v11 layout ``[1, 4 + C, N]``."""
 
 
 class ModelConfig(StrictConfig):
@@ -24,6 +25,9 @@ class ModelConfig(StrictConfig):
     labels: list[str] | None = None
     labels_file: FilePath | None = None
     normal_label: str | None = None
+    threshold: float | None = Field(
+        default=None, allow_inf_nan=False, description="score models: the calibrated threshold"
+    )
     manifest: FilePath | None = None
 
     @model_validator(mode="after")
@@ -33,6 +37,8 @@ class ModelConfig(StrictConfig):
         if self.path is not None:
             if self.version is None:
                 raise ValueError("with `path`, also give version")
+            if self.task == "score":
+                return self._check_scorer()
             if (self.labels is None) == (self.labels_file is None):
                 raise ValueError("with `path`, give either labels or labels_file")
             if self.task == "anomaly":
@@ -42,8 +48,20 @@ class ModelConfig(StrictConfig):
                     raise ValueError(f"normal_label {self.normal_label!r} is not one of the labels")
             elif self.normal_label is not None:
                 raise ValueError("a detection model has no normal_label")
-        elif any(v is not None for v in (self.labels, self.labels_file, self.normal_label)):
-            raise ValueError("with `manifest`, labels come from the manifest: remove them")
+        elif any(
+            v is not None
+            for v in (self.labels, self.labels_file, self.normal_label, self.threshold)
+        ):
+            raise ValueError(
+                "with `manifest`, labels and threshold come from the manifest: remove them"
+            )
+        return self
+
+    def _check_scorer(self) -> ModelConfig:
+        if self.threshold is None:
+            raise ValueError("a score model needs its threshold (calibrated on normal data)")
+        if any(v is not None for v in (self.labels, self.labels_file, self.normal_label)):
+            raise ValueError("a score model has no labels or normal_label")
         return self
 
 

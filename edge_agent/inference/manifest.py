@@ -82,3 +82,7 @@ class ModelSpec:
     task: ModelTask = "anomaly"
     sha256: str | None = None
     """The expected sha256 of the file, when a manifest states it."""
+    threshold: float | None = None
+    """Score models: the score above which a window is unlike normal."""
+    channels: tuple[str, ...] | None = None
+    """Multi-channel sensor models: the window's channels, in the model's order."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from edge_agent.inference.config import ModelConfig, ModelTask, RuntimeConfig
 from edge_agent.inference.manifest import ModelSpec, read_manifest
@@ -35,12 +36,22 @@ class LoadedModel:
     normal_index: int
     """The normal label's output column (anomaly models; -1 for detectors)."""
     window: int
-    """The number of samples the model takes per window (anomaly models; 0 for detectors)."""
+    """Values per channel the model takes per window (sensor models; 0 for detectors)."""
     fault_indices: tuple[int, ...]
     """Output columns of every label but the normal one."""
     task: ModelTask = "anomaly"
     input_hw: tuple[int, int] = (0, 0)
     """A detector's input height and width (its letterbox size)."""
+    input_shape: tuple[int, ...] = ()
+    """Sensor models: one input without its batch axis, ``(W,)``, ``(C, W)`` or ``(F,)``."""
+    threshold: float | None = None
+    """Score models: the score above which a window is unlike normal."""
+    channels: tuple[str, ...] | None = None
+    """Multi-channel sensor models: the channels of ``(C, W)``, in order (if the manifest says)."""
+
+    def as_batch(self, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One window (``[W]`` or ``[C, W]``) as a batch of one in the model's input layout."""
+        return window.reshape((1, *self.input_shape))
 
 
 def resolve_model(config: ModelConfig) -> ModelSpec:
@@ -50,8 +61,7 @@ def resolve_model(config: ModelConfig) -> ModelSpec:
         assert config.version is not None
         labels = config.labels
         if labels is None:
-            assert config.labels_file is not None
-            labels = read_labels(config.labels_file)
+            labels = [] if config.labels_file is None else read_labels(config.labels_file)
         return ModelSpec(
             config.name,
             config.version,
@@ -59,6 +69,7 @@ def resolve_model(config: ModelConfig) -> ModelSpec:
             tuple(labels),
             config.normal_label,
             task=config.task,
+            threshold=config.threshold,
         )
     assert config.manifest is not None
     manifest = read_manifest(config.manifest)
@@ -69,9 +80,15 @@ def resolve_model(config: ModelConfig) -> ModelSpec:
         wanted = config.name + (f" {config.version}" if config.version else "")
         raise ConfigError(f"{config.manifest}: no model {wanted!r} in the manifest")
     entry = max(candidates, key=lambda m: _version_key(m.version))
-    task: ModelTask = "detection" if entry.task == "detection" else "anomaly"
+    task: ModelTask = "anomaly"  # a classifier's task names its use ("vibration-anomaly")
+    if entry.task == "detection":
+        task = "detection"
+    elif entry.task == "score":
+        task = "score"
     if task == "anomaly" and entry.normal_label not in entry.labels:
         raise ConfigError(f"{config.manifest}: normal_label of {entry.name} is not a label")
+    if task == "score" and entry.threshold is None:
+        raise ConfigError(f"{config.manifest}: score model {entry.name} has no threshold")
     return ModelSpec(
         entry.name,
         entry.version,
@@ -80,6 +97,8 @@ def resolve_model(config: ModelConfig) -> ModelSpec:
         entry.normal_label,
         task=task,
         sha256=entry.sha256,
+        threshold=entry.threshold,
+        channels=tuple(entry.channels) if entry.channels is not None else None,
     )
 
 
@@ -108,11 +127,19 @@ def load_model(spec: ModelSpec, runtime: RuntimeConfig) -> LoadedModel:
     ref = ModelRef(name=spec.name, version=spec.version, sha256=sha256)
     if spec.task == "detection":
         return _detector(spec, session, ref)
-    shape = session.input_shape
-    if len(shape) != 2 or not isinstance(shape[1], int):
-        raise ModelError(f"{spec.path}: expected input shape [batch, window], got {list(shape)}")
-    window = shape[1]
-    probabilities = session.run(np.zeros((1, window), dtype=np.float32))
+    dims = _sensor_input(spec, session)
+    output = session.run(np.zeros((1, *dims), dtype=np.float32))
+    if spec.task == "score":
+        if output.size != 1:
+            raise ModelError(
+                f"{spec.path}: a score model gives one number per window, not {output.shape}"
+            )
+        return LoadedModel(
+            ref, session, (), -1, dims[-1], (), task="score", input_shape=dims,
+            threshold=spec.threshold, channels=spec.channels,
+        )  # fmt: skip
+    probabilities = output
+    window = dims[-1]
     if probabilities.shape != (1, len(spec.labels)):
         raise ModelError(
             f"{spec.path}: output shape {probabilities.shape} does not fit "
@@ -121,7 +148,22 @@ def load_model(spec: ModelSpec, runtime: RuntimeConfig) -> LoadedModel:
     assert spec.normal_label is not None  # resolve_model guarantees it for anomaly models
     normal_index = spec.labels.index(spec.normal_label)
     faults = tuple(i for i in range(len(spec.labels)) if i != normal_index)
-    return LoadedModel(ref, session, spec.labels, normal_index, window, faults)
+    return LoadedModel(
+        ref, session, spec.labels, normal_index, window, faults, input_shape=dims,
+        channels=spec.channels,
+    )  # fmt: skip
+
+
+def _sensor_input(spec: ModelSpec, session: Runtime) -> tuple[int, ...]:
+    """A sensor model's input without its batch axis: ``(W,)``, ``(C, W)`` or ``(F,)``."""
+    shape = session.input_shape
+    dims = shape[1:]
+    if len(shape) not in (2, 3) or not all(isinstance(d, int) and d > 0 for d in dims):
+        raise ModelError(
+            f"{spec.path}: expected input [batch, window], [batch, channels, window] or "
+            f"[batch, features] with fixed sizes, got {list(shape)}"
+        )
+    return tuple(int(d) for d in dims)  # type: ignore[arg-type]
 
 
 def _detector(spec: ModelSpec, session: Runtime, ref: ModelRef) -> LoadedModel:
