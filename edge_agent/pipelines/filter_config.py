@@ -104,10 +104,11 @@ type."""
 LEVEL_STAGES = ("threshold", "hysteresis")
 
 
-def default_filters() -> list[FilterStageConfig]:
-    """A sensor pipeline's chain when its config gives none: threshold 0.8, debounced 3 of 4."""
+def default_filters(threshold: float = 0.8) -> list[FilterStageConfig]:
+    """A sensor pipeline's chain when its config gives none: threshold 0.8 (a score model:
+    its calibrated threshold), debounced 3 of 4."""
     return [
-        ThresholdFilterConfig(type="threshold", threshold=0.8),
+        ThresholdFilterConfig(type="threshold", threshold=threshold),
         DebounceFilterConfig(type="debounce", n=3, m=4),
     ]
 

@@ -29,10 +29,12 @@ from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.slot import LoadedModel, ModelSlot
 from edge_agent.pipelines.config import PipelineConfig
+from edge_agent.pipelines.filter_config import default_filters
 from edge_agent.pipelines.filters import Decision, FilterEngine, build_engine
 from edge_agent.pipelines.summary import SummaryWindow
 from edge_agent.sources.registry import build_source
 from edge_agent.sources.sample import Sample, Source
+from edge_agent.sources.windows import WindowConfig
 from shared.errors import ConfigError, ModelError, StorageError
 from shared.fields import MAX_SCORE
 from shared.messages import (
@@ -47,6 +49,8 @@ from shared.messages import (
 log = logging.getLogger(__name__)
 
 EVENT_KIND = "anomaly"
+SCORE_LABEL = "anomaly"
+"""The label of a score model's events (it scores, it does not classify)."""
 LEVEL_EVERY = 8
 """The summary's ``rms_g`` samples one window in 8 (by seq): after an ORT run, even two dot
 products cost about 5% of the inference, so measuring every window would eat the budget
@@ -110,10 +114,16 @@ class Pipeline(ABC):
     ):
         self.name = config.name
         self.slot = slot
-        self.source = source if source is not None else build_source(config.source)
+        model = slot.current()
+        self.source = (
+            source if source is not None else build_source(config.source, _window(config, model))
+        )
         self.counters = PipelineCounters()
         self.inference_log = InferenceLog()
-        self.filters: FilterEngine = build_engine(config.filters)
+        filters = config.filters
+        if "filters" not in config.model_fields_set and model.threshold is not None:
+            filters = default_filters(model.threshold)  # a scorer's calibrated threshold
+        self.filters: FilterEngine = build_engine(filters)
         self._actions = actions
         self._failing = False
         # Summaries name the agent: a pipeline built without one (benchmarks, unit tests)
@@ -273,27 +283,41 @@ class Pipeline(ABC):
 
 
 class SensorPipeline(Pipeline):
-    """A sensor pipeline: windows of samples -> anomaly model -> filters -> events."""
+    """A sensor pipeline: windows of readings -> anomaly model -> filters -> events.
+
+    A window is ``[W]`` (one channel) or ``[C, W]`` (a windowed device source); the model
+    takes it as ``[B, W]``, ``[B, C, W]`` or ``[B, F]`` with F = C x W. A classifier
+    (``anomaly``) gives class probabilities with a normal label, and the window's score is
+    1 - p(normal); a scorer (``score``) gives the score itself.
+    """
 
     def _prepare(self, config: PipelineConfig) -> None:
         self._period_s = self.source.period_s
         self._sample_rate_hz = self.source.window / self._period_s
         model = self.slot.current()
-        if model.task != "anomaly" or model.window != self.source.window:
+        self._channels: tuple[str, ...] = getattr(self.source, "channels", ())
+        shape = (
+            (len(self._channels), self.source.window) if self._channels else (self.source.window,)
+        )
+        if model.task not in ("anomaly", "score") or not _fits(shape, model.input_shape):
             raise ConfigError(
-                f"pipeline {self.name}: the source gives windows of {self.source.window} values "
-                f"but model {model.ref.name} {model.ref.version} ({model.task}) takes "
-                f"{model.window or 'images'}"
+                f"pipeline {self.name}: the source gives windows of {list(shape)} values but "
+                f"model {model.ref.name} {model.ref.version} ({model.task}) takes "
+                f"{list(model.input_shape) or 'images'}"
             )
         self._next_seq = 0
         self._next_ts = 0.0
         self._score = self._summary.signal("score")
-        self._rms = self._summary.signal("rms_g")
+        self._levels = (
+            [self._summary.signal(f"{name}_mean") for name in self._channels]
+            if len(self._channels) > 1
+            else [self._summary.signal("rms_g")]
+        )
         self._ones = np.ones(self.source.window, dtype=np.float32)
 
     def process_sample(self, sample: Sample) -> list[Event]:
         return self.process_windows(
-            sample.data[np.newaxis, :], first_seq=sample.seq, first_ts=sample.ts
+            sample.data[np.newaxis, ...], first_seq=sample.seq, first_ts=sample.ts
         )
 
     def process_windows(
@@ -303,7 +327,7 @@ class SensorPipeline(Pipeline):
         first_seq: int | None = None,
         first_ts: float | None = None,
     ) -> list[Event]:
-        """Infer on consecutive windows (``(n, window)``, or one ``(window,)``); return events.
+        """Infer on consecutive windows (``(n, *window)``, or one window); return events.
 
         ``first_seq``/``first_ts`` default to continuing where the previous call ended, so a
         caller without a source (the benchmark) can pass plain arrays. Raises ModelError.
@@ -312,69 +336,74 @@ class SensorPipeline(Pipeline):
         ts = self._next_ts if first_ts is None else first_ts
         model = self.slot.current()
         batch = windows if windows.dtype == np.float32 else windows.astype(np.float32)
-        if batch.ndim == 1:
-            batch = batch[np.newaxis, :]
+        if batch.ndim == 1 or (batch.ndim == 2 and self._channels and len(self._channels) > 1):
+            batch = batch[np.newaxis, ...]
         n = batch.shape[0]
         self.counters.samples_in += n
         self.counters.raw_bytes += batch.nbytes
         self._next_seq = seq + n
         self._next_ts = ts + n * self._period_s
-        probabilities = self._timed(model, batch)
-        # A model that breaks its contract fails here, as an inference error the updater's
-        # health window counts, never as NaN scores reaching the filters.
-        if probabilities.shape != (n, len(model.labels)):
-            raise ModelError(
-                f"model {model.ref.name} {model.ref.version}: output shape "
-                f"{probabilities.shape} does not fit {n} windows of {len(model.labels)} labels"
-            )
-        rows = probabilities.tolist()
-        # NaN and inf survive a sum; on the few rows of a batch Python's is ~10x numpy's.
-        if not math.isfinite(sum(map(sum, rows))):
-            raise ModelError(
-                f"model {model.ref.name} {model.ref.version}: output is not finite (NaN or inf)"
-            )
-        # A score is 1 - p: an output beyond the contract's score range could start an event
-        # the wire refuses. Refused here, before the filters see it.
-        if max(map(max, rows)) >= MAX_SCORE or min(map(min, rows)) <= 1 - MAX_SCORE:
-            raise ModelError(
-                f"model {model.ref.name} {model.ref.version}: output outside +-{MAX_SCORE:g}"
-            )
+        output = self._timed(model, batch.reshape((n, *model.input_shape)))
+        scores, labels = self._scores(model, output, n)
         self.counters.inferences += n
-        # Plain Python over the rows is cheaper than numpy for the few rows of a batch.
-        normal = model.normal_index
-        faults = model.fault_indices
-        labels = model.labels
         step = self.filters.step
         period = self._period_s
         events: list[Event] = []
-        # The summary's score signal: plain arithmetic on locals, folded in once per call.
-        s_lo, s_hi, s_sum = math.inf, -math.inf, 0.0
-        for i, row in enumerate(rows):
-            # The label of an anomalous window is its most likely fault, never the normal one.
-            label = labels[max(faults, key=row.__getitem__)]
-            score = 1.0 - row[normal]
-            decision = step(ts + i * period, seq + i, score, label)
+        for i, score in enumerate(scores):
+            decision = step(ts + i * period, seq + i, score, labels[i])
             if decision is not None:
                 events.append(self._event(decision, batch[i], model.ref))
-            s_sum += score
-            if score < s_lo:
-                s_lo = score
-            if score > s_hi:
-                s_hi = score
-        self._score.merge(n, s_sum, s_lo, s_hi)
+        self._score.merge(n, sum(scores), min(scores), max(scores))
         first = -seq % LEVEL_EVERY
         if first < n:
             self._sample_level(batch, first)
         self.counters.events_out += len(events)
         return events
 
+    def _scores(
+        self, model: LoadedModel, output: npt.NDArray[Any], n: int
+    ) -> tuple[list[float], list[str]]:
+        """Each window's score and label; ModelError for an output that breaks the contract
+        (an inference error the updater's health window counts, never NaN in the filters)."""
+        name = f"model {model.ref.name} {model.ref.version}"
+        if model.task == "score":
+            if output.size != n:
+                raise ModelError(f"{name}: output shape {output.shape} is not one score per window")
+            rows = output.reshape(n).tolist()
+            _check_finite(name, sum(rows), min(rows), max(rows))
+            return rows, [SCORE_LABEL] * n
+        if output.shape != (n, len(model.labels)):
+            raise ModelError(
+                f"{name}: output shape {output.shape} does not fit {n} windows of "
+                f"{len(model.labels)} labels"
+            )
+        probabilities = output.tolist()
+        # On the few rows of a batch Python's sums are ~10x cheaper than numpy's.
+        _check_finite(
+            name, sum(map(sum, probabilities)), 1 - max(map(max, probabilities)),
+            1 - min(map(min, probabilities)),
+        )  # fmt: skip
+        normal, faults, labels = model.normal_index, model.fault_indices, model.labels
+        # The label of an anomalous window is its most likely fault, never the normal one.
+        return (
+            [1.0 - row[normal] for row in probabilities],
+            [labels[max(faults, key=row.__getitem__)] for row in probabilities],
+        )
+
     def _sample_level(self, batch: npt.NDArray[np.float32], first: int) -> None:
-        """Fold the RMS (DC removed, as the event's ``rms_g``) of every LEVEL_EVERY-th window
-        into the summary, from two BLAS dot products per window."""
-        ones, inv_w, dot = self._ones, 1.0 / batch.shape[1], np.dot
-        acc = self._rms
+        """Fold every LEVEL_EVERY-th window's level into the summary: the RMS (DC removed, as
+        the event's ``rms_g``) of a one-channel window from two BLAS dot products, or each
+        channel's mean of a multi-channel one."""
+        if len(self._levels) > 1:
+            means = batch[first::LEVEL_EVERY].mean(axis=-1)  # [k, C]
+            for acc, column in zip(self._levels, means.T, strict=True):
+                for value in column.tolist():
+                    acc.add(value)
+            return
+        ones, inv_w, dot = self._ones, 1.0 / batch.shape[-1], np.dot
+        (acc,) = self._levels
         for i in range(first, batch.shape[0], LEVEL_EVERY):
-            x = batch[i]
+            x = batch[i].reshape(-1)
             mean = float(dot(x, ones)) * inv_w
             acc.add(math.sqrt(max(float(dot(x, x)) * inv_w - mean * mean, 0.0)))
 
@@ -395,8 +424,10 @@ class SensorPipeline(Pipeline):
         closed_by: str | None = None,
     ) -> Event:
         attributes: dict[str, float | int | str | bool] = {}
-        if window is not None:
-            attributes.update(window_features(window, self._sample_rate_hz))
+        if window is not None and len(self._channels) > 1:
+            attributes.update(channel_means(window, self._channels))
+        elif window is not None:
+            attributes.update(window_features(window.reshape(-1), self._sample_rate_hz))
         if decision.state in ("update", "end"):
             # An update carries the peak as its score and the window's own score here.
             attributes["duration_s"] = round(decision.ts - decision.start_ts, 3)
@@ -435,3 +466,41 @@ def window_features(window: npt.NDArray[np.float32], sample_rate_hz: float) -> d
     peak_bin = int(np.argmax(power[1:])) + 1  # skip DC
     rms = float(np.sqrt(np.square(x).mean()))
     return {"rms_g": round(rms, 4), "peak_hz": round(peak_bin * sample_rate_hz / len(x), 2)}
+
+
+def channel_means(window: npt.NDArray[np.float32], channels: tuple[str, ...]) -> dict[str, float]:
+    """Each channel's mean over a ``[C, W]`` window, as an event's attributes."""
+    means = window.mean(axis=-1).tolist()
+    return {f"{name}_mean": round(value, 6) for name, value in zip(channels, means, strict=True)}
+
+
+def _check_finite(name: str, total: float, low: float, high: float) -> None:
+    """Refuse NaN, inf and scores beyond the contract's bound (the wire would refuse the
+    event), before the filters see them. ``total`` is a sum: NaN and inf survive one."""
+    if not math.isfinite(total):
+        raise ModelError(f"{name}: output is not finite (NaN or inf)")
+    if high >= MAX_SCORE or low <= -MAX_SCORE:
+        raise ModelError(f"{name}: output outside +-{MAX_SCORE:g}")
+
+
+def _fits(window: tuple[int, ...], model_input: tuple[int, ...]) -> bool:
+    """Whether windows of this shape feed a model input (both without the batch axis)."""
+    if not model_input or math.prod(window) != math.prod(model_input):
+        return False
+    return len(model_input) != 2 or window == model_input or (len(window), model_input[0]) == (1, 1)
+
+
+def _window(config: PipelineConfig, model: LoadedModel) -> WindowConfig | None:
+    """The pipeline's window, its channels defaulting to the model's (a manifest lists them);
+    ConfigError when the config names other channels than the model takes."""
+    window = config.window
+    if window is None or model.channels is None:
+        return window
+    if window.channels is None:
+        return window.model_copy(update={"channels": list(model.channels)})
+    if tuple(window.channels) != model.channels:
+        raise ConfigError(
+            f"pipeline {config.name}: window.channels {window.channels} differ from the "
+            f"channels model {model.ref.name} takes, in order: {list(model.channels)}"
+        )
+    return window
