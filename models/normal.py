@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -43,6 +43,7 @@ F64 = npt.NDArray[np.float64]
 ScorerKind = Literal["mahalanobis", "pca"]
 
 EPS = 1e-6
+MAX_TRAINING_WINDOWS = 20_000
 MIN_WINDOWS = 40
 """Fewer normal windows than this cannot be split into train, calibration and check."""
 PCA_VARIANCE = 0.95
@@ -164,6 +165,14 @@ class FitResult:
         return f"chose {self.kind} — {figures}"
 
 
+def training_hop(spec: WindowSpec, readings: int) -> int:
+    """The hop of the windows a fit learns from: a quarter window or less, so windows start
+    at every phase of a machine's cycle (a live stream starts wherever it starts), and no
+    more than MAX_TRAINING_WINDOWS of them."""
+    hop = max(1, min(spec.hop, spec.size // 4))
+    return max(hop, (readings - spec.size) // MAX_TRAINING_WINDOWS + 1)
+
+
 def fit_normal(
     values: F64,
     spec: WindowSpec,
@@ -178,11 +187,12 @@ def fit_normal(
         raise ModelError(f"false_alarm_rate must be in (0, 0.5), not {false_alarm_rate}")
     if not np.all(np.isfinite(values)):
         raise ModelError("normal readings hold NaN or infinite values; clean or drop them first")
-    windows = windows_of(values, spec)
+    dense = replace(spec, hop=training_hop(spec, len(values)))
+    windows = windows_of(values, dense)
     if windows.shape[0] < MIN_WINDOWS:
         raise ModelError(
-            f"{windows.shape[0]} windows of {spec.size} readings (hop {spec.hop}) are too few to "
-            f"learn normal: need at least {MIN_WINDOWS}; give more data or a smaller hop"
+            f"{windows.shape[0]} windows of {spec.size} readings (hop {dense.hop}) are too few "
+            f"to learn normal: need at least {MIN_WINDOWS}; give more data"
         )
     feats = features(windows)
     train, calibrate, check = np.split(feats, [int(0.6 * len(feats)), int(0.8 * len(feats))])
