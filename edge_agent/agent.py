@@ -23,7 +23,7 @@ from edge_agent.health import AgentCollector, MetricsServer, UpdateHealth, Uplin
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import Pipeline, SensorPipeline
-from edge_agent.updater import Updater
+from edge_agent.updates.updater import Updater
 from edge_agent.uplink import Uplink
 from edge_agent.vision import VisionPipeline
 from shared.messages import AgentStatus, utcnow

@@ -36,10 +36,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edge_agent.config import AgentConfig, PipelineConfig, UpdatesConfig
-from edge_agent.download import DownloadPolicy, download, part_path
 from edge_agent.inference.manifest import ModelSpec
 from edge_agent.inference.slot import LoadedModel, file_sha256, load_model
 from edge_agent.pipeline import Pipeline
+from edge_agent.updates.download import DownloadPolicy, download, part_path
 from shared.errors import (
     AiotError,
     ConfigError,

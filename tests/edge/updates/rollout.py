@@ -17,11 +17,11 @@ from edge_agent.config import AgentConfig, RuntimeConfig
 from edge_agent.inference.slot import LoadedModel, load_slot
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import SensorPipeline
-from edge_agent.updater import Updater
+from edge_agent.updates.updater import Updater
 from shared.messages import DesiredModel, DesiredState, Event, UpdateStatus, utcnow
 from shared.signing import SignedManifest, encode_public_key
-from tests.edge.artifacts import ArtifactServer
 from tests.edge.conftest import model_section
+from tests.edge.updates.artifacts import ArtifactServer
 from tests.model_fixtures import MODEL_NAME, sign_manifest
 
 TIMEOUT_S = 60.0

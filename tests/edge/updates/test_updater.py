@@ -16,11 +16,11 @@ from edge_agent.config import AgentConfig, RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox
 from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
-from edge_agent.updater import STATE_FILE, read_state
+from edge_agent.updates.updater import STATE_FILE, read_state
 from shared.errors import ModelError
 from shared.messages import DesiredModel, ModelRef
 from shared.signing import sign
-from tests.edge.rollout import (
+from tests.edge.updates.rollout import (
     PIPELINE,
     Rollout,
     last,
