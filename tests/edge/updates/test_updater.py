@@ -16,7 +16,7 @@ from edge_agent.config import AgentConfig, RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.outbox import Outbox
 from edge_agent.sources.simulated_machine import MachineSpec, SimulatedMachine
-from edge_agent.updates.updater import STATE_FILE, read_state
+from edge_agent.updates.store import STATE_FILE, read_state
 from shared.errors import ModelError
 from shared.messages import DesiredModel, ModelRef
 from shared.signing import sign
