@@ -67,14 +67,16 @@ class Verdict:
     reason: str = ""
 
 
-def judge(stats: InferenceStats, watch: Watch, config: UpdatesConfig, now: float) -> Verdict | None:
-    """The verdict on a window once its outcome is known, None while it is not."""
-    marks = watch.marks
+def judge(
+    stats: InferenceStats, marks: Marks, config: UpdatesConfig, *, over: bool
+) -> Verdict | None:
+    """The verdict on a window that counts from ``marks`` (``over``: its time is up), or None
+    while its outcome is not known."""
     errors = stats.errors - marks.errors
     if errors > config.max_errors:
         first = next((msg for n, msg in stats.recent_errors if n > marks.errors), "")
         return Verdict(False, f"{errors} inference errors in the health window: {first}")
-    if now < watch.deadline:
+    if not over:
         return None
     calls = stats.calls - marks.calls
     median = median_of_last(stats.latencies, min(calls, len(stats.latencies)))
@@ -142,7 +144,8 @@ class HealthWatch:
         """The windows whose outcome is known now, with their verdicts; they are closed."""
         done: list[tuple[Watch, Verdict]] = []
         for name, watch in list(self._watches.items()):
-            verdict = judge(watch.pipeline.inference_stats(), watch, self._config, self._clock())
+            over = self._clock() >= watch.deadline
+            verdict = judge(watch.pipeline.inference_stats(), watch.marks, self._config, over=over)
             if verdict is not None:
                 del self._watches[name]
                 done.append((watch, verdict))
