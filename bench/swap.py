@@ -28,7 +28,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.inference.slot import LoadedModel, ModelSlot, load_model, resolve_model
 from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
-from edge_agent.updater import Updater
+from edge_agent.updates.updater import Updater
 from shared.messages import DesiredModel, DesiredState, utcnow
 from shared.signing import encode_public_key
 from tests.model_fixtures import LABELS, MODEL_NAME, SHIPPED_MODEL, sign_manifest, write_same_model

@@ -25,7 +25,7 @@ from edge_agent.health import AgentCollector, MetricsServer, UpdateHealth, Uplin
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.sensor import Pipeline, SensorPipeline
 from edge_agent.pipelines.vision import VisionPipeline
-from edge_agent.updater import Updater
+from edge_agent.updates.updater import Updater
 from shared.messages import AgentStatus, utcnow
 
 log = logging.getLogger(__name__)

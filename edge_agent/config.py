@@ -17,39 +17,14 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from edge_agent.config_types import FilePath, StrictConfig
+from edge_agent.config_types import StrictConfig
 from edge_agent.delivery.config import CloudConfig, MqttConfig, OutboxConfig
 from edge_agent.health import MetricsConfig
 from edge_agent.pipelines.config import PipelineConfig
+from edge_agent.updates.config import UpdatesConfig
 from edge_agent.validation import explain, key_path
 from shared.errors import ConfigError
 from shared.messages import AgentId
-
-
-class UpdatesConfig(StrictConfig):
-    """How the agent installs model versions the cloud asks for, and when it rolls one back."""
-
-    dir: FilePath | None = Field(
-        default=None, description="where versions are kept; default: models/ beside the outbox"
-    )
-    health_window_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
-    max_errors: int = Field(
-        default=0, ge=0, description="inference errors allowed in the health window"
-    )
-    max_latency_factor: float = Field(
-        default=3.0, gt=1, allow_inf_nan=False,
-        description="median inference time allowed, as a multiple of the previous model's",
-    )  # fmt: skip
-    latency_floor_ms: float = Field(
-        default=1.0, ge=0, allow_inf_nan=False,
-        description="a median inference time under this is never too slow (noise on fast models)",
-    )  # fmt: skip
-    keep_versions: int = Field(default=3, ge=2)
-    download_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
-    retries: int = Field(default=5, ge=1, description="download attempts in all")
-    retry_backoff_s: float = Field(
-        default=1.0, ge=0, allow_inf_nan=False, description="first wait; doubles per attempt"
-    )
 
 
 class AgentConfig(StrictConfig):

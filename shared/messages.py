@@ -126,10 +126,9 @@ class EventBatch(_EdgeMessage):
     events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
 
 
-UpdateState = Literal[
-    "downloading", "verifying", "loading", "self_test", "watching", "running", "failed",
-    "rolled_back",
-]  # fmt: skip
+UpdateOutcome = Literal["running", "failed", "rolled_back"]
+"""How an update ended: the states after which the agent waits for the next desired state."""
+UpdateState = Literal["downloading", "verifying", "loading", "self_test", "watching", UpdateOutcome]
 """Where an agent's update of one pipeline stands.
 
 ``downloading`` -> ``verifying`` (sha256 and signature) -> ``loading`` -> ``self_test``

@@ -124,6 +124,20 @@ def test_imports_flow_one_way(importer: str, forbidden: tuple[str, ...]) -> None
     assert wrong == []
 
 
+def test_updates_see_pipelines_only_through_their_protocol() -> None:
+    """The updater, installer and health watch read a pipeline as ``ServingPipeline`` (name,
+    model slot, a copy of its inference record), never as a class whose privates they could use."""
+    classes = {"Pipeline", "SensorPipeline", "VisionPipeline"}
+    wrong = sorted(
+        f"{name} imports {target}"
+        for name, path in modules()
+        if within(name, "edge_agent.updates")
+        for target in imported(path, name)
+        if target.rsplit(".", 1)[-1] in classes
+    )
+    assert wrong == []
+
+
 def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     """The rule can fail: a module that imports across the wall is found, relative or not."""
     probe = tmp_path / "probe.py"

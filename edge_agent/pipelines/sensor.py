@@ -93,6 +93,20 @@ class InferenceLog:
         """(the ``inference_errors`` count it made, message) of the most recent errors."""
 
 
+@dataclass(frozen=True, slots=True)
+class InferenceStats:
+    """A pipeline's inference record at one moment: what a health window judges a model by."""
+
+    calls: int
+    """Timed ``session.run`` calls since the agent started."""
+    errors: int
+    """Samples whose inference or postprocessing failed since the agent started."""
+    latencies: tuple[float, ...]
+    """Seconds per window of the last calls (at most LATENCY_SAMPLES), oldest first."""
+    recent_errors: tuple[tuple[int, str], ...]
+    """(the ``errors`` count it made, message) of the most recent errors, oldest first."""
+
+
 class Pipeline(ABC):
     """What every pipeline shares: a source, a model slot, a filter engine, counters, the
     run loop, summaries and the way events leave (local actions, then the outbox).
@@ -194,6 +208,13 @@ class Pipeline(ABC):
             sent_bytes=c.sent_bytes,
             filtered=self.filters.counters.held_back,
             update=update,
+        )
+
+    def inference_stats(self) -> InferenceStats:
+        """A copy of the inference record, safe to read from another thread."""
+        c, recent = self.counters, self.inference_log
+        return InferenceStats(
+            c.inference_calls, c.inference_errors, tuple(recent.latencies), tuple(recent.errors)
         )
 
     def _resume(self, outbox: Outbox) -> None:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from edge_agent.config import AgentConfig
-from tests.edge.artifacts import ArtifactServer
-
-if TYPE_CHECKING:
-    from tests.edge.rollout import Rollout
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "vibration-anomaly-1.0.0.onnx"
@@ -88,16 +84,3 @@ def agent_config(tmp_path: Path) -> AgentConfigFactory:
         )
 
     return build
-
-
-@pytest.fixture
-def rollout(tmp_path: Path) -> Iterator[Rollout]:
-    """An updater's world: signing key, artifact server, config and pipelines (see rollout.py)."""
-    from tests.edge.rollout import Rollout  # it imports this module's model_section
-
-    with ArtifactServer() as server:
-        r = Rollout(tmp_path, server)
-        try:
-            yield r
-        finally:
-            r.stop()

@@ -18,12 +18,12 @@ from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import LoadedModel, load_slot
 from edge_agent.pipelines.sensor import SensorPipeline
-from edge_agent.updater import Updater
+from edge_agent.updates.updater import Updater
 from shared.messages import DesiredModel, DesiredState, Event, UpdateStatus, utcnow
 from shared.signing import SignedManifest, encode_public_key
-from tests.edge.artifacts import ArtifactServer
 from tests.edge.conftest import model_section
-from tests.model_fixtures import MODEL_NAME, sign_manifest
+from tests.edge.updates.artifacts import ArtifactServer
+from tests.model_fixtures import MODEL_NAME, sign_manifest, write_same_model
 
 TIMEOUT_S = 60.0
 PIPELINE = "spindle"
@@ -202,3 +202,29 @@ def stored_events(outbox: Outbox) -> list[Event]:
         events += [Event.model_validate_json(i.payload) for i in batch]
         outbox.ack([i.item_id for i in batch])
     return [e for e in events if e.attributes.get("closed_by") != "shutdown"]
+
+
+def refused(rollout: Rollout, entry: DesiredModel, config: AgentConfig | None = None) -> str:
+    """Submit ``entry`` and return the reason it failed; the shipped model still runs."""
+    config = config or rollout.config()
+    pipeline = rollout.pipeline(config)
+    old = pipeline.slot.current()
+    updater = rollout.updater(config, pipeline)
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "failed", "running"), "the refusal")
+    assert last(updater).state == "failed"
+    assert pipeline.slot.current() is old
+    assert updater.counters.outcomes["failed"] == 1
+    return last(updater).reason
+
+
+def installed_and_stopped(rollout: Rollout, tmp_path: Path) -> tuple[AgentConfig, DesiredModel]:
+    """An agent that installed 1.1.0 (same behaviour, new file), then stopped."""
+    config = rollout.config()
+    updater = rollout.updater(config, rollout.pipeline(config))
+    entry = rollout.publish("1.1.0", write_same_model(tmp_path / "v110.onnx", "1.1.0"))
+    updater.submit(rollout.desired(entry))
+    wait_until(settled(updater, "running", "failed"), "the update")
+    assert last(updater).state == "running", last(updater).reason
+    updater.stop()
+    return config, entry

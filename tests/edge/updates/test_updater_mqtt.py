@@ -11,8 +11,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.agent import Agent
 from shared.messages import AgentStatus, encode
 from shared.topics import Channel, Topic
-from tests.edge.rollout import Rollout
 from tests.edge.test_agent_mqtt import Subscriber, wait_until
+from tests.edge.updates.rollout import Rollout
 from tests.model_fixtures import write_same_model
 from tests.services import Mosquitto
 

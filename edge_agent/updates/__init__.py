@@ -1,0 +1,1 @@
+"""Model updates: the updater thread, installing, health windows, the store, downloads."""
