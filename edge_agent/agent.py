@@ -23,7 +23,8 @@ from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.uplink import Uplink
 from edge_agent.health import AgentCollector, MetricsServer, UpdateHealth, UplinkHealth
 from edge_agent.inference.slot import load_slot
-from edge_agent.pipelines.sensor import Pipeline, SensorPipeline
+from edge_agent.pipelines.base import Pipeline
+from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.pipelines.vision import VisionPipeline
 from edge_agent.updates.updater import Updater
 from shared.messages import AgentStatus, utcnow

@@ -19,10 +19,10 @@ import numpy.typing as npt
 
 from edge_agent.inference.postprocess import Detection, Letterboxer, decode_yolo
 from edge_agent.inference.slot import LoadedModel
+from edge_agent.pipelines.base import Pipeline
 from edge_agent.pipelines.config import PipelineConfig, VisionConfig
 from edge_agent.pipelines.filters import Decision
 from edge_agent.pipelines.motion import MotionGate
-from edge_agent.pipelines.sensor import Pipeline
 from edge_agent.pipelines.thumbnails import save_thumbnail
 from edge_agent.pipelines.tracking.lifecycle import LifecycleStep, ObjectDecision, ObjectLifecycle
 from edge_agent.sources.sample import Sample

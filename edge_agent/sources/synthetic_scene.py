@@ -9,6 +9,9 @@ pole and a manhole (static shapes a detector must not report), a texture that de
 the seed, fresh sensor noise in every frame and optional lighting changes. Actors move in
 straight lines at constant speed, may pause, and vanish at ``exit_s`` or when they leave
 the frame.
+
+(Over 400 lines: one noun, the scene; its background, actors and drawing share the scene's
+geometry and random state, and the detector's training data reads its ground truth.)
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edge_agent.inference.slot import LoadedModel, ModelSlot
-from edge_agent.pipelines.sensor import InferenceStats
+from edge_agent.pipelines.base import InferenceStats
 from edge_agent.updates.config import UpdatesConfig
 from shared.messages import DesiredModel
 

@@ -14,7 +14,7 @@ import pytest
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import ModelSlot, load_slot
-from edge_agent.pipelines.sensor import InferenceStats
+from edge_agent.pipelines.base import InferenceStats
 from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from edge_agent.updates.config import UpdatesConfig
 from edge_agent.updates.health_watch import (

@@ -1,0 +1,319 @@
+"""What every pipeline shares: a source, a model slot, a filter engine, counters, the run
+loop, summaries and the way events leave (local actions first, then the outbox).
+
+``SensorPipeline`` (``sensor.py``) and ``VisionPipeline`` (``vision.py``) say what one
+sample does and how open events end. ``InferenceStats`` is the narrow view of a pipeline's
+inference record that the updater's health watch reads from its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+
+from edge_agent.delivery.action_workers import Actions
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.inference.slot import LoadedModel, ModelSlot
+from edge_agent.pipelines.config import PipelineConfig
+from edge_agent.pipelines.filter_config import default_filters
+from edge_agent.pipelines.filters import FilterEngine, build_engine
+from edge_agent.pipelines.summary import SummaryWindow
+from edge_agent.sources.registry import build_source
+from edge_agent.sources.sample import Sample, Source
+from edge_agent.sources.windows import WindowConfig
+from shared.errors import ConfigError, ModelError, StorageError
+from shared.messages import (
+    Event,
+    PipelineStatus,
+    PipelineSummary,
+    UpdateStatus,
+    new_event_id,
+)
+
+log = logging.getLogger(__name__)
+
+LATENCY_SAMPLES = 512
+"""Inference times a pipeline remembers: enough for the median of a health window."""
+
+
+@dataclass(slots=True)
+class PipelineCounters:
+    """What a pipeline has done since the agent started (reported in status and metrics)."""
+
+    samples_in: int = 0
+    inferences: int = 0
+    events_out: int = 0
+    errors: int = 0
+    gated: int = 0
+    raw_bytes: int = 0
+    """Bytes read from the source (float32 windows: windows x values x 4)."""
+    sent_bytes: int = 0
+    """Encoded bytes handed to the outbox for the cloud: events and summaries."""
+    inference_errors: int = 0
+    """Samples whose inference or postprocessing failed (a part of ``errors``)."""
+    inference_calls: int = 0
+    """Timed ``session.run`` calls; the last LATENCY_SAMPLES times are in ``latencies``."""
+
+
+class InferenceLog:
+    """Recent inference times and errors, so the updater can judge a model it just swapped in.
+
+    Appending to a bounded deque costs tens of nanoseconds; nothing is computed on the hot path.
+    """
+
+    __slots__ = ("errors", "latencies")
+
+    def __init__(self) -> None:
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        """Seconds per window of the most recent inferences, oldest first."""
+        self.errors: deque[tuple[int, str]] = deque(maxlen=16)
+        """(the ``inference_errors`` count it made, message) of the most recent errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceStats:
+    """A pipeline's inference record at one moment: what a health window judges a model by."""
+
+    calls: int
+    """Timed ``session.run`` calls since the agent started."""
+    errors: int
+    """Samples whose inference or postprocessing failed since the agent started."""
+    latencies: tuple[float, ...]
+    """Seconds per window of the last calls (at most LATENCY_SAMPLES), oldest first."""
+    recent_errors: tuple[tuple[int, str], ...]
+    """(the ``errors`` count it made, message) of the most recent errors, oldest first."""
+
+
+class Pipeline(ABC):
+    """What every pipeline shares: a source, a model slot, a filter engine, counters, the
+    run loop, summaries and the way events leave (local actions, then the outbox).
+
+    Subclasses say what one sample does (``process_sample``) and how open events end
+    (``close``): ``SensorPipeline`` here, ``edge_agent.pipelines.vision.VisionPipeline`` for
+    cameras.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        slot: ModelSlot,
+        source: Source | None = None,
+        *,
+        actions: Actions | None = None,
+        agent_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.name = config.name
+        self.slot = slot
+        model = slot.current()
+        self.source = (
+            source if source is not None else build_source(config.source, _window(config, model))
+        )
+        self.counters = PipelineCounters()
+        self.inference_log = InferenceLog()
+        filters = config.filters
+        if "filters" not in config.model_fields_set and model.threshold is not None:
+            filters = default_filters(model.threshold)  # a scorer's calibrated threshold
+        self.filters: FilterEngine = build_engine(filters)
+        self._actions = actions
+        self._failing = False
+        # Summaries name the agent: a pipeline built without one (benchmarks, unit tests)
+        # still accumulates them but publishes none.
+        self._agent_id = agent_id
+        self._summary_s = config.summary_interval_s if agent_id is not None else 0.0
+        self._clock = clock
+        self._summary = SummaryWindow.starting(clock(), self.counters)
+        self._next_event_seq = 0
+        """The seq of the next event: gap-free for the agent's whole life (``run`` resumes it
+        from the outbox, which stores it with the events)."""
+        self._prepare(config)
+
+    @abstractmethod
+    def _prepare(self, config: PipelineConfig) -> None:
+        """What a kind of pipeline sets up once the shared parts exist (checks the model)."""
+
+    @abstractmethod
+    def process_sample(self, sample: Sample) -> list[Event]:
+        """Run one sample through the pipeline; return the events it makes. Raises ModelError."""
+
+    @abstractmethod
+    def close(self) -> list[Event]:
+        """End open events because the stream ends; nothing if none is open."""
+
+    def run(self, outbox: Outbox, stop: threading.Event) -> None:
+        """Process the source until it ends or ``stop`` is set, then close any open event.
+
+        Every ``summary_interval_s`` (checked between two samples) a summary goes to the
+        outbox, and a last one covers the rest when the run ends, so the summaries of a run
+        add up to its counters.
+        """
+        clock, interval = self._clock, self._summary_s
+        due = clock() + interval if interval else math.inf
+        self._resume(outbox)
+        for sample in self.source.samples(stop):
+            try:
+                events = self.process_sample(sample)
+            except (ModelError, ValidationError) as exc:
+                # ValidationError: the model's output made an event the contract refuses
+                # (a score beyond its bound): an inference error, never the pipeline's end.
+                self._inference_failed(exc)
+                continue
+            if self._failing:
+                self._failing = False
+                log.info("pipeline %s: inference works again", self.name)
+            if events:
+                self._emit(outbox, events)
+            if clock() >= due:
+                self._put_summary(outbox)
+                due = clock() + interval
+        self._emit(outbox, self.close())
+        if interval:
+            self._put_summary(outbox)
+
+    def status(self, update: UpdateStatus | None = None) -> PipelineStatus:
+        """What the pipeline runs and did; ``update`` is its last model update (the updater's)."""
+        c = self.counters
+        return PipelineStatus(
+            name=self.name,
+            model=self.slot.current().ref,
+            samples_in=c.samples_in,
+            inferences=c.inferences,
+            events_out=c.events_out,
+            gated=c.gated,
+            errors=c.errors,
+            raw_bytes=c.raw_bytes,
+            sent_bytes=c.sent_bytes,
+            filtered=self.filters.counters.held_back,
+            update=update,
+        )
+
+    def inference_stats(self) -> InferenceStats:
+        """A copy of the inference record, safe to read from another thread."""
+        c, recent = self.counters, self.inference_log
+        return InferenceStats(
+            c.inference_calls, c.inference_errors, tuple(recent.latencies), tuple(recent.errors)
+        )
+
+    def _resume(self, outbox: Outbox) -> None:
+        """Continue the event seq where the last run stored it, and end the incidents that
+        run left open (it died before their ``end``): each gets one now, ``closed_by``
+        restart, so no incident stays open forever."""
+        self._next_event_seq = outbox.next_seq(self.name)
+        try:
+            left_open = outbox.open_incidents(self.name)
+        except ValidationError as exc:  # written by an older agent: end nothing, say so
+            log.warning("pipeline %s: cannot read its open incidents: %s", self.name, exc)
+            return
+        if not left_open:
+            return
+        now = self._clock()
+        ends = [restart_end(start, now) for start in left_open]
+        log.info("pipeline %s: ended %d incident(s) the last run left open", self.name, len(ends))
+        self.counters.events_out += len(ends)
+        self._emit(outbox, ends)
+
+    def _emit(self, outbox: Outbox, events: list[Event]) -> None:
+        """Number the events, then local actions first (they only queue, and act within
+        milliseconds), then the durable outbox for the cloud."""
+        if not events:
+            return
+        first = self._next_event_seq
+        events = [e.model_copy(update={"seq": first + i}) for i, e in enumerate(events)]
+        self._next_event_seq = first + len(events)
+        if self._actions is not None:
+            self._actions.submit(events)
+        self._store(outbox, events)
+
+    def _store(self, outbox: Outbox, events: list[Event]) -> None:
+        try:
+            sent = outbox.put(events)
+        except StorageError as exc:
+            # Never stored: their seqs go to the next events, so the cloud sees no gap.
+            self._next_event_seq -= len(events)
+            self._failed("outbox", exc)
+            return
+        self.counters.sent_bytes += sent
+        by_label = self._summary.events_by_label
+        for event in events:
+            by_label[event.label] += 1
+
+    def summarize(self) -> PipelineSummary:
+        """Close the current summary window (it ends now) and return its summary."""
+        if self._agent_id is None:
+            raise RuntimeError(f"pipeline {self.name} has no agent id to put in a summary")
+        return self._summary.close(
+            end=self._clock(),
+            counters=self.counters,
+            agent_id=self._agent_id,
+            pipeline=self.name,
+            model=self.slot.current().ref,
+        )
+
+    def _put_summary(self, outbox: Outbox) -> None:
+        """Queue a summary behind the events.
+
+        Its own size is counted once it is stored, so it lands in the next window's
+        ``sent_bytes``: a message cannot carry its own length.
+        """
+        try:
+            self.counters.sent_bytes += outbox.put_summary(self.summarize())
+        except StorageError as exc:
+            self._failed("outbox", exc)
+
+    def _timed(self, model: LoadedModel, batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        """``model.runtime.run(batch)``, its time per window kept in the inference log."""
+        start = time.perf_counter()
+        output = model.runtime.run(batch)
+        self.inference_log.latencies.append((time.perf_counter() - start) / batch.shape[0])
+        self.counters.inference_calls += 1
+        return output
+
+    def _inference_failed(self, exc: Exception) -> None:
+        self.counters.inference_errors += 1
+        self.inference_log.errors.append((self.counters.inference_errors, str(exc)))
+        self._failed("inference", exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.counters.errors += 1
+        if not self._failing:
+            self._failing = True
+            log.error("pipeline %s: %s failed: %s", self.name, what, exc)
+
+
+def restart_end(start: Event, now: float) -> Event:
+    """The ``end`` of an incident whose ``start`` a previous run stored and never ended."""
+    ended = datetime.fromtimestamp(max(now, start.ts.timestamp()), UTC)
+    attributes = dict(start.attributes)
+    attributes["closed_by"] = "restart"
+    attributes["duration_s"] = round((ended - start.ts).total_seconds(), 3)
+    return start.model_copy(
+        update={"id": new_event_id(), "state": "end", "ts": ended, "attributes": attributes}
+    )
+
+
+def _window(config: PipelineConfig, model: LoadedModel) -> WindowConfig | None:
+    """The pipeline's window, its channels defaulting to the model's (a manifest lists them);
+    ConfigError when the config names other channels than the model takes."""
+    window = config.window
+    if window is None or model.channels is None:
+        return window
+    if window.channels is None:
+        return window.model_copy(update={"channels": list(model.channels)})
+    if tuple(window.channels) != model.channels:
+        raise ConfigError(
+            f"pipeline {config.name}: window.channels {window.channels} differ from the "
+            f"channels model {model.ref.name} takes, in order: {list(model.channels)}"
+        )
+    return window
