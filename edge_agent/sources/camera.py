@@ -27,6 +27,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from edge_agent.config_types import FilePath, StrictConfig
+from edge_agent.sources.backoff import Backoff
 from edge_agent.sources.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -89,23 +90,6 @@ def open_capture(config: OpenCvSourceConfig) -> Capture:
         int(config.read_timeout_s * 1000),
     ]
     return cast(Capture, cv2.VideoCapture(target, cv2.CAP_FFMPEG, params))
-
-
-class Backoff:
-    """Exponential delays between reconnection attempts: min, 2 min, 4 min, ... max."""
-
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self.minimum = minimum
-        self.maximum = maximum
-        self._next = minimum
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.minimum
 
 
 class _RateLimit:

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
-from edge_agent.sources.camera import Backoff, OpenCvSource, OpenCvSourceConfig
+from edge_agent.sources.backoff import Backoff
+from edge_agent.sources.camera import OpenCvSource, OpenCvSourceConfig
 from edge_agent.sources.image_folder import ImageFolderSource, ImageFolderSourceConfig
 from edge_agent.sources.sample import Sample
 from edge_agent.sources.synthetic_camera import SyntheticSceneSourceConfig
