@@ -7,16 +7,33 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from edge_agent.config_types import HttpUrlText, MqttUrlText, OnOffKeysConfig
+from edge_agent.delivery.selection import EventSelector, check_condition
 from shared.messages import EventState
 
 
 class _ActionConfig(OnOffKeysConfig):
+    """Which events an action acts on (every criterion left out means any); see
+    ``edge_agent.delivery.selection``."""
+
     on: list[EventState] = Field(default=["start"], min_length=1)
     labels: list[str] | None = Field(default=None, description="only these labels; all if unset")
+    kinds: list[str] | None = Field(default=None, description="anomaly, object, zone, ...")
+    zones: list[str] | None = Field(default=None, description="zone events of these zones")
+    lines: list[str] | None = Field(default=None, description="crossings of these lines")
+    directions: list[Literal["left_to_right", "right_to_left"]] | None = None
+    when: Annotated[str, AfterValidator(check_condition)] | None = Field(
+        default=None, description="an attribute condition, like 'occupancy >= 5'"
+    )
     timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+    def selector(self) -> EventSelector:
+        return EventSelector.of(
+            on=self.on, labels=self.labels, kinds=self.kinds, zones=self.zones,
+            lines=self.lines, directions=self.directions, when=self.when,
+        )  # fmt: skip
 
 
 class MqttActionConfig(_ActionConfig):

@@ -27,6 +27,7 @@ from prometheus_client import Counter as PromCounter
 
 from edge_agent.delivery.action_config import ActionConfig
 from edge_agent.delivery.actions import ACTIONS, Action, ActionError, ActionFactory
+from edge_agent.delivery.selection import EventSelector
 from shared.messages import Event
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,13 @@ class _Bound:
     pipeline: str
     type: str
     action: Action
-    on: frozenset[str]
-    labels: frozenset[str] | None
+    selector: EventSelector
     queue: queue.Queue[Event]
     failing: bool = False
     full: bool = False
 
     def wants(self, event: Event) -> bool:
-        return event.state in self.on and (self.labels is None or event.label in self.labels)
+        return self.selector.wants(event)
 
 
 @dataclass(slots=True)
@@ -82,8 +82,7 @@ class Actions:
                     pipeline,
                     c.type,
                     factories[c.type](c, f"aiot-action-{agent_id}-{pipeline}-{i}"),
-                    frozenset(c.on),
-                    frozenset(c.labels) if c.labels is not None else None,
+                    c.selector(),
                     queue.Queue(maxsize=queue_size),
                 )
                 for i, c in enumerate(configs)

@@ -47,7 +47,8 @@ class ActionError(AiotError):
 
 
 def event_payload(event: Event) -> dict[str, Any]:
-    """The small JSON an action sends: what a siren or a PLC needs, not the attributes."""
+    """The small JSON an action sends: what a siren or a PLC needs, with the event's
+    attributes (a zone's occupancy, a line's count and direction, a machine's levels)."""
     return {
         "id": event.id,
         "pipeline": event.pipeline,
@@ -59,6 +60,7 @@ def event_payload(event: Event) -> dict[str, Any]:
         "seq": event.seq,
         "model": event.model.name,
         "model_version": event.model.version,
+        "attributes": dict(event.attributes),
     }
 
 
@@ -180,7 +182,10 @@ class CommandAction:
         cfg = self._config
         env = dict(os.environ)
         payload = event_payload(event)
+        attributes = payload.pop("attributes")
         env.update({f"AIOT_EVENT_{k.upper()}": str(v) for k, v in payload.items()})
+        env.update({f"AIOT_EVENT_ATTR_{_env_name(k)}": str(v) for k, v in attributes.items()})
+        payload["attributes"] = attributes
         env["AIOT_EVENT_JSON"] = json.dumps(payload)
         try:
             done = subprocess.run(
@@ -209,3 +214,8 @@ ACTIONS: dict[str, ActionFactory] = {
     "command": CommandAction,
 }
 """Every action by its config ``type``."""
+
+
+def _env_name(attribute: str) -> str:
+    """An attribute name as an environment variable suffix: ``track_id`` -> ``TRACK_ID``."""
+    return "".join(c if c.isalnum() else "_" for c in attribute).upper()
