@@ -21,6 +21,7 @@ from sqlalchemy import (
     Float,
     Numeric,
     Select,
+    Text,
     and_,
     case,
     cast,
@@ -71,6 +72,7 @@ def aggregate_events(
     until: datetime,
     attribute: str | None = None,
     group_by: Sequence[GroupKey] = (),
+    group_by_attributes: Sequence[str] = (),
     agent_id: str | None = None,
     pipeline: str | None = None,
     label: str | None = None,
@@ -80,12 +82,16 @@ def aggregate_events(
     """``metric`` of the score (or of a numeric ``attribute``) per time bucket and group.
 
     With ``attribute``, only events where it is a number count; empty buckets are absent,
-    never zero. ``use_rollups=False`` reads raw events for everything (same answer, slower).
+    never zero. ``group_by_attributes`` groups by event attributes' values too (a line, a
+    direction, a zone: keys ``attributes.<name>``; events without one are left out); like
+    ``attribute``, it reads raw events. ``use_rollups=False`` reads raw events for
+    everything (same answer, slower).
     """
-    if attribute is not None and re.fullmatch(ATTRIBUTE_PATTERN, attribute) is None:
-        raise ValueError(f"attribute {attribute!r} is not a plain name")
+    for name in (attribute, *group_by_attributes):
+        if name is not None and re.fullmatch(ATTRIBUTE_PATTERN, name) is None:
+            raise ValueError(f"attribute {name!r} is not a plain name")
     filters: Filters = {"agent_id": agent_id, "pipeline": pipeline, "label": label, "kind": kind}
-    if use_rollups and attribute is None and bucket != "minute":
+    if use_rollups and attribute is None and not group_by_attributes and bucket != "minute":
         series = _aggregate_rollups(
             session, metric=metric, bucket=bucket, since=since, until=until,
             group_by=group_by, filters=filters,
@@ -94,6 +100,7 @@ def aggregate_events(
         series = _aggregate_raw(
             session, metric=metric, bucket=bucket, since=since, until=until,
             attribute=attribute, group_by=group_by, filters=filters,
+            group_by_attributes=group_by_attributes,
         )  # fmt: skip
     return AggregateReport(
         bucket=bucket,
@@ -115,15 +122,24 @@ def _aggregate_raw(
     attribute: str | None,
     group_by: Sequence[GroupKey],
     filters: Filters,
+    group_by_attributes: Sequence[str] = (),
 ) -> list[AggregateSeries]:
     """``metric`` per bucket and group computed from the raw events of ``[since, until)``."""
     dialect = session.get_bind().dialect.name
     start = type_coerce(bucket_of(bucket, dialect, EventRow.ts), UtcDateTime).label("bucket_start")
-    groups = [_GROUP_COLUMNS[key] for key in dict.fromkeys(group_by)]
+    named: list[tuple[str, ColumnElement[str]]] = [
+        (key, _GROUP_COLUMNS[key].expression) for key in dict.fromkeys(group_by)
+    ]
+    named += [
+        (f"attributes.{name}", _text_attribute(name, dialect).label(f"attribute_{i}"))
+        for i, name in enumerate(dict.fromkeys(group_by_attributes))
+    ]
+    groups = [column for _, column in named]
     conditions: list[ColumnElement[bool]] = [
         EventRow.ts >= since,
         EventRow.ts < until,
         *event_filters(**filters),
+        *(column.is_not(None) for key, column in named if key.startswith("attributes.")),
     ]
     value: ColumnElement[float] = EventRow.score.expression
     if attribute is not None:
@@ -142,7 +158,7 @@ def _aggregate_raw(
         points.append(
             AggregatePoint(ts=row.bucket_start, value=_finite(row.value), count=row.events)
         )
-    names = [column.key for column in groups]
+    names = [key for key, _ in named]
     return [
         AggregateSeries(group=dict(zip(names, key, strict=True)), points=points)
         for key, points in series.items()
@@ -331,6 +347,14 @@ def _finite(value: object) -> float | None:
         return None
     number = float(value)  # type: ignore[arg-type]
     return number if math.isfinite(number) else None
+
+
+def _text_attribute(name: str, dialect: str) -> ColumnElement[str]:
+    """The attribute's value as text (a line's name, a direction), NULL where absent."""
+    if dialect == "sqlite":
+        return cast(func.json_extract(EventRow.attributes, f'$."{name}"'), Text)
+    value: ColumnElement[str] = EventRow.attributes[name].as_string()
+    return value
 
 
 def _numeric_attribute(name: str, dialect: str) -> ColumnElement[float]:

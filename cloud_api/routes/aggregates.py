@@ -59,6 +59,13 @@ def aggregates(
     group_by: Annotated[
         list[GroupKey] | None, Query(max_length=5, description="repeat to nest")
     ] = None,
+    group_by_attribute: Annotated[
+        list[Annotated[str, Query(pattern=ATTRIBUTE_PATTERN)]] | None,
+        Query(
+            max_length=3,
+            description="group by an event attribute's value too (line, direction, zone)",
+        ),
+    ] = None,
     agent_id: AgentIdQuery = None,
     pipeline: NameQuery = None,
     label: LabelQuery = None,
@@ -70,8 +77,10 @@ def aggregates(
 
     Empty buckets are left out rather than zero-filled, so a sparse week stays small.
     Hour and day buckets of the score (or of a count) come from hourly rollups kept at
-    ingest, so a week or a month answers fast whatever the number of events; minute buckets
-    and attributes are computed from the raw events, so keep their ranges short.
+    ingest, so a week or a month answers fast whatever the number of events; minute buckets,
+    attributes and grouping by attribute (``group_by_attribute=line`` with
+    ``group_by_attribute=direction`` counts crossings per line and direction) are computed
+    from the raw events, so keep their ranges short.
     """
     since, until = bucketed_range(since, until, bucket)
     return aggregate_events(
@@ -82,6 +91,7 @@ def aggregates(
         until=until,
         attribute=attribute,
         group_by=group_by or (),
+        group_by_attributes=group_by_attribute or (),
         agent_id=agent_id,
         pipeline=pipeline,
         label=label,

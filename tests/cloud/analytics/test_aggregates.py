@@ -255,3 +255,42 @@ def test_buckets_are_utc_whatever_the_database_session_time_zone(
     # 20:40 UTC is already the next day in Kolkata (02:10); the buckets stay in UTC.
     assert series_of(days) == {(): [(T0.replace(hour=0), 1, 1)]}
     assert series_of(hours) == {(): [(hour(10), 1, 1)]}
+
+
+def test_crossings_counted_by_line_and_direction(api: TestClient, publisher: Publisher) -> None:
+    camera = unique_agent_id("junction")
+
+    def crossing(at: float, label: str, line: str, direction: str) -> Event:
+        return event(minutes(at), label, 1.0, pipeline="junction", kind="line_crossing",
+                     line=line, direction=direction)  # fmt: skip
+
+    publish(
+        api,
+        publisher,
+        {
+            camera: [
+                crossing(1, "car", "stop", "left_to_right"),
+                crossing(2, "car", "stop", "left_to_right"),
+                crossing(3, "bike", "stop", "right_to_left"),
+                crossing(4, "car", "exit", "left_to_right"),
+                event(minutes(5), "car", 1.0, zone="queue", occupancy=2, pipeline="junction",
+                      kind="zone"),  # no line: not a crossing, left out
+            ],
+        },
+    )  # fmt: skip
+    report = aggregates(api, agent_id=camera, group_by_attribute=["line", "direction"], **DAY)
+    assert {s["group"]["attributes.line"] for s in report["series"]} == {"stop", "exit"}
+    assert series_of(report) == {
+        ("exit", "left_to_right"): [(hour(0), 1.0, 1)],
+        ("stop", "left_to_right"): [(hour(0), 2.0, 2)],
+        ("stop", "right_to_left"): [(hour(0), 1.0, 1)],
+    }
+    by_label = aggregates(
+        api, agent_id=camera, group_by="label", group_by_attribute="direction", **DAY
+    )
+    assert series_of(by_label)[("car", "left_to_right")] == [(hour(0), 3.0, 3)]
+
+
+def test_a_group_by_attribute_that_is_not_a_plain_name_is_422(api: TestClient) -> None:
+    response = api.get("/api/v1/aggregates", params={"group_by_attribute": "line'); drop"})
+    assert response.status_code == 422

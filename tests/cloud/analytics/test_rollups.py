@@ -131,7 +131,10 @@ def answer(
         since=since,
         until=until,
         group_by=group_by,
-        **{name: question.get(name) for name in FILTERS},
+        agent_id=question.get("agent_id"),
+        pipeline=question.get("pipeline"),
+        label=question.get("label"),
+        kind=question.get("kind"),
         use_rollups=use_rollups,
     )
     return [series.model_dump() for series in report.series]
