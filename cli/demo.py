@@ -1,7 +1,9 @@
 """`aiot demo`: the whole platform on one laptop, on embedded defaults.
 
 A local broker (Mosquitto, else embedded amqtt), the cloud API with its ingest worker on
-SQLite, and one edge agent whose simulated machine develops a fault every 20 seconds.
+SQLite, and one edge agent whose simulated machine develops a fault every 20 seconds, whose
+camera watches a synthetic street, which polls a simulated press over Modbus TCP and
+replays a real water-flow recording (``demo_sensors.py``).
 The terminal shows what a dashboard would: the agent's state and counters and the events
 as the cloud stores them, read from the public REST API with an admin key made at start.
 After ROLLOUT_AFTER_S seconds the demo acts as an operator: it registers the vibration model
@@ -24,6 +26,12 @@ from typing import Annotated, Any
 import typer
 
 from cli.broker import MosquittoProcess, free_port, local_broker
+from cli.demo_sensors import (
+    PRESS_FAULT_EVERY_S,
+    DemoSensors,
+    sensor_pipelines_yaml,
+    start_sensors,
+)
 from cli.demo_view import show_live
 from cli.server import serve_in_thread
 
@@ -40,11 +48,13 @@ VIBRATION_LABELS = ["healthy", "imbalance", "misalignment", "bearing_outer_race"
 
 
 def demo_agent_config(
-    *, broker_url: str, protocol: str, workdir: Path, hours: float, cloud: str = ""
-) -> str:
+    *, broker_url: str, protocol: str, workdir: Path, hours: float, cloud: str = "",
+    sensors: str = "",
+) -> str:  # fmt: skip
     """The demo agent's YAML: a vibration pipeline with a fault every FAULT_EVERY_S seconds, and
     a camera on a synthetic street where a car or a person crosses a stop line now and then.
-    ``cloud`` is the YAML of the ``cloud:`` and ``updates:`` sections (model updates)."""
+    ``cloud`` is the YAML of the ``cloud:`` and ``updates:`` sections (model updates);
+    ``sensors`` more pipelines (the Modbus press and the CSV replay, ``demo_sensors.py``)."""
     import models
     from edge_agent.sources.machine_physics import FAULTS
 
@@ -96,7 +106,7 @@ outbox:
         lines: [{{name: stop-line, a: [320, 0], b: [320, 360]}}]
       thumbnails: {workdir / "thumbnails"}
     summary_interval_s: {SUMMARY_EVERY_S}
-"""
+{sensors}"""
 
 
 def demo(
@@ -113,6 +123,7 @@ def demo(
     try:
         _run(console, platform, duration)
     finally:
+        platform.sensors.press.stop()
         platform.broker.stop()
     console.print(f"\nstopped; data kept in {platform.workdir}")
 
@@ -127,6 +138,7 @@ class _Platform:
     app: Any
     api_port: int
     agent: Any
+    sensors: DemoSensors
 
     @property
     def api_url(self) -> str:
@@ -158,6 +170,7 @@ def _assemble(api_port: int, duration: float | None) -> _Platform:
         data_dir=workdir,
     )
     api_url = f"http://127.0.0.1:{api_port}"
+    sensors = start_sensors(workdir, free_port())
     config_path = workdir / "edge.yaml"
     config_path.write_text(
         demo_agent_config(
@@ -166,10 +179,16 @@ def _assemble(api_port: int, duration: float | None) -> _Platform:
             workdir=workdir,
             hours=(duration or 24 * 3600) / 3600,
             cloud=_cloud_section(api_url, credentials, workdir),
+            sensors=sensor_pipelines_yaml(sensors, SUMMARY_EVERY_S),
         )
     )
-    agent = Agent(load_config(config_path))
-    return _Platform(workdir, broker, agent_url, create_app(settings), api_port, agent)
+    try:
+        agent = Agent(load_config(config_path))
+    except BaseException:
+        sensors.press.stop()
+        raise
+    app = create_app(settings)
+    return _Platform(workdir, broker, agent_url, app, api_port, agent, sensors)
 
 
 def _run(console: Any, platform: _Platform, duration: float | None) -> None:
@@ -246,8 +265,10 @@ def _print_intro(
     console.print(f"[bold]Broker[/] {broker.url}  ({broker.name}, {access})")
     console.print(f"[bold]Data[/] {workdir}  (SQLite, outbox, agent config edge.yaml)")
     console.print(
-        f"A machine fault every {FAULT_EVERY_S:.0f} s, a car or a person every "
-        f"~{OBJECT_EVERY_S:.0f} s; vibration-anomaly {ROLLOUT_VERSION} is rolled out after "
+        f"A spindle fault every {FAULT_EVERY_S:.0f} s, a car or a person every "
+        f"~{OBJECT_EVERY_S:.0f} s, a worn pump on the Modbus press every "
+        f"{PRESS_FAULT_EVERY_S:.0f} s, and river's real water-flow recording replayed at an "
+        f"hour a second; vibration-anomaly {ROLLOUT_VERSION} is rolled out after "
         f"{ROLLOUT_AFTER_S:.0f} s; Ctrl-C stops everything.\n"
     )
 
