@@ -263,3 +263,17 @@ def test_example_cloud_section_is_valid_once_uncommented(tmp_path: Path) -> None
     assert config.cloud is not None
     assert config.cloud.public_key_file == tmp_path / "data" / "cloud" / "signing-key.pub"
     assert config.updates.keep_versions == 3
+
+
+def test_example_device_pipelines_are_valid_once_uncommented(tmp_path: Path) -> None:
+    text = (REPO / "deploy" / "edge.example.yaml").read_text()
+    _, block = text.split("# The blocks below are valid once uncommented", 1)
+    lines = block.split("\n")[1:]
+    devices = "".join(line.removeprefix("#") + "\n" for line in lines if line.startswith("#"))
+    example = tmp_path / "deploy" / "edge.yaml"
+    example.parent.mkdir()
+    example.write_text(text + devices)
+    config = load_config(example)
+    kinds = {p.name: p.source.type for p in config.pipelines}
+    assert {"press": "modbus", "boiler": "opcua", "hall-climate": "mqtt"}.items() <= kinds.items()
+    assert kinds["line-replay"] == "csv"
