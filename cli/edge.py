@@ -32,17 +32,22 @@ def run(config: ConfigPath, log_level: str = "INFO") -> None:
 
 @app.command("validate-config")
 def validate_config(path: Annotated[Path, typer.Argument(help="Agent YAML config file.")]) -> None:
-    """Check a config file and the data it names (a CSV replay is read through); print what
-    it declares, or the key, file and line that is wrong."""
-    from edge_agent.config import load_config
-    from edge_agent.sources.registry import check_source
+    """Check a config file and what it names (a CSV replay is read through, each sensor model
+    loaded against its pipeline's windows); print what it declares, or the key, file and
+    line that is wrong."""
+    from edge_agent.config import key_line, load_config
+    from edge_agent.preflight import preflight
 
     try:
         agent_config = load_config(path)
-        for index, pipeline in enumerate(agent_config.pipelines):
-            check_source(pipeline.source, f"{path}: pipelines[{index}].source")
     except ConfigError as error:
         typer.echo(f"invalid config: {error}", err=True)
         raise typer.Exit(2) from None
+    problems = preflight(agent_config)
+    if problems:
+        typer.echo(f"invalid config: {path} ({len(problems)} error(s))", err=True)
+        for loc, reason in problems:
+            typer.echo(f"  {key_line(path, loc)}: {reason}", err=True)
+        raise typer.Exit(2)
     names = ", ".join(p.name for p in agent_config.pipelines)
     typer.echo(f"{path}: OK, agent {agent_config.agent_id}, pipelines: {names}")

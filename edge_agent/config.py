@@ -78,6 +78,16 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(_describe(exc, root, path)) from None
 
 
+def key_line(path: Path, loc: tuple[int | str, ...]) -> str:
+    """``file:line: key.path`` of a key of a config file that loaded (for checks that run
+    after validation, like a model that does not fit its pipeline's window)."""
+    root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    if root is None:
+        return f"{path.name}:1: {key_path(loc)}"
+    line, keys = _locate(root, loc)
+    return f"{path.name}:{line}: {key_path(keys)}"
+
+
 def _reject_duplicate_keys(node: yaml.Node, path: Path) -> None:
     """PyYAML keeps the last of two equal keys silently; a config must not."""
     if isinstance(node, yaml.MappingNode):

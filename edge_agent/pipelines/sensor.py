@@ -59,7 +59,7 @@ class SensorPipeline(Pipeline):
         shape = (
             (len(self._channels), self.source.window) if self._channels else (self.source.window,)
         )
-        if model.task not in ("anomaly", "score") or not _fits(shape, model.input_shape):
+        if model.task not in ("anomaly", "score") or not window_fits(shape, model.input_shape):
             raise ConfigError(
                 f"pipeline {self.name}: the source gives windows of {list(shape)} values but "
                 f"model {model.ref.name} {model.ref.version} ({model.task}) takes "
@@ -232,7 +232,7 @@ def _check_finite(name: str, total: float, low: float, high: float) -> None:
         raise ModelError(f"{name}: output outside +-{MAX_SCORE:g}")
 
 
-def _fits(window: tuple[int, ...], model_input: tuple[int, ...]) -> bool:
+def window_fits(window: tuple[int, ...], model_input: tuple[int, ...]) -> bool:
     """Whether windows of this shape feed a model input (both without the batch axis)."""
     if not model_input or math.prod(window) != math.prod(model_input):
         return False
