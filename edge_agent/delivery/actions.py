@@ -133,17 +133,21 @@ class MqttAction:
         self._connected = False
 
 
-class WebhookAction:
-    """POST the event's JSON; a 2xx completes it."""
-
-    def __init__(self, config: WebhookActionConfig, name: str) -> None:
-        self._config = config
+class _Unconnected:
+    """An action that opens nothing between events: start and stop have nothing to do."""
 
     def start(self) -> None:
         pass
 
     def stop(self) -> None:
         pass
+
+
+class WebhookAction(_Unconnected):
+    """POST the event's JSON; a 2xx completes it."""
+
+    def __init__(self, config: WebhookActionConfig, name: str) -> None:
+        self._config = config
 
     def run(self, event: Event) -> None:
         cfg = self._config
@@ -166,17 +170,11 @@ class WebhookAction:
         raise ActionError(f"POST {cfg.url}: {error}")
 
 
-class CommandAction:
+class CommandAction(_Unconnected):
     """Run ``argv`` with AIOT_EVENT_* set; exit status 0 completes it."""
 
     def __init__(self, config: CommandActionConfig, name: str) -> None:
         self._config = config
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
     def run(self, event: Event) -> None:
         cfg = self._config
