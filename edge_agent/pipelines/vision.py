@@ -27,7 +27,7 @@ from edge_agent.pipelines.thumbnails import save_thumbnail
 from edge_agent.pipelines.tracking.lifecycle import LifecycleStep, ObjectDecision, ObjectLifecycle
 from edge_agent.sources.sample import Sample
 from shared.errors import ConfigError, StorageError
-from shared.messages import Event, ModelRef, new_event_id
+from shared.messages import Event, EventState, ModelRef, new_event_id
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class VisionPipeline(Pipeline):
         self._last_seq = -1
         self._last_ts = 0.0
         self._objects = self._summary.signal("objects")
+        self._occupancy: dict[str, int] = {}
+        """Each zone's occupancy as last reported through the filters."""
 
     def process_sample(self, sample: Sample) -> list[Event]:
         frame: Frame = sample.data  # type: ignore[assignment]  # camera sources yield uint8
@@ -124,6 +126,7 @@ class VisionPipeline(Pipeline):
                 events.append(_object_event(self.name, decision, passed, ref))
         for heartbeat in self.filters.tick(self._last_ts, max(self._last_seq, 0)):
             events.append(_heartbeat_event(self.name, heartbeat, ref))
+        events += self._occupancy_events(step, ref)
         for zone in step.zones:
             events.append(
                 _instant(
@@ -140,6 +143,36 @@ class VisionPipeline(Pipeline):
                           "track_id": crossing.track_id, "count": crossing.count},
                 )
             )  # fmt: skip
+        return events
+
+    def _occupancy_events(self, step: LifecycleStep, ref: ModelRef) -> list[Event]:
+        """A zone's occupancy as an incident the filters see like any other: it starts when
+        the zone fills, updates when the count changes and ends when it empties (kind
+        ``occupancy``, label the zone, score the count). So a chain's report stages (a
+        minimum interval, a rate limit, dedup) debounce a queue that flickers between 4
+        and 5, and an action can wait for ``occupancy >= 5``."""
+        latest: dict[str, tuple[int, float, int]] = {}
+        for zone in step.zones:
+            latest[zone.zone] = (zone.occupancy, zone.ts, zone.seq)
+        events: list[Event] = []
+        for name, (count, ts, seq) in latest.items():
+            before = self._occupancy.get(name, 0)
+            if count == before:
+                continue
+            self._occupancy[name] = count
+            state: EventState = "start" if before == 0 else "end" if count == 0 else "update"
+            passed = self.filters.offer(f"zone:{name}", state, ts, seq, float(count), name)
+            if passed is not None:
+                attributes: dict[str, float | int | str | bool] = {
+                    "zone": name,
+                    "occupancy": count,
+                }
+                events.append(
+                    _instant(
+                        self.name, "occupancy", name, float(count), ts, seq, ref, attributes,
+                        state=passed.state,
+                    )
+                )  # fmt: skip
         return events
 
     def _save(self, frame: Frame, box: tuple[float, float, float, float], path: Path) -> None:

@@ -61,6 +61,7 @@ def test_a_queue_of_n_in_a_zone_switches_the_signal_with_the_count(tmp_path: Pat
             found = pipeline.process_sample(sample)
             actions.submit(found)
             events += found
+        events += pipeline.close()
     finally:
         actions.stop(grace_s=30)
     zone_events = [e for e in events if e.kind == "zone"]
@@ -75,6 +76,12 @@ def test_a_queue_of_n_in_a_zone_switches_the_signal_with_the_count(tmp_path: Pat
     # Only the passing car crosses the stop line (the queue waits before it). Directions are
     # relative to the line drawn from a to b: this line points down the frame, so a car
     # driving to the right of the frame crosses it from its right side to its left.
+    # The occupancy is one incident through the filters: it starts when the lane fills,
+    # updates on each change and ends when the lane empties (the end of the scene here).
+    occupancy = [(e.state, int(e.score)) for e in events if e.kind == "occupancy"]
+    assert occupancy[0] == ("start", 1)
+    assert ("update", QUEUE_AT) in occupancy
+    assert occupancy[-1] == ("end", 0)
     crossings = [e for e in events if e.kind == "line_crossing"]
     assert [
         (e.attributes["line"], e.attributes["direction"], e.attributes["count"]) for e in crossings
