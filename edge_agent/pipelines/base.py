@@ -200,7 +200,7 @@ class Pipeline(ABC):
         )
 
     def inference_stats(self) -> InferenceStats:
-        """A copy of the inference record, safe to read from another thread."""
+        """A copy of the inference record (the updater reads it from its own thread)."""
         c, recent = self.counters, self.inference_log
         return InferenceStats(
             c.inference_calls, c.inference_errors, tuple(recent.latencies), tuple(recent.errors)

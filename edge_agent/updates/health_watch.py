@@ -137,9 +137,6 @@ class HealthWatch:
         """Whether pipeline ``name`` is in a health window."""
         return name in self._watches
 
-    def __bool__(self) -> bool:
-        return bool(self._watches)
-
     def ended(self) -> list[tuple[Watch, Verdict]]:
         """The windows whose outcome is known now, with their verdicts; they are closed."""
         done: list[tuple[Watch, Verdict]] = []

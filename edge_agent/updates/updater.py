@@ -159,7 +159,7 @@ class Updater:
             try:
                 if latest is not None:
                     self._reconcile()
-                if self._health and self._settle_watches():
+                if self._settle_watches():
                     self._reconcile()  # what arrived during a health window gets its turn now
             except Exception:
                 # A bug must not end model updates for good (nor the agent): say it, go on.
