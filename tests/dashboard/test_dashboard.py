@@ -9,7 +9,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from shared.messages import PipelineSummary, encode, utcnow
+from shared.messages import PipelineSummary, SignalStats, encode, utcnow
 from shared.topics import Channel
 from tests.cloud.helpers import (
     MODEL,
@@ -162,3 +162,53 @@ def test_a_refused_key_shows_the_form_again(
     expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
     last = traffic.api_calls("/api/v1/agents")[-1]
     assert last.headers["authorization"] == f"Bearer {api_key}"
+
+
+def test_the_dashboard_shows_a_machines_health_trend_and_line_counts(
+    live_api: LiveServer, api_key: str, mqtt: Publisher, page: Page, traffic: Traffic
+) -> None:
+    machine, camera = unique_agent_id("press"), unique_agent_id("junction")
+    end = utcnow()
+    for hours_ago, peak in ((3, 0.4), (2, 0.9), (1, 0.3)):
+        summary = make_summary(machine).model_copy(
+            update={
+                "window_start": end - timedelta(hours=hours_ago),
+                "window_end": end - timedelta(hours=hours_ago) + timedelta(minutes=1),
+                "signals": {"score": SignalStats(min=0.1, mean=peak / 2, max=peak, count=375)},
+            }
+        )
+        mqtt.publish(topic(machine, Channel.SUMMARY), encode(summary))
+    crossings = make_batch(camera, 3, label="car")
+    directions = ["left_to_right", "left_to_right", "right_to_left"]
+    events = [
+        e.model_copy(
+            update={"kind": "line_crossing", "attributes": {"line": "stop", "direction": d}}
+        )
+        for e, d in zip(crossings.events, directions, strict=True)
+    ]
+    mqtt.publish(
+        topic(camera, Channel.EVENTS), encode(crossings.model_copy(update={"events": events}))
+    )
+    wait_until(
+        lambda: (
+            len(get(live_api, api_key, "/api/v1/events", agent_id=camera)["items"]) == 3
+            and get(live_api, api_key, "/api/v1/signals", agent_id=machine, signal="score")[
+                "series"
+            ]
+        ),
+        what="the summaries' signals and the crossings to be stored",
+    )
+
+    page.goto(f"{live_api.url}/#key={api_key}")
+
+    health = page.locator(f'[data-testid="health-row"][data-agent-id="{machine}"]')
+    expect(health).to_have_attribute("data-points", "3")
+    expect(health).to_have_attribute("data-peak", "0.9")
+    expect(health.get_by_test_id("health-latest")).to_have_text("0.150")
+    expect(health.locator("polyline")).to_be_attached()
+    stop = page.locator('[data-testid="line-row"][data-line="stop"]')
+    expect(stop).to_have_count(2)
+    expect(stop.and_(page.locator('[data-direction="left_to_right"]'))).to_have_attribute(
+        "data-count", "2"
+    )
+    assert traffic.page_errors == []

@@ -1,6 +1,7 @@
 // The dashboard: asks for an API key once, then shows the fleet, a live event feed, events per
 // label over time, bandwidth saved and rollout state, from the public REST API only.
 
+import { renderHealth, renderLineCounts } from "./analytics.js";
 import { Api, AuthError } from "./api.js";
 import { SavedChart, renderBandwidth } from "./bandwidth.js";
 import { LabelChart, RANGES } from "./chart.js";
@@ -12,6 +13,8 @@ import { renderDeployments } from "./rollouts.js";
 import { EventStream } from "./sse.js";
 
 const REFRESH_MS = 5000;
+const DAY_MS = 86_400_000;
+const WEEK_MS = 7 * DAY_MS;
 const FEED_LIMIT = 100;
 const FEED_INITIAL = 50;
 /** A burst of live events redraws the chart once. */
@@ -75,6 +78,23 @@ class Dashboard {
         ]);
         renderBandwidth(byTestId("bandwidth-panel"), report);
         if (!this.stopped) this.saved.update(series);
+      }),
+      this.panel("health", async () => {
+        const report = await this.api.get("api/v1/signals", {
+          signal: "score",
+          bucket: "hour",
+          since: new Date(Date.now() - WEEK_MS).toISOString(),
+        });
+        renderHealth(byTestId("health-panel"), report);
+      }),
+      this.panel("lines", async () => {
+        const report = await this.api.get("api/v1/aggregates", {
+          kind: "line_crossing",
+          bucket: "day",
+          group_by_attribute: ["line", "direction"],
+          since: new Date(Date.now() - DAY_MS).toISOString(),
+        });
+        renderLineCounts(byTestId("lines-panel"), report);
       }),
       this.panel("deployments", async () => {
         renderDeployments(byTestId("deployments-panel"), await this.api.getOptional("api/v1/deployments"));
