@@ -19,13 +19,13 @@ transaction that stores them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, case, func, literal, text
+from sqlalchemy import ColumnElement, Connection, Insert, Table, case, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_api.tables import EVENT_ROLLUP_TOTALS, EVENT_ROLLUPS, EVENT_ROLLUPS_BY, SIGNAL_ROLLUPS
@@ -282,6 +282,10 @@ def signal_upsert(dialect: str) -> Insert:
     and max combine."""
     table = SIGNAL_ROLLUPS
     old = {name: table.c[name] for name in ("count", "sum", "min", "max")}
+    count: ColumnElement[Any]
+    total: ColumnElement[Any]
+    low: ColumnElement[Any]
+    high: ColumnElement[Any]
     if dialect == "sqlite":
         statement: sqlite.Insert | postgresql.Insert = sqlite.insert(table)
         new = statement.excluded
@@ -299,9 +303,7 @@ def signal_upsert(dialect: str) -> Insert:
         )
         same_sign = func.sign(old["sum"]) == func.sign(new["sum"])
         overflows = same_sign & (func.abs(old["sum"]) > FLOAT_MAX - func.abs(new["sum"]))
-        total = case(
-            (overflows, func.sign(old["sum"]) * FLOAT_MAX), else_=old["sum"] + new["sum"]
-        )
+        total = case((overflows, func.sign(old["sum"]) * FLOAT_MAX), else_=old["sum"] + new["sum"])
         low, high = func.least(old["min"], new["min"]), func.greatest(old["max"], new["max"])
     return statement.on_conflict_do_update(
         index_elements=SIGNAL_KEY,

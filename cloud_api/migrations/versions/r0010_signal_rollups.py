@@ -19,31 +19,29 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 VALUES = ["count", "sum", "min", "max"]
-INT64_MAX = "9223372036854775807"
-FLOAT_MAX = "1.7976931348623157e308"
-
 # Counts and sums of a backfill saturate as ingest's do; both databases add them up in a type
-# that does not overflow first (numeric on PostgreSQL, total() on SQLite).
+# that does not overflow first (numeric on PostgreSQL, total() on SQLite): the largest
+# 64-bit integer and the largest float are the literals below.
 BACKFILL = {
-    "postgresql": f"""
+    "postgresql": """
 INSERT INTO signal_rollups (agent_id, pipeline, signal, hour, count, sum, min, max)
 SELECT agent_id, pipeline, s.key,
        timezone('UTC', date_trunc('hour', timezone('UTC', window_start))),
-       least(sum((s.value->>'count')::numeric), {INT64_MAX})::bigint,
+       least(sum((s.value->>'count')::numeric), 9223372036854775807)::bigint,
        greatest(least(sum((s.value->>'mean')::numeric * (s.value->>'count')::numeric),
-                      {FLOAT_MAX}), -{FLOAT_MAX})::float8,
+                      1.7976931348623157e308), -1.7976931348623157e308)::float8,
        min((s.value->>'min')::float8), max((s.value->>'max')::float8)
 FROM summaries, jsonb_each(summaries.signals) AS s
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 """,
     # The fixed-width naive UTC text UtcDateTime stores on SQLite, so keys equal ingest's.
-    "sqlite": f"""
+    "sqlite": """
 INSERT INTO signal_rollups (agent_id, pipeline, signal, hour, count, sum, min, max)
 SELECT agent_id, pipeline, s.key, strftime('%Y-%m-%d %H:00:00.000000', window_start),
-       CAST(min(total(json_extract(s.value, '$.count')), {INT64_MAX}) AS INTEGER),
+       CAST(min(total(json_extract(s.value, '$.count')), 9223372036854775807) AS INTEGER),
        max(min(coalesce(total(json_extract(s.value, '$.mean')
                               * json_extract(s.value, '$.count')), 0.0),
-               {FLOAT_MAX}), -{FLOAT_MAX}),
+               1.7976931348623157e308), -1.7976931348623157e308),
        min(json_extract(s.value, '$.min')), max(json_extract(s.value, '$.max'))
 FROM summaries, json_each(summaries.signals) AS s
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
