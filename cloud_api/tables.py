@@ -272,10 +272,13 @@ class SignalRollupRow(Base):
             "hour",
             postgresql_include=["count", "sum", "min", "max"],
         ),
-        # The fleet's one signal over a month; retention deletes by hour.
+        # The fleet's one signal over a month, read in the answer's order (no sort);
+        # retention deletes by hour.
         Index(
-            "ix_signal_rollups_signal_hour",
+            "ix_signal_rollups_signal_series",
             "signal",
+            "agent_id",
+            "pipeline",
             "hour",
             postgresql_include=["count", "sum", "min", "max"],
         ),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Numeric, Select, cast, func, select, text, type_coerce
+from sqlalchemy import ColumnElement, Select, func, select, text, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
@@ -29,6 +29,8 @@ SIGNAL_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 """A signal name as the edge names it (the wire's ``SignalName``)."""
 
 _SERIES = ("agent_id", "pipeline", "signal")
+DAY_SCALE = 2.0**-5
+"""Day sums are added up scaled by this (exact: a power of two) and scaled back here."""
 
 
 def signal_series(
@@ -53,7 +55,7 @@ def signal_series(
         bucket=bucket,
         since=since,
         until=until,
-        series=_series(session.connection().execute(query).all(), utc_reader(session)),
+        series=_series(session.connection().execute(query).all(), bucket, utc_reader(session)),
     )
 
 
@@ -68,9 +70,9 @@ def _query(
 ) -> Select[Any]:
     """(agent_id, pipeline, signal, bucket start, count, sum, min, max) per bucket, in order.
 
-    Hour buckets are the rollup rows themselves; day buckets add them up in the database:
-    counts and sums in types that cannot overflow (numeric on PostgreSQL; SQLite's
-    ``total``, a float, where an integer ``sum`` would raise).
+    Hour buckets are the rollup rows themselves; day buckets add them up in the database,
+    where nothing may overflow: counts in numeric on PostgreSQL and with SQLite's ``total``
+    (a float, where an integer ``sum`` would raise), sums scaled by ``DAY_SCALE``.
     """
     table = SIGNAL_ROLLUPS.c
     conditions: list[ColumnElement[bool]] = [
@@ -92,10 +94,10 @@ def _query(
     start = bucket_of(bucket, dialect, table.hour)
     count: ColumnElement[Any]
     total: ColumnElement[Any]
-    if dialect == "postgresql":
-        count, total = func.sum(table["count"]), func.sum(cast(table["sum"], Numeric))
-    else:
-        count, total = func.total(table["count"]), func.total(table["sum"])
+    # A day is at most 24 hourly sums, each within the float range: scaled by 1/32 (exact,
+    # a power of two) they add up without overflowing, which PostgreSQL would refuse.
+    total = func.sum(table["sum"] * DAY_SCALE)
+    count = func.sum(table["count"]) if dialect == "postgresql" else func.total(table["count"])
     return (
         select(*series, start, count, total, func.min(table["min"]), func.max(table["max"]))
         .where(*conditions)
@@ -104,17 +106,22 @@ def _query(
     )
 
 
-def _series(rows: Sequence[Any], to_utc: Callable[[Any], datetime]) -> list[SignalSeries]:
+def _series(
+    rows: Sequence[Any], bucket: SeriesBucket, to_utc: Callable[[Any], datetime]
+) -> list[SignalSeries]:
     """The rows, in series order, as one ``SignalSeries`` each; each bucket start converted
     once (the fleet's series share them)."""
     starts: dict[Any, datetime] = {}
     series: dict[tuple[str, str, str], list[SignalPoint]] = {}
+    scale = 1.0 if bucket == "hour" else 1 / DAY_SCALE
     for agent_id, pipeline, signal, start, count, total, low, high in rows:
         ts = starts.get(start)
         if ts is None:
             ts = starts[start] = to_utc(start)
         n = int(count)
-        point = SignalPoint(ts=ts, min=low, mean=_mean(total, n, low, high), max=high, count=n)
+        point = SignalPoint(
+            ts=ts, min=low, mean=_mean(total, scale, n, low, high), max=high, count=n
+        )
         series.setdefault((agent_id, pipeline, signal), []).append(point)
     return [
         SignalSeries(agent_id=agent_id, pipeline=pipeline, signal=signal, points=points)
@@ -122,10 +129,10 @@ def _series(rows: Sequence[Any], to_utc: Callable[[Any], datetime]) -> list[Sign
     ]
 
 
-def _mean(total: Any, count: int, low: float, high: float) -> float | None:
-    """``total / count`` within ``[low, high]`` (rounding may step outside); None when the
-    total reached the float range (saturated, or a day's total past it)."""
-    value = float(total)
+def _mean(total: Any, scale: float, count: int, low: float, high: float) -> float | None:
+    """``total x scale / count`` within ``[low, high]`` (rounding may step outside); None when
+    the total reached the float range (saturated, or a day's total past it)."""
+    value = float(total) * scale
     if not math.isfinite(value) or abs(value) >= rollups.FLOAT_MAX:
         return None
     mean: float = min(max(value / count, low), high)

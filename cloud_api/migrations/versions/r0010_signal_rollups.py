@@ -65,9 +65,9 @@ def upgrade() -> None:
         ),
     )
     op.create_index(
-        "ix_signal_rollups_signal_hour",
+        "ix_signal_rollups_signal_series",
         "signal_rollups",
-        ["signal", "hour"],
+        ["signal", "agent_id", "pipeline", "hour"],
         postgresql_include=VALUES,
     )
     op.create_index("ix_signal_rollups_hour", "signal_rollups", ["hour"])
