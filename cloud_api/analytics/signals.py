@@ -119,7 +119,9 @@ def _series(
         if ts is None:
             ts = starts[start] = to_utc(start)
         n = int(count)
-        point = SignalPoint(
+        # Built without validation: every value is of its field's type already, and a month
+        # of the fleet by hour is 36 000 points (validation would be a third of the time).
+        point = SignalPoint.model_construct(
             ts=ts, min=low, mean=_mean(total, scale, n, low, high), max=high, count=n
         )
         series.setdefault((agent_id, pipeline, signal), []).append(point)
