@@ -61,6 +61,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "bench.postgres_queries:bench_postgres_queries",
         postgres_queries_budget_s(pg_events()),
     ),
+    Benchmark("signals", "signal trends", "bench.signals:bench_signals", 120),
 )
 
 

@@ -1,10 +1,12 @@
-"""Retention: delete events, rollups, summaries and dead letters older than the horizon.
+"""Retention: delete events, rollups, summaries, signal rollups and dead letters older than
+the horizon.
 
 Deletes go in bounded batches, each its own short transaction, so ingest and readers never
 wait behind one huge DELETE and a crash loses at most one batch of work. The horizon is cut
 to a whole hour: events and their hourly rollups then go together, and aggregates over what
-is left agree with the raw events. With several API replicas on PostgreSQL, one of them
-holds an advisory lock for the round and the others skip it.
+is left agree with the raw events; summaries and their signals' hourly rollups likewise.
+With several API replicas on PostgreSQL, one of them holds an advisory lock for the round
+and the others skip it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, Table, delete, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud_api.analytics.rollups import LEVELS, hour_of
+from cloud_api.analytics.rollups import LEVELS, SIGNAL_KEY, hour_of
 from cloud_api.db import AdvisoryLock
-from cloud_api.tables import DEAD_LETTERS, EVENTS, SUMMARIES
+from cloud_api.tables import DEAD_LETTERS, EVENTS, SIGNAL_ROLLUPS, SUMMARIES
 from shared.errors import ConfigError
 from shared.messages import utcnow
 
@@ -41,6 +43,7 @@ RETENTION_TABLES = (
     RetentionTable(EVENTS, ("id",), "ts"),
     *(RetentionTable(level.table, tuple(level.key), "bucket") for level in LEVELS),
     RetentionTable(SUMMARIES, ("id",), "window_start"),
+    RetentionTable(SIGNAL_ROLLUPS, tuple(SIGNAL_KEY), "hour"),
     RetentionTable(DEAD_LETTERS, ("id",), "received_at"),
 )
 

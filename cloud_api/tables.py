@@ -1,5 +1,9 @@
-"""SQL tables (SQLAlchemy 2.0 typed ORM): events and their hourly rollups, summaries, agents,
-dead letters, models, API keys, broker users, deployments and desired states."""
+"""SQL tables (SQLAlchemy 2.0 typed ORM): events and their hourly rollups, summaries and their
+signals' hourly rollups, agents, dead letters, models, API keys, broker users, deployments and
+desired states.
+
+Over 400 lines: every SQL table lives here (DESIGN §2), each a short class with its indexes.
+"""
 
 from __future__ import annotations
 
@@ -237,6 +241,51 @@ class SummaryRow(Base):
     )
 
 
+class SignalRollupRow(Base):
+    """Count, sum, min and max of one summary signal (``score``, ``rms_g``...) of one hour.
+
+    Kept by ingest in the transaction that stores the summaries (only the ones stored for the
+    first time), so a month of a machine's trend reads a few rows per hour; ``hour`` is the
+    start (UTC) of the hour the summaries' ``window_start`` fell in. ``sum`` adds each
+    summary's ``mean x count`` and stays within +/- the largest float (saturated, never
+    infinite); ``count`` saturates at the largest 64-bit integer.
+    """
+
+    __tablename__ = "signal_rollups"
+
+    agent_id: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    signal: Mapped[str] = mapped_column(String(64))
+    hour: Mapped[datetime] = mapped_column(UtcDateTime)
+    count: Mapped[int] = mapped_column(BigInteger)
+    sum: Mapped[float] = mapped_column(Float)
+    min: Mapped[float] = mapped_column(Float)
+    max: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        # One agent's trend is a range of this key; the values ride along (PostgreSQL
+        # INCLUDE), so a month of it is an index-only scan.
+        PrimaryKeyConstraint(
+            "agent_id",
+            "pipeline",
+            "signal",
+            "hour",
+            postgresql_include=["count", "sum", "min", "max"],
+        ),
+        # The fleet's one signal over a month, read in the answer's order (no sort);
+        # retention deletes by hour.
+        Index(
+            "ix_signal_rollups_signal_series",
+            "signal",
+            "agent_id",
+            "pipeline",
+            "hour",
+            postgresql_include=["count", "sum", "min", "max"],
+        ),
+        Index("ix_signal_rollups_hour", "hour"),
+    )
+
+
 class AgentRow(Base):
     """The last status an agent reported; ``last_seen`` is when it last said it was online."""
 
@@ -396,5 +445,6 @@ EVENTS = _core(EventRow)
 EVENT_ROLLUPS = _core(EventRollupRow)
 EVENT_ROLLUP_TOTALS = _core(EventRollupTotalRow)
 SUMMARIES = _core(SummaryRow)
+SIGNAL_ROLLUPS = _core(SignalRollupRow)
 AGENTS = _core(AgentRow)
 DEAD_LETTERS = _core(DeadLetterRow)

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cloud_api.analytics import rollups
-from cloud_api.analytics.buckets import bucket_of, ceil_hour
+from cloud_api.analytics.buckets import bucket_of, ceil_hour, utc_reader
 from cloud_api.queries.events import event_filters
 from cloud_api.schemas import (
     AggregatePoint,
@@ -284,7 +284,7 @@ def _rolled_series(
     (fifty rows share it), and the metric is picked by a function chosen up front.
     """
     value_of = _ROLLED_METRIC[metric]
-    to_utc = _utc_reader(session)
+    to_utc = utc_reader(session)
     starts: dict[Any, datetime] = {}
     series: dict[tuple[str, ...], list[AggregatePoint]] = {}
     for *group, start, count, total, low, high in session.connection().execute(query).all():
@@ -297,20 +297,6 @@ def _rolled_series(
         AggregateSeries(group=dict(zip(keys, key, strict=True)), points=points)
         for key, points in series.items()
     ]
-
-
-def _utc_reader(session: Session) -> Callable[[Any], datetime]:
-    """How ``UtcDateTime`` reads a value of this database (naive UTC text on SQLite)."""
-    dialect = session.get_bind().dialect
-    process = UtcDateTime().dialect_impl(dialect).result_processor(dialect, None)
-
-    def read(value: Any) -> datetime:
-        result = process(value) if process is not None else value
-        if not isinstance(result, datetime):
-            raise TypeError(f"bucket start {value!r} is not a time")
-        return result
-
-    return read
 
 
 _ROLLED_METRIC: dict[Metric, Callable[[int, float, float, float], float]] = {

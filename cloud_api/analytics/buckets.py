@@ -6,13 +6,16 @@ value falls in is computed in SQL (``bucket_of``), so a week comes back as a row
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, literal_column
+from sqlalchemy.orm import Session
 
 from cloud_api.analytics import rollups
 from cloud_api.schemas import Bucket
+from cloud_api.tables import UtcDateTime
 
 BUCKET_WIDTH: dict[Bucket, timedelta] = {
     "minute": timedelta(minutes=1),
@@ -60,3 +63,18 @@ def ceil_hour(ts: datetime) -> datetime:
         return floor
     # In the last hour of 9999 there is no next hour: no whole hour follows ``ts`` either.
     return floor + timedelta(hours=1) if floor < _LAST_HOUR else ts
+
+
+def utc_reader(session: Session) -> Callable[[Any], datetime]:
+    """How ``UtcDateTime`` reads a bucket start as this database gives it (naive UTC text on
+    SQLite), for rows read without type processing: each start is converted once."""
+    dialect = session.get_bind().dialect
+    process = UtcDateTime().dialect_impl(dialect).result_processor(dialect, None)
+
+    def read(value: Any) -> datetime:
+        result = process(value) if process is not None else value
+        if not isinstance(result, datetime):
+            raise TypeError(f"bucket start {value!r} is not a time")
+        return result
+
+    return read

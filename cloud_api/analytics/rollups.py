@@ -1,4 +1,4 @@
-"""Hourly rollups of events: how ingest keeps them, how to rebuild them.
+"""Hourly rollups of events and of summary signals: how ingest keeps them, how to rebuild them.
 
 A rollup row holds count, sum, min and max of the score of one hour of one series (agent,
 pipeline, label, kind, model version) in ``event_rollups_hourly``, of one value of one of
@@ -9,19 +9,26 @@ events it stored for the first time to every level in the same transaction, so a
 never counts twice and the rollups always equal a ``GROUP BY`` over the raw events. Sums and
 counts add up and min/max combine, so any hour or day bucket of count/avg/min/max of the
 score is answered from these rows.
+
+Summaries' signals (``score``, ``rms_g``, a channel's mean...) roll up the same way into
+``signal_rollups``, one row per agent, pipeline, signal and hour of the window start: each
+summary adds its ``count``, its ``mean x count`` to the sum, and combines its min and max.
+Only the summaries stored for the first time are added (``signal_rollup_rows``), in the
+transaction that stores them.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, func, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import ColumnElement, Connection, Insert, Table, case, func, literal, text
+from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud_api.tables import EVENT_ROLLUP_TOTALS, EVENT_ROLLUPS, EVENT_ROLLUPS_BY
+from cloud_api.tables import EVENT_ROLLUP_TOTALS, EVENT_ROLLUPS, EVENT_ROLLUPS_BY, SIGNAL_ROLLUPS
 
 SERIES = ("agent_id", "pipeline", "label", "kind", "model_version")
 """The event columns a rollup row is keyed by, after its hour."""
@@ -224,4 +231,81 @@ def _insert_grouped(
             f"score_min, score_max) SELECT {bucket}{series}, {values} "
             f"FROM {source} GROUP BY {groups} ORDER BY 1"
         )
+    )
+
+
+SIGNAL_KEY = ["agent_id", "pipeline", "signal", "hour"]
+"""What a ``signal_rollups`` row is keyed by (and sorted by, for the lock order)."""
+INT64_MAX = 2**63 - 1
+FLOAT_MAX = sys.float_info.max
+
+
+def signal_rollup_rows(summaries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ``signal_rollups`` rows of ``summaries`` (``summaries`` rows, stored for the first
+    time), one per agent, pipeline, signal and hour, in key order.
+
+    Each signal adds its count and its ``mean x count``; counts saturate at the largest 64-bit
+    integer and sums at +/- the largest float, as the upserts do.
+    """
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for summary in summaries:
+        hour = hour_of(summary["window_start"])
+        for signal, stats in summary["signals"].items():
+            key = (summary["agent_id"], summary["pipeline"], signal, hour)
+            count, mean = stats["count"], stats["mean"]
+            row = rows.get(key)
+            if row is None:
+                rows[key] = {
+                    **dict(zip(SIGNAL_KEY, key, strict=True)),
+                    "count": count,
+                    "sum": _clamp(mean * count),
+                    "min": stats["min"],
+                    "max": stats["max"],
+                }
+                continue
+            row["count"] = min(row["count"] + count, INT64_MAX)
+            row["sum"] = _clamp(row["sum"] + mean * count)
+            row["min"] = min(row["min"], stats["min"])
+            row["max"] = max(row["max"], stats["max"])
+    return [rows[key] for key in sorted(rows)]
+
+
+def _clamp(value: float) -> float:
+    """``value`` within +/- the largest float (an overflowed sum is infinite, never NaN: its
+    terms are finite)."""
+    return max(-FLOAT_MAX, min(FLOAT_MAX, value))
+
+
+def signal_upsert(dialect: str) -> Insert:
+    """Add ``signal_rollup_rows`` to what ``signal_rollups`` stores: counts and sums add
+    (saturating, so no value the contract accepts makes the database refuse the batch), min
+    and max combine."""
+    table = SIGNAL_ROLLUPS
+    old = {name: table.c[name] for name in ("count", "sum", "min", "max")}
+    count: ColumnElement[Any]
+    total: ColumnElement[Any]
+    low: ColumnElement[Any]
+    high: ColumnElement[Any]
+    if dialect == "sqlite":
+        statement: sqlite.Insert | postgresql.Insert = sqlite.insert(table)
+        new = statement.excluded
+        # SQLite turns an overflowing integer sum into a float, and a float one into inf.
+        count = func.min(old["count"] + new["count"], INT64_MAX)
+        total = func.max(func.min(old["sum"] + new["sum"], FLOAT_MAX), -FLOAT_MAX)
+        low, high = func.min(old["min"], new["min"]), func.max(old["max"], new["max"])
+    else:
+        statement = postgresql.insert(table)
+        new = statement.excluded
+        # PostgreSQL refuses a bigint or float8 sum that overflows: test before adding.
+        count = case(
+            (old["count"] > INT64_MAX - new["count"], literal(INT64_MAX)),
+            else_=old["count"] + new["count"],
+        )
+        same_sign = func.sign(old["sum"]) == func.sign(new["sum"])
+        overflows = same_sign & (func.abs(old["sum"]) > FLOAT_MAX - func.abs(new["sum"]))
+        total = case((overflows, func.sign(old["sum"]) * FLOAT_MAX), else_=old["sum"] + new["sum"])
+        low, high = func.least(old["min"], new["min"]), func.greatest(old["max"], new["max"])
+    return statement.on_conflict_do_update(
+        index_elements=SIGNAL_KEY,
+        set_={"count": count, "sum": total, "min": low, "max": high},
     )

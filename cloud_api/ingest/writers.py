@@ -2,7 +2,8 @@
 
 Events go in with ``INSERT ... ON CONFLICT (id) DO NOTHING`` (so redelivery inserts nothing)
 and only the ones really inserted are added to the hourly rollups (``analytics/rollups.py``);
-pipeline summaries likewise on their window ``(agent_id, pipeline, window_start)``; statuses
+pipeline summaries likewise on their window ``(agent_id, pipeline, window_start)``, and the
+ones really inserted (``RETURNING`` their key) are added to the signals' hourly rollups; statuses
 are upserts of ``agents``; dead letters are plain inserts (a retained one only if no earlier
 run kept it). SQLite reads which events are new under its write lock and inserts those;
 PostgreSQL COPYs the batch into a staging table and inserts from it in one statement.
@@ -71,9 +72,15 @@ class Writer:
         self._engine = engine
         # The dialect's INSERT, which knows ON CONFLICT (Core's generic one does not).
         self._insert = insert
-        self._insert_summaries: Insert = insert(SUMMARIES).on_conflict_do_nothing(
-            index_elements=SUMMARY_KEY
+        # RETURNING the key of each summary really inserted: only those feed the signal
+        # rollups (and their number is how many were new; psycopg's executemany reports no
+        # row count).
+        self._insert_summaries: Insert = (
+            insert(SUMMARIES)
+            .on_conflict_do_nothing(index_elements=SUMMARY_KEY)
+            .returning(*(SUMMARIES.c[name] for name in SUMMARY_KEY))
         )
+        self._upsert_signals = rollups.signal_upsert(engine.dialect.name)
 
     def commit(self, work: Work, messages: int) -> BatchStats:
         """Store ``work`` in one transaction; what it did. Database errors raise."""
@@ -107,8 +114,19 @@ class Writer:
         raise NotImplementedError
 
     def _store_summaries(self, conn: Connection, summaries: list[dict[str, Any]]) -> int:
-        """Insert the summaries not stored yet; how many were new."""
-        return int(conn.execute(self._insert_summaries, summaries).rowcount)
+        """Insert the summaries not stored yet and add their signals to the rollups; how many
+        were new."""
+        stored = {tuple(row) for row in conn.execute(self._insert_summaries, summaries)}
+        fresh = []
+        for summary in summaries:
+            key = tuple(summary[name] for name in SUMMARY_KEY)
+            if key in stored:
+                stored.discard(key)  # the same window twice in one batch is stored once
+                fresh.append(summary)
+        rows = rollups.signal_rollup_rows(fresh)
+        if rows:
+            conn.execute(self._upsert_signals, rows)
+        return len(fresh)
 
     def _upsert_agent(
         self, conn: Connection, status: AgentStatus, seen_at: datetime | None
@@ -178,12 +196,6 @@ class PostgresWriter(Writer):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, postgresql.insert)
-        # psycopg's executemany reports no row count, so new rows are counted by RETURNING
-        # (SQLAlchemy then sends multi-row VALUES, which is faster there anyway).
-        self._insert_summaries = self._insert_summaries.returning(SUMMARIES.c.id)
-
-    def _store_summaries(self, conn: Connection, summaries: list[dict[str, Any]]) -> int:
-        return len(conn.execute(self._insert_summaries, summaries).all())
 
     def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
         # psycopg formats COPY rows in C, several times faster than binding the batch as

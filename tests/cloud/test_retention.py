@@ -12,7 +12,7 @@ from sqlalchemy import Engine, event, func, insert, select, text
 from cloud_api.analytics import rollups
 from cloud_api.db import AdvisoryLock, create_db_engine, migrate
 from cloud_api.retention import Retention
-from cloud_api.tables import DEAD_LETTERS, EVENT_ROLLUPS, EVENTS, SUMMARIES
+from cloud_api.tables import DEAD_LETTERS, EVENT_ROLLUPS, EVENTS, SIGNAL_ROLLUPS, SUMMARIES
 from shared.errors import ConfigError
 from shared.messages import new_event_id, utcnow
 from tests.cloud.conftest import AppFactory
@@ -53,7 +53,7 @@ def summary_row(start: datetime) -> dict[str, Any]:
         "gated": 0,
         "events": 0,
         "events_by_label": {},
-        "signals": {},
+        "signals": {"score": {"min": 0.1, "mean": 0.2, "max": 0.3, "count": 10}},
         "raw_bytes": 100,
         "sent_bytes": 10,
         "model_name": MODEL.name,
@@ -83,7 +83,9 @@ def engine(database_url: str) -> Iterator[Engine]:
     with engine.begin() as conn:
         conn.execute(insert(EVENTS), [event_row(ts) for ts in OLD_TIMES + NEW_TIMES])
         rollups.backfill(conn)
-        conn.execute(insert(SUMMARIES), [summary_row(ts) for ts in OLD_TIMES[:4] + NEW_TIMES])
+        summaries = [summary_row(ts) for ts in OLD_TIMES[:4] + NEW_TIMES]
+        conn.execute(insert(SUMMARIES), summaries)
+        conn.execute(insert(SIGNAL_ROLLUPS), rollups.signal_rollup_rows(summaries))
         conn.execute(insert(DEAD_LETTERS), [dead_row(ts) for ts in OLD_TIMES[:2] + NEW_TIMES])
     yield engine
     engine.dispose()
@@ -132,6 +134,8 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
         # One series: every level of rollups has a row for each of the three old hours.
         **{level.table.name: 3 for level in rollups.LEVELS},
         "summaries": 4,
+        # Two old hours of the summaries' signal (two summaries each).
+        "signal_rollups": 2,
         "dead_letters": 2,
     }
     assert [rows for table, rows in batches if table == "events"] == [3, 3, 1]
@@ -142,11 +146,13 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
         "events": 3,
         **{level.table.name: 2 for level in rollups.LEVELS},
         "summaries": 2,
+        "signal_rollups": 1,
         "dead_letters": 1,
     }
     assert remaining(engine, "events", "ts") == [*NEW_TIMES]
     assert remaining(engine, "summaries", "window_start") == [*NEW_TIMES]
     assert remaining(engine, "dead_letters", "received_at") == [*NEW_TIMES]
+    assert remaining(engine, "signal_rollups", "hour") == [HORIZON, rollups.hour_of(NOW)]
     assert min(remaining(engine, "event_rollups_hourly", "bucket")) == HORIZON
 
     assert retention.run_once() == dict.fromkeys(deleted, 0)
