@@ -4,7 +4,6 @@
 
 import { el, fill } from "./dom.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 160;
 const HEIGHT = 28;
 
@@ -20,17 +19,14 @@ export function sparkline(values) {
     .join(" ");
 }
 
+/** An inline SVG sparkline; the HTML parser puts <svg> in its namespace. `points` holds only
+ * numbers, commas and spaces (from `sparkline`), never text from the API. */
 function svgLine(points) {
-  const svg = document.createElementNS(SVG, "svg");
-  svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
-  svg.setAttribute("width", String(WIDTH));
-  svg.setAttribute("height", String(HEIGHT));
-  const line = document.createElementNS(SVG, "polyline");
-  line.setAttribute("points", points);
-  line.setAttribute("fill", "none");
-  line.setAttribute("stroke", "currentColor");
-  svg.append(line);
-  return svg;
+  const template = document.createElement("template");
+  template.innerHTML =
+    `<svg viewBox="0 0 ${WIDTH} ${HEIGHT}" width="${WIDTH}" height="${HEIGHT}">` +
+    `<polyline points="${points}" fill="none" stroke="currentColor"/></svg>`;
+  return template.content.firstElementChild;
 }
 
 function number(value) {
