@@ -103,6 +103,8 @@ class SensorPipeline(Pipeline):
         self.counters.raw_bytes += batch.nbytes
         self._next_seq = seq + n
         self._next_ts = ts + n * self._period_s
+        if n == 1 and model.task == "score":
+            return self._one_scored(model, batch, seq, ts)
         output = self._timed(model, batch.reshape((n, *model.input_shape)))
         scores, labels = self._scores(model, output, n)
         self.counters.inferences += n
@@ -119,6 +121,27 @@ class SensorPipeline(Pipeline):
             self._sample_level(batch, first)
         self.counters.events_out += len(events)
         return events
+
+    def _one_scored(
+        self, model: LoadedModel, batch: npt.NDArray[np.float32], seq: int, ts: float
+    ) -> list[Event]:
+        """The hot path of a device pipeline: one window, a score model (the same checks and
+        bookkeeping as the batch path, without its lists)."""
+        output = self._timed(model, batch.reshape((1, *model.input_shape)))
+        if output.size != 1:
+            self._scores(model, output, 1)  # raises, naming the shape
+        score = float(output.flat[0])
+        if not -MAX_SCORE < score < MAX_SCORE:  # NaN fails both comparisons
+            _check_finite(f"model {model.ref.name} {model.ref.version}", score, score, score)
+        self.counters.inferences += 1
+        decision = self.filters.step(ts, seq, score, SCORE_LABEL)
+        self._score.add(score)
+        if seq % LEVEL_EVERY == 0:
+            self._sample_level(batch, 0)
+        if decision is None:
+            return []
+        self.counters.events_out += 1
+        return [self._event(decision, batch[0], model.ref)]
 
     def _scores(
         self, model: LoadedModel, output: npt.NDArray[Any], n: int
