@@ -162,32 +162,35 @@ def _assemble(api_port: int, duration: float | None) -> _Platform:
     if isinstance(broker, MosquittoProcess):
         ingest_url, control_url, agent_url = _authenticate_broker(broker, credentials, workdir)
     broker.start()
-    settings = Settings(
-        database_url=database_url,
-        mqtt_url=ingest_url,
-        mqtt_control_url=control_url,
-        mqtt_protocol=broker.protocol,
-        data_dir=workdir,
-    )
-    api_url = f"http://127.0.0.1:{api_port}"
-    sensors = start_sensors(workdir, free_port())
-    config_path = workdir / "edge.yaml"
-    config_path.write_text(
-        demo_agent_config(
-            broker_url=agent_url,
-            protocol=broker.protocol,
-            workdir=workdir,
-            hours=(duration or 24 * 3600) / 3600,
-            cloud=_cloud_section(api_url, credentials, workdir),
-            sensors=sensor_pipelines_yaml(sensors, SUMMARY_EVERY_S),
+    sensors: DemoSensors | None = None
+    try:  # anything failing from here on must not leave the broker or the press running
+        sensors = start_sensors(workdir, free_port())
+        settings = Settings(
+            database_url=database_url,
+            mqtt_url=ingest_url,
+            mqtt_control_url=control_url,
+            mqtt_protocol=broker.protocol,
+            data_dir=workdir,
         )
-    )
-    try:
+        api_url = f"http://127.0.0.1:{api_port}"
+        config_path = workdir / "edge.yaml"
+        config_path.write_text(
+            demo_agent_config(
+                broker_url=agent_url,
+                protocol=broker.protocol,
+                workdir=workdir,
+                hours=(duration or 24 * 3600) / 3600,
+                cloud=_cloud_section(api_url, credentials, workdir),
+                sensors=sensor_pipelines_yaml(sensors, SUMMARY_EVERY_S),
+            )
+        )
         agent = Agent(load_config(config_path))
+        app = create_app(settings)
     except BaseException:
-        sensors.press.stop()
+        if sensors is not None:
+            sensors.press.stop()
+        broker.stop()
         raise
-    app = create_app(settings)
     return _Platform(workdir, broker, agent_url, app, api_port, agent, sensors)
 
 
