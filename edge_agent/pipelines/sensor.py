@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,11 +69,8 @@ class SensorPipeline(Pipeline):
         self._next_seq = 0
         self._next_ts = 0.0
         self._score = self._summary.signal("score")
-        self._levels = (
-            [self._summary.signal(f"{name}_mean") for name in self._channels]
-            if len(self._channels) > 1
-            else [self._summary.signal("rms_g")]
-        )
+        self._level_names = level_names(self._channels) if len(self._channels) > 1 else []
+        self._levels = [self._summary.signal(name) for name in self._level_names or ["rms_g"]]
         self._ones = np.ones(self.source.window, dtype=np.float32)
 
     def process_sample(self, sample: Sample) -> list[Event]:
@@ -179,7 +177,7 @@ class SensorPipeline(Pipeline):
         channel's mean of a multi-channel one."""
         if len(self._levels) > 1:
             means = batch[first::LEVEL_EVERY].mean(axis=-1)  # [k, C]
-            for acc, column in zip(self._levels, means.T, strict=True):
+            for acc, column in zip(self._levels, means.T[: len(self._levels)], strict=True):
                 for value in column.tolist():
                     acc.add(value)
             return
@@ -208,7 +206,7 @@ class SensorPipeline(Pipeline):
     ) -> Event:
         attributes: dict[str, float | int | str | bool] = {}
         if window is not None and len(self._channels) > 1:
-            attributes.update(channel_means(window, self._channels))
+            attributes.update(channel_means(window, self._level_names))
         elif window is not None:
             attributes.update(window_features(window.reshape(-1), self._sample_rate_hz))
         if decision.state in ("update", "end"):
@@ -240,10 +238,27 @@ def window_features(window: npt.NDArray[np.float32], sample_rate_hz: float) -> d
     return {"rms_g": round(rms, 4), "peak_hz": round(peak_bin * sample_rate_hz / len(x), 2)}
 
 
-def channel_means(window: npt.NDArray[np.float32], channels: tuple[str, ...]) -> dict[str, float]:
-    """Each channel's mean over a ``[C, W]`` window, as an event's attributes."""
+MAX_LEVELS = 24
+"""Channels whose mean a summary and an event carry: the wire allows 32 signals (the score is
+one) and 32 attributes (an end adds duration_s, value and closed_by)."""
+
+
+def level_names(channels: tuple[str, ...]) -> list[str]:
+    """``<channel>_mean`` for the first MAX_LEVELS channels, as the wire's names allow: other
+    characters become ``_`` and long names are cut (a CSV column "Flow [l/s]" is a channel
+    too); a name that comes out twice gets the channel's index."""
+    names: list[str] = []
+    for index, channel in enumerate(channels[:MAX_LEVELS]):
+        base = re.sub(r"[^A-Za-z0-9_.:-]", "_", channel)[:50]
+        name = f"{base}_mean"
+        names.append(name if name not in names else f"{base}_{index}_mean")
+    return names
+
+
+def channel_means(window: npt.NDArray[np.float32], names: list[str]) -> dict[str, float]:
+    """The first channels' means over a ``[C, W]`` window, under ``level_names``."""
     means = window.mean(axis=-1).tolist()
-    return {f"{name}_mean": round(value, 6) for name, value in zip(channels, means, strict=True)}
+    return {name: round(value, 6) for name, value in zip(names, means, strict=False)}
 
 
 def _check_finite(name: str, total: float, low: float, high: float) -> None:

@@ -104,3 +104,44 @@ def test_close_ends_an_open_event_at_shutdown(agent_config: AgentConfigFactory) 
     assert event.state == "end"
     assert event.attributes["closed_by"] == "shutdown"
     assert pipeline.close() == []
+
+
+def test_channels_with_any_names_give_summaries_and_events_the_wire_takes(
+    tmp_path: Path,
+) -> None:
+    """A CSV's columns are channels whatever they are called ("Flow [l/s]"); summaries and
+    events name their levels in the wire's alphabet, so none is refused."""
+    import threading
+
+    import numpy as np
+
+    from edge_agent.inference.slot import load_slot
+    from edge_agent.pipelines.config import PipelineConfig
+    from models.normal import fit_normal
+    from models.normal_files import write_model
+    from models.window_features import WindowSpec
+
+    columns = ("Flow [l/s]", "pressure (bar)", "Flow {l/s}")
+    rng = np.random.default_rng(1)
+    normal = rng.normal(size=(600, 3))
+    spec = WindowSpec(columns, size=8, hop=4)
+    write_model(fit_normal(normal, spec, name="odd", version="1"), tmp_path / "models")
+    replay = np.vstack([rng.normal(size=(200, 3)), 25 + rng.normal(size=(40, 3))])
+    lines = ['"Flow [l/s]",pressure (bar),Flow {l/s}'] + [",".join(map(str, r)) for r in replay]
+    (tmp_path / "replay.csv").write_text("\n".join(lines) + "\n")
+    config = PipelineConfig.model_validate({
+        "name": "odd",
+        "source": {"type": "csv", "path": str(tmp_path / "replay.csv"), "rate_hz": 10, "speed": 0},
+        "window": {"size": 8, "hop": 4},
+        "model": {"name": "odd", "manifest": str(tmp_path / "models" / "manifest.json")},
+    })  # fmt: skip
+    pipeline = SensorPipeline(config, load_slot(config.model, config.runtime), agent_id="a1")
+    events = []
+    for sample in pipeline.source.samples(threading.Event()):
+        events += pipeline.process_sample(sample)
+    summary = pipeline.summarize()  # validates against the wire contract
+    assert set(summary.signals) >= {"Flow__l_s__mean", "pressure__bar__mean", "Flow__l_s__2_mean"}
+    assert pipeline.counters.inference_errors == 0
+    starts = [e for e in events if e.state == "start"]
+    assert starts
+    assert "pressure__bar__mean" in starts[0].attributes
