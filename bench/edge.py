@@ -105,6 +105,7 @@ def bench_pipeline(threads: int, *, faults: bool, name: str) -> Result:
         baseline_name="bare session.run",
         goal=Goal.ratio(">=", 0.9),
         details={"windows": WINDOWS, "rounds": ROUNDS, "ort_threads": threads,
+                 "provider": pipeline.slot.current().runtime.provider,
                  "events_per_round": events,
                  "median_paired_ratio": round(float(np.median(ratios)), 3)},
     )  # fmt: skip

@@ -392,6 +392,7 @@ def bench_scorer() -> list[Result]:
             baseline_name="bare session.run",
             goal=Goal.ratio(">=", 0.9),
             details={"windows": SCORER_WINDOWS, "rounds": SCORER_ROUNDS, "ort_threads": 1,
+                     "provider": pipeline.slot.current().runtime.provider,
                      "fit_latency_ms": round(fit.latency_ms, 4), "events_per_round": rounds[-1][2],
                      "median_paired_ratio": round(float(np.median(ratios)), 3)},
         ))  # fmt: skip

@@ -185,9 +185,10 @@ class Pipeline(ABC):
     def status(self, update: UpdateStatus | None = None) -> PipelineStatus:
         """What the pipeline runs and did; ``update`` is its last model update (the updater's)."""
         c = self.counters
+        model = self.slot.current()
         return PipelineStatus(
             name=self.name,
-            model=self.slot.current().ref,
+            model=model.ref,
             samples_in=c.samples_in,
             inferences=c.inferences,
             events_out=c.events_out,
@@ -197,6 +198,7 @@ class Pipeline(ABC):
             sent_bytes=c.sent_bytes,
             filtered=self.filters.counters.held_back,
             update=update,
+            provider=model.runtime.provider,
         )
 
     def inference_stats(self) -> InferenceStats:
