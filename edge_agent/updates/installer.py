@@ -63,6 +63,7 @@ class Installer:
             backoff_s=updates.retry_backoff_s,
             username=cloud.username,
             password=read_password(cloud),
+            tls=cloud.tls.files() if cloud.tls is not None else None,
         )
 
     def install(
