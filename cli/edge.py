@@ -36,13 +36,15 @@ def validate_config(path: Annotated[Path, typer.Argument(help="Agent YAML config
     loaded against its pipeline's windows); print what it declares, or the key, file and
     line that is wrong."""
     from edge_agent.config import key_line, load_config
-    from edge_agent.preflight import preflight
+    from edge_agent.preflight import preflight, secret_warnings
 
     try:
         agent_config = load_config(path)
     except ConfigError as error:
         typer.echo(f"invalid config: {error}", err=True)
         raise typer.Exit(2) from None
+    for loc, reason in secret_warnings(agent_config, path):
+        typer.echo(f"warning: {key_line(path, loc) if loc else path}: {reason}", err=True)
     problems = preflight(agent_config)
     if problems:
         typer.echo(f"invalid config: {path} ({len(problems)} error(s))", err=True)

@@ -206,6 +206,7 @@ class _WatchedSocket(ssl.SSLSocket):
             raise
         except ssl.SSLError as exc:
             self._report(exc)
+            self.close()  # paho drops the socket without closing it
             raise
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
