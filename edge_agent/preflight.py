@@ -66,7 +66,7 @@ def _secret_problems(config: AgentConfig) -> list[Problem]:
             try:
                 section.read_password()
             except ConfigError as exc:
-                problems.append(((*loc, "password_file"), str(exc).partition(": ")[2]))
+                problems.append(((*loc, "password_file"), str(exc).removeprefix("password_file ")))
         if isinstance(section, TlsConfig):
             try:
                 client_context(section.files())

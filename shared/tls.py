@@ -79,10 +79,10 @@ def _load_ca(context: ssl.SSLContext, ca_file: Path | None) -> None:
         return
     try:
         context.load_verify_locations(cafile=str(ca_file))
+    except ssl.SSLError:  # an OSError too: first
+        raise ConfigError(f"ca_file {ca_file}: holds no PEM certificate") from None
     except OSError as exc:
         raise ConfigError(f"ca_file {ca_file}: cannot read it: {exc.strerror}") from None
-    except ssl.SSLError:
-        raise ConfigError(f"ca_file {ca_file}: holds no PEM certificate") from None
 
 
 def _load_client_cert(context: ssl.SSLContext, files: TlsFiles) -> None:
