@@ -31,6 +31,9 @@ class Pki:
     client_key: Path
     expired_client_cert: Path
     expired_client_key: Path
+    elsewhere_cert: Path
+    elsewhere_key: Path
+    """A server certificate for elsewhere.example only (the wrong host for 127.0.0.1)."""
 
 
 def _name(common_name: str) -> x509.Name:
@@ -69,6 +72,7 @@ def _leaf(
     *,
     server: bool,
     valid: tuple[dt.datetime, dt.datetime],
+    names: tuple[str, ...] = ("localhost", "127.0.0.1"),
 ) -> tuple[x509.Certificate, Key]:
     key = ec.generate_private_key(ec.SECP256R1())
     ca_cert, ca_key = ca
@@ -94,12 +98,16 @@ def _leaf(
     )
     if server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
+            x509.SubjectAlternativeName([_alt_name(name) for name in names]), critical=False
         )
     return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def _alt_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def _write(directory: Path, stem: str, pair: tuple[x509.Certificate, Key]) -> tuple[Path, Path]:
@@ -133,6 +141,11 @@ def make_pki(directory: Path) -> Pki:
     old_client = _write(
         directory, "expired-client", _leaf("press-line-3", ca, server=False, valid=past)
     )
+    elsewhere = _write(
+        directory,
+        "elsewhere",
+        _leaf("elsewhere", ca, server=True, valid=current, names=("elsewhere.example",)),
+    )
     return Pki(
         ca=ca_path,
         wrong_ca=wrong_path,
@@ -144,4 +157,6 @@ def make_pki(directory: Path) -> Pki:
         client_key=client[1],
         expired_client_cert=old_client[0],
         expired_client_key=old_client[1],
+        elsewhere_cert=elsewhere[0],
+        elsewhere_key=elsewhere[1],
     )

@@ -25,20 +25,26 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[StartBroker]:
     """Starts Mosquitto with a TLS listener: ``expired`` shows the expired certificate,
-    ``mutual`` wants a client certificate from the test CA, ``users`` (name -> password)
-    turns anonymous logins off."""
+    ``elsewhere`` one for another host, ``mutual`` wants a client certificate from the test
+    CA, ``users`` (name -> password) turns anonymous logins off."""
     if shutil.which("mosquitto") is None:
         pytest.fail("mosquitto is not installed")
     started: list[Mosquitto] = []
 
     def start(
-        *, expired: bool = False, mutual: bool = False, users: dict[str, str] | None = None
+        *,
+        expired: bool = False,
+        elsewhere: bool = False,
+        mutual: bool = False,
+        users: dict[str, str] | None = None,
     ) -> Mosquitto:
         workdir = tmp_path / f"broker-{len(started)}"
         workdir.mkdir()
-        cert, key = (
-            (pki.expired_cert, pki.expired_key) if expired else (pki.server_cert, pki.server_key)
-        )
+        cert, key = pki.server_cert, pki.server_key
+        if expired:
+            cert, key = pki.expired_cert, pki.expired_key
+        elif elsewhere:
+            cert, key = pki.elsewhere_cert, pki.elsewhere_key
         server = Mosquitto(workdir, tls=ListenerTls(pki.ca, cert, key, require_certificate=mutual))
         if users is not None:
             passwd = workdir / "passwd"

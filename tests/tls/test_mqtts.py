@@ -164,3 +164,20 @@ def test_ingest_without_a_valid_client_certificate_says_why(
     assert messages[0].startswith(
         "TLS: " + expected.format(port=broker.port, cert=pki.expired_client_cert)
     )
+
+
+def test_a_certificate_for_another_host_is_refused_naming_the_host_check(
+    tls_broker: StartBroker, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = tls_broker(elsewhere=True)
+    caplog.set_level(logging.ERROR, logger="cloud_api.mqtt")
+    with ingest_from_settings(
+        tmp_path, mqtt_url=f"mqtts://127.0.0.1:{broker.port}", mqtt_ca_file=pki.ca
+    ) as ingest:
+        wait_until(lambda: any("TLS: " in r.message for r in caplog.records), 30, "a TLS error")
+        assert not ingest.connected
+    messages = [r.message for r in caplog.records if "TLS: " in r.message]
+    assert messages[0].startswith(
+        f"TLS: the broker 127.0.0.1:{broker.port}'s certificate CN=elsewhere (issued by "
+    )
+    assert messages[0].endswith("is not valid for this IP address")
