@@ -146,3 +146,12 @@ def test_an_invalid_cloud_setting_does_not_repeat_the_password(tmp_path: Path) -
     (tmp_path / "empty").write_text("")
     with pytest.raises(ConfigError, match=r"AIOT_MQTT_PASSWORD_FILE .*empty: the file is empty"):
         load_settings(mqtt_password_file=tmp_path / "empty")
+
+
+def test_an_invalid_url_is_quoted_without_its_password(tmp_path: Path) -> None:
+    config = agent_config(tmp_path, "secrets-4", f"  url: mqtt://agent:{SECRET}@host:99999\n")
+    code, output = _validate(config)
+    assert code == 2
+    assert "mqtt.url: Value error, broker URL has an invalid port" in output
+    assert "(got 'mqtt://agent:***@host:99999')" in output
+    assert SECRET not in output
