@@ -139,3 +139,18 @@ def test_broker_config_writes_a_tls_listener(tmp_path: Path, pki: Pki) -> None:
     result = CliRunner().invoke(app, [*args, "--cafile", str(pki.ca)])
     assert result.exit_code == 2
     assert "a TLS listener needs --cafile, --certfile and --keyfile" in result.output
+
+
+def test_the_tls_config_in_the_readme_is_valid(tmp_path: Path) -> None:
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    section = readme.read_text().split("## TLS and secrets", 1)[1]
+    block = section.split("```yaml", 1)[1].split("```", 1)[0]
+    agent_config(tmp_path, "readme-1", "  url: mqtt://h\n")  # its pipelines, reused below
+    path = tmp_path / "readme.yaml"
+    base = (tmp_path / "readme-1.yaml").read_text().split("pipelines:", 1)[1]
+    path.write_text("agent_id: readme-1\n" + block + "pipelines:" + base)
+    loaded = load_config(path)
+    assert loaded.mqtt.tls is not None
+    assert loaded.mqtt.tls.key_file == Path("/etc/aiot/press-3.key")
+    assert loaded.cloud is not None
+    assert loaded.cloud.tls is not None
