@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 from pydantic import model_validator
 
 from edge_agent.config_types import MqttUrlText
 from edge_agent.passwords import PasswordConfig
 from edge_agent.tls import TlsConfig
+from shared.errors import ContractError
 from shared.tls import TlsFiles
 from shared.urls import MqttUrl, parse_mqtt_url
 
@@ -27,6 +29,19 @@ class BrokerConfig(PasswordConfig):
 
     url: MqttUrlText = "mqtt://127.0.0.1:1883"
     tls: TlsConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _user_of_the_url(cls, data: Any) -> Any:
+        """``username`` is the user to log in as, from the URL when it names one."""
+        if isinstance(data, dict) and data.get("username") is None:
+            try:
+                user = parse_mqtt_url(data.get("url", "")).username
+            except (ContractError, TypeError, AttributeError):
+                return data  # the url's own validator says what is wrong
+            if user is not None:
+                return {**data, "username": user}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> BrokerConfig:
