@@ -54,8 +54,7 @@ def demo_agent_config(
     """The demo agent's YAML: a vibration pipeline with a fault every FAULT_EVERY_S seconds, and
     a camera on a synthetic street where a car or a person crosses a stop line now and then.
     ``cloud`` is the YAML of the ``cloud:`` and ``updates:`` sections (model updates);
-    ``sensors`` more pipelines (the Modbus press and the CSV replay, ``demo_sensors.py``);
-    ``password_file`` holds the broker password of the URL's user."""
+    ``sensors`` more pipelines (``demo_sensors.py``); ``password_file`` the broker password's."""
     import models
     from edge_agent.sources.machine_physics import FAULTS
 
@@ -88,9 +87,7 @@ outbox:
     model:
       name: vibration-anomaly
       manifest: {manifest}
-    filters:
-      - {{type: threshold, threshold: 0.8}}
-      - {{type: debounce, n: 3, m: 4}}
+    filters: [{{type: threshold, threshold: 0.8}}, {{type: debounce, n: 3, m: 4}}]
     summary_interval_s: {SUMMARY_EVERY_S}
   - name: intersection
     source:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli import configure_logging
-from shared.errors import ConfigError
+from shared.errors import AiotError, ConfigError
 
 app = typer.Typer(help="The edge agent that runs on gateways.", no_args_is_help=True)
 
@@ -27,7 +27,11 @@ def run(config: ConfigPath, log_level: str = "INFO") -> None:
     except ConfigError as error:
         typer.echo(f"invalid config: {error}", err=True)
         raise typer.Exit(2) from None
-    run_agent(agent_config)
+    try:
+        run_agent(agent_config)
+    except AiotError as error:  # a password or TLS file it names cannot be used, ...
+        typer.echo(f"cannot run: {error}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("validate-config")

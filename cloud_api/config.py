@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError, ContractError
-from shared.tls import TlsFiles
+from shared.tls import TlsFiles, client_context
 from shared.urls import MqttUrl
 from shared.urls import parse_mqtt_url as shared_parse_mqtt_url
 
@@ -170,6 +170,13 @@ class Settings(BaseSettings):
             _read_password_file(self.mqtt_password_file, "AIOT_MQTT")
         if self.mqtt_control_password_file is not None:
             _read_password_file(self.mqtt_control_password_file, "AIOT_MQTT_CONTROL")
+        if any(parse_mqtt_url(url).tls for url in (self.mqtt_url, self.control_url)):
+            try:
+                client_context(self.mqtt_tls())  # a TLS file that cannot be used, named now
+            except ConfigError as exc:  # "ca_file ...", "cert_file ...": the setting's name
+                key = str(exc).partition(" ")[0]
+                name = f"AIOT_MQTT_{key.upper()}" if key.endswith("_file") else "AIOT_MQTT_KEY_FILE"
+                raise ConfigError(f"{name}: {exc}") from None
         return self
 
     def mqtt_tls(self) -> TlsFiles:

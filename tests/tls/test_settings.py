@@ -154,3 +154,14 @@ def test_the_tls_config_in_the_readme_is_valid(tmp_path: Path) -> None:
     assert loaded.mqtt.tls.key_file == Path("/etc/aiot/press-3.key")
     assert loaded.cloud is not None
     assert loaded.cloud.tls is not None
+
+
+def test_cloud_settings_name_a_tls_file_that_cannot_be_used(tmp_path: Path, pki: Pki) -> None:
+    with pytest.raises(ConfigError, match=r"AIOT_MQTT_CA_FILE: ca_file .*no\.pem: cannot read it"):
+        load_settings(mqtt_url="mqtts://h", mqtt_ca_file=tmp_path / "no.pem")
+    with pytest.raises(ConfigError, match=r"AIOT_MQTT_CERT_FILE: cert_file .* with key_file"):
+        load_settings(
+            mqtt_url="mqtts://h", mqtt_cert_file=pki.client_cert, mqtt_key_file=pki.server_key
+        )
+    # Without an mqtts:// URL the files are not used, so not read.
+    assert load_settings(mqtt_ca_file=tmp_path / "no.pem").mqtt_ca_file is not None
