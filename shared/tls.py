@@ -136,6 +136,11 @@ _ALERTS = {
 }
 """A TLS alert or protocol error (``SSLError.reason``) -> what the server did."""
 
+_HANDSHAKE_CUT = (
+    "closed the connection in the TLS handshake (a plain mqtt:// or http:// port, or a "
+    "server that refused us without saying why: see its log)"
+)
+
 
 def explain(exc: BaseException, *, files: TlsFiles, peer: str, address: tuple[str, int]) -> str:
     """What a TLS error means, naming the certificate and why; ``str(exc)`` if not TLS."""
@@ -150,7 +155,13 @@ def explain(exc: BaseException, *, files: TlsFiles, peer: str, address: tuple[st
         cert = str(files.cert_file) if files.cert_file else "(none)"
         if what is not None:
             return f"{peer} {what.format(cert=cert)}"
+        if isinstance(exc, ssl.SSLEOFError):
+            return f"{peer} {_HANDSHAKE_CUT}"
         return f"TLS with {peer} failed: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return f"{peer} did not answer the TLS handshake (a plain mqtt:// or http:// port?)"
+    if isinstance(exc, ConnectionError):
+        return f"{peer} {_HANDSHAKE_CUT}"
     return str(exc) or type(exc).__name__
 
 
@@ -184,8 +195,8 @@ class _Watch:
         self._lock = threading.Lock()
         self._last: tuple[str, int] | None = None
 
-    def failed(self, exc: ssl.SSLError, address: tuple[str, int]) -> None:
-        key = (exc.reason or "", getattr(exc, "verify_code", 0))
+    def failed(self, exc: OSError, address: tuple[str, int]) -> None:
+        key = (getattr(exc, "reason", None) or type(exc).__name__, getattr(exc, "verify_code", 0))
         with self._lock:
             if key == self._last or self._handler is None:
                 return
@@ -202,9 +213,9 @@ class _WatchedSocket(ssl.SSLSocket):
     def do_handshake(self, block: bool = False) -> None:
         try:
             super().do_handshake(block)
-        except ssl.SSLWantReadError:
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
-        except ssl.SSLError as exc:
+        except OSError as exc:  # SSLError, or a peer that closed or never answered
             self._report(exc)
             self.close()  # paho drops the socket without closing it
             raise
@@ -221,7 +232,7 @@ class _WatchedSocket(ssl.SSLSocket):
             _watch_of(self.context).worked()
         return data
 
-    def _report(self, exc: ssl.SSLError) -> None:
+    def _report(self, exc: OSError) -> None:
         try:
             host, port = self.getpeername()[:2]
         except OSError:

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.mqtt_client import make_client
+from shared.urls import parse_mqtt_url
 from tests.integration.conftest import AgentProcess, wait_until
+from tests.services import Mosquitto
 from tests.tls.agents import FAULTS, agent_config, ingest_from_settings, wait_for_line
 from tests.tls.certs import Pki
 from tests.tls.conftest import StartBroker
@@ -181,3 +184,24 @@ def test_a_certificate_for_another_host_is_refused_naming_the_host_check(
         f"TLS: the broker 127.0.0.1:{broker.port}'s certificate CN=elsewhere (issued by "
     )
     assert messages[0].endswith("is not valid for this IP address")
+
+
+def test_mqtts_to_a_plain_port_says_the_handshake_was_cut(
+    broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="edge_agent.mqtt_client")
+    client = make_client(
+        parse_mqtt_url(f"mqtts://127.0.0.1:{broker.port}"), client_id="plain-1", protocol="5"
+    )
+    client.connect_async("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        wait_until(lambda: any("TLS: " in r.message for r in caplog.records), 30, "a TLS error")
+    finally:
+        client.loop_stop()
+    messages = [r.message for r in caplog.records if "TLS: " in r.message]
+    assert messages == [
+        f"TLS: the broker 127.0.0.1:{broker.port} closed the connection in the TLS handshake "
+        "(a plain mqtt:// or http:// port, or a server that refused us without saying why: "
+        "see its log)"
+    ]
