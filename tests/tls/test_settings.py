@@ -165,3 +165,23 @@ def test_cloud_settings_name_a_tls_file_that_cannot_be_used(tmp_path: Path, pki:
         )
     # Without an mqtts:// URL the files are not used, so not read.
     assert load_settings(mqtt_ca_file=tmp_path / "no.pem").mqtt_ca_file is not None
+
+
+def test_the_cloud_download_password_may_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud = (
+        "cloud:\n  api_url: https://cloud.example\n  username: pw-3\n"
+        "  password_env: AIOT_CLOUD_PW\n  tls: {ca_file: ca.pem}\n"
+    )
+    path = agent_config(tmp_path, "pw-3", "  url: mqtt://h\n")
+    path.write_text(path.read_text().replace("pipelines:", cloud + "pipelines:"))
+    config = load_config(path).cloud
+    assert config is not None
+    monkeypatch.setenv("AIOT_CLOUD_PW", "from-env")
+    assert config.read_password() == "from-env"
+    assert config.tls is not None
+    assert config.tls.files().ca_file == tmp_path / "ca.pem"
+    path.write_text(path.read_text().replace("https://", "http://"))
+    with pytest.raises(ConfigError, match="use https:// for TLS"):
+        load_config(path)
