@@ -172,7 +172,7 @@ def deploy(cloud: Cloud, version: str, agent_ids: list[str]) -> int:
         json={"model": MODEL_NAME, "version": version, "pipeline": PIPELINE,
               "target": {"agent_ids": agent_ids},
               "strategy": {"canary_fraction": 0.2, "canary_healthy_s": 1.0,
-                           "agent_timeout_s": 60.0}},
+                           "agent_timeout_s": 60.0, "quality": None}},
     )  # fmt: skip
     assert response.status_code == 201, response.text
     deployment_id: int = response.json()["id"]
@@ -250,7 +250,8 @@ def test_canary_rollout_then_tampered_and_failing_versions(
         result = CliRunner().invoke(
             cli_app,
             ["deploy", MODEL_NAME, "1.1.0", "--pipeline", PIPELINE, "--canary", "0.2",
-             "--healthy-s", "1", "--agent-timeout-s", "60", *(f"--agent={a}" for a in ids),
+             "--healthy-s", "1", "--agent-timeout-s", "60", "--no-quality-gate",
+             *(f"--agent={a}" for a in ids),
              "--api", cloud.url, "--wait", "--poll-s", "0.2"],
             env={"AIOT_API_KEY": cloud.key},
         )  # fmt: skip
