@@ -79,8 +79,17 @@ def serve(settings: Settings) -> Iterator[Cloud]:
             yield Cloud(url, http, settings, key)
 
 
-def agent_config(agent_id: str, *, cloud: Cloud, broker: Mosquitto, workdir: Path) -> AgentConfig:
-    """An enrolled agent: it downloads artifacts with its own credentials (HTTP Basic)."""
+def agent_config(
+    agent_id: str,
+    *,
+    cloud: Cloud,
+    broker: Mosquitto,
+    workdir: Path,
+    filters: list[dict[str, Any]] | None = EVERY_WINDOW,
+    summary_interval_s: float = 0,
+) -> AgentConfig:
+    """An enrolled agent: it downloads artifacts with its own credentials (HTTP Basic).
+    ``filters`` None: the pipeline's default chain."""
     enrolled = cloud.http.post("/api/v1/agents", json={"agent_id": agent_id})
     assert enrolled.status_code == 201, enrolled.text
     credentials = enrolled.json()
@@ -111,8 +120,8 @@ def agent_config(agent_id: str, *, cloud: Cloud, broker: Mosquitto, workdir: Pat
                         "labels": LABELS,
                         "normal_label": "healthy",
                     },
-                    "filters": EVERY_WINDOW,
-                    "summary_interval_s": 0,
+                    **({"filters": filters} if filters is not None else {}),
+                    "summary_interval_s": summary_interval_s,
                 }
             ],
         }
