@@ -166,6 +166,9 @@ class PipelineStatus(_EdgeMessage):
     """The pipeline's last model update (None if it never received a desired version)."""
     provider: Name | None = None
     """The execution provider its model runs on (``cpu``, ``cuda``...)."""
+    inference_p50_s: Seconds | None = None
+    """Median time of one window's inference over the recent ones (None before the first)."""
+    inference_p99_s: Seconds | None = None
 
 
 class AgentStatus(_EdgeMessage):

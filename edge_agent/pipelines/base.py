@@ -14,7 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -187,6 +187,7 @@ class Pipeline(ABC):
         """What the pipeline runs and did; ``update`` is its last model update (the updater's)."""
         c = self.counters
         model = self.slot.current()
+        p50, p99 = _median_and_p99(self.inference_log.latencies)
         return PipelineStatus(
             name=self.name,
             model=model.ref,
@@ -200,6 +201,8 @@ class Pipeline(ABC):
             filtered=self.filters.counters.held_back,
             update=update,
             provider=model.runtime.provider,
+            inference_p50_s=p50,
+            inference_p99_s=p99,
         )
 
     def inference_stats(self) -> InferenceStats:
@@ -289,6 +292,15 @@ class Pipeline(ABC):
         if not self._failing:
             self._failing = True
             log.error("pipeline %s: %s failed: %s", self.name, what, exc)
+
+
+def _median_and_p99(latencies: Iterable[float]) -> tuple[float | None, float | None]:
+    """The median and p99 of recent inference times (sorted in one C call: the pipeline's
+    thread may append meanwhile)."""
+    recent = sorted(latencies)
+    if not recent:
+        return None, None
+    return recent[len(recent) // 2], recent[min(len(recent) - 1, len(recent) * 99 // 100)]
 
 
 def restart_end(start: Event, now: float) -> Event:
