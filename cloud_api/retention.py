@@ -1,5 +1,5 @@
-"""Retention: delete events, rollups, summaries, signal rollups and dead letters older than
-the horizon.
+"""Retention: delete events, rollups, summaries, signal rollups, dead letters and samples
+(rows, labels and blobs) older than the horizon.
 
 Deletes go in bounded batches, each its own short transaction, so ingest and readers never
 wait behind one huge DELETE and a crash loses at most one batch of work. The horizon is cut
@@ -22,6 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_api.analytics.rollups import LEVELS, SIGNAL_KEY, hour_of
 from cloud_api.db import AdvisoryLock
+from cloud_api.queries.samples import delete_samples, oldest_samples
+from cloud_api.registry import ArtifactStore
+from cloud_api.samples import blob_key
 from cloud_api.tables import DEAD_LETTERS, EVENTS, SIGNAL_ROLLUPS, SUMMARIES
 from shared.errors import ConfigError
 from shared.messages import utcnow
@@ -74,6 +77,7 @@ class Retention:
         interval_s: float,
         observer: Callable[[str, int], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         if days < 1:
             raise ConfigError(f"retention days must be at least 1, not {days}")
@@ -85,6 +89,7 @@ class Retention:
         self._interval_s = interval_s
         self._observer = observer
         self._clock = clock
+        self._artifacts = artifacts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -106,6 +111,7 @@ class Retention:
                 deleted = {
                     target.table.name: self._purge(target, horizon) for target in RETENTION_TABLES
                 }
+                deleted["samples"] = self._purge_samples(horizon)
             finally:
                 self._unlock(lock)
         if any(deleted.values()):
@@ -121,6 +127,24 @@ class Retention:
                 self._observer(target.table.name, count)
             total += count
             if count < self._batch:
+                break
+        return total
+
+    def _purge_samples(self, horizon: datetime) -> int:
+        """Samples go batch by batch: rows and labels in one transaction, then their blobs (a
+        crash between leaves blobs without rows, never rows without blobs)."""
+        total = 0
+        while not self._stop.is_set():
+            with self._engine.begin() as conn:
+                batch = oldest_samples(conn, horizon=horizon, limit=self._batch)
+                count = delete_samples(conn, [sample_id for sample_id, _ in batch]) if batch else 0
+            if self._artifacts is not None:
+                for sample_id, agent_id in batch:
+                    self._artifacts.delete(blob_key(agent_id, sample_id))
+            if count and self._observer is not None:
+                self._observer("samples", count)
+            total += count
+            if len(batch) < self._batch:
                 break
         return total
 

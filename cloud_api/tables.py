@@ -1,6 +1,6 @@
 """SQL tables (SQLAlchemy 2.0 typed ORM): events and their hourly rollups, summaries and their
 signals' hourly rollups, agents, dead letters, models, API keys, broker users, deployments and
-desired states.
+desired states, samples with their labels and event feedback.
 
 Over 400 lines: every SQL table lives here (DESIGN §2), each a short class with its indexes.
 """
@@ -433,6 +433,56 @@ class DesiredStateRow(Base):
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SampleRow(Base):
+    """A kept input (``shared.samples.SampleMeta``); its blob is in the artifact store."""
+
+    __tablename__ = "samples"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str | None] = mapped_column(String(36))
+    sha256: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column(Json)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index("ix_samples_ts_id", "ts", "id"),
+        Index("ix_samples_agent_ts", "agent_id", "ts", "id"),
+        Index("ix_samples_event", "event_id"),
+    )
+
+
+class SampleLabelRow(Base):
+    """A sample's label, its ``source`` (edge, cloud, person), author and ``model version``."""
+
+    __tablename__ = "sample_labels"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sample_id: Mapped[str] = mapped_column(String(36), index=True)
+    label: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16))
+    author: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(130))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EventFeedbackRow(Base):
+    """A person's verdict on an event (who, when); labels its samples, later ones too."""
+
+    __tablename__ = "event_feedback"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(128))
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 def _core(row: type[Base]) -> Table:
