@@ -1,4 +1,5 @@
-"""The config of one pipeline: its source, model, filters, actions and, for cameras, vision.
+"""The config of one pipeline: its source, model, filters, actions, collection and privacy
+and, for cameras, vision.
 
 Each part's own section comes from that part (sources from ``edge_agent.sources.registry``,
 the model from ``edge_agent.inference.config``, filters from ``filter_config``, actions from
@@ -15,12 +16,14 @@ from pydantic import Field, field_validator, model_validator
 from edge_agent.config_types import FilePath, StrictConfig
 from edge_agent.delivery.action_config import ActionConfig
 from edge_agent.inference.config import ModelConfig, RuntimeConfig
+from edge_agent.pipelines.collect import CollectConfig
 from edge_agent.pipelines.filter_config import (
     CAMERA_DEFAULT_FILTERS,
     FilterChainConfig,
     default_filters,
 )
 from edge_agent.pipelines.motion import MotionGateConfig
+from edge_agent.pipelines.privacy import PrivacyConfig
 from edge_agent.pipelines.tracking.lifecycle import TrackingConfig
 from edge_agent.sources.registry import CAMERA_SOURCE_TYPES, READING_SOURCE_TYPES, SourceConfig
 from edge_agent.sources.windows import WindowConfig
@@ -57,6 +60,12 @@ class PipelineConfig(StrictConfig):
         default=None, description="camera pipelines only; defaults apply when left out"
     )
     actions: list[ActionConfig] = Field(default_factory=list)
+    collect: CollectConfig | None = Field(
+        default=None, description="which raw inputs are kept for the cloud; none = off"
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig, description="what pixels may leave (cameras: never)"
+    )
     summary_interval_s: float = Field(
         default=60.0,
         ge=0,

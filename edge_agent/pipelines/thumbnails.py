@@ -19,18 +19,26 @@ from shared.errors import StorageError
 BoxXYXY = tuple[float, float, float, float]
 
 
-def crop(
-    frame: npt.NDArray[np.uint8], box: BoxXYXY, *, margin: float = 0.15, max_side: int = 256
-) -> npt.NDArray[np.uint8]:
-    """``box`` (x1, y1, x2, y2, frame pixels) widened by ``margin`` of its size, clipped to
-    the frame and shrunk so its longer side is at most ``max_side``."""
-    height, width = frame.shape[:2]
+def crop_region(
+    shape: tuple[int, ...], box: BoxXYXY, *, margin: float = 0.15
+) -> tuple[int, int, int, int]:
+    """``box`` (x1, y1, x2, y2, frame pixels) widened by ``margin`` of its size and clipped to
+    a frame of ``shape``: (left, top, right, bottom) in whole pixels."""
+    height, width = shape[:2]
     x1, y1, x2, y2 = box
     mx, my = (x2 - x1) * margin, (y2 - y1) * margin
     left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
     right, bottom = min(width, int(np.ceil(x2 + mx))), min(height, int(np.ceil(y2 + my)))
     if right <= left or bottom <= top:
         raise ValueError(f"box {box} does not overlap the {width}x{height} frame")
+    return left, top, right, bottom
+
+
+def crop(
+    frame: npt.NDArray[np.uint8], box: BoxXYXY, *, margin: float = 0.15, max_side: int = 256
+) -> npt.NDArray[np.uint8]:
+    """The ``crop_region`` of ``box``, shrunk so its longer side is at most ``max_side``."""
+    left, top, right, bottom = crop_region(frame.shape, box, margin=margin)
     out = frame[top:bottom, left:right]
     scale = max_side / max(out.shape[0], out.shape[1])
     if scale < 1.0:

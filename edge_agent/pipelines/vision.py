@@ -20,6 +20,7 @@ import numpy.typing as npt
 from edge_agent.inference.postprocess import Detection, Letterboxer, decode_yolo
 from edge_agent.inference.slot import LoadedModel
 from edge_agent.pipelines.base import Pipeline
+from edge_agent.pipelines.collect import Encoder, image_encoder
 from edge_agent.pipelines.config import PipelineConfig, VisionConfig
 from edge_agent.pipelines.filters import Decision
 from edge_agent.pipelines.motion import MotionGate
@@ -85,7 +86,37 @@ class VisionPipeline(Pipeline):
         step = self.lifecycle.step(detections, seq, ts)
         events = self._events(step, frame, model.ref)
         counters.events_out += len(events)
+        if self.collector is not None:
+            self._offer(frame, ts, model.ref, detections, events)
         return events
+
+    def _sample_encoder(self, config: PipelineConfig) -> Encoder | None:
+        if config.privacy.images == "never":
+            return None  # no pixels leave this camera: nothing to collect
+        return image_encoder(self.name, config.privacy)
+
+    def _offer(
+        self,
+        frame: Frame,
+        ts: float,
+        ref: ModelRef,
+        detections: list[Detection],
+        events: list[Event],
+    ) -> None:
+        """Show the collector the frame: its best detection's score and label, and the first
+        object event it starts."""
+        assert self.collector is not None
+        best = max(detections, key=lambda d: d.score, default=None)
+        started = next((e.id for e in events if e.kind == "object" and e.state == "start"), None)
+        self.collector.offer(
+            frame,
+            best.score if best is not None else 0.0,
+            best.label if best is not None else "none",
+            ts,
+            ref,
+            event_id=started,
+            detections=detections,
+        )
 
     def detect(self, frame: Frame, model: LoadedModel | None = None) -> list[Detection]:
         """One inference (with the slot's current model unless given): objects in frame pixels."""
