@@ -208,10 +208,9 @@ class Spool:
         self._queue.task_done()
 
     def _load(self) -> None:
-        """Index what a previous run left, oldest first; remove blobs without metadata."""
-        metas = sorted(self.root.glob(f"*{META_SUFFIX}"))
-        whole = set()
-        for meta_path in metas:
+        """Index what a previous run left, oldest input first; remove blobs without metadata."""
+        found: list[tuple[SampleMeta, SpoolEntry]] = []
+        for meta_path in self.root.glob(f"*{META_SUFFIX}"):
             blob_path = meta_path.with_suffix(BLOB_SUFFIX)
             try:
                 meta = SampleMeta.model_validate_json(meta_path.read_bytes())
@@ -220,8 +219,11 @@ class Spool:
                 log.warning("sample spool: removing unreadable %s: %s", meta_path.name, exc)
                 meta_path.unlink(missing_ok=True)
                 continue
-            whole.add(blob_path.name)
-            self._add(SpoolEntry(meta.id, meta.pipeline, size, meta_path, blob_path))
+            found.append((meta, SpoolEntry(meta.id, meta.pipeline, size, meta_path, blob_path)))
+        found.sort(key=lambda item: (item[0].ts, item[0].id))
+        for _, entry in found:
+            self._add(entry)
+        whole = {entry.blob_path.name for _, entry in found}
         for leftover in self.root.glob("*"):
             if leftover.name not in whole and leftover.suffix != META_SUFFIX:
                 leftover.unlink(missing_ok=True)
