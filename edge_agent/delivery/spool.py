@@ -4,9 +4,10 @@ Pipelines never wait for it: a kept input goes as a ``PendingSample`` (the copie
 function that encodes it) into a bounded queue, and the spool's writer thread encodes it
 (``.npy``, or a JPEG after the privacy policy's blurring), then writes the blob and its
 metadata. The spool is bounded in bytes and in files: the oldest samples are dropped first
-(sample ids are time-ordered) and counted. A sample is two files, ``<id>.blob`` and
-``<id>.json``; the metadata is renamed into place last, so a sample is either whole or
-absent, and a restart finds what the last run left (half-written blobs are removed).
+(sample ids are time-ordered) and counted. A sample is one file, ``<id>.sample``: its
+metadata as one line of JSON, then the blob. One file creation per sample, because creating
+files is what a gateway's disk is slowest at; a file cut short by a crash is recognised (the
+metadata declares the blob's size) and removed at the next start, which indexes the rest.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from edge_agent.config_types import FilePath, StrictConfig
 from shared.errors import StorageError
@@ -29,8 +30,7 @@ from shared.samples import SampleMeta
 
 log = logging.getLogger(__name__)
 
-META_SUFFIX = ".json"
-BLOB_SUFFIX = ".blob"
+SUFFIX = ".sample"
 
 
 class SpoolConfig(StrictConfig):
@@ -49,7 +49,7 @@ class SpoolConfig(StrictConfig):
     upload_backoff_max_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on the hot path, where a frozen one costs more
 class PendingSample:
     """A kept input on its way to the writer: ``build`` encodes it (off the hot path) into
     samples, each its metadata and blob (none when the privacy policy lets nothing leave)."""
@@ -65,8 +65,14 @@ class SpoolEntry:
     id: str
     pipeline: str
     size: int
-    meta_path: Path
-    blob_path: Path
+    """Bytes on disk: the metadata line and the blob."""
+    path: Path
+
+    def read(self) -> tuple[bytes, bytes]:
+        """The metadata (JSON) and the blob; OSError if the file is gone."""
+        data = self.path.read_bytes()
+        line_end = data.index(b"\n")
+        return data[:line_end], data[line_end + 1 :]
 
 
 @dataclass(slots=True)
@@ -131,15 +137,14 @@ class Spool:
     def write(self, meta: SampleMeta, blob: bytes) -> None:
         """Write one sample, then drop the oldest while over the bounds. StorageError on a
         disk that refuses it."""
-        blob_path = self.root / f"{meta.id}{BLOB_SUFFIX}"
-        meta_path = self.root / f"{meta.id}{META_SUFFIX}"
+        path = self.root / f"{meta.id}{SUFFIX}"
+        data = encode(meta) + b"\n" + blob
         try:
-            _write_atomic(blob_path, blob)
-            _write_atomic(meta_path, encode(meta))
+            _write(path, data)
         except OSError as exc:
-            blob_path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             raise StorageError(f"cannot write sample {meta.id}: {exc.strerror}") from None
-        entry = SpoolEntry(meta.id, meta.pipeline, len(blob), meta_path, blob_path)
+        entry = SpoolEntry(meta.id, meta.pipeline, len(data), path)
         with self._lock:
             self._add(entry)
             self.counters.written += 1
@@ -169,7 +174,7 @@ class Spool:
 
     @property
     def bytes(self) -> int:
-        """Blob bytes waiting."""
+        """Bytes on disk of the samples waiting."""
         return self._bytes
 
     def _add(self, entry: SpoolEntry) -> None:
@@ -208,39 +213,38 @@ class Spool:
         self._queue.task_done()
 
     def _load(self) -> None:
-        """Index what a previous run left, oldest input first; remove blobs without metadata."""
+        """Index what a previous run left, oldest input first; remove what is not whole."""
         found: list[tuple[SampleMeta, SpoolEntry]] = []
-        for meta_path in self.root.glob(f"*{META_SUFFIX}"):
-            blob_path = meta_path.with_suffix(BLOB_SUFFIX)
+        for path in self.root.iterdir():
             try:
-                meta = SampleMeta.model_validate_json(meta_path.read_bytes())
-                size = blob_path.stat().st_size
-            except (OSError, ValidationError) as exc:
-                log.warning("sample spool: removing unreadable %s: %s", meta_path.name, exc)
-                meta_path.unlink(missing_ok=True)
+                meta_line, blob = SpoolEntry("", "", 0, path).read()
+                meta = SampleMeta.model_validate_json(meta_line)
+            except (OSError, ValueError) as exc:  # ValidationError is a ValueError
+                log.warning("sample spool: removing %s, not a whole sample: %s", path.name, exc)
+                path.unlink(missing_ok=True)
                 continue
-            found.append((meta, SpoolEntry(meta.id, meta.pipeline, size, meta_path, blob_path)))
+            if path.suffix != SUFFIX or len(blob) != meta.size:
+                log.warning("sample spool: removing %s, cut short", path.name)
+                path.unlink(missing_ok=True)
+                continue
+            size = len(meta_line) + 1 + len(blob)
+            found.append((meta, SpoolEntry(meta.id, meta.pipeline, size, path)))
         found.sort(key=lambda item: (item[0].ts, item[0].id))
         for _, entry in found:
             self._add(entry)
-        whole = {entry.blob_path.name for _, entry in found}
-        for leftover in self.root.glob("*"):
-            if leftover.name not in whole and leftover.suffix != META_SUFFIX:
-                leftover.unlink(missing_ok=True)
         for victim in self._over_bounds():
             _unlink(victim)
         if self._index:
             log.info("sample spool %s: %d sample(s) wait for upload", self.root, len(self._index))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as file:
-        file.write(data)
-    os.replace(tmp, path)
+def _write(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _unlink(entry: SpoolEntry) -> None:
-    # Metadata first: a crash between the two leaves a blob that the next start removes.
-    entry.meta_path.unlink(missing_ok=True)
-    entry.blob_path.unlink(missing_ok=True)
+    entry.path.unlink(missing_ok=True)

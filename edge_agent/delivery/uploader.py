@@ -117,7 +117,7 @@ class Uploader:
     def _send(self, entry: SpoolEntry) -> str | None:
         """Deliver one sample; None when it has left the spool, else why to retry."""
         try:
-            meta, blob = entry.meta_path.read_bytes(), entry.blob_path.read_bytes()
+            meta, blob = entry.read()
         except FileNotFoundError:  # dropped by the spool's bounds meanwhile
             self._spool.remove(entry)
             return None

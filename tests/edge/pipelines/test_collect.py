@@ -44,8 +44,8 @@ def written(s: Spool) -> list[tuple[SampleMeta, bytes]]:
     s.stop()
     out = []
     for entry in s.oldest(1_000_000):
-        meta = SampleMeta.model_validate_json(entry.meta_path.read_bytes())
-        out.append((meta, entry.blob_path.read_bytes()))
+        meta_line, blob = entry.read()
+        out.append((SampleMeta.model_validate_json(meta_line), blob))
     return out
 
 
