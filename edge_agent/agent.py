@@ -140,10 +140,11 @@ class Agent:
             log.info("agent %s stopped; %d items wait in the outbox", self.config.agent_id, depth)
 
     def _start_samples(self) -> None:
-        """The sample spool and its writer when a pipeline collects; the uploader when the
+        """The sample spool and its writer when a pipeline collects or keeps thumbnails; the
+        uploader when the
         agent knows the cloud API (with the credentials model downloads use)."""
         cfg = self.config
-        if not any(p.collect is not None for p in cfg.pipelines):
+        if not any(p.collect is not None or p.keeps_thumbnails for p in cfg.pipelines):
             return
         spool = cfg.spool
         self.spool = Spool(

@@ -181,9 +181,17 @@ class Collector:
         return True
 
 
-def _meta(kept: Kept, agent_id: str, pipeline: str, blob: bytes, **layout: Any) -> SampleMeta:
+def sample_meta(
+    kept: Kept,
+    agent_id: str,
+    pipeline: str,
+    blob: bytes,
+    sample_id: str | None = None,
+    **layout: Any,
+) -> SampleMeta:
+    """The metadata of one sample of ``kept`` with this blob (``layout``: kind and its info)."""
     return SampleMeta(
-        id=new_event_id(),
+        id=sample_id or new_event_id(),
         agent_id=agent_id,
         pipeline=pipeline,
         ts=datetime.fromtimestamp(kept.ts, UTC),
@@ -220,7 +228,7 @@ def window_encoder(
         info = WindowInfo(
             shape=list(window.shape), sample_rate_hz=sample_rate_hz, channels=list(channels)
         )
-        meta = _meta(
+        meta = sample_meta(
             kept, agent_id, pipeline, blob, kind="window", window=info, privacy=privacy.policy()
         )
         return [(meta, blob)]
@@ -235,7 +243,12 @@ def image_encoder(pipeline: str, privacy: PrivacyConfig) -> Encoder:
     def encode(kept: Kept, agent_id: str) -> list[tuple[SampleMeta, bytes]]:
         policy = privacy.policy()
         return [
-            (_meta(kept, agent_id, pipeline, blob, kind="image", image=info, privacy=policy), blob)
+            (
+                sample_meta(
+                    kept, agent_id, pipeline, blob, kind="image", image=info, privacy=policy
+                ),
+                blob,
+            )
             for blob, info in images_that_leave(privacy, kept.data, kept.detections)
         ]
 

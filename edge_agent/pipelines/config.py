@@ -9,11 +9,12 @@ module only puts them together with the rules that span them.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from edge_agent.config_types import FilePath, StrictConfig
+from edge_agent.config_types import StrictConfig
 from edge_agent.delivery.action_config import ActionConfig
 from edge_agent.inference.config import ModelConfig, RuntimeConfig
 from edge_agent.pipelines.collect import CollectConfig
@@ -33,6 +34,11 @@ MIN_SUMMARY_INTERVAL_S = 0.1
 """Summaries are cheap, but one per sample would be raw data again."""
 
 
+def _legacy_directory(value: Any) -> Any:
+    # Thumbnails were once written to a directory named here; they live in the spool now.
+    return True if isinstance(value, Path) or (isinstance(value, str) and value) else value
+
+
 class VisionConfig(StrictConfig):
     """What a camera pipeline does between the frame and the events."""
 
@@ -40,8 +46,10 @@ class VisionConfig(StrictConfig):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     score_threshold: float = Field(default=0.5, gt=0, lt=1)
     iou_threshold: float = Field(default=0.45, gt=0, lt=1)
-    thumbnails: FilePath | None = Field(
-        default=None, description="directory for the best crop of every object; none = off"
+    thumbnails: Annotated[bool, BeforeValidator(_legacy_directory)] = Field(
+        default=False,
+        description="keep the best crop of every object as a sample in the agent's spool "
+        "(same quota, uploaded; only where `privacy.images` lets pixels leave)",
     )
 
 
@@ -106,6 +114,11 @@ class PipelineConfig(StrictConfig):
     @property
     def is_camera(self) -> bool:
         return self.source.type in CAMERA_SOURCE_TYPES
+
+    @property
+    def keeps_thumbnails(self) -> bool:
+        """Whether it keeps object thumbnails: asked for, and its privacy lets pixels leave."""
+        return bool(self.vision and self.vision.thumbnails) and self.privacy.images != "never"
 
     @field_validator("summary_interval_s")
     @classmethod

@@ -1,9 +1,11 @@
 """Object thumbnails: the crop of a frame that shows a tracked object at its best score.
 
 The lifecycle (``edge_agent.pipelines.tracking.lifecycle``) decides which frame is worth
-keeping and names it; this module only writes the crop, with a margin so the object's
+keeping and names it; this module only makes the crop, with a margin so the object's
 surroundings show, shrunk so a thumbnail stays a few kilobytes whatever the camera's
-resolution.
+resolution. A camera pipeline keeps its thumbnails as samples in the agent's spool (same
+quota, uploaded like the rest) after its privacy policy has blurred what it must
+(``VisionPipeline``); ``save_thumbnail`` writes one to a file.
 """
 
 from __future__ import annotations
@@ -45,6 +47,19 @@ def crop(
         size = (max(1, round(out.shape[1] * scale)), max(1, round(out.shape[0] * scale)))
         out = np.asarray(cv2.resize(out, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
     return np.ascontiguousarray(out)
+
+
+def thumbnail_jpeg(
+    frame: npt.NDArray[np.uint8], box: BoxXYXY, *, quality: int = 85
+) -> tuple[bytes, tuple[int, int, int, int], tuple[int, int]]:
+    """The object's crop as JPEG bytes, the crop's region in the frame (left, top, right,
+    bottom) and the JPEG's width and height. ValueError if it cannot be encoded."""
+    region = crop_region(frame.shape, box)
+    image = crop(frame, box)
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"cannot encode the thumbnail of box {box} as JPEG")
+    return bytes(encoded.tobytes()), region, (image.shape[1], image.shape[0])
 
 
 def save_thumbnail(
