@@ -103,7 +103,10 @@ def parse_meta(text: str) -> SampleMeta:
     status_code=201,
     response_model=SampleOut,
     openapi_extra=_UPLOAD_BODY,
-    responses={200: {"model": SampleOut, "description": "stored before"}, **problems(409, 413)},
+    responses={
+        200: {"model": SampleOut, "description": "stored before"},
+        **problems(400, 409, 413),
+    },
     dependencies=[Depends(body_limit(upload_limit))],
 )
 async def upload_sample(
