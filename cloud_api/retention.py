@@ -1,5 +1,5 @@
-"""Retention: delete events, rollups, summaries, signal rollups, dead letters and samples
-(rows, labels and blobs) older than the horizon.
+"""Retention: delete events, rollups, summaries, signal rollups, dead letters, event feedback
+and samples (rows, labels and blobs) older than the horizon.
 
 Deletes go in bounded batches, each its own short transaction, so ingest and readers never
 wait behind one huge DELETE and a crash loses at most one batch of work. The horizon is cut
@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import Connection, Engine, Table, delete, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,7 +26,7 @@ from cloud_api.db import AdvisoryLock
 from cloud_api.queries.samples import delete_samples, oldest_samples
 from cloud_api.registry import ArtifactStore
 from cloud_api.samples import blob_key
-from cloud_api.tables import DEAD_LETTERS, EVENTS, SIGNAL_ROLLUPS, SUMMARIES
+from cloud_api.tables import DEAD_LETTERS, EVENTS, SIGNAL_ROLLUPS, SUMMARIES, EventFeedbackRow
 from shared.errors import ConfigError
 from shared.messages import utcnow
 
@@ -48,6 +49,8 @@ RETENTION_TABLES = (
     RetentionTable(SUMMARIES, ("id",), "window_start"),
     RetentionTable(SIGNAL_ROLLUPS, tuple(SIGNAL_KEY), "hour"),
     RetentionTable(DEAD_LETTERS, ("id",), "received_at"),
+    # People's verdicts go with the events (and samples) they were about.
+    RetentionTable(cast(Table, EventFeedbackRow.__table__), ("id",), "created_at"),
 )
 
 

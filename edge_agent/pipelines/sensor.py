@@ -154,19 +154,13 @@ class SensorPipeline(Pipeline):
         self._score.add(score)
         if seq % LEVEL_EVERY == 0:
             self._sample_level(batch, 0)
-        collector = self.collector
-        if decision is None:
-            if collector is not None:
-                label = SCORE_LABEL if score >= self._label_threshold else self._normal_label
-                collector.offer(batch[0], score, label, ts, model.ref)
-            return []
-        self.counters.events_out += 1
-        event = self._event(decision, batch[0], model.ref)
-        if collector is not None:
-            started = event.id if event.state == "start" else None
+        events = [] if decision is None else [self._event(decision, batch[0], model.ref)]
+        self.counters.events_out += len(events)
+        if self.collector is not None:
+            started = events[0].id if events and events[0].state == "start" else None
             label = SCORE_LABEL if score >= self._label_threshold else self._normal_label
-            collector.offer(batch[0], score, label, ts, model.ref, event_id=started)
-        return [event]
+            self.collector.offer(batch[0], score, label, ts, model.ref, event_id=started)
+        return events
 
     def _scores(
         self, model: LoadedModel, output: npt.NDArray[Any], n: int

@@ -137,7 +137,9 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
         # Two old hours of the summaries' signal (two summaries each).
         "signal_rollups": 2,
         "dead_letters": 2,
-        "samples": 0,  # tests/cloud/test_samples.py has samples (blobs with the rows)
+        # tests/cloud/test_samples.py has samples (blobs with the rows) and feedback.
+        "event_feedback": 0,
+        "samples": 0,
     }
     assert [rows for table, rows in batches if table == "events"] == [3, 3, 1]
     assert [rows for table, rows in batches if table == "summaries"] == [3, 1]
@@ -149,6 +151,7 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
         "summaries": 2,
         "signal_rollups": 1,
         "dead_letters": 1,
+        "event_feedback": 1,
     }
     assert remaining(engine, "events", "ts") == [*NEW_TIMES]
     assert remaining(engine, "summaries", "window_start") == [*NEW_TIMES]

@@ -175,3 +175,50 @@ def test_keep_labels_and_frames(tmp_path: Path) -> None:
         ("image", "crop"),
     ]
     assert kept[0][0].privacy.blur == ["person"]
+
+
+def test_a_device_pipeline_on_a_score_model_keeps_its_events_windows(tmp_path: Path) -> None:
+    """The scorer's one-window path: the event's window and its neighbours, [C, W] with the
+    channels' names, labelled by the edge's own call."""
+    import threading
+
+    from edge_agent.inference.slot import load_slot
+    from edge_agent.pipelines.config import PipelineConfig
+    from edge_agent.pipelines.sensor import SensorPipeline
+    from models.normal import fit_normal
+    from models.normal_files import write_model
+    from models.window_features import WindowSpec
+
+    rng = np.random.default_rng(1)
+    spec = WindowSpec(("flow", "pressure"), size=8, hop=8)
+    write_model(fit_normal(rng.normal(size=(600, 2)), spec, name="n", version="1"), tmp_path)
+    replay = np.vstack([rng.normal(size=(160, 2)), 25 + rng.normal(size=(40, 2))])
+    lines = ["flow,pressure"] + [",".join(map(str, row)) for row in replay]
+    (tmp_path / "replay.csv").write_text("\n".join(lines) + "\n")
+    config = PipelineConfig.model_validate({
+        "name": "line",
+        "source": {"type": "csv", "path": str(tmp_path / "replay.csv"), "rate_hz": 10, "speed": 0},
+        "window": {"size": 8, "hop": 8},
+        "model": {"name": "n", "manifest": str(tmp_path / "manifest.json")},
+        "collect": {"before": 1, "after": 1},
+    })  # fmt: skip
+    s = spool(tmp_path)
+    pipeline = SensorPipeline(
+        config, load_slot(config.model, config.runtime), agent_id="gw-1", spool=s
+    )
+    events = []
+    for sample in pipeline.source.samples(threading.Event()):
+        events += pipeline.process_sample(sample)
+    (start,) = [e for e in events if e.state == "start"]
+    kept = written(s)
+    assert len(kept) == 3
+    assert {meta.event_id for meta, _ in kept} == {start.id}
+    assert {tuple(meta.window.shape) for meta, _ in kept if meta.window} == {(2, 8)}
+    assert kept[0][0].window is not None
+    assert kept[0][0].window.channels == ["flow", "pressure"]
+    # The debounce starts the event on the third high window: its neighbours are high too.
+    threshold = pipeline.slot.current().threshold
+    assert threshold is not None
+    for meta, _ in kept:
+        assert meta.label == ("anomaly" if meta.score >= threshold else "normal")
+    assert pipeline.status().samples_kept == {"event": 3}
