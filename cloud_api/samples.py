@@ -69,6 +69,13 @@ def check_image(meta: SampleMeta, path: Path) -> None:
     data = np.fromfile(path, dtype=np.uint8)
     if data[:3].tobytes() != JPEG_MAGIC:
         raise ContractError("the image blob is not a JPEG (no JPEG start-of-image marker)")
+    declared = (meta.image.width, meta.image.height)
+    # The decoder allocates what the JPEG's header says: check that before it runs.
+    if jpeg_size(data.tobytes()) != declared:
+        raise ContractError(
+            f"the image blob's JPEG header does not say {declared[0]}x{declared[1]}, as its "
+            "metadata declares (or it has no frame header)"
+        )
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ContractError("the image blob does not decode as a JPEG")
@@ -78,6 +85,30 @@ def check_image(meta: SampleMeta, path: Path) -> None:
             f"the image blob is {width}x{height}, but its metadata declares "
             f"{meta.image.width}x{meta.image.height}"
         )
+
+
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+"""JPEG start-of-frame markers: the segment that holds the image's size."""
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, walking its segments; None if none."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _SOF and at + 9 <= len(data):
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            return int.from_bytes(data[at + 7 : at + 9], "big"), height
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image, start of scan: no frame seen
+            return None
+        at += 2 + length
+    return None
 
 
 CHECKS: dict[str, Callable[[SampleMeta, Path], None]] = {

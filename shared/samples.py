@@ -41,6 +41,8 @@ MAX_POLICY_LABELS = 64
 MAX_CHANNELS = 256
 MAX_DIMENSION = 1 << 24
 MAX_PIXELS_SIDE = 16384
+MAX_PIXELS = 40_000_000
+"""Pixels of one image (8K UHD is 33 M): what a decoder may be asked to allocate."""
 
 Dimension = Annotated[int, Field(strict=True, ge=1, le=MAX_DIMENSION)]
 Pixels = Annotated[int, Field(strict=True, ge=1, le=MAX_PIXELS_SIDE)]
@@ -85,6 +87,12 @@ class ImageInfo(_EdgeMessage):
     detections: list[SampleDetection] = Field(default_factory=list, max_length=MAX_DETECTIONS)
     blurred: Annotated[int, Field(strict=True, ge=0, le=MAX_DETECTIONS)] = 0
     """Boxes the device blurred before it wrote the JPEG."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ImageInfo:
+        if self.width * self.height > MAX_PIXELS:
+            raise ValueError(f"an image has at most {MAX_PIXELS} pixels")
+        return self
 
 
 class SampleMeta(_EdgeMessage):
