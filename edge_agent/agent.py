@@ -28,6 +28,7 @@ from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.base import Pipeline
 from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.pipelines.vision import VisionPipeline
+from edge_agent.updates.download import DownloadPolicy
 from edge_agent.updates.installer import read_password
 from edge_agent.updates.updater import Updater
 from shared.messages import AgentStatus, PipelineStatus, utcnow
@@ -155,10 +156,12 @@ class Agent:
         )
         self.spool.start()
         if cfg.cloud is not None:
+            credentials = DownloadPolicy(
+                username=cfg.cloud.username, password=read_password(cfg.cloud)
+            )
             target = UploadTarget(
                 cfg.cloud.base_url,
-                cfg.cloud.username,
-                read_password(cfg.cloud),
+                credentials.headers(),
                 timeout_s=spool.upload_timeout_s,
                 backoff_s=spool.upload_backoff_s,
                 backoff_max_s=spool.upload_backoff_max_s,

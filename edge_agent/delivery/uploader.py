@@ -12,7 +12,6 @@ doubling backoff and tries the same sample again, so an outage only delays uploa
 
 from __future__ import annotations
 
-import base64
 import http.client
 import logging
 import threading
@@ -49,11 +48,11 @@ class UploadCounters:
 
 @dataclass(frozen=True, slots=True)
 class UploadTarget:
-    """Where and as whom: the cloud API's base URL and the agent's Basic credentials."""
+    """Where and as whom: the cloud API's base URL and the agent's credentials (the
+    ``Authorization`` header model downloads send, ``DownloadPolicy.headers``)."""
 
     base_url: str
-    username: str | None = None
-    password: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 30.0
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
@@ -122,7 +121,7 @@ class Uploader:
             self._spool.remove(entry)
             return None
         body, content_type = multipart({"meta": meta}, ("blob", blob))
-        headers = {"Content-Type": content_type, **self._auth()}
+        headers = {"Content-Type": content_type, **self._target.headers}
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self._target.timeout_s) as response:  # noqa: S310
@@ -141,13 +140,6 @@ class Uploader:
         self.counters.bytes_uploaded[entry.pipeline] += len(blob)
         self._spool.remove(entry)
         return None
-
-    def _auth(self) -> dict[str, str]:
-        target = self._target
-        if target.username is None:
-            return {}
-        token = base64.b64encode(f"{target.username}:{target.password or ''}".encode()).decode()
-        return {"Authorization": f"Basic {token}"}
 
 
 def multipart(fields: dict[str, bytes], file: tuple[str, bytes]) -> tuple[bytes, str]:

@@ -29,6 +29,10 @@ from cloud_api.config import Settings
 from cloud_api.main import create_app
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
+from edge_agent.delivery.spool import Spool
+from edge_agent.delivery.uploader import Uploader, UploadTarget
+from edge_agent.updates.download import DownloadPolicy
+from tests.cloud.sample_helpers import window_sample
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -302,3 +306,32 @@ def region_variance(jpeg: bytes, region: tuple[slice, slice]) -> float:
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
     assert image is not None
     return float(cv2.Laplacian(image[region].astype(np.float32), cv2.CV_32F).var())
+
+
+def test_the_uploader_drops_what_the_cloud_refuses_and_delivers_the_rest(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A sample the cloud refuses for good (its window is not the shape it declares) leaves
+    the spool, counted; the samples around it arrive."""
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30, max_files=100, queue_size=10)
+    with serve(settings, free_port()) as cloud:
+        agent_id = f"up-{uuid.uuid4().hex[:8]}"
+        section = enroll(cloud, agent_id, tmp_path)
+        good, blob = window_sample(agent_id, shape=(64,))
+        bad, bad_blob = window_sample(agent_id, shape=(64,), declared=(32,), seed=1)
+        later, later_blob = window_sample(agent_id, shape=(64,), seed=2)
+        for meta, data in ((good, blob), (bad, bad_blob), (later, later_blob)):
+            spool.write(meta, data)
+        password = Path(section["password_file"]).read_text()
+        credentials = DownloadPolicy(username=agent_id, password=password).headers()
+        uploader = Uploader(spool, UploadTarget(cloud.url, credentials, backoff_s=0.05))
+        uploader.start()
+        try:
+            wait_for(lambda: spool.depth() == 0, "an empty spool")
+        finally:
+            uploader.stop()
+        arrived = {s["id"] for s in samples(cloud, agent_id=agent_id)}
+    assert arrived == {good.id, later.id}
+    assert uploader.counters.refused == 1
+    assert uploader.counters.uploaded == {"spindle-vibration": 2}
+    assert uploader.counters.bytes_uploaded["spindle-vibration"] == len(blob) + len(later_blob)
