@@ -169,6 +169,14 @@ class PipelineStatus(_EdgeMessage):
     inference_p50_s: Seconds | None = None
     """Median time of one window's inference over the recent ones (None before the first)."""
     inference_p99_s: Seconds | None = None
+    samples_kept: dict[Name, Count] = Field(default_factory=dict, max_length=8)
+    """Raw inputs its ``collect:`` policy kept, by reason (random, band, event, escalated)."""
+    samples_capped: Count = 0
+    """Inputs a collection rule wanted that the per-minute or per-day cap refused."""
+    spool_depth: Count = 0
+    """Its samples waiting in the agent's spool for upload."""
+    samples_uploaded: Count = 0
+    sample_bytes_uploaded: Count = 0
 
 
 class AgentStatus(_EdgeMessage):
@@ -191,6 +199,11 @@ class AgentStatus(_EdgeMessage):
     ack_rtt_p50_s: Seconds | None = None
     """Median edge -> cloud -> edge round trip (publish to the cloud's ack) of recent batches."""
     ack_rtt_p99_s: Seconds | None = None
+    spool_depth: Count = 0
+    """Samples waiting in the spool for upload (every pipeline's)."""
+    spool_bytes: Count = 0
+    spool_dropped: Count = 0
+    """Samples the spool dropped unsent (oldest first) to stay within its bounds."""
 
 
 class SignalStats(_EdgeMessage):

@@ -25,7 +25,9 @@ from pydantic import ValidationError
 
 from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox_writer import OutboxWriter
+from edge_agent.delivery.spool import Spool
 from edge_agent.inference.slot import LoadedModel, ModelSlot
+from edge_agent.pipelines.collect import Collector, Encoder
 from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.filter_config import default_filters
 from edge_agent.pipelines.filters import FilterEngine, build_engine
@@ -114,6 +116,7 @@ class Pipeline(ABC):
         actions: Actions | None = None,
         agent_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        spool: Spool | None = None,
     ):
         self.name = config.name
         self.slot = slot
@@ -139,10 +142,27 @@ class Pipeline(ABC):
         """The seq of the next event: gap-free for the agent's whole life (``run`` resumes it
         from the outbox, which stores it with the events)."""
         self._prepare(config)
+        self.collector: Collector | None = None
+        """The ``collect:`` rules; None when off, or when the privacy policy lets nothing out."""
+        encoder = self._sample_encoder(config)
+        collect = config.collect
+        if collect is not None and spool is not None and encoder is not None and agent_id:
+            self.collector = Collector(
+                collect,
+                pipeline=self.name,
+                agent_id=agent_id,
+                spool=spool,
+                encoder=encoder,
+            )
+        self._spool = spool
 
     @abstractmethod
     def _prepare(self, config: PipelineConfig) -> None:
         """What a kind of pipeline sets up once the shared parts exist (checks the model)."""
+
+    @abstractmethod
+    def _sample_encoder(self, config: PipelineConfig) -> Encoder | None:
+        """How a kept input becomes samples; None if none may leave (cameras: ``never``)."""
 
     @abstractmethod
     def process_sample(self, sample: Sample) -> list[Event]:
@@ -203,6 +223,9 @@ class Pipeline(ABC):
             provider=model.runtime.provider,
             inference_p50_s=p50,
             inference_p99_s=p99,
+            samples_kept=dict(self.collector.counters.kept) if self.collector else {},
+            samples_capped=self.collector.counters.capped if self.collector else 0,
+            spool_depth=self._spool.depth(self.name) if self._spool is not None else 0,
         )
 
     def inference_stats(self) -> InferenceStats:
