@@ -170,6 +170,7 @@ class Agent:
             target = UploadTarget(
                 cfg.cloud.base_url,
                 credentials.headers(),
+                tls=cfg.cloud.tls.files() if cfg.cloud.tls is not None else None,
                 timeout_s=spool.upload_timeout_s,
                 backoff_s=spool.upload_backoff_s,
                 backoff_max_s=spool.upload_backoff_max_s,

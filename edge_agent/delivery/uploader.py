@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from edge_agent.delivery.spool import Spool, SpoolEntry
 from shared.messages import utcnow
+from shared.tls import TlsFiles, client_context
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class UploadTarget:
 
     base_url: str
     headers: dict[str, str] = field(default_factory=dict)
+    tls: TlsFiles | None = None
+    """The CA (and client certificate) an https:// API is verified with (``cloud.tls``)."""
     timeout_s: float = 30.0
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
@@ -65,6 +68,11 @@ class Uploader:
         self._spool = spool
         self._target = target
         self._url = target.base_url.rstrip("/") + SAMPLES_PATH
+        https = self._url.startswith("https://")
+        # Built once (a ConfigError naming the file at start-up, as for downloads).
+        self._context = (
+            client_context(target.tls or TlsFiles(), peer="the cloud API") if https else None
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.counters = UploadCounters()
@@ -124,7 +132,9 @@ class Uploader:
         headers = {"Content-Type": content_type, **self._target.headers}
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self._target.timeout_s) as response:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310
+                request, timeout=self._target.timeout_s, context=self._context
+            ) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode(errors="replace")
