@@ -58,7 +58,7 @@ class UtcDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
         # Ingest binds two of these per event: one C-level isoformat instead of two Python
         # layers. The text is exactly SQLAlchemy's own SQLite storage format.
-        return _sqlite_utc_text
+        return sqlite_utc_text
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -68,7 +68,8 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def _sqlite_utc_text(value: datetime | None) -> str | None:
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """How ``UtcDateTime`` stores a time on SQLite: naive UTC text, fixed width."""
     if value is None:
         return None
     if value.tzinfo is None:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from cloud_api.analytics import rollups
 from cloud_api.ingest.parse import Work
-from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENTS, SUMMARIES
+from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENTS, SUMMARIES, sqlite_utc_text
 from shared.errors import ConfigError
 from shared.messages import AgentStatus
 
@@ -185,11 +185,43 @@ class SqliteWriter(Writer):
                 seen.add(event["id"])  # the same id twice in one batch is stored once
                 fresh.append(event)
         if fresh:
-            conn.execute(self._insert_events, fresh)
+            _insert_sqlite_events(conn, fresh)
             rows = rollups.rollup_rows(fresh)
             for level, upsert in self._upsert_rollups:
                 conn.execute(upsert, rows[level])
         return len(fresh)
+
+
+_SQLITE_INSERT = (
+    f"INSERT INTO events ({', '.join(rollups.EVENT_COLUMNS)}) "  # noqa: S608 (constants only)
+    f"VALUES ({', '.join('?' * len(rollups.EVENT_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def _insert_sqlite_events(conn: Connection, events: list[dict[str, Any]]) -> None:
+    """The driver's executemany of plain tuples: the values bound as ``UtcDateTime`` and
+    ``Json`` store them, without SQLAlchemy's per-row parameter processing (two thirds of the
+    insert's time at 100 events a message)."""
+    columns = rollups.EVENT_COLUMNS
+    ts, received_at, attributes = (columns.index(n) for n in ("ts", "received_at", "attributes"))
+    received: dict[datetime, str | None] = {}  # one per message: its events share it
+    rows = []
+    for event in events:
+        row = [event[name] for name in columns]
+        row[ts] = sqlite_utc_text(row[ts])
+        at = row[received_at]
+        row[received_at] = (
+            received[at] if at in received else received.setdefault(at, sqlite_utc_text(at))
+        )
+        row[attributes] = to_json(row[attributes]).decode()
+        rows.append(row)
+    try:
+        conn.connection.driver_connection.executemany(_SQLITE_INSERT, rows)  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # Wrapped as SQLAlchemy would: the store tells an outage (retry) from refused data.
+        raise DBAPIError.instance(
+            _SQLITE_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
+        ) from exc
 
 
 class PostgresWriter(Writer):
