@@ -26,6 +26,7 @@ from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.base import Pipeline
 from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.pipelines.vision import VisionPipeline
+from edge_agent.remote_config import RemoteConfig
 from edge_agent.updates.updater import Updater
 from shared.messages import AgentStatus, utcnow
 
@@ -48,6 +49,7 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self.actions: Actions | None = None
         self.updater: Updater | None = None
+        self.remote_config: RemoteConfig | None = None
 
     def start(self) -> None:
         """Bring the agent up; raises ConfigError, ModelError or StorageError if it cannot."""
@@ -73,6 +75,9 @@ class Agent:
             # Before the pipelines run: a version installed before a restart takes over now.
             self.updater = Updater(cfg, self.pipelines, on_change=self._status_changed)
             self.updater.restore()
+        # The overlay the last run applied holds until the cloud's retained one arrives.
+        self.remote_config = RemoteConfig(cfg, self.pipelines, on_change=self._status_changed)
+        self.remote_config.restore()
         self.registry.register(
             AgentCollector(self.status, self._uplink_health, self._dropped, self._update_health)
         )
@@ -85,6 +90,7 @@ class Agent:
             self.status,
             desired=updater.submit if updater is not None else None,
             refused=updater.refuse_message if updater is not None else None,
+            overlay=self.remote_config.submit,
         )
         self.uplink.start()
         if updater is not None:
@@ -162,6 +168,7 @@ class Agent:
             unacked_batches=uplink.unacked_batches if uplink is not None else 0,
             ack_rtt_p50_s=rtt[0] if rtt is not None else None,
             ack_rtt_p99_s=rtt[1] if rtt is not None else None,
+            config=self.remote_config.status() if self.remote_config is not None else None,
         )
 
     def _run_pipeline(self, pipeline: Pipeline) -> None:

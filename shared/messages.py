@@ -5,21 +5,27 @@ keys, so a typo on a gateway is an error and never a silently dropped field. Fie
 strict types of ``shared.fields``: no coercion, finite floats, 64-bit integers, text that
 PostgreSQL can hold, times within 1970..9999, bounded sizes. What a message accepts, SQLite
 and PostgreSQL store.
+
+(Over 400 lines: the whole wire contract in one place, one short class per message.)
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     Strict,
     StringConstraints,
     model_validator,
@@ -27,6 +33,7 @@ from pydantic import (
 
 from shared.fields import (
     INT64_MAX,
+    INT64_MIN,
     Attributes,
     Count,
     EventId,
@@ -52,6 +59,9 @@ MAX_EVENTS_PER_BATCH = 1000
 MAX_SUMMARY_LABELS = 256
 MAX_SUMMARY_SIGNALS = 32
 MAX_PIPELINES = 64
+MAX_OVERLAY_BYTES = 16 * 1024
+"""A configuration overlay's JSON: a few thresholds and intervals per pipeline fit many times."""
+MAX_OVERLAY_DEPTH = 6
 
 
 def _schema_version(value: object) -> object:
@@ -166,6 +176,84 @@ class PipelineStatus(_EdgeMessage):
     """The pipeline's last model update (None if it never received a desired version)."""
 
 
+_check_text = cast(Callable[[str], str], SafeText.func)
+"""``SafeText``'s check on one string (an overlay holds strings at any depth)."""
+
+
+def _overlay_value(value: object, depth: int) -> None:
+    """Raise ValueError unless ``value`` is JSON every database stores (see the module doc)."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError("an integer must fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("a float must be finite (no NaN or Infinity)")
+    elif isinstance(value, str):
+        _check_text(value)
+    elif depth >= MAX_OVERLAY_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_OVERLAY_DEPTH} levels")
+    elif isinstance(value, list):
+        for item in value:
+            _overlay_value(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueError("object keys must be strings")
+            _check_text(key)
+            _overlay_value(item, depth + 1)
+    else:
+        raise ValueError(f"{type(value).__name__} is not JSON")
+
+
+def _overlay(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("a configuration overlay must be an object")
+    _overlay_value(value, 0)
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > MAX_OVERLAY_BYTES:
+        raise ValueError(
+            f"a configuration overlay has at most {MAX_OVERLAY_BYTES} bytes, not {size}"
+        )
+    return value
+
+
+OverlayJson = Annotated[
+    dict[str, Any], PlainValidator(_overlay, json_schema_input_type=dict[str, Any])
+]
+"""A configuration overlay: a JSON object of at most MAX_OVERLAY_BYTES whose values every
+database stores (64-bit integers, finite floats, text without NUL). Only the agent knows which
+keys it accepts: it validates the overlay against its own config classes."""
+
+
+class ConfigOverlay(_EdgeMessage):
+    """What the cloud publishes, retained, on an agent's ``config`` topic.
+
+    ``overlay`` is the whole remote configuration (a key it leaves out takes the value of the
+    agent's own file again); ``version`` grows with every change an operator makes.
+    """
+
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
+    agent_id: AgentId
+    version: RowId
+    issued_at: UtcDatetime
+    overlay: OverlayJson = Field(default_factory=dict)
+
+
+class ConfigStatus(_EdgeMessage):
+    """Where an agent's remote configuration stands, as it reports it in ``status``."""
+
+    desired_version: RowId | None = None
+    """The last overlay version the agent received (applied or refused)."""
+    applied_version: RowId | None = None
+    """The overlay version in effect (None: the file's configuration only)."""
+    applied: OverlayJson = Field(default_factory=dict)
+    """The overlay in effect."""
+    refused: Reason = ""
+    """Why ``desired_version`` was refused ("" when it is the one applied)."""
+
+
 class AgentStatus(_EdgeMessage):
     """The retained heartbeat on ``status``; the Last Will sets ``state`` to ``offline``."""
 
@@ -186,6 +274,8 @@ class AgentStatus(_EdgeMessage):
     ack_rtt_p50_s: Seconds | None = None
     """Median edge -> cloud -> edge round trip (publish to the cloud's ack) of recent batches."""
     ack_rtt_p99_s: Seconds | None = None
+    config: ConfigStatus | None = None
+    """Where the agent's remote configuration stands (None from agents without it)."""
 
 
 class SignalStats(_EdgeMessage):

@@ -27,7 +27,7 @@ from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.inference.slot import LoadedModel, ModelSlot
 from edge_agent.pipelines.config import PipelineConfig
-from edge_agent.pipelines.filter_config import default_filters
+from edge_agent.pipelines.filter_config import FilterStageConfig, default_filters
 from edge_agent.pipelines.filters import FilterEngine, build_engine
 from edge_agent.pipelines.summary import SummaryWindow
 from edge_agent.sources.registry import build_source
@@ -96,6 +96,14 @@ class InferenceStats:
     """(the ``errors`` count it made, message) of the most recent errors, oldest first."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """What of a pipeline may change while it runs (``edge_agent.remote_config``)."""
+
+    filters: tuple[FilterStageConfig, ...]
+    summary_interval_s: float
+
+
 class Pipeline(ABC):
     """What every pipeline shares: a source, a model slot, a filter engine, counters, the
     run loop, summaries and the way events leave (local actions, then the outbox).
@@ -127,6 +135,10 @@ class Pipeline(ABC):
         if "filters" not in config.model_fields_set and model.threshold is not None:
             filters = default_filters(model.threshold)  # a scorer's calibrated threshold
         self.filters: FilterEngine = build_engine(filters)
+        self.configured = RunSettings(tuple(filters), config.summary_interval_s)
+        """The settings of the config file (filters with a scorer's calibrated threshold)."""
+        self._next_settings: RunSettings | None = None
+        self._settings_lock = threading.Lock()
         self._actions = actions
         self._failing = False
         # Summaries name the agent: a pipeline built without one (benchmarks, unit tests)
@@ -152,17 +164,27 @@ class Pipeline(ABC):
     def close(self) -> list[Event]:
         """End open events because the stream ends; nothing if none is open."""
 
+    def reconfigure(self, settings: RunSettings) -> None:
+        """Run with ``settings`` from the next sample on (any thread may call this)."""
+        with self._settings_lock:
+            self._next_settings = settings
+
     def run(self, outbox: Outbox, stop: threading.Event) -> None:
         """Process the source until it ends or ``stop`` is set, then close any open event.
 
         Every ``summary_interval_s`` (checked between two samples) a summary goes to the
         outbox, and a last one covers the rest when the run ends, so the summaries of a run
-        add up to its counters.
+        add up to its counters. New settings (``reconfigure``) are taken between two samples.
         """
-        clock, interval = self._clock, self._summary_s
+        clock = self._clock
+        self._take_settings()
+        interval = self._summary_s
         due = clock() + interval if interval else math.inf
         self._resume(outbox)
         for sample in self.source.samples(stop):
+            if self._next_settings is not None and self._take_settings():
+                interval = self._summary_s
+                due = min(due, clock() + interval) if interval else math.inf
             try:
                 events = self.process_sample(sample)
             except (ModelError, ValidationError) as exc:
@@ -181,6 +203,18 @@ class Pipeline(ABC):
         self._emit(outbox, self.close())
         if interval:
             self._put_summary(outbox)
+
+    def _take_settings(self) -> bool:
+        """Swap in the settings ``reconfigure`` left, if any; open events stay open."""
+        with self._settings_lock:
+            settings, self._next_settings = self._next_settings, None
+        if settings is None:
+            return False
+        self.filters = self.filters.retuned(settings.filters)
+        if self._agent_id is not None:
+            self._summary_s = settings.summary_interval_s
+        log.info("pipeline %s: runs with new settings", self.name)
+        return True
 
     def status(self, update: UpdateStatus | None = None) -> PipelineStatus:
         """What the pipeline runs and did; ``update`` is its last model update (the updater's)."""
