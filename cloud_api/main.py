@@ -20,6 +20,7 @@ from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
 from cloud_api.retention import Retention
 from cloud_api.rollout.worker import RolloutWorker
 from cloud_api.routes import (
+    agent_config,
     agents,
     aggregates,
     dashboard,
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (
         events,
         agents,
+        agent_config,
         enrollment,
         aggregates,
         signals,

@@ -1,6 +1,6 @@
 """SQL tables (SQLAlchemy 2.0 typed ORM): events and their hourly rollups, summaries and their
-signals' hourly rollups, agents, dead letters, models, API keys, broker users, deployments and
-desired states.
+signals' hourly rollups, agents, dead letters, models, API keys, broker users, deployments,
+desired states and agents' remote configurations.
 
 Over 400 lines: every SQL table lives here (DESIGN §2), each a short class with its indexes.
 """
@@ -432,6 +432,22 @@ class DesiredStateRow(Base):
 
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AgentConfigRow(Base):
+    """The remote configuration overlay last set for one agent (a ``ConfigOverlay``).
+
+    The broker keeps it retained on the agent's ``config`` topic; this row is the truth it is
+    published from again when the broker lost it. ``version`` grows with every change and
+    ``updated_at`` equals the message's ``issued_at``.
+    """
+
+    __tablename__ = "agent_configs"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    overlay: Mapped[dict[str, Any]] = mapped_column(Json)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
