@@ -62,6 +62,7 @@ MAX_PIPELINES = 64
 MAX_OVERLAY_BYTES = 16 * 1024
 """A configuration overlay's JSON: a few thresholds and intervals per pipeline fit many times."""
 MAX_OVERLAY_DEPTH = 6
+"""Objects and arrays nest at most this deep in an overlay (the overlay itself is the first)."""
 
 
 def _schema_version(value: object) -> object:

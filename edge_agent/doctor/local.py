@@ -39,17 +39,19 @@ def config_checks(path: Path, config: AgentConfig) -> list[Check]:
 def file_checks(config: AgentConfig) -> list[Check]:
     """Every file the config names can be read; the outbox and updates dirs can be written."""
     checks = []
+    written = []
     for where, file in named_files(config, ()):
-        problem = None if where in _OWN_FILES else _unreadable(file)
+        if where in _WRITTEN or where.endswith(_WRITTEN_DIRS):
+            written.append((where, file))
+            continue
+        problem = _unreadable(file)
         if problem is not None:
             checks.append(Check.failed(f"file {where}", f"{file}: {problem[0]}", problem[1]))
     if not checks:
         checks.append(Check.passed("files", "every file the config names can be read"))
-    for name, directory in (
-        ("outbox", config.outbox.path.parent),
-        ("updates", config.updates_dir),
-    ):
-        checks.append(_writable(f"{name} directory", directory))
+    written.append(("updates.dir", config.updates_dir))  # a default when the key is unset
+    for where, path in dict(written).items():
+        checks.append(_writable(where, path))
     return checks
 
 
@@ -98,8 +100,9 @@ def named_files(node: object, where: tuple[str, ...]) -> Iterator[tuple[str, Pat
             yield from named_files(item, (*where, str(key)))
 
 
-_OWN_FILES = {"outbox.path", "updates.dir"}
-"""Paths the agent creates itself: checked as directories it can write, not as inputs."""
+_WRITTEN = {"outbox.path", "updates.dir"}
+_WRITTEN_DIRS = (".thumbnails",)
+"""Paths the agent writes (by key path, or its last key): checked as writable, not as inputs."""
 
 
 def _unreadable(file: Path) -> tuple[str, str] | None:
@@ -112,10 +115,13 @@ def _unreadable(file: Path) -> tuple[str, str] | None:
     return None
 
 
-def _writable(name: str, directory: Path) -> Check:
-    folder = _existing_parent(directory)
+def _writable(name: str, path: Path) -> Check:
+    """``path`` (or the directory it will be created in) can be written by this user."""
+    if path.is_file() and not os.access(path, os.R_OK | os.W_OK):
+        return Check.failed(name, f"{path} cannot be written by this user", _chmod(path))
+    folder = _existing_parent(path)
     if os.access(folder, os.W_OK | os.X_OK):
-        return Check.passed(name, f"{directory} can be written")
+        return Check.passed(name, f"{path} can be written")
     return Check.failed(
         name,
         f"{folder} cannot be written by this user",
@@ -131,7 +137,7 @@ def _existing_parent(path: Path) -> Path:
 
 
 def _chmod(file: Path) -> str:
-    return f"give the agent's user read access (chmod/chown {file})"
+    return f"give the agent's user access (chmod/chown {file})"
 
 
 def _mb(size: int) -> str:
