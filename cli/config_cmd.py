@@ -6,6 +6,7 @@ value again). It is given as JSON or YAML (``--file``), as ``--set key.path=valu
 
     aiot config set --agent press-3 --set pipelines.spindle.filters.threshold.threshold=0.6
     aiot config set --label site=plant-1 --file overlay.yaml
+    aiot config set --agent press-3        # an empty overlay: back to the agent's file
 
 The cloud stores it under a new version and publishes it retained; each agent applies it or
 refuses it with the reason, which ``aiot config show`` prints. Exit 2 when the API refuses

@@ -99,8 +99,11 @@ class RemoteConfig:
                 f"config names agent {message.agent_id!r}, this is {self._agent_id!r}",
             )
             return
-        if message.version == self._status.applied_version:
-            return  # the retained message again (a reconnect)
+        status = self._status
+        if message.version == status.applied_version or (
+            message.version == status.desired_version and status.refused
+        ):
+            return  # the retained message again (a reconnect): decided already
         self._take(message, persist=True)
 
     def _take(self, message: ConfigOverlay, *, persist: bool) -> None:
