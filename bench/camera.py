@@ -25,6 +25,7 @@ from cli.broker import MosquittoProcess
 from edge_agent.delivery.action_config import MqttActionConfig
 from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.inference.postprocess import letterbox
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.config import PipelineConfig
@@ -174,7 +175,8 @@ def bench_bandwidth() -> list[Result]:
     workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-bandwidth-"))
     outbox = Outbox(workdir / "outbox.db", max_bytes=1 << 30, max_age_s=1e9)
     pipeline = VisionPipeline(config, load_slot(config.model, config.runtime), agent_id="bench")
-    pipeline.run(outbox, threading.Event())
+    with OutboxWriter(outbox) as writer:
+        pipeline.run(writer, threading.Event())
     outbox.close()
     c = pipeline.counters
     return [

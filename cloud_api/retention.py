@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, Table, delete, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud_api.analytics.rollups import LEVELS, SIGNAL_KEY, hour_of
+from cloud_api.analytics.rollups import LEVELS, SIGNAL_DAY_KEY, SIGNAL_KEY, hour_of
 from cloud_api.db import AdvisoryLock
-from cloud_api.tables import DEAD_LETTERS, EVENTS, SIGNAL_ROLLUPS, SUMMARIES
+from cloud_api.tables import DEAD_LETTERS, EVENTS, SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS, SUMMARIES
 from shared.errors import ConfigError
 from shared.messages import utcnow
 
@@ -44,6 +44,9 @@ RETENTION_TABLES = (
     *(RetentionTable(level.table, tuple(level.key), "bucket") for level in LEVELS),
     RetentionTable(SUMMARIES, ("id",), "window_start"),
     RetentionTable(SIGNAL_ROLLUPS, tuple(SIGNAL_KEY), "hour"),
+    # A day goes when its start passes the horizon (its last hours may still be in the hourly
+    # rows, which a day query at the horizon's edge reads instead).
+    RetentionTable(SIGNAL_DAY_ROLLUPS, tuple(SIGNAL_DAY_KEY), "day"),
     RetentionTable(DEAD_LETTERS, ("id",), "received_at"),
 )
 

@@ -6,24 +6,35 @@ with them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from cloud_api.schemas import SeriesBucket
 
 
-class SignalPoint(BaseModel):
-    """One bucket with summaries: the signal's envelope and mean over the bucket's windows."""
+@dataclass(slots=True)
+class SignalPoint:
+    """One bucket with summaries: the signal's envelope and mean over the bucket's windows.
 
-    ts: datetime = Field(description="the bucket's start (UTC)")
+    A plain dataclass, not a model: an answer holds up to ``MAX_POINTS`` of them, built from
+    database rows whose types are right already, and a dataclass is built 20x faster than a
+    model (pydantic still documents and serializes it).
+    """
+
+    ts: Annotated[datetime, Field(description="the bucket's start (UTC)")]
     min: float
-    mean: float | None = Field(
-        description="count-weighted mean of the summaries' means; null only when their sum "
-        "lies beyond the float range"
-    )
+    mean: Annotated[
+        float | None,
+        Field(
+            description="count-weighted mean of the summaries' means; null only when their "
+            "sum lies beyond the float range"
+        ),
+    ]
     max: float
-    count: int = Field(description="values the summaries' statistics were computed over")
+    count: Annotated[int, Field(description="values the summaries' statistics were computed over")]
 
 
 class SignalSeries(BaseModel):

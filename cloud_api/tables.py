@@ -286,6 +286,42 @@ class SignalRollupRow(Base):
     )
 
 
+class SignalDayRollupRow(Base):
+    """``signal_rollups`` by day (UTC): what ingest adds to an hour it adds to its day too, in
+    the same transaction, so a fleet's months by day read one row per series and day instead
+    of adding up 24 hourly ones. Sums and counts saturate as the hourly ones do."""
+
+    __tablename__ = "signal_rollups_daily"
+
+    agent_id: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    signal: Mapped[str] = mapped_column(String(64))
+    day: Mapped[datetime] = mapped_column(UtcDateTime)
+    count: Mapped[int] = mapped_column(BigInteger)
+    sum: Mapped[float] = mapped_column(Float)
+    min: Mapped[float] = mapped_column(Float)
+    max: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "agent_id",
+            "pipeline",
+            "signal",
+            "day",
+            postgresql_include=["count", "sum", "min", "max"],
+        ),
+        Index(
+            "ix_signal_rollups_daily_signal_series",
+            "signal",
+            "agent_id",
+            "pipeline",
+            "day",
+            postgresql_include=["count", "sum", "min", "max"],
+        ),
+        Index("ix_signal_rollups_daily_day", "day"),
+    )
+
+
 class AgentRow(Base):
     """The last status an agent reported; ``last_seen`` is when it last said it was online."""
 
@@ -462,5 +498,6 @@ EVENT_ROLLUPS = _core(EventRollupRow)
 EVENT_ROLLUP_TOTALS = _core(EventRollupTotalRow)
 SUMMARIES = _core(SummaryRow)
 SIGNAL_ROLLUPS = _core(SignalRollupRow)
+SIGNAL_DAY_ROLLUPS = _core(SignalDayRollupRow)
 AGENTS = _core(AgentRow)
 DEAD_LETTERS = _core(DeadLetterRow)

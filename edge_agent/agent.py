@@ -1,9 +1,10 @@
 """The agent: start-up and shutdown order, written once.
 
-``start()`` reads as the order things come up: outbox, local actions, model slots and
-pipelines, metrics, uplink, pipeline threads. ``stop()`` undoes it in reverse: pipelines stop
-and drain into the outbox and the actions, the actions run what is queued (briefly), the
-uplink gets a short grace period to flush the outbox, then metrics and outbox close.
+``start()`` reads as the order things come up: outbox and its writer, local actions, model
+slots and pipelines, metrics, uplink, pipeline threads. ``stop()`` undoes it in reverse:
+pipelines stop and drain into the outbox's writer and the actions, the writer stores the
+rest, the actions run what is queued (briefly), the uplink gets a short grace period to flush
+the outbox, then metrics and outbox close.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.delivery.uplink import Uplink
 from edge_agent.health import AgentCollector, MetricsServer, UpdateHealth, UplinkHealth
 from edge_agent.inference.slot import load_slot
@@ -44,6 +46,7 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._started_at = 0.0
         self.outbox: Outbox | None = None
+        self.writer: OutboxWriter | None = None
         self.pipelines: list[Pipeline] = []
         self.uplink: Uplink | None = None
         self.metrics: MetricsServer | None = None
@@ -61,6 +64,8 @@ class Agent:
             max_age_s=cfg.outbox.max_age_s,
             sync=cfg.outbox.sync,
         )
+        self.writer = OutboxWriter(self.outbox)
+        self.writer.start()
         self.actions = Actions(
             cfg.agent_id, {p.name: p.actions for p in cfg.pipelines}, self.registry
         )
@@ -115,6 +120,9 @@ class Agent:
         for thread in self._threads:
             thread.join()
         self._threads.clear()
+        if self.writer is not None:
+            self.writer.close()  # stores what the pipelines handed over last
+            self.writer = None
         if self.actions is not None:
             self.actions.stop()  # after the pipelines, so their closing events still act
             self.actions = None
@@ -140,7 +148,13 @@ class Agent:
 
     def done(self) -> bool:
         """Sources exhausted and every event acknowledged by the cloud."""
-        return self.sources_done() and self.outbox is not None and self.outbox.depth() == 0
+        writer = self.writer
+        return (
+            self.sources_done()
+            and (writer is None or writer.flush(0))
+            and self.outbox is not None
+            and self.outbox.depth() == 0
+        )
 
     def status(self) -> AgentStatus:
         """What the agent runs and has done: the retained heartbeat's payload."""
@@ -172,9 +186,9 @@ class Agent:
         )
 
     def _run_pipeline(self, pipeline: Pipeline) -> None:
-        assert self.outbox is not None
+        assert self.writer is not None
         try:
-            pipeline.run(self.outbox, self._stop)
+            pipeline.run(self.writer, self._stop)
         except Exception:
             # A source that breaks ends its pipeline, not the agent; the status shows it.
             pipeline.counters.errors += 1

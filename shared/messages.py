@@ -175,6 +175,8 @@ class PipelineStatus(_EdgeMessage):
     """Events the pipeline's report filters held back (rate limit, dedup, intervals...)."""
     update: UpdateStatus | None = None
     """The pipeline's last model update (None if it never received a desired version)."""
+    provider: Name | None = None
+    """The execution provider its model runs on (``cpu``, ``cuda``...)."""
 
 
 _check_text = cast(Callable[[str], str], SafeText.func)

@@ -14,7 +14,8 @@ Summaries' signals (``score``, ``rms_g``, a channel's mean...) roll up the same 
 ``signal_rollups``, one row per agent, pipeline, signal and hour of the window start: each
 summary adds its ``count``, its ``mean x count`` to the sum, and combines its min and max.
 Only the summaries stored for the first time are added (``signal_rollup_rows``), in the
-transaction that stores them.
+transaction that stores them, and the same rows added up by day (``signal_day_rows``) to
+``signal_rollups_daily``, so a month by day reads one row per series and day.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Insert, Table, case, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud_api.tables import EVENT_ROLLUP_TOTALS, EVENT_ROLLUPS, EVENT_ROLLUPS_BY, SIGNAL_ROLLUPS
+from cloud_api.tables import (
+    EVENT_ROLLUP_TOTALS,
+    EVENT_ROLLUPS,
+    EVENT_ROLLUPS_BY,
+    SIGNAL_DAY_ROLLUPS,
+    SIGNAL_ROLLUPS,
+)
 
 SERIES = ("agent_id", "pipeline", "label", "kind", "model_version")
 """The event columns a rollup row is keyed by, after its hour."""
@@ -68,6 +75,11 @@ def level_for(columns: Iterable[str]) -> Level:
 def hour_of(ts: datetime) -> datetime:
     """The start (UTC) of the hour ``ts`` falls in."""
     return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def day_of(ts: datetime) -> datetime:
+    """The start (UTC) of the day ``ts`` falls in."""
+    return ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def rollup_rows(events: Iterable[Mapping[str, Any]]) -> dict[Level, list[dict[str, Any]]]:
@@ -236,6 +248,8 @@ def _insert_grouped(
 
 SIGNAL_KEY = ["agent_id", "pipeline", "signal", "hour"]
 """What a ``signal_rollups`` row is keyed by (and sorted by, for the lock order)."""
+SIGNAL_DAY_KEY = ["agent_id", "pipeline", "signal", "day"]
+"""What a ``signal_rollups_daily`` row is keyed by."""
 INT64_MAX = 2**63 - 1
 FLOAT_MAX = sys.float_info.max
 
@@ -270,17 +284,38 @@ def signal_rollup_rows(summaries: Iterable[Mapping[str, Any]]) -> list[dict[str,
     return [rows[key] for key in sorted(rows)]
 
 
+def signal_day_rows(hour_rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``signal_rollup_rows`` added up by day: the ``signal_rollups_daily`` rows of the same
+    summaries, in key order (counts and sums saturate as the hourly ones do)."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for hour_row in hour_rows:
+        day = day_of(hour_row["hour"])
+        key = (hour_row["agent_id"], hour_row["pipeline"], hour_row["signal"], day)
+        row = rows.get(key)
+        if row is None:
+            rows[key] = {
+                **dict(zip(SIGNAL_DAY_KEY, key, strict=True)),
+                **{name: hour_row[name] for name in ("count", "sum", "min", "max")},
+            }
+            continue
+        row["count"] = min(row["count"] + hour_row["count"], INT64_MAX)
+        row["sum"] = _clamp(row["sum"] + hour_row["sum"])
+        row["min"] = min(row["min"], hour_row["min"])
+        row["max"] = max(row["max"], hour_row["max"])
+    return [rows[key] for key in sorted(rows)]
+
+
 def _clamp(value: float) -> float:
     """``value`` within +/- the largest float (an overflowed sum is infinite, never NaN: its
     terms are finite)."""
     return max(-FLOAT_MAX, min(FLOAT_MAX, value))
 
 
-def signal_upsert(dialect: str) -> Insert:
-    """Add ``signal_rollup_rows`` to what ``signal_rollups`` stores: counts and sums add
-    (saturating, so no value the contract accepts makes the database refuse the batch), min
-    and max combine."""
-    table = SIGNAL_ROLLUPS
+def signal_upsert(dialect: str, *, daily: bool = False) -> Insert:
+    """Add ``signal_rollup_rows`` to what ``signal_rollups`` stores (``signal_day_rows`` to
+    ``signal_rollups_daily`` when ``daily``): counts and sums add (saturating, so no value the
+    contract accepts makes the database refuse the batch), min and max combine."""
+    table = SIGNAL_DAY_ROLLUPS if daily else SIGNAL_ROLLUPS
     old = {name: table.c[name] for name in ("count", "sum", "min", "max")}
     count: ColumnElement[Any]
     total: ColumnElement[Any]
@@ -306,6 +341,6 @@ def signal_upsert(dialect: str) -> Insert:
         total = case((overflows, func.sign(old["sum"]) * FLOAT_MAX), else_=old["sum"] + new["sum"])
         low, high = func.least(old["min"], new["min"]), func.greatest(old["max"], new["max"])
     return statement.on_conflict_do_update(
-        index_elements=SIGNAL_KEY,
+        index_elements=SIGNAL_DAY_KEY if daily else SIGNAL_KEY,
         set_={"count": count, "sum": total, "min": low, "max": high},
     )

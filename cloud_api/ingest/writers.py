@@ -81,6 +81,7 @@ class Writer:
             .returning(*(SUMMARIES.c[name] for name in SUMMARY_KEY))
         )
         self._upsert_signals = rollups.signal_upsert(engine.dialect.name)
+        self._upsert_signal_days = rollups.signal_upsert(engine.dialect.name, daily=True)
 
     def commit(self, work: Work, messages: int) -> BatchStats:
         """Store ``work`` in one transaction; what it did. Database errors raise."""
@@ -126,6 +127,7 @@ class Writer:
         rows = rollups.signal_rollup_rows(fresh)
         if rows:
             conn.execute(self._upsert_signals, rows)
+            conn.execute(self._upsert_signal_days, rollups.signal_day_rows(rows))
         return len(fresh)
 
     def _upsert_agent(

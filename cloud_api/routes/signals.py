@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 
-from cloud_api.analytics.signals import SIGNAL_PATTERN, signal_series
+from cloud_api.analytics.signals import SIGNAL_PATTERN, TooManyPointsError, signal_series
 from cloud_api.deps import SessionDep, require
 from cloud_api.params import AgentIdQuery, NameQuery, SinceQuery, UntilQuery
 from cloud_api.responses import AUTHENTICATED, problems
@@ -47,18 +47,22 @@ def signals(
     A summary counts in the hour its window starts in, and the range takes every hour that
     overlaps ``[since, until)``. Empty buckets are left out rather than zero-filled. It reads
     the hourly rollups ingest keeps, never the summaries, so a month of the fleet answers
-    fast: narrow it with ``agent_id``, ``pipeline`` and ``signal``.
+    fast: narrow it with ``agent_id``, ``pipeline`` and ``signal``. An answer of more than
+    MAX_POINTS points is refused (422) with the ways to narrow it.
     """
     since, until = bucketed_range(since, until, bucket)
-    report = signal_series(
-        session,
-        bucket=bucket,
-        since=since,
-        until=until,
-        agent_id=agent_id,
-        pipeline=pipeline,
-        signals=signal or (),
-    )
-    # Serialized once, by pydantic: a month of the fleet by hour is 36 000 points, which
-    # FastAPI would validate again and serialize through dicts first.
+    try:
+        report = signal_series(
+            session,
+            bucket=bucket,
+            since=since,
+            until=until,
+            agent_id=agent_id,
+            pipeline=pipeline,
+            signals=signal or (),
+        )
+    except TooManyPointsError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    # Serialized once, by pydantic: up to MAX_POINTS points, which FastAPI would validate
+    # again and serialize through dicts first.
     return Response(report.model_dump_json(), media_type="application/json")

@@ -4,11 +4,13 @@ It holds typed payloads: events (published many to an ``EventBatch``) and pipeli
 (published one per message). Each row has a ``kind``, an ``item_id`` (the event's own id, or
 the summary's ``batch_id``) and the payload's JSON as it goes on the wire.
 
-SQLite in WAL mode: ``put`` commits before it returns, so an event a pipeline handed over
-survives kill -9. With ``sync="normal"`` (the default) the commit reaches the OS but is not
-fsynced: a power cut may lose the last commits, and each put costs tens of microseconds.
-With ``sync="full"`` every put is fsynced and survives power loss too, at the cost of one
-disk flush per put (about 1.5 ms on our CI disks).
+SQLite in WAL mode: ``put`` commits before it returns, so what it stored survives kill -9
+(pipelines hand their events to ``outbox_writer.OutboxWriter``, which stores them here a few
+milliseconds later in one transaction for all of them). With ``sync="normal"`` (the
+default) the commit reaches the OS but is not fsynced: a power cut may lose the last
+commits, and each put costs tens of microseconds. With ``sync="full"`` every put is fsynced
+and survives power loss too, at the cost of one disk flush per put (about 1.5 ms on our CI
+disks).
 
 Delivery is end to end (DESIGN §3): ``next_batch`` *leases* rows in order of (priority,
 arrival), a run of events or a single summary, so a batch in flight is not sent twice by us;
@@ -143,14 +145,27 @@ class Outbox:
         each event's JSON exactly as it will sit in an EventBatch, which is what a pipeline
         counts as sent.
         """
+        return self.put_groups([events], priority=priority)[0]
+
+    def put_groups(
+        self, groups: Sequence[Sequence[Event]], *, priority: int = PRIORITY_ALERT
+    ) -> list[int]:
+        """``put`` of several groups (of several pipelines) in one transaction, in order;
+        the bytes stored of each group (the group commit of ``OutboxWriter``)."""
+        events = [event for group in groups for event in group]
         if not events:
-            return 0
+            return [0 for _ in groups]
         encoded = [encode(e) for e in events]
-        return self._insert(
+        self._insert(
             [(e.id, "event", p) for e, p in zip(events, encoded, strict=True)],
             priority,
             lambda: self._keep_track(events, encoded),
         )
+        sizes, at = [], 0
+        for group in groups:
+            sizes.append(sum(len(payload) for payload in encoded[at : at + len(group)]))
+            at += len(group)
+        return sizes
 
     def put_summary(self, summary: PipelineSummary, *, priority: int = PRIORITY_SUMMARY) -> int:
         """Store one summary durably under a new ``batch_id`` (what the cloud will ack);

@@ -65,8 +65,15 @@ class ModelConfig(StrictConfig):
         return self
 
 
+Provider = Literal["cuda", "tensorrt", "openvino", "cpu"]
+"""An ONNX Runtime execution provider, as the config names it."""
+
+
 class RuntimeConfig(StrictConfig):
-    """ONNX Runtime threads: small gateways run several pipelines on few cores."""
+    """ONNX Runtime threads (small gateways run several pipelines on few cores) and execution
+    providers, in order of preference: the first this onnxruntime offers runs the model, the
+    CPU when none does; the choice is logged and reported in the agent's status."""
 
     intra_op_threads: int = Field(default=1, ge=0)
     inter_op_threads: int = Field(default=1, ge=0)
+    providers: tuple[Provider, ...] = Field(default=("cuda", "cpu"), min_length=1)

@@ -123,6 +123,7 @@ def load_model(spec: ModelSpec, runtime: RuntimeConfig) -> LoadedModel:
         spec.path,
         intra_op_threads=runtime.intra_op_threads,
         inter_op_threads=runtime.inter_op_threads,
+        providers=runtime.providers,
     )
     ref = ModelRef(name=spec.name, version=spec.version, sha256=sha256)
     if spec.task == "detection":

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from edge_agent.delivery.action_workers import Actions
-from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.inference.slot import LoadedModel, ModelSlot
 from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.filter_config import FilterStageConfig, default_filters
@@ -33,7 +33,7 @@ from edge_agent.pipelines.summary import SummaryWindow
 from edge_agent.sources.registry import build_source
 from edge_agent.sources.sample import Sample, Source
 from edge_agent.sources.windows import WindowConfig
-from shared.errors import ConfigError, ModelError, StorageError
+from shared.errors import ConfigError, ModelError
 from shared.messages import (
     Event,
     PipelineStatus,
@@ -169,12 +169,14 @@ class Pipeline(ABC):
         with self._settings_lock:
             self._next_settings = settings
 
-    def run(self, outbox: Outbox, stop: threading.Event) -> None:
+    def run(self, outbox: OutboxWriter, stop: threading.Event) -> None:
         """Process the source until it ends or ``stop`` is set, then close any open event.
 
-        Every ``summary_interval_s`` (checked between two samples) a summary goes to the
-        outbox, and a last one covers the rest when the run ends, so the summaries of a run
-        add up to its counters. New settings (``reconfigure``) are taken between two samples.
+        Events and summaries go to the outbox through its writer (``outbox``), which stores
+        them off this thread. Every ``summary_interval_s`` (checked between two samples) a
+        summary goes there, and a last one covers the rest when the run ends, so the
+        summaries of a run add up to its counters. New settings (``reconfigure``) are taken
+        between two samples.
         """
         clock = self._clock
         self._take_settings()
@@ -219,9 +221,10 @@ class Pipeline(ABC):
     def status(self, update: UpdateStatus | None = None) -> PipelineStatus:
         """What the pipeline runs and did; ``update`` is its last model update (the updater's)."""
         c = self.counters
+        model = self.slot.current()
         return PipelineStatus(
             name=self.name,
-            model=self.slot.current().ref,
+            model=model.ref,
             samples_in=c.samples_in,
             inferences=c.inferences,
             events_out=c.events_out,
@@ -231,6 +234,7 @@ class Pipeline(ABC):
             sent_bytes=c.sent_bytes,
             filtered=self.filters.counters.held_back,
             update=update,
+            provider=model.runtime.provider,
         )
 
     def inference_stats(self) -> InferenceStats:
@@ -240,13 +244,13 @@ class Pipeline(ABC):
             c.inference_calls, c.inference_errors, tuple(recent.latencies), tuple(recent.errors)
         )
 
-    def _resume(self, outbox: Outbox) -> None:
+    def _resume(self, outbox: OutboxWriter) -> None:
         """Continue the event seq where the last run stored it, and end the incidents that
         run left open (it died before their ``end``): each gets one now, ``closed_by``
         restart, so no incident stays open forever."""
-        self._next_event_seq = outbox.next_seq(self.name)
+        self._next_event_seq = outbox.outbox.next_seq(self.name)
         try:
-            left_open = outbox.open_incidents(self.name)
+            left_open = outbox.outbox.open_incidents(self.name)
         except ValidationError as exc:  # written by an older agent: end nothing, say so
             log.warning("pipeline %s: cannot read its open incidents: %s", self.name, exc)
             return
@@ -258,7 +262,7 @@ class Pipeline(ABC):
         self.counters.events_out += len(ends)
         self._emit(outbox, ends)
 
-    def _emit(self, outbox: Outbox, events: list[Event]) -> None:
+    def _emit(self, outbox: OutboxWriter, events: list[Event]) -> None:
         """Number the events, then local actions first (they only queue, and act within
         milliseconds), then the durable outbox for the cloud."""
         if not events:
@@ -270,18 +274,17 @@ class Pipeline(ABC):
             self._actions.submit(events)
         self._store(outbox, events)
 
-    def _store(self, outbox: Outbox, events: list[Event]) -> None:
-        try:
-            sent = outbox.put(events)
-        except StorageError as exc:
-            # Never stored: their seqs go to the next events, so the cloud sees no gap.
-            self._next_event_seq -= len(events)
-            self._failed("outbox", exc)
-            return
-        self.counters.sent_bytes += sent
+    def _store(self, outbox: OutboxWriter, events: list[Event]) -> None:
+        """Hand the events to the writer (it stores them, retrying a failed commit)."""
+        outbox.put(events, self._stored)
         by_label = self._summary.events_by_label
         for event in events:
             by_label[event.label] += 1
+
+    def _stored(self, size: int) -> None:
+        """The writer stored ``size`` bytes of ours (called on its thread, the only one that
+        adds to ``sent_bytes``)."""
+        self.counters.sent_bytes += size
 
     def summarize(self) -> PipelineSummary:
         """Close the current summary window (it ends now) and return its summary."""
@@ -295,16 +298,13 @@ class Pipeline(ABC):
             model=self.slot.current().ref,
         )
 
-    def _put_summary(self, outbox: Outbox) -> None:
+    def _put_summary(self, outbox: OutboxWriter) -> None:
         """Queue a summary behind the events.
 
         Its own size is counted once it is stored, so it lands in the next window's
         ``sent_bytes``: a message cannot carry its own length.
         """
-        try:
-            self.counters.sent_bytes += outbox.put_summary(self.summarize())
-        except StorageError as exc:
-            self._failed("outbox", exc)
+        outbox.put_summary(self.summarize(), self._stored)
 
     def _timed(self, model: LoadedModel, batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
         """``model.runtime.run(batch)``, its time per window kept in the inference log."""

@@ -12,7 +12,14 @@ from sqlalchemy import Engine, event, func, insert, select, text
 from cloud_api.analytics import rollups
 from cloud_api.db import AdvisoryLock, create_db_engine, migrate
 from cloud_api.retention import Retention
-from cloud_api.tables import DEAD_LETTERS, EVENT_ROLLUPS, EVENTS, SIGNAL_ROLLUPS, SUMMARIES
+from cloud_api.tables import (
+    DEAD_LETTERS,
+    EVENT_ROLLUPS,
+    EVENTS,
+    SIGNAL_DAY_ROLLUPS,
+    SIGNAL_ROLLUPS,
+    SUMMARIES,
+)
 from shared.errors import ConfigError
 from shared.messages import new_event_id, utcnow
 from tests.cloud.conftest import AppFactory
@@ -85,7 +92,9 @@ def engine(database_url: str) -> Iterator[Engine]:
         rollups.backfill(conn)
         summaries = [summary_row(ts) for ts in OLD_TIMES[:4] + NEW_TIMES]
         conn.execute(insert(SUMMARIES), summaries)
-        conn.execute(insert(SIGNAL_ROLLUPS), rollups.signal_rollup_rows(summaries))
+        hours = rollups.signal_rollup_rows(summaries)
+        conn.execute(insert(SIGNAL_ROLLUPS), hours)
+        conn.execute(insert(SIGNAL_DAY_ROLLUPS), rollups.signal_day_rows(hours))
         conn.execute(insert(DEAD_LETTERS), [dead_row(ts) for ts in OLD_TIMES[:2] + NEW_TIMES])
     yield engine
     engine.dispose()
@@ -136,6 +145,8 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
         "summaries": 4,
         # Two old hours of the summaries' signal (two summaries each).
         "signal_rollups": 2,
+        # Their two days, and a day goes whole once its start is past the horizon.
+        "signal_rollups_daily": 2,
         "dead_letters": 2,
     }
     assert [rows for table, rows in batches if table == "events"] == [3, 3, 1]
@@ -147,12 +158,14 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
         **{level.table.name: 2 for level in rollups.LEVELS},
         "summaries": 2,
         "signal_rollups": 1,
+        "signal_rollups_daily": 1,
         "dead_letters": 1,
     }
     assert remaining(engine, "events", "ts") == [*NEW_TIMES]
     assert remaining(engine, "summaries", "window_start") == [*NEW_TIMES]
     assert remaining(engine, "dead_letters", "received_at") == [*NEW_TIMES]
     assert remaining(engine, "signal_rollups", "hour") == [HORIZON, rollups.hour_of(NOW)]
+    assert remaining(engine, "signal_rollups_daily", "day") == [rollups.day_of(NOW)]
     assert min(remaining(engine, "event_rollups_hourly", "bucket")) == HORIZON
 
     assert retention.run_once() == dict.fromkeys(deleted, 0)

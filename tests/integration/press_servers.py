@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -96,7 +97,12 @@ class OpcuaPress(_Press):
         async with server:
             self._ready.set()
             while not self._stop.is_set():
-                _, values = self.values()
+                # Like a PLC: the three values of one tick carry that tick's source time.
+                ts, values = self.values()
+                stamp = datetime.fromtimestamp(ts, UTC)
                 for name, value in zip(CHANNELS, values, strict=True):
-                    await variables[name].write_value(value)
+                    value_at = ua.DataValue(
+                        ua.Variant(value, ua.VariantType.Double), SourceTimestamp=stamp
+                    )
+                    await variables[name].write_value(value_at)
                 await asyncio.sleep(TICK_S)

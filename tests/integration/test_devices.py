@@ -60,7 +60,7 @@ def opcua_source(press: OpcuaPress) -> str:
     return (
         f"      type: opcua\n      endpoint: {press.endpoint}\n"
         f"      channels: {{{channels}}}\n      sampling_interval_ms: 50\n"
-        "      timestamps: arrival\n"
+        "      timestamps: source\n"
     )
 
 

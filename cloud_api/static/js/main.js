@@ -3,7 +3,7 @@
 
 import { renderAgentConfigs } from "./agent_config.js";
 import { renderHealth, renderLineCounts } from "./analytics.js";
-import { Api, AuthError } from "./api.js";
+import { Api, ApiError, AuthError } from "./api.js";
 import { SavedChart, renderBandwidth } from "./bandwidth.js";
 import { LabelChart, RANGES } from "./chart.js";
 import { byTestId } from "./dom.js";
@@ -84,10 +84,12 @@ class Dashboard {
         if (!this.stopped) this.saved.update(series);
       }),
       this.panel("health", async () => {
-        const report = await this.api.get("api/v1/signals", {
-          signal: "score",
-          bucket: "hour",
-          since: new Date(Date.now() - WEEK_MS).toISOString(),
+        const params = { signal: "score", since: new Date(Date.now() - WEEK_MS).toISOString() };
+        // A large fleet's week by hour is past the route's points bound: then by day.
+        const byHour = this.api.get("api/v1/signals", { ...params, bucket: "hour" });
+        const report = await byHour.catch((error) => {
+          if (!(error instanceof ApiError) || error.status !== 422) throw error;
+          return this.api.get("api/v1/signals", { ...params, bucket: "day" });
         });
         renderHealth(byTestId("health-panel"), report);
       }),

@@ -13,10 +13,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, select
 
 from cloud_api.analytics import rollups
+from cloud_api.analytics import signals as signals_module
 from cloud_api.db import alembic_config, create_db_engine, migrate
 from cloud_api.ingest.parse import Work, summary_row
 from cloud_api.ingest.writers import writer_for
-from cloud_api.tables import SIGNAL_ROLLUPS, SUMMARIES
+from cloud_api.tables import SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS, SUMMARIES
 from shared.fields import INT64_MAX
 from shared.messages import PipelineSummary, SignalStats, encode
 from shared.topics import Channel
@@ -207,10 +208,50 @@ def test_sums_and_counts_at_the_limits_saturate_instead_of_failing(
     finally:
         engine.dispose()
 
-    for bucket in ("hour", "day"):
-        (points,) = as_series(signals(api, agent_id=agent, bucket=bucket, **TWO_DAYS)).values()
+    whole_days = {"since": T0.replace(hour=0).isoformat(), "until": TWO_DAYS["until"]}
+    for bucket, window in (("hour", TWO_DAYS), ("day", TWO_DAYS), ("day", whole_days)):
+        (points,) = as_series(signals(api, agent_id=agent, bucket=bucket, **window)).values()
         assert points == [(points[0][0], 1.7e308, None, 1.7e308, points[0][4])]
         assert points[0][4] >= INT64_MAX
+
+
+def test_whole_days_and_partial_edge_days_add_up_alike(
+    api: TestClient, publisher: Publisher
+) -> None:
+    """Whole days come from the daily rollups, the partial first and last days from their
+    hours: every range answers what the summaries add up to over the hours it overlaps."""
+    agent = unique_agent_id("press")
+    published = [
+        summary(agent, minutes, score=(0.05 * (i % 7), 0.5, 1.0 + i, 10 + i))
+        for i, minutes in enumerate(range(-600, 3 * 24 * 60, 170))
+    ]
+    publish(api, publisher, published)
+    for since, until in [
+        (T0.replace(hour=0), T0.replace(hour=0) + timedelta(days=3)),  # whole days only
+        (T0 - timedelta(hours=3, minutes=30), T0 + timedelta(days=2, minutes=1)),
+        (T0 + timedelta(hours=1), T0 + timedelta(hours=5)),  # within one day
+    ]:
+        first = rollups.hour_of(since)
+        inside = [s for s in published if first <= rollups.hour_of(s.window_start) < until]
+        window = {"since": since.isoformat(), "until": until.isoformat()}
+        got = as_series(signals(api, agent_id=agent, bucket="day", **window))
+        assert_same(got, expected(inside, "day"))
+
+
+def test_an_answer_past_the_points_bound_is_422_with_the_ways_to_narrow_it(
+    api: TestClient, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = unique_agent_id()
+    publish(api, publisher, [summary(agent, 60 * h, score=(0.1, 0.2, 0.3, 5)) for h in range(4)])
+    monkeypatch.setattr(signals_module, "MAX_POINTS", 3)
+
+    days = signals(api, agent_id=agent, bucket="day", **TWO_DAYS)
+    hours = api.get("/api/v1/signals", params={"agent_id": agent, "bucket": "hour", **TWO_DAYS})
+
+    assert len(days["series"][0]["points"]) == 1
+    assert hours.status_code == 422, hours.text
+    assert "more than 3 points" in hours.json()["detail"]
+    assert "bucket=day" in hours.json()["detail"]
 
 
 def test_filters(api: TestClient, publisher: Publisher) -> None:
@@ -290,3 +331,9 @@ def test_the_migration_backfills_rollups_from_stored_summaries(engine: Engine) -
     stored = stored_rollups(engine)
     want = rollups.signal_rollup_rows(rows)
     assert [{**r, "sum": pytest.approx(r["sum"])} for r in want] == stored
+    with engine.connect() as conn:
+        days = [dict(row._mapping) for row in conn.execute(select(SIGNAL_DAY_ROLLUPS))]
+    want_days = rollups.signal_day_rows(want)
+    assert sorted(days, key=lambda r: tuple(r[k] for k in rollups.SIGNAL_DAY_KEY)) == [
+        {**r, "sum": pytest.approx(r["sum"])} for r in want_days
+    ]

@@ -9,6 +9,7 @@ import numpy as np
 
 from edge_agent.config import AgentConfig
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.sensor import SensorPipeline
@@ -28,7 +29,8 @@ def test_one_injected_fault_is_exactly_one_start_and_one_end(
     config = agent_config(schedule=[{"at_s": 4, "duration_s": 3, "fault": "bearing_outer_race"}])
     pipeline = make_pipeline(config)
     outbox = Outbox(tmp_path / "o.db", max_bytes=10**9, max_age_s=1e9)
-    pipeline.run(outbox, threading.Event())
+    with OutboxWriter(outbox) as writer:
+        pipeline.run(writer, threading.Event())
     events = pipeline_events(outbox)
     assert [(e.state, e.label) for e in events] == [
         ("start", "bearing_outer_race"),
@@ -54,10 +56,11 @@ def test_seq_continues_across_runs_and_an_incident_left_open_ends_at_the_next_st
     path = tmp_path / "o.db"
     first = make_pipeline(config)
     outbox = Outbox(path, max_bytes=10**9, max_age_s=1e9)
-    for sample in first.source.samples(threading.Event()):
-        events = first.process_sample(sample)
-        if events:
-            first._emit(outbox, events)  # the run loop's path, without its closing events
+    with OutboxWriter(outbox) as writer:
+        for sample in first.source.samples(threading.Event()):
+            events = first.process_sample(sample)
+            if events:
+                first._emit(writer, events)  # the run loop's path, without its closing events
     (start,) = pipeline_events(outbox)
     assert (start.state, start.seq) == ("start", 0)
     assert outbox.next_seq("spindle") == 1
@@ -66,7 +69,8 @@ def test_seq_continues_across_runs_and_an_incident_left_open_ends_at_the_next_st
 
     reopened = Outbox(path, max_bytes=10**9, max_age_s=1e9)
     second = make_pipeline(agent_config(schedule=[]))
-    second.run(reopened, threading.Event())
+    with OutboxWriter(reopened) as writer:
+        second.run(writer, threading.Event())
     later = [e for e in pipeline_events(reopened) if e.id != start.id]
     assert [(e.state, e.seq) for e in later] == [("end", 1)]
     (end,) = later

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.delivery.outbox import Outbox, OutboxItem
+from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.sensor import LEVEL_EVERY, SensorPipeline
@@ -129,7 +130,8 @@ def run_pipeline(
         clock=SteppingClock(0.01),
     )
     outbox = Outbox(tmp_path / "o.db", max_bytes=10**9, max_age_s=1e12)
-    pipeline.run(outbox, threading.Event())
+    with OutboxWriter(outbox) as writer:
+        pipeline.run(writer, threading.Event())
     return pipeline, drain(outbox)
 
 
@@ -208,7 +210,8 @@ def test_summaries_off_or_without_an_agent_publish_nothing(
     p = config.pipelines[0]
     pipeline = SensorPipeline(p, load_slot(p.model, RuntimeConfig()))  # no agent: benchmark, tests
     outbox = Outbox(tmp_path / "other.db", max_bytes=10**9, max_age_s=1e12)
-    pipeline.run(outbox, threading.Event())
+    with OutboxWriter(outbox) as writer:
+        pipeline.run(writer, threading.Event())
     assert {i.kind for i in drain(outbox)} == {"event"}
     assert pipeline.counters.raw_bytes == pipeline.counters.samples_in * WINDOW_BYTES
 

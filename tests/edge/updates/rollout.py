@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.config import AgentConfig
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import LoadedModel, load_slot
 from edge_agent.pipelines.sensor import SensorPipeline
@@ -154,7 +155,12 @@ def running_pipeline(
     pipeline: SensorPipeline, outbox: Outbox
 ) -> tuple[threading.Event, threading.Thread]:
     stop = threading.Event()
-    thread = threading.Thread(target=pipeline.run, args=(outbox, stop))
+
+    def run() -> None:
+        with OutboxWriter(outbox) as writer:  # as the agent runs its pipelines
+            pipeline.run(writer, stop)
+
+    thread = threading.Thread(target=run)
     thread.start()
     return stop, thread
 

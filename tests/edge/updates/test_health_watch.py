@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import ModelSlot, load_slot
 from edge_agent.pipelines.base import InferenceStats
@@ -95,7 +96,8 @@ def test_a_score_beyond_the_contract_is_an_inference_error_and_the_pipeline_goes
     spec_config = config.pipelines[0].model.model_copy(update={"path": huge, "version": "1.3.0"})
     pipeline.slot.swap(load_slot(spec_config, RuntimeConfig()).current())
     outbox = Outbox(tmp_path / "o.db", max_bytes=10**9, max_age_s=1e9)
-    pipeline.run(outbox, threading.Event())  # returns: the source ended, nothing raised
+    with OutboxWriter(outbox) as writer:
+        pipeline.run(writer, threading.Event())  # returns: the source ended, nothing raised
     assert pipeline.counters.inference_errors > 0
     assert pipeline.counters.events_out == 0
     assert outbox.depth() == 0
