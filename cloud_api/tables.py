@@ -472,12 +472,8 @@ class DesiredStateRow(Base):
 
 
 class AgentConfigRow(Base):
-    """The remote configuration overlay last set for one agent (a ``ConfigOverlay``).
-
-    The broker keeps it retained on the agent's ``config`` topic; this row is the truth it is
-    published from again when the broker lost it. ``version`` grows with every change and
-    ``updated_at`` equals the message's ``issued_at``.
-    """
+    """The overlay last set for one agent, published retained on its ``config`` topic (a
+    ``ConfigOverlay``; ``version`` grows with each change, ``updated_at`` is its issued_at)."""
 
     __tablename__ = "agent_configs"
 

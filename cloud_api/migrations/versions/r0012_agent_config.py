@@ -1,7 +1,7 @@
 """Agents' remote configurations: the overlay last set for each agent, published retained.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-03
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from cloud_api.tables import Json, UtcDateTime
 
 revision = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | None = None
 depends_on: str | None = None
 
