@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 import models
@@ -59,51 +61,17 @@ def bench_pipeline(threads: int, *, faults: bool, name: str) -> Result:
             "runtime": {"intra_op_threads": threads, "inter_op_threads": 1},
         }
     )
-    windows = test_windows(WINDOWS, faults=faults)
-    slot = load_slot(config.model, config.runtime)
-    pipeline = SensorPipeline(config, slot)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    model_file = manifest.parent / "vibration-anomaly-1.0.0.onnx"
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-    rows = [windows[i : i + 1] for i in range(len(windows))]
+    windows = list(test_windows(WINDOWS, faults=faults))
+    pipeline = SensorPipeline(config, load_slot(config.model, config.runtime))
+    session = bare_session(manifest.parent / "vibration-anomaly-1.0.0.onnx", threads)
     workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-"))
     outbox = Outbox(workdir / "outbox.db", max_bytes=1 << 30, max_age_s=1e9, sync="normal")
-    writer = OutboxWriter(outbox)  # what the agent's pipelines hand their events to
-    writer.start()
-
-    def paired() -> tuple[float, float, int]:
-        """Alternate window by window, so drift on a shared machine hits both sides alike."""
-        clock = time.perf_counter
-        bare_s = pipe_s = 0.0
-        produced_total = 0
-        for row in rows:
-            t0 = clock()
-            session.run(None, {"window": row})
-            t1 = clock()
-            produced = pipeline.process_windows(row)
-            if produced:
-                writer.put(produced, lambda _size: None)
-                produced_total += len(produced)
-            t2 = clock()
-            bare_s += t1 - t0
-            pipe_s += t2 - t1
-        t3 = clock()
-        writer.flush()  # the round's events stored: their cost is the pipeline's
-        pipe_s += clock() - t3
-        return len(rows) / bare_s, len(rows) / pipe_s, produced_total
-
-    paired()  # warm-up
-    bare_rates, pipe_rates, ratios = [], [], []
-    for _ in range(ROUNDS):
-        b, p, events = paired()
-        bare_rates.append(b)
-        pipe_rates.append(p)
-        ratios.append(p / b)
-    writer.close()
+    with OutboxWriter(outbox) as writer:  # what the agent's pipelines hand their events to
+        paired_rates(pipeline, session, windows, writer)  # warm-up
+        rounds = [paired_rates(pipeline, session, windows, writer) for _ in range(ROUNDS)]
     outbox.close()
+    bare_rates, pipe_rates = [b for b, _, _ in rounds], [p for _, p, _ in rounds]
+    ratios, events = [p / b for b, p, _ in rounds], rounds[-1][2]
     return Result(
         name=name,
         value=float(np.median(pipe_rates)),
@@ -116,3 +84,42 @@ def bench_pipeline(threads: int, *, faults: bool, name: str) -> Result:
                  "events_per_round": events,
                  "median_paired_ratio": round(float(np.median(ratios)), 3)},
     )  # fmt: skip
+
+
+def bare_session(model_file: Path, threads: int) -> ort.InferenceSession:
+    """The baseline's session: the options ``edge_agent.inference.runtime.Runtime`` sets."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+
+def paired_rates(
+    pipeline: SensorPipeline,
+    session: ort.InferenceSession,
+    windows: Sequence[npt.NDArray[np.float32]],
+    writer: OutboxWriter,
+) -> tuple[float, float, int]:
+    """Windows/s of bare ``session.run`` and of the pipeline (its events handed to the
+    outbox's writer, and stored by the end of the round), and the events made; alternated
+    window by window so drift on a shared machine hits both sides alike."""
+    clock = time.perf_counter
+    bare_s = pipe_s = 0.0
+    produced_total = 0
+    for window in windows:
+        batch = window[np.newaxis]
+        t0 = clock()
+        session.run(None, {"window": batch})
+        t1 = clock()
+        produced = pipeline.process_windows(window)
+        if produced:
+            writer.put(produced, lambda _size: None)
+            produced_total += len(produced)
+        t2 = clock()
+        bare_s += t1 - t0
+        pipe_s += t2 - t1
+    t3 = clock()
+    writer.flush()  # the round's events stored: their cost is the pipeline's
+    pipe_s += clock() - t3
+    return len(windows) / bare_s, len(windows) / pipe_s, produced_total

@@ -130,8 +130,9 @@ def rollout_seconds(http: httpx.Client, agents: list[Agent], version: str, workd
     body = {
         "model": MODEL, "version": version, "pipeline": PIPELINE,
         "target": {"agent_ids": [a.config.agent_id for a in agents]},
+        # The same weights under a new number: the gate would only add the wait for summaries.
         "strategy": {"canary_fraction": 0.2, "canary_healthy_s": CANARY_HEALTHY_S,
-                     "agent_timeout_s": 120.0},
+                     "agent_timeout_s": 120.0, "quality": None},
     }  # fmt: skip
 
     def all_running() -> bool:

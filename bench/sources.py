@@ -1,5 +1,4 @@
-"""Sensor sources plus windowing, and the edge pipeline with a score model, each against a
-bare baseline measured in the same run.
+"""Sensor sources plus windowing, each against a bare baseline measured in the same run.
 
 * **csv** (``bench_sources``): readings/s of the ``csv`` source at ``speed: 0`` through the
   windowing stage (``build_source(..., WindowConfig(...)).samples()``) on a generated file
@@ -9,9 +8,6 @@ bare baseline measured in the same run.
   it can to a real Mosquitto; readings/s received and windowed by the ``mqtt`` source, from
   the moment the publisher is told to go until the last window is cut, against a bare paho
   subscriber receiving and ``json.loads``-ing the same messages. Alternated round by round.
-* **scorer** (``bench_scorer``): ``SensorPipeline.process_windows`` on ``[C, W]`` windows
-  with a model learnt by ``fit_normal`` (a ``score`` task) against a bare ``session.run``
-  on the same windows with the same session options, alternated window by window.
 """
 
 from __future__ import annotations
@@ -31,25 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 import paho.mqtt.client as mqtt
 from numpy.lib.stride_tricks import sliding_window_view
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
-from edge_agent.delivery.outbox import Outbox
-from edge_agent.delivery.outbox_writer import OutboxWriter
-from edge_agent.inference.slot import load_slot
-from edge_agent.pipelines.config import PipelineConfig
-from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.sources.csv import CsvSourceConfig
 from edge_agent.sources.mqtt import MqttSource, MqttSourceConfig
 from edge_agent.sources.registry import build_source
 from edge_agent.sources.windows import WindowConfig, WindowedSource
-from models.normal import FitResult, fit_normal
-from models.normal_files import write_model
-from models.window_features import WindowSpec
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -61,9 +48,6 @@ CSV_ROWS, CSV_ROUNDS = 500_000, 5
 MQTT_READINGS = SIZE + 468 * HOP  # 30 080: the last reading completes the last window
 MQTT_ROUNDS = 3
 MQTT_MAX_DELAY_S = 0.05  # the reorder buffer's wait: the last readings leave this late
-SCORER_CHANNELS, SCORER_RATE_HZ = ("x", "y", "z"), 100.0
-SCORER_SIZE, SCORER_HOP = 64, 32
-SCORER_WINDOWS, SCORER_ROUNDS = 5000, 5
 
 
 def signals(rows: int, channels: int, seed: int, rate_hz: float = RATE_HZ) -> F64:
@@ -315,96 +299,3 @@ def mqtt_result(workdir: Path) -> Result:
 def bench_sources() -> list[Result]:
     workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-sources-"))
     return [*csv_results(workdir), mqtt_result(workdir)]
-
-
-def scorer_config(workdir: Path) -> tuple[PipelineConfig, FitResult]:
-    """A pipeline on a model ``fit_normal`` learnt from generated normal readings of three
-    channels (the source is a CSV of the same readings; the benchmark feeds windows itself)."""
-    normal = signals(20_000, len(SCORER_CHANNELS), seed=3, rate_hz=SCORER_RATE_HZ)
-    spec = WindowSpec(SCORER_CHANNELS, SCORER_SIZE, SCORER_HOP, rate_hz=SCORER_RATE_HZ)
-    write_model(fit := fit_normal(normal, spec, name="bench-scorer", version="1.0.0"), workdir)
-    readings = workdir / "normal.csv"
-    np.savetxt(readings, normal, fmt="%.6f", delimiter=",", header=",".join(SCORER_CHANNELS),
-               comments="")  # fmt: skip
-    return PipelineConfig.model_validate({
-        "name": "bench-scorer",
-        "source": {"type": "csv", "path": str(readings), "rate_hz": SCORER_RATE_HZ, "speed": 0},
-        "window": {"size": SCORER_SIZE, "hop": SCORER_HOP},
-        "model": {"name": "bench-scorer", "manifest": str(workdir / "manifest.json")},
-        "runtime": {"intra_op_threads": 1, "inter_op_threads": 1},
-    }), fit  # fmt: skip
-
-
-def scorer_windows(*, faults: bool) -> list[F32]:
-    """``[C, W]`` windows of the running machine, as the windowing stage hands them over;
-    with ``faults``, a 20-window episode every 100 windows in which one channel swings three
-    times as far (two events each: far busier than a real machine, the harsh case)."""
-    rows = SCORER_SIZE + (SCORER_WINDOWS - 1) * SCORER_HOP
-    values = signals(rows, len(SCORER_CHANNELS), seed=4, rate_hz=SCORER_RATE_HZ)
-    windows = stride_windows(values, SCORER_SIZE, SCORER_HOP)
-    for start in range(40, SCORER_WINDOWS, 100) if faults else ():
-        windows[start : start + 20, start % len(SCORER_CHANNELS)] *= 3.0
-    return list(windows)
-
-
-def paired_rates(
-    pipeline: SensorPipeline,
-    session: ort.InferenceSession,
-    windows: list[F32],
-    writer: OutboxWriter,
-) -> tuple[float, float, int]:
-    """Windows/s of bare ``session.run`` and of the pipeline (its events into the outbox),
-    alternated window by window so drift on a shared machine hits both sides alike."""
-    clock = time.perf_counter
-    bare_s = pipe_s = 0.0
-    produced_total = 0
-    for window in windows:
-        t0 = clock()
-        session.run(None, {"window": window[np.newaxis]})
-        t1 = clock()
-        produced = pipeline.process_windows(window)
-        if produced:
-            writer.put(produced, lambda _size: None)
-            produced_total += len(produced)
-        t2 = clock()
-        bare_s += t1 - t0
-        pipe_s += t2 - t1
-    t3 = clock()
-    writer.flush()  # the round's events stored: their cost is the pipeline's
-    pipe_s += clock() - t3
-    return len(windows) / bare_s, len(windows) / pipe_s, produced_total
-
-
-def bench_scorer() -> list[Result]:
-    workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-scorer-"))
-    config, fit = scorer_config(workdir / "models")
-    options = ort.SessionOptions()  # what edge_agent.inference.runtime.Runtime sets
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    model_file = workdir / "models" / "bench-scorer-1.0.0.onnx"
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-    outbox = Outbox(workdir / "outbox.db", max_bytes=1 << 30, max_age_s=1e9, sync="normal")
-    writer = OutboxWriter(outbox)  # what the agent's pipelines hand their events to
-    writer.start()
-    results = []
-    for faults, case in ((True, "a fault every 100 windows"), (False, "healthy machine")):
-        pipeline = SensorPipeline(config, load_slot(config.model, config.runtime))
-        windows = scorer_windows(faults=faults)
-        paired_rates(pipeline, session, windows, writer)  # warm-up
-        rounds = [paired_rates(pipeline, session, windows, writer) for _ in range(SCORER_ROUNDS)]
-        ratios = [p / b for b, p, _ in rounds]
-        results.append(Result(
-            name=f"edge pipeline, score model ({fit.kind}, [3, 64] windows), {case}",
-            value=float(np.median([p for _, p, _ in rounds])),
-            unit="windows/s",
-            baseline=float(np.median([b for b, _, _ in rounds])),
-            baseline_name="bare session.run",
-            goal=Goal.ratio(">=", 0.9),
-            details={"windows": SCORER_WINDOWS, "rounds": SCORER_ROUNDS, "ort_threads": 1,
-                     "provider": pipeline.slot.current().runtime.provider,
-                     "fit_latency_ms": round(fit.latency_ms, 4), "events_per_round": rounds[-1][2],
-                     "median_paired_ratio": round(float(np.median(ratios)), 3)},
-        ))  # fmt: skip
-    writer.close()
-    outbox.close()
-    return results

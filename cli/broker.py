@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from cloud_api.broker_config import ListenerTls, listener_conf
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -66,10 +68,12 @@ class MosquittoProcess:
     process: subprocess.Popen[bytes] | None = None
     name: str = "mosquitto"
     protocol: str = "5"
+    tls: ListenerTls | None = None
+    """A TLS listener (mqtts://) instead of plain MQTT."""
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
@@ -81,7 +85,7 @@ class MosquittoProcess:
         )
         # `user root` keeps Mosquitto from dropping privileges when started as root (CI).
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            f"{listener_conf(self.port, '127.0.0.1', self.tls)}"
             f"allow_anonymous {str(self.allow_anonymous).lower()}\n"
             f"{persistence}"
             "user root\n"

@@ -6,11 +6,21 @@ import logging
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli import cloud_auth, configure_logging
+from cli.tls_options import (
+    MqttCaFile,
+    MqttCertFile,
+    MqttKeyFile,
+    MqttPasswordFile,
+    SslCertFile,
+    SslKeyFile,
+    broker_settings,
+    check_https,
+)
 
 if TYPE_CHECKING:
     from cloud_api.config import Settings as CloudSettings
@@ -55,6 +65,10 @@ _SERVE_ENV = {
     "database_url": "AIOT_DATABASE_URL",
     "mqtt_url": "AIOT_MQTT_URL",
     "mqtt_protocol": "AIOT_MQTT_PROTOCOL",
+    "mqtt_ca_file": "AIOT_MQTT_CA_FILE",
+    "mqtt_cert_file": "AIOT_MQTT_CERT_FILE",
+    "mqtt_key_file": "AIOT_MQTT_KEY_FILE",
+    "mqtt_password_file": "AIOT_MQTT_PASSWORD_FILE",
 }
 
 
@@ -80,10 +94,18 @@ def serve(
             "ingest runs as its own processes with stable client ids.",
         ),
     ] = 1,
+    mqtt_ca_file: MqttCaFile = None,
+    mqtt_cert_file: MqttCertFile = None,
+    mqtt_key_file: MqttKeyFile = None,
+    mqtt_password_file: MqttPasswordFile = None,
+    ssl_certfile: SslCertFile = None,
+    ssl_keyfile: SslKeyFile = None,
 ) -> None:
     """Serve the REST API (and, by default, ingest events from the broker in-process)."""
     import uvicorn
 
+    check_https(ssl_certfile, ssl_keyfile)
+    tls = broker_settings(mqtt_ca_file, mqtt_cert_file, mqtt_key_file, mqtt_password_file)
     if workers > 1 and ingest:
         # A per-worker ingest would need a client id per process; ids that change on every
         # restart leave persistent sessions behind on the broker, still queueing messages.
@@ -93,13 +115,22 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    settings = _settings(db, mqtt, mqtt_protocol, ingest_enabled=ingest)
+    settings = _settings(db, mqtt, mqtt_protocol, ingest_enabled=ingest, **tls)
     configure_logging()
+    served: dict[str, Any] = {"host": host, "port": port, "log_level": "info"}
+    served.update(ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
     if workers == 1:
         from cloud_api.main import create_serving_app
 
-        uvicorn.run(create_serving_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_serving_app(settings), **served)
         return
+    _serve_workers(settings, workers, served)
+
+
+def _serve_workers(settings: CloudSettings, workers: int, served: dict[str, Any]) -> None:
+    """uvicorn with ``workers`` processes, each building its app from the environment."""
+    import uvicorn
+
     from cloud_api.db import create_db_engine, migrate
 
     # Once here, so that the workers starting together find the schema up to date.
@@ -108,16 +139,10 @@ def serve(
     engine.dispose()
     # Worker processes build their own app from the environment: hand the options down there.
     for key, variable in _SERVE_ENV.items():
-        os.environ[variable] = str(getattr(settings, key))
+        if getattr(settings, key) is not None:
+            os.environ[variable] = str(getattr(settings, key))
     os.environ["AIOT_INGEST_ENABLED"] = "false"
-    uvicorn.run(
-        "cloud_api.main:create_app_from_env",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level="info",
-    )
+    uvicorn.run("cloud_api.main:create_app_from_env", factory=True, workers=workers, **served)
 
 
 @app.command()
@@ -129,19 +154,25 @@ def ingest(
     share_group: Annotated[
         str | None, typer.Option(help="MQTT 5 shared subscription group, to run several workers.")
     ] = None,
+    mqtt_ca_file: MqttCaFile = None,
+    mqtt_cert_file: MqttCertFile = None,
+    mqtt_key_file: MqttKeyFile = None,
+    mqtt_password_file: MqttPasswordFile = None,
 ) -> None:
     """Run an ingest worker as its own process until SIGTERM or Ctrl-C."""
     from cloud_api.db import create_db_engine, migrate
     from cloud_api.ingest.worker import IngestWorker
 
-    settings = _settings(db, mqtt, mqtt_protocol, ingest_share_group=share_group)
+    tls = broker_settings(mqtt_ca_file, mqtt_cert_file, mqtt_key_file, mqtt_password_file)
+    settings = _settings(db, mqtt, mqtt_protocol, ingest_share_group=share_group, **tls)
     configure_logging()
     engine = create_db_engine(settings.database_url)
     migrate(engine)
     worker_id = client_id or settings.ingest_client_id
     worker = IngestWorker(
         engine=engine,
-        mqtt_url=settings.mqtt_url,
+        mqtt_url=settings.ingest_broker(),
+        tls=settings.mqtt_tls(),
         protocol=settings.mqtt_protocol,
         client_id=worker_id,
         share_group=settings.ingest_share_group,

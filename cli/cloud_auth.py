@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli.tls_options import ListenerFile, listener_tls
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
@@ -218,13 +220,22 @@ def broker_config(
         str | None, typer.Option(help="UID:GID to own the files (the broker's user).")
     ] = None,
     db: DbOption = None,
+    cafile: ListenerFile = None,
+    certfile: ListenerFile = None,
+    keyfile: ListenerFile = None,
+    require_certificate: Annotated[
+        bool, typer.Option(help="Mutual TLS: every client shows a certificate from --cafile.")
+    ] = False,
 ) -> None:
     """Write passwd (0600), acl and mosquitto.conf for every enrolled agent and service user.
 
     Run it again after enrolling or revoking agents and send SIGHUP to Mosquitto: it re-reads
-    the password and ACL files without dropping anyone.
+    the password and ACL files without dropping anyone. With --cafile, --certfile and
+    --keyfile (paths as the broker sees them) the listener speaks TLS only.
     """
     from cloud_api.broker_config import write_broker_config
+
+    tls = listener_tls(cafile, certfile, keyfile, require_certificate)
 
     ids: tuple[int, int] | None = None
     if owner is not None:
@@ -235,7 +246,7 @@ def broker_config(
         ids = int(uid), int(gid)
     with _session(db) as session:
         files = write_broker_config(
-            session, out, port=port, host=host, broker_dir=broker_dir, owner=ids
+            session, out, port=port, host=host, broker_dir=broker_dir, owner=ids, tls=tls
         )
     typer.echo(
         f"wrote {out}/passwd, acl, mosquitto.conf: {files.agents} agent(s), "

@@ -49,12 +49,12 @@ VIBRATION_LABELS = ["healthy", "imbalance", "misalignment", "bearing_outer_race"
 
 def demo_agent_config(
     *, broker_url: str, protocol: str, workdir: Path, hours: float, cloud: str = "",
-    sensors: str = "",
+    sensors: str = "", password_file: Path | None = None,
 ) -> str:  # fmt: skip
     """The demo agent's YAML: a vibration pipeline with a fault every FAULT_EVERY_S seconds, and
     a camera on a synthetic street where a car or a person crosses a stop line now and then.
     ``cloud`` is the YAML of the ``cloud:`` and ``updates:`` sections (model updates);
-    ``sensors`` more pipelines (the Modbus press and the CSV replay, ``demo_sensors.py``)."""
+    ``sensors`` more pipelines (``demo_sensors.py``); ``password_file`` the broker password's."""
     import models
     from edge_agent.sources.machine_physics import FAULTS
 
@@ -66,12 +66,13 @@ def demo_agent_config(
         faults.append(f"        - {{at_s: {at}, duration_s: {FAULT_LASTS_S}, fault: {fault}}}")
     schedule = "\n".join(faults) or "        []"  # a demo shorter than one fault has none
     seconds = hours * 3600
+    login = f"  password_file: {password_file}\n" if password_file else ""
     return f"""\
 # Written by `aiot demo`; see deploy/edge.example.yaml for every key.
 agent_id: {DEMO_AGENT}
 mqtt:
   url: {broker_url}
-  protocol: "{protocol}"
+{login}  protocol: "{protocol}"
   heartbeat_s: 2
 outbox:
   path: {workdir / "outbox.db"}
@@ -86,9 +87,7 @@ outbox:
     model:
       name: vibration-anomaly
       manifest: {manifest}
-    filters:
-      - {{type: threshold, threshold: 0.8}}
-      - {{type: debounce, n: 3, m: 4}}
+    filters: [{{type: threshold, threshold: 0.8}}, {{type: debounce, n: 3, m: 4}}]
     summary_interval_s: {SUMMARY_EVERY_S}
   - name: intersection
     source:
@@ -159,6 +158,7 @@ def _assemble(api_port: int, duration: float | None) -> _Platform:
         database_url, workdir, broker_auth=isinstance(broker, MosquittoProcess)
     )
     ingest_url = control_url = agent_url = broker.url
+    secrets = isinstance(broker, MosquittoProcess)
     if isinstance(broker, MosquittoProcess):
         ingest_url, control_url, agent_url = _authenticate_broker(broker, credentials, workdir)
     broker.start()
@@ -169,6 +169,8 @@ def _assemble(api_port: int, duration: float | None) -> _Platform:
             database_url=database_url,
             mqtt_url=ingest_url,
             mqtt_control_url=control_url,
+            mqtt_password_file=workdir / "ingest-password" if secrets else None,
+            mqtt_control_password_file=workdir / "control-password" if secrets else None,
             mqtt_protocol=broker.protocol,
             data_dir=workdir,
         )
@@ -182,6 +184,7 @@ def _assemble(api_port: int, duration: float | None) -> _Platform:
                 hours=(duration or 24 * 3600) / 3600,
                 cloud=_cloud_section(api_url, credentials, workdir),
                 sensors=sensor_pipelines_yaml(sensors, SUMMARY_EVERY_S),
+                password_file=workdir / "agent-password" if secrets else None,
             )
         )
         agent = Agent(load_config(config_path))
@@ -280,16 +283,25 @@ def _authenticate_broker(
     broker: MosquittoProcess, credentials: _Credentials, workdir: Path
 ) -> tuple[str, str, str]:
     """Start Mosquitto with broker-config's files; the MQTT URLs of the ingest worker, of the
-    rollout worker (which publishes desired states) and of the agent."""
+    rollout worker (which publishes desired states) and of the agent. Their passwords go to
+    ``<user>-password`` files (0600) in ``workdir``, never into a URL or the agent's YAML."""
     broker.allow_anonymous = False
     broker.extra_config += (
         f"password_file {workdir / 'broker' / 'passwd'}\nacl_file {workdir / 'broker' / 'acl'}\n"
     )
+    for user, password in (
+        ("ingest", credentials.ingest_password),
+        ("control", credentials.control_password),
+        ("agent", credentials.agent_password),
+    ):
+        path = workdir / f"{user}-password"
+        path.touch(mode=0o600)
+        path.write_text(password)
     address = f"127.0.0.1:{broker.port}"
     return (
-        f"mqtt://ingest:{credentials.ingest_password}@{address}",
-        f"mqtt://control:{credentials.control_password}@{address}",
-        f"mqtt://{DEMO_AGENT}:{credentials.agent_password}@{address}",
+        f"mqtt://ingest@{address}",
+        f"mqtt://control@{address}",
+        f"mqtt://{DEMO_AGENT}@{address}",
     )
 
 

@@ -42,6 +42,13 @@ def deploy(
     agent_timeout_s: Annotated[
         float, typer.Option(min=0.0, help="Seconds an agent may take to run the version.")
     ] = 600.0,
+    quality_gate: Annotated[
+        bool,
+        typer.Option(
+            help="Judge the canary's model quality (alarm rate and time in alarm against the "
+            "agents still on the old version) before the rest update, not only its errors."
+        ),
+    ] = True,
     agent: Annotated[
         list[str] | None, typer.Option(help="Target agent id (repeat for several).")
     ] = None,
@@ -63,6 +70,7 @@ def deploy(
     body = deployment_request(
         model=model, version=version, pipeline=pipeline, agents=agent or [],
         labels=label or [], canary=canary, healthy_s=healthy_s, agent_timeout_s=agent_timeout_s,
+        quality_gate=quality_gate,
     )  # fmt: skip
     headers = api_headers(api_key)
     with httpx.Client(base_url=api, timeout=30.0, headers=headers) as client:
@@ -84,7 +92,7 @@ def deploy(
 
 def deployment_request(
     *, model: str, version: str, pipeline: str, agents: list[str], labels: list[str],
-    canary: float, healthy_s: float, agent_timeout_s: float,
+    canary: float, healthy_s: float, agent_timeout_s: float, quality_gate: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON body of ``POST /api/v1/deployments``; exit 2 for a target given wrong."""
     return {
@@ -96,6 +104,8 @@ def deployment_request(
             "canary_fraction": canary,
             "canary_healthy_s": healthy_s,
             "agent_timeout_s": agent_timeout_s,
+            # Absent: the server's default gate; null: errors only.
+            **({} if quality_gate else {"quality": None}),
         },
     }
 

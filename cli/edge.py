@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli import configure_logging
-from shared.errors import ConfigError
+from shared.errors import AiotError, ConfigError
 
 app = typer.Typer(help="The edge agent that runs on gateways.", no_args_is_help=True)
 
@@ -27,7 +27,11 @@ def run(config: ConfigPath, log_level: str = "INFO") -> None:
     except ConfigError as error:
         typer.echo(f"invalid config: {error}", err=True)
         raise typer.Exit(2) from None
-    run_agent(agent_config)
+    try:
+        run_agent(agent_config)
+    except AiotError as error:  # a password or TLS file it names cannot be used, ...
+        typer.echo(f"cannot run: {error}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("validate-config")
@@ -36,13 +40,15 @@ def validate_config(path: Annotated[Path, typer.Argument(help="Agent YAML config
     loaded against its pipeline's windows); print what it declares, or the key, file and
     line that is wrong."""
     from edge_agent.config import key_line, load_config
-    from edge_agent.preflight import preflight
+    from edge_agent.preflight import preflight, secret_warnings
 
     try:
         agent_config = load_config(path)
     except ConfigError as error:
         typer.echo(f"invalid config: {error}", err=True)
         raise typer.Exit(2) from None
+    for loc, reason in secret_warnings(agent_config, path):
+        typer.echo(f"warning: {key_line(path, loc) if loc else path}: {reason}", err=True)
     problems = preflight(agent_config)
     if problems:
         typer.echo(f"invalid config: {path} ({len(problems)} error(s))", err=True)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,14 +22,30 @@ START_TIMEOUT_S = 30.0
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``app`` until the block ends (port 0: a free one); yields its base URL.
+def serve_in_thread(
+    app: FastAPI,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_certfile: Path | None = None,
+    ssl_keyfile: Path | None = None,
+) -> Iterator[str]:
+    """Serve ``app`` until the block ends (port 0: a free one); yields its base URL (https://
+    with ``ssl_certfile`` and ``ssl_keyfile``, uvicorn's options of `aiot cloud serve`).
 
     The app's lifespan has run (database migrated, workers started) when the URL is yielded,
     and its shutdown has finished when the block is left. RuntimeError if it fails to start.
     """
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     try:
@@ -37,7 +54,7 @@ def serve_in_thread(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> 
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not start on {host}:{port}: see the log above")
             time.sleep(0.02)
-        yield f"http://{host}:{port}"
+        yield f"{'https' if ssl_certfile else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join()

@@ -98,11 +98,38 @@ def _block(username: str, rights: list[tuple[str, str]], what: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mosquitto_conf(*, config_dir: Path, port: int = 1883, host: str = "0.0.0.0") -> str:
+@dataclass(frozen=True)
+class ListenerTls:
+    """The files of a TLS listener, as the broker sees them; ``require_certificate`` makes
+    every client show a certificate signed by ``cafile`` (mutual TLS)."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+
+
+def listener_conf(port: int, host: str, tls: ListenerTls | None = None) -> str:
+    """Mosquitto's ``listener`` block: plain MQTT, or TLS (1.2 at least) with ``tls``."""
+    lines = [f"listener {port} {host}"]
+    if tls is not None:
+        lines += [
+            f"cafile {tls.cafile}",
+            f"certfile {tls.certfile}",
+            f"keyfile {tls.keyfile}",
+            "tls_version tlsv1.2",
+            f"require_certificate {str(tls.require_certificate).lower()}",
+        ]
+    return "".join(line + "\n" for line in lines)
+
+
+def mosquitto_conf(
+    *, config_dir: Path, port: int = 1883, host: str = "0.0.0.0", tls: ListenerTls | None = None
+) -> str:
     """A config snippet that turns authentication on with the two files in ``config_dir``."""
     return (
         HEADER
-        + f"listener {port} {host}\n"
+        + listener_conf(port, host, tls)
         + "allow_anonymous false\n"
         + f"password_file {config_dir / 'passwd'}\n"
         + f"acl_file {config_dir / 'acl'}\n"
@@ -117,15 +144,17 @@ def write_broker_config(
     host: str = "0.0.0.0",
     broker_dir: Path | None = None,
     owner: tuple[int, int] | None = None,
+    tls: ListenerTls | None = None,
 ) -> BrokerFiles:
     """Write ``passwd`` (0600), ``acl`` (0644) and ``mosquitto.conf`` into ``out`` atomically.
 
     ``broker_dir`` is where the broker sees ``out`` (another mount point in a container);
     ``owner`` (uid, gid) hands the files to the broker's user, which re-reads them on SIGHUP.
+    With ``tls`` the listener speaks TLS only (its paths are the broker's, like ``broker_dir``).
     """
     files = render_broker_files(session)
     out.mkdir(parents=True, exist_ok=True)
-    conf = mosquitto_conf(config_dir=broker_dir or out.resolve(), port=port, host=host)
+    conf = mosquitto_conf(config_dir=broker_dir or out.resolve(), port=port, host=host, tls=tls)
     for name, text, mode in (
         ("passwd", files.passwd, 0o600),
         ("acl", files.acl, 0o644),

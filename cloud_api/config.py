@@ -1,16 +1,27 @@
-"""Settings of the cloud API: one typed tree read from ``AIOT_*`` environment variables."""
+"""Settings of the cloud API: one typed tree read from ``AIOT_*`` environment variables.
+
+Broker passwords come from ``AIOT_MQTT_PASSWORD_FILE`` / ``AIOT_MQTT_PASSWORD`` (and the
+``CONTROL`` pair for the rollout's broker user); one inside a URL still works, with a warning.
+TLS files (``AIOT_MQTT_CA_FILE``, client ``..._CERT_FILE`` and ``..._KEY_FILE``) serve every
+``mqtts://`` connection of the cloud.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError, ContractError
+from shared.tls import TlsFiles, client_context
 from shared.urls import MqttUrl
 from shared.urls import parse_mqtt_url as shared_parse_mqtt_url
+
+log = logging.getLogger(__name__)
 
 MqttProtocol = Literal["5", "3.1.1"]
 
@@ -23,6 +34,22 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./data/aiot.db"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_protocol: MqttProtocol = "5"
+    mqtt_password: SecretStr | None = Field(
+        default=None, description="the ingest broker user's password (instead of the URL's)"
+    )
+    mqtt_password_file: Path | None = Field(default=None, description="a file holding it")
+    mqtt_control_password: SecretStr | None = Field(
+        default=None, description="the password of AIOT_MQTT_CONTROL_URL's user"
+    )
+    mqtt_control_password_file: Path | None = None
+    mqtt_ca_file: Path | None = Field(
+        default=None, description="PEM CA certificate(s) of mqtts:// brokers; unset: the system's"
+    )
+    mqtt_cert_file: Path | None = Field(default=None, description="client certificate (mTLS)")
+    mqtt_key_file: Path | None = Field(default=None, description="its key (PEM, no passphrase)")
+    mqtt_tls_insecure: bool = Field(
+        default=False, description="verify no broker certificate (a lab only; warned about)"
+    )
     ingest_enabled: bool = True
     auth_enabled: bool = Field(
         default=True,
@@ -120,6 +147,65 @@ class Settings(BaseSettings):
         return self.mqtt_control_url or self.mqtt_url
 
     @model_validator(mode="after")
+    def _credentials_and_tls(self) -> Settings:
+        for url, secret, file, name in (
+            (self.mqtt_url, self.mqtt_password, self.mqtt_password_file, "MQTT"),
+            (self.mqtt_control_url, self.mqtt_control_password, self.mqtt_control_password_file,
+             "MQTT_CONTROL"),
+        ):  # fmt: skip
+            if secret is not None and file is not None:
+                raise ValueError(
+                    f"give AIOT_{name}_PASSWORD or AIOT_{name}_PASSWORD_FILE, not both"
+                )
+            if (secret is not None or file is not None) and url is None:
+                raise ValueError(f"AIOT_{name}_PASSWORD* is given without AIOT_{name}_URL")
+            if (secret is not None or file is not None) and parse_mqtt_url(url or "").password:
+                raise ValueError(
+                    f"AIOT_{name}_URL holds a password and AIOT_{name}_PASSWORD* another"
+                )
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ValueError("give AIOT_MQTT_CERT_FILE and AIOT_MQTT_KEY_FILE together")
+        # Read once here, so that a missing file stops the start with its name (ConfigError).
+        if self.mqtt_password_file is not None:
+            _read_password_file(self.mqtt_password_file, "AIOT_MQTT")
+        if self.mqtt_control_password_file is not None:
+            _read_password_file(self.mqtt_control_password_file, "AIOT_MQTT_CONTROL")
+        if any(parse_mqtt_url(url).tls for url in (self.mqtt_url, self.control_url)):
+            try:
+                client_context(self.mqtt_tls())  # a TLS file that cannot be used, named now
+            except ConfigError as exc:  # "ca_file ...", "cert_file ...": the setting's name
+                key = str(exc).partition(" ")[0]
+                name = f"AIOT_MQTT_{key.upper()}" if key.endswith("_file") else "AIOT_MQTT_KEY_FILE"
+                raise ConfigError(f"{name}: {exc}") from None
+        return self
+
+    def mqtt_tls(self) -> TlsFiles:
+        """The TLS files of every mqtts:// connection (ingest, rollout)."""
+        return TlsFiles(
+            ca_file=self.mqtt_ca_file,
+            cert_file=self.mqtt_cert_file,
+            key_file=self.mqtt_key_file,
+            insecure=self.mqtt_tls_insecure,
+        )
+
+    def ingest_broker(self) -> MqttUrl:
+        """AIOT_MQTT_URL with its password resolved; ConfigError naming what cannot be read."""
+        return _with_password(
+            self.mqtt_url, self.mqtt_password, self.mqtt_password_file, "AIOT_MQTT"
+        )
+
+    def control_broker(self) -> MqttUrl:
+        """The control broker's URL (desired states) with its password resolved."""
+        if self.mqtt_control_url is None:  # the same broker, the same user
+            return self.ingest_broker()
+        return _with_password(
+            self.control_url,
+            self.mqtt_control_password,
+            self.mqtt_control_password_file,
+            "AIOT_MQTT_CONTROL",
+        )
+
+    @model_validator(mode="after")
     def _share_group_needs_mqtt5(self) -> Settings:
         if self.ingest_share_group is not None and self.mqtt_protocol != "5":
             raise ValueError(
@@ -139,6 +225,35 @@ def load_settings(**values: object) -> Settings:
             for error in exc.errors()
         )
         raise ConfigError(f"invalid cloud settings: {problems}") from None
+
+
+def _with_password(url: str, secret: SecretStr | None, file: Path | None, name: str) -> MqttUrl:
+    broker = parse_mqtt_url(url)
+    if broker.password is not None:
+        log.warning(
+            "%s_URL %s: the password is written in the URL; use %s_PASSWORD_FILE",
+            name,
+            broker,
+            name,
+        )
+        return broker
+    if file is not None:
+        return dataclasses.replace(broker, password=_read_password_file(file, name))
+    if secret is not None:
+        return dataclasses.replace(broker, password=secret.get_secret_value())
+    return broker
+
+
+def _read_password_file(file: Path, name: str) -> str:
+    """The password in ``file``; ConfigError naming the setting and file (never the text)."""
+    try:
+        password = file.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"{name}_PASSWORD_FILE {file}: cannot read it: {reason}") from None
+    if not password:
+        raise ConfigError(f"{name}_PASSWORD_FILE {file}: the file is empty")
+    return password
 
 
 def parse_mqtt_url(url: str) -> MqttUrl:

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloud_api.deployment_schemas import DeploymentTarget
 from cloud_api.queries.agent_config import ConfigState
-from cloud_api.schemas import DeploymentTarget
 from shared.messages import OverlayJson
 
 OVERLAY_DOC = (

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from cloud_api import errors
 from cloud_api.config import Settings, load_settings
@@ -50,33 +51,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        worker = None
-        if settings.ingest_enabled:
-            worker = IngestWorker(
-                engine=engine,
-                mqtt_url=settings.mqtt_url,
-                protocol=settings.mqtt_protocol,
-                client_id=settings.ingest_client_id,
-                share_group=settings.ingest_share_group,
-                batch_max=settings.ingest_batch_max,
-                flush_s=settings.ingest_flush_s,
-                session_expiry_s=settings.ingest_session_expiry_s,
-                observer=app.state.metrics.observe_batch,
-            )
-            worker.start()
-        app.state.ingest = worker
-        rollout = None
-        if settings.rollout_enabled:
-            rollout = RolloutWorker(
-                engine=engine,
-                mqtt_url=settings.control_url,
-                protocol=settings.mqtt_protocol,
-                client_id=settings.rollout_client_id or f"aiot-rollout-{uuid.uuid4().hex[:12]}",
-                tick_s=settings.rollout_tick_s,
-                grace=settings.heartbeat_grace,
-            )
-            rollout.start()
-        app.state.rollout = rollout
+        app.state.ingest = worker = _start_ingest(settings, engine, app.state.metrics)
+        app.state.rollout = rollout = _start_rollout(settings, engine)
         retention = None
         if settings.retention_days:
             retention = Retention(
@@ -99,6 +75,43 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 worker.stop()
     finally:
         engine.dispose()
+
+
+def _start_ingest(settings: Settings, engine: Engine, metrics: Metrics) -> IngestWorker | None:
+    """The in-process ingest worker, started (None when ingest runs elsewhere)."""
+    if not settings.ingest_enabled:
+        return None
+    worker = IngestWorker(
+        engine=engine,
+        mqtt_url=settings.ingest_broker(),
+        tls=settings.mqtt_tls(),
+        protocol=settings.mqtt_protocol,
+        client_id=settings.ingest_client_id,
+        share_group=settings.ingest_share_group,
+        batch_max=settings.ingest_batch_max,
+        flush_s=settings.ingest_flush_s,
+        session_expiry_s=settings.ingest_session_expiry_s,
+        observer=metrics.observe_batch,
+    )
+    worker.start()
+    return worker
+
+
+def _start_rollout(settings: Settings, engine: Engine) -> RolloutWorker | None:
+    """The rollout worker, started (None when rollouts are off)."""
+    if not settings.rollout_enabled:
+        return None
+    rollout = RolloutWorker(
+        engine=engine,
+        mqtt_url=settings.control_broker(),
+        tls=settings.mqtt_tls(),
+        protocol=settings.mqtt_protocol,
+        client_id=settings.rollout_client_id or f"aiot-rollout-{uuid.uuid4().hex[:12]}",
+        tick_s=settings.rollout_tick_s,
+        grace=settings.heartbeat_grace,
+    )
+    rollout.start()
+    return rollout
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

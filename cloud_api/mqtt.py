@@ -1,15 +1,22 @@
 """The one paho client factory of the cloud: ingest workers and the rollout worker.
 
 One place decides the protocol, the session kind, TLS and credentials from a parsed broker
-URL, so a change there (client certificates, a CA file) reaches every cloud connection.
+URL and its TLS files (``shared.tls`` builds the context), so a change there reaches every
+cloud connection. A certificate that fails is logged here, once per series, naming the
+certificate and why.
 """
 
 from __future__ import annotations
 
+import logging
+
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from shared.tls import INSECURE, TlsFiles, client_context
 from shared.urls import MqttUrl
+
+log = logging.getLogger(__name__)
 
 
 def make_client(
@@ -17,6 +24,7 @@ def make_client(
     *,
     client_id: str,
     protocol: str,
+    tls: TlsFiles | None = None,
     persistent_session: bool = False,
     manual_ack: bool = False,
 ) -> mqtt.Client:
@@ -25,7 +33,8 @@ def make_client(
     ``persistent_session`` keeps the broker's session (and queued QoS 1 messages) across
     reconnects on MQTT 3.1.1 (``clean_session=False``); on MQTT 5 the session expiry is a
     CONNECT property the caller sets. ``manual_ack`` leaves PUBACKs to the caller, who sends
-    them after its commit.
+    them after its commit. An ``mqtts://`` broker is verified against ``tls`` (default: the
+    system's CAs, host name checked); ConfigError if a TLS file cannot be used.
     """
     v5 = protocol == "5"
     client = mqtt.Client(
@@ -35,8 +44,16 @@ def make_client(
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         manual_ack=manual_ack,
     )
-    if broker.tls:  # mqtts://: the system's CAs, hostname checked
-        client.tls_set()
+    if broker.tls:
+        if tls is not None and tls.insecure:
+            log.warning(INSECURE, f"the broker {broker}")
+        client.tls_set_context(
+            client_context(
+                tls or TlsFiles(),
+                peer=f"the broker {broker.host}:{broker.port}",
+                on_failure=lambda reason: log.error("TLS: %s", reason),
+            )
+        )
     if broker.username is not None:
         client.username_pw_set(broker.username, broker.password)
     client.reconnect_delay_set(min_delay=1, max_delay=10)

@@ -1,7 +1,8 @@
 """REST shapes (pydantic): what ``/api/v1`` returns. OpenAPI is generated from these.
 
-Over 400 lines: every REST class of the API lives here (DESIGN §2), each a few lines; the
-state lists of deployments and of their agents are written here once, derived elsewhere.
+Every REST class of the API lives here (DESIGN §2), each a few lines, but for two families
+in their own modules: ``deployment_schemas.py`` (rollouts, their state lists) and
+``signal_schemas.py`` (summaries' signals).
 """
 
 from __future__ import annotations
@@ -13,12 +14,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     StringConstraints,
-    model_serializer,
-    model_validator,
 )
-from typing_extensions import TypedDict
 
 from shared.signing import SignedManifest, TensorSpec
 from shared.topics import AGENT_ID_PATTERN
@@ -332,133 +329,3 @@ class ApiKeyCreated(ApiKeyOut):
     """A new key with its token, which is shown this once."""
 
     token: str = Field(description="send as 'Authorization: Bearer <token>'")
-
-
-# Each state list is written once, here; the tuples elsewhere are their ``get_args``.
-ActiveDeploymentState = Literal["canary", "rolling"]
-"""A deployment still moving: the rollout worker advances it every tick."""
-DeploymentState = Literal[ActiveDeploymentState, "succeeded", "halted", "cancelled"]
-FailedTargetState = Literal["failed", "rolled_back"]
-"""An agent of a deployment that refused the version, or swapped and went back."""
-SettledTargetState = Literal["healthy", FailedTargetState, "cancelled"]
-"""An agent of a deployment that will not move any more unless the deployment does."""
-TargetState = Literal["pending", "updating", SettledTargetState]
-Phase = Literal["canary", "rest"]
-SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-LabelText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
-
-
-class DeploymentStrategy(BaseModel):
-    """How a deployment moves: a canary share first, then the rest once the canary held."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    canary_fraction: float = Field(
-        default=0.2,
-        gt=0,
-        le=1,
-        description="share of the targets updated first: ceil(fraction x targets), at least 1",
-    )
-    canary_healthy_s: float = Field(
-        default=60.0,
-        ge=0,
-        le=7 * 24 * 3600,
-        description="how long every canary must stay running and online before the rest update",
-    )
-    agent_timeout_s: float = Field(
-        default=600.0,
-        gt=0,
-        le=7 * 24 * 3600,
-        description="an agent not running the version this long after it was asked fails",
-    )
-
-
-class TargetShape(TypedDict, total=False):
-    """A target as the API returns it: only the kind that was given."""
-
-    agent_ids: list[str]
-    labels: dict[str, str]
-
-
-class DeploymentTarget(BaseModel):
-    """Which agents: a list of ids, or a label selector (agents having every key=value)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    agent_ids: list[Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]] | None = Field(
-        default=None, max_length=10_000
-    )
-    labels: dict[LabelText, LabelText] | None = Field(default=None, max_length=32)
-
-    @model_validator(mode="after")
-    def _one_non_empty_kind(self) -> DeploymentTarget:
-        if (self.agent_ids is None) == (self.labels is None):
-            raise ValueError("give exactly one of 'agent_ids' and 'labels'")
-        if self.agent_ids is not None and not self.agent_ids:
-            raise ValueError("'agent_ids' is empty: name at least one agent")
-        if self.labels is not None and not self.labels:
-            raise ValueError("'labels' is empty: give at least one key=value")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _only_the_given_kind(self, handler: SerializerFunctionWrapHandler) -> TargetShape:
-        data: dict[str, Any] = handler(self)
-        shape = TargetShape()
-        if data.get("agent_ids") is not None:
-            shape["agent_ids"] = data["agent_ids"]
-        if data.get("labels") is not None:
-            shape["labels"] = data["labels"]
-        return shape
-
-
-class DeploymentIn(BaseModel):
-    """``POST /api/v1/deployments``: roll ``model`` ``version`` out to ``pipeline`` of a target."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: SafeName
-    version: SafeName
-    pipeline: SafeName
-    target: DeploymentTarget
-    strategy: DeploymentStrategy = DeploymentStrategy()
-
-
-class DeploymentAgentOut(BaseModel):
-    """One agent of a deployment: its phase, where it stands, what it runs and why it failed."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    agent_id: str
-    phase: Phase
-    state: TargetState
-    running_version: str | None
-    reason: str
-    updated_at: datetime
-
-
-class DeploymentCounts(BaseModel):
-    """How many agents of a deployment are in each state."""
-
-    pending: int = 0
-    updating: int = 0
-    healthy: int = 0
-    failed: int = 0
-    rolled_back: int = 0
-    cancelled: int = 0
-
-
-class DeploymentOut(BaseModel):
-    """A deployment with every agent's state; ``reason`` says why it halted."""
-
-    id: int
-    model: str
-    version: str
-    pipeline: str
-    state: DeploymentState
-    reason: str
-    created_at: datetime
-    updated_at: datetime
-    strategy: DeploymentStrategy
-    target: DeploymentTarget
-    counts: DeploymentCounts
-    agents: list[DeploymentAgentOut]

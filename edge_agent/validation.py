@@ -11,6 +11,8 @@ from __future__ import annotations
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from shared.urls import hide_passwords
+
 
 def key_path(loc: tuple[int | str, ...]) -> str:
     """``pipelines[0].source.type``: keys joined by dots, list positions in brackets."""
@@ -30,7 +32,8 @@ def explain(error: ErrorDetails, *, quote_input: bool) -> str:
     value = error.get("input")
     if not quote_input or error["type"] == "missing" or isinstance(value, dict | list):
         return error["msg"]
-    return f"{error['msg']} (got {value!r})"
+    shown = hide_passwords(repr(value)) if isinstance(value, str) else repr(value)
+    return f"{error['msg']} (got {shown})"
 
 
 def first_error(exc: ValidationError) -> str:

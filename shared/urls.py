@@ -8,6 +8,7 @@ ContractError that says what was expected and never repeats the password.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -15,6 +16,7 @@ from shared.errors import ContractError
 
 _SCHEMES = {"mqtt": (False, 1883), "mqtts": (True, 8883)}
 _EXPECTED = "expected mqtt:// or mqtts://[user[:password]@]host[:port]"
+_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +58,9 @@ def parse_mqtt_url(url: str) -> MqttUrl:
         username=unquote(parts.username) if parts.username is not None else None,
         password=unquote(parts.password) if parts.password is not None else None,
     )
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (a URL quoted in an
+    error message keeps its user, host and port, never its password)."""
+    return _CREDENTIALS.sub(r"\g<head>:***@", text)

@@ -27,7 +27,9 @@ from cloud_api.ingest.store import BatchStore
 from cloud_api.ingest.writers import BatchStats, writer_for
 from cloud_api.mqtt import make_client
 from shared.errors import ConfigError, ContractError
+from shared.tls import TlsFiles
 from shared.topics import Channel, subscription
+from shared.urls import MqttUrl
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ class IngestWorker:
         self,
         *,
         engine: Engine,
-        mqtt_url: str,
+        mqtt_url: str | MqttUrl,
+        tls: TlsFiles | None = None,
         protocol: str = "5",
         client_id: str,
         share_group: str | None = None,
@@ -76,7 +79,7 @@ class IngestWorker:
         observer: Callable[[BatchStats], None] | None = None,
     ) -> None:
         _check(protocol, share_group, batch_max, flush_s)
-        broker = parse_mqtt_url(mqtt_url)
+        broker = parse_mqtt_url(mqtt_url) if isinstance(mqtt_url, str) else mqtt_url
         self._host, self._port = broker.host, broker.port
         self._stop = threading.Event()
         self._store = BatchStore(writer_for(engine), stop=self._stop)
@@ -87,7 +90,12 @@ class IngestWorker:
 
         self._v5 = protocol == "5"
         self._client = make_client(
-            broker, client_id=client_id, protocol=protocol, persistent_session=True, manual_ack=True
+            broker,
+            tls=tls,
+            client_id=client_id,
+            protocol=protocol,
+            persistent_session=True,
+            manual_ack=True,
         )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

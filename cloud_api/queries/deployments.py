@@ -8,7 +8,7 @@ from typing import get_args
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud_api.schemas import ActiveDeploymentState
+from cloud_api.deployment_schemas import ActiveDeploymentState
 from cloud_api.tables import DeploymentAgentRow, DeploymentRow
 
 

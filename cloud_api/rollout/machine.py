@@ -8,7 +8,9 @@ what changes:
 - canary: each canary agent's desired entry for the pipeline becomes the new version (its
   previous entry is kept to roll back to). An agent is ``healthy`` when it reports the
   version ``running`` and is online. Once every canary has been healthy for
-  ``canary_healthy_s``, the deployment is ``rolling``. If one canary fails (refused it,
+  ``canary_healthy_s``, and its model quality over that period holds against a baseline
+  (``quality.py``: its alarm rate, not only its errors), the deployment is ``rolling``; a
+  canary out of those bounds halts it like a failed one. If one canary fails (refused it,
   rolled it back, or timed out) the deployment is ``halted``: every canary's desired entry
   is put back to its previous one and the rest are never touched.
 - rolling: the rest get the version. A failure here marks that agent failed and puts its
@@ -30,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import get_args
 
-from cloud_api.schemas import (
+from cloud_api.deployment_schemas import (
     ActiveDeploymentState,
     DeploymentState,
     DeploymentStrategy,
@@ -39,6 +41,7 @@ from cloud_api.schemas import (
     SettledTargetState,
     TargetState,
 )
+from cloud_api.rollout.quality import QualityCheck, QualityVerdict, judge_quality
 from shared.errors import ContractError
 from shared.messages import DesiredModel, ModelRef, UpdateStatus
 
@@ -158,11 +161,13 @@ def advance(
     seen: Mapping[str, Observation],
     current: Mapping[str, DesiredModel | None],
     now: datetime,
+    quality: QualityCheck | None = None,
 ) -> Step:
     """One tick of one deployment: from what agents report, the new states and desired entries.
 
     ``seen`` holds what each agent reports (absent: it never reported); ``current`` holds each
-    agent's desired entry for the pipeline now (absent or None: it runs its configured model).
+    agent's desired entry for the pipeline now (absent or None: it runs its configured model);
+    ``quality`` gives the canary's and its baseline's figures (None: errors only).
     """
     if rollout.state not in ACTIVE:
         return Step(rollout.state, rollout.reason, list(targets), {})
@@ -182,18 +187,12 @@ def advance(
                 desired[target.agent_id] = target.previous
         out.append(target)
 
+    reason = rollout.reason
     if state == "canary":
-        canary = [t for t in out if t.phase == "canary"]
-        failed = [t for t in canary if t.state in FAILED]
-        if failed:
-            return _halt(rollout, out, failed, desired, now)
-        healthy_since = max(t.updated_at for t in canary)
-        wait = timedelta(seconds=rollout.strategy.canary_healthy_s)
-        if all(t.state == "healthy" for t in canary) and now - healthy_since >= wait:
-            state = "rolling"
-            out = [
-                _ask(t, rollout, current, desired, now) if t.state == "pending" else t for t in out
-            ]
+        step = _canary(rollout, out, current, desired, now, quality)
+        if step.state != "rolling":
+            return step
+        state, reason, out = step.state, step.reason, step.targets
 
     if state == "rolling" and all(t.state in SETTLED for t in out):
         failed = [t for t in out if t.state in FAILED]
@@ -201,7 +200,52 @@ def advance(
             return Step("succeeded", "", out, desired)
         reasons = "; ".join(f"{t.agent_id} {t.state}: {t.reason}" for t in failed)
         return Step("halted", f"{len(failed)} of {len(out)} agents failed: {reasons}", out, desired)
-    return Step(state, rollout.reason, out, desired)
+    return Step(state, reason, out, desired)
+
+
+def _canary(
+    rollout: Rollout,
+    out: list[AgentTarget],
+    current: Mapping[str, DesiredModel | None],
+    desired: dict[str, DesiredModel | None],
+    now: datetime,
+    quality: QualityCheck | None,
+) -> Step:
+    """The canary phase's tick: halted (a canary failed, or its model quality is out of
+    bounds), still canary, or rolling (the rest are asked)."""
+    canary = [t for t in out if t.phase == "canary"]
+    failed = [t for t in canary if t.state in FAILED]
+    if failed:
+        names = ", ".join(t.agent_id for t in failed)
+        why = "; ".join(f"canary {t.agent_id} {t.state}: {t.reason}" for t in failed)
+        return Step("halted", why, _halt(out, desired, now, f"canary {names} failed"), desired)
+    healthy_since = max(t.updated_at for t in canary)
+    wait = timedelta(seconds=rollout.strategy.canary_healthy_s)
+    if not all(t.state == "healthy" for t in canary) or now - healthy_since < wait:
+        return Step("canary", rollout.reason, out, desired)
+    verdict = _quality(rollout, quality, healthy_since, now)
+    if verdict is not None and verdict.passed is False:
+        why = f"canary model quality out of bounds: {verdict.reason}"
+        return Step("halted", why, _halt(out, desired, now, why), desired)
+    if verdict is not None and verdict.passed is None:
+        return Step("canary", f"judging model quality: {verdict.reason}", out, desired)
+    out = [_ask(t, rollout, current, desired, now) if t.state == "pending" else t for t in out]
+    return Step("rolling", f"canary quality: {verdict.reason}" if verdict else "", out, desired)
+
+
+def _quality(
+    rollout: Rollout, quality: QualityCheck | None, since: datetime, now: datetime
+) -> QualityVerdict | None:
+    """The canary's model quality over its healthy period (None: not judged); too few windows
+    past ``agent_timeout_s`` of waiting is out of bounds too."""
+    gate = rollout.strategy.quality
+    if gate is None or quality is None:
+        return None
+    verdict = judge_quality(gate, *quality.figures(since, now))
+    timeout = timedelta(seconds=rollout.strategy.agent_timeout_s)
+    if verdict.passed is None and now - since >= timeout:
+        return QualityVerdict(False, f"only {verdict.reason} after {timeout.total_seconds():g} s")
+    return verdict
 
 
 def _ask(
@@ -218,30 +262,25 @@ def _ask(
 
 
 def _halt(
-    rollout: Rollout,
-    targets: list[AgentTarget],
-    failed: list[AgentTarget],
-    desired: dict[str, DesiredModel | None],
-    now: datetime,
-) -> Step:
-    """The canary failed: every canary gets its previous entry back, the rest nothing."""
-    names = ", ".join(t.agent_id for t in failed)
+    targets: list[AgentTarget], desired: dict[str, DesiredModel | None], now: datetime, cause: str
+) -> list[AgentTarget]:
+    """The canary failed (``cause``): every canary gets its previous entry back, the rest
+    nothing."""
     out: list[AgentTarget] = []
     for target in targets:
         if target.phase == "canary":
             desired[target.agent_id] = target.previous
             if target.state == "healthy":
-                reason = f"previous model restored: canary {names} failed"
+                reason = f"previous model restored: {cause}"
                 target = replace(target, state="rolled_back", reason=reason, updated_at=now)
             elif target.state not in FAILED:
-                reason = f"deployment halted (canary {names} failed); previous entry restored"
+                reason = f"deployment halted ({cause}); previous entry restored"
                 target = replace(target, state="cancelled", reason=reason, updated_at=now)
         elif target.state == "pending":
-            reason = f"deployment halted before the rest: canary {names} failed"
+            reason = f"deployment halted before the rest: {cause}"
             target = replace(target, state="cancelled", reason=reason, updated_at=now)
         out.append(target)
-    reasons = "; ".join(f"canary {t.agent_id} {t.state}: {t.reason}" for t in failed)
-    return Step("halted", reasons, out, desired)
+    return out
 
 
 def cancel(targets: Sequence[AgentTarget], now: datetime) -> list[AgentTarget]:

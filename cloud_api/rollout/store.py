@@ -19,6 +19,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from cloud_api.db import AdvisoryLock
+from cloud_api.deployment_schemas import (
+    DeploymentState,
+    DeploymentStrategy,
+    DeploymentTarget,
+    Phase,
+    TargetState,
+)
 from cloud_api.liveness import liveness
 from cloud_api.queries.agents import agents_by_id, list_agents
 from cloud_api.queries.deployments import (
@@ -37,13 +44,7 @@ from cloud_api.rollout.machine import (
     cancel,
     split_canary,
 )
-from cloud_api.schemas import (
-    DeploymentState,
-    DeploymentStrategy,
-    DeploymentTarget,
-    Phase,
-    TargetState,
-)
+from cloud_api.rollout.quality_figures import DeploymentQuality
 from cloud_api.tables import AgentRow, DeploymentAgentRow, DeploymentRow, DesiredStateRow
 from shared.errors import ConflictError, ContractError
 from shared.messages import DesiredModel, DesiredState, PipelineStatus
@@ -233,7 +234,12 @@ def _advance_row(session: Session, row: DeploymentRow, *, now: datetime, grace: 
     states = desired_states(session, agent_ids=ids)
     current = {agent_id: entry_of(_desired(d), row.pipeline) for agent_id, d in states.items()}
     before = [_agent_target(agent) for agent in agents]
-    step = advance(_rollout(row, version.manifest), before, seen, current, now)
+    quality = DeploymentQuality(
+        session, pipeline=row.pipeline, version=row.version, created_at=row.created_at,
+        canary=[a.agent_id for a in agents if a.phase == "canary"],
+        rest=[a.agent_id for a in agents if a.phase != "canary"],
+    )  # fmt: skip
+    step = advance(_rollout(row, version.manifest), before, seen, current, now, quality)
 
     changed = False
     for agent, was, target in zip(agents, before, step.targets, strict=True):

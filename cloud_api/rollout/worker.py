@@ -34,7 +34,9 @@ from cloud_api.queries import agent_config
 from cloud_api.rollout.store import desired_state_versions, desired_states, exclude_ticks, tick
 from shared.errors import ConfigError, ContractError
 from shared.messages import ConfigOverlay, DesiredState, encode, utcnow
+from shared.tls import TlsFiles
 from shared.topics import Channel, Topic, subscription
+from shared.urls import MqttUrl
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ class RolloutWorker:
         self,
         *,
         engine: Engine,
-        mqtt_url: str,
+        mqtt_url: str | MqttUrl,
+        tls: TlsFiles | None = None,
         client_id: str,
         protocol: str = "5",
         tick_s: float = 1.0,
@@ -107,14 +110,14 @@ class RolloutWorker:
             raise ConfigError(f"MQTT protocol must be '5' or '3.1.1', not {protocol!r}")
         if tick_s <= 0:
             raise ConfigError(f"rollout tick must be positive, not {tick_s}")
-        broker = parse_mqtt_url(mqtt_url)
+        broker = parse_mqtt_url(mqtt_url) if isinstance(mqtt_url, str) else mqtt_url
         self._host, self._port = broker.host, broker.port
         self._engine = engine
         self._tick_s = tick_s
         self._grace = grace
         self._clock = clock
         self._postgres = engine.dialect.name == "postgresql"
-        self._client = make_client(broker, client_id=client_id, protocol=protocol)
+        self._client = make_client(broker, tls=tls, client_id=client_id, protocol=protocol)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect

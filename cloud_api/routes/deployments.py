@@ -12,14 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from cloud_api.deps import OperateDep, ReadDep, SessionDep
-from cloud_api.limits import Limit, body_limit
-from cloud_api.params import Id64Path
-from cloud_api.queries import deployments
-from cloud_api.queries.models import get_model_version
-from cloud_api.responses import AUTHENTICATED, problems
-from cloud_api.rollout import store
-from cloud_api.schemas import (
+from cloud_api.deployment_schemas import (
     DeploymentAgentOut,
     DeploymentCounts,
     DeploymentIn,
@@ -28,6 +21,13 @@ from cloud_api.schemas import (
     DeploymentStrategy,
     DeploymentTarget,
 )
+from cloud_api.deps import OperateDep, ReadDep, SessionDep
+from cloud_api.limits import Limit, body_limit
+from cloud_api.params import Id64Path
+from cloud_api.queries import deployments
+from cloud_api.queries.models import get_model_version
+from cloud_api.responses import AUTHENTICATED, problems
+from cloud_api.rollout import store
 from cloud_api.tables import DeploymentAgentRow, DeploymentRow
 from shared.errors import ConflictError, ContractError
 from shared.messages import utcnow

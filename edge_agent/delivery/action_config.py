@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from edge_agent.config_types import HttpUrlText, MqttUrlText, OnOffKeysConfig
+from edge_agent.broker import BrokerConfig
+from edge_agent.config_types import HttpUrlText, OnOffKeysConfig
 from edge_agent.delivery.selection import EventSelector, check_condition
 from shared.messages import EventState
 
@@ -36,11 +37,11 @@ class _ActionConfig(OnOffKeysConfig):
         )  # fmt: skip
 
 
-class MqttActionConfig(_ActionConfig):
-    """Publish the event as small JSON to a topic on a local broker (not the uplink's)."""
+class MqttActionConfig(_ActionConfig, BrokerConfig):
+    """Publish the event as small JSON to a topic on a local broker (not the uplink's); its
+    URL, ``tls:`` and credentials are those of ``edge_agent.broker``."""
 
     type: Literal["mqtt"]
-    url: MqttUrlText = "mqtt://127.0.0.1:1883"
     topic: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^#+\x00]+$")]
     qos: Literal[0, 1] = 1
     retain: bool = False

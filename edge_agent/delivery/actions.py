@@ -37,7 +37,6 @@ from edge_agent.delivery.action_config import (
 from edge_agent.mqtt_client import make_client
 from shared.errors import AiotError
 from shared.messages import Event
-from shared.urls import parse_mqtt_url
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +84,11 @@ class MqttAction:
 
     def __init__(self, config: MqttActionConfig, name: str) -> None:
         self._config = config
-        broker = parse_mqtt_url(config.url)
+        broker = config.endpoint()
         self._host = broker.host
         self._port = broker.port
         self._connected = False
-        self._client = make_client(broker, client_id=name, protocol="3.1.1")
+        self._client = make_client(broker, client_id=name, protocol="3.1.1", tls=config.tls_files())
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
 

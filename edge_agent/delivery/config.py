@@ -7,10 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from edge_agent.config_types import FilePath, HttpUrlText, MqttUrlText, StrictConfig
+from edge_agent.broker import BrokerConfig
+from edge_agent.config_types import FilePath, HttpUrlText, StrictConfig
+from edge_agent.passwords import PasswordConfig
+from edge_agent.tls import TlsConfig
 from shared.fields import MAX_HEARTBEAT_S
 from shared.messages import MAX_EVENTS_PER_BATCH
-from shared.urls import MqttUrl, parse_mqtt_url
 
 
 def _protocol_as_str(value: Any) -> Any:
@@ -21,37 +23,15 @@ def _protocol_as_str(value: Any) -> Any:
 MqttProtocol = Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol_as_str)]
 
 
-class MqttConfig(StrictConfig):
-    """How to reach the broker."""
+class MqttConfig(BrokerConfig):
+    """How to reach the broker (URL, ``tls:`` and credentials: ``edge_agent.broker``)."""
 
-    url: MqttUrlText = "mqtt://127.0.0.1:1883"
     protocol: MqttProtocol = "5"
     keepalive: int = Field(default=30, ge=5, le=65535)
     client_id: str | None = None
     heartbeat_s: float = Field(default=10.0, gt=0, le=MAX_HEARTBEAT_S)
     reconnect_min_s: int = Field(default=1, ge=1)
     reconnect_max_s: int = Field(default=30, ge=1)
-
-    @property
-    def broker(self) -> MqttUrl:
-        """The URL parsed (host, port, TLS, credentials)."""
-        return parse_mqtt_url(self.url)
-
-    @property
-    def host(self) -> str:
-        return self.broker.host
-
-    @property
-    def port(self) -> int:
-        return self.broker.port
-
-    @property
-    def username(self) -> str | None:
-        return self.broker.username
-
-    @property
-    def password(self) -> str | None:
-        return self.broker.password
 
 
 class OutboxConfig(StrictConfig):
@@ -84,11 +64,12 @@ class OutboxConfig(StrictConfig):
     )
 
 
-class CloudConfig(StrictConfig):
+class CloudConfig(PasswordConfig):
     """The cloud API the agent downloads model versions from, and the key that signs them.
 
     Without this section the agent does not subscribe to desired states: it runs the models
-    of this file only.
+    of this file only. HTTP Basic credentials: ``username`` with ``password_file`` or
+    ``password_env``; an https:// ``api_url`` is verified against ``tls.ca_file``.
     """
 
     api_url: HttpUrlText
@@ -96,15 +77,16 @@ class CloudConfig(StrictConfig):
         default=None, description="base64 of the cloud's Ed25519 public key (32 raw bytes)"
     )
     public_key_file: FilePath | None = None
-    username: str | None = Field(default=None, description="HTTP Basic user for downloads")
-    password_file: FilePath | None = None
+    tls: TlsConfig | None = None
 
     @model_validator(mode="after")
     def _one_key_and_credentials(self) -> CloudConfig:
         if self.public_key is not None and self.public_key_file is not None:
             raise ValueError("give public_key or public_key_file, not both")
-        if (self.username is None) != (self.password_file is None):
-            raise ValueError("give username and password_file together")
+        if (self.username is None) != (not self.has_password_source):
+            raise ValueError("give username with password_file or password_env")
+        if self.tls is not None and not self.api_url.startswith("https://"):
+            raise ValueError("tls: is given but api_url is http://; use https:// for TLS")
         return self
 
     @property

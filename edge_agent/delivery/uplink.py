@@ -183,7 +183,8 @@ class Uplink:
 
     def _make_client(self) -> mqtt.Client:
         client = make_client(
-            self._mqtt.broker,
+            self._mqtt.endpoint(),
+            tls=self._mqtt.tls_files(),
             client_id=self._config.client_id,
             protocol=self._mqtt.protocol,
             reconnect_min_s=self._mqtt.reconnect_min_s,

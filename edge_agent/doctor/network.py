@@ -2,9 +2,10 @@
 status topic) and the cloud API (reachable, the agent's credentials, the clock against its
 ``Date`` header).
 
-The broker is reached with the edge's own paho factory (``edge_agent.mqtt_client``), so TLS
-and credentials are exactly the uplink's; the client id is the agent's with ``-doctor``, so a
-running agent is not disconnected. The ACL probe is a non-retained ``offline`` status saying
+The broker is reached with the edge's own paho factory (``edge_agent.mqtt_client``) and TLS
+context builder (``shared.tls``), so TLS and credentials are exactly the uplink's, and a TLS
+failure is explained as the agent explains it; the client id is the agent's with ``-doctor``,
+so a running agent is not disconnected. The ACL probe is a non-retained ``offline`` status saying
 the doctor sent it: a running agent's next heartbeat puts its own status back.
 """
 
@@ -15,6 +16,7 @@ import ssl
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -29,6 +31,7 @@ from edge_agent.updates.download import DownloadPolicy
 from edge_agent.updates.installer import read_password
 from shared.errors import ConfigError
 from shared.messages import AgentStatus, encode, utcnow
+from shared.tls import TlsFiles, client_context, explain
 from shared.topics import Channel, Topic
 
 MAX_SKEW_S = 10.0
@@ -63,38 +66,43 @@ def broker_checks(config: AgentConfig, *, timeout_s: float) -> list[Check]:
         return checks
     checks.append(Check.passed("broker TCP", f"{host}:{port} accepts connections"))
     if mqtt_config.broker.tls:
-        tls = _tls_check(host, port, timeout_s)
+        tls = _tls_check(mqtt_config.tls_files() or TlsFiles(), host, port, timeout_s)
         checks.append(tls)
         if not tls.ok:
             return checks
     return checks + _session_checks(config, timeout_s)
 
 
-def _tls_context() -> ssl.SSLContext:
-    """What the edge's paho factory verifies an mqtts:// broker with (paho's ``tls_set()``
-    defaults: the system's CAs, the host name checked)."""
-    return ssl.create_default_context()
-
-
-def _tls_check(host: str, port: int, timeout_s: float) -> Check:
+def _tls_check(files: TlsFiles, host: str, port: int, timeout_s: float) -> Check:
     """A TLS handshake of its own, so a failure is told apart from the login's."""
+    peer = f"the broker {host}:{port}"
+    try:
+        context = client_context(files, peer=peer)
+    except ConfigError as exc:
+        return Check.failed("broker TLS", f"mqtt.tls.{exc}", "correct the file the key names")
     try:
         with (
             socket.create_connection((host, port), timeout=timeout_s) as raw,
-            _tls_context().wrap_socket(raw, server_hostname=host) as tls,
+            context.wrap_socket(raw, server_hostname=host) as tls,
         ):
             version = tls.version()
-    except ssl.SSLError as exc:
-        return Check.failed("broker TLS", _tls_reason(exc), _tls_fix(exc))
-    except OSError as exc:
-        return Check.failed("broker TLS", f"handshake: {exc}", "check the port speaks mqtts://")
+    except OSError as exc:  # ssl.SSLError too
+        reason = explain(exc, files=files, peer=peer, address=(host, port))
+        return Check.failed("broker TLS", reason, _tls_fix(exc))
     return Check.passed("broker TLS", f"certificate verified ({version})")
 
 
 def _session_checks(config: AgentConfig, timeout_s: float) -> list[Check]:
     mqtt_config = config.mqtt
+    try:
+        endpoint = mqtt_config.endpoint()
+    except ConfigError as exc:
+        return [Check.failed("broker login", str(exc), "make the password file readable")]
     client = make_client(
-        mqtt_config.broker, client_id=f"{config.client_id}-doctor", protocol=mqtt_config.protocol
+        endpoint,
+        tls=mqtt_config.tls_files(),
+        client_id=f"{config.client_id}-doctor",
+        protocol=mqtt_config.protocol,
     )
     probe = _Probe(client)
     try:
@@ -146,7 +154,7 @@ class _Probe:
                 Check.failed(
                     "broker login",
                     f"user {user}: {self.reason}",
-                    "correct the password (or user) in mqtt.url, or enroll the "
+                    "correct mqtt.password_file (or the user), or enroll the "
                     "agent again (aiot cloud enroll)",
                 )
             ]
@@ -176,19 +184,15 @@ class _Probe:
         return [*checks, Check.passed("broker ACL", f"may publish on {topic}")]
 
 
-def _tls_reason(exc: ssl.SSLError) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"the broker's certificate is not trusted: {exc.verify_message}"
-    return f"TLS handshake failed: {exc.reason or exc}"
-
-
-def _tls_fix(exc: ssl.SSLError) -> str:
+def _tls_fix(exc: OSError) -> str:
     message = getattr(exc, "verify_message", "") or ""
     if "hostname" in message or "IP address mismatch" in message:
         return "use the host name the certificate was issued for in mqtt.url"
     if "expired" in message:
         return "renew the broker's certificate"
-    return "give the CA that signed the broker's certificate to the agent"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "give the CA that signed the broker's certificate in mqtt.tls.ca_file"
+    return "check the broker's TLS listener and mqtt.tls (client certificate and key)"
 
 
 def cloud_checks(
@@ -198,33 +202,38 @@ def cloud_checks(
     cloud = config.cloud
     if cloud is None:
         return [Check.skipped("cloud API", "no cloud: section (models come from the file only)")]
-    url = f"{cloud.base_url}/api/v1/agents/{config.agent_id}"
     try:
         password = read_password(cloud)
+        files = cloud.tls.files() if cloud.tls is not None else TlsFiles()
+        context = client_context(files, peer="the cloud API") if cloud.tls is not None else None
     except ConfigError as exc:
-        return [Check.failed("cloud credentials", str(exc), "make cloud.password_file readable")]
+        return [Check.failed("cloud credentials", str(exc), "correct the file the key names")]
     headers = DownloadPolicy(username=cloud.username, password=password).headers()
     # api_url is http(s):// by validation (HttpUrlText).
+    url = f"{cloud.base_url}/api/v1/agents/{config.agent_id}"
     request = urllib.request.Request(url, headers=headers)  # noqa: S310
     asked = clock()
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:  # noqa: S310
             status, date = response.status, response.headers.get("Date")
     except urllib.error.HTTPError as exc:
         status, date = exc.code, exc.headers.get("Date")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        return [
-            Check.failed(
-                "cloud API",
-                f"{cloud.base_url}: {reason}",
-                "correct cloud.api_url, or start the API",
-            )
-        ]
+        if isinstance(reason, ssl.SSLError):
+            address = (urllib.parse.urlsplit(url).hostname or "", _port(url))
+            reason = explain(reason, files=files, peer="the cloud API", address=address)
+        fix = "correct cloud.api_url (and cloud.tls), or start the API"
+        return [Check.failed("cloud API", f"{cloud.base_url}: {reason}", fix)]
     checks = [Check.passed("cloud API", f"{cloud.base_url} answers")]
     checks.append(_credentials(status, cloud.username))
     checks.append(_skew(date, (asked + clock()) / 2))
     return checks
+
+
+def _port(url: str) -> int:
+    parts = urllib.parse.urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _credentials(status: int, username: str | None) -> Check:

@@ -27,13 +27,12 @@ from typing import Any, Literal
 import paho.mqtt.client as mqtt
 from pydantic import Field, field_validator, model_validator
 
+from edge_agent.broker import BrokerConfig
 from edge_agent.config_types import StrictConfig
 from edge_agent.mqtt_client import make_client
 from edge_agent.sources import timestamps
 from edge_agent.sources.readings import Readings, SourceHealth
 from edge_agent.sources.reorder import Inbox
-from shared.errors import ContractError
-from shared.urls import parse_mqtt_url
 
 PathKey = str | int
 _STEP = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
@@ -70,11 +69,11 @@ class MqttChannelConfig(StrictConfig):
         return value
 
 
-class MqttSourceConfig(StrictConfig):
-    """Readings from messages on a local broker."""
+class MqttSourceConfig(BrokerConfig):
+    """Readings from messages on a local broker (URL, ``tls:`` and credentials: see
+    ``edge_agent.broker``)."""
 
     type: Literal["mqtt"]
-    url: str = "mqtt://127.0.0.1:1883"
     topic: str | None = Field(default=None, description="wildcards allowed")
     channels: dict[str, str | MqttChannelConfig] = Field(
         min_length=1, description="channel -> field path, or {path, topic}"
@@ -88,15 +87,6 @@ class MqttSourceConfig(StrictConfig):
     keepalive: int = Field(default=30, ge=5, le=65535)
     reconnect_min_s: int = Field(default=1, ge=1)
     reconnect_max_s: int = Field(default=30, ge=1)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        try:
-            parse_mqtt_url(value)
-        except ContractError as exc:
-            raise ValueError(str(exc)) from None
-        return value
 
     @field_validator("channels")
     @classmethod
@@ -256,7 +246,7 @@ class MqttSource:
         self, config: MqttSourceConfig, *, wall_clock: Callable[[], float] = time.time
     ) -> None:
         self.config = config
-        self._broker = parse_mqtt_url(config.url)
+        self._broker = config.broker
         self._parser = MessageParser(config)
         self._topics = sorted({topic for _, topic, _ in config.channel_paths()})
         self.health = SourceHealth(f"mqtt {self._broker} {','.join(self._topics)}")
@@ -290,7 +280,8 @@ class MqttSource:
 
     def _client(self) -> mqtt.Client:
         client = make_client(
-            self._broker,
+            self.config.endpoint(),
+            tls=self.config.tls_files(),
             client_id=self.config.client_id or "",
             protocol="3.1.1",
             reconnect_min_s=self.config.reconnect_min_s,

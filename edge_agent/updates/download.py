@@ -5,7 +5,9 @@ in ``<file>.part``; a later attempt, or the next start of the agent, asks for th
 ``Range: bytes=N-``. A server that answers 200 instead of 206 sends the whole file, which
 then starts again from byte 0. The file gets its final name only when it has every byte.
 Errors are translated here into TransportError (the peer) and ContractError (the artifact
-is longer than its manifest says).
+is longer than its manifest says). An https:// URL is verified against the policy's TLS files
+(``cloud.tls``; the system's CAs without them); a certificate that fails is not retried, and
+the error names the certificate and why (``shared.tls.explain``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import base64
 import http.client
 import logging
 import re
+import ssl
 import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from shared.errors import ContractError, TransportError
+from shared.errors import ConfigError, ContractError, TransportError
+from shared.tls import TlsFiles, client_context, explain
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,8 @@ class DownloadPolicy:
     tries: int = 5
     backoff_s: float = 1.0
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TlsFiles | None = None
 
     def headers(self) -> dict[str, str]:
         if self.username is None:
@@ -61,10 +67,11 @@ def download(
     """
     part = part_path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    context = _context(url, policy)
     last = ""
     for attempt in range(1, policy.tries + 1):
         try:
-            if _attempt(url, part, size, policy, stop):
+            if _attempt(url, part, size, policy, stop, context):
                 part.replace(dest)
                 return
             last = f"the response ended after {_size(part)} of {size} bytes"
@@ -78,6 +85,7 @@ def download(
             last = str(exc)
             part.unlink(missing_ok=True)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            _refuse_certificate(exc, url, policy)
             last = _describe(exc)
         if stop.is_set():
             raise TransportError(f"download stopped: {last}")
@@ -88,8 +96,36 @@ def download(
     raise TransportError(f"download failed after {policy.tries} tries: {last}")
 
 
+def _context(url: str, policy: DownloadPolicy) -> ssl.SSLContext | None:
+    """The TLS context of an https:// URL (None for http://); TransportError naming the TLS
+    file that cannot be used."""
+    if not url.startswith("https://"):
+        return None
+    try:
+        return client_context(policy.tls or TlsFiles(), peer="the cloud API")
+    except ConfigError as exc:
+        raise TransportError(f"download failed: cloud.tls.{exc}") from None
+
+
+def _refuse_certificate(exc: Exception, url: str, policy: DownloadPolicy) -> None:
+    """TransportError naming the certificate, if ``exc`` is a certificate that failed (no
+    retry makes it valid)."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        parts = urlsplit(url)
+        address = (parts.hostname or "", parts.port or 443)
+        files = policy.tls or TlsFiles()
+        why = explain(reason, files=files, peer="the cloud API", address=address)
+        raise TransportError(f"download failed: {why}") from None
+
+
 def _attempt(
-    url: str, part: Path, size: int, policy: DownloadPolicy, stop: threading.Event
+    url: str,
+    part: Path,
+    size: int,
+    policy: DownloadPolicy,
+    stop: threading.Event,
+    context: ssl.SSLContext | None,
 ) -> bool:
     """One request; True when ``part`` holds ``size`` bytes."""
     have = _size(part)
@@ -103,7 +139,9 @@ def _attempt(
         headers["Range"] = f"bytes={have}-"
     # The base URL is checked to be http(s) when the config is read (CloudConfig.api_url).
     request = urllib.request.Request(url, headers=headers)  # noqa: S310
-    with urllib.request.urlopen(request, timeout=policy.timeout_s) as response:  # noqa: S310
+    with urllib.request.urlopen(  # noqa: S310
+        request, timeout=policy.timeout_s, context=context
+    ) as response:
         offset = _offset(response, have)
         with part.open("r+b" if offset else "wb") as file:
             file.seek(offset)

@@ -63,6 +63,7 @@ class Installer:
             backoff_s=updates.retry_backoff_s,
             username=cloud.username,
             password=read_password(cloud),
+            tls=cloud.tls.files() if cloud.tls is not None else None,
         )
 
     def install(
@@ -209,14 +210,11 @@ def read_public_key(cloud: CloudConfig) -> tuple[Ed25519PublicKey | None, str]:
 
 
 def read_password(cloud: CloudConfig) -> str | None:
-    """The HTTP Basic password for downloads (ConfigError if its file cannot be read)."""
-    path = cloud.password_file
-    if path is None:
-        return None
+    """The HTTP Basic password for downloads (ConfigError if it cannot be read)."""
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read cloud.password_file {path}: {exc.strerror}") from None
+        return cloud.read_password()
+    except ConfigError as exc:
+        raise ConfigError(f"cloud.{exc}") from None
 
 
 def _discard(path: Path) -> None:

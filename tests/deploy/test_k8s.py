@@ -243,8 +243,8 @@ def test_edge_agent_config_from_its_configmap_is_valid_with_cloud_and_updates(
     assert main["args"][:3] == ["edge", "run", "--config"]
     agent = load_config(edge_config(tmp_path))
     assert agent.agent_id == "k8s-edge-1"
-    assert agent.mqtt.username == agent.agent_id
-    assert agent.mqtt.password == secret_data("aiot-edge-k8s-edge-1")["password"]
+    assert agent.mqtt.endpoint().username == agent.agent_id
+    assert agent.mqtt.endpoint().password == secret_data("aiot-edge-k8s-edge-1")["password"]
     cloud = agent.cloud
     assert cloud is not None
     assert urlsplit(cloud.api_url).hostname == "aiot-api.aiot.svc.cluster.local"

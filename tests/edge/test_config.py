@@ -43,8 +43,8 @@ def test_valid_config_loads_with_defaults_and_resolves_paths(tmp_path: Path) -> 
     config = load_config(write(tmp_path, VALID))
     assert config.mqtt.host == "broker.local"
     assert config.mqtt.port == 1884
-    assert config.mqtt.username == "user"
-    assert config.mqtt.password == "s@cret"
+    assert config.mqtt.endpoint().username == "user"
+    assert config.mqtt.endpoint().password == "s@cret"
     assert config.mqtt.protocol == "3.1.1"
     assert config.client_id == "aiot-edge-press-3"
     assert config.outbox.path == tmp_path / "data" / "outbox.db"
@@ -243,7 +243,7 @@ def test_unknown_cloud_key_names_key_and_line(tmp_path: Path) -> None:
 
 def test_username_needs_a_password_file(tmp_path: Path) -> None:
     text = VALID + CLOUD.replace("  password_file: secrets/password\n", "")
-    assert "give username and password_file together" in error_of(tmp_path, text)
+    assert "give username with password_file or password_env" in error_of(tmp_path, text)
 
 
 def test_api_url_must_be_http(tmp_path: Path) -> None:

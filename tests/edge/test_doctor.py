@@ -5,11 +5,7 @@ a real Mosquitto with passwords and ACLs, the real app, a real pymodbus server."
 
 from __future__ import annotations
 
-import datetime
 import shutil
-import socket
-import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from cli.main import app as aiot
@@ -38,6 +30,10 @@ from tests.edge.conftest import MODEL
 from tests.integration.test_broker_acl import Fleet
 from tests.integration.test_broker_acl import fleet as fleet  # the fixture
 from tests.services import free_port
+from tests.tls.certs import Pki
+from tests.tls.conftest import StartBroker
+from tests.tls.conftest import pki as pki  # the fixtures
+from tests.tls.conftest import tls_broker as tls_broker
 
 pytestmark = pytest.mark.integration
 
@@ -102,68 +98,30 @@ def test_a_publish_outside_the_acl_is_named(fleet: Fleet, tmp_path: Path) -> Non
     assert "Not authorized" in acl.detail
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 signed by itself: a CA no gateway has."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "doctor test broker")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_file, key_file = directory / "broker.crt", directory / "broker.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+def test_a_broker_certificate_from_a_missing_ca_is_named(
+    tls_broker: StartBroker, pki: Pki, tmp_path: Path
+) -> None:
+    broker = tls_broker()
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    # No ca_file: the system's CAs do not know the test CA.
+    plain = load_config(write_config(tmp_path, mqtt={"url": url}))
+    lacking = named(broker_checks(plain, timeout_s=5), "broker TLS")
+    assert lacking.ok is False
+    assert "signed by a CA we do not trust" in lacking.detail
+    assert "mqtt.tls.ca_file" in lacking.fix
 
+    # A ca_file that is not there: named by the file check and by the TLS check.
+    gone = {"url": url, "tls": {"ca_file": str(tmp_path / "ca.pem")}}
+    checks = run(write_config(tmp_path, mqtt=gone), timeout_s=2)
+    assert named(checks, "file mqtt.tls.ca_file").ok is False
+    assert named(checks, "broker TLS").ok is False
+    assert "ca.pem" in named(checks, "broker TLS").detail
 
-@pytest.fixture
-def tls_listener(tmp_path: Path) -> Iterator[int]:
-    """A TLS server on a free port with a certificate from an unknown CA."""
-    cert_file, key_file = self_signed(tmp_path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            try:
-                context.wrap_socket(conn, server_side=True).close()
-            except (ssl.SSLError, OSError):
-                conn.close()  # the client refused our certificate: what the test wants
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    server.close()
-
-
-def test_a_broker_certificate_from_a_missing_ca_is_named(tls_listener: int, tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, mqtt={"url": f"mqtts://127.0.0.1:{tls_listener}"}))
-    tls = named(broker_checks(config, timeout_s=5), "broker TLS")
-    assert tls.ok is False
-    assert "not trusted" in tls.detail
-    assert "self-signed certificate" in tls.detail
-    assert "CA" in tls.fix
+    good = {"url": url, "tls": {"ca_file": str(pki.ca)}}
+    verified = broker_checks(load_config(write_config(tmp_path, mqtt=good)), timeout_s=5)
+    assert [(c.name, c.ok) for c in verified][2:] == [
+        ("broker TLS", True), ("broker login", True), ("broker ACL", True),
+    ]  # fmt: skip
 
 
 # -- the gateway -------------------------------------------------------------------------

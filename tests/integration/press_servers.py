@@ -8,7 +8,7 @@ import asyncio
 import json
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -99,7 +99,7 @@ class OpcuaPress(_Press):
             while not self._stop.is_set():
                 # Like a PLC: the three values of one tick carry that tick's source time.
                 ts, values = self.values()
-                stamp = datetime.fromtimestamp(ts, UTC)
+                stamp = ua.DateTime.fromtimestamp(ts, UTC)
                 for name, value in zip(CHANNELS, values, strict=True):
                     value_at = ua.DataValue(
                         ua.Variant(value, ua.VariantType.Double), SourceTimestamp=stamp

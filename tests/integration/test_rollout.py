@@ -79,8 +79,17 @@ def serve(settings: Settings) -> Iterator[Cloud]:
             yield Cloud(url, http, settings, key)
 
 
-def agent_config(agent_id: str, *, cloud: Cloud, broker: Mosquitto, workdir: Path) -> AgentConfig:
-    """An enrolled agent: it downloads artifacts with its own credentials (HTTP Basic)."""
+def agent_config(
+    agent_id: str,
+    *,
+    cloud: Cloud,
+    broker: Mosquitto,
+    workdir: Path,
+    filters: list[dict[str, Any]] | None = EVERY_WINDOW,
+    summary_interval_s: float = 0,
+) -> AgentConfig:
+    """An enrolled agent: it downloads artifacts with its own credentials (HTTP Basic).
+    ``filters`` None: the pipeline's default chain."""
     enrolled = cloud.http.post("/api/v1/agents", json={"agent_id": agent_id})
     assert enrolled.status_code == 201, enrolled.text
     credentials = enrolled.json()
@@ -111,8 +120,8 @@ def agent_config(agent_id: str, *, cloud: Cloud, broker: Mosquitto, workdir: Pat
                         "labels": LABELS,
                         "normal_label": "healthy",
                     },
-                    "filters": EVERY_WINDOW,
-                    "summary_interval_s": 0,
+                    **({"filters": filters} if filters is not None else {}),
+                    "summary_interval_s": summary_interval_s,
                 }
             ],
         }
@@ -172,7 +181,7 @@ def deploy(cloud: Cloud, version: str, agent_ids: list[str]) -> int:
         json={"model": MODEL_NAME, "version": version, "pipeline": PIPELINE,
               "target": {"agent_ids": agent_ids},
               "strategy": {"canary_fraction": 0.2, "canary_healthy_s": 1.0,
-                           "agent_timeout_s": 60.0}},
+                           "agent_timeout_s": 60.0, "quality": None}},
     )  # fmt: skip
     assert response.status_code == 201, response.text
     deployment_id: int = response.json()["id"]
@@ -250,7 +259,8 @@ def test_canary_rollout_then_tampered_and_failing_versions(
         result = CliRunner().invoke(
             cli_app,
             ["deploy", MODEL_NAME, "1.1.0", "--pipeline", PIPELINE, "--canary", "0.2",
-             "--healthy-s", "1", "--agent-timeout-s", "60", *(f"--agent={a}" for a in ids),
+             "--healthy-s", "1", "--agent-timeout-s", "60", "--no-quality-gate",
+             *(f"--agent={a}" for a in ids),
              "--api", cloud.url, "--wait", "--poll-s", "0.2"],
             env={"AIOT_API_KEY": cloud.key},
         )  # fmt: skip

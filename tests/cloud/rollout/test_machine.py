@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cloud_api.deployment_schemas import DeploymentCounts, DeploymentStrategy, TargetState
 from cloud_api.rollout.machine import (
     AgentTarget,
     Observation,
@@ -18,7 +19,6 @@ from cloud_api.rollout.machine import (
     cancel,
     split_canary,
 )
-from cloud_api.schemas import DeploymentCounts, DeploymentStrategy, TargetState
 from shared.errors import ContractError
 from shared.messages import DesiredModel, ModelRef, UpdateState, UpdateStatus
 from shared.signing import ModelManifest, SignedManifest

@@ -126,8 +126,11 @@ def register(client: TestClient, version: str) -> dict[str, Any]:
     return body
 
 
-def deploy(client: TestClient, target: dict[str, Any], **strategy: float) -> Any:
-    values = {"canary_fraction": 0.2, "canary_healthy_s": 0.0, "agent_timeout_s": 120.0}
+def deploy(client: TestClient, target: dict[str, Any], **strategy: float | None) -> Any:
+    # The model-quality gate is off: these fleets send no summaries (tests/cloud/rollout/
+    # test_quality.py has it on).
+    values = {"canary_fraction": 0.2, "canary_healthy_s": 0.0, "agent_timeout_s": 120.0,
+              "quality": None}  # fmt: skip
     values.update(strategy)
     return client.post(
         "/api/v1/deployments",
@@ -183,7 +186,7 @@ def test_canary_then_the_rest_with_retained_desired_states(
     assert created["state"] == "canary"
     assert created["counts"]["pending"] == 5
     assert created["strategy"] == {"canary_fraction": 0.2, "canary_healthy_s": 0.0,
-                                   "agent_timeout_s": 120.0}  # fmt: skip
+                                   "agent_timeout_s": 120.0, "quality": None}  # fmt: skip
     assert created["target"] == {"agent_ids": [f.agent_id for f in fleet]}
     canary, rest = fleet[0], fleet[1:]
     assert [(a["agent_id"], a["phase"]) for a in created["agents"]] == [
