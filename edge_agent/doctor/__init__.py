@@ -1,11 +1,11 @@
 """``aiot edge doctor``: why is this agent not sending? Every check with a fix.
 
 The checks run in the order a problem would show itself: the config (and what
-``validate-config`` checks), the files it names and the directories the agent writes, room
-on disk for the bounded stores, the broker (DNS, TCP, TLS, login, ACL), the cloud API
-(reachable, credentials, clock skew from its ``Date`` header), each model and each source,
-and, when one runs, the live agent through its metrics port. ``local``, ``network``,
-``devices`` and ``live`` hold them; ``run`` puts them in order.
+``validate-config`` checks), the files it names and the directories the agent writes, the
+secrets others could read, room on disk for the bounded stores, the broker (DNS, TCP, TLS,
+login, ACL), the cloud API (reachable, credentials, clock skew from its ``Date`` header),
+each model and each source, and, when one runs, the live agent through its metrics port.
+``local``, ``network``, ``devices`` and ``live`` hold them; ``run`` puts them in order.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from edge_agent.config import load_config
 from edge_agent.doctor.check import Check
 from edge_agent.doctor.devices import model_checks, source_checks
 from edge_agent.doctor.live import live_checks
-from edge_agent.doctor.local import config_checks, disk_checks, file_checks
+from edge_agent.doctor.local import config_checks, disk_checks, file_checks, secret_checks
 from edge_agent.doctor.network import broker_checks, cloud_checks
 from shared.errors import ConfigError
 
@@ -37,6 +37,7 @@ def run(
     return [
         *config_checks(path, config),
         *file_checks(config),
+        *secret_checks(path, config),
         *disk_checks(config),
         *broker_checks(config, timeout_s=timeout_s),
         *cloud_checks(config, timeout_s=timeout_s, clock=clock),

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from edge_agent.config import AgentConfig, key_line
 from edge_agent.doctor.check import Check
-from edge_agent.preflight import preflight
+from edge_agent.preflight import preflight, secret_warnings
 
 STORES: tuple[tuple[str, Callable[[AgentConfig], tuple[Path, int]]], ...] = (
     ("outbox", lambda c: (c.outbox.path, c.outbox.max_bytes)),
@@ -53,6 +53,18 @@ def file_checks(config: AgentConfig) -> list[Check]:
     for where, path in dict(written).items():
         checks.append(_writable(where, path))
     return checks
+
+
+def secret_checks(path: Path, config: AgentConfig) -> list[Check]:
+    """Secrets others may read, a password in the file, verification turned off (what
+    ``validate-config`` warns about; a problem here)."""
+    return [
+        Check.failed(
+            "secrets", f"{key_line(path, loc) if loc else path}: {reason}",
+            "chmod 600 the file, or move the password to password_file / password_env",
+        )
+        for loc, reason in secret_warnings(config, path)
+    ]  # fmt: skip
 
 
 def disk_checks(config: AgentConfig) -> list[Check]:

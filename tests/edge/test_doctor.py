@@ -257,3 +257,17 @@ def test_a_running_agent_is_read_from_its_metrics_port(tmp_path: Path) -> None:
     assert found.ok is False  # its broker (port 1) is not there
     assert "not connected to the broker" in found.detail
     assert "items in the outbox" in found.detail
+
+
+def test_a_secret_others_can_read_is_named(tmp_path: Path) -> None:
+    secret = tmp_path / "mqtt.password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    broker = {"url": "mqtt://agent-a@127.0.0.1:1", "password_file": str(secret)}
+    found = named(run(write_config(tmp_path, mqtt=broker), timeout_s=1), "secrets")
+    assert found.ok is False
+    assert "readable by group or others" in found.detail
+    assert "chmod 600" in found.fix
+    secret.chmod(0o600)
+    checks = run(write_config(tmp_path, mqtt=broker), timeout_s=1)
+    assert not [c for c in checks if c.name == "secrets"]
