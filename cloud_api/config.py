@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         description="the largest ONNX file an upload may carry; the upload's request body may "
         "be this plus room for the form around it",
     )
+    max_sample_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="the largest blob a sample upload may carry (a window or a JPEG)",
+    )
     max_body_bytes: int = Field(
         default=64 * 1024,
         ge=1,

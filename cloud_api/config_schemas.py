@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_api.deployment_schemas import DeploymentTarget
 from cloud_api.queries.agent_config import ConfigState
-from shared.messages import OverlayJson
+from shared.fields import OverlayJson
 
 OVERLAY_DOC = (
     "the whole remote configuration (a key left out takes the agent's file value again): "

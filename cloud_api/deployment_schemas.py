@@ -21,7 +21,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from cloud_api.schemas import NO_NUL
+from cloud_api.schemas import LabelText
 from shared.topics import AGENT_ID_PATTERN
 
 ActiveDeploymentState = Literal["canary", "rolling"]
@@ -34,7 +34,6 @@ SettledTargetState = Literal["healthy", FailedTargetState, "cancelled"]
 TargetState = Literal["pending", "updating", SettledTargetState]
 Phase = Literal["canary", "rest"]
 SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-LabelText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 
 
 class QualityGate(BaseModel):

@@ -29,9 +29,11 @@ from cloud_api.routes import (
     deployments,
     enrollment,
     events,
+    feedback,
     health,
     keys,
     models,
+    samples,
     signals,
     signing_key,
     stats,
@@ -41,8 +43,7 @@ from cloud_api.routes import (
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Signing key and artifact store, database (migrated), ingest, rollouts, retention;
-    stopped in reverse."""
+    """Signing key, artifact store, database (migrated), ingest, rollouts, retention; reversed."""
     settings: Settings = app.state.settings
     app.state.signing_key = load_or_create_signing_key(settings.data_dir)
     app.state.artifacts = FileArtifactStore(settings.data_dir / "artifacts")
@@ -61,6 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 batch=settings.retention_batch,
                 interval_s=settings.retention_interval_s,
                 observer=app.state.metrics.observe_retention,
+                artifacts=app.state.artifacts,
             )
             retention.start()
         app.state.retention = retention
@@ -136,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # load balancers, Prometheus and people reading the contract.
     routers = (
         events,
+        feedback,
+        samples,
         agents,
         agent_config,
         enrollment,

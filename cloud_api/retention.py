@@ -1,5 +1,5 @@
-"""Retention: delete events, rollups, summaries, signal rollups and dead letters older than
-the horizon.
+"""Retention: delete events, rollups, summaries, signal rollups, dead letters, event feedback
+and samples (rows, labels and blobs) older than the horizon.
 
 Deletes go in bounded batches, each its own short transaction, so ingest and readers never
 wait behind one huge DELETE and a crash loses at most one batch of work. The horizon is cut
@@ -16,13 +16,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import Connection, Engine, Table, delete, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_api.analytics.rollups import LEVELS, SIGNAL_DAY_KEY, SIGNAL_KEY, hour_of
 from cloud_api.db import AdvisoryLock
-from cloud_api.tables import DEAD_LETTERS, EVENTS, SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS, SUMMARIES
+from cloud_api.queries.samples import delete_samples, oldest_samples
+from cloud_api.registry import ArtifactStore
+from cloud_api.rollup_tables import SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS
+from cloud_api.samples import blob_key
+from cloud_api.tables import DEAD_LETTERS, EVENTS, SUMMARIES, EventFeedbackRow
 from shared.errors import ConfigError
 from shared.messages import utcnow
 
@@ -48,6 +53,8 @@ RETENTION_TABLES = (
     # rows, which a day query at the horizon's edge reads instead).
     RetentionTable(SIGNAL_DAY_ROLLUPS, tuple(SIGNAL_DAY_KEY), "day"),
     RetentionTable(DEAD_LETTERS, ("id",), "received_at"),
+    # People's verdicts go with the events (and samples) they were about.
+    RetentionTable(cast(Table, EventFeedbackRow.__table__), ("id",), "created_at"),
 )
 
 
@@ -77,6 +84,7 @@ class Retention:
         interval_s: float,
         observer: Callable[[str, int], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         if days < 1:
             raise ConfigError(f"retention days must be at least 1, not {days}")
@@ -88,6 +96,7 @@ class Retention:
         self._interval_s = interval_s
         self._observer = observer
         self._clock = clock
+        self._artifacts = artifacts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -109,6 +118,7 @@ class Retention:
                 deleted = {
                     target.table.name: self._purge(target, horizon) for target in RETENTION_TABLES
                 }
+                deleted["samples"] = self._purge_samples(horizon)
             finally:
                 self._unlock(lock)
         if any(deleted.values()):
@@ -124,6 +134,24 @@ class Retention:
                 self._observer(target.table.name, count)
             total += count
             if count < self._batch:
+                break
+        return total
+
+    def _purge_samples(self, horizon: datetime) -> int:
+        """Samples go batch by batch: rows and labels in one transaction, then their blobs (a
+        crash between leaves blobs without rows, never rows without blobs)."""
+        total = 0
+        while not self._stop.is_set():
+            with self._engine.begin() as conn:
+                batch = oldest_samples(conn, horizon=horizon, limit=self._batch)
+                count = delete_samples(conn, [sample_id for sample_id, _ in batch]) if batch else 0
+            if self._artifacts is not None:
+                for sample_id, agent_id in batch:
+                    self._artifacts.delete(blob_key(agent_id, sample_id))
+            if count and self._observer is not None:
+                self._observer("samples", count)
+            total += count
+            if len(batch) < self._batch:
                 break
         return total
 

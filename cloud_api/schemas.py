@@ -282,6 +282,7 @@ LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")
 NO_NUL = r"^[^\x00]*$"
 """Text a body may carry: PostgreSQL refuses NUL in text and JSON."""
 LabelValue = Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL)]
+LabelText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 
 
 class EnrollmentIn(BaseModel):

@@ -1,8 +1,9 @@
-"""SQL tables (SQLAlchemy 2.0 typed ORM): events and their hourly rollups, summaries and their
-signals' hourly rollups, agents, dead letters, models, API keys, broker users, deployments,
-desired states and agents' remote configurations.
+"""SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents, dead letters, models, API
+keys, broker users, deployments and desired states, agents' remote configurations, samples
+with their labels and event feedback; the rollups of events and of summaries' signals are in
+``rollup_tables.py``, on the same ``Base`` (the migrations' environment imports both).
 
-Over 400 lines: every SQL table lives here (DESIGN §2), each a short class with its indexes.
+Every other SQL table lives here (DESIGN §2), each a short class with its indexes.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Column,
     DateTime,
     Dialect,
     Float,
     Index,
     Integer,
-    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -112,100 +111,6 @@ class EventRow(Base):
     )
 
 
-class EventRollupRow(Base):
-    """Count, sum, min and max of the score of one hour's events of one series.
-
-    Kept by ingest in the transaction that stores the events (only the ones stored for the
-    first time), so hourly and daily aggregates of the score read a few rows per hour instead
-    of every event; ``bucket`` is the hour's start in UTC. Retention deletes whole hours.
-    """
-
-    __tablename__ = "event_rollups_hourly"
-
-    bucket: Mapped[datetime] = mapped_column(UtcDateTime)
-    agent_id: Mapped[str] = mapped_column(String(64))
-    pipeline: Mapped[str] = mapped_column(String(64))
-    label: Mapped[str] = mapped_column(String(128))
-    kind: Mapped[str] = mapped_column(String(64))
-    model_version: Mapped[str] = mapped_column(String(64))
-    events: Mapped[int] = mapped_column(BigInteger)
-    score_sum: Mapped[float] = mapped_column(Float)
-    score_min: Mapped[float] = mapped_column(Float)
-    score_max: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (
-        # Hour first: a range of hours is a range of the key. The values ride along in the
-        # index (PostgreSQL INCLUDE), so a week of rollups is an index-only scan.
-        PrimaryKeyConstraint(
-            "bucket",
-            "agent_id",
-            "pipeline",
-            "label",
-            "kind",
-            "model_version",
-            postgresql_include=["events", "score_sum", "score_min", "score_max"],
-        ),
-    )
-
-
-class EventRollupTotalRow(Base):
-    """The same numbers for all events of an hour: a fleet-wide chart reads one row an hour."""
-
-    __tablename__ = "event_rollups_hourly_total"
-
-    bucket: Mapped[datetime] = mapped_column(UtcDateTime)
-    events: Mapped[int] = mapped_column(BigInteger)
-    score_sum: Mapped[float] = mapped_column(Float)
-    score_min: Mapped[float] = mapped_column(Float)
-    score_max: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (
-        PrimaryKeyConstraint(
-            "bucket", postgresql_include=["events", "score_sum", "score_min", "score_max"]
-        ),
-    )
-
-
-ROLLUP_DIMENSIONS: dict[str, int] = {
-    "agent_id": 64,
-    "pipeline": 64,
-    "label": 128,
-    "kind": 64,
-    "model_version": 64,
-}
-"""The event columns an aggregate groups or filters by, with their lengths in ``events``."""
-
-
-def _rollup_by(dimension: str, length: int) -> Table:
-    """The same numbers per hour and value of one ``dimension`` of the series.
-
-    A chart grouped (or filtered) by one dimension reads one row per hour and value: a week
-    by label is 168 x 5 rows here against 168 x every series in ``event_rollups_hourly``.
-    Five tables of one shape, so Core tables from one function rather than five classes.
-    """
-    return Table(
-        f"event_rollups_hourly_by_{dimension}",
-        Base.metadata,
-        Column("bucket", UtcDateTime(), nullable=False),
-        Column(dimension, String(length), nullable=False),
-        Column("events", BigInteger(), nullable=False),
-        Column("score_sum", Float(), nullable=False),
-        Column("score_min", Float(), nullable=False),
-        Column("score_max", Float(), nullable=False),
-        PrimaryKeyConstraint(
-            "bucket",
-            dimension,
-            postgresql_include=["events", "score_sum", "score_min", "score_max"],
-        ),
-    )
-
-
-EVENT_ROLLUPS_BY: dict[str, Table] = {
-    dimension: _rollup_by(dimension, length) for dimension, length in ROLLUP_DIMENSIONS.items()
-}
-"""``event_rollups_hourly_by_{dimension}`` for every dimension, kept by ingest like the rest."""
-
-
 class SummaryRow(Base):
     """One pipeline's summary of one window: what it read (raw bytes) against what it sent.
 
@@ -238,87 +143,6 @@ class SummaryRow(Base):
         UniqueConstraint("agent_id", "pipeline", "window_start", name="uq_summaries_window"),
         # Fleet-wide reports filter on time alone; per-agent ones use the unique index.
         Index("ix_summaries_window_start", "window_start"),
-    )
-
-
-class SignalRollupRow(Base):
-    """Count, sum, min and max of one summary signal (``score``, ``rms_g``...) of one hour.
-
-    Kept by ingest in the transaction that stores the summaries (only the ones stored for the
-    first time), so a month of a machine's trend reads a few rows per hour; ``hour`` is the
-    start (UTC) of the hour the summaries' ``window_start`` fell in. ``sum`` adds each
-    summary's ``mean x count`` and stays within +/- the largest float (saturated, never
-    infinite); ``count`` saturates at the largest 64-bit integer.
-    """
-
-    __tablename__ = "signal_rollups"
-
-    agent_id: Mapped[str] = mapped_column(String(64))
-    pipeline: Mapped[str] = mapped_column(String(64))
-    signal: Mapped[str] = mapped_column(String(64))
-    hour: Mapped[datetime] = mapped_column(UtcDateTime)
-    count: Mapped[int] = mapped_column(BigInteger)
-    sum: Mapped[float] = mapped_column(Float)
-    min: Mapped[float] = mapped_column(Float)
-    max: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (
-        # One agent's trend is a range of this key; the values ride along (PostgreSQL
-        # INCLUDE), so a month of it is an index-only scan.
-        PrimaryKeyConstraint(
-            "agent_id",
-            "pipeline",
-            "signal",
-            "hour",
-            postgresql_include=["count", "sum", "min", "max"],
-        ),
-        # The fleet's one signal over a month, read in the answer's order (no sort);
-        # retention deletes by hour.
-        Index(
-            "ix_signal_rollups_signal_series",
-            "signal",
-            "agent_id",
-            "pipeline",
-            "hour",
-            postgresql_include=["count", "sum", "min", "max"],
-        ),
-        Index("ix_signal_rollups_hour", "hour"),
-    )
-
-
-class SignalDayRollupRow(Base):
-    """``signal_rollups`` by day (UTC): what ingest adds to an hour it adds to its day too, in
-    the same transaction, so a fleet's months by day read one row per series and day instead
-    of adding up 24 hourly ones. Sums and counts saturate as the hourly ones do."""
-
-    __tablename__ = "signal_rollups_daily"
-
-    agent_id: Mapped[str] = mapped_column(String(64))
-    pipeline: Mapped[str] = mapped_column(String(64))
-    signal: Mapped[str] = mapped_column(String(64))
-    day: Mapped[datetime] = mapped_column(UtcDateTime)
-    count: Mapped[int] = mapped_column(BigInteger)
-    sum: Mapped[float] = mapped_column(Float)
-    min: Mapped[float] = mapped_column(Float)
-    max: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (
-        PrimaryKeyConstraint(
-            "agent_id",
-            "pipeline",
-            "signal",
-            "day",
-            postgresql_include=["count", "sum", "min", "max"],
-        ),
-        Index(
-            "ix_signal_rollups_daily_signal_series",
-            "signal",
-            "agent_id",
-            "pipeline",
-            "day",
-            postgresql_include=["count", "sum", "min", "max"],
-        ),
-        Index("ix_signal_rollups_daily_day", "day"),
     )
 
 
@@ -483,17 +307,63 @@ class AgentConfigRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-def _core(row: type[Base]) -> Table:
+class SampleRow(Base):
+    """A kept input (``shared.samples.SampleMeta``); its blob is in the artifact store."""
+
+    __tablename__ = "samples"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str | None] = mapped_column(String(36))
+    sha256: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column(Json)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index("ix_samples_ts_id", "ts", "id"),
+        Index("ix_samples_agent_ts", "agent_id", "ts", "id"),
+        Index("ix_samples_event", "event_id"),
+    )
+
+
+class SampleLabelRow(Base):
+    """A sample's label, its ``source`` (edge, cloud, person), author and ``model version``."""
+
+    __tablename__ = "sample_labels"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sample_id: Mapped[str] = mapped_column(String(36), index=True)
+    label: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16))
+    author: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(130))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EventFeedbackRow(Base):
+    """A person's verdict on an event (who, when); labels its samples, later ones too."""
+
+    __tablename__ = "event_feedback"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(128))
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+def core_table(row: type[Base]) -> Table:
     """The Core handle of an ORM class's table, for bulk statements (ingest, retention)."""
     assert isinstance(row.__table__, Table)
     return row.__table__
 
 
-EVENTS = _core(EventRow)
-EVENT_ROLLUPS = _core(EventRollupRow)
-EVENT_ROLLUP_TOTALS = _core(EventRollupTotalRow)
-SUMMARIES = _core(SummaryRow)
-SIGNAL_ROLLUPS = _core(SignalRollupRow)
-SIGNAL_DAY_ROLLUPS = _core(SignalDayRollupRow)
-AGENTS = _core(AgentRow)
-DEAD_LETTERS = _core(DeadLetterRow)
+EVENTS = core_table(EventRow)
+SUMMARIES = core_table(SummaryRow)
+AGENTS = core_table(AgentRow)
+DEAD_LETTERS = core_table(DeadLetterRow)

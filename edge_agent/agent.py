@@ -22,15 +22,19 @@ from edge_agent.config import AgentConfig
 from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.outbox_writer import OutboxWriter
+from edge_agent.delivery.spool import Spool
 from edge_agent.delivery.uplink import Uplink
+from edge_agent.delivery.uploader import Uploader, UploadTarget
 from edge_agent.health import AgentCollector, MetricsServer, UpdateHealth, UplinkHealth
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.base import Pipeline
 from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.pipelines.vision import VisionPipeline
 from edge_agent.remote_config import RemoteConfig
+from edge_agent.updates.download import DownloadPolicy
+from edge_agent.updates.installer import read_password
 from edge_agent.updates.updater import Updater
-from shared.messages import AgentStatus, utcnow
+from shared.messages import AgentStatus, PipelineStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,8 @@ class Agent:
         self.actions: Actions | None = None
         self.updater: Updater | None = None
         self.remote_config: RemoteConfig | None = None
+        self.spool: Spool | None = None
+        self.uploader: Uploader | None = None
 
     def start(self) -> None:
         """Bring the agent up; raises ConfigError, ModelError or StorageError if it cannot."""
@@ -70,9 +76,14 @@ class Agent:
             cfg.agent_id, {p.name: p.actions for p in cfg.pipelines}, self.registry
         )
         self.actions.start()
+        self._start_samples()
         self.pipelines = [
             (VisionPipeline if p.is_camera else SensorPipeline)(
-                p, load_slot(p.model, p.runtime), agent_id=cfg.agent_id, actions=self.actions
+                p,
+                load_slot(p.model, p.runtime),
+                agent_id=cfg.agent_id,
+                actions=self.actions,
+                spool=self.spool,
             )
             for p in cfg.pipelines
         ]
@@ -80,9 +91,7 @@ class Agent:
             # Before the pipelines run: a version installed before a restart takes over now.
             self.updater = Updater(cfg, self.pipelines, on_change=self._status_changed)
             self.updater.restore()
-        # The overlay the last run applied holds until the cloud's retained one arrives.
-        self.remote_config = RemoteConfig(cfg, self.pipelines, on_change=self._status_changed)
-        self.remote_config.restore()
+        self.remote_config = RemoteConfig.restored(cfg, self.pipelines, self._status_changed)
         self.registry.register(
             AgentCollector(self.status, self._uplink_health, self._dropped, self._update_health)
         )
@@ -126,6 +135,11 @@ class Agent:
         if self.actions is not None:
             self.actions.stop()  # after the pipelines, so their closing events still act
             self.actions = None
+        if self.spool is not None:
+            self.spool.stop()  # writes what the pipelines kept last
+        if self.uploader is not None:
+            self.uploader.stop()  # what it has not sent waits in the spool for the next run
+            self.uploader = None
         if self.uplink is not None:
             self.uplink.stop(self._flush_grace_s)
             self.uplink = None
@@ -137,6 +151,36 @@ class Agent:
             self.outbox.close()
             self.outbox = None
             log.info("agent %s stopped; %d items wait in the outbox", self.config.agent_id, depth)
+
+    def _start_samples(self) -> None:
+        """The sample spool and its writer when a pipeline collects or keeps thumbnails; the
+        uploader when the
+        agent knows the cloud API (with the credentials model downloads use)."""
+        cfg = self.config
+        if not any(p.collect is not None or p.keeps_thumbnails for p in cfg.pipelines):
+            return
+        spool = cfg.spool
+        self.spool = Spool(
+            cfg.spool_dir,
+            max_bytes=spool.max_bytes,
+            max_files=spool.max_files,
+            queue_size=spool.queue,
+        )
+        self.spool.start()
+        if cfg.cloud is not None:
+            credentials = DownloadPolicy(
+                username=cfg.cloud.username, password=read_password(cfg.cloud)
+            )
+            target = UploadTarget(
+                cfg.cloud.base_url,
+                credentials.headers(),
+                tls=cfg.cloud.tls.files() if cfg.cloud.tls is not None else None,
+                timeout_s=spool.upload_timeout_s,
+                backoff_s=spool.upload_backoff_s,
+                backoff_max_s=spool.upload_backoff_max_s,
+            )
+            self.uploader = Uploader(self.spool, target)
+            self.uploader.start()
 
     def sources_done(self) -> bool:
         """Whether every pipeline's source has ended (finite sources only).
@@ -174,7 +218,7 @@ class Agent:
             uptime_s=time.monotonic() - self._started_at,
             heartbeat_s=self.config.mqtt.heartbeat_s,
             pipelines=[
-                p.status(updater.status(p.name) if updater is not None else None)
+                self._uploads(p.status(updater.status(p.name) if updater is not None else None))
                 for p in self.pipelines
             ],
             outbox_depth=outbox.depth() if outbox is not None else 0,
@@ -183,6 +227,22 @@ class Agent:
             ack_rtt_p50_s=rtt[0] if rtt is not None else None,
             ack_rtt_p99_s=rtt[1] if rtt is not None else None,
             config=self.remote_config.status() if self.remote_config is not None else None,
+            spool_depth=self.spool.depth() if self.spool is not None else 0,
+            spool_bytes=self.spool.bytes if self.spool is not None else 0,
+            spool_dropped=self.spool.counters.dropped if self.spool is not None else 0,
+        )
+
+    def _uploads(self, status: PipelineStatus) -> PipelineStatus:
+        """A pipeline's status with what the uploader delivered of its samples."""
+        uploader = self.uploader
+        if uploader is None:
+            return status
+        c = uploader.counters
+        return status.model_copy(
+            update={
+                "samples_uploaded": c.uploaded[status.name],
+                "sample_bytes_uploaded": c.bytes_uploaded[status.name],
+            }
         )
 
     def _run_pipeline(self, pipeline: Pipeline) -> None:

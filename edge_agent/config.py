@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from edge_agent.config_types import StrictConfig
 from edge_agent.delivery.config import CloudConfig, MqttConfig, OutboxConfig
+from edge_agent.delivery.spool import SpoolConfig
 from edge_agent.health import MetricsConfig
 from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.updates.config import UpdatesConfig
@@ -36,6 +37,7 @@ class AgentConfig(StrictConfig):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     cloud: CloudConfig | None = None
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
     pipelines: list[PipelineConfig] = Field(min_length=1)
 
     @field_validator("pipelines")
@@ -55,6 +57,11 @@ class AgentConfig(StrictConfig):
     def updates_dir(self) -> Path:
         """Where downloaded model versions live (``models/`` beside the outbox by default)."""
         return self.updates.dir or self.outbox.path.parent / "models"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where kept samples wait for upload (``samples/`` beside the outbox by default)."""
+        return self.spool.dir or self.outbox.path.parent / "samples"
 
 
 def load_config(path: Path) -> AgentConfig:

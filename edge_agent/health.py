@@ -71,6 +71,7 @@ class AgentCollector:
     def collect(self) -> Iterator[Metric]:
         status = self._status()
         yield from _pipeline_metrics(status)
+        yield from _collection_metrics(status)
         yield from _agent_metrics(status, self._dropped())
         updates = self._updates()
         if updates is not None:
@@ -100,6 +101,35 @@ def _pipeline_metrics(status: AgentStatus) -> Iterator[Metric]:
             name, version = (p.model.name, p.model.version) if p.model else ("", "")
             family.add_metric([p.name, name, version], getattr(p, field))
         yield family
+
+
+def _collection_metrics(status: AgentStatus) -> Iterator[Metric]:
+    """Samples kept by reason, capped, waiting and uploaded, per pipeline; the spool."""
+    kept = CounterMetricFamily(
+        "aiot_edge_samples_kept", "Raw inputs kept for the cloud", labels=["pipeline", "reason"]
+    )
+    for p in status.pipelines:
+        for reason, count in sorted(p.samples_kept.items()):
+            kept.add_metric([p.name, reason], count)
+    yield kept
+    per_pipeline = {
+        "samples_capped": (CounterMetricFamily, "Inputs a collection cap refused"),
+        "spool_depth": (GaugeMetricFamily, "Samples waiting in the spool for upload"),
+        "samples_uploaded": (CounterMetricFamily, "Samples the cloud stored"),
+        "sample_bytes_uploaded": (CounterMetricFamily, "Blob bytes of the samples uploaded"),
+    }
+    for field, (kind, help_text) in per_pipeline.items():
+        family = kind(f"aiot_edge_pipeline_{field}", help_text, labels=["pipeline"])
+        for p in status.pipelines:
+            family.add_metric([p.name], getattr(p, field))
+        yield family
+    yield _gauge("aiot_edge_spool_depth", "Samples waiting for upload", status.spool_depth)
+    yield _gauge("aiot_edge_spool_bytes", "Blob bytes waiting for upload", status.spool_bytes)
+    yield _counter(
+        "aiot_edge_spool_dropped",
+        "Samples dropped unsent by the spool bounds",
+        status.spool_dropped,
+    )
 
 
 def _agent_metrics(status: AgentStatus, dropped: int) -> Iterator[Metric]:

@@ -68,6 +68,16 @@ class RemoteConfig:
         self._lock = threading.Lock()
         self._status = ConfigStatus()
 
+    @classmethod
+    def restored(
+        cls, config: AgentConfig, pipelines: Sequence[Pipeline], on_change: Callable[[], None]
+    ) -> RemoteConfig:
+        """One that runs the overlay the last run applied (``restore``) until the cloud's
+        retained one arrives; made before the pipelines start."""
+        remote = cls(config, pipelines, on_change=on_change)
+        remote.restore()
+        return remote
+
     def status(self) -> ConfigStatus:
         """What the agent reports in its status."""
         return self._status

@@ -5,27 +5,21 @@ keys, so a typo on a gateway is an error and never a silently dropped field. Fie
 strict types of ``shared.fields``: no coercion, finite floats, 64-bit integers, text that
 PostgreSQL can hold, times within 1970..9999, bounded sizes. What a message accepts, SQLite
 and PostgreSQL store.
-
-(Over 400 lines: the whole wire contract in one place, one short class per message.)
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainValidator,
     Strict,
     StringConstraints,
     model_validator,
@@ -33,13 +27,13 @@ from pydantic import (
 
 from shared.fields import (
     INT64_MAX,
-    INT64_MIN,
     Attributes,
     Count,
     EventId,
     FiniteFloat,
     HeartbeatSeconds,
     Label,
+    OverlayJson,
     Reason,
     RowId,
     SafeText,
@@ -59,10 +53,6 @@ MAX_EVENTS_PER_BATCH = 1000
 MAX_SUMMARY_LABELS = 256
 MAX_SUMMARY_SIGNALS = 32
 MAX_PIPELINES = 64
-MAX_OVERLAY_BYTES = 16 * 1024
-"""A configuration overlay's JSON: a few thresholds and intervals per pipeline fit many times."""
-MAX_OVERLAY_DEPTH = 6
-"""Objects and arrays nest at most this deep in an overlay (the overlay itself is the first)."""
 
 
 def _schema_version(value: object) -> object:
@@ -177,57 +167,17 @@ class PipelineStatus(_EdgeMessage):
     """The pipeline's last model update (None if it never received a desired version)."""
     provider: Name | None = None
     """The execution provider its model runs on (``cpu``, ``cuda``...)."""
-
-
-_check_text = cast(Callable[[str], str], SafeText.func)
-"""``SafeText``'s check on one string (an overlay holds strings at any depth)."""
-
-
-def _overlay_value(value: object, depth: int) -> None:
-    """Raise ValueError unless ``value`` is JSON every database stores (see the module doc)."""
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise ValueError("an integer must fit in 64 bits")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("a float must be finite (no NaN or Infinity)")
-    elif isinstance(value, str):
-        _check_text(value)
-    elif depth >= MAX_OVERLAY_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_OVERLAY_DEPTH} levels")
-    elif isinstance(value, list):
-        for item in value:
-            _overlay_value(item, depth + 1)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if type(key) is not str:
-                raise ValueError("object keys must be strings")
-            _check_text(key)
-            _overlay_value(item, depth + 1)
-    else:
-        raise ValueError(f"{type(value).__name__} is not JSON")
-
-
-def _overlay(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError("a configuration overlay must be an object")
-    _overlay_value(value, 0)
-    size = len(json.dumps(value, separators=(",", ":")).encode())
-    if size > MAX_OVERLAY_BYTES:
-        raise ValueError(
-            f"a configuration overlay has at most {MAX_OVERLAY_BYTES} bytes, not {size}"
-        )
-    return value
-
-
-OverlayJson = Annotated[
-    dict[str, Any], PlainValidator(_overlay, json_schema_input_type=dict[str, Any])
-]
-"""A configuration overlay: a JSON object of at most MAX_OVERLAY_BYTES whose values every
-database stores (64-bit integers, finite floats, text without NUL). Only the agent knows which
-keys it accepts: it validates the overlay against its own config classes."""
+    inference_p50_s: Seconds | None = None
+    """Median time of one window's inference over the recent ones (None before the first)."""
+    inference_p99_s: Seconds | None = None
+    samples_kept: dict[Name, Count] = Field(default_factory=dict, max_length=8)
+    """Raw inputs its ``collect:`` policy kept, by reason (random, band, event, escalated)."""
+    samples_capped: Count = 0
+    """Inputs a collection rule wanted that the per-minute or per-day cap refused."""
+    spool_depth: Count = 0
+    """Its samples waiting in the agent's spool for upload."""
+    samples_uploaded: Count = 0
+    sample_bytes_uploaded: Count = 0
 
 
 class ConfigOverlay(_EdgeMessage):
@@ -277,6 +227,11 @@ class AgentStatus(_EdgeMessage):
     ack_rtt_p50_s: Seconds | None = None
     """Median edge -> cloud -> edge round trip (publish to the cloud's ack) of recent batches."""
     ack_rtt_p99_s: Seconds | None = None
+    spool_depth: Count = 0
+    """Samples waiting in the spool for upload (every pipeline's)."""
+    spool_bytes: Count = 0
+    spool_dropped: Count = 0
+    """Samples the spool dropped unsent (oldest first) to stay within its bounds."""
     config: ConfigStatus | None = None
     """Where the agent's remote configuration stands (None from agents without it)."""
 

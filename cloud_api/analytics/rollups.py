@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Insert, Table, case, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud_api.tables import (
+from cloud_api.rollup_tables import (
     EVENT_ROLLUP_TOTALS,
     EVENT_ROLLUPS,
     EVENT_ROLLUPS_BY,

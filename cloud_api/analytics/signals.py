@@ -25,9 +25,9 @@ from sqlalchemy.types import NullType
 
 from cloud_api.analytics import rollups
 from cloud_api.analytics.buckets import bucket_of, ceil_hour, utc_reader
+from cloud_api.rollup_tables import SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS
 from cloud_api.schemas import SeriesBucket
 from cloud_api.signal_schemas import SignalPoint, SignalReport, SignalSeries
-from cloud_api.tables import SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS
 
 SIGNAL_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 """A signal name as the edge names it (the wire's ``SignalName``)."""

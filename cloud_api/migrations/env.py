@@ -8,9 +8,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
+from cloud_api import rollup_tables
 from cloud_api.tables import Base
 
+# Every table module on ``Base``: tables.py, and the rollups apart.
 target_metadata = Base.metadata
+assert rollup_tables.EVENT_ROLLUPS.metadata is target_metadata
 
 
 def run_migrations_online() -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,9 @@ from pydantic import ValidationError
 
 from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox_writer import OutboxWriter
+from edge_agent.delivery.spool import Spool
 from edge_agent.inference.slot import LoadedModel, ModelSlot
+from edge_agent.pipelines.collect import Collector, Encoder
 from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.filter_config import FilterStageConfig, default_filters
 from edge_agent.pipelines.filters import FilterEngine, build_engine
@@ -122,6 +124,7 @@ class Pipeline(ABC):
         actions: Actions | None = None,
         agent_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        spool: Spool | None = None,
     ):
         self.name = config.name
         self.slot = slot
@@ -151,10 +154,27 @@ class Pipeline(ABC):
         """The seq of the next event: gap-free for the agent's whole life (``run`` resumes it
         from the outbox, which stores it with the events)."""
         self._prepare(config)
+        self.collector: Collector | None = None
+        """The ``collect:`` rules; None when off, or when the privacy policy lets nothing out."""
+        encoder = self._sample_encoder(config)
+        collect = config.collect
+        if collect is not None and spool is not None and encoder is not None and agent_id:
+            self.collector = Collector(
+                collect,
+                pipeline=self.name,
+                agent_id=agent_id,
+                spool=spool,
+                encoder=encoder,
+            )
+        self._spool = spool
 
     @abstractmethod
     def _prepare(self, config: PipelineConfig) -> None:
         """What a kind of pipeline sets up once the shared parts exist (checks the model)."""
+
+    @abstractmethod
+    def _sample_encoder(self, config: PipelineConfig) -> Encoder | None:
+        """How a kept input becomes samples; None if none may leave (cameras: ``never``)."""
 
     @abstractmethod
     def process_sample(self, sample: Sample) -> list[Event]:
@@ -222,6 +242,7 @@ class Pipeline(ABC):
         """What the pipeline runs and did; ``update`` is its last model update (the updater's)."""
         c = self.counters
         model = self.slot.current()
+        p50, p99 = _median_and_p99(self.inference_log.latencies)
         return PipelineStatus(
             name=self.name,
             model=model.ref,
@@ -235,6 +256,11 @@ class Pipeline(ABC):
             filtered=self.filters.counters.held_back,
             update=update,
             provider=model.runtime.provider,
+            inference_p50_s=p50,
+            inference_p99_s=p99,
+            samples_kept=dict(self.collector.counters.kept) if self.collector else {},
+            samples_capped=self.collector.counters.capped if self.collector else 0,
+            spool_depth=self._spool.depth(self.name) if self._spool is not None else 0,
         )
 
     def inference_stats(self) -> InferenceStats:
@@ -324,6 +350,15 @@ class Pipeline(ABC):
         if not self._failing:
             self._failing = True
             log.error("pipeline %s: %s failed: %s", self.name, what, exc)
+
+
+def _median_and_p99(latencies: Iterable[float]) -> tuple[float | None, float | None]:
+    """The median and p99 of recent inference times (sorted in one C call: the pipeline's
+    thread may append meanwhile)."""
+    recent = sorted(latencies)
+    if not recent:
+        return None, None
+    return recent[len(recent) // 2], recent[min(len(recent) - 1, len(recent) * 99 // 100)]
 
 
 def restart_end(start: Event, now: float) -> Event:

@@ -1,4 +1,5 @@
-"""The config of one pipeline: its source, model, filters, actions and, for cameras, vision.
+"""The config of one pipeline: its source, model, filters, actions, collection and privacy
+and, for cameras, vision.
 
 Each part's own section comes from that part (sources from ``edge_agent.sources.registry``,
 the model from ``edge_agent.inference.config``, filters from ``filter_config``, actions from
@@ -8,19 +9,22 @@ module only puts them together with the rules that span them.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from edge_agent.config_types import FilePath, StrictConfig
+from edge_agent.config_types import StrictConfig
 from edge_agent.delivery.action_config import ActionConfig
 from edge_agent.inference.config import ModelConfig, RuntimeConfig
+from edge_agent.pipelines.collect import CollectConfig
 from edge_agent.pipelines.filter_config import (
     CAMERA_DEFAULT_FILTERS,
     FilterChainConfig,
     default_filters,
 )
 from edge_agent.pipelines.motion import MotionGateConfig
+from edge_agent.pipelines.privacy import PrivacyConfig
 from edge_agent.pipelines.tracking.lifecycle import TrackingConfig
 from edge_agent.sources.registry import CAMERA_SOURCE_TYPES, READING_SOURCE_TYPES, SourceConfig
 from edge_agent.sources.windows import WindowConfig
@@ -30,6 +34,11 @@ MIN_SUMMARY_INTERVAL_S = 0.1
 """Summaries are cheap, but one per sample would be raw data again."""
 
 
+def _legacy_directory(value: Any) -> Any:
+    # Thumbnails were once written to a directory named here; they live in the spool now.
+    return True if isinstance(value, Path) or (isinstance(value, str) and value) else value
+
+
 class VisionConfig(StrictConfig):
     """What a camera pipeline does between the frame and the events."""
 
@@ -37,8 +46,10 @@ class VisionConfig(StrictConfig):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     score_threshold: float = Field(default=0.5, gt=0, lt=1)
     iou_threshold: float = Field(default=0.45, gt=0, lt=1)
-    thumbnails: FilePath | None = Field(
-        default=None, description="directory for the best crop of every object; none = off"
+    thumbnails: Annotated[bool, BeforeValidator(_legacy_directory)] = Field(
+        default=False,
+        description="keep the best crop of every object as a sample in the agent's spool "
+        "(same quota, uploaded; only where `privacy.images` lets pixels leave)",
     )
 
 
@@ -57,6 +68,12 @@ class PipelineConfig(StrictConfig):
         default=None, description="camera pipelines only; defaults apply when left out"
     )
     actions: list[ActionConfig] = Field(default_factory=list)
+    collect: CollectConfig | None = Field(
+        default=None, description="which raw inputs are kept for the cloud; none = off"
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig, description="what pixels may leave (cameras: never)"
+    )
     summary_interval_s: float = Field(
         default=60.0,
         ge=0,
@@ -97,6 +114,11 @@ class PipelineConfig(StrictConfig):
     @property
     def is_camera(self) -> bool:
         return self.source.type in CAMERA_SOURCE_TYPES
+
+    @property
+    def keeps_thumbnails(self) -> bool:
+        """Whether it keeps object thumbnails: asked for, and its privacy lets pixels leave."""
+        return bool(self.vision and self.vision.thumbnails) and self.privacy.images != "never"
 
     @field_validator("summary_interval_s")
     @classmethod

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from edge_agent.inference.slot import LoadedModel
 from edge_agent.pipelines.base import Pipeline
+from edge_agent.pipelines.collect import Encoder, window_encoder
 from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.filters import Decision
 from edge_agent.sources.sample import Sample
@@ -73,6 +74,15 @@ class SensorPipeline(Pipeline):
         self._level_names = level_names(self._channels) if len(self._channels) > 1 else []
         self._levels = [self._summary.signal(name) for name in self._level_names or ["rms_g"]]
         self._ones = np.ones(self.source.window, dtype=np.float32)
+        # The edge's own call on an input, for the samples it keeps: above the threshold the
+        # (most likely fault) label, below it the normal one.
+        self._normal_label = (
+            model.labels[model.normal_index] if model.task == "anomaly" else "normal"
+        )
+        self._label_threshold = model.threshold if model.threshold is not None else 0.5
+
+    def _sample_encoder(self, config: PipelineConfig) -> Encoder:
+        return window_encoder(self.name, self._sample_rate_hz, self._channels, config.privacy)
 
     def process_sample(self, sample: Sample) -> list[Event]:
         return self.process_windows(
@@ -110,10 +120,18 @@ class SensorPipeline(Pipeline):
         step = self.filters.step
         period = self._period_s
         events: list[Event] = []
+        collector = self.collector
         for i, score in enumerate(scores):
             decision = step(ts + i * period, seq + i, score, labels[i])
-            if decision is not None:
-                events.append(self._event(decision, batch[i], model.ref))
+            event = None if decision is None else self._event(decision, batch[i], model.ref)
+            if event is not None:
+                events.append(event)
+            if collector is not None:
+                started = event.id if event is not None and event.state == "start" else None
+                label = labels[i] if score >= self._label_threshold else self._normal_label
+                collector.offer(
+                    batch[i], score, label, ts + i * period, model.ref, event_id=started
+                )
         self._score.merge(n, sum(scores), min(scores), max(scores))
         first = -seq % LEVEL_EVERY
         if first < n:
@@ -143,10 +161,13 @@ class SensorPipeline(Pipeline):
         self._score.add(score)
         if seq % LEVEL_EVERY == 0:
             self._sample_level(batch, 0)
-        if decision is None:
-            return []
-        counters.events_out += 1
-        return [self._event(decision, batch[0], model.ref)]
+        events = [] if decision is None else [self._event(decision, batch[0], model.ref)]
+        counters.events_out += len(events)
+        if self.collector is not None:
+            started = events[0].id if events and events[0].state == "start" else None
+            label = SCORE_LABEL if score >= self._label_threshold else self._normal_label
+            self.collector.offer(batch[0], score, label, ts, model.ref, event_id=started)
+        return events
 
     def _scores(
         self, model: LoadedModel, output: npt.NDArray[Any], n: int

@@ -11,27 +11,38 @@ still keeps missing, and its track ends as usual).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.delivery.spool import PendingSample
 from edge_agent.inference.postprocess import Detection, Letterboxer, decode_yolo
 from edge_agent.inference.slot import LoadedModel
 from edge_agent.pipelines.base import Pipeline
+from edge_agent.pipelines.collect import Encoder, Kept, image_encoder, sample_meta
 from edge_agent.pipelines.config import PipelineConfig, VisionConfig
 from edge_agent.pipelines.filters import Decision
 from edge_agent.pipelines.motion import MotionGate
-from edge_agent.pipelines.thumbnails import save_thumbnail
-from edge_agent.pipelines.tracking.lifecycle import LifecycleStep, ObjectDecision, ObjectLifecycle
+from edge_agent.pipelines.privacy import PrivacyConfig, blur_boxes
+from edge_agent.pipelines.thumbnails import thumbnail_jpeg
+from edge_agent.pipelines.tracking.lifecycle import (
+    LifecycleStep,
+    ObjectDecision,
+    ObjectLifecycle,
+    Snapshot,
+)
 from edge_agent.sources.sample import Sample
-from shared.errors import ConfigError, StorageError
+from shared.errors import ConfigError
 from shared.messages import Event, EventState, ModelRef, new_event_id
+from shared.samples import ImageInfo, SampleDetection, SampleMeta
 
 log = logging.getLogger(__name__)
 
 Frame = npt.NDArray[np.uint8]
+THUMBNAIL_IDS = 4096
+"""Thumbnails whose sample id an object's later events may still name."""
 
 
 class VisionPipeline(Pipeline):
@@ -47,7 +58,10 @@ class VisionPipeline(Pipeline):
         vision = config.vision or VisionConfig()
         self._score_threshold = vision.score_threshold
         self._iou_threshold = vision.iou_threshold
-        self._thumbnails = vision.thumbnails
+        self._privacy = config.privacy
+        self._thumbnails = config.keeps_thumbnails  # none where no pixels may leave
+        self._thumbnail_ids: OrderedDict[str, str] = OrderedDict()
+        """A snapshot's name -> the id of the sample that holds it."""
         self.gate = MotionGate(vision.motion) if vision.motion.enabled else None
         self._letterbox = Letterboxer(model.input_hw)
         # Track ids start from the wall clock, so thumbnails of a restarted agent never
@@ -85,7 +99,37 @@ class VisionPipeline(Pipeline):
         step = self.lifecycle.step(detections, seq, ts)
         events = self._events(step, frame, model.ref)
         counters.events_out += len(events)
+        if self.collector is not None:
+            self._offer(frame, ts, model.ref, detections, events)
         return events
+
+    def _sample_encoder(self, config: PipelineConfig) -> Encoder | None:
+        if config.privacy.images == "never":
+            return None  # no pixels leave this camera: nothing to collect
+        return image_encoder(self.name, config.privacy)
+
+    def _offer(
+        self,
+        frame: Frame,
+        ts: float,
+        ref: ModelRef,
+        detections: list[Detection],
+        events: list[Event],
+    ) -> None:
+        """Show the collector the frame: its best detection's score and label, and the first
+        object event it starts."""
+        assert self.collector is not None
+        best = max(detections, key=lambda d: d.score, default=None)
+        started = next((e.id for e in events if e.kind == "object" and e.state == "start"), None)
+        self.collector.offer(
+            frame,
+            best.score if best is not None else 0.0,
+            best.label if best is not None else "none",
+            ts,
+            ref,
+            event_id=started,
+            detections=detections,
+        )
 
     def detect(self, frame: Frame, model: LoadedModel | None = None) -> list[Detection]:
         """One inference (with the slot's current model unless given): objects in frame pixels."""
@@ -108,11 +152,11 @@ class VisionPipeline(Pipeline):
         return events
 
     def _events(self, step: LifecycleStep, frame: Frame | None, ref: ModelRef) -> list[Event]:
-        if frame is not None and self._thumbnails is not None:
-            for snapshot in step.snapshots:
-                self._save(frame, snapshot.box, self._thumbnails / snapshot.path)
         events: list[Event] = []
         offer = self.filters.offer
+        thumbnails = []
+        if frame is not None and self._thumbnails and self._spool is not None and self._agent_id:
+            thumbnails = [s for s in step.snapshots if self._name_thumbnail(s)]
         for decision in step.objects:
             passed = offer(
                 str(decision.track_id),
@@ -123,7 +167,13 @@ class VisionPipeline(Pipeline):
                 decision.label,
             )
             if passed is not None:
-                events.append(_object_event(self.name, decision, passed, ref))
+                thumbnail = self._thumbnail_ids.get(decision.thumbnail or "")
+                events.append(_object_event(self.name, decision, passed, ref, thumbnail))
+        if thumbnails:
+            assert frame is not None
+            by_track = {e.attributes.get("track_id"): e.id for e in events}
+            for snapshot in thumbnails:
+                self._keep_thumbnail(frame, snapshot, ref, by_track.get(snapshot.track_id))
         for heartbeat in self.filters.tick(self._last_ts, max(self._last_seq, 0)):
             events.append(_heartbeat_event(self.name, heartbeat, ref))
         events += self._occupancy_events(step, ref)
@@ -175,15 +225,65 @@ class VisionPipeline(Pipeline):
                 )  # fmt: skip
         return events
 
-    def _save(self, frame: Frame, box: tuple[float, float, float, float], path: Path) -> None:
-        try:
-            save_thumbnail(frame, box, path)
-        except StorageError as exc:
-            self._failed("thumbnail", exc)
+    def _name_thumbnail(self, snapshot: Snapshot) -> bool:
+        """Give a snapshot the id of the sample that will hold it, if it may leave."""
+        keep = self._privacy.keep_labels
+        if keep and snapshot.label not in keep:
+            return False
+        self._thumbnail_ids[snapshot.path] = new_event_id()
+        while len(self._thumbnail_ids) > THUMBNAIL_IDS:
+            self._thumbnail_ids.popitem(last=False)
+        return True
+
+    def _keep_thumbnail(
+        self, frame: Frame, snapshot: Snapshot, ref: ModelRef, event_id: str | None
+    ) -> None:
+        """Hand the object's better crop to the spool (encoded and blurred off the hot path),
+        as the sample its events name as ``thumbnail``, linked to this frame's event."""
+        spool, agent_id, name, privacy = self._spool, self._agent_id, self.name, self._privacy
+        assert spool is not None
+        assert agent_id is not None
+        sample_id = self._thumbnail_ids[snapshot.path]
+        blurred = [d.box for d in self._last if d.label in privacy.blur]
+        kept = Kept(
+            frame.copy(), snapshot.score, snapshot.label, self._last_ts, "event", ref, event_id
+        )
+
+        def build() -> list[tuple[SampleMeta, bytes]]:
+            return [thumbnail_sample(kept, snapshot, blurred, privacy, agent_id, name, sample_id)]
+
+        spool.submit(PendingSample(name, build))
+
+
+def thumbnail_sample(
+    kept: Kept,
+    snapshot: Snapshot,
+    blurred: list[tuple[float, float, float, float]],
+    privacy: PrivacyConfig,
+    agent_id: str,
+    pipeline: str,
+    sample_id: str,
+) -> tuple[SampleMeta, bytes]:
+    """A thumbnail as a sample: the object's crop, its ``blur`` boxes blurred first."""
+    frame = blur_boxes(kept.data, blurred) if blurred else kept.data
+    blob, (left, top, right, bottom), (width, height) = thumbnail_jpeg(frame, snapshot.box)
+    info = ImageInfo(
+        width=width,
+        height=height,
+        region="crop",
+        box=(float(left), float(top), float(right), float(bottom)),
+        detections=[SampleDetection(label=kept.label, score=kept.score, box=snapshot.box)],
+        blurred=len(blurred),
+    )
+    meta = sample_meta(
+        kept, agent_id, pipeline, blob, sample_id, kind="image", image=info,
+        privacy=privacy.policy(),
+    )  # fmt: skip
+    return meta, blob
 
 
 def _object_event(
-    pipeline: str, decision: ObjectDecision, passed: Decision, ref: ModelRef
+    pipeline: str, decision: ObjectDecision, passed: Decision, ref: ModelRef, thumbnail: str | None
 ) -> Event:
     x1, y1, x2, y2 = decision.box
     attributes: dict[str, float | int | str | bool] = {
@@ -195,8 +295,8 @@ def _object_event(
         "first_seen": round(decision.first_seen, 3),
         "duration_s": round(decision.last_seen - decision.first_seen, 3),
     }
-    if decision.thumbnail is not None:
-        attributes["thumbnail"] = decision.thumbnail
+    if thumbnail is not None:
+        attributes["thumbnail"] = thumbnail  # the id of the sample that holds it
     return Event(
         id=new_event_id(),
         pipeline=pipeline,

@@ -7,6 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 
+from cloud_api import rollup_tables
 from cloud_api.config import Settings, load_settings
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest.worker import IngestWorker
@@ -22,6 +23,7 @@ def test_migrations_match_the_tables(database_url: str) -> None:
         migrate(engine)  # idempotent: a restart runs it again
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert rollup_tables.SIGNAL_DAY_ROLLUPS.metadata is Base.metadata
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()

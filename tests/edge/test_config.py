@@ -277,3 +277,9 @@ def test_example_device_pipelines_are_valid_once_uncommented(tmp_path: Path) -> 
     kinds = {p.name: p.source.type for p in config.pipelines}
     assert {"press": "modbus", "boiler": "opcua", "hall-climate": "mqtt"}.items() <= kinds.items()
     assert kinds["line-replay"] == "csv"
+    camera = next(p for p in config.pipelines if p.name == "gate-camera")
+    assert (camera.privacy.images, camera.privacy.blur, camera.keeps_thumbnails) == (
+        "crops", ["person"], True,
+    )  # fmt: skip
+    assert config.pipelines[0].collect is not None
+    assert config.pipelines[0].privacy.images == "never"

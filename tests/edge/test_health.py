@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from edge_agent.agent import Agent
+from edge_agent.pipelines.collect import CollectConfig
 from tests.edge.conftest import AgentConfigFactory
 from tests.services import free_port
 
@@ -52,3 +53,36 @@ def test_metrics_exporter_serves_on_the_configured_port(agent_config: AgentConfi
     finally:
         agent.stop()
     assert "aiot_edge_pipeline_samples_in_total" in body
+
+
+def test_status_and_metrics_report_collection_per_pipeline(
+    agent_config: AgentConfigFactory,
+) -> None:
+    """Offline, without a cloud: samples kept by reason wait in the spool, counted."""
+    config = agent_config()
+    collecting = config.pipelines[0].model_copy(
+        update={"collect": CollectConfig(random_share=0.1, seed=3)}
+    )
+    agent = Agent(config.model_copy(update={"pipelines": [collecting]}))
+    agent.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not agent.sources_done():
+            assert time.monotonic() < deadline, "the source did not end"
+            time.sleep(0.05)
+        assert agent.spool is not None
+        agent.spool.flush()
+        status = agent.status()
+        metrics = generate_latest(agent.registry).decode()
+    finally:
+        agent.stop()
+    (pipeline,) = status.pipelines
+    kept = sum(pipeline.samples_kept.values())
+    assert pipeline.samples_kept["event"] >= 2
+    assert pipeline.samples_kept["random"] > 0
+    assert status.spool_depth == pipeline.spool_depth == kept
+    assert status.spool_bytes > 0
+    assert pipeline.samples_uploaded == 0  # no `cloud:`, no uploader
+    assert 'aiot_edge_samples_kept_total{pipeline="spindle",reason="event"} ' in metrics
+    assert f'aiot_edge_pipeline_spool_depth{{pipeline="spindle"}} {kept}.0' in metrics
+    assert f"aiot_edge_spool_depth {kept}.0" in metrics

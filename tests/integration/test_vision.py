@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 
 import models
+from edge_agent.delivery.spool import Spool
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.vision import VisionPipeline
 from edge_agent.sources.synthetic_scene import SyntheticScene
 from shared.messages import Event
+from shared.samples import SampleMeta
 from tests.edge.vision_fixtures import scene_frames, write_fixture_pair
 
 pytestmark = pytest.mark.integration
@@ -36,16 +38,20 @@ CROSSING_ACTORS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-def pipeline(source: dict[str, Any], **vision: Any) -> VisionPipeline:
+def pipeline(
+    source: dict[str, Any], spool: Spool | None = None, privacy: str = "never", **vision: Any
+) -> VisionPipeline:
     config = PipelineConfig.model_validate(
         {
             "name": "intersection",
             "source": source,
             "model": {"name": "scene-detector", "manifest": str(MANIFEST)},
             "vision": {"tracking": {"lines": [STOP_LINE]}, **vision},
+            "privacy": {"images": privacy, "blur": ["person"]},
         }
     )
-    return VisionPipeline(config, load_slot(config.model, config.runtime))
+    slot = load_slot(config.model, config.runtime)
+    return VisionPipeline(config, slot, spool=spool, agent_id="gw-1" if spool else None)
 
 
 def run(p: VisionPipeline) -> list[Event]:
@@ -65,8 +71,11 @@ def objects(events: list[Event], state: str) -> list[Event]:
 
 
 def test_k_objects_crossing_a_line_give_k_starts_k_ends_and_a_count_of_k(tmp_path: Path) -> None:
-    p = pipeline(scene(CROSSING_ACTORS, 60), thumbnails=str(tmp_path / "thumbs"))
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30, max_files=10_000, queue_size=10_000)
+    p = pipeline(scene(CROSSING_ACTORS, 60), spool, "crops", thumbnails=True)
     events = run(p)
+    spool.start()
+    spool.stop()
     k = len(CROSSING_ACTORS)
     starts, ends = objects(events, "start"), objects(events, "end")
     crossings = [e for e in events if e.kind == "line_crossing"]
@@ -78,11 +87,20 @@ def test_k_objects_crossing_a_line_give_k_starts_k_ends_and_a_count_of_k(tmp_pat
     for crossing in crossings:
         per_direction[crossing.attributes["direction"]] = int(crossing.attributes["count"])
     assert sum(per_direction.values()) == k
-    # Each object's best crop is kept as its thumbnail.
+    # Each object's best crop is kept as its thumbnail: a sample in the spool (same quota),
+    # a JPEG of a crop with people blurred.
+    kept = {entry.id: entry for entry in spool.oldest(10_000)}
     for end in ends:
         thumbnail = end.attributes.get("thumbnail")
         assert isinstance(thumbnail, str)
-        assert (tmp_path / "thumbs" / thumbnail).is_file()
+        meta = SampleMeta.model_validate_json(kept[thumbnail].read()[0])
+        assert meta.image is not None
+        assert (meta.kind, meta.reason, meta.image.region) == ("image", "event", "crop")
+        assert meta.image.detections[0].label == end.label
+        assert meta.privacy.blur == ["person"]
+    # Where no pixels may leave (the default for cameras), there are no thumbnails.
+    never = pipeline(scene(CROSSING_ACTORS[:1], 10), spool, thumbnails=True)
+    assert all("thumbnail" not in e.attributes for e in run(never))
 
 
 def test_an_object_that_stops_for_a_minute_is_one_event_not_one_per_frame() -> None:

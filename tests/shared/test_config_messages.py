@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from shared.fields import MAX_OVERLAY_BYTES, MAX_OVERLAY_DEPTH
 from shared.messages import (
-    MAX_OVERLAY_BYTES,
-    MAX_OVERLAY_DEPTH,
     AgentStatus,
     ConfigOverlay,
     ConfigStatus,

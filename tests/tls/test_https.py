@@ -14,15 +14,19 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 import models
 from cli.server import serve_in_thread
 from cloud_api.config import Settings
 from cloud_api.main import create_app
+from edge_agent.delivery.uploader import Uploader, UploadTarget
 from edge_agent.updates.download import DownloadPolicy, download
 from shared.errors import TransportError
 from shared.tls import TlsFiles
+from tests.edge.pipelines.test_collect import MODEL as SAMPLE_MODEL
+from tests.edge.pipelines.test_collect import T0, collector, spool
 from tests.services import free_port
 from tests.tls.certs import Pki
 
@@ -111,3 +115,35 @@ def _first_answer(url: str, ca: Path, server: subprocess.Popen[bytes]) -> httpx.
             if server.poll() is not None or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_samples_upload_over_verified_https_and_wait_under_another_ca(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """The uploader verifies the API against ``cloud.tls`` as downloads do: under another CA
+    nothing leaves and the sample waits in the spool; under ours it arrives."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'cloud.db'}",
+        data_dir=tmp_path / "data",
+        ingest_enabled=False,
+        rollout_enabled=False,
+        auth_enabled=False,
+    )
+    kept = spool(tmp_path)
+    collector(kept, random_share=1.0).offer(
+        np.zeros((2, 8), dtype=np.float32), 0.1, "normal", T0, SAMPLE_MODEL
+    )
+    kept.start()
+    kept.stop()
+    with serve_in_thread(
+        create_app(settings), ssl_certfile=pki.server_cert, ssl_keyfile=pki.server_key
+    ) as base:
+        wrong = Uploader(kept, UploadTarget(base, tls=TlsFiles(ca_file=pki.wrong_ca)))
+        assert wrong.upload(kept.oldest(10)) is False
+        assert len(kept.oldest(10)) == 1
+        right = Uploader(kept, UploadTarget(base, tls=TlsFiles(ca_file=pki.ca)))
+        assert right.upload(kept.oldest(10)) is True
+        with httpx.Client(base_url=base, verify=_trusting(pki.ca)) as client:
+            stored = client.get("/api/v1/samples").json()
+    assert kept.oldest(10) == []
+    assert [item["pipeline"] for item in stored["items"]] == ["vib"]

@@ -78,6 +78,23 @@ export class Api {
     return response.json();
   }
 
+  /** POST a JSON body; the JSON answer, or ApiError (AuthError on 401/403). */
+  async post(path, body) {
+    let response;
+    try {
+      response = await fetch(this.url(path), {
+        method: "POST",
+        headers: this.headers({ Accept: "application/json", "Content-Type": "application/json" }),
+        body: JSON.stringify(body),
+        cache: "no-store",
+      });
+    } catch (error) {
+      throw new ApiError(path, 0, `the API did not answer (${error.message})`);
+    }
+    if (!response.ok) throw await errorOf(path, response);
+    return response.json();
+  }
+
   async fetch(path, params) {
     try {
       return await fetch(this.url(path, params), {

@@ -1,14 +1,20 @@
 // The live event feed: newest on top, a bounded list, each event shown once however often
-// it arrives (the list on load and the stream may overlap; delivery is at-least-once).
+// it arrives (the list on load and the stream may overlap; delivery is at-least-once). Each
+// event that starts something has a confirm / false-alarm control (an operate key's feedback).
 
 import { el } from "./dom.js";
 import { formatNumber, formatTime } from "./format.js";
 
+/** The events a person can judge: the ones that start an incident or stand alone. */
+const JUDGED = new Set(["start", "instant"]);
+
 export class Feed {
-  constructor(list, empty, limit = 100) {
+  /** `onFeedback(event, verdict)` records a verdict and resolves to the API's answer. */
+  constructor(list, empty, limit = 100, onFeedback = null) {
     this.list = list;
     this.empty = empty;
     this.limit = limit;
+    this.onFeedback = onFeedback;
     this.shown = new Set();
     // A new key starts a new feed: events shown under the previous one go.
     list.replaceChildren();
@@ -54,6 +60,31 @@ export class Feed {
         `${event.agent_id} / ${event.pipeline} · ${event.model_name}@${event.model_version}`,
         attributes ? ` · ${attributes}` : "",
       ),
+      this.onFeedback && JUDGED.has(event.state) ? this.controls(event) : "",
     );
+  }
+
+  /** Confirm / false alarm buttons; once answered, what was recorded replaces them. */
+  controls(event) {
+    const outcome = el("span", { class: "muted", testid: "feedback-outcome" });
+    const box = el("div", { class: "feedback" });
+    const button = (verdict, text) => {
+      const node = el("button", { type: "button", testid: `feedback-${verdict}` }, text);
+      node.addEventListener("click", async () => {
+        for (const other of box.querySelectorAll("button")) other.disabled = true;
+        try {
+          const answer = await this.onFeedback(event, verdict);
+          box.dataset.verdict = verdict;
+          outcome.textContent = `${verdict.replace("_", " ")} by ${answer.author} · ` +
+            `${answer.samples_labelled} sample(s) labelled ${answer.label}`;
+        } catch (failure) {
+          outcome.textContent = failure.message;
+          for (const other of box.querySelectorAll("button")) other.disabled = false;
+        }
+      });
+      return node;
+    };
+    box.append(button("confirmed", "confirm"), button("false_alarm", "false alarm"), outcome);
+    return box;
   }
 }

@@ -10,6 +10,7 @@ import { byTestId } from "./dom.js";
 import { Feed } from "./feed.js";
 import { renderFleet } from "./fleet.js";
 import { forgetKey, keyProblem, loadKey, saveKey, takeKeyFromFragment } from "./key.js";
+import { renderReview } from "./review.js";
 import { renderDeployments } from "./rollouts.js";
 import { EventStream } from "./sse.js";
 
@@ -25,7 +26,9 @@ class Dashboard {
   constructor(key, onAuthError) {
     this.api = new Api(key);
     this.onAuthError = onAuthError;
-    this.feed = new Feed(byTestId("feed"), byTestId("feed-empty"), FEED_LIMIT);
+    this.feed = new Feed(byTestId("feed"), byTestId("feed-empty"), FEED_LIMIT, (event, verdict) =>
+      this.api.post(`api/v1/events/${event.id}/feedback`, { verdict }),
+    );
     this.chart = new LabelChart(byTestId("chart"));
     this.saved = new SavedChart(byTestId("bandwidth-chart"));
     this.range = byTestId("chart-range");
@@ -101,6 +104,9 @@ class Dashboard {
           since: new Date(Date.now() - DAY_MS).toISOString(),
         });
         renderLineCounts(byTestId("lines-panel"), report);
+      }),
+      this.panel("review", async () => {
+        renderReview(byTestId("review-panel"), await this.api.get("api/v1/samples/review", { limit: 50 }));
       }),
       this.panel("deployments", async () => {
         renderDeployments(byTestId("deployments-panel"), await this.api.getOptional("api/v1/deployments"));

@@ -104,6 +104,8 @@ class Snapshot:
     track_id: int
     box: BoxXYXY
     path: str
+    label: str = ""
+    score: float = 0.0
 
 
 @dataclass(slots=True)
@@ -223,7 +225,7 @@ class ObjectLifecycle:
             return
         path = self._template.format(pipeline=self.pipeline, track_id=track.id, seq=seq)
         reported.thumbnail, reported.thumbnail_score = path, track.score
-        out.snapshots.append(Snapshot(track.id, track.box, path))
+        out.snapshots.append(Snapshot(track.id, track.box, path, track.label, track.score))
 
     def _zones(self, track: ObjectTrack, seq: int, ts: float, out: LifecycleStep) -> None:
         for zone in self.zones:

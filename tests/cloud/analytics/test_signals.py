@@ -17,7 +17,8 @@ from cloud_api.analytics import signals as signals_module
 from cloud_api.db import alembic_config, create_db_engine, migrate
 from cloud_api.ingest.parse import Work, summary_row
 from cloud_api.ingest.writers import writer_for
-from cloud_api.tables import SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS, SUMMARIES
+from cloud_api.rollup_tables import SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS
+from cloud_api.tables import SUMMARIES
 from shared.fields import INT64_MAX
 from shared.messages import PipelineSummary, SignalStats, encode
 from shared.topics import Channel

@@ -30,9 +30,10 @@ from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest.parse import Inbound
 from cloud_api.ingest.store import BatchStore
 from cloud_api.ingest.writers import BatchStats, writer_for
+from cloud_api.rollup_tables import EVENT_ROLLUP_TOTALS
 from cloud_api.routes.agents import agent_out
 from cloud_api.schemas import EventOut
-from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENT_ROLLUP_TOTALS, EVENTS, SUMMARIES, AgentRow
+from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENTS, SUMMARIES, AgentRow
 from shared.fields import (
     EARLIEST,
     INT64_MAX,

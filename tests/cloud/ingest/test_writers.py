@@ -17,7 +17,8 @@ from sqlalchemy import Engine, func, select
 
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.ingest.worker import IngestWorker
-from cloud_api.tables import EVENT_ROLLUP_TOTALS, EVENT_ROLLUPS, EVENTS
+from cloud_api.rollup_tables import EVENT_ROLLUP_TOTALS, EVENT_ROLLUPS
+from cloud_api.tables import EVENTS
 from shared.messages import EventBatch, encode, utcnow
 from shared.topics import Channel
 from tests.cloud.conftest import AppFactory

@@ -1,0 +1,144 @@
+"""Stored samples and their labels: keyset pages with filters, labels with provenance, event
+feedback, the review list of edge/cloud disagreements, and what retention removes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, Select, and_, delete, exists, select, tuple_
+from sqlalchemy.orm import Session, aliased
+
+from cloud_api.tables import EventFeedbackRow, EventRow, SampleLabelRow, SampleRow
+
+PERSON = "person"
+"""The ``source`` of a label a person gave (its ``author`` is the API key's name)."""
+
+
+def get_sample(session: Session, sample_id: str) -> SampleRow | None:
+    """One sample, or None."""
+    return session.get(SampleRow, sample_id)
+
+
+def get_event(session: Session, event_id: str) -> EventRow | None:
+    """One stored event, or None."""
+    return session.get(EventRow, event_id)
+
+
+def samples_page_query(
+    *,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    reason: str | None = None,
+    label: str | None = None,
+    source: str | None = None,
+    event_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int,
+) -> Select[SampleRow]:
+    """Samples newest first on (ts, id); ``label``/``source`` match any of a sample's labels
+    (both given: one label with both). ``since`` inclusive, ``until`` exclusive."""
+    wanted = (
+        (SampleRow.agent_id, agent_id),
+        (SampleRow.pipeline, pipeline),
+        (SampleRow.reason, reason),
+        (SampleRow.event_id, event_id),
+    )
+    query = select(SampleRow).where(*[col == value for col, value in wanted if value is not None])
+    if label is not None or source is not None:
+        match = [SampleLabelRow.sample_id == SampleRow.id]
+        if label is not None:
+            match.append(SampleLabelRow.label == label)
+        if source is not None:
+            match.append(SampleLabelRow.source == source)
+        query = query.where(exists().where(*match))
+    if since is not None:
+        query = query.where(SampleRow.ts >= since)
+    if until is not None:
+        query = query.where(SampleRow.ts < until)
+    if after is not None:
+        query = query.where(tuple_(SampleRow.ts, SampleRow.id) < tuple_(*after))
+    return query.order_by(SampleRow.ts.desc(), SampleRow.id.desc()).limit(limit)
+
+
+def labels_of(session: Session, sample_ids: Sequence[str]) -> dict[str, list[SampleLabelRow]]:
+    """Each sample's labels, oldest first."""
+    found: dict[str, list[SampleLabelRow]] = defaultdict(list)
+    if sample_ids:
+        rows = session.scalars(
+            select(SampleLabelRow)
+            .where(SampleLabelRow.sample_id.in_(sample_ids))
+            .order_by(SampleLabelRow.id)
+        )
+        for row in rows:
+            found[row.sample_id].append(row)
+    return found
+
+
+def feedback_of(session: Session, event_id: str) -> Sequence[EventFeedbackRow]:
+    """People's verdicts on an event, oldest first."""
+    query = select(EventFeedbackRow).where(EventFeedbackRow.event_id == event_id)
+    return session.scalars(query.order_by(EventFeedbackRow.id)).all()
+
+
+def add_feedback(session: Session, feedback: EventFeedbackRow) -> int:
+    """Record a verdict (not committed) and label the event's stored samples with it; the
+    number of samples labelled."""
+    session.add(feedback)
+    ids = session.scalars(select(SampleRow.id).where(SampleRow.event_id == feedback.event_id))
+    count = 0
+    for sample_id in ids.all():
+        session.add(person_label(sample_id, feedback))
+        count += 1
+    return count
+
+
+def person_label(sample_id: str, feedback: EventFeedbackRow) -> SampleLabelRow:
+    """The label a person's verdict gives one sample of the event."""
+    return SampleLabelRow(
+        sample_id=sample_id,
+        label=feedback.label,
+        source=PERSON,
+        author=feedback.author,
+        verdict=feedback.verdict,
+        model=None,
+        created_at=feedback.created_at,
+    )
+
+
+def disagreements_query(
+    *, agent_id: str | None = None, pipeline: str | None = None, limit: int
+) -> Select[SampleRow, str, str]:
+    """Samples whose edge and cloud labels differ, newest first, with both labels."""
+    edge, cloud = aliased(SampleLabelRow), aliased(SampleLabelRow)
+    query = (
+        select(SampleRow, edge.label, cloud.label)
+        .join(edge, and_(edge.sample_id == SampleRow.id, edge.source == "edge"))
+        .join(cloud, and_(cloud.sample_id == SampleRow.id, cloud.source == "cloud"))
+        .where(edge.label != cloud.label)
+    )
+    if agent_id is not None:
+        query = query.where(SampleRow.agent_id == agent_id)
+    if pipeline is not None:
+        query = query.where(SampleRow.pipeline == pipeline)
+    return query.order_by(SampleRow.ts.desc(), SampleRow.id.desc()).limit(limit)
+
+
+def oldest_samples(conn: Connection, *, horizon: datetime, limit: int) -> Sequence[tuple[str, str]]:
+    """Up to ``limit`` of the oldest (id, agent id) of samples older than ``horizon``."""
+    query = (
+        select(SampleRow.id, SampleRow.agent_id)
+        .where(SampleRow.ts < horizon)
+        .order_by(SampleRow.ts)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in conn.execute(query)]
+
+
+def delete_samples(conn: Connection, sample_ids: Sequence[str]) -> int:
+    """Delete these samples and their labels; the number of samples deleted."""
+    conn.execute(delete(SampleLabelRow).where(SampleLabelRow.sample_id.in_(sample_ids)))
+    return int(conn.execute(delete(SampleRow).where(SampleRow.id.in_(sample_ids))).rowcount)

@@ -1,0 +1,216 @@
+"""Samples in the cloud: a blob checked by decoding it, kept in the artifact store, and its
+metadata in SQL with the edge's label; an upload sent again stores nothing twice.
+
+The blob is copied to a temp file while it is counted and hashed (never held in memory
+whole), then decoded: a window must be a ``.npy`` of exactly the declared shape and dtype, an
+image a JPEG that decodes to the declared size. Same id and same bytes is the same sample
+(the first answer again); same id and other bytes is a conflict. A refusal keeps nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import cv2
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloud_api.queries.samples import feedback_of, get_sample, person_label
+from cloud_api.registry import CHUNK, ArtifactStore, spooled_upload
+from cloud_api.tables import SampleLabelRow, SampleRow
+from shared.errors import ConflictError, ContractError
+from shared.messages import utcnow
+from shared.samples import SampleMeta
+
+log = logging.getLogger(__name__)
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def blob_key(agent_id: str, sample_id: str) -> str:
+    """Where a sample's blob is kept in the artifact store."""
+    return f"samples/{agent_id}/{sample_id}"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stored sample, and whether this upload created it (False: it was there already)."""
+
+    row: SampleRow
+    created: bool
+
+
+def check_window(meta: SampleMeta, path: Path) -> None:
+    """ContractError unless ``path`` is a ``.npy`` of the declared shape and dtype."""
+    assert meta.window is not None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ContractError(f"the window blob is not a .npy array: {exc}") from None
+    if not isinstance(array, np.ndarray):
+        raise ContractError("the window blob is not a single .npy array")
+    declared = tuple(meta.window.shape)
+    if array.shape != declared or array.dtype != np.dtype(meta.window.dtype):
+        raise ContractError(
+            f"the window blob is {array.dtype} {list(array.shape)}, but its metadata declares "
+            f"{meta.window.dtype} {list(declared)}"
+        )
+
+
+def check_image(meta: SampleMeta, path: Path) -> None:
+    """ContractError unless ``path`` is a JPEG that decodes to the declared width and height."""
+    assert meta.image is not None
+    data = np.fromfile(path, dtype=np.uint8)
+    if data[:3].tobytes() != JPEG_MAGIC:
+        raise ContractError("the image blob is not a JPEG (no JPEG start-of-image marker)")
+    declared = (meta.image.width, meta.image.height)
+    # The decoder allocates what the JPEG's header says: check that before it runs.
+    if jpeg_size(data.tobytes()) != declared:
+        raise ContractError(
+            f"the image blob's JPEG header does not say {declared[0]}x{declared[1]}, as its "
+            "metadata declares (or it has no frame header)"
+        )
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ContractError("the image blob does not decode as a JPEG")
+    height, width = image.shape[:2]
+    if (width, height) != (meta.image.width, meta.image.height):
+        raise ContractError(
+            f"the image blob is {width}x{height}, but its metadata declares "
+            f"{meta.image.width}x{meta.image.height}"
+        )
+
+
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+"""JPEG start-of-frame markers: the segment that holds the image's size."""
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, walking its segments; None if none."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _SOF and at + 9 <= len(data):
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            return int.from_bytes(data[at + 7 : at + 9], "big"), height
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image, start of scan: no frame seen
+            return None
+        at += 2 + length
+    return None
+
+
+CHECKS: dict[str, Callable[[SampleMeta, Path], None]] = {
+    "window": check_window,
+    "image": check_image,
+}
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def store_sample(
+    session: Session,
+    *,
+    store: ArtifactStore,
+    meta: SampleMeta,
+    source: BinaryIO,
+    tmp_dir: Path,
+    max_bytes: int,
+) -> Stored:
+    """Check, keep and record one sample; the stored sample if it was there already.
+
+    Raises TooLargeError (over ``max_bytes``), ContractError (the size or sha256 differ from
+    the metadata, or the blob does not decode as declared) or ConflictError (the id is stored
+    with other bytes).
+    """
+    with spooled_upload(source, tmp_dir=tmp_dir, max_bytes=max_bytes) as path:
+        size, sha256 = _digest(path)
+        if (size, sha256) != (meta.size, meta.sha256):
+            raise ContractError(
+                f"the blob has {size} bytes and sha256 {sha256}; its metadata says "
+                f"{meta.size} bytes and sha256 {meta.sha256}"
+            )
+        existing = get_sample(session, meta.id)
+        if existing is not None:
+            return Stored(_same(existing, meta), created=False)
+        CHECKS[meta.kind](meta, path)
+        row = _row(meta)
+        session.add(row)
+        session.add_all(_labels(session, meta))
+        key = blob_key(meta.agent_id, meta.id)
+        try:
+            session.flush()  # the primary key picks one winner among concurrent uploads
+            store.put(key, path)
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            winner = get_sample(session, meta.id)
+            if winner is None:
+                raise
+            return Stored(_same(winner, meta), created=False)
+        except BaseException:
+            session.rollback()
+            store.delete(key)
+            raise
+    log.debug("stored sample %s of %s/%s (%s)", meta.id, meta.agent_id, meta.pipeline, meta.reason)
+    return Stored(row, created=True)
+
+
+def _same(existing: SampleRow, meta: SampleMeta) -> SampleRow:
+    if existing.sha256 != meta.sha256 or existing.agent_id != meta.agent_id:
+        raise ConflictError(
+            f"sample {meta.id} is stored already with other content (sha256 {existing.sha256})"
+        )
+    return existing
+
+
+def _row(meta: SampleMeta) -> SampleRow:
+    return SampleRow(
+        id=meta.id,
+        agent_id=meta.agent_id,
+        pipeline=meta.pipeline,
+        ts=meta.ts,
+        reason=meta.reason,
+        event_id=meta.event_id,
+        sha256=meta.sha256,
+        meta=meta.model_dump(mode="json", by_alias=True),
+        received_at=utcnow(),
+    )
+
+
+def _labels(session: Session, meta: SampleMeta) -> list[SampleLabelRow]:
+    """The edge model's label, and people's verdicts on the sample's event given before it
+    arrived."""
+    now = utcnow()
+    labels = [
+        SampleLabelRow(
+            sample_id=meta.id,
+            label=meta.label,
+            source="edge",
+            author=meta.agent_id,
+            verdict=None,
+            model=f"{meta.model.name} {meta.model.version}",
+            created_at=now,
+        )
+    ]
+    if meta.event_id is not None:
+        labels += [person_label(meta.id, fb) for fb in feedback_of(session, meta.event_id)]
+    return labels
