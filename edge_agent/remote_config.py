@@ -5,10 +5,12 @@ An overlay changes, without a restart, what may change while pipelines run::
     {"log_level": "DEBUG",
      "pipelines": {"spindle": {"filters": {"threshold": {"threshold": 0.6},
                                            "debounce": {"n": 2, "m": 3}},
-                               "summary_interval_s": 30}}}
+                               "summary_interval_s": 30,
+                               "collect": {"random_share": 0.05, "max_per_minute": 10}}}}
 
 ``filters`` patches the parameters of the stages the pipeline's chain already has, by stage
-type (a stage cannot be added or removed at run time). The keys a pipeline accepts are the
+type (a stage cannot be added or removed at run time); a section such as ``collect`` patches
+the file's keys (``null`` turns it off). The keys a pipeline accepts are the
 fields of ``RunSettings``: a section that becomes changeable at run time is one field there.
 An overlay is the whole remote configuration: a key it leaves out takes the file's value.
 
@@ -29,7 +31,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from edge_agent.config import AgentConfig
 from edge_agent.pipelines.base import Pipeline, RunSettings
@@ -191,7 +193,11 @@ def _pipeline_settings(
     _check_keys(where, section, PIPELINE_KEYS, PipelineConfig.model_fields)
     data: dict[str, Any] = {key: getattr(config, key) for key in PipelineConfig.model_fields}
     data.update({key: getattr(configured, key) for key in PIPELINE_KEYS})
-    data.update({key: value for key, value in section.items() if key != "filters"})
+    for key, value in section.items():
+        current = data[key]
+        if isinstance(value, dict) and isinstance(current, BaseModel):
+            value = {**current.model_dump(), **value}  # a section's keys patch the file's
+        data[key] = value
     data["filters"] = _patched_filters(where, section.get("filters", {}), configured)
     try:
         checked = PipelineConfig.model_validate(data)

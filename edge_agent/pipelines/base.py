@@ -27,7 +27,7 @@ from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.delivery.spool import Spool
 from edge_agent.inference.slot import LoadedModel, ModelSlot
-from edge_agent.pipelines.collect import Collector, Encoder
+from edge_agent.pipelines.collect import CollectConfig, Collector, Encoder
 from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.filter_config import FilterStageConfig, default_filters
 from edge_agent.pipelines.filters import FilterEngine, build_engine
@@ -104,6 +104,7 @@ class RunSettings:
 
     filters: tuple[FilterStageConfig, ...]
     summary_interval_s: float
+    collect: CollectConfig | None
 
 
 class Pipeline(ABC):
@@ -138,7 +139,7 @@ class Pipeline(ABC):
         if "filters" not in config.model_fields_set and model.threshold is not None:
             filters = default_filters(model.threshold)  # a scorer's calibrated threshold
         self.filters: FilterEngine = build_engine(filters)
-        self.configured = RunSettings(tuple(filters), config.summary_interval_s)
+        self.configured = RunSettings(tuple(filters), config.summary_interval_s, config.collect)
         """The settings of the config file (filters with a scorer's calibrated threshold)."""
         self._next_settings: RunSettings | None = None
         self._settings_lock = threading.Lock()
@@ -154,19 +155,18 @@ class Pipeline(ABC):
         """The seq of the next event: gap-free for the agent's whole life (``run`` resumes it
         from the outbox, which stores it with the events)."""
         self._prepare(config)
-        self.collector: Collector | None = None
-        """The ``collect:`` rules; None when off, or when the privacy policy lets nothing out."""
-        encoder = self._sample_encoder(config)
-        collect = config.collect
-        if collect is not None and spool is not None and encoder is not None and agent_id:
-            self.collector = Collector(
-                collect,
-                pipeline=self.name,
-                agent_id=agent_id,
-                spool=spool,
-                encoder=encoder,
-            )
         self._spool = spool
+        self._encoder = self._sample_encoder(config)
+        self.collector = self._collector(config.collect)
+        """The ``collect:`` rules; None when off, or when the privacy policy lets nothing out."""
+
+    def _collector(self, collect: CollectConfig | None) -> Collector | None:
+        spool, encoder, agent_id = self._spool, self._encoder, self._agent_id
+        if collect is None or spool is None or encoder is None or not agent_id:
+            return None
+        return Collector(
+            collect, pipeline=self.name, agent_id=agent_id, spool=spool, encoder=encoder
+        )
 
     @abstractmethod
     def _prepare(self, config: PipelineConfig) -> None:
@@ -235,6 +235,7 @@ class Pipeline(ABC):
         self.filters = self.filters.retuned(settings.filters)
         if self._agent_id is not None:
             self._summary_s = settings.summary_interval_s
+        self.collector = self._collector(settings.collect)
         log.info("pipeline %s: runs with new settings", self.name)
         return True
 

@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from edge_agent.pipelines.base import RunSettings
+from edge_agent.pipelines.collect import CollectConfig
 from edge_agent.pipelines.filter_config import (
     DebounceFilterConfig,
     FilterStageConfig,
@@ -84,6 +85,22 @@ def test_a_threshold_and_debounce_overlay_patches_the_configured_chain(
     assert settings.summary_interval_s == 30
     # A key left out takes the file's value again.
     assert settings_of(quiet_agent, {}) == quiet_agent.pipelines[0].configured
+
+
+def test_a_collect_overlay_patches_the_file_and_null_turns_it_off(
+    agent_config: AgentConfigFactory,
+) -> None:
+    collect = CollectConfig(random_share=0.01, max_per_minute=5)
+    agent = started(Agent(with_filters(agent_config(), collect=collect)))
+    try:
+        overlay = {"pipelines": {"spindle": {"collect": {"random_share": 0.5}}}}
+        settings = settings_of(agent, overlay)
+        assert settings.collect == CollectConfig(random_share=0.5, max_per_minute=5)
+        assert settings_of(agent, {"pipelines": {"spindle": {"collect": None}}}).collect is None
+        with pytest.raises(RefusedError, match=r"collect\.random_share"):
+            settings_of(agent, {"pipelines": {"spindle": {"collect": {"random_share": 2}}}})
+    finally:
+        agent.stop()
 
 
 @pytest.mark.parametrize(
