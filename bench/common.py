@@ -8,11 +8,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic_core import to_json
 
 from shared.messages import Event, EventBatch, ModelRef, encode, new_event_id
 from shared.topics import Channel, Topic
@@ -65,6 +67,21 @@ def publish_all(port: int, agent_id: str, payloads: list[bytes], inflight: int =
         info.wait_for_publish(timeout=60)
     client.disconnect()
     client.loop_stop()
+
+
+def event_rows(payloads: list[bytes], received: datetime) -> list[tuple[Any, ...]]:
+    """The ``events`` rows of ``payloads`` (``rollups.EVENT_COLUMNS`` order), built outside
+    any timing: what a bare bulk insert of the same events starts from."""
+    rows = []
+    for payload in payloads:
+        batch = EventBatch.model_validate_json(payload)
+        for e in batch.events:
+            rows.append(
+                (e.id, batch.agent_id, e.pipeline, e.kind, e.state, e.label, e.score, e.ts, e.seq,
+                 e.model.name, e.model.version, e.model.sha256, to_json(e.attributes).decode(),
+                 received)
+            )  # fmt: skip
+    return rows
 
 
 def bare_subscriber_rate(port: int, agent_id: str, payloads: list[bytes], per_batch: int) -> float:

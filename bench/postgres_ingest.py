@@ -23,16 +23,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from pydantic_core import to_json
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.common import bare_subscriber_rate, event_batches, postgres_cluster, publish_all
+from bench.common import (
+    bare_subscriber_rate,
+    event_batches,
+    event_rows,
+    postgres_cluster,
+    publish_all,
+)
 from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
 from cloud_api.analytics import rollups
 from cloud_api.db import create_db_engine, migrate
-from shared.messages import EventBatch
 from tests.services import PostgresCluster
 
 AIOT = Path(sys.executable).parent / "aiot"
@@ -123,16 +127,7 @@ def copy_rate(cluster: PostgresCluster) -> float:
     migrate(engine)
     engine.dispose()
     payloads = event_batches("bench-copy", INGEST_EVENTS // PER_MESSAGE, PER_MESSAGE)
-    received = datetime.now(UTC)
-    rows = []
-    for payload in payloads:
-        batch = EventBatch.model_validate_json(payload)
-        for e in batch.events:
-            rows.append(
-                (e.id, batch.agent_id, e.pipeline, e.kind, e.state, e.label, e.score, e.ts, e.seq,
-                 e.model.name, e.model.version, e.model.sha256, to_json(e.attributes).decode(),
-                 received)
-            )  # fmt: skip
+    rows = event_rows(payloads, datetime.now(UTC))
     columns = ", ".join(rollups.EVENT_COLUMNS)
     with psycopg.connect(psycopg_url(db_url)) as conn:
         start = time.perf_counter()

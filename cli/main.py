@@ -11,6 +11,7 @@ import typer
 from cli import cloud, config_cmd, edge, models
 from cli.demo import demo
 from cli.deploy import deploy
+from cli.placement import placement
 
 app = typer.Typer(
     help="Hybrid edge-cloud AIoT inference platform.",
@@ -23,3 +24,4 @@ app.add_typer(models.app, name="models")
 app.add_typer(config_cmd.app, name="config")
 app.command()(demo)
 app.command()(deploy)
+app.command()(placement)

@@ -9,7 +9,7 @@ can reach a query with a value the database would refuse, or nest deep enough to
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import HTTPException, Query
@@ -65,6 +65,18 @@ PositionT = TypeVar("PositionT", bound=_Position)
 def encode_cursor(position: _Position) -> str:
     """A cursor for ``position``: unpadded base64url of its JSON."""
     return base64.urlsafe_b64encode(position.model_dump_json().encode()).decode().rstrip("=")
+
+
+RowT = TypeVar("RowT")
+
+
+def keyset_page(
+    rows: Sequence[RowT], limit: int, position: Callable[[RowT], _Position]
+) -> tuple[Sequence[RowT], str | None]:
+    """A page of ``rows`` (read with ``limit + 1``) and the cursor after it, None when the
+    extra row shows there is no next page."""
+    page = rows[:limit]
+    return page, encode_cursor(position(page[-1])) if len(rows) > limit else None
 
 
 def decode_cursor(cursor: str, model: type[PositionT]) -> PositionT:

@@ -16,8 +16,11 @@ import math
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,9 @@ from shared.signing import TensorSpec
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+TIMED_RUNS = 15
+"""Golden-input runs timed after the self-test (a few ms for the shipped models)."""
+TIMING_BUDGET_S = 1.0
 MAX_TENSOR_NAME = 256
 """Characters of an input or output name: they go into manifests and SQL as text."""
 
@@ -68,6 +74,9 @@ class Inspection:
     outputs: list[TensorSpec]
     golden_input: str | None
     golden_output: list[float] | None
+    run_ms: float | None = None
+    """Median time of one run on the golden input, one thread (what the placement report
+    calls the cloud's inference time of this model)."""
 
 
 class _Answer(BaseModel):
@@ -77,6 +86,7 @@ class _Answer(BaseModel):
     outputs: list[TensorSpec] = []
     golden_input: str | None = None
     golden_output: list[float] | None = None
+    run_ms: float | None = None
     error: str | None = None
     out_of_memory: bool = False
 
@@ -134,7 +144,9 @@ def inspect_onnx(path: Path, *, limits: InspectionLimits | None = None) -> Inspe
         )
     if answer.error is not None:
         raise ModelError(answer.error)
-    return Inspection(answer.inputs, answer.outputs, answer.golden_input, answer.golden_output)
+    return Inspection(
+        answer.inputs, answer.outputs, answer.golden_input, answer.golden_output, answer.run_ms
+    )
 
 
 def _child_environment() -> dict[str, str]:
@@ -214,8 +226,9 @@ def _inspect_here(path: Path) -> _Answer:
             "needs numbers first; put a numeric output (scores, probabilities) first"
         )
     reference = golden_reference()
+    feed = {first.name: golden_input(reference, first)}
     try:
-        value = session.run([result.name], {first.name: golden_input(reference, first)})[0]
+        value = session.run([result.name], feed)[0]
         sample = golden_sample(value)
     except Exception as exc:  # ORT's errors are untyped here too
         return _failure(exc, path, "model cannot run its golden self-test input")
@@ -227,7 +240,24 @@ def _inspect_here(path: Path) -> _Answer:
             f"at sampled value {at}): a model that gives NaN or inf on its self-test input "
             "could never pass it on an agent"
         )
-    return _Answer(inputs=inputs, outputs=outputs, golden_input=reference, golden_output=sample)
+    return _Answer(
+        inputs=inputs, outputs=outputs, golden_input=reference, golden_output=sample,
+        run_ms=_median_run_ms(lambda: session.run([result.name], feed)),
+    )  # fmt: skip
+
+
+def _median_run_ms(run: Callable[[], object]) -> float:
+    """The median of up to ``TIMED_RUNS`` timed calls, within ``TIMING_BUDGET_S`` (one at
+    least: a slow model must not push the inspection past its time limit)."""
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < TIMED_RUNS and (
+        not times or time.perf_counter() - started < TIMING_BUDGET_S
+    ):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
 
 
 def _specs(args: list[Any]) -> list[TensorSpec]:

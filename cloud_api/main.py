@@ -33,6 +33,7 @@ from cloud_api.routes import (
     health,
     keys,
     models,
+    placement,
     samples,
     signals,
     signing_key,
@@ -47,6 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.signing_key = load_or_create_signing_key(settings.data_dir)
     app.state.artifacts = FileArtifactStore(settings.data_dir / "artifacts")
+    app.state.cloud_times = placement.CloudTimes(app.state.artifacts)
     engine = create_db_engine(settings.database_url)
     try:
         migrate(engine)
@@ -146,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         aggregates,
         signals,
         stats,
+        placement,
         dead_letters,
         models,
         deployments,

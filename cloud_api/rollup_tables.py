@@ -109,7 +109,38 @@ EVENT_ROLLUPS_BY: dict[str, Table] = {
 """``event_rollups_hourly_by_{dimension}`` for every dimension, kept by ingest like the rest."""
 
 
-class SignalRollupRow(Base):
+class _SignalStats:
+    """What a signal rollup row holds after its time: its series, count, sum, min and max."""
+
+    agent_id: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    signal: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(BigInteger)
+    sum: Mapped[float] = mapped_column(Float)
+    min: Mapped[float] = mapped_column(Float)
+    max: Mapped[float] = mapped_column(Float)
+
+
+def _signal_keys(table: str, time: str) -> tuple[PrimaryKeyConstraint | Index, ...]:
+    """One agent's trend is a range of the primary key; the fleet's one signal over a month is
+    read in the answer's order from the second index (no sort); retention deletes by ``time``.
+    The values ride along (PostgreSQL INCLUDE), so a month is an index-only scan."""
+    values = ["count", "sum", "min", "max"]
+    return (
+        PrimaryKeyConstraint("agent_id", "pipeline", "signal", time, postgresql_include=values),
+        Index(
+            f"ix_{table}_signal_series",
+            "signal",
+            "agent_id",
+            "pipeline",
+            time,
+            postgresql_include=values,
+        ),
+        Index(f"ix_{table}_{time}", time),
+    )
+
+
+class SignalRollupRow(_SignalStats, Base):
     """Count, sum, min and max of one summary signal (``score``, ``rms_g``...) of one hour.
 
     Kept by ingest in the transaction that stores the summaries (only the ones stored for the
@@ -120,74 +151,20 @@ class SignalRollupRow(Base):
     """
 
     __tablename__ = "signal_rollups"
+    __table_args__ = _signal_keys("signal_rollups", "hour")
 
-    agent_id: Mapped[str] = mapped_column(String(64))
-    pipeline: Mapped[str] = mapped_column(String(64))
-    signal: Mapped[str] = mapped_column(String(64))
     hour: Mapped[datetime] = mapped_column(UtcDateTime)
-    count: Mapped[int] = mapped_column(BigInteger)
-    sum: Mapped[float] = mapped_column(Float)
-    min: Mapped[float] = mapped_column(Float)
-    max: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (
-        # One agent's trend is a range of this key; the values ride along (PostgreSQL
-        # INCLUDE), so a month of it is an index-only scan.
-        PrimaryKeyConstraint(
-            "agent_id",
-            "pipeline",
-            "signal",
-            "hour",
-            postgresql_include=["count", "sum", "min", "max"],
-        ),
-        # The fleet's one signal over a month, read in the answer's order (no sort);
-        # retention deletes by hour.
-        Index(
-            "ix_signal_rollups_signal_series",
-            "signal",
-            "agent_id",
-            "pipeline",
-            "hour",
-            postgresql_include=["count", "sum", "min", "max"],
-        ),
-        Index("ix_signal_rollups_hour", "hour"),
-    )
 
 
-class SignalDayRollupRow(Base):
+class SignalDayRollupRow(_SignalStats, Base):
     """``signal_rollups`` by day (UTC): what ingest adds to an hour it adds to its day too, in
     the same transaction, so a fleet's months by day read one row per series and day instead
     of adding up 24 hourly ones. Sums and counts saturate as the hourly ones do."""
 
     __tablename__ = "signal_rollups_daily"
+    __table_args__ = _signal_keys("signal_rollups_daily", "day")
 
-    agent_id: Mapped[str] = mapped_column(String(64))
-    pipeline: Mapped[str] = mapped_column(String(64))
-    signal: Mapped[str] = mapped_column(String(64))
     day: Mapped[datetime] = mapped_column(UtcDateTime)
-    count: Mapped[int] = mapped_column(BigInteger)
-    sum: Mapped[float] = mapped_column(Float)
-    min: Mapped[float] = mapped_column(Float)
-    max: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (
-        PrimaryKeyConstraint(
-            "agent_id",
-            "pipeline",
-            "signal",
-            "day",
-            postgresql_include=["count", "sum", "min", "max"],
-        ),
-        Index(
-            "ix_signal_rollups_daily_signal_series",
-            "signal",
-            "agent_id",
-            "pipeline",
-            "day",
-            postgresql_include=["count", "sum", "min", "max"],
-        ),
-        Index("ix_signal_rollups_daily_day", "day"),
-    )
 
 
 EVENT_ROLLUPS = core_table(EventRollupRow)

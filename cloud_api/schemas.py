@@ -330,3 +330,42 @@ class ApiKeyCreated(ApiKeyOut):
     """A new key with its token, which is shown this once."""
 
     token: str = Field(description="send as 'Authorization: Bearer <token>'")
+
+
+class PlacementPrices(BaseModel):
+    """Prices the costs per month were computed with."""
+
+    per_gb: float = Field(description="per GB moved from an agent to the cloud")
+    cloud_cpu_hour: float = Field(description="per CPU-hour of inference in the cloud")
+    edge_cpu_hour: float = Field(description="per CPU-hour on a gateway (0: already owned)")
+
+
+class PipelinePlacement(BaseModel):
+    """One agent's pipeline: the edge as it runs beside the cloud alternative, and a verdict."""
+
+    agent_id: str
+    pipeline: str
+    model: str
+    version: str
+    windows_per_s: float
+    raw_bytes_per_s: float = Field(description="read from the source: what the cloud would get")
+    sent_bytes_per_s: float = Field(description="sent now: events and summaries")
+    edge_inference_p50_ms: float | None
+    edge_inference_p99_ms: float | None
+    round_trip_ms: float | None = Field(description="the agent's end-to-end ack round trip")
+    link_mbps: float | None = Field(description="the agent's link_mbps label, or the default")
+    cloud_inference_ms: float | None = Field(description="the same model timed in the cloud")
+    edge_cost_per_month: float
+    cloud_cost_per_month: float | None
+    verdict: Literal["edge", "cloud"]
+    reason: str
+
+
+class PlacementReport(BaseModel):
+    """``GET /api/v1/placement``: where each pipeline's model should run, measured."""
+
+    since: datetime
+    until: datetime
+    prices: PlacementPrices
+    latency_budget_ms: float
+    pipelines: list[PipelinePlacement]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from cloud_api.cursors import DeadLetterPosition, cursor_param, encode_cursor
+from cloud_api.cursors import DeadLetterPosition, cursor_param, keyset_page
 from cloud_api.deps import SessionDep, require
 from cloud_api.params import Limit
 from cloud_api.queries import dead_letters
@@ -33,10 +33,7 @@ def list_dead_letters(session: SessionDep, after: AfterDep, limit: Limit = 100) 
     rows = dead_letters.list_dead_letters(
         session, before_id=after.id if after is not None else None, limit=limit + 1
     )
-    page = rows[:limit]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = encode_cursor(DeadLetterPosition(id=page[-1].id))
+    page, next_cursor = keyset_page(rows, limit, lambda row: DeadLetterPosition(id=row.id))
     return DeadLetterPage(
         items=[DeadLetterOut.model_validate(row) for row in page], next_cursor=next_cursor
     )

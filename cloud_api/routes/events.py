@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from cloud_api.cursors import EventPosition, cursor_param, encode_cursor
+from cloud_api.cursors import EventPosition, cursor_param, keyset_page
 from cloud_api.deps import ReadOrAgentDep, SessionDep
 from cloud_api.params import AgentIdQuery, LabelQuery, Limit, NameQuery, SinceQuery, UntilQuery
 from cloud_api.queries.events import events_page_query
@@ -51,8 +51,5 @@ def list_events(
         limit=limit + 1,
     )
     rows = session.scalars(query).all()
-    page = rows[:limit]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = encode_cursor(EventPosition(ts=page[-1].ts, id=page[-1].id))
+    page, next_cursor = keyset_page(rows, limit, lambda row: EventPosition(ts=row.ts, id=row.id))
     return EventPage(items=[EventOut.model_validate(row) for row in page], next_cursor=next_cursor)

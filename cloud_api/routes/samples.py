@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 
 from cloud_api.callers import Principal
 from cloud_api.config import Settings
-from cloud_api.cursors import EventPosition, cursor_param, encode_cursor
+from cloud_api.cursors import EventPosition, cursor_param, keyset_page
 from cloud_api.deps import (
     ArtifactStoreDep,
     ReadDep,
@@ -180,10 +180,7 @@ def list_samples(
         limit=limit + 1,
     )
     rows = session.scalars(query).all()
-    page = rows[:limit]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = encode_cursor(EventPosition(ts=page[-1].ts, id=page[-1].id))
+    page, next_cursor = keyset_page(rows, limit, lambda row: EventPosition(ts=row.ts, id=row.id))
     return SamplePage(items=samples_out(session, page), next_cursor=next_cursor)
 
 

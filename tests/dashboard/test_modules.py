@@ -122,3 +122,33 @@ def test_the_saved_bytes_chart_has_every_hour_of_the_range_empty_ones_zero(blank
     start = 1795341600  # 2026-11-22T10:00:00Z
     assert hours == [start + 3600 * n for n in range(4)]
     assert saved == [800, 0, 0, 30]
+
+
+def test_the_placement_panel_shows_each_pipelines_verdict_and_why(blank: Page) -> None:
+    row = {
+        "agent_id": "press-1", "pipeline": "spindle-vibration", "model": "vibration-anomaly",
+        "version": "1.0.0", "windows_per_s": 6.25, "raw_bytes_per_s": 51200.0,
+        "sent_bytes_per_s": 40.0, "edge_inference_p50_ms": 0.6, "edge_inference_p99_ms": 1.1,
+        "round_trip_ms": 30.0, "link_mbps": 0.2, "cloud_inference_ms": 0.5,
+        "edge_cost_per_month": 0.0093, "cloud_cost_per_month": 12.06, "verdict": "edge",
+        "reason": "the link (0.2 Mbit/s) cannot carry the raw 0.41 Mbit/s",
+    }  # fmt: skip
+    report = {"since": "2026-11-22T10:00:00Z", "until": "2026-11-23T10:00:00Z",
+              "prices": {"per_gb": 0.09, "cloud_cpu_hour": 0.05, "edge_cpu_hour": 0.0},
+              "latency_budget_ms": 100.0, "pipelines": [row]}  # fmt: skip
+    render = """async (body) => {
+      const { renderPlacement } = await import("./static/js/placement.js");
+      renderPlacement(document.querySelector('[data-testid="placement-panel"]'), body);
+    }"""
+    panel = blank.get_by_test_id("placement-panel")
+    blank.evaluate(render, report)
+    shown = panel.locator('[data-testid="placement-row"][data-agent-id="press-1"]')
+    expect(shown).to_have_attribute("data-verdict", "edge")
+    expect(shown.get_by_test_id("placement-verdict")).to_have_text(
+        "edge: the link (0.2 Mbit/s) cannot carry the raw 0.41 Mbit/s"
+    )
+    expect(shown).to_contain_text("0.01 / 12.06")
+
+    blank.evaluate(render, {**report, "pipelines": []})
+    expect(panel.get_by_test_id("placement-row")).to_have_count(0)
+    expect(panel).to_contain_text("no summaries in the last 24 h")

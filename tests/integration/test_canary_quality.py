@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 
 from cloud_api.config import Settings
-from edge_agent.agent import Agent
 from tests.integration.test_rollout import (
     PIPELINE,
     Cloud,
     agent_config,
     deployment,
     ended,
-    online,
     register,
+    running,
     running_version,
     serve,
     wait_for,
@@ -50,16 +49,8 @@ def quiet_fleet(
                          summary_interval_s=0.5)
             for a in ids
         ]  # fmt: skip
-        agents = [Agent(config) for config in configs]
-        try:
-            for agent in agents:
-                agent.start()
-            for agent_id in ids:
-                wait_for(lambda a=agent_id: online(cloud, a), f"{agent_id} online")  # type: ignore[misc]
+        with running(cloud, configs):
             yield cloud, ids
-        finally:
-            for agent in agents:
-                agent.stop()
 
 
 def test_a_healthy_but_noisy_version_is_halted_by_the_quality_gate(

@@ -140,16 +140,25 @@ def platform(
     with serve(settings) as cloud:
         run = uuid.uuid4().hex[:8]
         ids = [f"roll-{run}-{i}" for i in range(AGENTS)]
-        agents = [Agent(agent_config(a, cloud=cloud, broker=broker, workdir=tmp_path)) for a in ids]
-        try:
-            for agent in agents:
-                agent.start()
-            for agent_id in ids:
-                wait_for(lambda a=agent_id: online(cloud, a), f"{agent_id} online")  # type: ignore[misc]
+        configs = [agent_config(a, cloud=cloud, broker=broker, workdir=tmp_path) for a in ids]
+        with running(cloud, configs) as agents:
             yield cloud, agents
-        finally:
-            for agent in agents:
-                agent.stop()
+
+
+@contextmanager
+def running(cloud: Cloud, configs: list[AgentConfig]) -> Iterator[list[Agent]]:
+    """The agents started and online in the cloud; stopped on the way out."""
+    agents = [Agent(config) for config in configs]
+    try:
+        for agent in agents:
+            agent.start()
+        for config in configs:
+            agent_id = config.agent_id
+            wait_for(lambda a=agent_id: online(cloud, a), f"{agent_id} online")  # type: ignore[misc]
+        yield agents
+    finally:
+        for agent in agents:
+            agent.stop()
 
 
 def online(cloud: Cloud, agent_id: str) -> bool:

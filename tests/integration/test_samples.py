@@ -6,10 +6,9 @@ across an outage.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,12 +32,12 @@ from edge_agent.delivery.spool import Spool
 from edge_agent.delivery.uploader import Uploader, UploadTarget
 from edge_agent.updates.download import DownloadPolicy
 from tests.cloud.sample_helpers import window_sample
+from tests.integration.test_rollout import wait_for
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
 
 MANIFEST = Path(models.__file__).resolve().parent / "manifest.json"
-TIMEOUT_S = 120.0
 FAULTS = [
     {"at_s": 60, "duration_s": 30, "fault": "bearing_outer_race"},
     {"at_s": 150, "duration_s": 30, "fault": "imbalance"},
@@ -48,15 +47,6 @@ PERSONS: list[dict[str, Any]] = [
      "size": [40, 100]},
     {"label": "car", "enter_s": 3, "start_xy": [-50, 240], "velocity": [70, 0], "size": [90, 45]},
 ]  # fmt: skip
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-    return result
 
 
 @dataclass

@@ -11,6 +11,7 @@ import { Feed } from "./feed.js";
 import { renderFleet } from "./fleet.js";
 import { forgetKey, keyProblem, loadKey, saveKey, takeKeyFromFragment } from "./key.js";
 import { renderReview } from "./review.js";
+import { renderPlacement } from "./placement.js";
 import { renderDeployments } from "./rollouts.js";
 import { EventStream } from "./sse.js";
 
@@ -107,6 +108,9 @@ class Dashboard {
       }),
       this.panel("review", async () => {
         renderReview(byTestId("review-panel"), await this.api.get("api/v1/samples/review", { limit: 50 }));
+      }),
+      this.panel("placement", async () => {
+        renderPlacement(byTestId("placement-panel"), await this.api.get("api/v1/placement"));
       }),
       this.panel("deployments", async () => {
         renderDeployments(byTestId("deployments-panel"), await this.api.getOptional("api/v1/deployments"));

@@ -1,0 +1,178 @@
+"""Where each pipeline's model should run, with measured numbers (DESIGN §7, point 6).
+
+For each agent's pipeline, over the last hours of its summaries and its latest status:
+
+* **edge, as it runs:** its inference time (p50/p99 from status) and the bytes it sends
+  (events and summaries, from summaries) against the raw bytes it reads;
+* **the cloud alternative:** shipping the raw bytes up at the agent's link rate (the
+  ``link_mbps`` label of the agent, or the fleet's default), the edge -> cloud round trip
+  (the end-to-end ack round trip from status), and the cloud's inference time for the same
+  model (timed by the registry's inspection child, on one thread).
+
+Each side's cost per month follows from prices per GB moved and per CPU-hour, and the verdict
+says why: the link cannot carry the raw data, the round trip is over the latency budget of
+local actions, or one side is cheaper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cloud_api.tables import AgentRow, SummaryRow
+
+MONTH_S = 30 * 24 * 3600.0
+GB = 1e9
+Side = Literal["edge", "cloud"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """What moving data and computing cost: per GB moved from agent to cloud, per CPU-hour in
+    the cloud and on the edge (a gateway already owned: 0 unless told)."""
+
+    per_gb: float = 0.09
+    cloud_cpu_hour: float = 0.05
+    edge_cpu_hour: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """One agent's pipeline, measured."""
+
+    agent_id: str
+    pipeline: str
+    model: str
+    version: str
+    windows_per_s: float
+    raw_bps: float
+    """Bytes per second read from the source (what the cloud would have to receive)."""
+    sent_bps: float
+    """Bytes per second sent now (events and summaries)."""
+    edge_p50_ms: float | None
+    edge_p99_ms: float | None
+    rtt_ms: float | None
+    link_mbps: float | None
+    cloud_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    figures: Figures
+    edge_per_month: float
+    cloud_per_month: float | None
+    verdict: Side
+    reason: str
+
+
+def place(figures: Figures, prices: Prices, latency_budget_ms: float) -> Placement:
+    """The cost of each side per month and the verdict, with its reason."""
+    f = figures
+    edge_cpu_h = (f.edge_p50_ms or 0.0) / 1000.0 * f.windows_per_s * MONTH_S / 3600.0
+    edge = f.sent_bps * MONTH_S / GB * prices.per_gb + edge_cpu_h * prices.edge_cpu_hour
+    if f.cloud_ms is None:
+        return Placement(f, edge, None, "edge", "no cloud inference time for this model")
+    cloud_cpu_h = f.cloud_ms / 1000.0 * f.windows_per_s * MONTH_S / 3600.0
+    cloud = f.raw_bps * MONTH_S / GB * prices.per_gb + cloud_cpu_h * prices.cloud_cpu_hour
+    raw_mbps = f.raw_bps * 8 / 1e6
+    if f.link_mbps is not None and raw_mbps > f.link_mbps:
+        why = f"the link ({f.link_mbps:g} Mbit/s) cannot carry the raw {raw_mbps:.3g} Mbit/s"
+        return Placement(f, edge, cloud, "edge", why)
+    if f.rtt_ms is not None and f.rtt_ms + f.cloud_ms > latency_budget_ms:
+        answer = f.rtt_ms + f.cloud_ms
+        why = f"the cloud answers in {answer:.3g} ms, over the {latency_budget_ms:g} ms budget"
+        return Placement(f, edge, cloud, "edge", why)
+    if cloud < edge:
+        return Placement(f, edge, cloud, "cloud", _cheaper("cloud", cloud, edge))
+    return Placement(f, edge, cloud, "edge", _cheaper("edge", edge, cloud))
+
+
+def _cheaper(side: Side, cost: float, other: float) -> str:
+    other_side = "cloud" if side == "edge" else "edge"
+    return f"{side} costs {cost:.4g}/month against {other:.4g} in the {other_side}"
+
+
+def fleet_figures(
+    session: Session,
+    *,
+    since: datetime,
+    until: datetime,
+    default_link_mbps: float | None,
+    cloud_ms: Callable[[str, str], float | None],
+) -> list[Figures]:
+    """Every agent's pipeline with summaries in ``[since, until)``; ``cloud_ms(model,
+    version)`` is the cloud's inference time of that model (None: unknown)."""
+    rows = session.execute(
+        select(
+            SummaryRow.agent_id,
+            SummaryRow.pipeline,
+            func.sum(SummaryRow.raw_bytes),
+            func.sum(SummaryRow.sent_bytes),
+            func.sum(SummaryRow.inferences),
+            func.min(SummaryRow.window_start),
+            func.max(SummaryRow.window_end),
+            func.max(SummaryRow.model_name),
+            func.max(SummaryRow.model_version),
+        )
+        .where(SummaryRow.window_start >= since, SummaryRow.window_start < until)
+        .group_by(SummaryRow.agent_id, SummaryRow.pipeline)
+        .order_by(SummaryRow.agent_id, SummaryRow.pipeline)
+    ).all()
+    agents = {
+        row.agent_id: row
+        for row in session.scalars(
+            select(AgentRow).where(AgentRow.agent_id.in_({r[0] for r in rows}))
+        )
+    }
+    return [_figures(row, agents.get(row[0]), default_link_mbps, cloud_ms) for row in rows]
+
+
+def _figures(
+    row: Sequence[Any],
+    agent: AgentRow | None,
+    default_link_mbps: float | None,
+    cloud_ms: Callable[[str, str], float | None],
+) -> Figures:
+    agent_id, pipeline, raw, sent, windows, first, last, model, version = row
+    span_s = max((last - first).total_seconds(), 1.0) if first and last else 1.0
+    status: dict[str, Any] = agent.last_status if agent is not None else {}
+    mine: dict[str, Any] = next(
+        (p for p in status.get("pipelines", []) if p.get("name") == pipeline), {}
+    )
+    labels = agent.labels if agent is not None else {}
+    return Figures(
+        agent_id=agent_id,
+        pipeline=pipeline,
+        model=model,
+        version=version,
+        windows_per_s=int(windows or 0) / span_s,
+        raw_bps=int(raw or 0) / span_s,
+        sent_bps=int(sent or 0) / span_s,
+        edge_p50_ms=_ms(mine.get("inference_p50_s")),
+        edge_p99_ms=_ms(mine.get("inference_p99_s")),
+        rtt_ms=_ms(status.get("ack_rtt_p50_s")),
+        link_mbps=_link(labels.get("link_mbps"), default_link_mbps),
+        cloud_ms=cloud_ms(model, version),
+    )
+
+
+def _ms(seconds: Any) -> float | None:
+    return float(seconds) * 1000.0 if isinstance(seconds, int | float) else None
+
+
+def _link(label: str | None, default: float | None) -> float | None:
+    """An agent's ``link_mbps`` label (a positive number), else the fleet's default."""
+    try:
+        value = float(label) if label is not None else None
+    except ValueError:
+        value = None
+    return value if value is not None and value > 0 else default
+
+
+def window(hours: float, now: datetime) -> tuple[datetime, datetime]:
+    return now - timedelta(hours=hours), now

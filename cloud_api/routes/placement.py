@@ -1,0 +1,119 @@
+"""``/api/v1/placement``: where each pipeline's model should run, with measured numbers."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from cloud_api.analytics.placement import Placement, Prices, fleet_figures, place, window
+from cloud_api.deps import SessionDep, require
+from cloud_api.inspection import inspect_onnx
+from cloud_api.queries.models import get_model_version
+from cloud_api.registry import ArtifactStore, artifact_key
+from cloud_api.responses import AUTHENTICATED, problems
+from cloud_api.schemas import PipelinePlacement, PlacementPrices, PlacementReport
+from shared.errors import ModelError
+from shared.messages import utcnow
+
+router = APIRouter(
+    prefix="/api/v1/placement",
+    tags=["placement"],
+    dependencies=[Depends(require("read"))],
+    responses=problems(*AUTHENTICATED, 422),
+)
+
+Price = Annotated[float, Query(ge=0, le=1e6)]
+
+
+class CloudTimes:
+    """The cloud's inference time of each registered version, timed once by the registry's
+    inspection child (an artifact never changes under its sha256) and kept."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self._store = store
+        self._times: dict[str, float | None] = {}
+        self._lock = threading.Lock()
+
+    def of(self, session: SessionDep, model: str, version: str) -> float | None:
+        row = get_model_version(session, name=model, version=version)
+        if row is None:
+            return None  # a model the registry never had (configured on the agent)
+        with self._lock:
+            if row.sha256 in self._times:
+                return self._times[row.sha256]
+        with tempfile.TemporaryDirectory(prefix="aiot-placement-") as scratch:
+            copy = Path(scratch) / "model.onnx"
+            with self._store.open(artifact_key(model, version)) as source, copy.open("wb") as out:
+                shutil.copyfileobj(source, out)
+            try:
+                timed = inspect_onnx(copy).run_ms
+            except ModelError:
+                timed = None
+        with self._lock:
+            self._times[row.sha256] = timed
+        return timed
+
+
+@router.get("", response_model=PlacementReport)
+def placement(
+    request: Request,
+    session: SessionDep,
+    hours: Annotated[float, Query(gt=0, le=24 * 90, description="of summaries to measure")] = 24,
+    price_per_gb: Price = 0.09,
+    cloud_cpu_hour: Price = 0.05,
+    edge_cpu_hour: Price = 0.0,
+    link_mbps: Annotated[
+        float | None,
+        Query(gt=0, le=1e6, description="an agent's link rate when it has no link_mbps label"),
+    ] = None,
+    latency_budget_ms: Annotated[
+        float, Query(gt=0, le=3.6e6, description="how fast local actions need an answer")
+    ] = 100.0,
+) -> PlacementReport:
+    """For each agent's pipeline with summaries in the last ``hours``: its measured edge
+    figures beside the cloud alternative, each side's cost per month at the given prices,
+    and a verdict with its reason."""
+    times: CloudTimes = request.app.state.cloud_times
+    since, until = window(hours, utcnow())
+    figures = fleet_figures(
+        session, since=since, until=until, default_link_mbps=link_mbps,
+        cloud_ms=lambda model, version: times.of(session, model, version),
+    )  # fmt: skip
+    prices = Prices(price_per_gb, cloud_cpu_hour, edge_cpu_hour)
+    rows = [place(f, prices, latency_budget_ms) for f in figures]
+    return PlacementReport(
+        since=since,
+        until=until,
+        prices=PlacementPrices(
+            per_gb=price_per_gb, cloud_cpu_hour=cloud_cpu_hour, edge_cpu_hour=edge_cpu_hour
+        ),
+        latency_budget_ms=latency_budget_ms,
+        pipelines=[_out(p) for p in rows],
+    )
+
+
+def _out(p: Placement) -> PipelinePlacement:
+    f = p.figures
+    return PipelinePlacement(
+        agent_id=f.agent_id,
+        pipeline=f.pipeline,
+        model=f.model,
+        version=f.version,
+        windows_per_s=f.windows_per_s,
+        raw_bytes_per_s=f.raw_bps,
+        sent_bytes_per_s=f.sent_bps,
+        edge_inference_p50_ms=f.edge_p50_ms,
+        edge_inference_p99_ms=f.edge_p99_ms,
+        round_trip_ms=f.rtt_ms,
+        link_mbps=f.link_mbps,
+        cloud_inference_ms=f.cloud_ms,
+        edge_cost_per_month=p.edge_per_month,
+        cloud_cost_per_month=p.cloud_per_month,
+        verdict=p.verdict,
+        reason=p.reason,
+    )

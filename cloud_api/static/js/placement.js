@@ -1,0 +1,33 @@
+// Where each pipeline's model should run (`GET /api/v1/placement`): the edge's measured
+// figures beside the cloud alternative, each side's cost per month, and the verdict.
+
+import { el, fill } from "./dom.js";
+
+function ms(value) {
+  return value === null || value === undefined ? "–" : Number(value).toPrecision(3);
+}
+
+function money(value) {
+  return value === null || value === undefined ? "–" : Number(value).toFixed(2);
+}
+
+/** Show `report` (a PlacementReport) in the placement panel: a row per agent's pipeline. */
+export function renderPlacement(root, report) {
+  const rows = report.pipelines.map((row) =>
+    el(
+      "tr",
+      { testid: "placement-row", dataset: { agentId: row.agent_id, pipeline: row.pipeline, verdict: row.verdict } },
+      el("td", {}, row.agent_id),
+      el("td", {}, row.pipeline),
+      el("td", { class: "num" }, `${ms(row.edge_inference_p50_ms)} / ${ms(row.round_trip_ms)}`),
+      el("td", { class: "num" }, `${money(row.edge_cost_per_month)} / ${money(row.cloud_cost_per_month)}`),
+      el("td", { testid: "placement-verdict", title: row.reason }, `${row.verdict}: ${row.reason}`),
+    ),
+  );
+  fill(
+    root.querySelector('[data-testid="placement-rows"]'),
+    rows.length > 0
+      ? rows
+      : el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no summaries in the last 24 h")),
+  );
+}
