@@ -95,24 +95,11 @@ def deployment_request(
     canary: float, healthy_s: float, agent_timeout_s: float, quality_gate: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON body of ``POST /api/v1/deployments``; exit 2 for a target given wrong."""
-    if bool(agents) == bool(labels):
-        typer.echo("give the target as --agent ID ... or as --label KEY=VALUE ...", err=True)
-        raise typer.Exit(2)
-    target: dict[str, Any]
-    if agents:
-        target = {"agent_ids": agents}
-    else:
-        pairs = [item.partition("=") for item in labels]
-        bad = [key + sep + value for key, sep, value in pairs if not key or not sep or not value]
-        if bad:
-            typer.echo(f"labels must be KEY=VALUE, not {', '.join(bad)}", err=True)
-            raise typer.Exit(2)
-        target = {"labels": {key: value for key, _, value in pairs}}
     return {
         "model": model,
         "version": version,
         "pipeline": pipeline,
-        "target": target,
+        "target": target_of(agents, labels),
         "strategy": {
             "canary_fraction": canary,
             "canary_healthy_s": healthy_s,
@@ -121,6 +108,22 @@ def deployment_request(
             **({} if quality_gate else {"quality": None}),
         },
     }
+
+
+def target_of(agents: list[str], labels: list[str]) -> dict[str, Any]:
+    """A ``DeploymentTarget`` from ``--agent ID ...`` or ``--label KEY=VALUE ...``; exit 2
+    for a target given wrong."""
+    if bool(agents) == bool(labels):
+        typer.echo("give the target as --agent ID ... or as --label KEY=VALUE ...", err=True)
+        raise typer.Exit(2)
+    if agents:
+        return {"agent_ids": agents}
+    pairs = [item.partition("=") for item in labels]
+    bad = [key + sep + value for key, sep, value in pairs if not key or not sep or not value]
+    if bad:
+        typer.echo(f"labels must be KEY=VALUE, not {', '.join(bad)}", err=True)
+        raise typer.Exit(2)
+    return {"labels": {key: value for key, _, value in pairs}}
 
 
 def create(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:

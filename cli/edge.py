@@ -57,3 +57,32 @@ def validate_config(path: Annotated[Path, typer.Argument(help="Agent YAML config
         raise typer.Exit(2)
     names = ", ".join(p.name for p in agent_config.pipelines)
     typer.echo(f"{path}: OK, agent {agent_config.agent_id}, pipelines: {names}")
+
+
+@app.command()
+def doctor(
+    config: ConfigPath,
+    timeout_s: Annotated[
+        float, typer.Option(min=0.1, help="Seconds each network check and source may take.")
+    ] = 5.0,
+) -> None:
+    """Check everything the agent needs (config, files, disk, broker, cloud API, clock,
+    models, sources, the running agent), each with ✓ or ✗ and a fix; exit 1 on any ✗."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from edge_agent import doctor as checks
+
+    found = checks.run(config, timeout_s=timeout_s)
+    table = Table(title=f"aiot edge doctor {config}", show_lines=False)
+    for column in ("", "check", "finding", "fix"):
+        table.add_column(column)
+    marks = {True: Text("✓", style="green"), False: Text("✗", style="bold red"), None: Text("-")}
+    for check in found:
+        # Text, not markup: findings quote paths, URLs and errors that may hold brackets.
+        table.add_row(marks[check.ok], Text(check.name), Text(check.detail), Text(check.fix))
+    Console(width=200).print(table)
+    failed = sum(check.ok is False for check in found)
+    typer.echo(f"{failed} problem(s) found" if failed else "no problem found")
+    raise typer.Exit(1 if failed else 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import cloud, edge, models
+from cli import cloud, config_cmd, edge, models
 from cli.demo import demo
 from cli.deploy import deploy
 from cli.placement import placement
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(edge.app, name="edge")
 app.add_typer(cloud.app, name="cloud")
 app.add_typer(models.app, name="models")
+app.add_typer(config_cmd.app, name="config")
 app.command()(demo)
 app.command()(deploy)
 app.command()(placement)

@@ -30,7 +30,7 @@ AGENT_WRITES = (
     Channel.SAMPLES,
     Channel.ESCALATIONS,
 )
-AGENT_READS = (Channel.ACKS, Channel.DESIRED, Channel.ESCALATION_RESULT)
+AGENT_READS = (Channel.ACKS, Channel.DESIRED, Channel.ESCALATION_RESULT, Channel.CONFIG)
 ROLE_RIGHTS: dict[BrokerRole, list[tuple[str, str]]] = {
     "ingest": [
         *(("read", f"{ROOT}/+/{channel.value}") for channel in AGENT_WRITES),
@@ -41,6 +41,7 @@ ROLE_RIGHTS: dict[BrokerRole, list[tuple[str, str]]] = {
     ],
     "control": [
         ("write", f"{ROOT}/+/{Channel.DESIRED.value}"),
+        ("write", f"{ROOT}/+/{Channel.CONFIG.value}"),
         ("write", f"{ROOT}/+/{Channel.ESCALATION_RESULT.value}"),
         ("read", f"{ROOT}/+/{Channel.STATUS.value}"),
         ("read", "$SYS/broker/version"),

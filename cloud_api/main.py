@@ -21,6 +21,7 @@ from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
 from cloud_api.retention import Retention
 from cloud_api.rollout.worker import RolloutWorker
 from cloud_api.routes import (
+    agent_config,
     agents,
     aggregates,
     dashboard,
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feedback,
         samples,
         agents,
+        agent_config,
         enrollment,
         aggregates,
         signals,

@@ -1,7 +1,7 @@
 """SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents, dead letters, models, API
-keys, broker users, deployments and desired states, samples with their labels and event
-feedback; the rollups of events and of summaries' signals are in ``rollup_tables.py``, on the
-same ``Base`` (the migrations' environment imports both).
+keys, broker users, deployments and desired states, agents' remote configurations, samples
+with their labels and event feedback; the rollups of events and of summaries' signals are in
+``rollup_tables.py``, on the same ``Base`` (the migrations' environment imports both).
 
 Every other SQL table lives here (DESIGN §2), each a short class with its indexes.
 """
@@ -293,6 +293,18 @@ class DesiredStateRow(Base):
 
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AgentConfigRow(Base):
+    """The overlay last set for one agent, published retained on its ``config`` topic (a
+    ``ConfigOverlay``; ``version`` grows with each change, ``updated_at`` is its issued_at)."""
+
+    __tablename__ = "agent_configs"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    overlay: Mapped[dict[str, Any]] = mapped_column(Json)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

@@ -30,6 +30,7 @@ from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.base import Pipeline
 from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.pipelines.vision import VisionPipeline
+from edge_agent.remote_config import RemoteConfig
 from edge_agent.updates.download import DownloadPolicy
 from edge_agent.updates.installer import read_password
 from edge_agent.updates.updater import Updater
@@ -55,6 +56,7 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self.actions: Actions | None = None
         self.updater: Updater | None = None
+        self.remote_config: RemoteConfig | None = None
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
 
@@ -89,6 +91,7 @@ class Agent:
             # Before the pipelines run: a version installed before a restart takes over now.
             self.updater = Updater(cfg, self.pipelines, on_change=self._status_changed)
             self.updater.restore()
+        self.remote_config = RemoteConfig.restored(cfg, self.pipelines, self._status_changed)
         self.registry.register(
             AgentCollector(self.status, self._uplink_health, self._dropped, self._update_health)
         )
@@ -101,6 +104,7 @@ class Agent:
             self.status,
             desired=updater.submit if updater is not None else None,
             refused=updater.refuse_message if updater is not None else None,
+            overlay=self.remote_config.submit,
         )
         self.uplink.start()
         if updater is not None:
@@ -222,6 +226,7 @@ class Agent:
             unacked_batches=uplink.unacked_batches if uplink is not None else 0,
             ack_rtt_p50_s=rtt[0] if rtt is not None else None,
             ack_rtt_p99_s=rtt[1] if rtt is not None else None,
+            config=self.remote_config.status() if self.remote_config is not None else None,
             spool_depth=self.spool.depth() if self.spool is not None else 0,
             spool_bytes=self.spool.bytes if self.spool is not None else 0,
             spool_dropped=self.spool.counters.dropped if self.spool is not None else 0,

@@ -30,11 +30,12 @@ rules, except that numpy scalars count as the numbers they are.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -169,3 +170,56 @@ Attributes = Annotated[
     PlainValidator(_attributes, json_schema_input_type=dict[str, AttributeValue]),
 ]
 """An event's flat attributes (``{"rms_g": 1.84}``): no arrays, objects or null inside."""
+
+
+MAX_OVERLAY_BYTES = 16 * 1024
+"""A configuration overlay's JSON: a few thresholds and intervals per pipeline fit many times."""
+MAX_OVERLAY_DEPTH = 6
+"""Objects and arrays nest at most this deep in an overlay (the overlay itself is the first)."""
+
+
+def _overlay_value(value: object, depth: int) -> None:
+    """Raise ValueError unless ``value`` is JSON every database stores (see the module doc)."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError("an integer must fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("a float must be finite (no NaN or Infinity)")
+    elif isinstance(value, str):
+        _safe_text(value)
+    elif depth >= MAX_OVERLAY_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_OVERLAY_DEPTH} levels")
+    elif isinstance(value, list):
+        for item in value:
+            _overlay_value(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueError("object keys must be strings")
+            _safe_text(key)
+            _overlay_value(item, depth + 1)
+    else:
+        raise ValueError(f"{type(value).__name__} is not JSON")
+
+
+def _overlay(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("a configuration overlay must be an object")
+    _overlay_value(value, 0)
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > MAX_OVERLAY_BYTES:
+        raise ValueError(
+            f"a configuration overlay has at most {MAX_OVERLAY_BYTES} bytes, not {size}"
+        )
+    return value
+
+
+OverlayJson = Annotated[
+    dict[str, Any], PlainValidator(_overlay, json_schema_input_type=dict[str, Any])
+]
+"""A configuration overlay: a JSON object of at most MAX_OVERLAY_BYTES whose values every
+database stores (64-bit integers, finite floats, text without NUL). Only the agent knows which
+keys it accepts: it validates the overlay against its own config classes."""

@@ -33,6 +33,7 @@ from shared.fields import (
     FiniteFloat,
     HeartbeatSeconds,
     Label,
+    OverlayJson,
     Reason,
     RowId,
     SafeText,
@@ -179,6 +180,33 @@ class PipelineStatus(_EdgeMessage):
     sample_bytes_uploaded: Count = 0
 
 
+class ConfigOverlay(_EdgeMessage):
+    """What the cloud publishes, retained, on an agent's ``config`` topic.
+
+    ``overlay`` is the whole remote configuration (a key it leaves out takes the value of the
+    agent's own file again); ``version`` grows with every change an operator makes.
+    """
+
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
+    agent_id: AgentId
+    version: RowId
+    issued_at: UtcDatetime
+    overlay: OverlayJson = Field(default_factory=dict)
+
+
+class ConfigStatus(_EdgeMessage):
+    """Where an agent's remote configuration stands, as it reports it in ``status``."""
+
+    desired_version: RowId | None = None
+    """The last overlay version the agent received (applied or refused)."""
+    applied_version: RowId | None = None
+    """The overlay version in effect (None: the file's configuration only)."""
+    applied: OverlayJson = Field(default_factory=dict)
+    """The overlay in effect."""
+    refused: Reason = ""
+    """Why ``desired_version`` was refused ("" when it is the one applied)."""
+
+
 class AgentStatus(_EdgeMessage):
     """The retained heartbeat on ``status``; the Last Will sets ``state`` to ``offline``."""
 
@@ -204,6 +232,8 @@ class AgentStatus(_EdgeMessage):
     spool_bytes: Count = 0
     spool_dropped: Count = 0
     """Samples the spool dropped unsent (oldest first) to stay within its bounds."""
+    config: ConfigStatus | None = None
+    """Where the agent's remote configuration stands (None from agents without it)."""
 
 
 class SignalStats(_EdgeMessage):

@@ -2,8 +2,8 @@
 
 Every agent owns the subtree ``aiot/v1/agents/{agent_id}/``. Agents publish ``events``,
 ``summary``, ``status`` (retained, Last Will ``offline``), ``samples`` and ``escalations``;
-the cloud publishes ``acks`` (which batches it stored), ``desired`` (retained) and
-``escalations/result``.
+the cloud publishes ``acks`` (which batches it stored), ``desired`` (retained),
+``escalations/result`` and ``config`` (retained: the agent's remote configuration overlay).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Channel(StrEnum):
     ACKS = "acks"
     DESIRED = "desired"
     ESCALATION_RESULT = "escalations/result"
+    CONFIG = "config"
 
 
 def check_agent_id(agent_id: str) -> str:

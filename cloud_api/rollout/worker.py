@@ -1,11 +1,13 @@
-"""The rollout worker: ticks deployments forward and keeps every desired state published.
+"""The rollout worker: ticks deployments forward and keeps every retained message published.
 
 ``RolloutWorker`` runs the ticks: it reads the active deployments, advances them (``store``),
 commits, and only then publishes the desired states that changed (retained, QoS 1) with its
 own MQTT client. It also subscribes to every agent's ``desired`` topic, so it knows what the
 broker holds: whatever differs from the ``desired_states`` table (a publish lost with a
 connection, a broker restarted without persistence) is published again on the next tick.
-Publishing a desired state twice is harmless. On PostgreSQL, each tick runs under a
+Publishing a desired state twice is harmless. Agents' remote configurations (``config``,
+from the ``agent_configs`` table) are kept published the same way: ``RETAINED`` lists the
+kinds of retained message, each with its channel and its SQL. On PostgreSQL, each tick runs under a
 transaction-level advisory lock, so among several API replicas one advances deployments at
 a time.
 """
@@ -15,7 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,9 +30,10 @@ from sqlalchemy.orm import Session
 from cloud_api.config import parse_mqtt_url
 from cloud_api.db import AdvisoryLock
 from cloud_api.mqtt import make_client
+from cloud_api.queries import agent_config
 from cloud_api.rollout.store import desired_state_versions, desired_states, exclude_ticks, tick
 from shared.errors import ConfigError, ContractError
-from shared.messages import DesiredState, encode, utcnow
+from shared.messages import ConfigOverlay, DesiredState, encode, utcnow
 from shared.tls import TlsFiles
 from shared.topics import Channel, Topic, subscription
 from shared.urls import MqttUrl
@@ -37,7 +41,54 @@ from shared.urls import MqttUrl
 log = logging.getLogger(__name__)
 
 RESEND_S = 10.0
-"""A desired state the broker has not echoed back this long after a publish is sent again."""
+"""A retained message the broker has not echoed back this long after a publish is sent again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retained:
+    """A kind of retained message kept published per agent, and where SQL keeps it."""
+
+    channel: Channel
+    versions: Callable[[Session], list[tuple[str, datetime]]]
+    """(agent id, issued_at) of every message the broker should hold."""
+    payloads: Callable[[Session, Sequence[str]], dict[str, tuple[datetime, bytes]]]
+    """(issued_at, encoded message) of the named agents."""
+    issued_at: Callable[[bytes], datetime]
+    """The issued_at of a message the broker echoed back; raises ValidationError."""
+
+
+def _desired_payloads(
+    session: Session, agent_ids: Sequence[str]
+) -> dict[str, tuple[datetime, bytes]]:
+    rows = desired_states(session, agent_ids=agent_ids)
+    return {
+        agent_id: (row.updated_at, encode(DesiredState.model_validate(row.payload)))
+        for agent_id, row in rows.items()
+    }
+
+
+def _config_payloads(
+    session: Session, agent_ids: Sequence[str]
+) -> dict[str, tuple[datetime, bytes]]:
+    rows = agent_config.configs(session, agent_ids=agent_ids)
+    return {a: (row.updated_at, encode(agent_config.message(row))) for a, row in rows.items()}
+
+
+RETAINED = (
+    Retained(
+        Channel.DESIRED,
+        desired_state_versions,
+        _desired_payloads,
+        lambda payload: DesiredState.model_validate_json(payload).issued_at,
+    ),
+    Retained(
+        Channel.CONFIG,
+        agent_config.config_versions,
+        _config_payloads,
+        lambda payload: ConfigOverlay.model_validate_json(payload).issued_at,
+    ),
+)
+_KINDS = {kind.channel: kind for kind in RETAINED}
 
 
 class RolloutWorker:
@@ -72,8 +123,10 @@ class RolloutWorker:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._lock = threading.Lock()
-        self._held: dict[str, datetime] = {}  # what the broker holds retained, by agent
-        self._sent: dict[str, tuple[datetime, float]] = {}  # published, not echoed yet
+        # What the broker holds retained, and what was published and not echoed yet, by
+        # (channel, agent).
+        self._held: dict[tuple[Channel, str], datetime] = {}
+        self._sent: dict[tuple[Channel, str], tuple[datetime, float]] = {}
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -126,33 +179,33 @@ class RolloutWorker:
         return self.publish_pending()
 
     def publish_pending(self) -> int:
-        """Publish every desired state the broker does not hold as the database says it."""
+        """Publish every retained message the broker does not hold as the database says it."""
         if not self._subscribed.is_set():
             return 0
+        return sum(self._publish_kind(kind) for kind in RETAINED)
+
+    def _publish_kind(self, kind: Retained) -> int:
         with Session(self._engine) as session:
-            issued = desired_state_versions(session)
+            issued = kind.versions(session)
             now = time.monotonic()
             with self._lock:
                 stale = [
                     agent_id
                     for agent_id, issued_at in issued
-                    if self._held.get(agent_id) != issued_at
-                    and not self._recently_sent(agent_id, issued_at, now)
+                    if self._held.get((kind.channel, agent_id)) != issued_at
+                    and not self._recently_sent((kind.channel, agent_id), issued_at, now)
                 ]
             if not stale:
                 return 0
-            rows = desired_states(session, agent_ids=stale)
-        for agent_id, row in rows.items():
-            message = DesiredState.model_validate(row.payload)
-            self._client.publish(
-                str(Topic(agent_id, Channel.DESIRED)), encode(message), qos=1, retain=True
-            )
+            payloads = kind.payloads(session, stale)
+        for agent_id, (issued_at, payload) in payloads.items():
+            self._client.publish(str(Topic(agent_id, kind.channel)), payload, qos=1, retain=True)
             with self._lock:
-                self._sent[agent_id] = (row.updated_at, now)
-        return len(rows)
+                self._sent[(kind.channel, agent_id)] = (issued_at, now)
+        return len(payloads)
 
-    def _recently_sent(self, agent_id: str, issued_at: datetime, now: float) -> bool:
-        sent = self._sent.get(agent_id)
+    def _recently_sent(self, key: tuple[Channel, str], issued_at: datetime, now: float) -> bool:
+        sent = self._sent.get(key)
         return sent is not None and sent[0] == issued_at and now - sent[1] < RESEND_S
 
     def _run(self) -> None:
@@ -177,9 +230,9 @@ class RolloutWorker:
         if reason.is_failure:
             log.error("broker %s:%s refused the rollout worker: %s", self._host, self._port, reason)
             return
-        # The retained desired state of every agent comes back on this subscription: that
-        # is how the worker learns what the broker holds.
-        client.subscribe(subscription(Channel.DESIRED), qos=1)
+        # The retained messages of every agent come back on these subscriptions: that is how
+        # the worker learns what the broker holds.
+        client.subscribe([(subscription(kind.channel), 1) for kind in RETAINED])
 
     def _on_subscribe(
         self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[Any], _props: Any
@@ -202,19 +255,23 @@ class RolloutWorker:
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            agent_id = Topic.parse(msg.topic).agent_id
+            topic = Topic.parse(msg.topic)
         except ContractError:
             return
+        kind = _KINDS.get(topic.channel)
+        if kind is None:
+            return
+        key = (kind.channel, topic.agent_id)
         if not msg.payload:  # the retained message was cleared
             with self._lock:
-                self._held.pop(agent_id, None)
+                self._held.pop(key, None)
             return
         try:
-            issued_at = DesiredState.model_validate_json(msg.payload).issued_at
+            issued_at = kind.issued_at(bytes(msg.payload))
         except ValidationError:
-            log.warning("ignoring an invalid desired state on %s", msg.topic)
+            log.warning("ignoring an invalid retained message on %s", msg.topic)
             return
         with self._lock:
-            self._held[agent_id] = issued_at
-            if self._sent.get(agent_id, (None, 0.0))[0] == issued_at:
-                del self._sent[agent_id]
+            self._held[key] = issued_at
+            if self._sent.get(key, (None, 0.0))[0] == issued_at:
+                del self._sent[key]

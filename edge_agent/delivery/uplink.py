@@ -21,7 +21,8 @@ The time from publish to ack is the measured edge -> cloud round trip (status an
 
 With a ``desired`` handler the uplink also subscribes (QoS 1, on every connect) to the agent's
 retained ``desired`` topic and hands each valid ``DesiredState`` to it; a message that does
-not validate, or names another agent, goes to the ``refused`` handler with the reason.
+not validate, or names another agent, goes to the ``refused`` handler with the reason. With a
+``overlay`` handler it subscribes to the retained ``config`` topic and hands it every payload.
 
 Its paho client comes from ``edge_agent.mqtt_client``, the edge's one factory.
 
@@ -99,6 +100,7 @@ class Uplink:
         *,
         desired: Callable[[DesiredState], None] | None = None,
         refused: Callable[[str], None] | None = None,
+        overlay: Callable[[bytes], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
@@ -112,6 +114,8 @@ class Uplink:
         self._desired_topic = str(Topic(config.agent_id, Channel.DESIRED))
         self._desired = desired
         self._refused = refused
+        self._config_topic = str(Topic(config.agent_id, Channel.CONFIG))
+        self._overlay = overlay
         self._clock = clock
         self._max_inflight = config.outbox.max_inflight_batches
         self._max_unacked = config.outbox.max_unacked_batches
@@ -219,6 +223,8 @@ class Uplink:
         topics = [(self._acks_topic, 1)]
         if self._desired is not None:
             topics.append((self._desired_topic, 1))
+        if self._overlay is not None:
+            topics.append((self._config_topic, 1))
         client.subscribe(topics)
         self._status_now.set()
 
@@ -260,6 +266,9 @@ class Uplink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self._acks_topic:
             self._on_acks(msg.payload)
+            return
+        if msg.topic == self._config_topic and self._overlay is not None:
+            self._overlay(bytes(msg.payload))
             return
         if msg.topic != self._desired_topic or self._desired is None:
             return

@@ -27,9 +27,9 @@ from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.delivery.spool import Spool
 from edge_agent.inference.slot import LoadedModel, ModelSlot
-from edge_agent.pipelines.collect import Collector, Encoder
+from edge_agent.pipelines.collect import CollectConfig, Collector, Encoder
 from edge_agent.pipelines.config import PipelineConfig
-from edge_agent.pipelines.filter_config import default_filters
+from edge_agent.pipelines.filter_config import FilterStageConfig, default_filters
 from edge_agent.pipelines.filters import FilterEngine, build_engine
 from edge_agent.pipelines.summary import SummaryWindow
 from edge_agent.sources.registry import build_source
@@ -98,6 +98,15 @@ class InferenceStats:
     """(the ``errors`` count it made, message) of the most recent errors, oldest first."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """What of a pipeline may change while it runs (``edge_agent.remote_config``)."""
+
+    filters: tuple[FilterStageConfig, ...]
+    summary_interval_s: float
+    collect: CollectConfig | None
+
+
 class Pipeline(ABC):
     """What every pipeline shares: a source, a model slot, a filter engine, counters, the
     run loop, summaries and the way events leave (local actions, then the outbox).
@@ -130,6 +139,10 @@ class Pipeline(ABC):
         if "filters" not in config.model_fields_set and model.threshold is not None:
             filters = default_filters(model.threshold)  # a scorer's calibrated threshold
         self.filters: FilterEngine = build_engine(filters)
+        self.configured = RunSettings(tuple(filters), config.summary_interval_s, config.collect)
+        """The settings of the config file (filters with a scorer's calibrated threshold)."""
+        self._next_settings: RunSettings | None = None
+        self._settings_lock = threading.Lock()
         self._actions = actions
         self._failing = False
         # Summaries name the agent: a pipeline built without one (benchmarks, unit tests)
@@ -142,19 +155,18 @@ class Pipeline(ABC):
         """The seq of the next event: gap-free for the agent's whole life (``run`` resumes it
         from the outbox, which stores it with the events)."""
         self._prepare(config)
-        self.collector: Collector | None = None
-        """The ``collect:`` rules; None when off, or when the privacy policy lets nothing out."""
-        encoder = self._sample_encoder(config)
-        collect = config.collect
-        if collect is not None and spool is not None and encoder is not None and agent_id:
-            self.collector = Collector(
-                collect,
-                pipeline=self.name,
-                agent_id=agent_id,
-                spool=spool,
-                encoder=encoder,
-            )
         self._spool = spool
+        self._encoder = self._sample_encoder(config)
+        self.collector = self._collector(config.collect)
+        """The ``collect:`` rules; None when off, or when the privacy policy lets nothing out."""
+
+    def _collector(self, collect: CollectConfig | None) -> Collector | None:
+        spool, encoder, agent_id = self._spool, self._encoder, self._agent_id
+        if collect is None or spool is None or encoder is None or not agent_id:
+            return None
+        return Collector(
+            collect, pipeline=self.name, agent_id=agent_id, spool=spool, encoder=encoder
+        )
 
     @abstractmethod
     def _prepare(self, config: PipelineConfig) -> None:
@@ -172,18 +184,29 @@ class Pipeline(ABC):
     def close(self) -> list[Event]:
         """End open events because the stream ends; nothing if none is open."""
 
+    def reconfigure(self, settings: RunSettings) -> None:
+        """Run with ``settings`` from the next sample on (any thread may call this)."""
+        with self._settings_lock:
+            self._next_settings = settings
+
     def run(self, outbox: OutboxWriter, stop: threading.Event) -> None:
         """Process the source until it ends or ``stop`` is set, then close any open event.
 
         Events and summaries go to the outbox through its writer (``outbox``), which stores
         them off this thread. Every ``summary_interval_s`` (checked between two samples) a
         summary goes there, and a last one covers the rest when the run ends, so the
-        summaries of a run add up to its counters.
+        summaries of a run add up to its counters. New settings (``reconfigure``) are taken
+        between two samples.
         """
-        clock, interval = self._clock, self._summary_s
+        clock = self._clock
+        self._take_settings()
+        interval = self._summary_s
         due = clock() + interval if interval else math.inf
         self._resume(outbox)
         for sample in self.source.samples(stop):
+            if self._next_settings is not None and self._take_settings():
+                interval = self._summary_s
+                due = min(due, clock() + interval) if interval else math.inf
             try:
                 events = self.process_sample(sample)
             except (ModelError, ValidationError) as exc:
@@ -202,6 +225,19 @@ class Pipeline(ABC):
         self._emit(outbox, self.close())
         if interval:
             self._put_summary(outbox)
+
+    def _take_settings(self) -> bool:
+        """Swap in the settings ``reconfigure`` left, if any; open events stay open."""
+        with self._settings_lock:
+            settings, self._next_settings = self._next_settings, None
+        if settings is None:
+            return False
+        self.filters = self.filters.retuned(settings.filters)
+        if self._agent_id is not None:
+            self._summary_s = settings.summary_interval_s
+        self.collector = self._collector(settings.collect)
+        log.info("pipeline %s: runs with new settings", self.name)
+        return True
 
     def status(self, update: UpdateStatus | None = None) -> PipelineStatus:
         """What the pipeline runs and did; ``update`` is its last model update (the updater's)."""

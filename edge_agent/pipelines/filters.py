@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edge_agent.pipelines.filter_config import FilterStageConfig
 from edge_agent.pipelines.filter_stages import (
@@ -248,6 +248,21 @@ class FilterEngine:
         """Whether ``key`` has an open event."""
         key_state = self._keys.get(key)
         return key_state is not None and key_state.on
+
+    def retuned(self, configs: Sequence[FilterStageConfig]) -> FilterEngine:
+        """An engine for ``configs`` (the same stage types, new parameters) that carries every
+        key's lifecycle over: an open event stays open with its label, peak and start, and
+        the debounce keeps the last ``m`` raw states. Report stages start afresh; the
+        counters continue. Raises ValueError if ``configs`` changes the kind of chain."""
+        engine = build_engine(configs)
+        if engine.lifecycle != self.lifecycle:
+            raise ValueError("a level stage cannot be added or removed at run time")
+        for key, state in self._keys.items():
+            history = deque(state.history, maxlen=engine._m)
+            count_on = sum(1 for raw, _, _ in history if raw)
+            engine._keys[key] = replace(state, history=history, count_on=count_on)
+        engine.counters = self.counters
+        return engine
 
     def _add_key(self, key: str) -> KeyState:
         key_state = KeyState(key, history=deque(maxlen=self._m))

@@ -1,6 +1,7 @@
 // The dashboard: asks for an API key once, then shows the fleet, a live event feed, events per
 // label over time, bandwidth saved and rollout state, from the public REST API only.
 
+import { renderAgentConfigs } from "./agent_config.js";
 import { renderHealth, renderLineCounts } from "./analytics.js";
 import { Api, ApiError, AuthError } from "./api.js";
 import { SavedChart, renderBandwidth } from "./bandwidth.js";
@@ -73,6 +74,9 @@ class Dashboard {
     await Promise.all([
       this.panel("fleet", async () => {
         renderFleet(byTestId("fleet-panel"), await this.api.get("api/v1/agents"));
+      }),
+      this.panel("configs", async () => {
+        renderAgentConfigs(byTestId("configs-panel"), await this.api.getOptional("api/v1/agent-configs"));
       }),
       this.panel("chart", () => this.drawChart()),
       this.panel("bandwidth", async () => {

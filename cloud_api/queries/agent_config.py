@@ -1,0 +1,92 @@
+"""Agents' remote configurations in SQL: set an overlay, read it, and what to publish.
+
+A row holds exactly what the rollout worker publishes, retained, on the agent's ``config``
+topic (``message``); every change gives it a new ``version`` and ``updated_at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud_api.tables import AgentConfigRow
+from shared.messages import ConfigOverlay, ConfigStatus
+
+ConfigState = Literal["none", "pending", "applied", "refused"]
+"""``none``: no overlay set; ``pending``: not reported yet; then applied or refused."""
+
+
+def get_config(session: Session, *, agent_id: str) -> AgentConfigRow | None:
+    """The overlay last set for one agent (None: it runs its file only)."""
+    return session.get(AgentConfigRow, agent_id)
+
+
+def configs(
+    session: Session, *, agent_ids: Sequence[str] | None = None
+) -> dict[str, AgentConfigRow]:
+    """The overlays set for the agents among ``agent_ids`` (every agent's with None), by id."""
+    query = select(AgentConfigRow)
+    if agent_ids is not None:
+        query = query.where(AgentConfigRow.agent_id.in_(agent_ids))
+    return {row.agent_id: row for row in session.scalars(query)}
+
+
+def set_config(
+    session: Session, *, agent_ids: Sequence[str], overlay: dict[str, Any], now: datetime
+) -> list[AgentConfigRow]:
+    """Give each agent ``overlay`` (an ``OverlayJson``) as its whole remote configuration,
+    under a new version."""
+    rows = configs(session, agent_ids=agent_ids)
+    out = []
+    for agent_id in agent_ids:
+        row = rows.get(agent_id)
+        if row is None:
+            row = AgentConfigRow(agent_id=agent_id, version=0)
+            session.add(row)
+        row.version += 1
+        row.overlay = overlay
+        row.updated_at = now
+        out.append(row)
+    session.flush()
+    return out
+
+
+def config_versions(session: Session) -> list[tuple[str, datetime]]:
+    """When each agent's overlay was issued: what the broker should hold retained."""
+    query = select(AgentConfigRow.agent_id, AgentConfigRow.updated_at)
+    return [(agent_id, issued_at) for agent_id, issued_at in session.execute(query)]
+
+
+def message(row: AgentConfigRow) -> ConfigOverlay:
+    """The retained message for ``row``."""
+    return ConfigOverlay(
+        agent_id=row.agent_id, version=row.version, issued_at=row.updated_at, overlay=row.overlay
+    )
+
+
+def reported_config(last_status: dict[str, Any]) -> ConfigStatus | None:
+    """What an agent last reported of its remote configuration (None: nothing, or an agent
+    that predates it)."""
+    reported = last_status.get("config")
+    if not isinstance(reported, dict):
+        return None
+    try:
+        return ConfigStatus.model_validate(reported)
+    except ValidationError:  # ingest validated it; a row edited by hand shows as nothing
+        return None
+
+
+def config_state(desired: AgentConfigRow | None, reported: ConfigStatus | None) -> ConfigState:
+    """Whether the agent runs the overlay set for it, refused it, or has not said yet."""
+    if desired is None:
+        return "none"
+    if reported is not None and reported.applied_version == desired.version:
+        return "applied"
+    if reported is not None and reported.desired_version == desired.version and reported.refused:
+        return "refused"
+    return "pending"
