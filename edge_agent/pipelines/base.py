@@ -195,8 +195,8 @@ class Pipeline(ABC):
         Events and summaries go to the outbox through its writer (``outbox``), which stores
         them off this thread. Every ``summary_interval_s`` (checked between two samples) a
         summary goes there, and a last one covers the rest when the run ends, so the
-        summaries of a run add up to its counters. New settings (``reconfigure``) are taken
-        between two samples.
+        summaries of a run add up to its counters; ``run`` returns once they are stored. New
+        settings (``reconfigure``) are taken between two samples.
         """
         clock = self._clock
         self._take_settings()
@@ -225,6 +225,7 @@ class Pipeline(ABC):
         self._emit(outbox, self.close())
         if interval:
             self._put_summary(outbox)
+        outbox.flush()  # a run that ended has its last events and summary stored
 
     def _take_settings(self) -> bool:
         """Swap in the settings ``reconfigure`` left, if any; open events stay open."""
