@@ -8,7 +8,7 @@ four signals (score, rms_g and two channel means), one row per signal and hour h
 sums of its sixty one-minute summaries, 144 000 rows in all, and their days; then VACUUM
 ANALYZE. Then p50 and p99 of the route over HTTP against the real app under uvicorn, with
 httpx: one agent's signals over 30 days by hour and by day, the fleet's one signal over 30
-days by day and over 4 days by hour (over 30 days by hour it is 36 000 points, which the
+days by day and over 3 days by hour (over 30 days by hour it is 36 000 points, which the
 route refuses with a 422 saying how to narrow it: checked once).
 """
 
@@ -110,8 +110,8 @@ SHAPES: dict[str, tuple[int, dict[str, str]]] = {
         DAYS,
         {"signal": "rms_g", "bucket": "day"},
     ),
-    "the fleet's one signal (50 agents), 4 days by hour": (
-        4,
+    "the fleet's one signal (50 agents), 3 days by hour": (
+        3,
         {"signal": "rms_g", "bucket": "hour"},
     ),
 }

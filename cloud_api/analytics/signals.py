@@ -38,9 +38,10 @@ DAY_SCALE = 2.0**-5
 _DAY_LESS_AN_HOUR = timedelta(hours=23)
 
 
-MAX_POINTS = 5_000
-"""The most points one answer carries: what the route serves within 50 ms (about 6 µs a point
-from the database to the JSON), and more than a chart can show. A month of the fleet by hour
+MAX_POINTS = 4_000
+"""The most points one answer carries: what the route serves within 50 ms at p99 (about 6 µs
+a point from the database to the JSON at the median, twice that at p99), and more than a
+chart can show. A month of the fleet by hour
 (36 000) is refused with the ways to narrow it (as Prometheus refuses past 11 000 points a
 series), rather than served in a third of a second."""
 
