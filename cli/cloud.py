@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
+import shutil
+import tempfile
 import threading
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli import cloud_auth, configure_logging
+from cli.signals import stop_event_on_stop_signals
+from cli.startup import ensure_port_free, open_database, wait_for_broker
 
 if TYPE_CHECKING:
     from cloud_api.config import Settings as CloudSettings
+    from cloud_api.ingest.worker import IngestWorker
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ def _settings(
         raise typer.Exit(2) from None
 
 
+DEFAULT_INGEST_METRICS_PORT = 9465
+
 # Each option of `serve` that becomes an AIOT_* variable for uvicorn's worker processes.
 _SERVE_ENV = {
     "database_url": "AIOT_DATABASE_URL",
@@ -81,7 +87,10 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Serve the REST API (and, by default, ingest events from the broker in-process)."""
+    """Serve the REST API (and, by default, ingest events from the broker in-process).
+
+    SIGTERM and Ctrl-C stop it the same way: requests in flight finish, the workers stop.
+    """
     import uvicorn
 
     if workers > 1 and ingest:
@@ -94,30 +103,48 @@ def serve(
         )
         raise typer.Exit(2)
     settings = _settings(db, mqtt, mqtt_protocol, ingest_enabled=ingest)
+    ensure_port_free(host, port, option="--port")
     configure_logging()
-    if workers == 1:
-        from cloud_api.main import create_serving_app
+    # Once here: a database that does not answer is one line, and workers starting
+    # together find the schema up to date.
+    open_database(settings.database_url).dispose()
+    # uvicorn stops on both signals, then raises the one it caught again: ours only notes it.
+    with stop_event_on_stop_signals():
+        if workers == 1:
+            from cloud_api.main import create_serving_app
 
-        uvicorn.run(create_serving_app(settings), host=host, port=port, log_level="info")
-        return
-    from cloud_api.db import create_db_engine, migrate
+            uvicorn.run(create_serving_app(settings), host=host, port=port, log_level="info")
+        else:
+            _serve_workers(settings, host, port, workers)
+    typer.echo("stopped")
 
-    # Once here, so that the workers starting together find the schema up to date.
-    engine = create_db_engine(settings.database_url)
-    migrate(engine)
-    engine.dispose()
-    # Worker processes build their own app from the environment: hand the options down there.
+
+def _serve_workers(settings: CloudSettings, host: str, port: int, workers: int) -> None:
+    """uvicorn's worker processes, each building its app from the environment; their
+    metrics summed through prometheus-client's multiprocess directory."""
+    import uvicorn
+
+    from cloud_api.metrics import MULTIPROC_ENV
+
     for key, variable in _SERVE_ENV.items():
         os.environ[variable] = str(getattr(settings, key))
     os.environ["AIOT_INGEST_ENABLED"] = "false"
-    uvicorn.run(
-        "cloud_api.main:create_app_from_env",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level="info",
-    )
+    own_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        own_dir = tempfile.mkdtemp(prefix="aiot-metrics-")
+        os.environ[MULTIPROC_ENV] = own_dir
+    try:
+        uvicorn.run(
+            "cloud_api.main:create_app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+        )
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
 
 
 @app.command()
@@ -129,16 +156,32 @@ def ingest(
     share_group: Annotated[
         str | None, typer.Option(help="MQTT 5 shared subscription group, to run several workers.")
     ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port of this worker's /metrics, /livez and /readyz (0: none). Each worker "
+            "on one host needs its own.",
+        ),
+    ] = DEFAULT_INGEST_METRICS_PORT,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address of the metrics port (0.0.0.0 in a container).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run an ingest worker as its own process until SIGTERM or Ctrl-C."""
-    from cloud_api.db import create_db_engine, migrate
+    from prometheus_client import CollectorRegistry
+
+    from cloud_api.exporter import Exporter
     from cloud_api.ingest.worker import IngestWorker
+    from cloud_api.metrics import IngestMetrics
 
     settings = _settings(db, mqtt, mqtt_protocol, ingest_share_group=share_group)
+    ensure_port_free(metrics_host, metrics_port, option="--metrics-port")
     configure_logging()
-    engine = create_db_engine(settings.database_url)
-    migrate(engine)
+    engine = open_database(settings.database_url)
     worker_id = client_id or settings.ingest_client_id
+    registry = CollectorRegistry(auto_describe=True)
     worker = IngestWorker(
         engine=engine,
         mqtt_url=settings.mqtt_url,
@@ -147,18 +190,27 @@ def ingest(
         share_group=settings.ingest_share_group,
         batch_max=settings.ingest_batch_max,
         flush_s=settings.ingest_flush_s,
+        observer=IngestMetrics(registry).observe_batch,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    worker.start()
-    while not stop.is_set() and not worker.connected:
-        stop.wait(0.1)
-    if worker.connected:
-        log.info("ingest worker %s subscribed (share group: %s)", worker_id, share_group)
-    stop.wait()
-    worker.stop()
-    engine.dispose()
+    exporter = Exporter(
+        registry,
+        host=metrics_host,
+        port=metrics_port,
+        live=lambda: None if worker.alive else "the writer thread has stopped",
+        ready=lambda: None if worker.connected else "not subscribed to the broker",
+    )
+    with stop_event_on_stop_signals() as stop:
+        if metrics_port:
+            exporter.start()
+        worker.start()
+        try:
+            if _subscribed(worker, settings.mqtt_url, stop):
+                log.info("ingest worker %s subscribed (share group: %s)", worker_id, share_group)
+            stop.wait()
+        finally:  # in order: no new messages, the batch in hand committed, then the rest
+            worker.stop()
+            exporter.stop()
+            engine.dispose()
     # One line a supervisor (or the scale-out test) can read to see this worker's share.
     log.info(
         "ingest worker %s stopped: messages=%d events_stored=%d duplicates=%d dead_letters=%d",
@@ -167,4 +219,20 @@ def ingest(
         worker.events_stored,
         worker.duplicates,
         worker.dead_letters,
+    )
+    typer.echo("stopped")
+
+
+def _subscribed(worker: IngestWorker, mqtt_url: str, stop: threading.Event) -> bool:
+    """Whether the worker subscribed before a stop (or a timeout: it keeps retrying); exits
+    with one line if the broker refuses the login."""
+    from cloud_api.config import parse_mqtt_url
+
+    broker = parse_mqtt_url(mqtt_url)
+    return wait_for_broker(
+        lambda: worker.connected,
+        lambda: worker.refusal,
+        where=f"{broker.host}:{broker.port}",
+        option="--mqtt (or $AIOT_MQTT_URL)",
+        stop=stop.is_set,
     )

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli import configure_logging
-from shared.errors import ConfigError
+from shared.errors import AiotError, ConfigError
 
 app = typer.Typer(help="The edge agent that runs on gateways.", no_args_is_help=True)
 
@@ -17,7 +17,7 @@ ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="Agent YAML con
 
 @app.command()
 def run(config: ConfigPath, log_level: str = "INFO") -> None:
-    """Run the agent until SIGTERM or Ctrl-C."""
+    """Run the agent until SIGTERM or Ctrl-C (both stop it the same way, then "stopped")."""
     from edge_agent.agent import run as run_agent
     from edge_agent.config import load_config
 
@@ -27,7 +27,12 @@ def run(config: ConfigPath, log_level: str = "INFO") -> None:
     except ConfigError as error:
         typer.echo(f"invalid config: {error}", err=True)
         raise typer.Exit(2) from None
-    run_agent(agent_config)
+    try:
+        run_agent(agent_config)
+    except AiotError as error:  # a model that does not load, an outbox it cannot open
+        typer.echo(f"cannot run the agent: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("stopped")
 
 
 @app.command("validate-config")

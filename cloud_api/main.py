@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from cloud_api import errors
 from cloud_api.config import Settings, load_settings
@@ -15,7 +16,7 @@ from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.guard import Guard
 from cloud_api.ingest.worker import IngestWorker
 from cloud_api.limits import LimitBodies
-from cloud_api.metrics import CountRequests, Metrics
+from cloud_api.metrics import CountRequests, FleetCollector, Metrics
 from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
 from cloud_api.retention import Retention
 from cloud_api.rollout.worker import RolloutWorker
@@ -73,23 +74,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 client_id=settings.rollout_client_id or f"aiot-rollout-{uuid.uuid4().hex[:12]}",
                 tick_s=settings.rollout_tick_s,
                 grace=settings.heartbeat_grace,
+                observer=app.state.metrics.rollout.observe_tick,
             )
             rollout.start()
         app.state.rollout = rollout
-        retention = None
-        if settings.retention_days:
-            retention = Retention(
-                engine=engine,
-                days=settings.retention_days,
-                batch=settings.retention_batch,
-                interval_s=settings.retention_interval_s,
-                observer=app.state.metrics.observe_retention,
-            )
-            retention.start()
-        app.state.retention = retention
+        retention = app.state.retention = _start_retention(settings, engine, app.state.metrics)
+        app.state.metrics.watch_fleet(
+            FleetCollector(app.state.sessionmaker, grace=settings.heartbeat_grace)
+        )
         try:
             yield
         finally:
+            app.state.metrics.unwatch_fleet()
             if retention is not None:
                 retention.stop()
             if rollout is not None:
@@ -98,6 +94,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 worker.stop()
     finally:
         engine.dispose()
+
+
+def _start_retention(settings: Settings, engine: Engine, metrics: Metrics) -> Retention | None:
+    """Retention's thread, when the settings ask for one."""
+    if not settings.retention_days:
+        return None
+    retention = Retention(
+        engine=engine,
+        days=settings.retention_days,
+        batch=settings.retention_batch,
+        interval_s=settings.retention_interval_s,
+        observer=metrics.observe_retention,
+    )
+    retention.start()
+    return retention
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -144,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # limit as it is read (413). Errors leave in one shape, without the server's insides.
     app.add_middleware(Guard)
     app.add_middleware(LimitBodies)
-    app.add_middleware(CountRequests, metrics=app.state.metrics)
+    app.add_middleware(CountRequests, metrics=app.state.metrics.http)
     errors.install(app, app.state.settings)
     return app
 
