@@ -179,4 +179,3 @@ def test_the_edge_unit_is_hardened_and_watched() -> None:
         "Restart=on-failure",
     ):
         assert f"\n{line}\n" in text, line
-
