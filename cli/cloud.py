@@ -104,10 +104,10 @@ def serve(
         raise typer.Exit(2)
     settings = _settings(db, mqtt, mqtt_protocol, ingest_enabled=ingest)
     ensure_port_free(host, port, option="--port")
-    configure_logging()
-    # Once here: a database that does not answer is one line, and workers starting
-    # together find the schema up to date.
+    # Once here, before logging is set up (Alembic's chatter): a database that does not
+    # answer is one line, and workers starting together find the schema up to date.
     open_database(settings.database_url).dispose()
+    configure_logging()
     # uvicorn stops on both signals, then raises the one it caught again: ours only notes it.
     with stop_event_on_stop_signals():
         if workers == 1:
@@ -178,8 +178,8 @@ def ingest(
 
     settings = _settings(db, mqtt, mqtt_protocol, ingest_share_group=share_group)
     ensure_port_free(metrics_host, metrics_port, option="--metrics-port")
-    configure_logging()
     engine = open_database(settings.database_url)
+    configure_logging()
     worker_id = client_id or settings.ingest_client_id
     registry = CollectorRegistry(auto_describe=True)
     worker = IngestWorker(
