@@ -148,6 +148,12 @@ class FleetCollector:
         for state in ("online", "offline"):
             by_state.add_metric([state], sum(1 for _, j in judged if j.state == state))
         yield by_state
+        up = GaugeMetricFamily(
+            "aiot_agent_up", "1 while an agent is online, 0 when offline", labels=["agent_id"]
+        )
+        for row, judgement in judged:
+            up.add_metric([row.agent_id], int(judgement.online))
+        yield up
         outbox = GaugeMetricFamily(
             "aiot_agent_outbox_depth",
             "Items waiting in each online agent's outbox, as it last reported",
