@@ -11,6 +11,7 @@ import typer
 from cli import cloud, edge, models
 from cli.demo import demo
 from cli.deploy import deploy
+from cli.fleet import agents, events
 
 app = typer.Typer(
     help="Hybrid edge-cloud AIoT inference platform.",
@@ -22,3 +23,5 @@ app.add_typer(cloud.app, name="cloud")
 app.add_typer(models.app, name="models")
 app.command()(demo)
 app.command()(deploy)
+app.command()(agents)
+app.command()(events)
