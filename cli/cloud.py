@@ -16,7 +16,10 @@ from cli.signals import stop_event_on_stop_signals
 from cli.startup import ensure_port_free, open_database, wait_for_broker
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from cloud_api.config import Settings as CloudSettings
+    from cloud_api.exporter import Exporter
     from cloud_api.ingest.worker import IngestWorker
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,18 @@ def _settings(
 
 
 DEFAULT_INGEST_METRICS_PORT = 9465
+MetricsPortOption = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=65535,
+        help="Port of this worker's /metrics, /livez and /readyz (0: none). Each worker on "
+        "one host needs its own.",
+    ),
+]
+MetricsHostOption = Annotated[
+    str, typer.Option(help="Address of the metrics port (0.0.0.0 in a container).")
+]
 
 # Each option of `serve` that becomes an AIOT_* variable for uvicorn's worker processes.
 _SERVE_ENV = {
@@ -156,23 +171,12 @@ def ingest(
     share_group: Annotated[
         str | None, typer.Option(help="MQTT 5 shared subscription group, to run several workers.")
     ] = None,
-    metrics_port: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            max=65535,
-            help="Port of this worker's /metrics, /livez and /readyz (0: none). Each worker "
-            "on one host needs its own.",
-        ),
-    ] = DEFAULT_INGEST_METRICS_PORT,
-    metrics_host: Annotated[
-        str, typer.Option(help="Address of the metrics port (0.0.0.0 in a container).")
-    ] = "127.0.0.1",
+    metrics_port: MetricsPortOption = DEFAULT_INGEST_METRICS_PORT,
+    metrics_host: MetricsHostOption = "127.0.0.1",
 ) -> None:
     """Run an ingest worker as its own process until SIGTERM or Ctrl-C."""
     from prometheus_client import CollectorRegistry
 
-    from cloud_api.exporter import Exporter
     from cloud_api.ingest.worker import IngestWorker
     from cloud_api.metrics import IngestMetrics
 
@@ -192,13 +196,7 @@ def ingest(
         flush_s=settings.ingest_flush_s,
         observer=IngestMetrics(registry).observe_batch,
     )
-    exporter = Exporter(
-        registry,
-        host=metrics_host,
-        port=metrics_port,
-        live=lambda: None if worker.alive else "the writer thread has stopped",
-        ready=lambda: None if worker.connected else "not subscribed to the broker",
-    )
+    exporter = _probes(worker, registry, metrics_host, metrics_port)
     with stop_event_on_stop_signals() as stop:
         if metrics_port:
             exporter.start()
@@ -221,6 +219,19 @@ def ingest(
         worker.dead_letters,
     )
     typer.echo("stopped")
+
+
+def _probes(worker: IngestWorker, registry: CollectorRegistry, host: str, port: int) -> Exporter:
+    """The worker's /metrics; live while its writer runs, ready while it is subscribed."""
+    from cloud_api.exporter import Exporter
+
+    return Exporter(
+        registry,
+        host=host,
+        port=port,
+        live=lambda: None if worker.alive else "the writer thread has stopped",
+        ready=lambda: None if worker.connected else "not subscribed to the broker",
+    )
 
 
 def _subscribed(worker: IngestWorker, mqtt_url: str, stop: threading.Event) -> bool:

@@ -221,6 +221,12 @@ def _run(console: Any, platform: _Platform, duration: float | None) -> None:
             _print_intro(
                 console, api_url, admin_key, platform.broker, platform.agent_url, platform.workdir
             )
+            metrics = platform.agent.metrics
+            if metrics is not None and metrics.port:
+                console.print(
+                    f"[bold]Agent metrics[/] http://127.0.0.1:{metrics.port}/metrics "
+                    "(probes: /livez, /readyz)"
+                )
             rollout.start()
             show_live(console, api_url, admin_key, duration)
         except KeyboardInterrupt:

@@ -13,10 +13,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.exposition import ThreadingWSGIServer
-
-from cloud_api.metrics import exposition
 
 Check = Callable[[], str | None]
 """None while healthy, else why not."""
@@ -78,7 +76,8 @@ class Exporter:
             status = "200 OK" if problem is None else "503 Service Unavailable"
             body, kind = f"{problem or 'ok'}\n".encode(), "text/plain; charset=utf-8"
         elif path == "/metrics":
-            status, body, kind = "200 OK", exposition(self._registry), CONTENT_TYPE_LATEST
+            # This process's own values, even when PROMETHEUS_MULTIPROC_DIR is set for the API.
+            status, body, kind = "200 OK", generate_latest(self._registry), CONTENT_TYPE_LATEST
         else:
             status, body, kind = "404 Not Found", b"/metrics, /livez or /readyz\n", "text/plain"
         start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
