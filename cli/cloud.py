@@ -13,7 +13,7 @@ import typer
 
 from cli import cloud_auth, configure_logging
 from cli.signals import stop_event_on_stop_signals
-from cli.startup import ensure_port_free, open_database, wait_for_broker
+from cli.startup import check_broker_login, ensure_port_free, open_database, wait_for_broker
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -58,6 +58,7 @@ def _settings(
 
 
 DEFAULT_INGEST_METRICS_PORT = 9465
+MQTT_URL_OPTION = "--mqtt (or $AIOT_MQTT_URL)"
 MetricsPortOption = Annotated[
     int,
     typer.Option(
@@ -122,6 +123,7 @@ def serve(
     # Once here, before logging is set up (Alembic's chatter): a database that does not
     # answer is one line, and workers starting together find the schema up to date.
     open_database(settings.database_url).dispose()
+    _check_logins(settings)
     configure_logging()
     # uvicorn stops on both signals, then raises the one it caught again: ours only notes it.
     with stop_event_on_stop_signals():
@@ -132,6 +134,17 @@ def serve(
         else:
             _serve_workers(settings, host, port, workers)
     typer.echo("stopped")
+
+
+def _check_logins(settings: CloudSettings) -> None:
+    """The broker logins the API's workers will use (ingest's, the rollout's), each once."""
+    logins = {}
+    if settings.rollout_enabled:
+        logins[settings.control_url] = "$AIOT_MQTT_CONTROL_URL (else --mqtt)"
+    if settings.ingest_enabled:
+        logins[settings.mqtt_url] = MQTT_URL_OPTION
+    for url, option in logins.items():
+        check_broker_login(url, settings.mqtt_protocol, option=option)
 
 
 def _serve_workers(settings: CloudSettings, host: str, port: int, workers: int) -> None:
@@ -244,6 +257,6 @@ def _subscribed(worker: IngestWorker, mqtt_url: str, stop: threading.Event) -> b
         lambda: worker.connected,
         lambda: worker.refusal,
         where=f"{broker.host}:{broker.port}",
-        option="--mqtt (or $AIOT_MQTT_URL)",
+        option=MQTT_URL_OPTION,
         stop=stop.is_set,
     )

@@ -9,7 +9,9 @@ functions, so a gateway without the cloud's dependencies can run the edge comman
 from __future__ import annotations
 
 import socket
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
@@ -107,3 +109,40 @@ def wait_for_broker(
             )
         time.sleep(0.05)
     return False
+
+
+def check_broker_login(url: str, protocol: str, *, option: str, timeout_s: float = 10.0) -> None:
+    """Exit with one line if the broker refuses this login. A broker that does not answer is
+    not an error here: the workers connect in the background and retry until it does."""
+    from typing import Any
+
+    from cloud_api.config import parse_mqtt_url
+    from cloud_api.mqtt import make_client
+
+    broker = parse_mqtt_url(url)
+    answered = threading.Event()
+    refusals: list[str] = []
+
+    def on_connect(_client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            refusals.append(str(reason))
+        answered.set()
+
+    client = make_client(broker, client_id=f"aiot-login-{uuid.uuid4().hex[:8]}", protocol=protocol)
+    client.on_connect = on_connect
+    try:
+        client.connect(broker.host, broker.port, keepalive=10)
+    except OSError:
+        return
+    client.loop_start()
+    try:
+        answered.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if refusals and refusals[0].lower() in AUTH_REFUSALS:
+        fail(
+            f"the broker {broker.host}:{broker.port} refused the login ({refusals[0]})",
+            f"check the user name and password in {option} against the broker's password "
+            "file (aiot cloud broker-config)",
+        )

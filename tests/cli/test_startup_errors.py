@@ -99,6 +99,13 @@ def test_a_broker_that_refuses_the_login(tmp_path: Path) -> None:
         assert f"the broker {address} refused the login" in last
         assert "check the user name and password in --mqtt" in last
         assert "wrong" not in last
+        serve = run(
+            "cloud", "serve", "--db", database, "--port", str(free_port()),
+            "--mqtt", f"mqtt://ingest:wrong@{address}",
+        )  # fmt: skip
+        line = the_one_line(serve)
+        assert f"the broker {address} refused the login" in line
+        assert "wrong" not in line
         # The right password gets in: it was the login, not the broker.
         accepted = Command(
             ["cloud", "ingest", "--mqtt", f"mqtt://ingest:{password}@{address}", *common],
