@@ -100,7 +100,8 @@ def agents(
             for p in agent["pipelines"]
         )  # fmt: skip
         table.add_row(
-            agent["agent_id"], state, agent["reason"], agent["last_seen"] or "never",
+            agent["agent_id"], state, agent["reason"],
+            _when(agent["last_seen"], "%Y-%m-%d %H:%M:%S") if agent["last_seen"] else "never",
             agent["agent_version"], str(agent["outbox_depth"]), pipelines,
         )  # fmt: skip
     Console().print(table)
@@ -166,10 +167,15 @@ def _event_table(title: str | None, *, fixed: bool = False, header: bool = True)
     return table
 
 
+def _when(iso: str, layout: str) -> str:
+    """An API time (ISO 8601, UTC) as the tables show it."""
+    return datetime.fromisoformat(iso).strftime(layout)
+
+
 def _event_cells(event: dict[str, Any]) -> tuple[str, ...]:
-    ts = datetime.fromisoformat(event["ts"]).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     return (
-        ts, event["agent_id"], event["pipeline"], event["kind"], event["state"],
+        _when(event["ts"], "%Y-%m-%d %H:%M:%S.%f")[:-3], event["agent_id"], event["pipeline"],
+        event["kind"], event["state"],
         event["label"], f"{event['score']:.2f}", f"{event['model_name']} {event['model_version']}",
     )  # fmt: skip
 
