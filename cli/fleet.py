@@ -184,9 +184,9 @@ def _follow(console: Console, client: httpx.Client, filters: dict[str, str]) -> 
     """Print each streamed event as a row; reconnect after a lost connection, resuming."""
     import httpx
 
-    console.print(_event_table("following new events (Ctrl-C stops)", fixed=True))
     last_id: str | None = None
     failing = False
+    heading = True
     while True:
         headers = {"Last-Event-ID": last_id} if last_id else {}
         try:
@@ -196,6 +196,9 @@ def _follow(console: Console, client: httpx.Client, filters: dict[str, str]) -> 
                 if not response.is_success:
                     response.read()
                     _answer(response)
+                if heading:  # once the stream is open: what follows is new
+                    console.print(_event_table("following new events (Ctrl-C stops)", fixed=True))
+                    heading = False
                 if failing:
                     console.print("[green]reconnected[/]")
                     failing = False
