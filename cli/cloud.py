@@ -126,7 +126,7 @@ def serve(
     _check_logins(settings)
     configure_logging()
     # uvicorn stops on both signals, then raises the one it caught again: ours only notes it.
-    with stop_event_on_stop_signals():
+    with stop_event_on_stop_signals(announce=False):
         if workers == 1:
             from cloud_api.main import create_serving_app
 

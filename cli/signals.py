@@ -42,13 +42,15 @@ def interrupt_on_stop_signals() -> Iterator[None]:
 
 
 @contextmanager
-def stop_event_on_stop_signals() -> Iterator[threading.Event]:
+def stop_event_on_stop_signals(*, announce: bool = True) -> Iterator[threading.Event]:
     """Inside the block, SIGTERM or SIGINT sets the event yielded (a worker's main loop
-    waits on it); the handlers before are restored after."""
+    waits on it); the handlers before are restored after. Without ``announce`` it logs
+    nothing (uvicorn, which has said it already, raises the signal again once stopped)."""
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
+        if announce:
+            log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
 
     previous = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}
