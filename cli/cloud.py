@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
+import shutil
+import tempfile
 import threading
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli import cloud_auth, configure_logging
+from cli.signals import stop_event_on_stop_signals
+from cli.startup import check_broker_login, ensure_port_free, open_database, wait_for_broker
 from cli.tls_options import (
     MqttCaFile,
     MqttCertFile,
@@ -23,7 +26,11 @@ from cli.tls_options import (
 )
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from cloud_api.config import Settings as CloudSettings
+    from cloud_api.exporter import Exporter
+    from cloud_api.ingest.worker import IngestWorker
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,21 @@ def _settings(
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
 
+
+DEFAULT_INGEST_METRICS_PORT = 9465
+MQTT_URL_OPTION = "--mqtt (or $AIOT_MQTT_URL)"
+MetricsPortOption = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=65535,
+        help="Port of this worker's /metrics, /livez and /readyz (0: none). Each worker on "
+        "one host needs its own.",
+    ),
+]
+MetricsHostOption = Annotated[
+    str, typer.Option(help="Address of the metrics port (0.0.0.0 in a container).")
+]
 
 # Each option of `serve` that becomes an AIOT_* variable for uvicorn's worker processes.
 _SERVE_ENV = {
@@ -101,11 +123,36 @@ def serve(
     ssl_certfile: SslCertFile = None,
     ssl_keyfile: SslKeyFile = None,
 ) -> None:
-    """Serve the REST API (and, by default, ingest events from the broker in-process)."""
+    """Serve the REST API (and, by default, ingest events from the broker in-process).
+
+    SIGTERM and Ctrl-C stop it the same way: requests in flight finish, the workers stop.
+    """
     import uvicorn
 
     check_https(ssl_certfile, ssl_keyfile)
     tls = broker_settings(mqtt_ca_file, mqtt_cert_file, mqtt_key_file, mqtt_password_file)
+    _refuse_workers_with_ingest(workers, ingest)
+    settings = _settings(db, mqtt, mqtt_protocol, ingest_enabled=ingest, **tls)
+    ensure_port_free(host, port, option="--port")
+    # Once here, before logging is set up (Alembic's chatter): a database that does not
+    # answer is one line, and workers starting together find the schema up to date.
+    open_database(settings.database_url).dispose()
+    _check_logins(settings)
+    configure_logging()
+    served: dict[str, Any] = {"host": host, "port": port, "log_level": "info"}
+    served.update(ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+    # uvicorn stops on both signals, then raises the one it caught again: ours only notes it.
+    with stop_event_on_stop_signals(announce=False):
+        if workers == 1:
+            from cloud_api.main import create_serving_app
+
+            uvicorn.run(create_serving_app(settings), **served)
+        else:
+            _serve_workers(settings, workers, served)
+    typer.echo("stopped")
+
+
+def _refuse_workers_with_ingest(workers: int, ingest: bool) -> None:
     if workers > 1 and ingest:
         # A per-worker ingest would need a client id per process; ids that change on every
         # restart leave persistent sessions behind on the broker, still queueing messages.
@@ -115,34 +162,39 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    settings = _settings(db, mqtt, mqtt_protocol, ingest_enabled=ingest, **tls)
-    configure_logging()
-    served: dict[str, Any] = {"host": host, "port": port, "log_level": "info"}
-    served.update(ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
-    if workers == 1:
-        from cloud_api.main import create_serving_app
 
-        uvicorn.run(create_serving_app(settings), **served)
-        return
-    _serve_workers(settings, workers, served)
+
+def _check_logins(settings: CloudSettings) -> None:
+    """The broker logins the API's workers will use (ingest's, the rollout's), each once."""
+    logins = {}
+    if settings.rollout_enabled:
+        logins[settings.control_broker()] = "$AIOT_MQTT_CONTROL_URL (else --mqtt)"
+    if settings.ingest_enabled:
+        logins[settings.ingest_broker()] = MQTT_URL_OPTION
+    for broker, option in logins.items():
+        check_broker_login(broker, settings.mqtt_protocol, tls=settings.mqtt_tls(), option=option)
 
 
 def _serve_workers(settings: CloudSettings, workers: int, served: dict[str, Any]) -> None:
-    """uvicorn with ``workers`` processes, each building its app from the environment."""
+    """uvicorn's worker processes, each building its app from the environment; their
+    metrics summed through prometheus-client's multiprocess directory."""
     import uvicorn
 
-    from cloud_api.db import create_db_engine, migrate
+    from cloud_api.metrics import MULTIPROC_ENV
 
-    # Once here, so that the workers starting together find the schema up to date.
-    engine = create_db_engine(settings.database_url)
-    migrate(engine)
-    engine.dispose()
-    # Worker processes build their own app from the environment: hand the options down there.
     for key, variable in _SERVE_ENV.items():
         if getattr(settings, key) is not None:
             os.environ[variable] = str(getattr(settings, key))
     os.environ["AIOT_INGEST_ENABLED"] = "false"
-    uvicorn.run("cloud_api.main:create_app_from_env", factory=True, workers=workers, **served)
+    own_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        own_dir = tempfile.mkdtemp(prefix="aiot-metrics-")
+        os.environ[MULTIPROC_ENV] = own_dir
+    try:
+        uvicorn.run("cloud_api.main:create_app_from_env", factory=True, workers=workers, **served)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
 
 
 @app.command()
@@ -158,17 +210,22 @@ def ingest(
     mqtt_cert_file: MqttCertFile = None,
     mqtt_key_file: MqttKeyFile = None,
     mqtt_password_file: MqttPasswordFile = None,
+    metrics_port: MetricsPortOption = DEFAULT_INGEST_METRICS_PORT,
+    metrics_host: MetricsHostOption = "127.0.0.1",
 ) -> None:
     """Run an ingest worker as its own process until SIGTERM or Ctrl-C."""
-    from cloud_api.db import create_db_engine, migrate
+    from prometheus_client import CollectorRegistry
+
     from cloud_api.ingest.worker import IngestWorker
+    from cloud_api.metrics import IngestMetrics
 
     tls = broker_settings(mqtt_ca_file, mqtt_cert_file, mqtt_key_file, mqtt_password_file)
     settings = _settings(db, mqtt, mqtt_protocol, ingest_share_group=share_group, **tls)
+    ensure_port_free(metrics_host, metrics_port, option="--metrics-port")
+    engine = open_database(settings.database_url)
     configure_logging()
-    engine = create_db_engine(settings.database_url)
-    migrate(engine)
     worker_id = client_id or settings.ingest_client_id
+    registry = CollectorRegistry(auto_describe=True)
     worker = IngestWorker(
         engine=engine,
         mqtt_url=settings.ingest_broker(),
@@ -178,19 +235,27 @@ def ingest(
         share_group=settings.ingest_share_group,
         batch_max=settings.ingest_batch_max,
         flush_s=settings.ingest_flush_s,
+        observer=IngestMetrics(registry).observe_batch,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    worker.start()
-    while not stop.is_set() and not worker.connected:
-        stop.wait(0.1)
-    if worker.connected:
-        log.info("ingest worker %s subscribed (share group: %s)", worker_id, share_group)
-    stop.wait()
-    worker.stop()
-    engine.dispose()
-    # One line a supervisor (or the scale-out test) can read to see this worker's share.
+    exporter = _probes(worker, registry, metrics_host, metrics_port)
+    with stop_event_on_stop_signals() as stop:
+        if metrics_port:
+            exporter.start()
+        worker.start()
+        try:
+            if _subscribed(worker, settings.mqtt_url, stop):
+                log.info("ingest worker %s subscribed (share group: %s)", worker_id, share_group)
+            stop.wait()
+        finally:  # in order: no new messages, the batch in hand committed, then the rest
+            worker.stop()
+            exporter.stop()
+            engine.dispose()
+    _log_share(worker_id, worker)
+    typer.echo("stopped")
+
+
+def _log_share(worker_id: str, worker: IngestWorker) -> None:
+    """One line a supervisor (or the scale-out test) can read to see this worker's share."""
     log.info(
         "ingest worker %s stopped: messages=%d events_stored=%d duplicates=%d dead_letters=%d",
         worker_id,
@@ -198,4 +263,32 @@ def ingest(
         worker.events_stored,
         worker.duplicates,
         worker.dead_letters,
+    )
+
+
+def _probes(worker: IngestWorker, registry: CollectorRegistry, host: str, port: int) -> Exporter:
+    """The worker's /metrics; live while its writer runs, ready while it is subscribed."""
+    from cloud_api.exporter import Exporter
+
+    return Exporter(
+        registry,
+        host=host,
+        port=port,
+        live=lambda: None if worker.alive else "the writer thread has stopped",
+        ready=lambda: None if worker.connected else "not subscribed to the broker",
+    )
+
+
+def _subscribed(worker: IngestWorker, mqtt_url: str, stop: threading.Event) -> bool:
+    """Whether the worker subscribed before a stop (or a timeout: it keeps retrying); exits
+    with one line if the broker refuses the login."""
+    from cloud_api.config import parse_mqtt_url
+
+    broker = parse_mqtt_url(mqtt_url)
+    return wait_for_broker(
+        lambda: worker.connected,
+        lambda: worker.refusal,
+        where=f"{broker.host}:{broker.port}",
+        option=MQTT_URL_OPTION,
+        stop=stop.is_set,
     )

@@ -17,6 +17,7 @@ fallback stays anonymous.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from cli.demo_sensors import (
 )
 from cli.demo_view import show_live
 from cli.server import serve_in_thread
+from cli.signals import interrupt_on_stop_signals
+from cli.startup import ensure_port_free
 
 FAULT_EVERY_S = 20.0
 FAULT_LASTS_S = 6.0
@@ -114,17 +117,24 @@ def demo(
     ] = None,
     port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 8000,
 ) -> None:
-    """Run broker, cloud API and an edge agent together, and show the live event feed."""
+    """Run broker, cloud API and an edge agent together, and show the live event feed.
+
+    SIGTERM and Ctrl-C stop it the same way: the agent, the API, the press, then the broker.
+    """
     from rich.console import Console
 
     console = Console()
-    platform = _assemble(port or free_port(), duration)
-    try:
-        _run(console, platform, duration)
-    finally:
-        platform.sensors.press.stop()
-        platform.broker.stop()
-    console.print(f"\nstopped; data kept in {platform.workdir}")
+    ensure_port_free("127.0.0.1", port, option="--port")
+    platform: _Platform | None = None
+    with interrupt_on_stop_signals(), contextlib.suppress(KeyboardInterrupt):
+        platform = _assemble(port or free_port(), duration)
+        try:
+            _run(console, platform, duration)
+        finally:
+            platform.sensors.press.stop()
+            platform.broker.stop()
+    where = f"; data kept in {platform.workdir}" if platform is not None else ""
+    console.print(f"\nstopped{where}")
 
 
 @dataclass(frozen=True)
@@ -214,6 +224,12 @@ def _run(console: Any, platform: _Platform, duration: float | None) -> None:
             _print_intro(
                 console, api_url, admin_key, platform.broker, platform.agent_url, platform.workdir
             )
+            metrics = platform.agent.metrics
+            if metrics is not None and metrics.port:
+                console.print(
+                    f"[bold]Agent metrics[/] http://127.0.0.1:{metrics.port}/metrics "
+                    "(probes: /livez, /readyz)"
+                )
             rollout.start()
             show_live(console, api_url, admin_key, duration)
         except KeyboardInterrupt:

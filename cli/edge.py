@@ -17,7 +17,7 @@ ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="Agent YAML con
 
 @app.command()
 def run(config: ConfigPath, log_level: str = "INFO") -> None:
-    """Run the agent until SIGTERM or Ctrl-C."""
+    """Run the agent until SIGTERM or Ctrl-C (both stop it the same way, then "stopped")."""
     from edge_agent.agent import run as run_agent
     from edge_agent.config import load_config
 
@@ -32,6 +32,7 @@ def run(config: ConfigPath, log_level: str = "INFO") -> None:
     except AiotError as error:  # a password or TLS file it names cannot be used, ...
         typer.echo(f"cannot run: {error}", err=True)
         raise typer.Exit(1) from None
+    typer.echo("stopped")
 
 
 @app.command("validate-config")

@@ -11,6 +11,7 @@ import typer
 from cli import cloud, config_cmd, edge, models
 from cli.demo import demo
 from cli.deploy import deploy
+from cli.fleet import agents, events
 from cli.placement import placement
 
 app = typer.Typer(
@@ -25,3 +26,5 @@ app.add_typer(config_cmd.app, name="config")
 app.command()(demo)
 app.command()(deploy)
 app.command()(placement)
+app.command()(agents)
+app.command()(events)

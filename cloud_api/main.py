@@ -16,8 +16,8 @@ from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.guard import Guard
 from cloud_api.ingest.worker import IngestWorker
 from cloud_api.limits import LimitBodies
-from cloud_api.metrics import CountRequests, Metrics
-from cloud_api.registry import FileArtifactStore, load_or_create_signing_key
+from cloud_api.metrics import CountRequests, FleetCollector, Metrics
+from cloud_api.registry import ArtifactStore, FileArtifactStore, load_or_create_signing_key
 from cloud_api.retention import Retention
 from cloud_api.rollout.worker import RolloutWorker
 from cloud_api.routes import (
@@ -55,22 +55,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.ingest = worker = _start_ingest(settings, engine, app.state.metrics)
-        app.state.rollout = rollout = _start_rollout(settings, engine)
-        retention = None
-        if settings.retention_days:
-            retention = Retention(
-                engine=engine,
-                days=settings.retention_days,
-                batch=settings.retention_batch,
-                interval_s=settings.retention_interval_s,
-                observer=app.state.metrics.observe_retention,
-                artifacts=app.state.artifacts,
-            )
-            retention.start()
-        app.state.retention = retention
+        app.state.rollout = rollout = _start_rollout(settings, engine, app.state.metrics)
+        retention = app.state.retention = _start_retention(
+            settings, engine, app.state.metrics, app.state.artifacts
+        )
+        app.state.metrics.watch_fleet(
+            FleetCollector(app.state.sessionmaker, grace=settings.heartbeat_grace)
+        )
         try:
             yield
         finally:
+            app.state.metrics.unwatch_fleet()
             if retention is not None:
                 retention.stop()
             if rollout is not None:
@@ -101,7 +96,7 @@ def _start_ingest(settings: Settings, engine: Engine, metrics: Metrics) -> Inges
     return worker
 
 
-def _start_rollout(settings: Settings, engine: Engine) -> RolloutWorker | None:
+def _start_rollout(settings: Settings, engine: Engine, metrics: Metrics) -> RolloutWorker | None:
     """The rollout worker, started (None when rollouts are off)."""
     if not settings.rollout_enabled:
         return None
@@ -113,9 +108,28 @@ def _start_rollout(settings: Settings, engine: Engine) -> RolloutWorker | None:
         client_id=settings.rollout_client_id or f"aiot-rollout-{uuid.uuid4().hex[:12]}",
         tick_s=settings.rollout_tick_s,
         grace=settings.heartbeat_grace,
+        observer=metrics.rollout.observe_tick,
     )
     rollout.start()
     return rollout
+
+
+def _start_retention(
+    settings: Settings, engine: Engine, metrics: Metrics, artifacts: ArtifactStore
+) -> Retention | None:
+    """Retention's thread, when the settings ask for one."""
+    if not settings.retention_days:
+        return None
+    retention = Retention(
+        engine=engine,
+        days=settings.retention_days,
+        batch=settings.retention_batch,
+        interval_s=settings.retention_interval_s,
+        observer=metrics.observe_retention,
+        artifacts=artifacts,
+    )
+    retention.start()
+    return retention
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -166,7 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # limit as it is read (413). Errors leave in one shape, without the server's insides.
     app.add_middleware(Guard)
     app.add_middleware(LimitBodies)
-    app.add_middleware(CountRequests, metrics=app.state.metrics)
+    app.add_middleware(CountRequests, metrics=app.state.metrics.http)
     errors.install(app, app.state.settings)
     return app
 

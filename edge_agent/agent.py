@@ -31,6 +31,7 @@ from edge_agent.pipelines.base import Pipeline
 from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.pipelines.vision import VisionPipeline
 from edge_agent.remote_config import RemoteConfig
+from edge_agent.systemd_notify import Notifier, Watchdog, watchdog_interval
 from edge_agent.updates.download import DownloadPolicy
 from edge_agent.updates.installer import read_password
 from edge_agent.updates.updater import Updater
@@ -92,11 +93,7 @@ class Agent:
             self.updater = Updater(cfg, self.pipelines, on_change=self._status_changed)
             self.updater.restore()
         self.remote_config = RemoteConfig.restored(cfg, self.pipelines, self._status_changed)
-        self.registry.register(
-            AgentCollector(self.status, self._uplink_health, self._dropped, self._update_health)
-        )
-        self.metrics = MetricsServer(self.registry, cfg.metrics.host, cfg.metrics.port)
-        self.metrics.start()
+        self._start_metrics()
         updater = self.updater
         self.uplink = Uplink(
             cfg,
@@ -120,6 +117,17 @@ class Agent:
             ", ".join(f"{p.name} ({p.slot.current().ref.name} {p.slot.current().ref.version})"
                       for p in self.pipelines),
         )  # fmt: skip
+
+    def _start_metrics(self) -> None:
+        """The agent's collector and its exporter (with the liveness and readiness probes)."""
+        self.registry.register(
+            AgentCollector(self.status, self._uplink_health, self._dropped, self._update_health)
+        )
+        metrics = self.config.metrics
+        self.metrics = MetricsServer(
+            self.registry, metrics.host, metrics.port, live=self.problem, ready=self.unready
+        )
+        self.metrics.start()
 
     def stop(self) -> None:
         """Stop in reverse order; every thread is joined. Safe to call more than once."""
@@ -181,6 +189,25 @@ class Agent:
             )
             self.uploader = Uploader(self.spool, target)
             self.uploader.start()
+
+    def problem(self) -> str | None:
+        """None while the agent works, else why not: the liveness probe's and systemd
+        watchdog's check. The status snapshot reads every part (outbox included), so a
+        wedged database or a lost thread shows here."""
+        if self.outbox is None or self._stop.is_set():
+            return "not running"
+        try:
+            self.status()
+        except Exception as exc:  # whatever broke, the probe reports it rather than dying
+            return f"status unavailable: {exc}"
+        return None
+
+    def unready(self) -> str | None:
+        """None once the agent is running and connected to its broker, else why not."""
+        uplink = self.uplink
+        if self.outbox is None or uplink is None:
+            return "not started"
+        return None if uplink.connected else "not connected to the broker"
 
     def sources_done(self) -> bool:
         """Whether every pipeline's source has ended (finite sources only).
@@ -289,8 +316,14 @@ class Agent:
 
 
 def run(config: AgentConfig, *, exit_when_done: bool = False) -> None:
-    """Run an agent until SIGTERM/SIGINT (or, with ``exit_when_done``, until all is sent)."""
+    """Run an agent until SIGTERM/SIGINT (or, with ``exit_when_done``, until all is sent).
+
+    Under systemd (``Type=notify``) it says READY=1 once started, pings the watchdog while
+    ``Agent.problem`` finds nothing wrong, and says STOPPING=1 when it begins to stop.
+    """
     stop = threading.Event()
+    notifier = Notifier.from_environ()
+    interval = watchdog_interval()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -298,13 +331,22 @@ def run(config: AgentConfig, *, exit_when_done: bool = False) -> None:
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     agent = Agent(config)
+    watchdog = None
+    if interval is not None and notifier.enabled:
+        watchdog = Watchdog(notifier, agent.problem, interval)
     try:
         agent.start()
+        notifier.ready(f"agent {config.agent_id} running")
+        if watchdog is not None:
+            watchdog.start()
         while not stop.wait(0.2):
             if exit_when_done and agent.done():
                 log.info("all sources finished and every event was delivered")
                 break
     finally:
+        notifier.stopping()
+        if watchdog is not None:
+            watchdog.stop()
         agent.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

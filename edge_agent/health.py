@@ -1,29 +1,40 @@
-"""Health: Prometheus metrics read from the agent's own counters, and an optional exporter.
+"""Health: Prometheus metrics read from the agent's own counters, and the local exporter.
 
 Metrics are produced by a collector that reads the counters at scrape time, so the hot
 path only increments plain integers and pays nothing for Prometheus. The registry is
 passed in (no module-level global), so tests and several agents in one process never clash.
+The exporter also answers the probes: ``/livez`` (the agent works; the same check feeds
+systemd's watchdog) and ``/readyz`` (it reaches the broker), 200 or 503 with the reason.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from pydantic import Field
 
 from edge_agent.config_types import StrictConfig
 from shared.messages import AgentStatus
 
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9464
+Check = Callable[[], str | None]
+"""A probe's check: None while healthy, else the reason it is not."""
+
 
 class MetricsConfig(StrictConfig):
-    """The Prometheus exporter; port 0 turns it off."""
+    """The Prometheus exporter and probes, on by default on 127.0.0.1; port 0 turns it off."""
 
-    port: int = Field(default=0, ge=0, le=65535)
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     host: str = "127.0.0.1"
 
 
@@ -62,17 +73,24 @@ class AgentCollector:
         uplink: Callable[[], UplinkHealth | None],
         outbox_dropped: Callable[[], int],
         updates: Callable[[], UpdateHealth | None] = lambda: None,
+        spool_depth: Callable[[], int | None] = lambda: None,
     ) -> None:
+        """``spool_depth`` is the samples spool's hook: items waiting for upload, None
+        while the agent has no spool."""
         self._status = status
         self._uplink = uplink
         self._dropped = outbox_dropped
         self._updates = updates
+        self._spool_depth = spool_depth
 
     def collect(self) -> Iterator[Metric]:
         status = self._status()
         yield from _pipeline_metrics(status)
         yield from _collection_metrics(status)
         yield from _agent_metrics(status, self._dropped())
+        spool_depth = self._spool_depth()
+        if spool_depth is not None:
+            yield _gauge("aiot_edge_spool_depth", "Samples waiting in the spool", spool_depth)
         updates = self._updates()
         if updates is not None:
             yield from _update_metrics(updates)
@@ -229,11 +247,46 @@ def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, help_text, value=value)
 
 
-class MetricsServer:
-    """The HTTP exporter on ``host:port`` (port 0 means no exporter)."""
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes are not worth a log line each."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self._registry = registry
+
+def probe_app(registry: CollectorRegistry, checks: dict[str, Check]) -> Any:
+    """A WSGI app: ``/metrics`` from ``registry``; each path of ``checks`` a probe."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        check = checks.get(environ.get("PATH_INFO", ""))
+        if check is None:
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        problem = check()
+        body = f"{problem or 'ok'}\n".encode()
+        status = "200 OK" if problem is None else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                                ("Content-Length", str(len(body)))])  # fmt: skip
+        return [body]
+
+    return app
+
+
+class MetricsServer:
+    """The HTTP exporter and probes on ``host:port`` (port 0 means none).
+
+    A port another process holds is logged and skipped: the agent's work (events to the
+    cloud, local actions) matters more than its local metrics.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        *,
+        live: Check = lambda: None,
+        ready: Check = lambda: None,
+    ) -> None:
+        self._app = probe_app(registry, {"/livez": live, "/readyz": ready})
         self._host = host
         self._port = port
         self._server: Any = None
@@ -241,15 +294,27 @@ class MetricsServer:
 
     @property
     def port(self) -> int:
-        """The bound port (useful when the config asked for an ephemeral one)."""
+        """The bound port (useful when the config asked for an ephemeral one); 0 if none."""
         return int(self._server.server_port) if self._server is not None else 0
 
     def start(self) -> None:
         if self._port == 0:
             return
-        self._server, self._thread = start_http_server(
-            self._port, addr=self._host, registry=self._registry
+        try:
+            self._server = make_server(
+                self._host, self._port, self._app, ThreadingWSGIServer, handler_class=_Quiet
+            )
+        except OSError as exc:
+            log.warning(
+                "metrics exporter off: cannot listen on %s:%d (%s); set metrics.port to a "
+                "free port, or 0 to turn it off",
+                self._host, self._port, exc.strerror or exc,
+            )  # fmt: skip
+            return
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics", daemon=True
         )
+        self._thread.start()
 
     def stop(self) -> None:
         if self._server is None:

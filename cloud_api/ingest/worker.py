@@ -108,6 +108,7 @@ class IngestWorker:
         self._writer: threading.Thread | None = None
         self._connected = threading.Event()
         self._refused_logged = False
+        self._refusal: str | None = None
         self._progress = threading.Condition()
         self._received = 0
         self._done = 0
@@ -152,6 +153,17 @@ class IngestWorker:
     def connected(self) -> bool:
         """Whether the broker connection is up and our subscriptions are in place."""
         return self._connected.is_set()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread runs (a liveness probe's question)."""
+        return self._writer is not None and self._writer.is_alive()
+
+    @property
+    def refusal(self) -> str | None:
+        """The broker's reason when it refused our last connection (say, bad user name or
+        password), None once connected."""
+        return self._refusal
 
     def start(self) -> None:
         """Connect (retrying in the background until the broker answers) and start writing."""
@@ -205,11 +217,13 @@ class IngestWorker:
         self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
     ) -> None:
         if reason.is_failure:
+            self._refusal = str(reason)
             if not self._refused_logged:
                 log.error("broker %s:%s refused ingest: %s", self._host, self._port, reason)
                 self._refused_logged = True
             return
         self._refused_logged = False
+        self._refusal = None
         client.subscribe(self._filters)
         log.info(
             "ingest connected to %s:%s (session present: %s)",

@@ -105,7 +105,10 @@ class RolloutWorker:
         tick_s: float = 1.0,
         grace: float = 3.0,
         clock: Callable[[], datetime] = utcnow,
+        observer: Callable[[int | None], None] | None = None,
     ) -> None:
+        """``observer`` hears each tick: desired states published, None if it failed
+        (``RolloutMetrics.observe_tick``)."""
         if protocol not in {"5", "3.1.1"}:
             raise ConfigError(f"MQTT protocol must be '5' or '3.1.1', not {protocol!r}")
         if tick_s <= 0:
@@ -116,6 +119,7 @@ class RolloutWorker:
         self._tick_s = tick_s
         self._grace = grace
         self._clock = clock
+        self._observer = observer
         self._postgres = engine.dialect.name == "postgresql"
         self._client = make_client(broker, tls=tls, client_id=client_id, protocol=protocol)
         self._client.on_connect = self._on_connect
@@ -208,10 +212,16 @@ class RolloutWorker:
         sent = self._sent.get(key)
         return sent is not None and sent[0] == issued_at and now - sent[1] < RESEND_S
 
+    @property
+    def alive(self) -> bool:
+        """Whether the tick thread runs (a liveness probe's question)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            published: int | None = None
             try:
-                self.run_once()
+                published = self.run_once()
             except Exception:  # a bug or a database outage must not end rollouts for good
                 if not self._failing:
                     log.exception("rollout tick failed; retrying every tick")
@@ -220,6 +230,8 @@ class RolloutWorker:
                 if self._failing:
                     log.info("rollout ticks work again")
                     self._failing = False
+            if self._observer is not None:
+                self._observer(published)
             self._stop.wait(self._tick_s)
 
     # -- network thread ------------------------------------------------------------------

@@ -121,7 +121,8 @@ class IngestProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(AIOT), "cloud", "ingest", "--db", self.database_url, "--mqtt", self.mqtt_url,
-                 "--mqtt-protocol", self.protocol, "--client-id", self.client_id],
+                 "--mqtt-protocol", self.protocol, "--client-id", self.client_id,
+                 "--metrics-port", "0"],
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
         wait_until(

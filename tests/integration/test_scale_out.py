@@ -73,7 +73,7 @@ def ingest_processes(
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     [str(AIOT), "cloud", "ingest", "--db", db_url, "--mqtt", broker.url,
-                     "--share-group", "ingest", "--client-id", client_id],
+                     "--share-group", "ingest", "--client-id", client_id, "--metrics-port", "0"],
                     stdout=out, stderr=subprocess.STDOUT,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )  # fmt: skip
