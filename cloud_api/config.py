@@ -232,15 +232,21 @@ def load_settings(**values: object) -> Settings:
         raise ConfigError(f"invalid cloud settings: {problems}") from None
 
 
+_WARNED_URLS: set[tuple[str, str]] = set()
+"""Settings whose URL's password was warned about already: once a process is enough."""
+
+
 def _with_password(url: str, secret: SecretStr | None, file: Path | None, name: str) -> MqttUrl:
     broker = parse_mqtt_url(url)
     if broker.password is not None:
-        log.warning(
-            "%s_URL %s: the password is written in the URL; use %s_PASSWORD_FILE",
-            name,
-            broker,
-            name,
-        )
+        if (name, str(broker)) not in _WARNED_URLS:
+            _WARNED_URLS.add((name, str(broker)))
+            log.warning(
+                "%s_URL %s: the password is written in the URL; use %s_PASSWORD_FILE",
+                name,
+                broker,
+                name,
+            )
         return broker
     if file is not None:
         return dataclasses.replace(broker, password=_read_password_file(file, name))

@@ -73,24 +73,17 @@ class AgentCollector:
         uplink: Callable[[], UplinkHealth | None],
         outbox_dropped: Callable[[], int],
         updates: Callable[[], UpdateHealth | None] = lambda: None,
-        spool_depth: Callable[[], int | None] = lambda: None,
     ) -> None:
-        """``spool_depth`` is the samples spool's hook: items waiting for upload, None
-        while the agent has no spool."""
         self._status = status
         self._uplink = uplink
         self._dropped = outbox_dropped
         self._updates = updates
-        self._spool_depth = spool_depth
 
     def collect(self) -> Iterator[Metric]:
         status = self._status()
         yield from _pipeline_metrics(status)
         yield from _collection_metrics(status)
         yield from _agent_metrics(status, self._dropped())
-        spool_depth = self._spool_depth()
-        if spool_depth is not None:
-            yield _gauge("aiot_edge_spool_depth", "Samples waiting in the spool", spool_depth)
         updates = self._updates()
         if updates is not None:
             yield from _update_metrics(updates)

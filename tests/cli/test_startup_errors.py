@@ -99,9 +99,12 @@ def test_a_broker_that_refuses_the_login(tmp_path: Path) -> None:
         assert f"the broker {address} refused the login" in last
         assert "check the user name and password in --mqtt" in last
         assert "wrong" not in last
+        wrong = tmp_path / "wrong-password"
+        wrong.write_text("wrong\n")
+        wrong.chmod(0o600)
         serve = run(
             "cloud", "serve", "--db", database, "--port", str(free_port()),
-            "--mqtt", f"mqtt://ingest:wrong@{address}",
+            "--mqtt", f"mqtt://ingest@{address}", "--mqtt-password-file", str(wrong),
         )  # fmt: skip
         line = the_one_line(serve)
         assert f"the broker {address} refused the login" in line

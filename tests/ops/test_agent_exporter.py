@@ -68,13 +68,10 @@ def test_a_busy_port_costs_the_exporter_not_the_agent(
     assert "set metrics.port to a free port, or 0 to turn it off" in caplog.text
 
 
-def test_the_spool_hook_exports_its_depth() -> None:
+def test_the_spool_depth_is_exported_once_from_the_status() -> None:
     registry = CollectorRegistry()
-    status = make_status("spool-agent")
-    registry.register(
-        AgentCollector(lambda: status, lambda: None, lambda: 0, spool_depth=lambda: 3)
-    )
-    assert value(generate_latest(registry).decode(), "aiot_edge_spool_depth") == 3
-    without = CollectorRegistry()
-    without.register(AgentCollector(lambda: status, lambda: None, lambda: 0))
-    assert value(generate_latest(without).decode(), "aiot_edge_spool_depth") is None
+    status = make_status("spool-agent", spool_depth=3)
+    registry.register(AgentCollector(lambda: status, lambda: None, lambda: 0))
+    text = generate_latest(registry).decode()
+    assert value(text, "aiot_edge_spool_depth") == 3
+    assert text.count("# TYPE aiot_edge_spool_depth gauge") == 1
