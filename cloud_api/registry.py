@@ -127,24 +127,39 @@ def artifact_key(name: str, version: str) -> str:
 
 
 def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
-    """The cloud's Ed25519 key from ``data_dir``, generated (file mode 0600) on first start."""
+    """The cloud's Ed25519 key from ``data_dir``, generated (file mode 0600) on first start.
+
+    API workers starting together may all find no key: each writes its own to a private temp
+    file and links it into place, which only one link can do; the others read the winner's,
+    whole (a link appears with its content), so every worker signs with the same key.
+    """
     path = data_dir / SIGNING_KEY_FILE
     if path.exists():
-        try:
-            key = load_pem_private_key(path.read_bytes(), password=None)
-        except ValueError as exc:
-            raise ConfigError(f"signing key {path} cannot be read: {exc}") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"signing key {path} is not an Ed25519 key")
-        return key
+        return _read_signing_key(path)
     data_dir.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    # Created with 0600 from the start: the key is never readable by others, not even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(pem)
+    # mkstemp creates it 0600: the key is never readable by others, not even briefly.
+    fd, name = tempfile.mkstemp(dir=data_dir, prefix=".signing-key-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(pem)
+        os.link(name, path)
+    except FileExistsError:
+        return _read_signing_key(path)  # another worker's link came first
+    finally:
+        os.unlink(name)
     log.info("generated the model signing key in %s", path)
+    return key
+
+
+def _read_signing_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except ValueError as exc:
+        raise ConfigError(f"signing key {path} cannot be read: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"signing key {path} is not an Ed25519 key")
     return key
 
 

@@ -6,16 +6,19 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 import models
 from cloud_api.config import Settings
+from cloud_api.registry import load_or_create_signing_key
 from cloud_api.tables import ModelVersionRow
 from shared.errors import ModelError
 from shared.golden import check_golden, golden_input, golden_reference
@@ -249,3 +252,26 @@ def test_artifact_download_resumes_with_a_range(
         # A resumed download that no longer matches the ETag gets the whole file.
         stale = client.get(url, headers={"Range": "bytes=100-", "If-Range": '"other"'})
         assert (stale.status_code, stale.content) == (200, content)
+
+
+def test_workers_starting_together_all_get_the_one_signing_key(tmp_path: Path) -> None:
+    """API workers of `serve --workers N` start at once and may all find no key: one key is
+    made, every worker signs with it, it is 0600 and no temp file is left."""
+    start = threading.Barrier(8)
+    keys: list[bytes] = []
+
+    def worker() -> None:
+        start.wait()
+        key = load_or_create_signing_key(tmp_path)
+        keys.append(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(keys) == 8
+    assert len(set(keys)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["signing-key.pem"]
+    assert stat.S_IMODE((tmp_path / "signing-key.pem").stat().st_mode) == 0o600
