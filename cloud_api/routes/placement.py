@@ -48,11 +48,14 @@ class CloudTimes:
                 return self._times[row.sha256]
         with tempfile.TemporaryDirectory(prefix="aiot-placement-") as scratch:
             copy = Path(scratch) / "model.onnx"
-            with self._store.open(artifact_key(model, version)) as source, copy.open("wb") as out:
-                shutil.copyfileobj(source, out)
             try:
+                with (
+                    self._store.open(artifact_key(model, version)) as source,
+                    copy.open("wb") as out,
+                ):
+                    shutil.copyfileobj(source, out)
                 timed = inspect_onnx(copy).run_ms
-            except ModelError:
+            except (OSError, ModelError):  # an artifact gone from the store, or unloadable
                 timed = None
         with self._lock:
             self._times[row.sha256] = timed

@@ -150,6 +150,10 @@ class OutboxWriter:
             sizes = self.outbox.put_groups([h.events for h in groups]) if groups else []
         except StorageError as exc:
             return self._failed(exc)
+        except Exception:  # not the storage: retrying cannot help, and the thread must live
+            self.failures += 1
+            log.exception("outbox writer: dropped %d hand-over(s) it could not store", len(batch))
+            return True
         for handover, size in zip(groups, sizes, strict=True):
             handover.done(size)
         for handover in batch:

@@ -132,3 +132,28 @@ def test_a_full_queue_makes_put_wait_until_there_is_room(tmp_path: Path) -> None
 
     assert not third.is_alive()
     assert [e.seq for e in stored(outbox)] == [0, 1, 2]
+
+
+def test_a_batch_that_breaks_the_writer_is_dropped_and_the_writer_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = open_outbox(tmp_path / "o.db")
+    original = outbox.put_groups
+    broken = iter([RuntimeError("not a storage error")])
+
+    def once_broken(groups: Sequence[Sequence[Event]], **kw: int) -> list[int]:
+        error = next(broken, None)
+        if error is not None:
+            raise error
+        return original(groups, **kw)
+
+    outbox.put_groups = once_broken  # type: ignore[method-assign]
+    with OutboxWriter(outbox) as writer:
+        writer.put([event(0)], lambda _size: None)
+        assert writer.flush()
+        writer.put([event(1)], lambda _size: None)
+        assert writer.flush()
+        assert writer.failures == 1
+
+    assert [e.seq for e in stored(outbox)] == [1]
+    assert "dropped 1 hand-over(s) it could not store" in caplog.text
