@@ -97,7 +97,7 @@ def bench_collect(threads: int = 1) -> list[Result]:
             goal=Goal.ratio(">=", 0.95),
             details={
                 "windows": WINDOWS,
-                "rounds": ROUNDS + 1,
+                "rounds": ROUNDS,
                 "ort_threads": threads,
                 **{f"kept_{reason}": count for reason, count in sorted(kept.items())},
                 "capped": collecting.collector.counters.capped,

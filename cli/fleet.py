@@ -35,6 +35,7 @@ ApiKey = Annotated[
 ]
 Filter = Annotated[str | None, typer.Option(show_default=False)]
 PAGE = 500
+DEFAULT_LIMIT = 50
 RETRY_S = 2.0
 EVENT_COLUMNS = ("ts", "agent", "pipeline", "kind", "state", "label", "score", "model")
 EVENT_WIDTHS = (23, 20, 20, 9, 6, 20, 6, 28)
@@ -116,9 +117,11 @@ def events(
     kind: Filter = None,
     since: Annotated[str | None, typer.Option(help="ISO 8601 with offset, inclusive.")] = None,
     until: Annotated[str | None, typer.Option(help="ISO 8601 with offset, exclusive.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Events to show.")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Events to show (not with --follow).")
+    ] = DEFAULT_LIMIT,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Then show new events as they arrive.")
+        bool, typer.Option("--follow", "-f", help="Show new events as they arrive, from now.")
     ] = False,
 ) -> None:
     """Events newest first, with the filters of GET /api/v1/events; --follow streams."""
@@ -126,6 +129,8 @@ def events(
     filters = {key: value for key, value in given.items() if value is not None}
     if follow and (since or until):
         _refuse("--since and --until do not apply to --follow", "the stream starts now")
+    if follow and limit != DEFAULT_LIMIT:
+        _refuse("--limit does not apply to --follow", "the stream shows every new event")
     console = Console()
     with _client(api_url, api_key) as client:
         if not follow:

@@ -212,5 +212,7 @@ def _labels(session: Session, meta: SampleMeta) -> list[SampleLabelRow]:
         )
     ]
     if meta.event_id is not None:
-        labels += [person_label(meta.id, fb) for fb in feedback_of(session, meta.event_id)]
+        labels += [
+            person_label(meta.id, fb) for fb in feedback_of(session, meta.event_id, meta.agent_id)
+        ]
     return labels

@@ -78,17 +78,24 @@ def labels_of(session: Session, sample_ids: Sequence[str]) -> dict[str, list[Sam
     return found
 
 
-def feedback_of(session: Session, event_id: str) -> Sequence[EventFeedbackRow]:
-    """People's verdicts on an event, oldest first."""
-    query = select(EventFeedbackRow).where(EventFeedbackRow.event_id == event_id)
+def feedback_of(session: Session, event_id: str, agent_id: str) -> Sequence[EventFeedbackRow]:
+    """People's verdicts on ``agent_id``'s event, oldest first (none when the event is
+    another agent's: a sample cannot borrow a verdict by naming it)."""
+    own = select(EventRow.id).where(EventRow.id == event_id, EventRow.agent_id == agent_id)
+    query = select(EventFeedbackRow).where(EventFeedbackRow.event_id.in_(own))
     return session.scalars(query.order_by(EventFeedbackRow.id)).all()
 
 
-def add_feedback(session: Session, feedback: EventFeedbackRow) -> int:
-    """Record a verdict (not committed) and label the event's stored samples with it; the
+def add_feedback(session: Session, feedback: EventFeedbackRow, agent_id: str) -> int:
+    """Record a verdict (not committed) and label the event's stored samples with it (those
+    of the event's own agent: another agent cannot borrow a verdict by naming the event); the
     number of samples labelled."""
     session.add(feedback)
-    ids = session.scalars(select(SampleRow.id).where(SampleRow.event_id == feedback.event_id))
+    ids = session.scalars(
+        select(SampleRow.id).where(
+            SampleRow.event_id == feedback.event_id, SampleRow.agent_id == agent_id
+        )
+    )
     count = 0
     for sample_id in ids.all():
         session.add(person_label(sample_id, feedback))

@@ -50,7 +50,7 @@ def give_feedback(
         author=principal.name,
         created_at=utcnow(),
     )
-    labelled = add_feedback(session, row)
+    labelled = add_feedback(session, row, event.agent_id)
     session.commit()
     return FeedbackOut(
         event_id=event_id,

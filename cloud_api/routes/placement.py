@@ -54,8 +54,11 @@ class CloudTimes:
                     copy.open("wb") as out,
                 ):
                     shutil.copyfileobj(source, out)
+            except OSError:  # the store cannot give it now: not kept, tried again next time
+                return None
+            try:
                 timed = inspect_onnx(copy).run_ms
-            except (OSError, ModelError):  # an artifact gone from the store, or unloadable
+            except ModelError:  # unloadable: it will not load better next time
                 timed = None
         with self._lock:
             self._times[row.sha256] = timed

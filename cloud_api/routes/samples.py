@@ -219,7 +219,10 @@ def download_blob(
     if row is None:
         raise HTTPException(404, f"no sample {sample_id}")
     principal.check_agent(row.agent_id)
-    file = store.open(blob_key(row.agent_id, row.id))
+    try:
+        file = store.open(blob_key(row.agent_id, row.id))
+    except OSError:  # retention took it between the lookup and here, or the store lost it
+        raise HTTPException(404, f"sample {sample_id}'s blob is gone") from None
 
     def chunks() -> Iterator[bytes]:
         with file:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -139,8 +140,7 @@ class OutboxWriter:
             if self._closing and attempts >= CLOSE_ATTEMPTS:
                 log.error("outbox writer: gave up %d hand-over(s) on close", len(batch))
                 return
-            with self._cond:
-                self._cond.wait(RETRY_S)
+            time.sleep(RETRY_S)  # new hand-overs must not hurry a retry of a failing disk
 
     def _store(self, batch: list[_Handover]) -> bool:
         """Store ``batch`` (its events in one transaction, then its summaries in order);

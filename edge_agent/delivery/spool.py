@@ -203,7 +203,7 @@ class Spool:
                 if failing:
                     log.info("sample spool: writing works again")
                     failing = False
-            except (StorageError, ValueError) as exc:
+            except Exception as exc:  # encoding, blurring or the disk: the thread must live
                 self.counters.errors += 1
                 if not failing:
                     log.error("sample spool: cannot keep a sample of %s: %s", pending.pipeline, exc)
@@ -216,6 +216,8 @@ class Spool:
         """Index what a previous run left, oldest input first; remove what is not whole."""
         found: list[tuple[SampleMeta, SpoolEntry]] = []
         for path in self.root.iterdir():
+            if path.suffix != SUFFIX or not path.is_file():
+                continue  # not ours: never read, never removed
             try:
                 meta_line, blob = SpoolEntry("", "", 0, path).read()
                 meta = SampleMeta.model_validate_json(meta_line)
@@ -223,7 +225,7 @@ class Spool:
                 log.warning("sample spool: removing %s, not a whole sample: %s", path.name, exc)
                 path.unlink(missing_ok=True)
                 continue
-            if path.suffix != SUFFIX or len(blob) != meta.size:
+            if len(blob) != meta.size:
                 log.warning("sample spool: removing %s, cut short", path.name)
                 path.unlink(missing_ok=True)
                 continue
@@ -241,7 +243,9 @@ class Spool:
 def _write(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a nearly full disk may take part of it: write the rest or fail
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 

@@ -31,7 +31,9 @@ SAMPLES_PATH = "/api/v1/samples"
 BATCH = 32
 IDLE_S = 1.0
 """How long an empty spool waits before it looks again (a written sample wakes it sooner)."""
-_REFUSED = frozenset({400, 404, 409, 413, 415, 422})
+_REFUSED = frozenset({400, 409, 413, 415, 422})
+"""Answers that refuse a sample for good. Not 404: a wrong base URL or an older cloud answers
+it to every sample, and dropping them all would lose the spool."""
 """Answers that name a problem of the sample itself: sending it again cannot help."""
 
 
@@ -126,6 +128,11 @@ class Uploader:
         try:
             meta, blob = entry.read()
         except FileNotFoundError:  # dropped by the spool's bounds meanwhile
+            self._spool.remove(entry)
+            return None
+        except (OSError, ValueError) as exc:  # unreadable or damaged: it can never be sent
+            log.error("sample %s cannot be read, removed: %s", entry.id, exc)
+            self.counters.refused += 1
             self._spool.remove(entry)
             return None
         body, content_type = multipart({"meta": meta}, ("blob", blob))

@@ -117,6 +117,9 @@ def test_refusals_are_one_line_with_the_reason(cloud: Cloud) -> None:
     follow_since = aiot(cloud, "events", "--follow", "--since", "2026-01-01T00:00:00Z")
     assert follow_since.exit_code == 2
     assert "--since and --until do not apply to --follow" in follow_since.output
+    follow_limit = aiot(cloud, "events", "--follow", "--limit", "20")
+    assert follow_limit.exit_code == 2
+    assert "--limit does not apply to --follow" in follow_limit.output
 
 
 def test_follow_shows_new_events_as_they_arrive_and_stops_on_sigterm(

@@ -159,6 +159,10 @@ def test_feedback_labels_the_events_samples(api: TestClient, publisher: Publishe
     alarm, confirmed = batch.events
     before, blob = window_sample(agent_id, reason="event", event_id=alarm.id, label=alarm.label)
     assert upload(agent, before, blob).status_code == 201
+    # Another agent naming this event gets none of its verdicts, before or after them.
+    other_id, other = agent_client(api)
+    borrowing, blob = window_sample(other_id, seed=5, reason="event", event_id=alarm.id)
+    assert upload(other, borrowing, blob).status_code == 201
 
     operator = client_as(api, new_api_key(api, "operate", name="alice"))
     verdict = operator.post(f"/api/v1/events/{alarm.id}/feedback", json={"verdict": "false_alarm"})
@@ -171,6 +175,9 @@ def test_feedback_labels_the_events_samples(api: TestClient, publisher: Publishe
 
     labelled = samples_of(api, label="normal", source="person", agent_id=agent_id)
     assert {item["id"] for item in labelled} == {before.id, after.id}
+    late, blob = window_sample(other_id, seed=6, reason="event", event_id=alarm.id)
+    assert upload(other, late, blob).status_code == 201
+    assert samples_of(api, source="person", agent_id=other_id) == []
     person = [lab for lab in labelled[0]["labels"] if lab["source"] == "person"]
     assert [(p["author"], p["verdict"], p["model"]) for p in person] == [
         ("alice", "false_alarm", None)

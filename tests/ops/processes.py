@@ -67,6 +67,9 @@ class Command:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+                # Its own process group: kill() reaches what it started even once the parent
+                # is gone and its children were handed to init (what these tests look for).
+                start_new_session=True,
             )
         return self
 
@@ -105,6 +108,8 @@ class Command:
         for pid in descendants(self.process.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, 9)
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
