@@ -307,6 +307,10 @@ class AgentConfigRow(Base):
     overlay: Mapped[dict[str, Any]] = mapped_column(Json)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
+    __mapper_args__ = {"version_id_col": version}
+    """Each UPDATE is ``... WHERE version = <read>`` and bumps it: two writers that read the
+    same version cannot both commit it (the second gets ``StaleDataError``)."""
+
 
 class SampleRow(Base):
     """A kept input (``shared.samples.SampleMeta``); its blob is in the artifact store."""

@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from cloud_api.tables import AgentConfigRow
 from shared.messages import ConfigOverlay, ConfigStatus
@@ -40,20 +42,34 @@ def set_config(
     session: Session, *, agent_ids: Sequence[str], overlay: dict[str, Any], now: datetime
 ) -> list[AgentConfigRow]:
     """Give each agent ``overlay`` (an ``OverlayJson``) as its whole remote configuration,
-    under a new version."""
+    under a new version.
+
+    The version is the mapper's ``version_id_col``: a new row gets 1, and each UPDATE checks
+    the version it read and bumps it. A concurrent writer of the same agent makes the flush
+    or commit fail (``StaleDataError``, a duplicate key, or SQLite's busy snapshot) rather
+    than hand out one version twice.
+    """
     rows = configs(session, agent_ids=agent_ids)
     out = []
     for agent_id in agent_ids:
         row = rows.get(agent_id)
         if row is None:
-            row = AgentConfigRow(agent_id=agent_id, version=0)
+            row = AgentConfigRow(agent_id=agent_id)
             session.add(row)
-        row.version += 1
         row.overlay = overlay
         row.updated_at = now
         out.append(row)
     session.flush()
     return out
+
+
+def is_conflict(exc: Exception) -> bool:
+    """Whether ``exc`` is a concurrent writer of the same agents' configuration: a version
+    another writer bumped first, a row it inserted first, or SQLite refusing a write from a
+    transaction whose snapshot another writer has moved past."""
+    if isinstance(exc, StaleDataError | IntegrityError):
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def config_versions(session: Session) -> list[tuple[str, datetime]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import APIRouter, Depends, HTTPException
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cloud_api.config_schemas import (
@@ -101,8 +101,10 @@ def _set(
     try:
         rows = agent_config.set_config(session, agent_ids=agent_ids, overlay=overlay, now=utcnow())
         session.commit()
-    except IntegrityError:
+    except SQLAlchemyError as exc:
         session.rollback()
+        if not agent_config.is_conflict(exc):
+            raise
         raise HTTPException(409, "the configuration changed at the same time; try again") from None
     return rows
 

@@ -20,8 +20,11 @@ import typer
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from cli.config_cmd import build_overlay, config_table, get_configs, put_overlay
+from cloud_api.db import create_db_engine, create_sessionmaker, migrate
+from cloud_api.queries import agent_config as config_queries
 from cloud_api.tables import AgentRow
 from edge_agent.agent import Agent
 from shared.messages import ConfigOverlay, ConfigStatus, encode, utcnow
@@ -159,6 +162,35 @@ def test_a_label_selector_sets_the_agents_with_every_label(
     assert [(c["agent_id"], c["desired"]["version"]) for c in response.json()] == [(fleet[0], 1)]
     listed = {c["agent_id"]: c["state"] for c in config_api.get("/api/v1/agent-configs").json()}
     assert (listed[fleet[0]], listed[fleet[1]]) == ("pending", "none")
+
+
+def test_two_writers_of_one_agent_cannot_both_take_the_next_version(database_url: str) -> None:
+    """The second of two concurrent PUTs that read the same version fails as a conflict (the
+    route's 409) instead of publishing another overlay under the version the first took."""
+    engine = create_db_engine(database_url)
+    migrate(engine)
+    sessions = create_sessionmaker(engine)
+    with sessions() as setup:
+        config_queries.set_config(setup, agent_ids=["a-1"], overlay={"v": 1}, now=utcnow())
+        setup.commit()
+    with sessions() as first, sessions() as second:
+        # The second writer has read version 1 (set_config's read) and not written it yet.
+        stale = config_queries.get_config(second, agent_id="a-1")
+        assert stale is not None
+        assert stale.version == 1
+        (taken,) = config_queries.set_config(
+            first, agent_ids=["a-1"], overlay={"v": 2}, now=utcnow()
+        )
+        first.commit()
+        stale.overlay, stale.updated_at = {"v": 3}, utcnow()  # set_config's write
+        with pytest.raises(SQLAlchemyError) as raised:
+            second.commit()
+        assert config_queries.is_conflict(raised.value)
+    with sessions() as check:
+        row = config_queries.get_config(check, agent_id="a-1")
+        assert row is not None
+        assert (row.version, row.overlay) == (taken.version, {"v": 2}) == (2, {"v": 2})
+    engine.dispose()
 
 
 @pytest.mark.parametrize(
