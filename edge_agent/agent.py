@@ -80,9 +80,7 @@ class Agent:
         )
         self.actions.start()
         self._start_samples()
-        if any(p.escalate is not None for p in cfg.pipelines):
-            self.escalations = EscalationDesk(cfg.agent_id, self.outbox, self._online)
-            self.escalations.start()
+        self._start_escalations(self.outbox)
         self.pipelines = [
             (VisionPipeline if p.is_camera else SensorPipeline)(
                 p,
@@ -198,6 +196,12 @@ class Agent:
             )
             self.uploader = Uploader(self.spool, target)
             self.uploader.start()
+
+    def _start_escalations(self, outbox: Outbox) -> None:
+        """The escalation desk, when a pipeline escalates (it stores into the outbox)."""
+        if any(p.escalate is not None for p in self.config.pipelines):
+            self.escalations = EscalationDesk(self.config.agent_id, outbox, self._online)
+            self.escalations.start()
 
     def problem(self) -> str | None:
         """None while the agent works, else why not: the liveness probe's and systemd
