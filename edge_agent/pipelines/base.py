@@ -240,6 +240,8 @@ class Pipeline(ABC):
             if clock() >= due:
                 self._put_summary(outbox)
                 due = clock() + interval
+        if answers:  # those that came after the last sample
+            self._emit(outbox, self._with_answers([]))
         self._emit(outbox, self.close())
         if interval:
             self._put_summary(outbox)
