@@ -61,6 +61,25 @@ def _band(pipeline: SensorPipeline, rows: list[np.ndarray]) -> tuple[float, floa
     return float(scores[first]), float(scores[first + width - 1])
 
 
+def _paired(
+    plain: SensorPipeline, escalating: SensorPipeline, rows: list[np.ndarray]
+) -> tuple[float, float]:
+    """Alternate window by window, and which goes first, so drift on a shared machine and a
+    warm cache favour neither side."""
+    clock = time.perf_counter
+    plain_s = escalate_s = 0.0
+    for i, row in enumerate(rows):
+        first, second = (plain, escalating) if i % 2 else (escalating, plain)
+        t0 = clock()
+        first.process_windows(row)
+        t1 = clock()
+        second.process_windows(row)
+        t2 = clock()
+        plain_s += t1 - t0 if first is plain else t2 - t1
+        escalate_s += t2 - t1 if first is plain else t1 - t0
+    return len(rows) / plain_s, len(rows) / escalate_s
+
+
 def bench_escalation_edge(threads: int = 1) -> list[Result]:
     manifest = Path(models.__file__).resolve().parent / "manifest.json"
     workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-escalation-"))
@@ -74,26 +93,10 @@ def bench_escalation_edge(threads: int = 1) -> list[Result]:
     escalator = escalating.escalator
     assert escalator is not None
 
-    def paired() -> tuple[float, float]:
-        """Alternate window by window, and which goes first, so drift on a shared machine and
-        a warm cache favour neither side."""
-        clock = time.perf_counter
-        plain_s = escalate_s = 0.0
-        for i, row in enumerate(rows):
-            first, second = (plain, escalating) if i % 2 else (escalating, plain)
-            t0 = clock()
-            first.process_windows(row)
-            t1 = clock()
-            second.process_windows(row)
-            t2 = clock()
-            plain_s += t1 - t0 if first is plain else t2 - t1
-            escalate_s += t2 - t1 if first is plain else t1 - t0
-        return len(rows) / plain_s, len(rows) / escalate_s
-
-    paired()  # warm-up
+    _paired(plain, escalating, rows)  # warm-up
     plain_rates, escalate_rates, ratios = [], [], []
     for _ in range(ROUNDS):
-        p, e = paired()
+        p, e = _paired(plain, escalating, rows)
         plain_rates.append(p)
         escalate_rates.append(e)
         ratios.append(e / p)
