@@ -200,7 +200,9 @@ class Agent:
     def _start_escalations(self, outbox: Outbox) -> None:
         """The escalation desk, when a pipeline escalates (it stores into the outbox)."""
         if any(p.escalate is not None for p in self.config.pipelines):
-            self.escalations = EscalationDesk(self.config.agent_id, outbox, self._online)
+            self.escalations = EscalationDesk(
+                self.config.agent_id, outbox, self._online, self.spool
+            )
             self.escalations.start()
 
     def problem(self) -> str | None:

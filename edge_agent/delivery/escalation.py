@@ -12,7 +12,9 @@ it again after an outage, like an event batch).
 
 While the uplink is offline, ``offline: queue`` keeps new escalations waiting (at most
 ``queue_max`` unanswered per pipeline; more are dropped) and ``offline: drop`` drops them;
-both are counted. The result comes back on the uplink's thread (``EscalationDesk.answered``):
+both are counted. When the pipeline collects (``collect:``), what is sent is also kept as a
+sample (reason ``escalated``, within the collector's caps) and the escalation names it. The
+result comes back on the uplink's thread (``EscalationDesk.answered``):
 an answer becomes a reconciled event (kind ``escalation``, linked to the edge event), which
 the pipeline emits between two samples through the same path as its own events, so local
 actions can match it; a refusal is counted by reason and emits nothing.
@@ -35,8 +37,9 @@ from pydantic import ValidationError
 
 from edge_agent.delivery.escalation_config import EscalateConfig
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.spool import PendingSample, Spool
 from edge_agent.inference.postprocess import Detection
-from edge_agent.pipelines.collect import Encoder, Kept
+from edge_agent.pipelines.collect import Collector, Encoder, Kept
 from shared.errors import StorageError
 from shared.escalations import MAX_ESCALATION_BYTES, Escalation, EscalationResult
 from shared.messages import Event, ModelRef, encode, new_event_id
@@ -106,6 +109,8 @@ class _Input:
     escalator: Escalator
     kept: Kept
     chosen: Detection | None
+    sample: bool
+    """Also keep what is sent as a sample (reason ``escalated``): the collector admitted it."""
 
 
 class Escalator:
@@ -143,14 +148,17 @@ class Escalator:
         event_id: str | None = None,
         detections: Sequence[Detection] = (),
         chosen: Detection | None = None,
+        collector: Collector | None = None,
     ) -> None:
         """An input whose score is in the band (the caller checked): escalate it if the
-        budget allows. ``chosen``: the unsure detection of a frame (its crop is sent)."""
+        budget allows. ``chosen``: the unsure detection of a frame (its crop is sent). The
+        pipeline's ``collector``, if any, keeps what is sent as a sample, caps permitting."""
         if not self._bucket.take():
             self.counters.dropped_budget += 1
             return
         kept = Kept(data.copy(), score, label, ts, "escalated", model, event_id, detections)
-        if not self._desk.submit(_Input(self, kept, chosen)):
+        sample = collector is not None and collector.admit("escalated", ts)
+        if not self._desk.submit(_Input(self, kept, chosen, sample)):
             self.counters.dropped_offline += 1
 
     def offer_detections(
@@ -160,6 +168,7 @@ class Escalator:
         ts: float,
         model: ModelRef,
         event_id: str | None,
+        collector: Collector | None = None,
     ) -> None:
         """A camera frame: escalated for its first detection in the band, if any."""
         lo, hi = self.lo, self.hi
@@ -167,7 +176,7 @@ class Escalator:
         if unsure is not None:
             self.offer(
                 frame, unsure.score, unsure.label, ts, model,
-                event_id=event_id, detections=detections, chosen=unsure,
+                event_id=event_id, detections=detections, chosen=unsure, collector=collector,
             )  # fmt: skip
 
     def take_answers(self) -> list[Event]:
@@ -175,8 +184,11 @@ class Escalator:
         answers = self.answers
         return [answers.popleft() for _ in range(len(answers))]
 
-    def escalation(self, item: _Input, agent_id: str) -> Escalation | None:
-        """The message for one input; None (counted) if nothing of it may or can leave."""
+    def escalation(
+        self, item: _Input, agent_id: str
+    ) -> tuple[Escalation, SampleMeta, bytes] | None:
+        """The message for one input, and the sample of what it sends; None (counted) if
+        nothing of it may or can leave."""
         samples = self._encoder(item.kept, agent_id)
         meta, blob = _pick(samples, item.chosen)
         if meta is None:
@@ -186,7 +198,7 @@ class Escalator:
             self.counters.refused["too large"] += 1
             return None
         kept = item.kept
-        return Escalation(
+        escalation = Escalation(
             id=new_event_id(),
             agent_id=agent_id,
             pipeline=self.pipeline,
@@ -195,12 +207,14 @@ class Escalator:
             label=kept.label,
             score=kept.score,
             event_id=kept.event_id,
+            sample_id=meta.id if item.sample else None,
             kind=meta.kind,
             window=meta.window,
             image=meta.image,
             privacy=meta.privacy,
             data=base64.b64encode(blob).decode("ascii"),
         )
+        return escalation, meta, blob
 
     def answered(self, result: EscalationResult, escalation: Escalation) -> None:
         """The cloud's result for one of ours: count it; an answer becomes an event."""
@@ -273,9 +287,16 @@ class EscalationDesk:
     both to the pipeline's escalator.
     """
 
-    def __init__(self, agent_id: str, outbox: Outbox, online: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        outbox: Outbox,
+        online: Callable[[], bool],
+        spool: Spool | None = None,
+    ) -> None:
         self.agent_id = agent_id
         self._outbox = outbox
+        self._spool = spool
         self._online = online
         self._escalators: dict[str, Escalator] = {}
         self._queue: queue.Queue[_Input | None] = queue.Queue(QUEUE_SIZE)
@@ -358,10 +379,13 @@ class EscalationDesk:
         if len(escalator.waiting) >= config.queue_max:
             counters.dropped_offline += 1
             return
-        escalation = escalator.escalation(item, self.agent_id)
-        if escalation is None:
+        made = escalator.escalation(item, self.agent_id)
+        if made is None:
             return
+        escalation, meta, blob = made
         self._outbox.put_escalation(escalation.id, encode(escalation))
         escalator.waiting.add(escalation.id)
         counters.escalated += 1
         counters.queued += not online
+        if escalation.sample_id is not None and self._spool is not None:
+            self._spool.submit(PendingSample(escalator.pipeline, lambda: [(meta, blob)]))

@@ -30,7 +30,6 @@ from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.escalation import EscalationDesk, Escalator
 from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.delivery.spool import Spool
-from edge_agent.inference.postprocess import Detection
 from edge_agent.inference.slot import LoadedModel, ModelSlot
 from edge_agent.pipelines.collect import CollectConfig, Collector, Encoder
 from edge_agent.pipelines.config import PipelineConfig
@@ -255,14 +254,12 @@ class Pipeline(ABC):
         ts: float,
         ref: ModelRef,
         events: Sequence[Event],
-        detections: Sequence[Detection] = (),
-        chosen: Detection | None = None,
     ) -> None:
-        """An input whose score is in the escalation band, with the events it made."""
+        """A window whose score is in the escalation band, with the events it made."""
         assert self.escalator is not None
         event_id = events[0].id if events else None
         self.escalator.offer(
-            data, score, label, ts, ref, event_id=event_id, detections=detections, chosen=chosen
+            data, score, label, ts, ref, event_id=event_id, collector=self.collector
         )
 
     def _with_answers(self, events: list[Event]) -> list[Event]:

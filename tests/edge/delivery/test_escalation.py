@@ -20,15 +20,17 @@ from edge_agent.delivery.escalation import EscalationDesk, Escalator, TokenBucke
 from edge_agent.delivery.escalation_config import EscalateConfig
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.selection import EventSelector
+from edge_agent.delivery.spool import Spool
 from edge_agent.inference.postprocess import Detection
 from edge_agent.inference.slot import load_slot
-from edge_agent.pipelines.collect import image_encoder, window_encoder
+from edge_agent.pipelines.collect import CollectConfig, Collector, image_encoder, window_encoder
 from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.privacy import PrivacyConfig
 from edge_agent.pipelines.sensor import SensorPipeline
 from shared.errors import ConfigError
 from shared.escalations import Escalation, EscalationResult
 from shared.messages import Event, ModelRef, PipelineSummary, new_event_id
+from shared.samples import SampleMeta
 from tests.edge.conftest import model_section
 
 EDGE = ModelRef(name="vibration-anomaly", version="1.0.0", sha256="0" * 64)
@@ -361,3 +363,38 @@ def test_a_camera_that_lets_no_pixels_out_cannot_escalate(tmp_path: Path) -> Non
         load_config(path)
     path.write_text(text + "    privacy:\n      images: crops\n")
     assert load_config(path).pipelines[0].escalate == EscalateConfig(band=(0.3, 0.6))
+
+
+def test_what_is_sent_is_kept_as_an_escalated_sample_within_the_collectors_caps(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30, max_files=1000, queue_size=100)
+    spool.start()
+    box = outbox(tmp_path)
+    desk = EscalationDesk("gw-1", box, lambda: True, spool)
+    encoder = window_encoder("vib", 12800.0, (), PrivacyConfig())
+    escalator = desk.escalator(EscalateConfig(band=(0.4, 0.6)), "vib", encoder, Clock())
+    collector = Collector(
+        CollectConfig(max_per_minute=2), pipeline="vib", agent_id="gw-1", spool=spool,
+        encoder=encoder,
+    )  # fmt: skip
+    desk.start()
+    for i in range(3):
+        escalator.offer(np.full(64, i, np.float32), 0.5, "imbalance", T0, EDGE, collector=collector)
+    desk.stop()
+    spool.stop()
+    first, second, third = stored(tmp_path)
+    assert third.sample_id is None  # over the collector's cap: sent, not kept
+    assert (collector.counters.kept, collector.counters.capped) == ({"escalated": 2}, 1)
+    samples = {}
+    for entry in spool.oldest(100):
+        meta_line, blob = entry.read()
+        meta = SampleMeta.model_validate_json(meta_line)
+        samples[meta.id] = (meta, blob)
+    assert set(samples) == {first.sample_id, second.sample_id}
+    for escalation in (first, second):
+        assert escalation.sample_id is not None
+        meta, blob = samples[escalation.sample_id]
+        assert (meta.reason, meta.label, meta.score) == ("escalated", "imbalance", 0.5)
+        assert blob == escalation.input_bytes()
+    box.close()
