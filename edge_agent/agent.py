@@ -201,8 +201,9 @@ class Agent:
         """The escalation desk, when a pipeline escalates (it stores into the outbox)."""
         if any(p.escalate is not None for p in self.config.pipelines):
             self.escalations = EscalationDesk(
-                self.config.agent_id, outbox, self._online, self.spool
-            )
+                self.config.agent_id, outbox, self._online, self.spool,
+                max_waiting=max(1, self.config.outbox.max_unacked_batches // 2),
+            )  # fmt: skip
             self.escalations.start()
 
     def problem(self) -> str | None:

@@ -185,11 +185,11 @@ class PipelineStatus(_EdgeMessage):
     """Answered escalations whose cloud label was the edge's."""
     escalations_dropped_budget: Count = 0
     escalations_dropped_offline: Count = 0
-    """Dropped while the cloud did not answer (``offline: drop``, or ``queue_max`` reached)."""
+    """Dropped while the cloud did not answer (``offline: drop``, or too many unanswered)."""
     escalations_queued: Count = 0
     """Escalated while the uplink was offline (they wait in the outbox)."""
     escalations_refused: Count = 0
-    """Refused by the cloud (any reason), or not sendable under the privacy policy."""
+    """Refused by the cloud (any reason), or not sendable here (privacy policy, size)."""
 
 
 class ConfigOverlay(_EdgeMessage):

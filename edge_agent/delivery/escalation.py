@@ -282,9 +282,11 @@ def _pick(
 class EscalationDesk:
     """The agent's escalations: one thread that encodes and stores them, and the results.
 
-    ``online`` says whether the uplink is connected. ``answered`` is the uplink's handler
-    for a result (its sender thread): it takes the escalation out of the outbox and hands
-    both to the pipeline's escalator.
+    ``online`` says whether the uplink is connected. ``max_waiting`` bounds the unanswered
+    escalations of all pipelines together: the uplink's window of unacknowledged batches
+    is shared with the events, which a cloud model runner that is down must not block.
+    ``answered`` is the uplink's handler for a result (its sender thread): it takes the
+    escalation out of the outbox and hands both to the pipeline's escalator.
     """
 
     def __init__(
@@ -293,10 +295,13 @@ class EscalationDesk:
         outbox: Outbox,
         online: Callable[[], bool],
         spool: Spool | None = None,
+        *,
+        max_waiting: int = 128,
     ) -> None:
         self.agent_id = agent_id
         self._outbox = outbox
         self._spool = spool
+        self._max_waiting = max_waiting
         self._online = online
         self._escalators: dict[str, Escalator] = {}
         self._queue: queue.Queue[_Input | None] = queue.Queue(QUEUE_SIZE)
@@ -376,7 +381,8 @@ class EscalationDesk:
         if not online and config.offline == "drop":
             counters.dropped_offline += 1
             return
-        if len(escalator.waiting) >= config.queue_max:
+        waiting = sum(len(e.waiting) for e in self._escalators.values())
+        if len(escalator.waiting) >= config.queue_max or waiting >= self._max_waiting:
             counters.dropped_offline += 1
             return
         made = escalator.escalation(item, self.agent_id)

@@ -18,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import generate_latest
 
 from cloud_api.ingest.worker import IngestWorker
 from edge_agent.agent import Agent
@@ -233,6 +234,7 @@ def test_a_refused_escalation_is_counted_and_emits_nothing(
         wait_until(lambda: status(agent).escalations_refused >= 2, "two refusals")
         wait_until(agent.sources_done, "the source to end")
         wait_until(agent.done, "every event delivered")
+        metrics = generate_latest(agent.registry).decode()
     finally:
         agent.stop()
         responder.close()
@@ -243,5 +245,7 @@ def test_a_refused_escalation_is_counted_and_emits_nothing(
     (escalator,) = [p.escalator for p in agent.pipelines if p.escalator is not None]
     assert escalator.counters.refused == {"no cloud model for pipeline spindle": final.escalated}
     assert reconciled(subscriber, config.agent_id) == []
+    refused_metric = 'aiot_edge_pipeline_escalations_refused_total{pipeline="spindle"}'
+    assert f"{refused_metric} {float(final.escalated)}" in metrics
     assert any(e.kind == "anomaly" for e in subscriber.events(config.agent_id))
     subscriber.close()

@@ -398,3 +398,25 @@ def test_what_is_sent_is_kept_as_an_escalated_sample_within_the_collectors_caps(
         assert (meta.reason, meta.label, meta.score) == ("escalated", "imbalance", 0.5)
         assert blob == escalation.input_bytes()
     box.close()
+
+
+def test_all_pipelines_together_keep_at_most_max_waiting_unanswered(tmp_path: Path) -> None:
+    box = outbox(tmp_path)
+    desk = EscalationDesk("gw-1", box, lambda: True, max_waiting=3)
+    config = EscalateConfig(band=(0.4, 0.6), queue_max=10, budget_per_min=100)
+    one, two = (
+        desk.escalator(config, name, window_encoder(name, 12800.0, (), PrivacyConfig()), Clock())
+        for name in ("one", "two")
+    )
+    desk.start()
+    offer(one, 2)
+    desk.flush()
+    offer(two, 2)
+    desk.flush()
+    assert (one.counters.escalated, two.counters.escalated) == (2, 1)
+    assert two.counters.dropped_offline == 1
+    desk.answered(answer(stored(tmp_path)[0], label="imbalance"))
+    offer(two, 1)
+    desk.stop()
+    assert two.counters.escalated == 2
+    box.close()
