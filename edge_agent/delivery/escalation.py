@@ -184,37 +184,32 @@ class Escalator:
         answers = self.answers
         return [answers.popleft() for _ in range(len(answers))]
 
-    def escalation(
-        self, item: _Input, agent_id: str
-    ) -> tuple[Escalation, SampleMeta, bytes] | None:
-        """The message for one input, and the sample of what it sends; None (counted) if
-        nothing of it may or can leave."""
-        samples = self._encoder(item.kept, agent_id)
-        meta, blob = _pick(samples, item.chosen)
-        if meta is None:
-            self.counters.refused["privacy"] += 1
-            return None
-        if len(blob) > MAX_ESCALATION_BYTES:
-            self.counters.refused["too large"] += 1
-            return None
+    def encode(self, item: _Input, agent_id: str) -> tuple[SampleMeta, bytes] | None:
+        """The input as a sample would hold it: the crop of the chosen detection, or the
+        frame or window; None if the privacy policy lets nothing of it leave."""
+        return _pick(self._encoder(item.kept, agent_id), item.chosen)
+
+    def message(
+        self, item: _Input, meta: SampleMeta, blob: bytes, sample_id: str | None
+    ) -> Escalation:
+        """The escalation of one encoded input (``sample_id``: the sample kept of it)."""
         kept = item.kept
-        escalation = Escalation(
+        return Escalation(
             id=new_event_id(),
-            agent_id=agent_id,
+            agent_id=meta.agent_id,
             pipeline=self.pipeline,
             ts=meta.ts,
             model=kept.model,
             label=kept.label,
             score=kept.score,
             event_id=kept.event_id,
-            sample_id=meta.id if item.sample else None,
+            sample_id=sample_id,
             kind=meta.kind,
             window=meta.window,
             image=meta.image,
             privacy=meta.privacy,
             data=base64.b64encode(blob).decode("ascii"),
         )
-        return escalation, meta, blob
 
     def answered(self, result: EscalationResult, escalation: Escalation) -> None:
         """The cloud's result for one of ours: count it; an answer becomes an event."""
@@ -267,16 +262,15 @@ def reconciled_event(result: EscalationResult, escalation: Escalation, agree: bo
 
 def _pick(
     samples: list[tuple[SampleMeta, bytes]], chosen: Detection | None
-) -> tuple[SampleMeta | None, bytes]:
-    """The sample to send: the crop of the chosen detection if there is one, else the first."""
-    if not samples:
-        return None, b""
+) -> tuple[SampleMeta, bytes] | None:
+    """The sample to send: the crop of the chosen detection if there is one, else the first
+    (a window, or the frame); None when there is none."""
     if chosen is not None:
         for meta, blob in samples:
             shown = meta.image.detections[:1] if meta.image is not None else []
             if any(d.label == chosen.label and abs(d.score - chosen.score) < 1e-6 for d in shown):
                 return meta, blob
-    return samples[0]
+    return samples[0] if samples else None
 
 
 class EscalationDesk:
@@ -375,23 +369,39 @@ class EscalationDesk:
         self._queue.task_done()
 
     def _store(self, item: _Input) -> None:
+        """Put one input in the outbox, as the offline policy and bounds allow; keep it as
+        a sample if the collector admitted it (whether or not it is sent)."""
         escalator = item.escalator
-        counters, config = escalator.counters, escalator.config
+        counters = escalator.counters
         online = self._online()
-        if not online and config.offline == "drop":
+        send = self._may_send(escalator, online)
+        if not send:
             counters.dropped_offline += 1
+            if not item.sample:
+                return
+        encoded = escalator.encode(item, self.agent_id)
+        if encoded is None:
+            counters.refused["privacy"] += send
             return
-        waiting = sum(len(e.waiting) for e in self._escalators.values())
-        if len(escalator.waiting) >= config.queue_max or waiting >= self._max_waiting:
-            counters.dropped_offline += 1
+        meta, blob = encoded
+        kept = item.sample and self._spool is not None
+        if kept and self._spool is not None:
+            self._spool.submit(PendingSample(escalator.pipeline, lambda: [(meta, blob)]))
+        if not send:
             return
-        made = escalator.escalation(item, self.agent_id)
-        if made is None:
+        if len(blob) > MAX_ESCALATION_BYTES:
+            counters.refused["too large"] += 1
             return
-        escalation, meta, blob = made
+        escalation = escalator.message(item, meta, blob, meta.id if kept else None)
         self._outbox.put_escalation(escalation.id, encode(escalation))
         escalator.waiting.add(escalation.id)
         counters.escalated += 1
         counters.queued += not online
-        if escalation.sample_id is not None and self._spool is not None:
-            self._spool.submit(PendingSample(escalator.pipeline, lambda: [(meta, blob)]))
+
+    def _may_send(self, escalator: Escalator, online: bool) -> bool:
+        """Whether an escalation may wait for its answer: online, or ``offline: queue``;
+        fewer than ``queue_max`` of the pipeline's and ``max_waiting`` of all unanswered."""
+        if not online and escalator.config.offline == "drop":
+            return False
+        waiting = sum(len(e.waiting) for e in self._escalators.values())
+        return len(escalator.waiting) < escalator.config.queue_max and waiting < self._max_waiting

@@ -420,3 +420,27 @@ def test_all_pipelines_together_keep_at_most_max_waiting_unanswered(tmp_path: Pa
     desk.stop()
     assert two.counters.escalated == 2
     box.close()
+
+
+def test_an_escalated_input_dropped_offline_is_still_kept_as_a_sample(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30, max_files=1000, queue_size=100)
+    spool.start()
+    box = outbox(tmp_path)
+    desk = EscalationDesk("gw-1", box, lambda: False, spool)
+    encoder = window_encoder("vib", 12800.0, (), PrivacyConfig())
+    escalator = desk.escalator(
+        EscalateConfig(band=(0.4, 0.6), offline="drop"), "vib", encoder, Clock()
+    )
+    collector = Collector(
+        CollectConfig(), pipeline="vib", agent_id="gw-1", spool=spool, encoder=encoder
+    )
+    desk.start()
+    escalator.offer(np.ones(64, np.float32), 0.5, "imbalance", T0, EDGE, collector=collector)
+    desk.stop()
+    spool.stop()
+    assert stored(tmp_path) == []
+    assert (escalator.counters.escalated, escalator.counters.dropped_offline) == (0, 1)
+    ((meta_line, blob),) = [entry.read() for entry in spool.oldest(10)]
+    assert SampleMeta.model_validate_json(meta_line).reason == "escalated"
+    assert np.array_equal(np.load(io.BytesIO(blob)), np.ones(64))
+    box.close()
