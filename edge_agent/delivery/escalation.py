@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from edge_agent.delivery.escalation_config import EscalateConfig
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.spool import PendingSample, Spool
+from edge_agent.delivery.token_bucket import TokenBucket
 from edge_agent.inference.postprocess import Detection
 from edge_agent.pipelines.collect import Collector, Encoder, Kept
 from shared.errors import StorageError
@@ -51,31 +52,6 @@ EVENT_KIND = "escalation"
 """The kind of a reconciled event."""
 QUEUE_SIZE = 64
 """Escalated inputs waiting for the escalation thread; more are dropped (counted offline)."""
-MINUTE_S = 60.0
-
-
-class TokenBucket:
-    """``per_minute`` tokens a minute, at most ``per_minute`` at once (a full bucket first)."""
-
-    __slots__ = ("_capacity", "_clock", "_last", "_rate", "_tokens")
-
-    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._capacity = float(per_minute)
-        self._rate = per_minute / MINUTE_S
-        self._tokens = self._capacity
-        self._clock = clock
-        self._last = clock()
-
-    def take(self) -> bool:
-        """Take one token if there is one."""
-        now = self._clock()
-        tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if tokens < 1.0:
-            self._tokens = tokens
-            return False
-        self._tokens = tokens - 1.0
-        return True
 
 
 @dataclass(slots=True)

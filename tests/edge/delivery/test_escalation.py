@@ -16,11 +16,12 @@ import pytest
 from pydantic import ValidationError
 
 from edge_agent.config import load_config
-from edge_agent.delivery.escalation import EscalationDesk, Escalator, TokenBucket
+from edge_agent.delivery.escalation import EscalationDesk, Escalator
 from edge_agent.delivery.escalation_config import EscalateConfig
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.selection import EventSelector
 from edge_agent.delivery.spool import Spool
+from edge_agent.delivery.token_bucket import TokenBucket
 from edge_agent.inference.postprocess import Detection
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.collect import CollectConfig, Collector, image_encoder, window_encoder
