@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+import models
 from edge_agent.config import load_config
 from edge_agent.delivery.escalation import EscalationDesk, Escalator
 from edge_agent.delivery.escalation_config import EscalateConfig
@@ -28,6 +29,7 @@ from edge_agent.pipelines.collect import CollectConfig, Collector, image_encoder
 from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.privacy import PrivacyConfig
 from edge_agent.pipelines.sensor import SensorPipeline
+from edge_agent.pipelines.vision import VisionPipeline
 from shared.errors import ConfigError
 from shared.escalations import Escalation, EscalationResult
 from shared.messages import Event, ModelRef, PipelineSummary, new_event_id
@@ -444,4 +446,48 @@ def test_an_escalated_input_dropped_offline_is_still_kept_as_a_sample(tmp_path: 
     ((meta_line, blob),) = [entry.read() for entry in spool.oldest(10)]
     assert SampleMeta.model_validate_json(meta_line).reason == "escalated"
     assert np.array_equal(np.load(io.BytesIO(blob)), np.ones(64))
+    box.close()
+
+
+def test_a_camera_pipeline_escalates_blurred_crops_linked_to_its_object_events(
+    tmp_path: Path,
+) -> None:
+    """The real detector on a synthetic street: every detection is unsure (band [0.5, 1]);
+    each frame escalates a crop of its first one, people blurred, and the frame that starts
+    an object's event links it."""
+    manifest = Path(models.__file__).resolve().parent / "manifest.json"
+    config = PipelineConfig.model_validate(
+        {
+            "name": "gate",
+            "source": {
+                "type": "synthetic_scene", "fps": 10, "speed": 0, "seed": 3, "duration_s": 2,
+                "actors": [{"label": "person", "enter_s": 0, "start_xy": [300, 200],
+                            "velocity": [0, 0], "size": [40, 110]}],
+            },
+            "model": {"name": "scene-detector", "manifest": str(manifest)},
+            "vision": {"motion": {"enabled": False}},
+            "filters": [],
+            "privacy": {"images": "crops", "blur": ["person"]},
+            "escalate": {"band": [0.5, 1.0], "budget_per_min": 10_000},
+        }
+    )  # fmt: skip
+    box = outbox(tmp_path)
+    desk = EscalationDesk("gw-1", box, lambda: True)
+    pipeline = VisionPipeline(
+        config, load_slot(config.model, config.runtime), agent_id="gw-1", escalations=desk
+    )
+    desk.start()
+    events = []
+    for sample in pipeline.source.samples(threading.Event()):
+        events += pipeline.process_sample(sample)
+    desk.stop()
+    sent = stored(tmp_path)
+    assert len(sent) >= 10
+    assert {e.label for e in sent} == {"person"}
+    for escalation in sent:
+        assert escalation.image is not None
+        assert (escalation.kind, escalation.image.region) == ("image", "crop")
+        assert escalation.image.blurred >= 1
+    start = next(e for e in events if e.kind == "object" and e.state == "start")
+    assert start.id in {e.event_id for e in sent}
     box.close()
