@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -24,6 +25,7 @@ from cloud_api.ingest.worker import IngestWorker
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from edge_agent.delivery.escalation_config import EscalateConfig
+from edge_agent.pipelines.config import PipelineConfig
 from shared.escalations import Escalation, EscalationResult
 from shared.messages import Event, ModelRef, PipelineStatus, encode
 from shared.topics import Channel, Topic, subscription
@@ -45,6 +47,11 @@ def agreeing(escalation: Escalation) -> EscalationResult:
         pipeline=escalation.pipeline, ts=datetime.now(UTC), outcome="answered",
         model=CLOUD, label=escalation.label, score=0.99, inference_ms=1.0,
     )  # fmt: skip
+
+
+def disagreeing(escalation: Escalation) -> EscalationResult:
+    """The cloud model sees another fault than the edge did."""
+    return agreeing(escalation).model_copy(update={"label": "misalignment", "score": 0.8})
 
 
 def refusing(escalation: Escalation) -> EscalationResult:
@@ -92,12 +99,15 @@ class Responder:
         self._client.loop_stop()
 
 
-def escalating(config: AgentConfig, **escalate: Any) -> AgentConfig:
+def escalating(
+    config: AgentConfig, actions: list[dict[str, Any]] | None = None, **escalate: Any
+) -> AgentConfig:
     (pipeline,) = config.pipelines
-    section = EscalateConfig.model_validate(escalate)
-    return config.model_copy(
-        update={"pipelines": [pipeline.model_copy(update={"escalate": section})]}
-    )
+    update: dict[str, Any] = {"escalate": EscalateConfig.model_validate(escalate)}
+    if actions is not None:
+        section = pipeline.model_dump(exclude={"escalate"}) | {"actions": actions}
+        update["actions"] = PipelineConfig.model_validate(section).actions
+    return config.model_copy(update={"pipelines": [pipeline.model_copy(update=update)]})
 
 
 def status(agent: Agent) -> PipelineStatus:
@@ -151,15 +161,22 @@ def test_the_budget_holds_under_a_burst_and_the_answers_link_to_edge_events(
 
 
 def test_every_unsure_input_of_an_incident_is_answered_and_linked(
-    broker: Mosquitto, ingest: IngestWorker, agent_config: AgentConfigFactory
+    broker: Mosquitto, ingest: IngestWorker, agent_config: AgentConfigFactory, tmp_path: Path
 ) -> None:
     """With budget to spare, the window that starts each incident is escalated too: its
-    reconciled event carries the start event's id."""
+    reconciled event carries the start event's id. The cloud disagrees, and a local action
+    that matches disagreements acts on every reconciled event."""
+    acted = tmp_path / "disagreements.txt"
+    action = {
+        "type": "command", "on": ["instant"], "kinds": ["escalation"], "when": "agree == no",
+        "argv": ["sh", "-c", f'echo "$AIOT_EVENT_ID" >> {acted}'],
+    }  # fmt: skip
     config = escalating(
-        agent_config(broker.url, duration_s=25, speed=5), band=(0.5, 1.0), budget_per_min=10_000
-    )
+        agent_config(broker.url, duration_s=25, speed=5), [action],
+        band=(0.5, 1.0), budget_per_min=10_000,
+    )  # fmt: skip
     subscriber = Subscriber(broker, config.agent_id)
-    responder = Responder(broker, agreeing)
+    responder = Responder(broker, disagreeing)
     agent = Agent(config)
     agent.start()
     try:
@@ -174,8 +191,12 @@ def test_every_unsure_input_of_an_incident_is_answered_and_linked(
     events = subscriber.events(config.agent_id)
     starts = {e.id for e in events if e.kind == "anomaly" and e.state == "start"}
     assert len(starts) == 2
-    linked = {e.attributes.get("edge_event_id") for e in reconciled(subscriber, config.agent_id)}
+    answers = reconciled(subscriber, config.agent_id)
+    linked = {e.attributes.get("edge_event_id") for e in answers}
     assert starts <= linked
+    assert {e.attributes["agree"] for e in answers} == {False}
+    assert final.escalations_agreed == 0
+    assert set(acted.read_text().split()) == {e.id for e in answers}
     subscriber.close()
 
 
