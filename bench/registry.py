@@ -44,6 +44,12 @@ TOTAL_BUDGET_S = total_budget_s(pg_events())
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("edge", "edge pipeline", "bench.edge:bench_edge", 60),
     Benchmark("collect", "edge collection cost", "bench.collect:bench_collect", 60),
+    Benchmark(
+        "escalation-edge",
+        "edge escalation cost",
+        "bench.escalation_edge:bench_escalation_edge",
+        60,
+    ),
     Benchmark("sources", "sensor sources + windows", "bench.sources:bench_sources", 90),
     Benchmark("scorer", "edge pipeline, score model", "bench.scorer:bench_scorer", 30),
     Benchmark("camera", "camera pipeline", "bench.camera:bench_camera_throughput", 150),

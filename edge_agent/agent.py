@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.delivery.action_workers import Actions
+from edge_agent.delivery.escalation import EscalationDesk
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.delivery.spool import Spool
@@ -60,6 +61,7 @@ class Agent:
         self.remote_config: RemoteConfig | None = None
         self.spool: Spool | None = None
         self.uploader: Uploader | None = None
+        self.escalations: EscalationDesk | None = None
 
     def start(self) -> None:
         """Bring the agent up; raises ConfigError, ModelError or StorageError if it cannot."""
@@ -78,6 +80,7 @@ class Agent:
         )
         self.actions.start()
         self._start_samples()
+        self._start_escalations(self.outbox)
         self.pipelines = [
             (VisionPipeline if p.is_camera else SensorPipeline)(
                 p,
@@ -85,6 +88,7 @@ class Agent:
                 agent_id=cfg.agent_id,
                 actions=self.actions,
                 spool=self.spool,
+                escalations=self.escalations,
             )
             for p in cfg.pipelines
         ]
@@ -102,6 +106,7 @@ class Agent:
             desired=updater.submit if updater is not None else None,
             refused=updater.refuse_message if updater is not None else None,
             overlay=self.remote_config.submit,
+            answered=self.escalations.answered if self.escalations is not None else None,
         )
         self.uplink.start()
         if updater is not None:
@@ -143,6 +148,8 @@ class Agent:
         if self.actions is not None:
             self.actions.stop()  # after the pipelines, so their closing events still act
             self.actions = None
+        if self.escalations is not None:
+            self.escalations.stop()  # stores what the pipelines escalated last
         if self.spool is not None:
             self.spool.stop()  # writes what the pipelines kept last
         if self.uploader is not None:
@@ -189,6 +196,15 @@ class Agent:
             )
             self.uploader = Uploader(self.spool, target)
             self.uploader.start()
+
+    def _start_escalations(self, outbox: Outbox) -> None:
+        """The escalation desk, when a pipeline escalates (it stores into the outbox)."""
+        if any(p.escalate is not None for p in self.config.pipelines):
+            self.escalations = EscalationDesk(
+                self.config.agent_id, outbox, self._online, self.spool,
+                max_waiting=max(1, self.config.outbox.max_unacked_batches // 2),
+            )  # fmt: skip
+            self.escalations.start()
 
     def problem(self) -> str | None:
         """None while the agent works, else why not: the liveness probe's and systemd
@@ -310,6 +326,9 @@ class Agent:
             return None
         c = updater.counters
         return UpdateHealth(dict(c.outcomes), c.swaps, c.refused_messages)
+
+    def _online(self) -> bool:
+        return self.uplink is not None and self.uplink.connected
 
     def _dropped(self) -> int:
         return self.outbox.dropped if self.outbox is not None else 0

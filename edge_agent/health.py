@@ -83,6 +83,7 @@ class AgentCollector:
         status = self._status()
         yield from _pipeline_metrics(status)
         yield from _collection_metrics(status)
+        yield from _escalation_metrics(status)
         yield from _agent_metrics(status, self._dropped())
         updates = self._updates()
         if updates is not None:
@@ -141,6 +142,24 @@ def _collection_metrics(status: AgentStatus) -> Iterator[Metric]:
         "Samples dropped unsent by the spool bounds",
         status.spool_dropped,
     )
+
+
+def _escalation_metrics(status: AgentStatus) -> Iterator[Metric]:
+    """What each pipeline's ``escalate:`` did: sent, answered, agreed, dropped, refused."""
+    per_pipeline = {
+        "escalated": "Inputs escalated to the cloud model",
+        "escalations_answered": "Escalations the cloud model answered",
+        "escalations_agreed": "Answered escalations whose cloud label was the edge's",
+        "escalations_dropped_budget": "Escalations the per-minute budget dropped",
+        "escalations_dropped_offline": "Escalations dropped while the cloud did not answer",
+        "escalations_queued": "Escalations queued while the uplink was offline",
+        "escalations_refused": "Escalations refused (by the cloud, or the privacy policy)",
+    }
+    for field, help_text in per_pipeline.items():
+        family = CounterMetricFamily(f"aiot_edge_pipeline_{field}", help_text, labels=["pipeline"])
+        for p in status.pipelines:
+            family.add_metric([p.name], getattr(p, field))
+        yield family
 
 
 def _agent_metrics(status: AgentStatus, dropped: int) -> Iterator[Metric]:

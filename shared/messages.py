@@ -178,6 +178,18 @@ class PipelineStatus(_EdgeMessage):
     """Its samples waiting in the agent's spool for upload."""
     samples_uploaded: Count = 0
     sample_bytes_uploaded: Count = 0
+    escalated: Count = 0
+    """Inputs its ``escalate:`` band sent to the cloud model (put in the outbox)."""
+    escalations_answered: Count = 0
+    escalations_agreed: Count = 0
+    """Answered escalations whose cloud label was the edge's."""
+    escalations_dropped_budget: Count = 0
+    escalations_dropped_offline: Count = 0
+    """Dropped while the cloud did not answer (``offline: drop``, or too many unanswered)."""
+    escalations_queued: Count = 0
+    """Escalated while the uplink was offline (they wait in the outbox)."""
+    escalations_refused: Count = 0
+    """Refused by the cloud (any reason), or not sendable here (privacy policy, size)."""
 
 
 class ConfigOverlay(_EdgeMessage):

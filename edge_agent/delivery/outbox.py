@@ -1,8 +1,9 @@
 """The durable outbox: everything bound for the cloud waits here until the cloud has it.
 
-It holds typed payloads: events (published many to an ``EventBatch``) and pipeline summaries
-(published one per message). Each row has a ``kind``, an ``item_id`` (the event's own id, or
-the summary's ``batch_id``) and the payload's JSON as it goes on the wire.
+It holds typed payloads: events (published many to an ``EventBatch``), pipeline summaries
+and escalations (published one per message; an escalation leaves with the cloud's result).
+Each row has a ``kind``, an ``item_id`` (the event's own id, the summary's ``batch_id``, the
+escalation's id) and the payload's JSON as it goes on the wire.
 
 SQLite in WAL mode: ``put`` commits before it returns, so what it stored survives kill -9
 (pipelines hand their events to ``outbox_writer.OutboxWriter``, which stores them here a few
@@ -13,7 +14,8 @@ and survives power loss too, at the cost of one disk flush per put (about 1.5 ms
 disks).
 
 Delivery is end to end (DESIGN §3): ``next_batch`` *leases* rows in order of (priority,
-arrival), a run of events or a single summary, so a batch in flight is not sent twice by us;
+arrival), a run of events or a single summary or escalation, so a batch in flight is not
+sent twice by us;
 a lease lasts until the cloud acknowledges the batch (``ack`` deletes the rows: the ingest
 transaction committed, or the cloud dead-lettered it) or until the uplink gives it back
 (``release``: no ack within the timeout, a refused publish, a reconnect). The broker's PUBACK
@@ -32,6 +34,8 @@ transaction as the events that change it:
 Drop policy, when a bound is exceeded: rows older than ``max_age_s`` are dropped first,
 then, while the stored bytes exceed ``max_bytes``, the oldest rows of the lowest priority
 (the highest ``priority`` number). Every drop is counted in ``dropped``.
+
+(Over 400 lines: one class, the SQLite file's every statement in one place.)
 """
 
 from __future__ import annotations
@@ -51,10 +55,12 @@ from shared.messages import Event, PipelineSummary, encode, new_event_id
 
 PRIORITY_ALERT = 0
 """Alerts (anomaly events) go first."""
+PRIORITY_ESCALATION = 5
+"""Escalations (``edge_agent.delivery.escalation``) go after events, before summaries."""
 PRIORITY_SUMMARY = 10
 """Summaries wait behind every event and are the first to go when the outbox is full."""
 
-PayloadKind = Literal["event", "summary"]
+PayloadKind = Literal["event", "summary", "escalation"]
 
 _SCHEMA_VERSION = 3
 _SCHEMA = """
@@ -173,6 +179,25 @@ class Outbox:
         batch_id = new_event_id()
         payload = encode(summary.model_copy(update={"batch_id": batch_id}))
         return self._insert([(batch_id, "summary", payload)], priority)
+
+    def put_escalation(self, item_id: str, payload: bytes) -> int:
+        """Store one encoded escalation under its id; it leaves with the cloud's result."""
+        return self._insert([(item_id, "escalation", payload)], PRIORITY_ESCALATION)
+
+    def take(self, item_id: str) -> bytes | None:
+        """Delete one item and return its payload (None if it is no longer here)."""
+        with self._lock:
+            try:
+                with self._transaction():
+                    row = self._db.execute(
+                        "DELETE FROM outbox WHERE item_id = ? RETURNING size, payload", (item_id,)
+                    ).fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(f"outbox take failed: {exc}") from exc
+            if row is None:
+                return None
+            self._bytes -= row[0]
+            return bytes(row[1])
 
     def next_seq(self, pipeline: str) -> int:
         """The ``seq`` of the pipeline's next event: one past the last one ever stored."""

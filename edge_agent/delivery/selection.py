@@ -4,8 +4,9 @@ attribute condition such as ``occupancy >= 5`` (pure; parsed once, when the conf
 "Switch the signal when the queue in zone A reaches 5" is
 ``{on: [instant], kinds: [zone], zones: [A], when: "occupancy >= 5"}``. A condition
 compares one event attribute with a number (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``)
-or a word (``==``, ``!=``); an event without the attribute, or with a value of another
-kind, does not match.
+or a word (``==``, ``!=``; a yes/no attribute compares with true/yes or false/no, as in
+``agree == no`` on an escalation's reconciled event); an event without the attribute, or
+with a value of another kind, does not match.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ _NUMERIC: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
     "==": operator.eq, "!=": operator.ne,
 }  # fmt: skip
+
+
+_TRUTH = {"true": True, "yes": True, "false": False, "no": False}
+"""How a condition names the values of a yes/no attribute: ``agree == no``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +61,16 @@ class Condition:
         actual = event.attributes.get(self.name)
         if actual is None:
             return False
+        if isinstance(actual, bool):  # a yes/no attribute (an escalation's ``agree``)
+            truth = _TRUTH.get(str(self.value).lower())
+            return (
+                truth is not None
+                and self.op in ("==", "!=")
+                and (actual == truth) == (self.op == "==")
+            )
         if isinstance(self.value, str):
             return (str(actual) == self.value) == (self.op == "==")
-        if isinstance(actual, bool) or not isinstance(actual, int | float):
+        if not isinstance(actual, int | float):
             return False
         return _NUMERIC[self.op](float(actual), self.value)
 

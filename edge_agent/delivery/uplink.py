@@ -18,6 +18,8 @@ batch without an ack when the connection comes back, is given back to the outbox
 again; ingest is idempotent, so a resend costs a lookup, never a duplicate. At most
 ``max_unacked_batches`` wait for an ack.
 The time from publish to ack is the measured edge -> cloud round trip (status and metrics).
+An escalation goes alone on ``escalations``; its ``EscalationResult`` is its ack, handed to
+``answered`` on the sender thread (which takes the escalation out of the outbox).
 
 With a ``desired`` handler the uplink also subscribes (QoS 1, on every connect) to the agent's
 retained ``desired`` topic and hands each valid ``DesiredState`` to it; a message that does
@@ -49,9 +51,11 @@ from edge_agent.delivery.outbox import Outbox, OutboxItem
 from edge_agent.mqtt_client import make_client
 from edge_agent.validation import first_error
 from shared.errors import StorageError
+from shared.escalations import EscalationResult
 from shared.messages import (
     Acks,
     AgentStatus,
+    BatchAck,
     DesiredState,
     encode,
     encode_event_batch,
@@ -66,6 +70,7 @@ _IDLE_WAIT_S = 0.05
 """How long the sender sleeps when there is nothing to do (bounds event latency)."""
 _WAKE: tuple[int, int, None] = (-1, 0, None)
 """An inbox item that only wakes the sender (no mid is negative)."""
+_Arrival = tuple[int, int, Acks | EscalationResult | None]
 _NO_MATCHING_SUBSCRIBERS = 16
 """MQTT 5 PUBACK reason: accepted, but nobody subscribed (e.g. ingest not back yet)."""
 
@@ -101,6 +106,7 @@ class Uplink:
         desired: Callable[[DesiredState], None] | None = None,
         refused: Callable[[str], None] | None = None,
         overlay: Callable[[bytes], None] | None = None,
+        answered: Callable[[EscalationResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
@@ -116,6 +122,9 @@ class Uplink:
         self._refused = refused
         self._config_topic = str(Topic(config.agent_id, Channel.CONFIG))
         self._overlay = overlay
+        self._escalations_topic = str(Topic(config.agent_id, Channel.ESCALATIONS))
+        self._results_topic = str(Topic(config.agent_id, Channel.ESCALATION_RESULT))
+        self._answered = answered
         self._clock = clock
         self._max_inflight = config.outbox.max_inflight_batches
         self._max_unacked = config.outbox.max_unacked_batches
@@ -124,8 +133,8 @@ class Uplink:
         self._inflight: dict[int, str] = {}
         """mid -> batch id of the batches the broker has not PUBACKed yet."""
         self._unacked = AckWindow(config.outbox.ack_timeout_s)
-        self._inbox: queue.SimpleQueue[tuple[int, int, Acks | None]] = queue.SimpleQueue()
-        """From the network thread: (mid, PUBACK reason code, None) or (0, 0, Acks)."""
+        self._inbox: queue.SimpleQueue[_Arrival] = queue.SimpleQueue()
+        """From the network thread: (mid, PUBACK reason code, None) or (0, 0, an ack)."""
         self._connected = False
         self._ready = False
         """Connected and subscribed to ``acks``: an ack published before that would be lost."""
@@ -225,6 +234,8 @@ class Uplink:
             topics.append((self._desired_topic, 1))
         if self._overlay is not None:
             topics.append((self._config_topic, 1))
+        if self._answered is not None:
+            topics.append((self._results_topic, 1))
         client.subscribe(topics)
         self._status_now.set()
 
@@ -264,8 +275,8 @@ class Uplink:
         self._inbox.put((mid, int(reason.value), None))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == self._acks_topic:
-            self._on_acks(msg.payload)
+        if msg.topic in (self._acks_topic, self._results_topic):
+            self._on_acks(msg.topic, msg.payload)
             return
         if msg.topic == self._config_topic and self._overlay is not None:
             self._overlay(bytes(msg.payload))
@@ -289,14 +300,18 @@ class Uplink:
             return
         self._desired(desired)
 
-    def _on_acks(self, payload: bytes | bytearray) -> None:
+    def _on_acks(self, topic: str, payload: bytes | bytearray) -> None:
+        """Acks, or an escalation's result (its ack), for the sender."""
+        kind: type[Acks] | type[EscalationResult] = (
+            Acks if topic == self._acks_topic else EscalationResult
+        )
         try:
-            acks = Acks.model_validate_json(payload)
+            acks = kind.model_validate_json(payload)
         except ValidationError as exc:
-            log.warning("ignored an invalid message on %s: %s", self._acks_topic, first_error(exc))
+            log.warning("ignored an invalid message on %s: %s", topic, first_error(exc))
             return
         if acks.agent_id != self._config.agent_id:
-            log.warning("ignored acks for agent %r on %s", acks.agent_id, self._acks_topic)
+            log.warning("ignored acks for agent %r on %s", acks.agent_id, topic)
             return
         self._inbox.put((0, 0, acks))
 
@@ -356,9 +371,11 @@ class Uplink:
             self._handle(item)
             handled = True
 
-    def _handle(self, item: tuple[int, int, Acks | None]) -> None:
+    def _handle(self, item: _Arrival) -> None:
         mid, reason, acks = item
-        if acks is not None:
+        if isinstance(acks, EscalationResult):
+            self._escalation_answered(acks)
+        elif acks is not None:
             self._cloud_acked(acks)
         else:
             self._pubacked(mid, reason)
@@ -402,6 +419,13 @@ class Uplink:
             else:
                 self.counters.events_acked += len(batch.ids)
 
+    def _escalation_answered(self, result: EscalationResult) -> None:
+        """The result acks its escalation; the handler takes it out of the outbox."""
+        ack = BatchAck(batch_id=result.escalation_id, outcome="stored")
+        self._unacked.settle([ack], self._clock())
+        if self._answered is not None:
+            self._answered(result)
+
     def _resend(self, batches: list[Pending], why: str) -> None:
         """Give batches back to the outbox, so they go out again in order."""
         if not batches:
@@ -426,9 +450,10 @@ class Uplink:
         if not items:
             return False
         kind = items[0].kind
-        if kind == "summary":  # stored encoded: it goes out byte for byte as it was counted
+        if kind != "event":  # stored encoded: it goes out byte for byte as it was counted
             batch_id = items[0].item_id
-            topic, payload = self._summary_topic, items[0].payload
+            topic = self._summary_topic if kind == "summary" else self._escalations_topic
+            payload = items[0].payload
         else:
             batch_id = new_event_id()
             topic, payload = self._events_topic, self._encode_batch(batch_id, items)

@@ -4,6 +4,9 @@ loop, summaries and the way events leave (local actions first, then the outbox).
 ``SensorPipeline`` (``sensor.py``) and ``VisionPipeline`` (``vision.py``) say what one
 sample does and how open events end. ``InferenceStats`` is the narrow view of a pipeline's
 inference record that the updater's health watch reads from its own thread.
+
+(Over 400 lines: the run loop and what every pipeline shares, collection and escalation
+included, are one class.)
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +27,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from edge_agent.delivery.action_workers import Actions
+from edge_agent.delivery.escalation import EscalationDesk, Escalator
 from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.delivery.spool import Spool
 from edge_agent.inference.slot import LoadedModel, ModelSlot
@@ -38,6 +42,7 @@ from edge_agent.sources.windows import WindowConfig
 from shared.errors import ConfigError, ModelError
 from shared.messages import (
     Event,
+    ModelRef,
     PipelineStatus,
     PipelineSummary,
     UpdateStatus,
@@ -126,6 +131,7 @@ class Pipeline(ABC):
         agent_id: str | None = None,
         clock: Callable[[], float] = time.time,
         spool: Spool | None = None,
+        escalations: EscalationDesk | None = None,
     ):
         self.name = config.name
         self.slot = slot
@@ -159,6 +165,14 @@ class Pipeline(ABC):
         self._encoder = self._sample_encoder(config)
         self.collector = self._collector(config.collect)
         """The ``collect:`` rules; None when off, or when the privacy policy lets nothing out."""
+        self.escalator: Escalator | None = None
+        """The ``escalate:`` band and budget; None when off (or built without an agent)."""
+        if config.escalate is not None and escalations is not None and self._encoder is not None:
+            self.escalator = escalations.escalator(config.escalate, self.name, self._encoder)
+        # The hot path's whole cost outside the band: lo <= score <= hi (never true when off).
+        self._esc_lo, self._esc_hi = (
+            (self.escalator.lo, self.escalator.hi) if self.escalator else (math.inf, -math.inf)
+        )
 
     def _collector(self, collect: CollectConfig | None) -> Collector | None:
         spool, encoder, agent_id = self._spool, self._encoder, self._agent_id
@@ -203,6 +217,7 @@ class Pipeline(ABC):
         interval = self._summary_s
         due = clock() + interval if interval else math.inf
         self._resume(outbox)
+        answers = self.escalator.answers if self.escalator is not None else None
         for sample in self.source.samples(stop):
             if self._next_settings is not None and self._take_settings():
                 interval = self._summary_s
@@ -217,15 +232,41 @@ class Pipeline(ABC):
             if self._failing:
                 self._failing = False
                 log.info("pipeline %s: inference works again", self.name)
+            if answers:  # the cloud's answers to escalations, reconciled
+                events = self._with_answers(events)
             if events:
                 self._emit(outbox, events)
             if clock() >= due:
                 self._put_summary(outbox)
                 due = clock() + interval
+        if answers:  # those that came after the last sample
+            self._emit(outbox, self._with_answers([]))
         self._emit(outbox, self.close())
         if interval:
             self._put_summary(outbox)
         outbox.flush()  # a run that ended has its last events and summary stored
+
+    def _escalate(
+        self,
+        data: npt.NDArray[Any],
+        score: float,
+        label: str,
+        ts: float,
+        ref: ModelRef,
+        events: Sequence[Event],
+    ) -> None:
+        """A window whose score is in the escalation band, with the events it made."""
+        assert self.escalator is not None
+        event_id = events[0].id if events else None
+        self.escalator.offer(
+            data, score, label, ts, ref, event_id=event_id, collector=self.collector
+        )
+
+    def _with_answers(self, events: list[Event]) -> list[Event]:
+        assert self.escalator is not None
+        answers = self.escalator.take_answers()
+        self.counters.events_out += len(answers)
+        return [*events, *answers]
 
     def _take_settings(self) -> bool:
         """Swap in the settings ``reconfigure`` left, if any; open events stay open."""
@@ -263,6 +304,7 @@ class Pipeline(ABC):
             samples_kept=dict(self.collector.counters.kept) if self.collector else {},
             samples_capped=self.collector.counters.capped if self.collector else 0,
             spool_depth=self._spool.depth(self.name) if self._spool is not None else 0,
+            **(self.escalator.counters.status() if self.escalator is not None else {}),
         )
 
     def inference_stats(self) -> InferenceStats:

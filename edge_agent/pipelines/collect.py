@@ -153,6 +153,15 @@ class Collector:
         if reason is not None:
             self._keep(Kept(data.copy(), score, label, ts, reason, model, event_id, detections))
 
+    def admit(self, reason: SampleReason, ts: float) -> bool:
+        """Whether the caps let one more input be kept for ``reason``, kept by another part
+        (an escalated input, which the escalation thread writes as it sent it); counted."""
+        if not self._within_caps(ts):
+            self.counters.capped += 1
+            return False
+        self.counters.kept[reason] += 1
+        return True
+
     def _keep_before(self, event_id: str, model: ModelRef) -> None:
         """The ring's inputs, kept as the event's ``before`` (oldest first)."""
         while self._ring:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from edge_agent.config_types import StrictConfig
 from edge_agent.delivery.action_config import ActionConfig
+from edge_agent.delivery.escalation_config import EscalateConfig
 from edge_agent.inference.config import ModelConfig, RuntimeConfig
 from edge_agent.pipelines.collect import CollectConfig
 from edge_agent.pipelines.filter_config import (
@@ -74,6 +75,9 @@ class PipelineConfig(StrictConfig):
     privacy: PrivacyConfig = Field(
         default_factory=PrivacyConfig, description="what pixels may leave (cameras: never)"
     )
+    escalate: EscalateConfig | None = Field(
+        default=None, description="which edge results go to the cloud model; none = off"
+    )
     summary_interval_s: float = Field(
         default=60.0,
         ge=0,
@@ -119,6 +123,20 @@ class PipelineConfig(StrictConfig):
     def keeps_thumbnails(self) -> bool:
         """Whether it keeps object thumbnails: asked for, and its privacy lets pixels leave."""
         return bool(self.vision and self.vision.thumbnails) and self.privacy.images != "never"
+
+    @field_validator("escalate")
+    @classmethod
+    def _escalate_lets_input_out(
+        cls, value: EscalateConfig | None, info: ValidationInfo
+    ) -> EscalateConfig | None:
+        privacy, source = info.data.get("privacy"), info.data.get("source")
+        camera = source is not None and source.type in CAMERA_SOURCE_TYPES
+        if value is not None and camera and privacy is not None and privacy.images == "never":
+            raise ValueError(
+                "a camera whose privacy lets no pixels out (`images: never`) cannot escalate: "
+                "set privacy.images to crops or frames, or remove escalate"
+            )
+        return value
 
     @field_validator("summary_interval_s")
     @classmethod

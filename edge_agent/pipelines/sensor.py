@@ -132,6 +132,10 @@ class SensorPipeline(Pipeline):
                 collector.offer(
                     batch[i], score, label, ts + i * period, model.ref, event_id=started
                 )
+            if self._esc_lo <= score <= self._esc_hi:
+                label = labels[i] if score >= self._label_threshold else self._normal_label
+                made = (event,) if event is not None else ()
+                self._escalate(batch[i], score, label, ts + i * period, model.ref, made)
         self._score.merge(n, sum(scores), min(scores), max(scores))
         first = -seq % LEVEL_EVERY
         if first < n:
@@ -167,6 +171,9 @@ class SensorPipeline(Pipeline):
             started = events[0].id if events and events[0].state == "start" else None
             label = SCORE_LABEL if score >= self._label_threshold else self._normal_label
             self.collector.offer(batch[0], score, label, ts, model.ref, event_id=started)
+        if self._esc_lo <= score <= self._esc_hi:
+            label = SCORE_LABEL if score >= self._label_threshold else self._normal_label
+            self._escalate(batch[0], score, label, ts, model.ref, events)
         return events
 
     def _scores(

@@ -101,6 +101,11 @@ class VisionPipeline(Pipeline):
         counters.events_out += len(events)
         if self.collector is not None:
             self._offer(frame, ts, model.ref, detections, events)
+        if self.escalator is not None:  # the first unsure detection's crop (or the frame)
+            linked = next((e.id for e in events if e.kind == "object"), None)
+            self.escalator.offer_detections(
+                frame, detections, ts, model.ref, linked, self.collector
+            )
         return events
 
     def _sample_encoder(self, config: PipelineConfig) -> Encoder | None:
