@@ -132,6 +132,8 @@ class SensorPipeline(Pipeline):
                 collector.offer(
                     batch[i], score, label, ts + i * period, model.ref, event_id=started
                 )
+            if self.shadow is not None:
+                self.shadow(batch[i], score, labels[i], ts + i * period)
         self._score.merge(n, sum(scores), min(scores), max(scores))
         first = -seq % LEVEL_EVERY
         if first < n:
@@ -167,6 +169,8 @@ class SensorPipeline(Pipeline):
             started = events[0].id if events and events[0].state == "start" else None
             label = SCORE_LABEL if score >= self._label_threshold else self._normal_label
             self.collector.offer(batch[0], score, label, ts, model.ref, event_id=started)
+        if self.shadow is not None:
+            self.shadow(batch[0], score, SCORE_LABEL, ts)
         return events
 
     def _scores(
