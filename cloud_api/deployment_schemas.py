@@ -106,12 +106,18 @@ class DeploymentStrategy(BaseModel):
         description="the canary's model quality against a baseline; null: errors only",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shadow_defaults(cls, data: Any) -> Any:
+        """``kind: shadow`` without ``shadow`` runs with the shadow's defaults."""
+        if isinstance(data, dict) and data.get("kind") == "shadow" and data.get("shadow") is None:
+            return {**data, "shadow": {}}
+        return data
+
     @model_validator(mode="after")
     def _shadow_with_its_kind(self) -> DeploymentStrategy:
         if self.kind == "canary" and self.shadow is not None:
             raise ValueError("'shadow' is given but 'kind' is 'canary': say kind: shadow")
-        if self.kind == "shadow" and self.shadow is None:
-            return self.model_copy(update={"shadow": ShadowStrategy()})
         return self
 
 
