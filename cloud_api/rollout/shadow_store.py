@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import get_args
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -33,10 +34,7 @@ from shared.signing import SignedManifest
 
 log = logging.getLogger(__name__)
 
-_TARGET_STATES: dict[str, TargetState] = {
-    "pending": "pending", "updating": "updating", "healthy": "healthy", "failed": "failed",
-    "rolled_back": "rolled_back", "cancelled": "cancelled",
-}  # fmt: skip
+_TARGET_STATES: dict[str, TargetState] = {state: state for state in get_args(TargetState)}
 
 
 def shadow_strategy(row: DeploymentRow) -> ShadowStrategy:
@@ -128,6 +126,8 @@ def _judge(
 ) -> TargetState | None:  # fmt: skip
     """Move one agent on from its report; its new state, None if nothing changed."""
     was = _TARGET_STATES[agent.state]
+    if was == "failed":
+        return None  # a refusal or a timeout is final for this deployment
     state, reason = agent_state(was, report, since=agent.updated_at, now=now, timeout_s=timeout_s)
     if (state, reason) == (was, agent.reason):
         return None
