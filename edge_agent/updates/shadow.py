@@ -9,7 +9,8 @@ a bounded queue (full: dropped and counted) and returns at once, so the serving 
 waits. The shadow's own thread runs the candidate within its CPU budget (busy time over
 elapsed time; over it, inputs are skipped and counted) and compares. Nothing the candidate
 says becomes an event or an action: its scores only feed the figures and two private copies
-of the pipeline's filter chain, which count the incidents each model would have started.
+of the pipeline's filter chain, which count the incidents each model would have started (on a
+camera, where filters follow tracked objects, an incident is a run of frames with a detection).
 When the window is over the shadow stops taking inputs, drains its queue and says
 ``complete``: the figures are final and the status is published.
 """
@@ -23,15 +24,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy.typing as npt
 
 from edge_agent.inference.slot import LoadedModel, ModelSlot
 from edge_agent.pipelines.base import InferenceStats, RunSettings
+from edge_agent.pipelines.config import VisionConfig
 from edge_agent.pipelines.filters import Decision, build_engine
 from edge_agent.updates.installer import Fit, Installer, RefusedError
-from edge_agent.updates.shadow_figures import Agreement, Caller, percentiles, score_of
+from edge_agent.updates.shadow_figures import Agreement, Caller, percentiles, scorer
 from shared.errors import ModelError, TransportError
 from shared.messages import DesiredShadow, ModelRef, ShadowReport, ShadowState, utcnow
 
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256
 """Inputs waiting for the candidate; more are dropped (and counted), never waited for."""
+FRAME_QUEUE_SIZE = 4
+"""Camera frames waiting for the candidate (a frame is hundreds of KB, a window a few)."""
 LATENCIES = 8192
 """Candidate inference times kept for the window's p50 and p99."""
 _POLL_S = 0.05
@@ -62,11 +67,23 @@ class ShadowHost(Protocol):
     def inference_stats(self) -> InferenceStats: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowTarget:
+    """A pipeline a shadow may run beside: the pipeline, what an update must fit, and (cameras)
+    the detector's thresholds, which the candidate decodes with too."""
+
+    host: ShadowHost
+    fit: Fit
+    vision: VisionConfig | None = None
+
+
 def fit_problem(serving: LoadedModel, candidate: LoadedModel) -> str | None:
     """Why ``candidate`` cannot see the inputs ``serving`` sees (None: it can)."""
     name = f"{candidate.ref.name} {candidate.ref.version}"
-    if serving.task == "detection" or candidate.task == "detection":
-        return f"{name}: shadow evaluation runs on sensor pipelines only"
+    if (serving.task == "detection") != (candidate.task == "detection"):
+        return f"{name} ({candidate.task}) cannot shadow the pipeline's {serving.task} model"
+    if serving.task == "detection":
+        return None  # each detector letterboxes the frame to its own input
     if math.prod(candidate.input_shape) != math.prod(serving.input_shape):
         return (
             f"{name} takes input {list(candidate.input_shape)}, the pipeline feeds "
@@ -84,18 +101,21 @@ class Shadow:
         candidate: LoadedModel,
         plan: DesiredShadow,
         *,
+        vision: VisionConfig | None = None,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
-        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self._host, self._candidate, self._plan = host, candidate, plan
         serving = host.slot.current()
-        self._callers = (Caller.of(serving), Caller.of(candidate))
+        self._callers = (Caller.of(serving, vision), Caller.of(candidate, vision))
+        self._score = scorer(candidate, vision)
+        camera = candidate.task == "detection"
         filters = host.configured.filters
-        self._engines = (build_engine(filters), build_engine(filters))
+        self._engines = None if camera else (build_engine(filters), build_engine(filters))
+        self._in_alarm = (False, False)
         self._on_change, self._clock = on_change, clock
         self._queue: queue.Queue[tuple[npt.NDArray[Any], float, str, float]] = queue.Queue(
-            queue_size
+            FRAME_QUEUE_SIZE if camera else QUEUE_SIZE
         )
         self._share, self._credit = plan.share, 0.0
         self._open = False
@@ -180,11 +200,9 @@ class Shadow:
         if self._busy_s > self._plan.cpu_budget * (time.perf_counter() - self._begun):
             self.skipped_budget += 1
             return
-        candidate = self._candidate
         start = time.perf_counter()
         try:
-            output = candidate.runtime.run(candidate.as_batch(window))
-            c_score, c_label = score_of(candidate, output)
+            c_score, c_label = self._score(window)
         except (ModelError, ValueError) as exc:
             self.errors += 1
             if self.errors == 1:
@@ -199,8 +217,14 @@ class Shadow:
         s_call, s_alarm = serving_caller.call(score, label)
         c_call, c_alarm = candidate_caller.call(c_score, c_label)
         self.agreement.add((score, s_call, s_alarm), (c_score, c_call, c_alarm))
-        self.alarms_serving += _starts(self._engines[0].step(ts, seq, score, label))
-        self.alarms_candidate += _starts(self._engines[1].step(ts, seq, c_score, c_label))
+        if self._engines is not None:
+            self.alarms_serving += _starts(self._engines[0].step(ts, seq, score, label))
+            self.alarms_candidate += _starts(self._engines[1].step(ts, seq, c_score, c_label))
+        else:  # a camera: an incident is a run of frames in alarm
+            was_serving, was_candidate = self._in_alarm
+            self.alarms_serving += s_alarm and not was_serving
+            self.alarms_candidate += c_alarm and not was_candidate
+            self._in_alarm = (s_alarm, c_alarm)
 
     def report(self) -> ShadowReport:
         """The figures so far (final once ``complete``)."""
@@ -256,9 +280,7 @@ class ShadowKeeper:
         self._reports: dict[str, ShadowReport] = {}
         """Shadows that do not run (installing or refused), by pipeline."""
 
-    def reconcile(
-        self, wanted: Sequence[DesiredShadow], hosts: Mapping[str, tuple[ShadowHost, Fit]]
-    ) -> None:
+    def reconcile(self, wanted: Sequence[DesiredShadow], hosts: Mapping[str, ShadowTarget]) -> None:
         """Start the shadows ``wanted`` lists anew, end those it no longer lists."""
         plans = {plan.model.pipeline: plan for plan in wanted}
         for name in list(self._keys):
@@ -272,8 +294,7 @@ class ShadowKeeper:
                 log.warning("desired shadow names pipeline %r, which this agent does not run", name)
                 continue
             self._keys[name] = _key(plan)
-            host, fit = hosts[name]
-            self._begin(host, fit, plan)
+            self._begin(hosts[name], plan)
 
     def report(self, pipeline: str) -> ShadowReport | None:
         """What ``pipeline``'s shadow reports (None: it runs none)."""
@@ -286,11 +307,12 @@ class ShadowKeeper:
         for name in list(self._keys):
             self._end(name)
 
-    def _begin(self, host: ShadowHost, fit: Fit, plan: DesiredShadow) -> None:
+    def _begin(self, target: ShadowTarget, plan: DesiredShadow) -> None:
+        host = target.host
         name, manifest = host.name, plan.model.manifest.manifest
         self._set(name, plan, "installing")
         try:
-            candidate = self._installer.install(fit, plan.model, lambda _state: None)
+            candidate = self._installer.install(target.fit, plan.model, lambda _state: None)
         except (RefusedError, TransportError) as exc:
             self._set(name, plan, "refused", str(exc))
             return
@@ -301,7 +323,10 @@ class ShadowKeeper:
         if problem is not None:
             self._set(name, plan, "refused", problem)
             return
-        shadow = Shadow(host, candidate, plan, on_change=self._on_change, clock=self._clock)
+        shadow = Shadow(
+            host, candidate, plan, vision=target.vision, on_change=self._on_change,
+            clock=self._clock,
+        )  # fmt: skip
         self._reports.pop(name, None)
         self._shadows[name] = (host, shadow)
         shadow.start()

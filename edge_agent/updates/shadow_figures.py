@@ -1,25 +1,38 @@
-"""What a shadow window measures, pure: both models' calls on the same inputs, their agreement,
-the correlation of their scores and how often each would have alarmed.
+"""What a shadow window measures: both models' calls on the same inputs, their agreement, the
+correlation of their scores and how often each would have alarmed; and how a candidate scores
+one input (``Scorer``: a sensor window, or a camera frame).
 
 A model's *call* on an input is its label when the score reaches its threshold and the normal
-label otherwise (as the sensor pipeline labels the samples it keeps). Two models agree on an
-input when their calls are the same. The Pearson correlation is kept as running sums, so the
-figures cost a few additions per input and no memory.
+label otherwise (as the pipelines label the samples they keep). On a camera frame, the score
+and label are those of the best detection (``none`` without one), so a frame is in alarm when
+the detector sees anything. Two models agree on an input when their calls are the same. The
+Pearson correlation is kept as running sums, so the figures cost a few additions per input and
+no memory.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from edge_agent.inference.postprocess import Letterboxer, decode_yolo
 from edge_agent.inference.slot import LoadedModel
+from edge_agent.pipelines.config import VisionConfig
 from shared.errors import ModelError
+
+Scorer = Callable[[npt.NDArray[Any]], tuple[float, str]]
+"""One input (a window, or a frame) -> the candidate's score and most likely label."""
 
 SCORE_LABEL = "anomaly"
 """The label a score model's windows get (as in ``edge_agent.pipelines.sensor``)."""
 NORMAL_LABEL = "normal"
+NO_OBJECT = "none"
+"""The label of a frame without a detection (as the camera pipeline's collector says)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +43,9 @@ class Caller:
     normal: str
 
     @classmethod
-    def of(cls, model: LoadedModel) -> Caller:
+    def of(cls, model: LoadedModel, vision: VisionConfig | None = None) -> Caller:
+        if model.task == "detection":
+            return cls((vision or VisionConfig()).score_threshold, NO_OBJECT)
         normal = model.labels[model.normal_index] if model.task == "anomaly" else NORMAL_LABEL
         return cls(model.threshold if model.threshold is not None else 0.5, normal)
 
@@ -61,6 +76,25 @@ def score_of(model: LoadedModel, output: np.ndarray) -> tuple[float, str]:
     if not math.isfinite(score):
         raise ModelError(f"{name}: output is not finite (NaN or inf)")
     return score, label
+
+
+def scorer(model: LoadedModel, vision: VisionConfig | None = None) -> Scorer:
+    """How ``model`` scores one input of its pipeline (ModelError for a broken output)."""
+    if model.task != "detection":
+        return lambda window: score_of(model, model.runtime.run(model.as_batch(window)))
+    settings = vision or VisionConfig()
+    letterbox = Letterboxer(model.input_hw)  # its own buffer: the pipeline's is in use
+
+    def best(frame: npt.NDArray[Any]) -> tuple[float, str]:
+        tensor, geometry = letterbox(frame)
+        detections = decode_yolo(
+            model.runtime.run(tensor), model.labels, geometry,
+            score_threshold=settings.score_threshold, iou_threshold=settings.iou_threshold,
+        )  # fmt: skip
+        top = max(detections, key=lambda d: d.score, default=None)
+        return (top.score, top.label) if top is not None else (0.0, NO_OBJECT)
+
+    return best
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.inference.slot import LoadedModel
 from edge_agent.updates.health_watch import HealthWatch, ServingPipeline, Watch
 from edge_agent.updates.installer import Fit, Installer, RefusedError
-from edge_agent.updates.shadow import ShadowHost, ShadowKeeper
+from edge_agent.updates.shadow import ShadowHost, ShadowKeeper, ShadowTarget
 from edge_agent.updates.store import (
     Installed,
     Pending,
@@ -96,9 +96,10 @@ class Updater:
         }
         self._health = HealthWatch(config.updates, clock)
         self._shadows = ShadowKeeper(self._installer, on_change=on_change)
+        visions = {p.name: p.vision for p in config.pipelines}
         self._hosts = {
-            t.pipeline.name: (t.pipeline, t.fit)
-            for t in self._targets.values()
+            name: ShadowTarget(t.pipeline, t.fit, visions[name])
+            for name, t in self._targets.items()
             if isinstance(t.pipeline, ShadowHost)
         }
         self._on_change = on_change

@@ -14,10 +14,18 @@ import onnx
 from onnx import TensorProto, helper
 
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.inference.config import ModelConfig as RolloutModel
+from edge_agent.inference.config import RuntimeConfig
+from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.sensor import SensorPipeline
+from edge_agent.pipelines.vision import VisionPipeline
+from edge_agent.updates.shadow import Shadow, fit_problem
 from edge_agent.updates.shadow_figures import Agreement
 from edge_agent.updates.updater import Updater
-from shared.messages import DesiredShadow, DesiredState, ShadowReport, utcnow
+from shared.messages import DesiredModel, DesiredShadow, DesiredState, ShadowReport, utcnow
+from shared.signing import ModelManifest, SignedManifest
+from tests.edge.conftest import model_section
+from tests.edge.pipelines.test_vision import gate_config
 from tests.edge.updates.rollout import (
     PIPELINE,
     Rollout,
@@ -189,3 +197,48 @@ def test_agreement_correlation_is_pearsons() -> None:
         constant.add((s, "x", False), (0.5, "y", False))
     assert constant.correlation() is None
     assert constant.label_matches == 0
+
+
+def test_a_camera_shadow_compares_the_best_detection_of_each_frame() -> None:
+    config = gate_config()
+    pipeline = VisionPipeline(config, load_slot(config.model, config.runtime))
+    candidate = load_slot(config.model, config.runtime).current()
+    ref = candidate.ref
+    manifest = ModelManifest(name=ref.name, version="1.1.0", sha256=ref.sha256, size=1,
+                             inputs=[], outputs=[])  # fmt: skip
+    entry = DesiredModel(
+        pipeline=config.name, deployment_id=9,
+        manifest=SignedManifest(manifest=manifest, signature="", key_id=""), artifact_path="/a",
+    )  # fmt: skip
+    shadow = Shadow(pipeline, candidate, DesiredShadow(model=entry, cpu_budget=1.0, window_s=600),
+                    vision=config.vision)  # fmt: skip
+    shadow.start()
+    pipeline.shadow = shadow.offer
+    try:
+        for sample in itertools.islice(pipeline.source.samples(threading.Event()), 20):
+            pipeline.process_sample(sample)
+        inferred = pipeline.counters.inferences
+        wait_until(
+            lambda: (r := shadow.report()).inputs_shadowed + r.dropped_full == inferred,
+            "the shadow to take every frame",
+        )
+    finally:
+        pipeline.shadow = None
+        shadow.stop()
+    r = shadow.report()
+    assert r.inputs_seen == inferred == 20
+    assert r.inputs_shadowed > 0
+    # The same detector with the same thresholds: the same best object on every frame.
+    assert r.label_matches == r.inputs_shadowed
+    assert r.candidate_alarm_windows == r.serving_alarm_windows > 0
+    assert r.candidate_alarms == r.serving_alarms >= 1
+
+
+def test_a_sensor_model_cannot_shadow_a_camera() -> None:
+    config = gate_config()
+    detector = load_slot(config.model, config.runtime).current()
+    vibration = load_slot(RolloutModel.model_validate(model_section()), RuntimeConfig()).current()
+    assert fit_problem(detector, vibration) == (
+        "vibration-anomaly 1.0.0 (anomaly) cannot shadow the pipeline's detection model"
+    )
+    assert fit_problem(detector, detector) is None
