@@ -15,15 +15,17 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     Strict,
     StringConstraints,
+    model_serializer,
     model_validator,
 )
 
@@ -382,6 +384,14 @@ class DesiredState(_EdgeMessage):
     pipelines: list[DesiredModel] = Field(default_factory=list, max_length=MAX_PIPELINES)
     shadows: list[DesiredShadow] = Field(default_factory=list, max_length=MAX_PIPELINES)
     """Candidates to run in shadow, one per pipeline at most (absent: none)."""
+
+    @model_serializer(mode="wrap")
+    def _shadows_only_when_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Agents that predate shadows forbid unknown keys: a state without one stays as it was.
+        data: dict[str, Any] = handler(self)
+        if not data.get("shadows"):
+            data.pop("shadows", None)
+        return data
 
     @model_validator(mode="after")
     def _one_shadow_per_pipeline(self) -> DesiredState:

@@ -3,6 +3,7 @@ what the end of the window decides."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,15 @@ from pydantic import ValidationError
 from cloud_api.deployment_schemas import DeploymentStrategy
 from cloud_api.rollout.shadow import agent_state, broken_bounds, figures, outcome, window_over
 from cloud_api.shadow_schemas import PromoteRule, ShadowStrategy
-from shared.messages import ModelRef, ShadowReport
+from shared.messages import (
+    DesiredModel,
+    DesiredShadow,
+    DesiredState,
+    ModelRef,
+    ShadowReport,
+    encode,
+)
+from shared.signing import ModelManifest, SignedManifest
 
 T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 CANDIDATE = ModelRef(name="vibration-anomaly", version="1.1.0", sha256="ab" * 32)
@@ -111,3 +120,20 @@ def test_the_strategy_says_shadow_with_its_kind() -> None:
     assert DeploymentStrategy().shadow is None
     with pytest.raises(ValidationError, match="say kind: shadow"):
         DeploymentStrategy.model_validate({"shadow": {"window_s": 10}})
+
+
+def test_a_desired_state_says_shadows_only_when_it_asks_for_one() -> None:
+    plain = DesiredState(agent_id="press-1", issued_at=T0)
+    # Agents that predate shadows forbid unknown keys: without a shadow, nothing new is sent.
+    assert "shadows" not in json.loads(encode(plain))
+    manifest = ModelManifest(name="vibration-anomaly", version="1.1.0", sha256="ab" * 32, size=1,
+                             inputs=[], outputs=[])  # fmt: skip
+    entry = DesiredModel(
+        pipeline="spindle", deployment_id=3,
+        manifest=SignedManifest(manifest=manifest, signature="", key_id=""), artifact_path="/a",
+    )  # fmt: skip
+    shadow = DesiredShadow(model=entry, share=0.5, window_s=60.0)
+    asked = DesiredState(agent_id="press-1", issued_at=T0, shadows=[shadow])
+    assert DesiredState.model_validate_json(encode(asked)) == asked
+    with pytest.raises(ValidationError, match="more than one shadow for a pipeline"):
+        DesiredState(agent_id="press-1", issued_at=T0, shadows=asked.shadows * 2)
