@@ -190,7 +190,7 @@ class Shadow:
         self._state = "complete"
         report = self.report()
         log.info(
-            "shadow of pipeline %s: %s %s complete after %d inputs (%d shadowed, agreement %d)",
+            "shadow of pipeline %s: %s %s complete after %d inputs (%d shadowed, %d agreed)",
             self._host.name, report.model.name, report.model.version, report.inputs_seen,
             report.inputs_shadowed, report.label_matches,
         )  # fmt: skip
