@@ -102,7 +102,7 @@ def test_a_candidate_that_alarms_on_everything_shows_it_and_completes(
     rollout: Rollout, tmp_path: Path
 ) -> None:
     noisy = write_nan_model(tmp_path / "noisy.onnx", "1.2.0", value=0.0)
-    pipeline, updater = shadowed(rollout, "1.2.0", noisy, window_s=1.0)
+    pipeline, updater = shadowed(rollout, "1.2.0", noisy, window_s=3.0)
     assert state(updater) == "running", report(updater).reason
     pipeline.process_windows(windows(pipeline, 50))
     wait_until(lambda: state(updater) == "complete", "the window to end")
