@@ -22,11 +22,12 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from cloud_api.schemas import LabelText
+from cloud_api.shadow_schemas import ShadowStrategy
 from shared.topics import AGENT_ID_PATTERN
 
-ActiveDeploymentState = Literal["canary", "rolling"]
+ActiveDeploymentState = Literal["shadow", "canary", "rolling"]
 """A deployment still moving: the rollout worker advances it every tick."""
-DeploymentState = Literal[ActiveDeploymentState, "succeeded", "halted", "cancelled"]
+DeploymentState = Literal[ActiveDeploymentState, "succeeded", "halted", "cancelled", "discarded"]
 FailedTargetState = Literal["failed", "rolled_back"]
 """An agent of a deployment that refused the version, or swapped and went back."""
 SettledTargetState = Literal["healthy", FailedTargetState, "cancelled"]
@@ -71,9 +72,16 @@ class QualityGate(BaseModel):
 
 
 class DeploymentStrategy(BaseModel):
-    """How a deployment moves: a canary share first, then the rest once the canary held."""
+    """How a deployment moves: a canary share first, then the rest once the canary held; with
+    ``kind: shadow``, every target first runs the version in shadow (``shadow``) and the canary
+    starts only once it is promoted."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["canary", "shadow"] = "canary"
+    shadow: ShadowStrategy | None = Field(
+        default=None, description="how the shadow runs (kind shadow; its defaults if null)"
+    )
 
     canary_fraction: float = Field(
         default=0.2,
@@ -97,6 +105,20 @@ class DeploymentStrategy(BaseModel):
         default_factory=QualityGate,
         description="the canary's model quality against a baseline; null: errors only",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shadow_defaults(cls, data: Any) -> Any:
+        """``kind: shadow`` without ``shadow`` runs with the shadow's defaults."""
+        if isinstance(data, dict) and data.get("kind") == "shadow" and data.get("shadow") is None:
+            return {**data, "shadow": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _shadow_with_its_kind(self) -> DeploymentStrategy:
+        if self.kind == "canary" and self.shadow is not None:
+            raise ValueError("'shadow' is given but 'kind' is 'canary': say kind: shadow")
+        return self
 
 
 class TargetShape(TypedDict, total=False):

@@ -35,6 +35,7 @@ from cloud_api.routes import (
     models,
     placement,
     samples,
+    shadow,
     signals,
     signing_key,
     stats,
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dead_letters,
         models,
         deployments,
+        shadow,
         keys,
     )
     for module in (*routers, signing_key, health):

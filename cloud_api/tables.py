@@ -281,6 +281,18 @@ class DeploymentAgentRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class ShadowReportRow(Base):
+    """The last shadow report one agent gave for one shadow deployment (a ``ShadowReport`` as
+    JSON): kept after the agent drops the candidate, so the figures outlive the window."""
+
+    __tablename__ = "shadow_reports"
+
+    deployment_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    report: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class DesiredStateRow(Base):
     """The whole desired state last issued to one agent (a ``DesiredState`` as JSON).
 

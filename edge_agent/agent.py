@@ -261,7 +261,11 @@ class Agent:
             uptime_s=time.monotonic() - self._started_at,
             heartbeat_s=self.config.mqtt.heartbeat_s,
             pipelines=[
-                self._uploads(p.status(updater.status(p.name) if updater is not None else None))
+                self._uploads(
+                    p.status(updater.status(p.name), updater.shadow(p.name))
+                    if updater is not None
+                    else p.status()
+                )
                 for p in self.pipelines
             ],
             outbox_depth=outbox.depth() if outbox is not None else 0,

@@ -5,6 +5,8 @@ keys, so a typo on a gateway is an error and never a silently dropped field. Fie
 strict types of ``shared.fields``: no coercion, finite floats, 64-bit integers, text that
 PostgreSQL can hold, times within 1970..9999, bounded sizes. What a message accepts, SQLite
 and PostgreSQL store.
+
+Over 400 lines: the one wire contract, kept whole so both sides read it in one place.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     Strict,
     StringConstraints,
+    model_serializer,
     model_validator,
 )
 
@@ -149,6 +153,50 @@ class UpdateStatus(_EdgeMessage):
     ts: UtcDatetime
 
 
+ShadowState = Literal["installing", "running", "complete", "refused"]
+"""Where a shadow candidate stands: ``installing`` (downloaded, verified, loaded and self-tested
+like an update), ``running`` (it sees the pipeline's inputs), ``complete`` (its window is over:
+the figures are final), ``refused`` (it never ran; ``reason`` says why)."""
+Share = Annotated[FiniteFloat, Field(gt=0, le=1)]
+
+
+class ShadowReport(_EdgeMessage):
+    """A candidate run beside a pipeline's serving model over a shadow window: agreement,
+    latency and alarm rates on the same inputs. It never emits events or actions.
+
+    ``inputs_seen`` counts the inputs the serving model scored while the window was open; each
+    was shadowed, or skipped by the share, the CPU budget or a full queue. A window is in alarm
+    when its score reaches the model's threshold; ``*_alarms`` count the incidents the pipeline's
+    own filters would have started on each model's scores.
+    """
+
+    deployment_id: RowId | None = None
+    model: ModelRef
+    """The candidate."""
+    state: ShadowState
+    reason: Reason = ""
+    started_at: UtcDatetime | None = None
+    window_s: Seconds = 0.0
+    inputs_seen: Count = 0
+    inputs_shadowed: Count = 0
+    skipped_share: Count = 0
+    skipped_budget: Count = 0
+    dropped_full: Count = 0
+    errors: Count = 0
+    label_matches: Count = 0
+    """Shadowed inputs on which both models gave the same label (normal, or the same fault)."""
+    score_correlation: Annotated[FiniteFloat, Field(ge=-1, le=1)] | None = None
+    """Pearson correlation of the two models' scores (None: fewer than 2 inputs, or constant)."""
+    serving_alarm_windows: Count = 0
+    candidate_alarm_windows: Count = 0
+    serving_alarms: Count = 0
+    candidate_alarms: Count = 0
+    serving_p50_s: Seconds | None = None
+    serving_p99_s: Seconds | None = None
+    candidate_p50_s: Seconds | None = None
+    candidate_p99_s: Seconds | None = None
+
+
 class PipelineStatus(_EdgeMessage):
     """What one pipeline runs and what it has done since the agent started."""
 
@@ -190,6 +238,8 @@ class PipelineStatus(_EdgeMessage):
     """Escalated while the uplink was offline (they wait in the outbox)."""
     escalations_refused: Count = 0
     """Refused by the cloud (any reason), or not sendable here (privacy policy, size)."""
+    shadow: ShadowReport | None = None
+    """The candidate it runs in shadow, and how it compares (None: no shadow asked)."""
 
 
 class ConfigOverlay(_EdgeMessage):
@@ -320,6 +370,19 @@ class DesiredModel(_EdgeMessage):
     ]
 
 
+class DesiredShadow(_EdgeMessage):
+    """A candidate the cloud wants one pipeline to run in shadow beside its serving model.
+
+    ``model`` is checked and loaded like an update. The candidate sees ``share`` of the inputs
+    while it uses at most ``cpu_budget`` of one core, for ``window_s`` seconds.
+    """
+
+    model: DesiredModel
+    share: Share = 1.0
+    cpu_budget: Share = 0.5
+    window_s: Annotated[Seconds, Field(gt=0)]
+
+
 class DesiredState(_EdgeMessage):
     """What the cloud publishes, retained, on an agent's ``desired`` topic.
 
@@ -331,6 +394,23 @@ class DesiredState(_EdgeMessage):
     agent_id: AgentId
     issued_at: UtcDatetime
     pipelines: list[DesiredModel] = Field(default_factory=list, max_length=MAX_PIPELINES)
+    shadows: list[DesiredShadow] = Field(default_factory=list, max_length=MAX_PIPELINES)
+    """Candidates to run in shadow, one per pipeline at most (absent: none)."""
+
+    @model_serializer(mode="wrap")
+    def _shadows_only_when_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Agents that predate shadows forbid unknown keys: a state without one stays as it was.
+        data: dict[str, Any] = handler(self)
+        if not data.get("shadows"):
+            data.pop("shadows", None)
+        return data
+
+    @model_validator(mode="after")
+    def _one_shadow_per_pipeline(self) -> DesiredState:
+        names = [s.model.pipeline for s in self.shadows]
+        if len(names) != len(set(names)):
+            raise ValueError(f"more than one shadow for a pipeline: {sorted(names)}")
+        return self
 
 
 BatchOutcome = Literal["stored", "rejected"]

@@ -37,7 +37,10 @@ def with_entry(
     if entry is not None:
         pipelines.append(entry)
     pipelines.sort(key=lambda p: p.pipeline)
-    return DesiredState(agent_id=agent_id, issued_at=issued_at, pipelines=pipelines)
+    shadows = state.shadows if state else []
+    return DesiredState(
+        agent_id=agent_id, issued_at=issued_at, pipelines=pipelines, shadows=shadows
+    )
 
 
 def entry_of(state: DesiredState | None, pipeline: str) -> DesiredModel | None:

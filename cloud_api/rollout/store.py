@@ -45,6 +45,7 @@ from cloud_api.rollout.machine import (
     split_canary,
 )
 from cloud_api.rollout.quality_figures import DeploymentQuality
+from cloud_api.rollout.shadow_desired import set_shadow
 from cloud_api.tables import AgentRow, DeploymentAgentRow, DeploymentRow, DesiredStateRow
 from shared.errors import ConflictError, ContractError
 from shared.messages import DesiredModel, DesiredState, PipelineStatus
@@ -104,7 +105,7 @@ def create_deployment(
         pipeline=pipeline,
         target=target.model_dump(mode="json"),
         strategy=strategy.model_dump(mode="json"),
-        state="canary",
+        state="shadow" if strategy.kind == "shadow" else "canary",
         reason="",
         created_at=now,
         updated_at=now,
@@ -187,6 +188,9 @@ def cancel_deployment(session: Session, *, row: DeploymentRow, now: datetime) ->
     targets = cancel([_agent_target(a) for a in agents], now)
     for agent, target in zip(agents, targets, strict=True):
         _store_target(agent, target)
+    if row.state == "shadow":
+        ids = [a.agent_id for a in agents]
+        set_shadow(session, agent_ids=ids, pipeline=row.pipeline, shadow=None, now=now)
     row.state, row.reason, row.updated_at = "cancelled", "cancelled by an operator", now
     session.commit()
     log.info("deployment %d cancelled", row.id)
@@ -200,6 +204,8 @@ def tick(session: Session, *, now: datetime, grace: float) -> int:
     """
     moved = 0
     for row in active_deployments(session):
+        if row.state == "shadow":
+            continue  # shadow_store.tick_shadows moves it until it is promoted
         if _advance_row(session, row, now=now, grace=grace):
             moved += 1
     return moved

@@ -31,6 +31,7 @@ from cloud_api.config import parse_mqtt_url
 from cloud_api.db import AdvisoryLock
 from cloud_api.mqtt import make_client
 from cloud_api.queries import agent_config
+from cloud_api.rollout.shadow_store import tick_shadows
 from cloud_api.rollout.store import desired_state_versions, desired_states, exclude_ticks, tick
 from shared.errors import ConfigError, ContractError
 from shared.messages import ConfigOverlay, DesiredState, encode, utcnow
@@ -180,6 +181,7 @@ class RolloutWorker:
             else:
                 exclude_ticks(session)  # SQLite: reads and writes in one write transaction
             tick(session, now=now, grace=self._grace)
+            tick_shadows(session, now=now)
         return self.publish_pending()
 
     def publish_pending(self) -> int:

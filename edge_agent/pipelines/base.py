@@ -45,12 +45,15 @@ from shared.messages import (
     ModelRef,
     PipelineStatus,
     PipelineSummary,
+    ShadowReport,
     UpdateStatus,
     new_event_id,
 )
 
 log = logging.getLogger(__name__)
 
+ShadowOffer = Callable[[npt.NDArray[Any], float, str, float], None]
+"""A shadow candidate's intake: (window, serving score, serving label, ts); returns at once."""
 LATENCY_SAMPLES = 512
 """Inference times a pipeline remembers: enough for the median of a health window."""
 
@@ -173,6 +176,8 @@ class Pipeline(ABC):
         self._esc_lo, self._esc_hi = (
             (self.escalator.lo, self.escalator.hi) if self.escalator else (math.inf, -math.inf)
         )
+        self.shadow: ShadowOffer | None = None
+        """Where a shadow candidate takes the inputs (``edge_agent.updates.shadow``); None: none."""
 
     def _collector(self, collect: CollectConfig | None) -> Collector | None:
         spool, encoder, agent_id = self._spool, self._encoder, self._agent_id
@@ -281,8 +286,11 @@ class Pipeline(ABC):
         log.info("pipeline %s: runs with new settings", self.name)
         return True
 
-    def status(self, update: UpdateStatus | None = None) -> PipelineStatus:
-        """What the pipeline runs and did; ``update`` is its last model update (the updater's)."""
+    def status(
+        self, update: UpdateStatus | None = None, shadow: ShadowReport | None = None
+    ) -> PipelineStatus:
+        """What the pipeline runs and did; ``update`` is its last model update and ``shadow``
+        its shadow candidate's report (the updater's)."""
         c = self.counters
         model = self.slot.current()
         p50, p99 = _median_and_p99(self.inference_log.latencies)
@@ -305,6 +313,7 @@ class Pipeline(ABC):
             samples_capped=self.collector.counters.capped if self.collector else 0,
             spool_depth=self._spool.depth(self.name) if self._spool is not None else 0,
             **(self.escalator.counters.status() if self.escalator is not None else {}),
+            shadow=shadow,
         )
 
     def inference_stats(self) -> InferenceStats:

@@ -136,6 +136,8 @@ class SensorPipeline(Pipeline):
                 label = labels[i] if score >= self._label_threshold else self._normal_label
                 made = (event,) if event is not None else ()
                 self._escalate(batch[i], score, label, ts + i * period, model.ref, made)
+            if self.shadow is not None:
+                self.shadow(batch[i], score, labels[i], ts + i * period)
         self._score.merge(n, sum(scores), min(scores), max(scores))
         first = -seq % LEVEL_EVERY
         if first < n:
@@ -174,6 +176,8 @@ class SensorPipeline(Pipeline):
         if self._esc_lo <= score <= self._esc_hi:
             label = SCORE_LABEL if score >= self._label_threshold else self._normal_label
             self._escalate(batch[0], score, label, ts, model.ref, events)
+        if self.shadow is not None:
+            self.shadow(batch[0], score, SCORE_LABEL, ts)
         return events
 
     def _scores(

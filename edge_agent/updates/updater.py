@@ -27,6 +27,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.inference.slot import LoadedModel
 from edge_agent.updates.health_watch import HealthWatch, ServingPipeline, Watch
 from edge_agent.updates.installer import Fit, Installer, RefusedError
+from edge_agent.updates.shadow import ShadowHost, ShadowKeeper, ShadowTarget
 from edge_agent.updates.store import (
     Installed,
     Pending,
@@ -41,6 +42,7 @@ from shared.errors import TransportError
 from shared.messages import (
     DesiredModel,
     DesiredState,
+    ShadowReport,
     UpdateOutcome,
     UpdateState,
     UpdateStatus,
@@ -93,6 +95,13 @@ class Updater:
             p.name: _Target(p, Fit(p.name, p.slot.current(), runtimes[p.name])) for p in pipelines
         }
         self._health = HealthWatch(config.updates, clock)
+        self._shadows = ShadowKeeper(self._installer, on_change=on_change)
+        visions = {p.name: p.vision for p in config.pipelines}
+        self._hosts = {
+            name: ShadowTarget(t.pipeline, t.fit, visions[name])
+            for name, t in self._targets.items()
+            if isinstance(t.pipeline, ShadowHost)
+        }
         self._on_change = on_change
         self._inbox: queue.SimpleQueue[DesiredState] = queue.SimpleQueue()
         self._desired: DesiredState | None = None
@@ -129,6 +138,7 @@ class Updater:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        self._shadows.stop()
 
     def submit(self, desired: DesiredState) -> None:
         """Hand over a desired state (any thread; returns at once)."""
@@ -144,6 +154,10 @@ class Updater:
     def status(self, pipeline: str) -> UpdateStatus | None:
         """The last update of ``pipeline``, as its status reports it."""
         return self._store.last(pipeline)
+
+    def shadow(self, pipeline: str) -> ShadowReport | None:
+        """What ``pipeline``'s shadow candidate reports (None: it runs none)."""
+        return self._shadows.report(pipeline)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -177,6 +191,7 @@ class Updater:
                 return
             if not self._health.watching(name):
                 self._apply(target, entries.get(name))
+        self._shadows.reconcile(desired.shadows, self._hosts)
 
     def _apply(self, target: _Target, entry: DesiredModel | None) -> None:
         name = target.pipeline.name

@@ -12,7 +12,8 @@ import { renderFleet } from "./fleet.js";
 import { forgetKey, keyProblem, loadKey, saveKey, takeKeyFromFragment } from "./key.js";
 import { renderReview } from "./review.js";
 import { renderPlacement } from "./placement.js";
-import { renderDeployments } from "./rollouts.js";
+import { deploymentsOf, renderDeployments } from "./rollouts.js";
+import { renderShadows, shadowDeployments } from "./shadow.js";
 import { EventStream } from "./sse.js";
 
 const REFRESH_MS = 5000;
@@ -22,6 +23,8 @@ const FEED_LIMIT = 100;
 const FEED_INITIAL = 50;
 /** A burst of live events redraws the chart once. */
 const CHART_DEBOUNCE_MS = 1000;
+/** Shadow deployments whose reports are drawn (the newest). */
+const SHADOWS_SHOWN = 5;
 
 class Dashboard {
   constructor(key, onAuthError) {
@@ -113,7 +116,9 @@ class Dashboard {
         renderPlacement(byTestId("placement-panel"), await this.api.get("api/v1/placement"));
       }),
       this.panel("deployments", async () => {
-        renderDeployments(byTestId("deployments-panel"), await this.api.getOptional("api/v1/deployments"));
+        const body = await this.api.getOptional("api/v1/deployments");
+        renderDeployments(byTestId("deployments-panel"), body);
+        await this.panel("shadows", () => this.drawShadows(deploymentsOf(body)));
       }),
     ]);
     if (this.stopped) return;
@@ -121,6 +126,29 @@ class Dashboard {
     updated.textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
     updated.dataset.refreshes = String(Number(updated.dataset.refreshes ?? 0) + 1);
     this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
+  }
+
+  async drawShadows(deployments) {
+    const shown = shadowDeployments(deployments).slice(0, SHADOWS_SHOWN);
+    const reports = await Promise.all(
+      shown.map(async (d) => ({ ...(await this.api.get(`api/v1/deployments/${d.id}/shadow`)), model: d.model, version: d.version })),
+    );
+    renderShadows(byTestId("shadows-panel"), reports, (id, action) => this.decideShadow(id, action));
+  }
+
+  /** An operator's promote or discard; a refusal (a key without the operate scope, a
+   * deployment that left shadow) is shown in the panel, never ends the session. */
+  async decideShadow(id, action) {
+    const error = byTestId("shadows-error");
+    try {
+      await this.api.post(`api/v1/deployments/${id}/shadow/${action}`, {});
+    } catch (failure) {
+      error.textContent = failure.message;
+      error.hidden = false;
+      return;
+    }
+    clearTimeout(this.timer);
+    await this.refresh();
   }
 
   async drawChart() {

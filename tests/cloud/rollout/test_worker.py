@@ -185,8 +185,9 @@ def test_canary_then_the_rest_with_retained_desired_states(
     dep = created["id"]
     assert created["state"] == "canary"
     assert created["counts"]["pending"] == 5
-    assert created["strategy"] == {"canary_fraction": 0.2, "canary_healthy_s": 0.0,
-                                   "agent_timeout_s": 120.0, "quality": None}  # fmt: skip
+    assert created["strategy"] == {"kind": "canary", "canary_fraction": 0.2,
+                                   "canary_healthy_s": 0.0, "agent_timeout_s": 120.0,
+                                   "quality": None, "shadow": None}  # fmt: skip
     assert created["target"] == {"agent_ids": [f.agent_id for f in fleet]}
     canary, rest = fleet[0], fleet[1:]
     assert [(a["agent_id"], a["phase"]) for a in created["agents"]] == [
