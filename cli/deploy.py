@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import httpx
     from rich.table import Table
 
-ENDED = ("succeeded", "halted", "cancelled")
+ENDED = ("succeeded", "halted", "cancelled", "discarded")
 STATE_STYLE = {
     "pending": "dim",
     "updating": "yellow",
@@ -49,6 +49,28 @@ def deploy(
             "agents still on the old version) before the rest update, not only its errors."
         ),
     ] = True,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            help="Run the version in shadow first: beside the serving model, never acting; it "
+            "is promoted into the canary, or discarded, when the shadow window ends."
+        ),
+    ] = False,
+    shadow_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of the inputs shadowed (--shadow).")
+    ] = 1.0,
+    shadow_window_s: Annotated[
+        float, typer.Option(min=0.0, help="Seconds each agent shadows (--shadow).")
+    ] = 300.0,
+    promote_agreement: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Promote automatically if the labels agree on at least this share, else "
+            "discard (--shadow; without it an operator decides).",
+        ),
+    ] = None,
     agent: Annotated[
         list[str] | None, typer.Option(help="Target agent id (repeat for several).")
     ] = None,
@@ -64,13 +86,15 @@ def deploy(
     wait: Annotated[bool, typer.Option(help="Watch the deployment until it ends.")] = False,
     poll_s: Annotated[float, typer.Option(min=0.05, help="Seconds between polls (--wait).")] = 1.0,
 ) -> None:
-    """Roll MODEL VERSION out to PIPELINE of some agents: a canary first, then the rest."""
+    """Roll MODEL VERSION out to PIPELINE of some agents: a canary first, then the rest
+    (with --shadow, a shadow evaluation on every target before the canary)."""
     import httpx
 
     body = deployment_request(
         model=model, version=version, pipeline=pipeline, agents=agent or [],
         labels=label or [], canary=canary, healthy_s=healthy_s, agent_timeout_s=agent_timeout_s,
         quality_gate=quality_gate,
+        shadow=shadow_strategy(shadow, shadow_share, shadow_window_s, promote_agreement),
     )  # fmt: skip
     headers = api_headers(api_key)
     with httpx.Client(base_url=api, timeout=30.0, headers=headers) as client:
@@ -93,6 +117,7 @@ def deploy(
 def deployment_request(
     *, model: str, version: str, pipeline: str, agents: list[str], labels: list[str],
     canary: float, healthy_s: float, agent_timeout_s: float, quality_gate: bool = True,
+    shadow: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON body of ``POST /api/v1/deployments``; exit 2 for a target given wrong."""
     return {
@@ -106,8 +131,23 @@ def deployment_request(
             "agent_timeout_s": agent_timeout_s,
             # Absent: the server's default gate; null: errors only.
             **({} if quality_gate else {"quality": None}),
+            **({} if shadow is None else {"kind": "shadow", "shadow": shadow}),
         },
     }
+
+
+def shadow_strategy(
+    shadow: bool, share: float, window_s: float, agreement: float | None
+) -> dict[str, Any] | None:
+    """The strategy's ``shadow`` part (None: no shadow); exit 2 for shadow options without
+    ``--shadow``."""
+    if not shadow:
+        if agreement is not None:
+            typer.echo("--promote-agreement needs --shadow", err=True)
+            raise typer.Exit(2)
+        return None
+    rule = None if agreement is None else {"agreement_min": agreement}
+    return {"share": share, "window_s": window_s, "promote_if": rule}
 
 
 def target_of(agents: list[str], labels: list[str]) -> dict[str, Any]:
