@@ -28,6 +28,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ class RemoteConfig:
         self._file_level = logging.getLogger().level
         self._lock = threading.Lock()
         self._status = ConfigStatus()
+        self._applied_at: datetime | None = None
+        """When the overlay in effect was issued: an older message arriving late is skipped."""
 
     @classmethod
     def restored(
@@ -116,7 +119,22 @@ class RemoteConfig:
             message.version == status.desired_version and status.refused
         ):
             return  # the retained message again (a reconnect): decided already
+        if self._superseded(message):
+            log.info(
+                "skipping remote configuration version %d: version %s, issued later, is in effect",
+                message.version, status.applied_version,
+            )  # fmt: skip
+            return
         self._take(message, persist=True)
+
+    def _superseded(self, message: ConfigOverlay) -> bool:
+        """Whether ``message`` is older than the overlay in effect (a late redelivery): a lower
+        version not issued after it. A lower version issued later (the cloud's database was
+        rebuilt and counts again from 1) is taken."""
+        applied, applied_at = self._status.applied_version, self._applied_at
+        if applied is None or applied_at is None or message.version > applied:
+            return False
+        return message.issued_at <= applied_at
 
     def _take(self, message: ConfigOverlay, *, persist: bool) -> None:
         try:
@@ -139,6 +157,7 @@ class RemoteConfig:
                 applied_version=message.version,
                 applied=message.overlay,
             )
+            self._applied_at = message.issued_at
         log.info("remote configuration version %d applied", message.version)
         self._on_change()
 

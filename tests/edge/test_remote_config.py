@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,25 @@ def test_a_message_for_another_agent_or_not_json_is_refused(quiet_agent: Agent) 
     remote.submit(encode(overlay("someone-else", 3, LOWER)))
     assert "names agent 'someone-else'" in remote.status().refused
     assert remote.status().applied_version is None
+
+
+def test_an_overlay_older_than_the_one_in_effect_is_skipped(quiet_agent: Agent) -> None:
+    """A late redelivery of an older retained message does not undo a newer overlay; a lower
+    version issued later (a cloud whose database counts again from 1) is taken."""
+    started(quiet_agent)
+    remote = quiet_agent.remote_config
+    assert remote is not None
+    agent_id = quiet_agent.config.agent_id
+    old = overlay(agent_id, 4, {"log_level": "WARNING"})
+    new = overlay(agent_id, 5, LOWER)
+    remote.submit(encode(new))
+    remote.submit(encode(old))
+    assert (remote.status().applied_version, remote.status().applied) == (5, LOWER)
+    rebuilt = ConfigOverlay(
+        agent_id=agent_id, version=1, issued_at=new.issued_at + timedelta(seconds=1), overlay={}
+    )
+    remote.submit(encode(rebuilt))
+    assert (remote.status().applied_version, remote.status().applied) == (1, {})
 
 
 def test_log_level_follows_the_overlay_and_returns_to_the_file(
