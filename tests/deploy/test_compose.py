@@ -101,9 +101,11 @@ def test_compose_agent_follows_rollouts_with_its_own_credentials(tmp_path: Path)
     assert cloud is not None
     assert cloud.api_url == "http://api:8000"
     assert cloud.username == agent.agent_id == agent.mqtt.username
-    # The password file is written by the edge service's command before the agent starts.
-    assert cloud.password_file is not None
-    assert f"> {cloud.password_file})" in edge["command"][0]
+    # The password comes from the service's environment; no file holds it.
+    assert cloud.password_env == agent.mqtt.password_env == "AIOT_EDGE_PASSWORD"
+    assert "AIOT_EDGE_PASSWORD" in edge["environment"]
+    assert agent.mqtt.broker.password is None
+    assert edge["command"] == ["edge", "run", "--config", "/etc/aiot/edge.yaml"]
     # The public key is written by broker-init into a volume the edge mounts.
     assert cloud.public_key_file is not None
     trust = next(v for v in edge["volumes"] if v.startswith("edge-trust:"))

@@ -23,7 +23,6 @@ from edge_agent.config import load_config
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 MANIFESTS = sorted([*K8S.glob("*.yaml"), *K8S.glob("secrets/*.yaml")])
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
-EDGE_PLACEHOLDER = "__AIOT_EDGE_PASSWORD__"
 
 
 def documents() -> list[dict[str, Any]]:
@@ -223,15 +222,11 @@ def test_database_and_broker_are_external_settings() -> None:
 
 
 def edge_config(tmp_path: Path) -> Path:
-    """The agent's config as the init container renders it, with the Secret's password."""
-    edge = find("Deployment", "aiot-edge")
-    (render,) = pod(edge)["initContainers"]
-    assert EDGE_PLACEHOLDER in " ".join(render["args"])
-    password = secret_data("aiot-edge-k8s-edge-1")["password"]
+    """The agent's config from its ConfigMap: it names no secret, only where to read it."""
     text = find("ConfigMap", "aiot-edge")["data"]["edge.yaml"]
-    assert EDGE_PLACEHOLDER in text
+    assert secret_data("aiot-edge-k8s-edge-1")["password"] not in text
     path = tmp_path / "edge.yaml"
-    path.write_text(text.replace(EDGE_PLACEHOLDER, password))
+    path.write_text(text)
     return path
 
 
@@ -243,21 +238,22 @@ def test_edge_agent_config_from_its_configmap_is_valid_with_cloud_and_updates(
     assert main["args"][:3] == ["edge", "run", "--config"]
     agent = load_config(edge_config(tmp_path))
     assert agent.agent_id == "k8s-edge-1"
-    assert agent.mqtt.endpoint().username == agent.agent_id
-    assert agent.mqtt.endpoint().password == secret_data("aiot-edge-k8s-edge-1")["password"]
+    assert agent.mqtt.broker.username == agent.agent_id
+    assert agent.mqtt.broker.password is None, "the ConfigMap holds no password"
+    assert agent.mqtt.password_file is not None
+    secret = ("secret", "aiot-edge-k8s-edge-1")
+    assert mounted_file(main, edge, str(agent.mqtt.password_file)) == secret
     cloud = agent.cloud
     assert cloud is not None
     assert urlsplit(cloud.api_url).hostname == "aiot-api.aiot.svc.cluster.local"
     assert cloud.public_key is not None
     assert cloud.username == agent.agent_id
     assert cloud.password_file is not None
-    assert mounted_file(main, edge, str(cloud.password_file)) == ("secret", "aiot-edge-k8s-edge-1")
+    assert mounted_file(main, edge, str(cloud.password_file)) == secret
     assert cloud.password_file.name == "password"
     assert mounted_file(main, edge, str(agent.updates_dir))[0] == "emptyDir"
-    rendered = mounted_file(main, edge, main["args"][3])
-    assert rendered[0] == "emptyDir"
-    volume = next(v for v in pod(edge)["volumes"] if v["name"] == rendered[1])
-    assert volume["emptyDir"]["medium"] == "Memory", "the password never lands on disk"
+    assert mounted_file(main, edge, main["args"][3]) == ("configMap", "config")
+    assert "initContainers" not in pod(edge)
 
 
 def test_setup_job_creates_the_users_of_the_urls_enrolls_the_agent_writes_broker_files(
