@@ -178,6 +178,11 @@ class Spool:
         return self._bytes
 
     def _add(self, entry: SpoolEntry) -> None:
+        """Index ``entry``; a sample written again under its id (one file) replaces itself."""
+        previous = self._index.pop(entry.id, None)
+        if previous is not None:
+            self._bytes -= previous.size
+            self._by_pipeline[previous.pipeline] -= 1
         self._index[entry.id] = entry
         self._index.move_to_end(entry.id)
         self._bytes += entry.size

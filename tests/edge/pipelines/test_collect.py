@@ -108,6 +108,19 @@ def test_the_spool_drops_the_oldest_beyond_its_bounds_and_survives_a_restart(
     assert again.depth("vib") == len(kept)
 
 
+def test_a_sample_written_again_under_its_id_counts_once(tmp_path: Path) -> None:
+    s = spool(tmp_path)
+    c = collector(s, band=[0.0, 1.0], before=0)
+    c.offer(np.zeros(256, dtype=np.float32), 0.5, "normal", T0, MODEL)
+    ((meta, blob),) = written(s)
+    size = s.bytes
+    s.write(meta, blob)  # the same sample again (a retried write)
+    assert (s.depth(), s.depth("vib"), s.bytes) == (1, 1, size)
+    (entry,) = s.oldest(10)
+    s.remove(entry)
+    assert (s.depth(), s.depth("vib"), s.bytes) == (0, 0, 0)
+
+
 def test_a_full_writer_queue_refuses_without_waiting(tmp_path: Path) -> None:
     s = spool(tmp_path, queue_size=2)
     c = collector(s, band=[0.0, 1.0], before=0)
