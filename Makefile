@@ -24,15 +24,17 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/aiot demo
 
 # Mosquitto (and docker-compose, to validate deploy/compose.yml) for the integration tests;
-# Debian's Chromium for the dashboard's browser tests (Playwright drives /usr/bin/chromium).
+# Debian's Chromium for the dashboard's browser tests (Playwright drives /usr/bin/chromium);
+# promtool (Debian's prometheus package) checks the alert rules and the scrape config.
 services:
 	@if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null \
-	    || ! command -v docker-compose >/dev/null || [ ! -x /usr/bin/chromium ]; then \
+	    || ! command -v docker-compose >/dev/null || [ ! -x /usr/bin/chromium ] \
+	    || ! command -v promtool >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      mosquitto mosquitto-clients docker-compose chromium >/dev/null; \
+	      mosquitto mosquitto-clients docker-compose chromium prometheus >/dev/null; \
 	  else \
-	    echo "Tests need Mosquitto, docker-compose and Chromium: sudo apt-get install mosquitto mosquitto-clients docker-compose chromium" >&2; \
+	    echo "Tests need Mosquitto, docker-compose, Chromium and promtool: sudo apt-get install mosquitto mosquitto-clients docker-compose chromium prometheus" >&2; \
 	    exit 1; \
 	  fi; \
 	fi
