@@ -1,0 +1,141 @@
+"""Retrain the vibration classifier with a fleet's labelled windows added to its base data.
+
+A pure function from data to ONNX bytes and figures, used by the cloud's training jobs: the
+shipped model learnt from simulated machines (``models.vibration.make_dataset``); a fleet's
+machines differ (another shaft speed, another baseline), and the windows their people and
+the cloud model labelled teach the classifier what is normal there. The fleet's windows are
+repeated ``fleet_weight`` times, so a few dozen of them count against thousands of base ones.
+
+``evaluate`` measures any vibration model (the serving one, the candidate) on labelled
+windows with the edge's own ONNX Runtime session: what decides whether a candidate serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_agent.inference.runtime import Runtime
+from edge_agent.sources.machine_physics import LABELS
+from models import vibration
+from shared.errors import ModelError
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+NORMAL = 0
+"""The index of the normal label in LABELS."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retrained:
+    """The candidate and what its training saw."""
+
+    model: bytes
+    base_windows: int
+    fleet_windows: int
+    fleet_weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """A model's figures on labelled windows: the alarm side that operators feel."""
+
+    windows: int
+    normal: int
+    faults: int
+    false_alarm_rate: float | None
+    """Normal windows called a fault, over normal windows (None without normal windows)."""
+    recall: float | None
+    """Fault windows called any fault, over fault windows (None without fault windows)."""
+    accuracy: float | None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """The figures as JSON-ready values."""
+        return {
+            "windows": self.windows,
+            "normal": self.normal,
+            "faults": self.faults,
+            "false_alarm_rate": self.false_alarm_rate,
+            "recall": self.recall,
+            "accuracy": self.accuracy,
+        }
+
+
+def label_names() -> list[str]:
+    """The classifier's labels, in the order of its output."""
+    return list(LABELS)
+
+
+def label_indices(labels: list[str]) -> I64:
+    """Labels as indices into LABELS; ModelError naming a label the classifier cannot learn."""
+    unknown = sorted({label for label in labels if label not in LABELS})
+    if unknown:
+        raise ModelError(f"labels {unknown} are not among the classifier's {list(LABELS)}")
+    return np.asarray([LABELS.index(label) for label in labels], dtype=np.int64)
+
+
+def check_windows(windows: F32) -> None:
+    """ModelError unless ``windows`` is ``[N, WINDOW]`` of finite values."""
+    if windows.ndim != 2 or windows.shape[1] != vibration.WINDOW:
+        raise ModelError(
+            f"windows are {list(windows.shape)}; the classifier reads [N, {vibration.WINDOW}]"
+        )
+    if not np.all(np.isfinite(windows)):
+        raise ModelError("windows hold NaN or infinite values")
+
+
+def retrain(
+    windows: F32,
+    labels: I64,
+    *,
+    seed: int = 0,
+    base_per_machine: int = vibration.TRAIN_PER_MACHINE,
+    fleet_weight: int = 5,
+) -> Retrained:
+    """Train the classifier on the base data plus ``windows`` (``[N, WINDOW]``, labels as
+    indices into LABELS) repeated ``fleet_weight`` times; ModelError for data it cannot use."""
+    check_windows(windows)
+    if len(windows) == 0:
+        raise ModelError("no fleet windows to train on")
+    if len(np.unique(labels)) < 2:
+        raise ModelError(f"fleet windows have one label only ({LABELS[int(labels[0])]})")
+    base = vibration.make_dataset(vibration.TRAIN_SEED, base_per_machine)
+    fleet = np.repeat(windows, fleet_weight, axis=0)
+    all_windows = np.concatenate([base.windows, fleet])
+    all_labels = np.concatenate([base.labels, np.repeat(labels, fleet_weight)])
+    classifier = vibration.train(vibration.features(all_windows), all_labels, seed=seed)
+    return Retrained(
+        model=vibration.to_onnx(classifier).SerializeToString(),
+        base_windows=len(base.windows),
+        fleet_windows=len(windows),
+        fleet_weight=fleet_weight,
+    )
+
+
+def shipped_test_set(per_machine: int) -> tuple[F32, I64]:
+    """The shipped model's held-out set (its seed), ``per_machine`` windows of each label."""
+    held_out = vibration.make_dataset(vibration.HELD_OUT_SEED, per_machine)
+    return held_out.windows, held_out.labels
+
+
+def evaluate(model: bytes, windows: F32, labels: I64) -> Quality:
+    """``model``'s false-alarm rate, fault recall and accuracy on labelled ``windows``."""
+    if len(windows) == 0:
+        return Quality(0, 0, 0, None, None, None)
+    check_windows(windows)
+    predicted = Runtime(model).run(windows).argmax(axis=1)
+    normal, faults = labels == NORMAL, labels != NORMAL
+    return Quality(
+        windows=len(windows),
+        normal=int(normal.sum()),
+        faults=int(faults.sum()),
+        false_alarm_rate=_share(predicted[normal] != NORMAL),
+        recall=_share(predicted[faults] != NORMAL),
+        accuracy=_share(predicted == labels),
+    )
+
+
+def _share(hits: npt.NDArray[np.bool_]) -> float | None:
+    return round(float(hits.mean()), 4) if hits.size else None
