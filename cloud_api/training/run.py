@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session, sessionmaker
@@ -92,9 +93,11 @@ class Runner:
             log.exception("training job %s: the trainer failed", self.job_id)
             self._end("failed", f"the trainer failed: {type(exc).__name__}: {exc}")
 
-    def _end(self, state: JobState, reason: str, **values: object) -> None:
+    def _end(self, state: JobState, reason: str, report: dict[str, Any] | None = None) -> None:
         self.session.rollback()
-        jobs.finish(self.session, self.job_id, self.token, state=state, reason=reason, **values)
+        jobs.finish(
+            self.session, self.job_id, self.token, state=state, reason=reason, report=report
+        )
 
     def _run(self, spec: JobSpec) -> None:
         trainer = trainer_named(spec.trainer)
