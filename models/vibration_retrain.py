@@ -8,6 +8,8 @@ repeated ``fleet_weight`` times, so a few dozen of them count against thousands 
 
 ``evaluate`` measures any vibration model (the serving one, the candidate) on labelled
 windows with the edge's own ONNX Runtime session: what decides whether a candidate serves.
+Importing this module needs only numpy and ONNX Runtime (the cloud's extra); training
+imports the build (onnx, scikit-learn: the ``models`` extra) when it runs.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.inference.runtime import Runtime
-from edge_agent.sources.machine_physics import LABELS
-from models import vibration
+from edge_agent.sources.machine_physics import LABELS, MachineSpec
 from shared.errors import ModelError
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 NORMAL = 0
 """The index of the normal label in LABELS."""
+WINDOW = MachineSpec().window
+"""Samples per window the classifier reads (``models.vibration.WINDOW``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +81,8 @@ def label_indices(labels: list[str]) -> I64:
 
 def check_windows(windows: F32) -> None:
     """ModelError unless ``windows`` is ``[N, WINDOW]`` of finite values."""
-    if windows.ndim != 2 or windows.shape[1] != vibration.WINDOW:
-        raise ModelError(
-            f"windows are {list(windows.shape)}; the classifier reads [N, {vibration.WINDOW}]"
-        )
+    if windows.ndim != 2 or windows.shape[1] != WINDOW:
+        raise ModelError(f"windows are {list(windows.shape)}; the classifier reads [N, {WINDOW}]")
     if not np.all(np.isfinite(windows)):
         raise ModelError("windows hold NaN or infinite values")
 
@@ -91,17 +92,21 @@ def retrain(
     labels: I64,
     *,
     seed: int = 0,
-    base_per_machine: int = vibration.TRAIN_PER_MACHINE,
+    base_per_machine: int | None = None,
     fleet_weight: int = 5,
 ) -> Retrained:
     """Train the classifier on the base data plus ``windows`` (``[N, WINDOW]``, labels as
-    indices into LABELS) repeated ``fleet_weight`` times; ModelError for data it cannot use."""
+    indices into LABELS) repeated ``fleet_weight`` times; ModelError for data it cannot use.
+    ``base_per_machine`` None is the shipped model's own base data."""
+    from models import vibration
+
     check_windows(windows)
     if len(windows) == 0:
         raise ModelError("no fleet windows to train on")
     if len(np.unique(labels)) < 2:
         raise ModelError(f"fleet windows have one label only ({LABELS[int(labels[0])]})")
-    base = vibration.make_dataset(vibration.TRAIN_SEED, base_per_machine)
+    per_machine = base_per_machine or vibration.TRAIN_PER_MACHINE
+    base = vibration.make_dataset(vibration.TRAIN_SEED, per_machine)
     fleet = np.repeat(windows, fleet_weight, axis=0)
     all_windows = np.concatenate([base.windows, fleet])
     all_labels = np.concatenate([base.labels, np.repeat(labels, fleet_weight)])
@@ -116,6 +121,8 @@ def retrain(
 
 def shipped_test_set(per_machine: int) -> tuple[F32, I64]:
     """The shipped model's held-out set (its seed), ``per_machine`` windows of each label."""
+    from models import vibration
+
     held_out = vibration.make_dataset(vibration.HELD_OUT_SEED, per_machine)
     return held_out.windows, held_out.labels
 

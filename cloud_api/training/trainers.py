@@ -18,7 +18,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_api.sample_schemas import FALSE_ALARM_LABEL
-from models import vibration, vibration_retrain
+from models import vibration_retrain
 from models.vibration_retrain import Quality
 from shared.errors import ContractError
 
@@ -32,8 +32,11 @@ class VibrationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(default=0, ge=0, le=2**31)
-    base_per_machine: int = Field(
-        default=117, ge=1, le=1000, description="base windows per label and simulated machine"
+    base_per_machine: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="base windows per label and simulated machine; None: the shipped model's",
     )
     fleet_weight: int = Field(default=5, ge=1, le=100, description="repeats of fleet windows")
     test_share: float = Field(default=0.25, gt=0, lt=1, description="held-out share of samples")
@@ -47,7 +50,6 @@ class Trainer:
     options: type[BaseModel]
     window_shape: tuple[int, ...]
     labels: tuple[str, ...]
-    task: str
     train: Callable[[F32, I64, Any], bytes]
     evaluate: Callable[[bytes, F32, I64], Quality]
     test_set: Callable[[Any], tuple[F32, I64]]
@@ -87,9 +89,8 @@ def _vibration_test_set(options: VibrationOptions) -> tuple[F32, I64]:
 TRAINERS: dict[str, Trainer] = {
     "vibration-classifier": Trainer(
         options=VibrationOptions,
-        window_shape=(vibration.WINDOW,),
+        window_shape=(vibration_retrain.WINDOW,),
         labels=tuple(vibration_retrain.label_names()),
-        task=vibration.NAME,
         train=_train_vibration,
         evaluate=vibration_retrain.evaluate,
         test_set=_vibration_test_set,
