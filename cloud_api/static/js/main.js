@@ -13,6 +13,7 @@ import { forgetKey, keyProblem, loadKey, saveKey, takeKeyFromFragment } from "./
 import { renderReview } from "./review.js";
 import { renderPlacement } from "./placement.js";
 import { renderDeployments } from "./rollouts.js";
+import { renderJobs } from "./training.js";
 import { EventStream } from "./sse.js";
 
 const REFRESH_MS = 5000;
@@ -111,6 +112,9 @@ class Dashboard {
       }),
       this.panel("placement", async () => {
         renderPlacement(byTestId("placement-panel"), await this.api.get("api/v1/placement"));
+      }),
+      this.panel("training", async () => {
+        renderJobs(byTestId("training-panel"), await this.api.get("api/v1/training-jobs", { limit: 20 }));
       }),
       this.panel("deployments", async () => {
         renderDeployments(byTestId("deployments-panel"), await this.api.getOptional("api/v1/deployments"));
