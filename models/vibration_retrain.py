@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from edge_agent.inference.runtime import Runtime
 from edge_agent.sources.machine_physics import LABELS, MachineSpec
+from models.quality import EMPTY, Quality, share
 from shared.errors import ModelError
 
 F32 = npt.NDArray[np.float32]
@@ -39,31 +40,6 @@ class Retrained:
     base_windows: int
     fleet_windows: int
     fleet_weight: int
-
-
-@dataclass(frozen=True, slots=True)
-class Quality:
-    """A model's figures on labelled windows: the alarm side that operators feel."""
-
-    windows: int
-    normal: int
-    faults: int
-    false_alarm_rate: float | None
-    """Normal windows called a fault, over normal windows (None without normal windows)."""
-    recall: float | None
-    """Fault windows called any fault, over fault windows (None without fault windows)."""
-    accuracy: float | None
-
-    def as_dict(self) -> dict[str, float | int | None]:
-        """The figures as JSON-ready values."""
-        return {
-            "windows": self.windows,
-            "normal": self.normal,
-            "faults": self.faults,
-            "false_alarm_rate": self.false_alarm_rate,
-            "recall": self.recall,
-            "accuracy": self.accuracy,
-        }
 
 
 def label_names() -> list[str]:
@@ -130,7 +106,7 @@ def shipped_test_set(per_machine: int) -> tuple[F32, I64]:
 def evaluate(model: bytes, windows: F32, labels: I64) -> Quality:
     """``model``'s false-alarm rate, fault recall and accuracy on labelled ``windows``."""
     if len(windows) == 0:
-        return Quality(0, 0, 0, None, None, None)
+        return EMPTY
     check_windows(windows)
     predicted = Runtime(model).run(windows).argmax(axis=1)
     normal, faults = labels == NORMAL, labels != NORMAL
@@ -138,11 +114,7 @@ def evaluate(model: bytes, windows: F32, labels: I64) -> Quality:
         windows=len(windows),
         normal=int(normal.sum()),
         faults=int(faults.sum()),
-        false_alarm_rate=_share(predicted[normal] != NORMAL),
-        recall=_share(predicted[faults] != NORMAL),
-        accuracy=_share(predicted == labels),
+        false_alarm_rate=share(predicted[normal] != NORMAL),
+        recall=share(predicted[faults] != NORMAL),
+        accuracy=share(predicted == labels),
     )
-
-
-def _share(hits: npt.NDArray[np.bool_]) -> float | None:
-    return round(float(hits.mean()), 4) if hits.size else None

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -145,13 +146,10 @@ def freeze(
 
 
 def load_windows(
-    store: ArtifactStore, items: list[Item], labels: dict[str, int]
+    store: ArtifactStore, items: list[Item], index_of: Callable[[str], int]
 ) -> tuple[F32, I64]:
-    """The items' windows ``[N, ...]`` and label indices into ``labels``; ContractError for a
-    blob that is gone or changed, or a label the trainer cannot learn."""
-    unknown = sorted({item.label for item in items} - set(labels))
-    if unknown:
-        raise ContractError(f"labels {unknown} are not among the trainer's {list(labels)}")
+    """The items' windows ``[N, ...]`` and their labels' indices (``index_of``);
+    ContractError for a blob that is gone or changed."""
     arrays: list[F32] = []
     for item in items:
         try:
@@ -163,5 +161,5 @@ def load_windows(
         arrays.append(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
     if not arrays:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    indices = np.asarray([labels[item.label] for item in items], dtype=np.int64)
+    indices = np.asarray([index_of(item.label) for item in items], dtype=np.int64)
     return np.stack(arrays), indices

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloud_api.training.spec import Gate
-from models.vibration_retrain import Quality
+from models.quality import EMPTY, Quality
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,10 @@ def _no_worse(
 
 
 def judge(base: dict[str, Quality], candidate: dict[str, Quality], gate: Gate) -> Report:
-    """The report of ``candidate`` against ``base`` on the ``held_out`` and ``shipped`` sets."""
+    """The report of ``candidate`` against ``base`` on the ``held_out`` and (if the trainer
+    has one) ``shipped`` sets."""
     held_base, held_cand = base["held_out"], candidate["held_out"]
-    ship_base, ship_cand = base["shipped"], candidate["shipped"]
+    ship_base, ship_cand = base.get("shipped", EMPTY), candidate.get("shipped", EMPTY)
     checks: list[Check] = []
     if gate.require_false_alarm_drop:
         if held_base.false_alarm_rate is None or held_cand.false_alarm_rate is None:

@@ -111,20 +111,22 @@ class Runner:
             spec.version or f"{spec.base_version}-job{self.job_id}", what="candidate version"
         )
         self.step(0.05, "selecting samples")
-        items = self._dataset(spec, trainer, getattr(options, "test_share", 0.25))
+        shape = window_shape(base.inputs)
+        items = self._dataset(spec, trainer, shape, options.test_share)
         train = [item for item in items if item.split == "train"]
         test = [item for item in items if item.split == "test"]
-        train_x, train_y = datasets.load_windows(self.context.store, train, trainer.label_index())
-        test_x, test_y = datasets.load_windows(self.context.store, test, trainer.label_index())
+        train_x, train_y = datasets.load_windows(self.context.store, train, trainer.index_of)
+        test_x, test_y = datasets.load_windows(self.context.store, test, trainer.index_of)
         self.step(0.2, f"training on {len(train)} fleet windows ({len(test)} held out)")
         candidate = trainer.train(train_x, train_y, options)
         self.step(0.7, "evaluating the candidate against the serving version")
         base_model = self.context.store.get(registry.artifact_key(base.name, base.version))
-        shipped = trainer.test_set(options)
-        sets = {"held_out": (test_x, test_y), "shipped": shipped}
+        sets = {"held_out": (test_x, test_y)}
+        if (shipped := trainer.test_set(options)) is not None:
+            sets["shipped"] = shipped
         report = judge(
-            {name: trainer.evaluate(base_model, *data) for name, data in sets.items()},
-            {name: trainer.evaluate(candidate, *data) for name, data in sets.items()},
+            {name: trainer.evaluate(base_model, *data, options) for name, data in sets.items()},
+            {name: trainer.evaluate(candidate, *data, options) for name, data in sets.items()},
             spec.gate,
         )
         if not report.passed:
@@ -132,14 +134,16 @@ class Runner:
         self.step(0.9, f"gate passed; registering {spec.base_model} {version}")
         self._register(spec, version, candidate, report, task=base.task, labels=base.labels)
 
-    def _dataset(self, spec: JobSpec, trainer: Trainer, test_share: float) -> list[datasets.Item]:
+    def _dataset(
+        self, spec: JobSpec, trainer: Trainer, shape: tuple[int, ...], test_share: float
+    ) -> list[datasets.Item]:
         """The items, checked and frozen as a version recorded on the job."""
         items, skipped = datasets.select_items(
             self.session, pipeline=spec.pipeline, selector=spec.selector,
-            window_shape=trainer.window_shape, test_share=test_share,
+            window_shape=shape, test_share=test_share,
         )  # fmt: skip
-        _check_classes(items, skipped)
-        if len({item.label for item in items if item.split == "train"}) < 2:
+        _check_classes(items, skipped, trainer)
+        if len({trainer.index_of(item.label) for item in items if item.split == "train"}) < 2:
             raise RefusedError(
                 "failed",
                 f"the training split of {len(items)} samples has one label only; add samples "
@@ -185,7 +189,15 @@ class Runner:
         )  # fmt: skip
 
 
-def _check_classes(items: list[datasets.Item], skipped: Counter[str]) -> None:
+def window_shape(inputs: list[dict[str, Any]]) -> tuple[int, ...]:
+    """The shape of one window the base model reads: its input's shape without the batch."""
+    dims = inputs[0]["shape"][1:] if len(inputs) == 1 else []
+    if not dims or not all(isinstance(dim, int) and dim > 0 for dim in dims):
+        raise ContractError(f"the base model's input {inputs} has no fixed window shape")
+    return tuple(dims)
+
+
+def _check_classes(items: list[datasets.Item], skipped: Counter[str], trainer: Trainer) -> None:
     """RefusedError (failed) for an empty or one-class dataset, with what was left out and why."""
     why = "; ".join(f"{count} {reason}" for reason, count in skipped.most_common(3))
     left_out = f" (left out: {why})" if why else ""
@@ -193,9 +205,11 @@ def _check_classes(items: list[datasets.Item], skipped: Counter[str]) -> None:
         raise RefusedError(
             "failed", f"the dataset is empty: no sample matches the selector{left_out}"
         )
-    labels = Counter(item.label for item in items)
+    for item in items:
+        trainer.index_of(item.label)  # a label the trainer cannot learn: ContractError
+    labels = Counter(trainer.index_of(item.label) for item in items)
     if len(labels) < 2:
-        label = next(iter(labels))
+        label = items[0].label
         raise RefusedError(
             "failed",
             f"the dataset has one class only: all {len(items)} samples are {label!r}{left_out}",
