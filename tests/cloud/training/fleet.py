@@ -53,14 +53,29 @@ def labelled_fleet(
     faults_each: int = 8,
     seed: int = 7,
 ) -> str:
-    """One agent's ``normal`` windows behind a false alarm and ``faults_each`` windows of each
-    fault behind confirmed alarms, labelled by a person; the agent's id."""
+    """One agent's ``normal`` vibration windows behind a false alarm and ``faults_each``
+    windows of each fault behind alarms a person relabelled; the agent's id."""
+    machine = SimulatedMachine(spec, seed=seed)
+    groups = [("normal", [machine.window(None) for _ in range(normal)])]
+    groups += [
+        (fault, [machine.window(fault, 1.0) for _ in range(faults_each)]) for fault in FAULTS
+    ]
+    return labelled_windows(api, publisher, [(label, w) for label, w in groups if w])
+
+
+def labelled_windows(
+    api: TestClient,
+    publisher: Publisher,
+    groups: list[tuple[str, list[np.ndarray]]],
+    *,
+    pipeline: str = "spindle-vibration",
+) -> str:
+    """A new agent's events, one per group, each with its windows uploaded as samples and a
+    person's verdict: a false alarm for ``normal``, else a relabel to the group's label."""
     agent_id = unique_agent_id("press")
     agent = client_as(api, basic=(agent_id, enroll(api, agent_id)))
     operator = client_as(api, new_api_key(api, "operate", name="alice"))
-    machine = SimulatedMachine(spec, seed=seed)
-    groups = [("normal", normal)] + [(fault, faults_each) for fault in FAULTS if faults_each]
-    batch = make_batch(agent_id, len(groups), label="bearing_outer_race")
+    batch = make_batch(agent_id, len(groups), label="bearing_outer_race", pipeline=pipeline)
     publisher.publish(topic(agent_id, Channel.EVENTS), encode(batch))
     wait_until(
         lambda: (
@@ -69,10 +84,9 @@ def labelled_fleet(
         ),
         what="the events stored",
     )
-    for event, (label, count) in zip(batch.events, groups, strict=True):
-        for _ in range(count):
-            window = machine.window(None if label == "normal" else label, 1.0)
-            _upload_window(agent, agent_id, window, event_id=event.id)
+    for event, (label, windows) in zip(batch.events, groups, strict=True):
+        for window in windows:
+            _upload_window(agent, agent_id, window, event_id=event.id, pipeline=pipeline)
         verdict: dict[str, Any] = (
             {"verdict": "false_alarm"}
             if label == "normal"
@@ -83,14 +97,18 @@ def labelled_fleet(
     return agent_id
 
 
-def _upload_window(agent: TestClient, agent_id: str, window: np.ndarray, *, event_id: str) -> None:
+def _upload_window(
+    agent: TestClient, agent_id: str, window: np.ndarray, *, event_id: str, pipeline: str
+) -> None:
     blob = npy_bytes(window.astype(np.float32))
-    meta, _ = window_sample(agent_id, shape=window.shape, reason="event", event_id=event_id)
+    meta, _ = window_sample(
+        agent_id, shape=window.shape, reason="event", event_id=event_id, pipeline=pipeline
+    )
     meta = meta.model_copy(
         update={
             "size": len(blob),
             "sha256": hashlib.sha256(blob).hexdigest(),
-            "window": WindowInfo(shape=[window.shape[0]], sample_rate_hz=12800.0),
+            "window": WindowInfo(shape=list(window.shape), sample_rate_hz=12800.0),
         }
     )
     response = upload(agent, meta, blob)
