@@ -1,5 +1,6 @@
 """``/api/v1/training-jobs``: queue a training job, watch it, cancel it; and a model
-version's ``lineage`` (``/api/v1/models/{name}/versions/{version}/lineage``).
+version's ``lineage`` (``/api/v1/models/{name}/versions/{version}/lineage``), also reached
+from an event (``/api/v1/events/{id}/lineage``: the version that produced it).
 
 Workers (``cloud_api.training.worker``) run the jobs; these routes only create, show and
 cancel them. A job's trainer and options are checked here, so a job that cannot start is a
@@ -15,7 +16,9 @@ from fastapi import APIRouter, HTTPException, Query
 from cloud_api.deps import OperateDep, ReadDep, SessionDep
 from cloud_api.params import Id64Path, ModelNamePath
 from cloud_api.queries.models import get_model_version
+from cloud_api.queries.samples import get_event
 from cloud_api.responses import AUTHENTICATED, problems
+from cloud_api.routes.feedback import EventIdPath
 from cloud_api.training import jobs
 from cloud_api.training.lineage import lineage_of
 from cloud_api.training.schemas import (
@@ -98,6 +101,25 @@ def get_lineage(
 ) -> LineageOut:
     """The job, dataset version, parent version and evaluation report behind a version, its
     deployments, and the versions trained from it; 404 if it was never registered."""
+    return _lineage(session, name, version)
+
+
+@router.get(
+    "/api/v1/events/{event_id}/lineage",
+    response_model=LineageOut,
+    responses=problems(404),
+    tags=["events"],
+)
+def get_event_lineage(event_id: EventIdPath, session: SessionDep, _: ReadDep) -> LineageOut:
+    """The lineage of the model version that produced an event; 404 for an unknown event, or
+    one whose model version is not in the registry (an agent's own configured model)."""
+    event = get_event(session, event_id)
+    if event is None:
+        raise HTTPException(404, f"no event {event_id}")
+    return _lineage(session, event.model_name, event.model_version)
+
+
+def _lineage(session: SessionDep, name: str, version: str) -> LineageOut:
     model = get_model_version(session, name=name, version=version)
     if model is None:
         raise HTTPException(404, f"model {name!r} has no version {version!r}")

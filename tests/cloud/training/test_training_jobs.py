@@ -114,6 +114,11 @@ def test_a_job_over_labelled_samples_registers_a_better_version_with_its_lineage
     parent = api.get("/api/v1/models/vibration-anomaly/versions/1.0.0/lineage").json()
     assert parent["job"] is None
     assert parent["children"] == [version]
+    # An event names the version that produced it: its lineage is that version's.
+    event = api.get("/api/v1/events", params={"agent_id": agent_id}).json()["items"][0]
+    assert api.get(f"/api/v1/events/{event['id']}/lineage").json() == parent
+    missing = api.get("/api/v1/models/vibration-anomaly/versions/9.9.9/lineage")
+    assert missing.status_code == 404
 
     # The same data frozen again is the same dataset version content: the same digest.
     again = run_one(api, job(api, [agent_id], version="1.0.0-again")["id"])
