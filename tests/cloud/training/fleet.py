@@ -82,6 +82,7 @@ def labelled_windows(
             len(api.get("/api/v1/events", params={"agent_id": agent_id}).json()["items"])
             == len(groups)
         ),
+        timeout=60,
         what="the events stored",
     )
     for event, (label, windows) in zip(batch.events, groups, strict=True):
