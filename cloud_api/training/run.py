@@ -110,6 +110,9 @@ class Runner:
         version = registry.check_name(
             spec.version or f"{spec.base_version}-job{self.job_id}", what="candidate version"
         )
+        # Before hours of training, not after (the registry still refuses it at the end).
+        if get_model_version(self.session, name=spec.base_model, version=version) is not None:
+            raise ContractError(f"model {spec.base_model} version {version} exists already")
         self.step(0.05, "selecting samples")
         shape = window_shape(base.inputs)
         items = self._dataset(spec, trainer, shape, options.test_share)

@@ -5,6 +5,7 @@ end in a clear state with nothing registered; a job can be cancelled."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from cloud_api.training import jobs
 from cloud_api.training.run import Runner
 from cloud_api.training.tables import DatasetVersionRow, TrainedVersionRow
+from cloud_api.training.trainers import TRAINERS
 from cloud_api.training.worker import TrainingWorker, training_context
 from edge_agent.sources.machine_physics import LABELS, MachineSpec
 from shared.signing import SignedManifest, verify
@@ -165,10 +167,22 @@ def test_a_gate_not_met_rejects_the_candidate_and_registers_nothing(
 
 
 def test_a_trainer_that_raises_fails_its_job_and_bad_requests_are_refused(
-    api: TestClient, publisher: Publisher
+    api: TestClient, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     agent_id = labelled_fleet(api, publisher, normal=12, faults_each=2)
-    # A version name the registry refuses ends the job with the reason, nothing registered.
+
+    def broken(*_: object) -> bytes:
+        raise RuntimeError("out of memory in the trainer")
+
+    trainer = TRAINERS["vibration-classifier"]
+    monkeypatch.setitem(TRAINERS, "vibration-classifier", replace(trainer, train=broken))
+    crashed = run_one(api, job(api, [agent_id])["id"])
+    assert crashed["state"] == "failed"
+    assert crashed["reason"] == "the trainer failed: RuntimeError: out of memory in the trainer"
+    assert crashed["result_version"] is None
+    monkeypatch.undo()
+
+    # A candidate version that exists ends the job before it trains, nothing registered.
     bad = run_one(api, job(api, [agent_id], version="1.0.0")["id"])
     assert bad["state"] == "failed"
     assert "exists already" in bad["reason"]
