@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli import cloud_auth, configure_logging
+from cli import cloud_auth, configure_logging, training
 from cli.signals import stop_event_on_stop_signals
 from cli.startup import check_broker_login, ensure_port_free, open_database, wait_for_broker
 from cli.tls_options import (
@@ -35,10 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 app = typer.Typer(
-    help="The cloud API, its ingest workers, API keys and broker credentials.",
+    help="The cloud API, its ingest and training workers, API keys and broker credentials.",
     no_args_is_help=True,
 )
 cloud_auth.register(app)
+training.register(app)
 
 DbOption = Annotated[
     str | None, typer.Option("--db", help="SQLAlchemy URL (default: $AIOT_DATABASE_URL or SQLite).")

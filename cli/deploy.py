@@ -29,6 +29,36 @@ STATE_STYLE = {
 }
 
 
+QualityGateOption = Annotated[
+    bool,
+    typer.Option(
+        help="Judge the canary's model quality (alarm rate and time in alarm against the "
+        "agents still on the old version) before the rest update, not only its errors."
+    ),
+]
+ShadowOption = Annotated[
+    bool,
+    typer.Option(
+        help="Run the version in shadow first: beside the serving model, never acting; it "
+        "is promoted into the canary, or discarded, when the shadow window ends."
+    ),
+]
+ShadowShareOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Share of the inputs shadowed (--shadow).")
+]
+ShadowWindowOption = Annotated[
+    float, typer.Option(min=0.0, help="Seconds each agent shadows (--shadow).")
+]
+PromoteAgreementOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0, max=1.0,
+        help="Promote automatically if the labels agree on at least this share, else "
+        "discard (--shadow; without it an operator decides).",
+    ),
+]  # fmt: skip
+
+
 def deploy(
     model: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[str, typer.Argument(help="Registered version to roll out.")],
@@ -42,35 +72,11 @@ def deploy(
     agent_timeout_s: Annotated[
         float, typer.Option(min=0.0, help="Seconds an agent may take to run the version.")
     ] = 600.0,
-    quality_gate: Annotated[
-        bool,
-        typer.Option(
-            help="Judge the canary's model quality (alarm rate and time in alarm against the "
-            "agents still on the old version) before the rest update, not only its errors."
-        ),
-    ] = True,
-    shadow: Annotated[
-        bool,
-        typer.Option(
-            help="Run the version in shadow first: beside the serving model, never acting; it "
-            "is promoted into the canary, or discarded, when the shadow window ends."
-        ),
-    ] = False,
-    shadow_share: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of the inputs shadowed (--shadow).")
-    ] = 1.0,
-    shadow_window_s: Annotated[
-        float, typer.Option(min=0.0, help="Seconds each agent shadows (--shadow).")
-    ] = 300.0,
-    promote_agreement: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Promote automatically if the labels agree on at least this share, else "
-            "discard (--shadow; without it an operator decides).",
-        ),
-    ] = None,
+    quality_gate: QualityGateOption = True,
+    shadow: ShadowOption = False,
+    shadow_share: ShadowShareOption = 1.0,
+    shadow_window_s: ShadowWindowOption = 300.0,
+    promote_agreement: PromoteAgreementOption = None,
     agent: Annotated[
         list[str] | None, typer.Option(help="Target agent id (repeat for several).")
     ] = None,

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         "a batch another ingest process commits late is not skipped by the keyset",
     )
 
+    # Training (cloud_api/training/): a worker thread in the API claims queued jobs.
+    training_enabled: bool = True
+    training_poll_s: float = Field(default=2.0, gt=0, le=3600)
+    training_lease_s: float = Field(default=300.0, ge=3, le=86_400)
+
     retention_days: int | None = Field(
         default=None,
         ge=0,

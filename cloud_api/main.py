@@ -40,7 +40,9 @@ from cloud_api.routes import (
     signing_key,
     stats,
     stream,
+    training_jobs,
 )
+from cloud_api.training.worker import start_training
 
 
 @asynccontextmanager
@@ -60,6 +62,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retention = app.state.retention = _start_retention(
             settings, engine, app.state.metrics, app.state.artifacts
         )
+        training = app.state.training = start_training(
+            settings,
+            sessions=app.state.sessionmaker,
+            store=app.state.artifacts,
+            signing_key=app.state.signing_key,
+        )
         app.state.metrics.watch_fleet(
             FleetCollector(app.state.sessionmaker, grace=settings.heartbeat_grace)
         )
@@ -67,6 +75,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
         finally:
             app.state.metrics.unwatch_fleet()
+            if training is not None:
+                training.stop()
             if retention is not None:
                 retention.stop()
             if rollout is not None:
@@ -147,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ingest = None
     app.state.rollout = None
     app.state.retention = None
+    app.state.training = None
     app.state.stream_slots = stream.StreamSlots(app.state.settings.stream_max)
     # /events/stream before any /events/{...} route, which would otherwise capture "stream".
     app.include_router(stream.router)
@@ -166,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         placement,
         dead_letters,
         models,
+        training_jobs,
         deployments,
         shadow,
         keys,

@@ -108,10 +108,16 @@ def _scorer_graph(g: GraphBuilder, feats: str, scorer: Scorer) -> str:
     return g.op("Div", norm, g.const("width", np.sqrt(scorer.mean.size)))
 
 
-def to_onnx(scorer: Scorer, spec: WindowSpec, *, name: str, version: str) -> bytes:
-    """The whole scorer as one ONNX graph: raw window ``[B, C, W]`` -> ``score`` ``[B]``."""
+def to_onnx(
+    scorer: Scorer, spec: WindowSpec, *, name: str, version: str, gain: float = 1.0
+) -> bytes:
+    """The whole scorer as one ONNX graph: raw window ``[B, C, W]`` -> ``score`` ``[B]``
+    (times ``gain``)."""
     g = GraphBuilder(name.replace("-", "_"))
-    score = g.rename(_scorer_graph(g, front_end(g, "window", spec.size), scorer), "score")
+    scores = _scorer_graph(g, front_end(g, "window", spec.size), scorer)
+    if gain != 1.0:
+        scores = g.op("Mul", scores, g.const("gain", np.float32(gain)))
+    score = g.rename(scores, "score")
     model: onnx.ModelProto = g.model(
         inputs=[("window", ["batch", len(spec.channels), spec.size])],
         outputs=[(score, ["batch"])],
@@ -183,8 +189,6 @@ def fit_normal(
     kinds: Sequence[ScorerKind] = ("mahalanobis", "pca"),
 ) -> FitResult:
     """Learn normal from ``[N, C]`` readings of normal operation; see the module docstring."""
-    if not 0 < false_alarm_rate < 0.5:
-        raise ModelError(f"false_alarm_rate must be in (0, 0.5), not {false_alarm_rate}")
     if not np.all(np.isfinite(values)):
         raise ModelError("normal readings hold NaN or infinite values; clean or drop them first")
     dense = replace(spec, hop=training_hop(spec, len(values)))
@@ -193,6 +197,32 @@ def fit_normal(
         raise ModelError(
             f"{windows.shape[0]} windows of {spec.size} readings (hop {dense.hop}) are too few "
             f"to learn normal: need at least {MIN_WINDOWS}; give more data"
+        )
+    return fit_windows(
+        windows, spec, name=name, version=version, false_alarm_rate=false_alarm_rate, kinds=kinds
+    )
+
+
+def fit_windows(
+    windows: F32,
+    spec: WindowSpec,
+    *,
+    name: str,
+    version: str,
+    false_alarm_rate: float = 0.005,
+    kinds: Sequence[ScorerKind] = ("mahalanobis", "pca"),
+    threshold: float | None = None,
+) -> FitResult:
+    """Learn normal from normal windows ``[B, C, W]`` in time order (``fit_normal`` cuts them
+    from readings; the cloud's training has them from a machine's samples). With
+    ``threshold``, the graph's score is scaled so that its calibrated threshold is that one:
+    a refit keeps the threshold its pipeline is set to."""
+    if not 0 < false_alarm_rate < 0.5:
+        raise ModelError(f"false_alarm_rate must be in (0, 0.5), not {false_alarm_rate}")
+    if windows.shape[0] < MIN_WINDOWS:
+        raise ModelError(
+            f"{windows.shape[0]} normal windows are too few to learn normal: need at least "
+            f"{MIN_WINDOWS}"
         )
     feats = features(windows)
     train, calibrate, check = np.split(feats, [int(0.6 * len(feats)), int(0.8 * len(feats))])
@@ -211,14 +241,15 @@ def fit_normal(
         )
         candidates.append((candidate, scorer))
     best, scorer = min(candidates, key=lambda c: (c[0].check_false_alarm_rate, c[0].latency_ms))
-    held_out = scorer.scores(np.concatenate([calibrate, check]))
+    calibrated = float(np.quantile(scorer.scores(np.concatenate([calibrate, check])), quantile))
+    gain = 1.0 if threshold is None else threshold / max(calibrated, EPS)
     return FitResult(
         name=name,
         version=version,
-        model=to_onnx(scorer, spec, name=name, version=version),
+        model=to_onnx(scorer, spec, name=name, version=version, gain=gain),
         spec=spec,
         kind=best.kind,
-        threshold=float(np.quantile(held_out, quantile)),
+        threshold=calibrated * gain,
         features=feature_names(spec),
         windows=int(windows.shape[0]),
         false_alarm_rate=best.check_false_alarm_rate,

@@ -10,10 +10,12 @@ from sqlalchemy import Engine
 
 from cloud_api import rollup_tables
 from cloud_api.tables import Base
+from cloud_api.training import tables as training_tables
 
-# Every table module on ``Base``: tables.py, and the rollups apart.
+# Every table module on ``Base``: tables.py, and the rollups and training apart.
 target_metadata = Base.metadata
 assert rollup_tables.EVENT_ROLLUPS.metadata is target_metadata
+assert training_tables.TrainingJobRow.metadata is target_metadata
 
 
 def run_migrations_online() -> None:

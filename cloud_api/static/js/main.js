@@ -14,6 +14,7 @@ import { renderReview } from "./review.js";
 import { renderPlacement } from "./placement.js";
 import { deploymentsOf, renderDeployments } from "./rollouts.js";
 import { renderShadows, shadowDeployments } from "./shadow.js";
+import { renderJobs } from "./training.js";
 import { EventStream } from "./sse.js";
 
 const REFRESH_MS = 5000;
@@ -114,6 +115,9 @@ class Dashboard {
       }),
       this.panel("placement", async () => {
         renderPlacement(byTestId("placement-panel"), await this.api.get("api/v1/placement"));
+      }),
+      this.panel("training", async () => {
+        renderJobs(byTestId("training-panel"), await this.api.get("api/v1/training-jobs", { limit: 20 }));
       }),
       this.panel("deployments", async () => {
         const body = await this.api.getOptional("api/v1/deployments");

@@ -1,7 +1,7 @@
 """Shadow evaluation: the last shadow report of each agent of a shadow deployment.
 
-Revision ID: 0016
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-03
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from cloud_api.tables import Json, UtcDateTime
 
-revision = "0016"
-down_revision: str | None = "0013"
+revision = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | None = None
 depends_on: str | None = None
 

@@ -1,0 +1,239 @@
+"""Training jobs through the real app on SQLite and PostgreSQL: a job over a fleet's labelled
+windows registers a better version with its report and lineage; bad input and a gate not met
+end in a clear state with nothing registered; a job can be cancelled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from cloud_api.training import jobs
+from cloud_api.training.run import Runner
+from cloud_api.training.tables import DatasetVersionRow, TrainedVersionRow
+from cloud_api.training.trainers import TRAINERS
+from cloud_api.training.worker import TrainingWorker, training_context
+from edge_agent.sources.machine_physics import LABELS, MachineSpec
+from shared.signing import SignedManifest, verify
+from tests.cloud.conftest import AppFactory
+from tests.cloud.helpers import Publisher, client_as, new_api_key
+from tests.cloud.training.fleet import labelled_fleet, register_base
+
+pytestmark = pytest.mark.integration
+
+SMALL = {"base_per_machine": 20, "shipped_test_per_machine": 10, "seed": 0}
+"""Seconds of training: 20 base windows per label and machine instead of 117."""
+LENIENT = {"max_recall_drop": 0.3, "shipped_max_recall_drop": 0.05,
+           "shipped_max_false_alarm_rise": 0.1}  # fmt: skip
+
+
+@pytest.fixture
+def api(make_api: AppFactory) -> Iterator[TestClient]:
+    """The app without its own training worker: each test runs the worker's rounds itself."""
+    with make_api(training_enabled=False) as client:
+        register_base(client)
+        yield client
+
+
+def worker_of(api: TestClient) -> TrainingWorker:
+    state = api.app.state  # type: ignore[attr-defined]
+    context = training_context(
+        state.settings, sessions=state.sessionmaker, store=state.artifacts,
+        signing_key=state.signing_key,
+    )  # fmt: skip
+    return TrainingWorker(context, name="test-worker")
+
+
+def job(api: TestClient, agents: list[str], **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "pipeline": "spindle-vibration",
+        "trainer": "vibration-classifier",
+        "base_model": "vibration-anomaly",
+        "base_version": "1.0.0",
+        "selector": {"agents": agents},
+        "options": SMALL,
+        "gate": LENIENT,
+    }
+    body.update(changes)
+    response = api.post("/api/v1/training-jobs", json=body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    assert created["state"] == "queued"
+    return created
+
+
+def run_one(api: TestClient, job_id: int) -> dict[str, Any]:
+    assert worker_of(api).run_once() == job_id
+    found: dict[str, Any] = api.get(f"/api/v1/training-jobs/{job_id}").json()
+    return found
+
+
+def versions(api: TestClient) -> list[str]:
+    return [v["version"] for m in api.get("/api/v1/models").json() for v in m["versions"]]
+
+
+def count(api: TestClient, row: type[Any]) -> int:
+    with api.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+        return int(session.scalar(select(func.count()).select_from(row)) or 0)
+
+
+def test_a_job_over_labelled_samples_registers_a_better_version_with_its_lineage(
+    api: TestClient, publisher: Publisher
+) -> None:
+    agent_id = labelled_fleet(api, publisher)
+    created = job(api, [agent_id])
+
+    done = run_one(api, created["id"])
+
+    assert done["state"] == "succeeded", done["reason"]
+    assert done["result_version"] == f"1.0.0-job{created['id']}"
+    held_out = done["report"]["sets"]["held_out"]
+    assert held_out["base"]["false_alarm_rate"] > 0.2  # the drift: the serving model alarms
+    assert held_out["candidate"]["false_alarm_rate"] < held_out["base"]["false_alarm_rate"]
+    assert done["progress"] == 1.0
+    assert any("froze dataset version" in line for line in done["logs"])
+    version = done["result_version"]
+    record = api.get(f"/api/v1/models/vibration-anomaly/versions/{version}").json()
+    # Signed through the registry's normal path, with the cloud's key; the same labels.
+    signed = SignedManifest.model_validate(record["signed_manifest"])
+    public_key = api.app.state.signing_key.public_key()  # type: ignore[attr-defined]
+    assert verify(signed, public_key).sha256 == record["sha256"]
+    assert record["labels"] == list(LABELS)
+
+    lineage = api.get(f"/api/v1/models/vibration-anomaly/versions/{version}/lineage").json()
+    assert lineage["parent_version"] == "1.0.0"
+    assert lineage["job"]["id"] == created["id"]
+    assert lineage["dataset"]["id"] == done["dataset_version_id"]
+    assert lineage["dataset"]["counts"]["samples"] == 80
+    assert lineage["dataset"]["counts"]["labels"]["normal"] == 40
+    assert lineage["dataset"]["label_sources"] == ["person", "cloud"]
+    assert len(lineage["dataset"]["sha256"]) == 64
+    assert lineage["report"] == done["report"]
+    parent = api.get("/api/v1/models/vibration-anomaly/versions/1.0.0/lineage").json()
+    assert parent["job"] is None
+    assert parent["children"] == [version]
+    # An event names the version that produced it: its lineage is that version's.
+    event = api.get("/api/v1/events", params={"agent_id": agent_id}).json()["items"][0]
+    assert api.get(f"/api/v1/events/{event['id']}/lineage").json() == parent
+    missing = api.get("/api/v1/models/vibration-anomaly/versions/9.9.9/lineage")
+    assert missing.status_code == 404
+
+    # The same data frozen again is the same dataset version content: the same digest.
+    again = run_one(api, job(api, [agent_id], version="1.0.0-again")["id"])
+    again_lineage = api.get("/api/v1/models/vibration-anomaly/versions/1.0.0-again/lineage").json()
+    assert again["state"] == "succeeded"
+    assert again_lineage["dataset"]["sha256"] == lineage["dataset"]["sha256"]
+
+
+def test_empty_and_one_class_datasets_fail_with_the_reason(
+    api: TestClient, publisher: Publisher
+) -> None:
+    empty = run_one(api, job(api, ["nobody-here"])["id"])
+    assert empty["state"] == "failed"
+    assert "the dataset is empty" in empty["reason"]
+
+    agent_id = labelled_fleet(api, publisher, normal=12, faults_each=0)
+    one_class = run_one(api, job(api, [agent_id])["id"])
+    assert one_class["state"] == "failed"
+    assert "one class only: all 12 samples are 'normal'" in one_class["reason"]
+
+    # Edge labels are not trusted by default: only the person's count.
+    edge_only = run_one(
+        api, job(api, [agent_id], selector={"agents": [agent_id], "label_sources": ["cloud"]})["id"]
+    )
+    assert "no label from a trusted source" in edge_only["reason"]
+    assert versions(api) == ["1.0.0"]
+    assert count(api, TrainedVersionRow) == 0
+
+
+def test_a_gate_not_met_rejects_the_candidate_and_registers_nothing(
+    api: TestClient, publisher: Publisher
+) -> None:
+    # A machine the serving model already gets right: no false alarm to take away.
+    agent_id = labelled_fleet(api, publisher, spec=MachineSpec(), normal=24, faults_each=3)
+
+    rejected = run_one(api, job(api, [agent_id], gate={})["id"])
+
+    assert rejected["state"] == "rejected", rejected["reason"]
+    assert rejected["reason"].startswith("gate not met: held-out false-alarm rate 0.0000 ->")
+    assert rejected["report"]["passed"] is False
+    assert rejected["result_version"] is None
+    assert versions(api) == ["1.0.0"]
+    assert count(api, TrainedVersionRow) == 0
+
+
+def test_a_trainer_that_raises_fails_its_job_and_bad_requests_are_refused(
+    api: TestClient, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent_id = labelled_fleet(api, publisher, normal=12, faults_each=2)
+
+    def broken(*_: object) -> bytes:
+        raise RuntimeError("out of memory in the trainer")
+
+    trainer = TRAINERS["vibration-classifier"]
+    monkeypatch.setitem(TRAINERS, "vibration-classifier", replace(trainer, train=broken))
+    crashed = run_one(api, job(api, [agent_id])["id"])
+    assert crashed["state"] == "failed"
+    assert crashed["reason"] == "the trainer failed: RuntimeError: out of memory in the trainer"
+    assert crashed["result_version"] is None
+    monkeypatch.undo()
+
+    # A candidate version that exists ends the job before it trains, nothing registered.
+    bad = run_one(api, job(api, [agent_id], version="1.0.0")["id"])
+    assert bad["state"] == "failed"
+    assert "exists already" in bad["reason"]
+    assert versions(api) == ["1.0.0"]
+
+    unknown = api.post("/api/v1/training-jobs", json={**job_body(), "trainer": "nope"})
+    assert unknown.status_code == 422
+    assert "trainer 'nope' is unknown" in unknown.json()["detail"]
+    options = api.post("/api/v1/training-jobs", json={**job_body(), "options": {"seeds": 1}})
+    assert options.status_code == 422
+    assert "options.seeds" in options.json()["detail"]
+    missing = api.post("/api/v1/training-jobs", json={**job_body(), "base_version": "9.9.9"})
+    assert missing.status_code == 404
+    reader = client_as(api, new_api_key(api, "read"))
+    assert reader.post("/api/v1/training-jobs", json=job_body()).status_code == 403
+    assert reader.get("/api/v1/training-jobs").status_code == 200
+
+
+def job_body() -> dict[str, Any]:
+    return {
+        "pipeline": "spindle-vibration",
+        "trainer": "vibration-classifier",
+        "base_model": "vibration-anomaly",
+        "base_version": "1.0.0",
+    }
+
+
+def test_cancel_a_queued_job_and_a_running_one(api: TestClient, publisher: Publisher) -> None:
+    agent_id = labelled_fleet(api, publisher, normal=12, faults_each=2)
+    queued = job(api, [agent_id])
+    cancelled = api.post(f"/api/v1/training-jobs/{queued['id']}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["state"] == "cancelled"
+    assert worker_of(api).run_once() is None  # nothing left to claim
+    assert api.post(f"/api/v1/training-jobs/{queued['id']}/cancel").status_code == 409
+    assert api.post("/api/v1/training-jobs/999999/cancel").status_code == 404
+
+    running = job(api, [agent_id])
+    state = api.app.state  # type: ignore[attr-defined]
+    context = worker_of(api)._context
+    with state.sessionmaker() as session:
+        claimed = jobs.claim(session, worker="w", lease=context.lease)
+    assert claimed is not None
+    assert api.get(f"/api/v1/training-jobs/{running['id']}").json()["state"] == "running"
+    assert api.post(f"/api/v1/training-jobs/{running['id']}/cancel").status_code == 200
+    with state.sessionmaker() as session:
+        Runner(context, session, *claimed).run()
+    after = api.get(f"/api/v1/training-jobs/{running['id']}").json()
+    assert after["state"] == "cancelled"
+    assert after["dataset_version_id"] is None
+    assert count(api, DatasetVersionRow) == 0
+    assert versions(api) == ["1.0.0"]
+    listed = api.get("/api/v1/training-jobs", params={"state": "cancelled"}).json()
+    assert [item["id"] for item in listed] == [running["id"], queued["id"]]
