@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cloud_api.escalation.metrics import EscalationMetrics
 from cloud_api.ingest.writers import BatchStats
 from cloud_api.liveness import liveness
 from cloud_api.queries.agents import list_agents
@@ -186,6 +187,7 @@ class Metrics:
         self.ingest = IngestMetrics(self.registry)
         self.rollout = RolloutMetrics(self.registry)
         self.http = HttpMetrics(self.registry)
+        self.escalations = EscalationMetrics(self.registry)
         self.retention_deleted = Counter(
             "aiot_retention_deleted_rows",
             "Rows deleted by retention, by table",
