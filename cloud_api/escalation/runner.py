@@ -103,35 +103,21 @@ class Runner:
 
     def handle(self, batch: list[Inbound]) -> tuple[list[tuple[str, EscalationResult]], RunStats]:
         """Answer ``batch``: the (topic, result) pairs to publish, and what was done."""
-        stats = RunStats(messages=len(batch))
-        dead: list[dict[str, Any]] = []
-        escalations: list[Escalation] = []
-        for message in batch:
-            parsed = _parse(message)
-            if isinstance(parsed, str):
-                log.warning("dead-lettered an escalation on %s: %s", message.topic, parsed)
-                row = dead_row(message, parsed)
-                row.pop("retained")
-                dead.append(row)
-                continue
-            escalations.append(parsed)
-        stats.dead_letters = len(dead)
+        escalations, dead = _split(batch)
+        stats = RunStats(messages=len(batch), dead_letters=len(dead))
         given = stored_results(self._engine, list({e.id for e in escalations}))
         fresh: dict[str, EscalationResult] = {}
-        new: list[Escalation] = []
+        new: dict[str, Escalation] = {}
         pending: list[_Pending] = []
+        resolved: dict[str, CloudModel | RefusedError] = {}  # pipeline -> its model, this batch
         for escalation in escalations:
-            if (
-                escalation.id in given
-                or escalation.id in fresh
-                or escalation.id in {e.id for e in new}
-            ):
+            if escalation.id in given or escalation.id in new:
                 stats.repeats += 1
                 continue
-            new.append(escalation)
-            self._admit(escalation, pending, fresh, stats)
+            new[escalation.id] = escalation
+            self._admit(escalation, pending, fresh, stats, resolved)
         self._run(pending, fresh, stats)
-        rows = [escalation_row(e, fresh[e.id]) for e in new]
+        rows = [escalation_row(e, fresh[e.id]) for e in new.values()]
         given.update(fresh)
         given.update(save(self._engine, rows, dead))
         out = [
@@ -151,6 +137,7 @@ class Runner:
         pending: list[_Pending],
         fresh: dict[str, EscalationResult],
         stats: RunStats,
+        resolved: dict[str, CloudModel | RefusedError],
     ) -> None:
         """Queue ``escalation`` for its cloud model, or refuse it now."""
         try:
@@ -158,7 +145,14 @@ class Runner:
                 raise RefusedError(
                     "quota", f"over quota: agent {escalation.agent_id!r} escalates too often"
                 )
-            model = self._model_for(escalation.pipeline)
+            if escalation.pipeline not in resolved:
+                try:
+                    resolved[escalation.pipeline] = self._model_for(escalation.pipeline)
+                except RefusedError as refusal:
+                    resolved[escalation.pipeline] = refusal
+            model = resolved[escalation.pipeline]
+            if isinstance(model, RefusedError):
+                raise model
             pending.append(_Pending(escalation, model, _input(escalation, model)))
         except RefusedError as refusal:
             fresh[escalation.id] = _refused(escalation, str(refusal))
@@ -225,6 +219,22 @@ class Runner:
             stats.answered += 1
             agree = "agree" if answer.label == escalation.label else "disagree"
             stats.outcomes[(escalation.agent_id, escalation.pipeline, agree)] += 1
+
+
+def _split(batch: list[Inbound]) -> tuple[list[Escalation], list[dict[str, Any]]]:
+    """The batch's escalations, and the dead-letter rows of what is not one."""
+    escalations: list[Escalation] = []
+    dead: list[dict[str, Any]] = []
+    for message in batch:
+        parsed = _parse(message)
+        if isinstance(parsed, str):
+            log.warning("dead-lettered an escalation on %s: %s", message.topic, parsed)
+            row = dead_row(message, parsed)
+            row.pop("retained")
+            dead.append(row)
+        else:
+            escalations.append(parsed)
+    return escalations, dead
 
 
 def _parse(message: Inbound) -> Escalation | str:

@@ -134,9 +134,9 @@ def save(
 
 def _commit(engine: Engine, rows: list[EscalationRow], dead: list[dict[str, Any]]) -> None:
     with Session(engine) as session, session.begin():
+        session.add_all(rows)
+        session.flush()  # the primary key finds an id another runner stored first
         for row in rows:
-            session.add(row)
-            session.flush()
             session.add_all(_labels_now(session, row))
         if dead:
             session.execute(insert(DEAD_LETTERS), dead)

@@ -115,6 +115,10 @@ class Results:
         with self._lock:
             return list(self.received[:count])
 
+    def has(self, escalation_id: str) -> bool:
+        with self._lock:
+            return any(r.escalation_id == escalation_id for r in self.received)
+
     def by_id(self) -> dict[str, EscalationResult]:
         with self._lock:
             return {r.escalation_id: r for r in self.received}
