@@ -1,4 +1,5 @@
-"""`aiot cloud ...`: the API server and stand-alone ingest workers (credentials: cloud_auth)."""
+"""`aiot cloud ...`: the API server, stand-alone ingest workers and escalation runners
+(credentials: cloud_auth)."""
 
 from __future__ import annotations
 
@@ -292,3 +293,45 @@ def _subscribed(worker: IngestWorker, mqtt_url: str, stop: threading.Event) -> b
         option=MQTT_URL_OPTION,
         stop=stop.is_set,
     )
+
+
+@app.command()
+def escalations(
+    db: DbOption = None,
+    mqtt: MqttOption = None,
+    mqtt_protocol: ProtocolOption = None,
+    client_id: Annotated[str, typer.Option(help="MQTT client id (unique per runner).")] = "",
+    share_group: Annotated[
+        str | None, typer.Option(help="MQTT 5 shared subscription group, to run several runners.")
+    ] = None,
+    mqtt_ca_file: MqttCaFile = None,
+    mqtt_cert_file: MqttCertFile = None,
+    mqtt_key_file: MqttKeyFile = None,
+    mqtt_password_file: MqttPasswordFile = None,
+) -> None:
+    """Run the cloud model runner (answers escalations) as its own process until SIGTERM or
+    Ctrl-C; the models come from the artifact store under $AIOT_DATA_DIR."""
+    from cloud_api.escalation.worker import escalation_worker
+    from cloud_api.registry import FileArtifactStore
+
+    tls = broker_settings(mqtt_ca_file, mqtt_cert_file, mqtt_key_file, mqtt_password_file)
+    more: dict[str, object] = {"escalation_share_group": share_group, **tls}
+    if client_id:
+        more["escalation_client_id"] = client_id
+    settings = _settings(db, mqtt, mqtt_protocol, **more)
+    engine = open_database(settings.database_url)
+    configure_logging()
+    runner = escalation_worker(settings, engine, FileArtifactStore(settings.data_dir / "artifacts"))
+    with stop_event_on_stop_signals() as stop:
+        runner.start()
+        try:
+            stop.wait()
+        finally:  # the batch in hand answered, then disconnected
+            runner.stop()
+            engine.dispose()
+    totals = runner.totals
+    log.info(
+        "escalation runner stopped: answered=%d refused=%d repeats=%d dead_letters=%d",
+        *(totals.answered, totals.refused, totals.repeats, totals.dead_letters),
+    )
+    typer.echo("stopped")
