@@ -73,7 +73,9 @@ class Settings(BaseSettings):
         "that replicas never take each other's connection",
     )
     # The cloud model runner (cloud_api/escalation/): on the ingest broker, as the ingest user.
-    escalation_enabled: bool = True
+    escalation_enabled: bool | None = Field(
+        default=None, description="run the runner in the API; default: where ingest runs"
+    )
     escalation_client_id: str | None = Field(
         default=None, min_length=1, max_length=64, description="default: <ingest id>-esc"
     )

@@ -127,7 +127,8 @@ def _start_escalations(
     settings: Settings, engine: Engine, artifacts: ArtifactStore, metrics: Metrics
 ) -> EscalationWorker | None:
     """The cloud model runner, started (None when it is off or runs elsewhere)."""
-    if not settings.escalation_enabled:
+    enabled = settings.escalation_enabled
+    if not (settings.ingest_enabled if enabled is None else enabled):
         return None
     runner = escalation_worker(settings, engine, artifacts, observer=metrics.escalations.observe)
     runner.start()

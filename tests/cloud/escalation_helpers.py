@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import paho.mqtt.client as mqtt
 from fastapi.testclient import TestClient
@@ -30,7 +31,7 @@ CLOUD_VERSION = "1.0.0"
 PIPELINE = "spindle-vibration"
 
 
-def register_cloud_model(client: TestClient, pipeline: str = PIPELINE) -> None:
+def register_cloud_model(client: TestClient | httpx.Client, pipeline: str = PIPELINE) -> None:
     """Upload the shipped cloud model (once per database) and make it ``pipeline``'s."""
     exists = client.get(f"/api/v1/models/{CLOUD_MODEL}/versions/{CLOUD_VERSION}")
     if exists.status_code == 404:
