@@ -69,6 +69,7 @@ def _settings(
 
 
 DEFAULT_INGEST_METRICS_PORT = 9465
+DEFAULT_ESCALATION_METRICS_PORT = 9466
 MQTT_URL_OPTION = "--mqtt (or $AIOT_MQTT_URL)"
 MetricsPortOption = Annotated[
     int,
@@ -308,10 +309,16 @@ def escalations(
     mqtt_cert_file: MqttCertFile = None,
     mqtt_key_file: MqttKeyFile = None,
     mqtt_password_file: MqttPasswordFile = None,
+    metrics_port: MetricsPortOption = DEFAULT_ESCALATION_METRICS_PORT,
+    metrics_host: MetricsHostOption = "127.0.0.1",
 ) -> None:
     """Run the cloud model runner (answers escalations) as its own process until SIGTERM or
     Ctrl-C; the models come from the artifact store under $AIOT_DATA_DIR."""
+    from prometheus_client import CollectorRegistry
+
+    from cloud_api.escalation.metrics import EscalationMetrics
     from cloud_api.escalation.worker import escalation_worker
+    from cloud_api.exporter import Exporter
     from cloud_api.registry import FileArtifactStore
 
     tls = broker_settings(mqtt_ca_file, mqtt_cert_file, mqtt_key_file, mqtt_password_file)
@@ -319,15 +326,27 @@ def escalations(
     if client_id:
         more["escalation_client_id"] = client_id
     settings = _settings(db, mqtt, mqtt_protocol, **more)
+    ensure_port_free(metrics_host, metrics_port, option="--metrics-port")
     engine = open_database(settings.database_url)
     configure_logging()
-    runner = escalation_worker(settings, engine, FileArtifactStore(settings.data_dir / "artifacts"))
+    registry = CollectorRegistry(auto_describe=True)
+    artifacts = FileArtifactStore(settings.data_dir / "artifacts")
+    observer = EscalationMetrics(registry).observe
+    runner = escalation_worker(settings, engine, artifacts, observer=observer)
+    exporter = Exporter(
+        registry, host=metrics_host, port=metrics_port,
+        live=lambda: None if runner.alive else "the runner thread has stopped",
+        ready=lambda: None if runner.connected else "not subscribed to the broker",
+    )  # fmt: skip
     with stop_event_on_stop_signals() as stop:
+        if metrics_port:
+            exporter.start()
         runner.start()
         try:
             stop.wait()
         finally:  # the batch in hand answered, then disconnected
             runner.stop()
+            exporter.stop()
             engine.dispose()
     totals = runner.totals
     log.info(

@@ -107,6 +107,11 @@ class EscalationWorker:
         """Whether the runner thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up and the subscription in place."""
+        return self._connected.is_set()
+
     def start(self) -> None:
         """Say which provider the models will run on, connect, and start answering."""
         log.info(

@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.orm import Session
 
 import models
+from cli.broker import free_port
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.registry import FileArtifactStore, load_or_create_signing_key, register_model
 from cloud_api.tables import CloudModelRow
@@ -66,10 +68,11 @@ def test_the_runner_process_answers_and_reports_what_it_did(
     results = Results(broker.port, agent)
     publisher = Publisher("127.0.0.1", broker.port).connect()
     log = tmp_path / "runner.log"
+    port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(AIOT), "cloud", "escalations", "--db", db_url, "--mqtt", broker.url,
-             "--client-id", f"runner-{agent}"],
+             "--client-id", f"runner-{agent}", "--metrics-port", str(port)],
             stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "AIOT_DATA_DIR": str(tmp_path)},
         )  # fmt: skip
@@ -87,6 +90,17 @@ def test_the_runner_process_answers_and_reports_what_it_did(
         assert model is not None
         assert model.name == CLOUD_MODEL
         assert got[refused.id].outcome == "refused"
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        answers = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("aiot_escalations_total{") and f'agent="{agent}"' in line
+        ]
+        assert len(answers) == 2, metrics  # the answer (agree or disagree) and the refusal
+        assert any(
+            'outcome="refused:no_model"' in line and line.endswith(" 1.0") for line in answers
+        )
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

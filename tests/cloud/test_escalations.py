@@ -120,6 +120,10 @@ def test_an_agent_over_its_quota_is_refused(
             assert (row["escalations"], row["answered"], row["refused"]) == (5, 3, 2)
             metrics = api.get("/metrics").text
             assert f'aiot_escalations_total{{agent="{agent}",outcome="refused:quota"' in metrics
+            labels = f'{{agent_id="{agent}",pipeline="{PIPELINE}"}}'
+            assert f"aiot_escalations_last_hour{labels} 5.0" in metrics
+            assert f"aiot_escalations_refused_last_hour{labels} 2.0" in metrics
+            assert f"aiot_escalation_agreement_ratio{labels}" in metrics
     finally:
         results.close()
         others.close()
