@@ -1,4 +1,10 @@
-"""Each agent's escalation quota: a token bucket, refilled continuously, per agent."""
+"""Each agent's escalation quota: a token bucket, refilled continuously, per agent.
+
+The buckets live in the runner's memory: with N runners on a shared subscription an agent
+may get up to N times its quota (the broker spreads its escalations over them), and a
+restart refills every bucket. The agent's own budget (its token bucket) is the first limit;
+this one stops an agent that ignores it.
+"""
 
 from __future__ import annotations
 

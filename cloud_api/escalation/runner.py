@@ -48,7 +48,10 @@ class RunStats:
     repeats: int = 0
     dead_letters: int = 0
     batch_sizes: list[int] = field(default_factory=list)
-    """Inputs of each session run."""
+    """Inputs of each session run of this batch (not kept when stats are added up)."""
+    session_runs: int = 0
+    inputs_run: int = 0
+    largest_batch: int = 0
     outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """(agent, pipeline, what): ``agree``, ``disagree`` or ``refused:<kind>``."""
 
@@ -58,7 +61,9 @@ class RunStats:
         self.refused += other.refused
         self.repeats += other.repeats
         self.dead_letters += other.dead_letters
-        self.batch_sizes += other.batch_sizes
+        self.session_runs += other.session_runs
+        self.inputs_run += other.inputs_run
+        self.largest_batch = max(self.largest_batch, other.largest_batch)
         self.outcomes.update(other.outcomes)
         return self
 
@@ -211,6 +216,9 @@ class Runner:
             return
         share_ms = (time.perf_counter() - started) * 1000.0 / len(chunk)
         stats.batch_sizes.append(len(chunk))
+        stats.session_runs += 1
+        stats.inputs_run += len(chunk)
+        stats.largest_batch = max(stats.largest_batch, len(chunk))
         ref = ModelRef(name=model.name, version=model.version, sha256=model.sha256)
         now = utcnow()
         for item, answer in zip(chunk, answers, strict=True):
