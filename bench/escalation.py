@@ -25,10 +25,16 @@ from sqlalchemy.orm import Session
 import models
 from bench.result import Goal, Result
 from cloud_api.db import create_db_engine, migrate
+from cloud_api.escalation.model import CloudModel
 from cloud_api.escalation.quota import Quota
 from cloud_api.escalation.runner import Runner
 from cloud_api.ingest.parse import Inbound
-from cloud_api.registry import FileArtifactStore, load_or_create_signing_key, register_model
+from cloud_api.registry import (
+    FileArtifactStore,
+    artifact_key,
+    load_or_create_signing_key,
+    register_model,
+)
 from cloud_api.tables import CloudModelRow
 from edge_agent.sources.machine_physics import LABELS, MachineSpec, SimulatedMachine
 from models import vibration_cloud
@@ -100,6 +106,31 @@ def _rate(runner: Runner, windows: list[str], batch: int) -> float:
     return len(messages) / (time.perf_counter() - started)
 
 
+def _model_alone(
+    artifacts: FileArtifactStore, windows: list[str], threads: int
+) -> dict[str, float]:
+    """The session alone, batches of BATCH against one at a time: how much of the runner's
+    gain is the model's (the rest is one transaction and one model lookup per batch)."""
+    name, version = vibration_cloud.NAME, vibration_cloud.VERSION
+    model = CloudModel(
+        artifacts.get(artifact_key(name, version)), name=name, version=version, sha256="",
+        labels=list(LABELS), normal_label=LABELS[0], threads=threads,
+    )  # fmt: skip
+    inputs = [np.load(io.BytesIO(base64.b64decode(w))) for w in windows]
+    rates = {}
+    for batch in (1, BATCH):
+        started = time.perf_counter()
+        for _ in range(ROUNDS):
+            for at in range(0, len(inputs), batch):
+                model.run(inputs[at : at + batch])
+        rates[batch] = ROUNDS * len(inputs) / (time.perf_counter() - started)
+    return {
+        "session_only_batch_1_per_s": round(rates[1]),
+        f"session_only_batch_{BATCH}_per_s": round(rates[BATCH]),
+        "session_only_ratio": round(rates[BATCH] / rates[1], 2),
+    }
+
+
 def bench_escalation(threads: int = 1) -> list[Result]:
     workdir = Path(tempfile.mkdtemp(prefix="aiot-bench-escalation-"))
     engine, artifacts = _setup(workdir)
@@ -127,6 +158,7 @@ def bench_escalation(threads: int = 1) -> list[Result]:
             baseline_name="the same runner and model, one escalation at a time",
             goal=Goal.ratio(">=", 3.0),
             details={
+                **_model_alone(artifacts, windows, threads),
                 "model": f"{vibration_cloud.NAME} {vibration_cloud.VERSION}",
                 "messages": MESSAGES,
                 "rounds": ROUNDS,
