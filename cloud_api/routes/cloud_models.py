@@ -13,7 +13,7 @@ from cloud_api.escalation_schemas import CloudModelIn, CloudModelOut
 from cloud_api.queries.escalations import get_cloud_model, list_cloud_models, set_cloud_model
 from cloud_api.queries.models import get_model_version
 from cloud_api.responses import AUTHENTICATED, problems
-from cloud_api.tables import CloudModelRow
+from cloud_api.tables import CloudModelRow, ModelVersionRow
 from shared.messages import utcnow
 
 router = APIRouter(
@@ -41,6 +41,22 @@ def _out(session: Session, row: CloudModelRow) -> CloudModelOut:
     )
 
 
+def _not_a_classifier(version: ModelVersionRow) -> str | None:
+    """Why the runner cannot read this version's answers: it runs classifiers, one input and
+    a first output of one probability per registry label."""
+    if not version.labels:
+        return "it has no labels"
+    if len(version.inputs) != 1:
+        return f"it takes {len(version.inputs)} inputs, the runner gives one"
+    shape = version.outputs[0]["shape"] if version.outputs else []
+    if len(shape) != 2 or shape[1] != len(version.labels):
+        return (
+            f"its output {shape} is not one probability per label ({len(version.labels)}); "
+            "the runner runs classifiers"
+        )
+    return None
+
+
 @router.put("/{pipeline}", response_model=CloudModelOut, responses=problems(404))
 def put_cloud_model(
     pipeline: PipelinePath, body: CloudModelIn, session: SessionDep, principal: OperateDep
@@ -50,8 +66,10 @@ def put_cloud_model(
     version = get_model_version(session, name=body.model, version=body.version)
     if version is None:
         raise HTTPException(404, f"model {body.model!r} has no version {body.version!r}")
-    if not version.labels:
-        raise HTTPException(422, f"model {body.model} {body.version} has no labels to answer with")
+    if (problem := _not_a_classifier(version)) is not None:
+        raise HTTPException(
+            422, f"model {body.model} {body.version} cannot answer escalations: {problem}"
+        )
     if body.normal_label is not None and body.normal_label not in version.labels:
         raise HTTPException(
             422, f"normal_label {body.normal_label!r} is not one of {list(version.labels)}"

@@ -17,6 +17,7 @@ from shared.messages import encode
 from shared.topics import Channel
 from tests.cloud.conftest import AppFactory
 from tests.cloud.escalation_helpers import (
+    MODELS,
     PIPELINE,
     Results,
     escalation,
@@ -232,4 +233,19 @@ def test_cloud_models_are_set_by_operators_and_checked(make_api: AppFactory) -> 
             json={"model": "vibration-anomaly-cloud", "version": "1.0.0", "normal_label": "x"},
         )
         assert bad_label.status_code == 422
+        detector = (MODELS / "detector-1.0.0.onnx").read_bytes()
+        uploaded = api.post(
+            "/api/v1/models/scene-detector/versions",
+            data={"version": "1.0.0", "task": "detection", "labels": "car,person"},
+            files={"file": ("model.onnx", detector, "application/octet-stream")},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        detection = api.put(
+            "/api/v1/cloud-models/yard", json={"model": "scene-detector", "version": "1.0.0"}
+        )
+        assert detection.status_code == 422
+        assert (
+            "is not one probability per label (2); the runner runs classifiers"
+            in (detection.json()["detail"])
+        )
         assert api.get("/api/v1/cloud-models/p1").status_code == 404
