@@ -1,9 +1,10 @@
-"""Escalations and their answers into SQL, in one transaction per batch, with the labels they
-give the sample behind them and the dead letters of the batch.
+"""Escalations and their answers into SQL, in one transaction per batch with the batch's dead
+letters, and the labels they give the samples behind them.
 
 A sample and its escalation arrive in either order: when the sample is stored already, its
-``edge`` and ``cloud`` labels are added here; when it comes later, ``sample_labels`` (called
-by ``cloud_api.samples``) gives it them from the stored escalation.
+``edge`` and ``cloud`` labels are added here, after the answers are committed (so a sample
+whose upload committed meanwhile is labelled too); when it comes later, ``sample_labels``
+(called by ``cloud_api.samples``) gives it them from the stored escalation.
 """
 
 from __future__ import annotations
@@ -90,53 +91,71 @@ def _label(row: EscalationRow, source: str) -> SampleLabelRow:
 
 
 def _labels_now(session: Session, row: EscalationRow) -> list[SampleLabelRow]:
-    """Labels for the escalation's sample if it is stored already (its own agent's only)."""
+    """Labels for the escalation's sample if it is stored (its own agent's only) and has
+    not got them yet (the upload may have given them, if it saw this escalation)."""
     if row.sample_id is None or row.outcome != "answered":
         return []
     sample = session.get(SampleRow, row.sample_id)
     if sample is None or sample.agent_id != row.agent_id:
         return []
-    has_edge = session.scalar(
-        select(SampleLabelRow.id)
-        .where(SampleLabelRow.sample_id == row.sample_id, SampleLabelRow.source == "edge")
-        .limit(1)
+    sources = set(
+        session.scalars(
+            select(SampleLabelRow.source).where(
+                SampleLabelRow.sample_id == row.sample_id,
+                (SampleLabelRow.source == "edge")
+                | (
+                    (SampleLabelRow.source == "cloud")
+                    & (SampleLabelRow.model == row.cloud_model)
+                    & (SampleLabelRow.label == row.cloud_label)
+                ),
+            )
+        )
     )
-    labels = [_label(row, "cloud")]
-    if has_edge is None:
-        labels.append(_label(row, "edge"))
-    return labels
+    return [_label(row, source) for source in ("cloud", "edge") if source not in sources]
 
 
 def save(
     engine: Engine, rows: list[EscalationRow], dead: list[dict[str, Any]]
 ) -> dict[str, EscalationResult]:
-    """Store the batch's answers, their labels and its dead letters in one transaction.
+    """Store the batch's answers and its dead letters in one transaction, then the labels
+    they give the samples behind them.
 
     Returns the answers another runner stored first for any of these ids (a shared
     subscription can deliver a resend to two runners): those are what the agent must get.
     Errors other than such a race propagate (the caller retries a database that is down).
     """
+    winners: dict[str, EscalationResult] = {}
     try:
         _commit(engine, rows, dead)
-        return {}
+        stored = rows
     except IntegrityError:
-        pass
-    winners: dict[str, EscalationResult] = {}
-    _commit(engine, [], dead)
-    for row in rows:
-        try:
-            _commit(engine, [row], [])
-        except IntegrityError:
-            won = stored_results(engine, [row.id])
-            winners.update(won)
+        _commit(engine, [], dead)
+        stored = []
+        for row in rows:
+            try:
+                _commit(engine, [row], [])
+                stored.append(row)
+            except IntegrityError:
+                winners.update(stored_results(engine, [row.id]))
+    _label_samples(engine, stored)
     return winners
 
 
-def _commit(engine: Engine, rows: list[EscalationRow], dead: list[dict[str, Any]]) -> None:
+def _label_samples(engine: Engine, rows: list[EscalationRow]) -> None:
+    """Label the samples already stored, after the answers are committed: a sample whose
+    upload committed meanwhile (and so did not see the answer) gets its labels here."""
+    behind = [row for row in rows if row.sample_id is not None and row.outcome == "answered"]
+    if not behind:
+        return
     with Session(engine) as session, session.begin():
+        for row in behind:
+            session.add_all(_labels_now(session, row))
+
+
+def _commit(engine: Engine, rows: list[EscalationRow], dead: list[dict[str, Any]]) -> None:
+    # Not expired on commit: the rows are read again to label their samples.
+    with Session(engine, expire_on_commit=False) as session, session.begin():
         session.add_all(rows)
         session.flush()  # the primary key finds an id another runner stored first
-        for row in rows:
-            session.add_all(_labels_now(session, row))
         if dead:
             session.execute(insert(DEAD_LETTERS), dead)
