@@ -104,7 +104,8 @@ class Runner:
         self._quota = quota
         self._batch_max = batch_max
         self._threads = threads
-        self._models: dict[tuple[str, str, str], CloudModel] = {}
+        self._models: dict[tuple[str, str, str, str | None], CloudModel] = {}
+        """Loaded models by name, version, sha256 and the normal label set with them."""
 
     def handle(self, batch: list[Inbound]) -> tuple[list[tuple[str, EscalationResult]], RunStats]:
         """Answer ``batch``: the (topic, result) pairs to publish, and what was done."""
@@ -173,15 +174,15 @@ class Runner:
                 raise RefusedError(
                     "no_model", f"cloud model {entry.model} {entry.version} is not registered"
                 )
-            key = (version.name, version.version, version.sha256)
-            normal, labels = entry.normal_label, list(version.labels)
+            key = (version.name, version.version, version.sha256, entry.normal_label)
+            labels = list(version.labels)
         if key in self._models:
             return self._models[key]
         try:
             data = self._artifacts.get(artifact_key(key[0], key[1]))
             model = CloudModel(
                 data, name=key[0], version=key[1], sha256=key[2], labels=labels,
-                normal_label=normal, threads=self._threads,
+                normal_label=key[3], threads=self._threads,
             )  # fmt: skip
         except (OSError, ModelError) as exc:
             raise RefusedError(
