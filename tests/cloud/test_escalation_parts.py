@@ -1,6 +1,6 @@
 """The runner's parts on their own: the per-agent token bucket (a fake clock), the shipped
-cloud model in a real ONNX Runtime session, and the store's answer when another runner
-stored an id first (SQLite and PostgreSQL)."""
+cloud model in a real ONNX Runtime session, the store's answer when another runner stored an
+id first (SQLite and PostgreSQL), and the worker through a PostgreSQL outage."""
 
 from __future__ import annotations
 
@@ -8,17 +8,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.escalation.model import CloudModel
 from cloud_api.escalation.quota import Quota
 from cloud_api.escalation.store import escalation_row, save
-from cloud_api.tables import EscalationRow, SampleLabelRow
+from cloud_api.escalation.worker import EscalationWorker
+from cloud_api.registry import FileArtifactStore, load_or_create_signing_key, register_model
+from cloud_api.tables import CloudModelRow, EscalationRow, SampleLabelRow
 from edge_agent.sources.machine_physics import LABELS
 from shared.escalations import EscalationResult
-from shared.messages import ModelRef, utcnow
-from tests.cloud.escalation_helpers import CLOUD_MODEL, CLOUD_VERSION, MODELS, escalation, windows
+from shared.messages import ModelRef, encode, utcnow
+from shared.topics import Channel
+from tests.cloud.escalation_helpers import (
+    CLOUD_MODEL,
+    CLOUD_VERSION,
+    MODELS,
+    PIPELINE,
+    Results,
+    escalation,
+    windows,
+)
+from tests.cloud.helpers import Publisher, topic, unique_agent_id
+from tests.services import Mosquitto, PostgresCluster
 
 
 class Clock:
@@ -103,3 +117,59 @@ def test_an_id_another_runner_stored_first_is_answered_with_its_answer(
         assert stored == {first.id: "imbalance", second.id: "impact"}
         assert session.query(SampleLabelRow).count() == 0  # no sample behind them
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_escalations_sent_while_the_database_is_down_are_answered_when_it_is_back(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    cluster = PostgresCluster()
+    cluster.start()
+    engine = create_db_engine(cluster.create_database())
+    runner = None
+    agent = unique_agent_id("esc-outage")
+    results = Results(broker.port, agent)
+    publisher = Publisher("127.0.0.1", broker.port).connect()
+    try:
+        migrate(engine)
+        artifacts = FileArtifactStore(tmp_path / "artifacts")
+        _register(engine, artifacts, tmp_path)
+        runner = EscalationWorker(
+            engine=engine, artifacts=artifacts, mqtt_url=broker.url,
+            client_id=f"runner-{agent}", session_expiry_s=60,
+        )  # fmt: skip
+        runner.start()
+        runner.wait_connected()
+        cluster.halt()
+        sent = [escalation(agent, w) for w in windows(3)]
+        for one in sent:
+            publisher.publish(topic(agent, Channel.ESCALATIONS), encode(one))
+        cluster.resume()
+        got = {r.escalation_id: r for r in results.wait(3)}
+        assert [got[one.id].outcome for one in sent] == ["answered"] * 3
+        with Session(engine) as session:
+            assert session.query(EscalationRow).count() == 3
+    finally:
+        if runner is not None:
+            runner.stop()
+        results.close()
+        publisher.close()
+        engine.dispose()
+        cluster.stop()
+
+
+def _register(engine: Engine, artifacts: FileArtifactStore, data_dir: Path) -> None:
+    onnx = MODELS / f"{CLOUD_MODEL}-{CLOUD_VERSION}.onnx"
+    with Session(engine) as session, onnx.open("rb") as source:
+        register_model(
+            session, store=artifacts, signing_key=load_or_create_signing_key(data_dir),
+            name=CLOUD_MODEL, version=CLOUD_VERSION, source=source, tmp_dir=data_dir / "tmp",
+            max_bytes=1 << 30, task="vibration-anomaly", labels=list(LABELS),
+        )  # fmt: skip
+        session.add(
+            CloudModelRow(
+                pipeline=PIPELINE, model=CLOUD_MODEL, version=CLOUD_VERSION,
+                normal_label=LABELS[0], updated_at=utcnow(), updated_by="test",
+            )
+        )  # fmt: skip
+        session.commit()
