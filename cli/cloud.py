@@ -1,4 +1,5 @@
-"""`aiot cloud ...`: the API server and stand-alone ingest workers (credentials: cloud_auth)."""
+"""`aiot cloud ...`: the API server, stand-alone ingest workers and escalation runners
+(credentials: cloud_auth)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def _settings(
 
 
 DEFAULT_INGEST_METRICS_PORT = 9465
+DEFAULT_ESCALATION_METRICS_PORT = 9466
 MQTT_URL_OPTION = "--mqtt (or $AIOT_MQTT_URL)"
 MetricsPortOption = Annotated[
     int,
@@ -293,3 +295,63 @@ def _subscribed(worker: IngestWorker, mqtt_url: str, stop: threading.Event) -> b
         option=MQTT_URL_OPTION,
         stop=stop.is_set,
     )
+
+
+@app.command()
+def escalations(
+    db: DbOption = None,
+    mqtt: MqttOption = None,
+    mqtt_protocol: ProtocolOption = None,
+    client_id: Annotated[str, typer.Option(help="MQTT client id (unique per runner).")] = "",
+    share_group: Annotated[
+        str | None, typer.Option(help="MQTT 5 shared subscription group, to run several runners.")
+    ] = None,
+    mqtt_ca_file: MqttCaFile = None,
+    mqtt_cert_file: MqttCertFile = None,
+    mqtt_key_file: MqttKeyFile = None,
+    mqtt_password_file: MqttPasswordFile = None,
+    metrics_port: MetricsPortOption = DEFAULT_ESCALATION_METRICS_PORT,
+    metrics_host: MetricsHostOption = "127.0.0.1",
+) -> None:
+    """Run the cloud model runner (answers escalations) as its own process until SIGTERM or
+    Ctrl-C; the models come from the artifact store under $AIOT_DATA_DIR."""
+    from prometheus_client import CollectorRegistry
+
+    from cloud_api.escalation.metrics import EscalationMetrics
+    from cloud_api.escalation.worker import escalation_worker
+    from cloud_api.exporter import Exporter
+    from cloud_api.registry import FileArtifactStore
+
+    tls = broker_settings(mqtt_ca_file, mqtt_cert_file, mqtt_key_file, mqtt_password_file)
+    more: dict[str, object] = {"escalation_share_group": share_group, **tls}
+    if client_id:
+        more["escalation_client_id"] = client_id
+    settings = _settings(db, mqtt, mqtt_protocol, **more)
+    ensure_port_free(metrics_host, metrics_port, option="--metrics-port")
+    engine = open_database(settings.database_url)
+    configure_logging()
+    registry = CollectorRegistry(auto_describe=True)
+    artifacts = FileArtifactStore(settings.data_dir / "artifacts")
+    observer = EscalationMetrics(registry).observe
+    runner = escalation_worker(settings, engine, artifacts, observer=observer)
+    exporter = Exporter(
+        registry, host=metrics_host, port=metrics_port,
+        live=lambda: None if runner.alive else "the runner thread has stopped",
+        ready=lambda: None if runner.connected else "not subscribed to the broker",
+    )  # fmt: skip
+    with stop_event_on_stop_signals() as stop:
+        if metrics_port:
+            exporter.start()
+        runner.start()
+        try:
+            stop.wait()
+        finally:  # the batch in hand answered, then disconnected
+            runner.stop()
+            exporter.stop()
+            engine.dispose()
+    totals = runner.totals
+    log.info(
+        "escalation runner stopped: answered=%d refused=%d repeats=%d dead_letters=%d",
+        *(totals.answered, totals.refused, totals.repeats, totals.dead_letters),
+    )
+    typer.echo("stopped")

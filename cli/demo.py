@@ -209,12 +209,14 @@ def _assemble(api_port: int, duration: float | None) -> _Platform:
 
 def _run(console: Any, platform: _Platform, duration: float | None) -> None:
     """Serve the API, start the agent, roll a model out after a while, show the live view."""
+    from cli.demo_cloud_models import seed_cloud_models
     from cloud_api.auth import create_api_key
 
     app, api_url = platform.app, platform.api_url
     with serve_in_thread(app, port=platform.api_port):
         with app.state.sessionmaker() as session:
             _, admin_key = create_api_key(session, name="demo-admin", scope="admin")
+        seed_cloud_models(console, api_url, admin_key)
         platform.agent.start()
         rollout = threading.Timer(
             ROLLOUT_AFTER_S, _roll_out, args=(console, api_url, admin_key, platform.workdir)

@@ -1,4 +1,5 @@
-"""`aiot models ...`: build the models the platform ships with, push versions to the registry."""
+"""`aiot models ...`: build the models the platform ships with, push versions to the registry,
+set the cloud model of each pipeline."""
 
 from __future__ import annotations
 
@@ -146,3 +147,58 @@ def _reason(response: httpx.Response) -> str:
         return response.text
     detail = body.get("detail") if isinstance(body, dict) else body
     return detail if isinstance(detail, str) else str(detail)
+
+
+ApiOption = Annotated[str, typer.Option(envvar="AIOT_API_URL", help="Cloud API base URL.")]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(envvar="AIOT_API_KEY", help="An API key (operate to set, read to list)."),
+]
+
+
+@app.command("cloud")
+def cloud(
+    pipeline: Annotated[str | None, typer.Argument(help="Set this pipeline's cloud model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    version: Annotated[str | None, typer.Option(help="Its version.")] = None,
+    normal_label: Annotated[
+        str | None, typer.Option(help="A classifier's healthy label (score = 1 - p(normal)).")
+    ] = None,
+    api: ApiOption = DEFAULT_API,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """The model that answers each pipeline's escalations: list them, or with PIPELINE
+    --model --version set one."""
+    import httpx
+
+    with httpx.Client(base_url=api, timeout=30.0, headers=api_headers(api_key)) as client:
+        try:
+            rows = set_cloud_model(client, pipeline, model, version, normal_label)
+        except httpx.HTTPError as exc:
+            typer.echo(f"cannot reach the cloud API at {api}: {exc}", err=True)
+            raise typer.Exit(1) from None
+    for row in rows:
+        normal = f" (normal: {row['normal_label']})" if row["normal_label"] else ""
+        typer.echo(f"{row['pipeline']}: {row['model']} {row['version']}{normal}")
+
+
+def set_cloud_model(
+    client: httpx.Client,
+    pipeline: str | None,
+    model: str | None,
+    version: str | None,
+    normal_label: str | None,
+) -> list[dict[str, Any]]:
+    """Every cloud model, or (with ``pipeline``) the one just set; exit 2 on a refusal."""
+    if pipeline is None:
+        response = client.get("/api/v1/cloud-models")
+        refused(response)
+        listed: list[dict[str, Any]] = response.json()
+        return listed
+    if model is None or version is None:
+        typer.echo("setting a pipeline's cloud model needs --model and --version", err=True)
+        raise typer.Exit(2)
+    body = {"model": model, "version": version, "normal_label": normal_label}
+    response = client.put(f"/api/v1/cloud-models/{pipeline}", json=body)
+    refused(response)
+    return [response.json()]

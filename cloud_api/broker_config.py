@@ -36,6 +36,7 @@ ROLE_RIGHTS: dict[BrokerRole, list[tuple[str, str]]] = {
         *(("read", f"{ROOT}/+/{channel.value}") for channel in AGENT_WRITES),
         # Ingest tells each agent which of its batches are committed (end-to-end delivery).
         ("write", f"{ROOT}/+/{Channel.ACKS.value}"),
+        ("write", f"{ROOT}/+/{Channel.ESCALATION_RESULT.value}"),  # the escalation runner's
         # Lets a health check (compose) log in and read one harmless topic.
         ("read", "$SYS/broker/version"),
     ],

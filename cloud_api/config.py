@@ -72,6 +72,18 @@ class Settings(BaseSettings):
         description="the rollout worker's MQTT client id; default aiot-rollout-<random>, so "
         "that replicas never take each other's connection",
     )
+    # The cloud model runner (cloud_api/escalation/): on the ingest broker, as the ingest user.
+    escalation_enabled: bool | None = Field(
+        default=None, description="run the runner in the API; default: where ingest runs"
+    )
+    escalation_client_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="default: <ingest id>-esc"
+    )
+    escalation_share_group: str | None = None
+    escalation_batch_max: int = Field(default=32, ge=1, le=1024)
+    escalation_wait_ms: float = Field(default=10.0, ge=0, le=10_000)
+    escalation_quota_per_min: float = Field(default=600.0, gt=0)
+    escalation_quota_burst: int = Field(default=100, ge=1)
     heartbeat_grace: float = Field(default=3.0, ge=1, le=100)
     data_dir: Path = Path("./data")
     max_model_bytes: int = Field(

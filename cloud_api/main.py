@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from cloud_api import errors
 from cloud_api.config import Settings, load_settings
 from cloud_api.db import create_db_engine, create_sessionmaker, migrate
+from cloud_api.escalation.worker import EscalationWorker, escalation_worker
 from cloud_api.guard import Guard
 from cloud_api.ingest.worker import IngestWorker
 from cloud_api.limits import LimitBodies
@@ -24,10 +25,12 @@ from cloud_api.routes import (
     agent_config,
     agents,
     aggregates,
+    cloud_models,
     dashboard,
     dead_letters,
     deployments,
     enrollment,
+    escalations,
     events,
     feedback,
     health,
@@ -47,7 +50,8 @@ from cloud_api.training.worker import start_training
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Signing key, artifact store, database (migrated), ingest, rollouts, retention; reversed."""
+    """Signing key, artifact store, database (migrated), ingest, rollouts, escalations,
+    retention; reversed."""
     settings: Settings = app.state.settings
     app.state.signing_key = load_or_create_signing_key(settings.data_dir)
     app.state.artifacts = FileArtifactStore(settings.data_dir / "artifacts")
@@ -59,6 +63,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.ingest = worker = _start_ingest(settings, engine, app.state.metrics)
         app.state.rollout = rollout = _start_rollout(settings, engine, app.state.metrics)
+        app.state.escalations = runner = _start_escalations(
+            settings, engine, app.state.artifacts, app.state.metrics
+        )
         retention = app.state.retention = _start_retention(
             settings, engine, app.state.metrics, app.state.artifacts
         )
@@ -79,6 +86,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 training.stop()
             if retention is not None:
                 retention.stop()
+            if runner is not None:
+                runner.stop()
             if rollout is not None:
                 rollout.stop()
             if worker is not None:
@@ -125,6 +134,18 @@ def _start_rollout(settings: Settings, engine: Engine, metrics: Metrics) -> Roll
     return rollout
 
 
+def _start_escalations(
+    settings: Settings, engine: Engine, artifacts: ArtifactStore, metrics: Metrics
+) -> EscalationWorker | None:
+    """The cloud model runner, started (None when it is off or runs elsewhere)."""
+    enabled = settings.escalation_enabled
+    if not (settings.ingest_enabled if enabled is None else enabled):
+        return None
+    runner = escalation_worker(settings, engine, artifacts, observer=metrics.escalations.observe)
+    runner.start()
+    return runner
+
+
 def _start_retention(
     settings: Settings, engine: Engine, metrics: Metrics, artifacts: ArtifactStore
 ) -> Retention | None:
@@ -156,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.ingest = None
     app.state.rollout = None
+    app.state.escalations = None
     app.state.retention = None
     app.state.training = None
     app.state.stream_slots = stream.StreamSlots(app.state.settings.stream_max)
@@ -178,6 +200,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dead_letters,
         models,
         training_jobs,
+        cloud_models,
+        escalations,
         deployments,
         shadow,
         keys,

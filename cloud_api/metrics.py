@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cloud_api.escalation.metrics import EscalationMetrics, escalation_gauges
 from cloud_api.ingest.writers import BatchStats
 from cloud_api.liveness import liveness
 from cloud_api.queries.agents import list_agents
@@ -143,6 +144,7 @@ class FleetCollector:
         with self._make_session() as session:
             agents = list_agents(session)
             deployments = deployments_by_state(session)
+            escalations = list(escalation_gauges(session))
         judged = [(row, liveness(row, now=now, grace=self._grace)) for row in agents]
         by_state = GaugeMetricFamily("aiot_agents", "Agents by state", labels=["state"])
         for state in ("online", "offline"):
@@ -176,6 +178,7 @@ class FleetCollector:
         for state in DEPLOYMENT_STATES:
             states.add_metric([state], deployments.get(state, 0))
         yield states
+        yield from escalations
 
 
 class Metrics:
@@ -186,6 +189,7 @@ class Metrics:
         self.ingest = IngestMetrics(self.registry)
         self.rollout = RolloutMetrics(self.registry)
         self.http = HttpMetrics(self.registry)
+        self.escalations = EscalationMetrics(self.registry)
         self.retention_deleted = Counter(
             "aiot_retention_deleted_rows",
             "Rows deleted by retention, by table",

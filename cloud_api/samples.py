@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cloud_api.escalation.store import sample_labels as escalation_labels
 from cloud_api.queries.samples import feedback_of, get_sample, person_label
 from cloud_api.registry import CHUNK, ArtifactStore, spooled_upload
 from cloud_api.tables import SampleLabelRow, SampleRow
@@ -211,6 +212,7 @@ def _labels(session: Session, meta: SampleMeta) -> list[SampleLabelRow]:
             created_at=now,
         )
     ]
+    labels += escalation_labels(session, meta.id, meta.agent_id)  # escalated before it came
     if meta.event_id is not None:
         labels += [
             person_label(meta.id, fb) for fb in feedback_of(session, meta.event_id, meta.agent_id)

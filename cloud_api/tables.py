@@ -1,9 +1,11 @@
 """SQL tables (SQLAlchemy 2.0 typed ORM): events, summaries, agents, dead letters, models, API
 keys, broker users, deployments and desired states, agents' remote configurations, samples
-with their labels and event feedback; the rollups of events and of summaries' signals are in
-``rollup_tables.py``, on the same ``Base`` (the migrations' environment imports both).
+with their labels and event feedback, cloud models and escalations; the rollups of events and
+of summaries' signals are in ``rollup_tables.py``, on the same ``Base`` (the migrations'
+environment imports both).
 
 Every other SQL table lives here (DESIGN §2), each a short class with its indexes.
+Over 400 lines: one short class per table, and DESIGN §2 keeps them in one module.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -384,3 +387,47 @@ EVENTS = core_table(EventRow)
 SUMMARIES = core_table(SummaryRow)
 AGENTS = core_table(AgentRow)
 DEAD_LETTERS = core_table(DeadLetterRow)
+
+
+class CloudModelRow(Base):
+    """The registry version that answers a pipeline's escalations (``cloud_api.escalation``)."""
+
+    __tablename__ = "cloud_models"
+
+    pipeline: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    normal_label: Mapped[str | None] = mapped_column(String(128))
+    """A classifier's healthy label: its score is then 1 - p(normal), as on the edge."""
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_by: Mapped[str] = mapped_column(String(64))
+
+
+class EscalationRow(Base):
+    """One escalation and the cloud's answer; ``id`` is the agent's, so a repeat runs nothing."""
+
+    __tablename__ = "escalations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str | None] = mapped_column(String(36))
+    sample_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    edge_model: Mapped[str] = mapped_column(String(130))
+    edge_label: Mapped[str] = mapped_column(String(128))
+    edge_score: Mapped[float] = mapped_column(Float)
+    cloud_model: Mapped[str | None] = mapped_column(String(130))
+    cloud_label: Mapped[str | None] = mapped_column(String(128))
+    cloud_score: Mapped[float | None] = mapped_column(Float)
+    agree: Mapped[bool | None] = mapped_column(Boolean)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    answered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(Json)
+    """The EscalationResult as sent: a repeated id is answered with exactly it."""
+
+    __table_args__ = (
+        Index("ix_escalations_answered_id", "answered_at", "id"),
+        Index("ix_escalations_agent_pipeline", "agent_id", "pipeline", "answered_at"),
+    )

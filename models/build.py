@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import detector, vibration
+from models import detector, vibration, vibration_cloud
 from models.manifest import MANIFEST_NAME, ModelCard, default_dir, load_manifest, manifest_json
 from shared.digests import sha256_file
 from shared.errors import ModelError
@@ -48,6 +48,7 @@ def _build_detector() -> tuple[bytes, ModelCard]:
 MODELS: dict[str, _Model] = {
     "vibration": _Model(vibration.NAME, vibration.build),
     "detector": _Model(detector.NAME, _build_detector, needs="torch"),
+    "vibration-cloud": _Model(vibration_cloud.NAME, vibration_cloud.build),
 }
 
 

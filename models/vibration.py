@@ -203,7 +203,7 @@ def train(feats: F64, labels: I64, seed: int) -> Classifier:
     )
 
 
-def _front_end(g: GraphBuilder, window: str) -> str:
+def front_end(g: GraphBuilder, window: str) -> str:
     """Graph of :func:`features`: [batch, WINDOW] -> [batch, F]."""
     eps = g.const("eps", EPS)
     x = g.op("Sub", window, g.op("ReduceMean", window, axes=[1], keepdims=1))
@@ -258,7 +258,7 @@ def _classifier(g: GraphBuilder, feats: str, clf: Classifier) -> str:
 def to_onnx(clf: Classifier) -> onnx.ModelProto:
     """The whole model as one ONNX graph: raw window in g -> probabilities in LABELS order."""
     g = GraphBuilder("vibration_anomaly")
-    probabilities = g.rename(_classifier(g, _front_end(g, "window"), clf), "probabilities")
+    probabilities = g.rename(_classifier(g, front_end(g, "window"), clf), "probabilities")
     return g.model(
         inputs=[("window", ["batch", WINDOW])],
         outputs=[(probabilities, ["batch", len(LABELS)])],

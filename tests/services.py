@@ -55,6 +55,10 @@ class PostgresCluster:
                           "--auth=trust", "-E", "UTF8", "--no-locale"]),
             check=True, capture_output=True,
         )  # fmt: skip
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server on the cluster's data (again, after ``halt``)."""
         options = (
             f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -62,6 +66,13 @@ class PostgresCluster:
         subprocess.run(
             _as_postgres(["pg_ctl", "-D", str(self.datadir / "data"), "-o", options,
                           "-l", str(self.datadir / "postgres.log"), "-w", "start"]),
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def halt(self) -> None:
+        """Stop the server and keep its data: a database outage ``resume`` ends."""
+        subprocess.run(
+            _as_postgres(["pg_ctl", "-D", str(self.datadir / "data"), "-m", "fast", "stop"]),
             check=True, capture_output=True,
         )  # fmt: skip
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import typer
 
-from cli.models import push_model
+from cli.models import push_model, set_cloud_model
 from tests.cloud.conftest import AppFactory
 from tests.cloud.test_registry import MODEL_FILE
 
@@ -51,3 +51,18 @@ def test_push_refused_exits_2_with_the_reason(
     err = capsys.readouterr().err
     assert "refused (422): not a loadable ONNX model" in err
     assert "uploads" not in err  # the server's temp path is not leaked
+
+
+def test_cloud_sets_a_pipelines_cloud_model_and_lists_them(
+    client: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    push_model(client, MODEL_FILE, name="vib", version="2.0.0", task="", labels="ok,bad")
+    [row] = set_cloud_model(client, "press-1", "vib", "2.0.0", "ok")
+    assert (row["pipeline"], row["model"], row["version"], row["normal_label"]) == (
+        "press-1", "vib", "2.0.0", "ok",
+    )  # fmt: skip
+    assert [r["pipeline"] for r in set_cloud_model(client, None, None, None, None)] == ["press-1"]
+    with pytest.raises(typer.Exit) as exited:
+        set_cloud_model(client, "press-1", "vib", "9.9.9", None)
+    assert exited.value.exit_code == 2
+    assert "refused (404): model 'vib' has no version '9.9.9'" in capsys.readouterr().err

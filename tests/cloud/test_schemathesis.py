@@ -114,7 +114,7 @@ RUNS = {
     # operation but that one first, then that one alone.
     "admin": Run("admin", (f"--exclude-name={REVOKE_KEY}",), max_time_s=60),
     "admin-revoking-keys": Run("admin", (f"--include-name={REVOKE_KEY}",), max_time_s=10),
-    "read": Run("read"),
+    "read": Run("read", max_time_s=60),
     "nobody": Run(None, max_time_s=40),
 }
 

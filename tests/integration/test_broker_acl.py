@@ -297,3 +297,18 @@ def test_compose_broker_config_refuses_anonymous_and_admits_the_ingest_user(
             client.close()
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_escalation_runner_as_the_ingest_user_reads_escalations_and_answers_them(
+    fleet: Fleet,
+) -> None:
+    """The runner (cloud_api/escalation) connects as the ingest user: it reads every agent's
+    escalations and writes their answers, and the answer reaches only its own agent."""
+    ingest, agent_a = fleet.connected("ingest"), fleet.connected("agent-a")
+    assert ingest.subscribe("aiot/v1/agents/+/escalations") == 1
+    assert agent_a.subscribe(topic("agent-a", Channel.ESCALATION_RESULT)) == 1
+    assert agent_a.publish(topic("agent-a", Channel.ESCALATIONS), b"escalation") in ACCEPTED
+    assert ingest.next_message().payload == b"escalation"
+    assert ingest.publish(topic("agent-a", Channel.ESCALATION_RESULT), b"answer") in ACCEPTED
+    assert agent_a.next_message().payload == b"answer"
+    assert ingest.publish(topic("agent-a", Channel.ESCALATIONS)) == NOT_AUTHORIZED

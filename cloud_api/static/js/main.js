@@ -7,6 +7,7 @@ import { Api, ApiError, AuthError } from "./api.js";
 import { SavedChart, renderBandwidth } from "./bandwidth.js";
 import { LabelChart, RANGES } from "./chart.js";
 import { byTestId } from "./dom.js";
+import { renderEscalations } from "./escalations.js";
 import { Feed } from "./feed.js";
 import { renderFleet } from "./fleet.js";
 import { forgetKey, keyProblem, loadKey, saveKey, takeKeyFromFragment } from "./key.js";
@@ -112,6 +113,9 @@ class Dashboard {
       }),
       this.panel("review", async () => {
         renderReview(byTestId("review-panel"), await this.api.get("api/v1/samples/review", { limit: 50 }));
+      }),
+      this.panel("escalations", async () => {
+        renderEscalations(byTestId("escalations-panel"), await this.api.get("api/v1/escalations/stats"));
       }),
       this.panel("placement", async () => {
         renderPlacement(byTestId("placement-panel"), await this.api.get("api/v1/placement"));

@@ -1,0 +1,175 @@
+"""The runner's parts on their own: the per-agent token bucket (a fake clock), the shipped
+cloud model in a real ONNX Runtime session, the store's answer when another runner stored an
+id first (SQLite and PostgreSQL), and the worker through a PostgreSQL outage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from cloud_api.db import create_db_engine, migrate
+from cloud_api.escalation.model import CloudModel
+from cloud_api.escalation.quota import Quota
+from cloud_api.escalation.store import escalation_row, save
+from cloud_api.escalation.worker import EscalationWorker
+from cloud_api.registry import FileArtifactStore, load_or_create_signing_key, register_model
+from cloud_api.tables import CloudModelRow, EscalationRow, SampleLabelRow
+from edge_agent.sources.machine_physics import LABELS
+from shared.escalations import EscalationResult
+from shared.messages import ModelRef, encode, utcnow
+from shared.topics import Channel
+from tests.cloud.escalation_helpers import (
+    CLOUD_MODEL,
+    CLOUD_VERSION,
+    MODELS,
+    PIPELINE,
+    Results,
+    escalation,
+    windows,
+)
+from tests.cloud.helpers import Publisher, topic, unique_agent_id
+from tests.services import Mosquitto, PostgresCluster
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_quota_allows_a_burst_then_its_rate_per_agent() -> None:
+    clock = Clock()
+    quota = Quota(per_min=60, burst=3, clock=clock)
+    assert [quota.take("a") for _ in range(4)] == [True, True, True, False]
+    assert quota.take("b")  # every agent has its own bucket
+    clock.now = 0.5
+    assert not quota.take("a")  # half a token back
+    clock.now = 1.0
+    assert quota.take("a")
+    assert not quota.take("a")
+    clock.now = 1000.0
+    assert [quota.take("a") for _ in range(4)] == [True, True, True, False]  # capped at burst
+
+
+@pytest.mark.parametrize(("per_min", "burst"), [(0, 1), (-1, 5), (10, 0)])
+def test_a_quota_that_allows_nothing_is_refused(per_min: float, burst: int) -> None:
+    with pytest.raises(ValueError, match="per_min > 0 and burst >= 1"):
+        Quota(per_min=per_min, burst=burst)
+
+
+@pytest.fixture(scope="module")
+def cloud_model() -> CloudModel:
+    data = (MODELS / f"{CLOUD_MODEL}-{CLOUD_VERSION}.onnx").read_bytes()
+    return CloudModel(
+        data, name=CLOUD_MODEL, version=CLOUD_VERSION, sha256="0" * 64, labels=list(LABELS),
+        normal_label=LABELS[0], threads=1,
+    )  # fmt: skip
+
+
+def test_one_session_run_answers_a_batch_as_runs_of_one_do(cloud_model: CloudModel) -> None:
+    inputs = [w.astype(np.float32) for w in windows(12, seed=5)]
+    batched = cloud_model.run(inputs)
+    alone = [cloud_model.run([one])[0] for one in inputs]
+    assert [a.label for a in batched] == [a.label for a in alone]
+    assert np.allclose([a.score for a in batched], [a.score for a in alone], atol=1e-6)
+    assert cloud_model.provider == "cpu"
+    # The healthy label scores below one half; a fault is named with 1 - p(healthy).
+    for answer in batched:
+        assert (answer.label == "healthy") == (answer.score < 0.5)
+
+
+def test_an_input_of_another_shape_is_refused_with_both_shapes(cloud_model: CloudModel) -> None:
+    assert cloud_model.fits(np.zeros(2048, np.float32)) is None
+    reason = cloud_model.fits(np.zeros((2, 1024), np.float32))
+    assert reason == "input of shape [2, 1024] does not fit the cloud model's input [2048]"
+
+
+def test_an_id_another_runner_stored_first_is_answered_with_its_answer(
+    database_url: str, tmp_path: Path
+) -> None:
+    engine = create_db_engine(database_url)
+    migrate(engine)
+    agent = "store-test"
+    first, second = (escalation(agent, w) for w in windows(2))
+    ref = ModelRef(name=CLOUD_MODEL, version=CLOUD_VERSION, sha256="0" * 64)
+
+    def answer(label: str, escalation_id: str) -> EscalationResult:
+        return EscalationResult(
+            escalation_id=escalation_id, agent_id=agent, pipeline=first.pipeline, ts=utcnow(),
+            outcome="answered", model=ref, label=label, score=0.9,
+        )  # fmt: skip
+
+    winner = answer("imbalance", first.id)
+    assert save(engine, [escalation_row(first, winner)], []) == {}
+    late = [
+        escalation_row(first, answer("impact", first.id)),
+        escalation_row(second, answer("impact", second.id)),
+    ]
+    assert save(engine, late, []) == {first.id: winner}
+    with Session(engine) as session:
+        stored = {row.id: row.cloud_label for row in session.query(EscalationRow)}
+        assert stored == {first.id: "imbalance", second.id: "impact"}
+        assert session.query(SampleLabelRow).count() == 0  # no sample behind them
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_escalations_sent_while_the_database_is_down_are_answered_when_it_is_back(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    cluster = PostgresCluster()
+    cluster.start()
+    engine = create_db_engine(cluster.create_database())
+    runner = None
+    agent = unique_agent_id("esc-outage")
+    results = Results(broker.port, agent)
+    publisher = Publisher("127.0.0.1", broker.port).connect()
+    try:
+        migrate(engine)
+        artifacts = FileArtifactStore(tmp_path / "artifacts")
+        _register(engine, artifacts, tmp_path)
+        runner = EscalationWorker(
+            engine=engine, artifacts=artifacts, mqtt_url=broker.url,
+            client_id=f"runner-{agent}", session_expiry_s=60,
+        )  # fmt: skip
+        runner.start()
+        runner.wait_connected()
+        cluster.halt()
+        sent = [escalation(agent, w) for w in windows(3)]
+        for one in sent:
+            publisher.publish(topic(agent, Channel.ESCALATIONS), encode(one))
+        cluster.resume()
+        got = {r.escalation_id: r for r in results.wait(3)}
+        assert [got[one.id].outcome for one in sent] == ["answered"] * 3
+        with Session(engine) as session:
+            assert session.query(EscalationRow).count() == 3
+    finally:
+        if runner is not None:
+            runner.stop()
+        results.close()
+        publisher.close()
+        engine.dispose()
+        cluster.stop()
+
+
+def _register(engine: Engine, artifacts: FileArtifactStore, data_dir: Path) -> None:
+    onnx = MODELS / f"{CLOUD_MODEL}-{CLOUD_VERSION}.onnx"
+    with Session(engine) as session, onnx.open("rb") as source:
+        register_model(
+            session, store=artifacts, signing_key=load_or_create_signing_key(data_dir),
+            name=CLOUD_MODEL, version=CLOUD_VERSION, source=source, tmp_dir=data_dir / "tmp",
+            max_bytes=1 << 30, task="vibration-anomaly", labels=list(LABELS),
+        )  # fmt: skip
+        session.add(
+            CloudModelRow(
+                pipeline=PIPELINE, model=CLOUD_MODEL, version=CLOUD_VERSION,
+                normal_label=LABELS[0], updated_at=utcnow(), updated_by="test",
+            )
+        )  # fmt: skip
+        session.commit()
