@@ -107,6 +107,8 @@ class Escalator:
         self.counters = EscalationCounters()
         self.answers: deque[Event] = deque()
         """Reconciled events for the pipeline to emit (appended on the uplink's thread)."""
+        self._late: Callable[[Event], None] | None = None
+        self._late_lock = threading.Lock()
         self.waiting: set[str] = set()
         """Ids of this run's escalations in the outbox, not answered yet."""
         self._bucket = TokenBucket(config.budget_per_min, clock)
@@ -155,6 +157,13 @@ class Escalator:
                 event_id=event_id, detections=detections, chosen=unsure, collector=collector,
             )  # fmt: skip
 
+    def after_run(self, emit: Callable[[Event], None]) -> list[Event]:
+        """The pipeline's run has ended: answers from now on go straight to ``emit`` (on the
+        uplink's thread); returns those that arrived before."""
+        with self._late_lock:
+            self._late = emit
+            return self.take_answers()
+
     def take_answers(self) -> list[Event]:
         """The reconciled events that arrived (the pipeline's thread calls this)."""
         answers = self.answers
@@ -198,7 +207,13 @@ class Escalator:
         agree = result.label == escalation.label
         self.counters.answered += 1
         self.counters.agreed += agree
-        self.answers.append(reconciled_event(result, escalation, agree))
+        event = reconciled_event(result, escalation, agree)
+        with self._late_lock:
+            late = self._late
+            if late is None:  # the pipeline's thread emits it between two samples
+                self.answers.append(event)
+                return
+        late(event)  # the run has ended (a finite source): nobody else emits any more
 
 
 def reconciled_event(result: EscalationResult, escalation: Escalation, agree: bool) -> Event:

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -176,6 +177,7 @@ class Pipeline(ABC):
         self._esc_lo, self._esc_hi = (
             (self.escalator.lo, self.escalator.hi) if self.escalator else (math.inf, -math.inf)
         )
+        self._late_lock = threading.Lock()
         self.shadow: ShadowOffer | None = None
         """Where a shadow candidate takes the inputs (``edge_agent.updates.shadow``); None: none."""
 
@@ -244,12 +246,21 @@ class Pipeline(ABC):
             if clock() >= due:
                 self._put_summary(outbox)
                 due = clock() + interval
-        if answers:  # those that came after the last sample
-            self._emit(outbox, self._with_answers([]))
         self._emit(outbox, self.close())
         if interval:
             self._put_summary(outbox)
+        if self.escalator is not None:  # answers to come are emitted as they arrive
+            self._emit_late(outbox, self.escalator.after_run(partial(self._answer, outbox)))
         outbox.flush()  # a run that ended has its last events and summary stored
+
+    def _answer(self, outbox: OutboxWriter, event: Event) -> None:
+        """A reconciled event that arrived after the run ended (on the uplink's thread)."""
+        self._emit_late(outbox, [event])
+
+    def _emit_late(self, outbox: OutboxWriter, events: list[Event]) -> None:
+        with self._late_lock:  # the run has ended: only answers emit, maybe two at once
+            self.counters.events_out += len(events)
+            self._emit(outbox, events)
 
     def _escalate(
         self,
