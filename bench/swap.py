@@ -128,7 +128,12 @@ def _one_round(
         raise RuntimeError(f"the update did not install: {status.state} {status.reason}")
     if pipeline.counters.samples_in != len(ends):
         raise RuntimeError(f"{len(ends)} calls but {pipeline.counters.samples_in} windows")
-    times = np.asarray(ends)
+    (swapped_at,) = slot.swapped_at  # exactly one swap
+    return _gaps(np.asarray(ends), submitted, done, swapped_at)
+
+
+def _gaps(times: np.ndarray, submitted: float, done: float, swapped_at: float) -> dict[str, float]:
+    """The round's figures from the pipeline's inference end times (perf_counter seconds)."""
     gaps = np.diff(times)
     normal = float(np.median(gaps[(times[1:] < submitted) | (times[:-1] > done)]))
     during = (times[1:] >= submitted) & (times[:-1] <= done)
@@ -136,7 +141,6 @@ def _one_round(
     # machine when nothing in the process competes with the pipeline (other work on a shared
     # machine preempts it for milliseconds).
     before = (times[:-1] >= submitted - (done - submitted)) & (times[1:] < submitted)
-    (swapped_at,) = slot.swapped_at
     at_swap = int(np.searchsorted(times, swapped_at))  # the gap that contains the swap
     return {
         "normal_s": normal,
