@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.edge import bare_session, paired_rates
+from bench.edge import bare_session, min_of_rounds_ratio, paired_rates
 from bench.result import Goal, Result
 from bench.sources import F32, signals, stride_windows
 from edge_agent.delivery.outbox import Outbox
@@ -73,18 +73,20 @@ def bench_scorer() -> list[Result]:
         windows = scorer_windows(faults=faults)
         paired_rates(pipeline, session, windows, writer)  # warm-up
         rounds = [paired_rates(pipeline, session, windows, writer) for _ in range(SCORER_ROUNDS)]
-        ratios = [p / b for b, p, _ in rounds]
+        ratios = [r.pipe_rate / r.bare_rate for r in rounds]
         results.append(Result(
             name=f"edge pipeline, score model ({fit.kind}, [3, 64] windows), {case}",
-            value=float(np.median([p for _, p, _ in rounds])),
+            value=float(np.median([r.pipe_rate for r in rounds])),
             unit="windows/s",
-            baseline=float(np.median([b for b, _, _ in rounds])),
+            baseline=float(np.median([r.bare_rate for r in rounds])),
             baseline_name="bare session.run",
             goal=Goal.ratio(">=", 0.9),
             details={"windows": SCORER_WINDOWS, "rounds": SCORER_ROUNDS, "ort_threads": 1,
                      "provider": pipeline.slot.current().runtime.provider,
-                     "fit_latency_ms": round(fit.latency_ms, 4), "events_per_round": rounds[-1][2],
-                     "median_paired_ratio": round(float(np.median(ratios)), 3)},
+                     "fit_latency_ms": round(fit.latency_ms, 4),
+                     "events_per_round": rounds[-1].events,
+                     "median_paired_ratio": round(float(np.median(ratios)), 3),
+                     "min_of_rounds_ratio": round(min_of_rounds_ratio(rounds), 3)},
         ))  # fmt: skip
     writer.close()
     outbox.close()

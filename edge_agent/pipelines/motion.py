@@ -6,8 +6,13 @@ average of the previous ones on a small grey copy (160 px wide by default), so i
 a fraction of an inference. A global brightness change (a cloud, street lights, the
 camera's auto-exposure) changes every pixel a little and must not count as motion, so each
 frame is first brought to the background's brightness ("gain": match the means; or
-"gain_offset": match mean and spread). Polygons in frame pixels mask what always moves
-but never matters, such as a clock overlay or a tree.
+"gain_offset": match mean and spread). A pixel clipped by the sensor says nothing about
+change in the frame; in the background it is a lower bound: after a bright spell the
+background holds the saturated level (scaled back by the gain) where the light clipped, and the
+unclipped scene there is brighter than that without anything moving. So where the background
+was clipped only a pixel darker than it counts, until the background has seen it unclipped
+for a while. Polygons in frame pixels mask what always moves but never matters, such as a
+clock overlay or a tree.
 
 The gate fails open: during warm-up, and for ``hold_frames`` after the last motion,
 frames pass, so an object is never missed because the background was still settling or
@@ -32,6 +37,9 @@ Point = tuple[float, float]
 
 _SATURATED = 250  # a colour channel at or above this is clipped by the sensor
 _KERNEL = np.ones((3, 3), dtype=np.uint8)  # the blur's reach: a clipped pixel taints this far
+_BACKGROUND_UNCLIPPED = 0.5
+"""A background pixel is taken at its value once its running share of unclipped frames is above
+this (after a clipped spell, about 14 frames at the default ``alpha``)."""
 
 
 class MotionGateConfig(StrictConfig):
@@ -113,6 +121,8 @@ class MotionGate:
         self._frame_shape: tuple[int, int] | None = None
         self._small_size = (0, 0)
         self._background: Grey = np.zeros((0, 0), dtype=np.float32)
+        self._unclipped: Grey = np.zeros((0, 0), dtype=np.float32)
+        """Each background pixel's running share of frames in which it was not clipped."""
         self._valid: npt.NDArray[np.bool_] = np.zeros((0, 0), dtype=np.bool_)
         self._valid_mask: Mask = np.zeros((0, 0), dtype=np.uint8)
         self._valid_count = 1
@@ -166,6 +176,7 @@ class MotionGate:
         self._valid_mask = self._valid.view(np.uint8)
         self._valid_count = max(1, int(self._valid.sum()))
         self._background = grey.copy()
+        self._unclipped = np.ones_like(grey)
         self._seen = 0
         self._hold = 0
 
@@ -174,11 +185,13 @@ class MotionGate:
         compensated = self._compensate(grey, self._background, self._valid_mask)
         # A clipped pixel says nothing about change: after a gain step the saturated areas
         # would otherwise differ from the background without anything moving.
-        changed = (
-            (cv2.absdiff(compensated, self._background) > self.config.threshold)
-            & usable
-            & self._valid
-        )
+        threshold = self.config.threshold
+        diff = compensated - self._background
+        changed = diff < -threshold
+        # Where the background itself was clipped it holds a lower bound of the scene (the
+        # saturated level, scaled back by the gain): only a darker pixel is evidence there.
+        changed |= (diff > threshold) & (self._unclipped > _BACKGROUND_UNCLIPPED)
+        changed &= usable & self._valid
         self.last_fraction = int(np.count_nonzero(changed)) / self._valid_count
         # During warm-up the background is the plain mean of the frames so far: it settles
         # in a few frames instead of the ~1/alpha an exponential average needs.
@@ -186,4 +199,5 @@ class MotionGate:
         if self._seen <= self.config.warmup_frames:
             alpha = max(alpha, 1.0 / self._seen)
         cv2.accumulateWeighted(compensated, self._background, alpha)
+        cv2.accumulateWeighted(usable.view(np.uint8), self._unclipped, alpha)
         return self.last_fraction >= self.config.min_area

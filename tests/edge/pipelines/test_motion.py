@@ -116,3 +116,12 @@ def test_config_refuses_unknown_keys_and_degenerate_masks() -> None:
         MotionGateConfig.model_validate({"treshold": 10})
     with pytest.raises(ValidationError, match="at least 3 points"):
         MotionGateConfig.model_validate({"masks": [[[0, 0], [10, 10]]]})
+
+
+def test_light_dropping_after_a_bright_spell_that_clipped_the_sensor_is_not_motion() -> None:
+    """Where the bright spell saturated the sensor the background holds the clipped level; the
+    scene coming back brighter than that level is not motion (a darker pixel would be)."""
+    scene = SyntheticScene(seed=3, noise_std=3.0, lighting=[(1.0, 1.4), (10.0, 0.8)])
+    gate = MotionGate(MotionGateConfig(warmup_frames=5))
+    passed(gate, frames(scene, 16.0))
+    assert gate.frames_in - gate.frames_gated == 5  # the warm-up frames only

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge_agent.config import AgentConfig
 from edge_agent.delivery.outbox import Outbox
@@ -98,6 +99,31 @@ def test_process_windows_takes_plain_arrays_and_continues_the_sequence(
     events = pipeline.process_windows(healthy)
     assert [(e.state, e.seq) for e in events] == [("end", 18)]
     assert pipeline.counters.inferences == 24
+
+
+def test_window_by_window_gives_what_a_batch_gives(agent_config: AgentConfigFactory) -> None:
+    """One window per call takes the pipeline's one-window path; a batch takes the general
+    one: the same events, labels, scores, attributes and summary either way (up to how ORT's
+    kernels for a batch round)."""
+    machine = SimulatedMachine(MachineSpec(), seed=5)
+    windows = np.stack([machine.window("misalignment" if 8 <= i < 16 else None) for i in range(32)])
+    batched, one_by_one = make_pipeline(agent_config()), make_pipeline(agent_config())
+    by_batch = batched.process_windows(windows)
+    by_window = [e for w in windows for e in one_by_one.process_windows(w)]
+
+    def shape(events: list[Event]) -> list[tuple[object, ...]]:
+        return [(e.state, e.label, e.score, e.seq, e.attributes) for e in events]
+
+    assert shape(by_window) == shape(by_batch)
+    assert len(by_batch) == 2
+    assert one_by_one.counters.inferences == batched.counters.inferences == 32
+    assert one_by_one.counters.inference_calls == 32
+    for name in ("score", "rms_g"):  # ORT's batch-of-32 kernels round a little differently
+        single, batch = one_by_one._summary.signals[name], batched._summary.signals[name]
+        assert single.count == batch.count, name
+        assert (single.total, single.low, single.high) == pytest.approx(
+            (batch.total, batch.low, batch.high), rel=1e-5
+        ), name
 
 
 def test_close_ends_an_open_event_at_shutdown(agent_config: AgentConfigFactory) -> None:
