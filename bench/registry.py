@@ -59,6 +59,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("acks", "end-to-end acks", "bench.acks:bench_acks", 150),
     Benchmark("rollout", "rollout", "bench.rollout:bench_rollout", 90),
     Benchmark("escalation", "cloud model runner", "bench.escalation:bench_escalation", 90),
+    Benchmark(
+        "escalation-rtt",
+        "escalation round trip",
+        "bench.escalation_rtt:bench_escalation_round_trip",
+        90,
+    ),
     Benchmark("swap", "model swap", "bench.swap:bench_swap", 30),
     Benchmark(
         "postgres-ingest", "PostgreSQL ingest", "bench.postgres_ingest:bench_postgres_ingest", 150
