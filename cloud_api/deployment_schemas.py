@@ -39,9 +39,9 @@ SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]
 
 class QualityGate(BaseModel):
     """The model quality a canary must hold before the rest update: its alarm rate (incidents
-    per 1000 windows) and, if bounded, its mean score, against a baseline over the same period
-    (the agents still on the old version; the canary's own agents just before, when every
-    agent is in the canary)."""
+    per 1000 windows), its escalation rate and, if bounded, its mean score, against a baseline
+    over the same period (the agents still on the old version; the canary's own agents just
+    before, when every agent is in the canary)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,6 +63,15 @@ class QualityGate(BaseModel):
         default=0.05, ge=0, le=1,
         description="a share of time in alarm up to this counts as quiet; above it, the canary's "
         "may be at most max_alarm_ratio times the baseline's (a model stuck on is one incident)",
+    )  # fmt: skip
+    max_escalation_ratio: float | None = Field(
+        default=3.0, ge=1, le=1000,
+        description="the canary's escalation rate (inputs sent to the cloud model per 1000 "
+        "windows) may be at most this times the baseline's; null: not judged",
+    )  # fmt: skip
+    escalation_floor_per_1k: float = Field(
+        default=5.0, ge=0, le=1000,
+        description="escalation rates up to this many per 1000 windows are never too high",
     )  # fmt: skip
     max_score_shift: float | None = Field(
         default=None, gt=0, le=1e6,

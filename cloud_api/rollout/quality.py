@@ -6,7 +6,8 @@ its healthy window are compared with a baseline over the same period: the deploy
 agents, still on the old version, or (when every agent is in the canary) the canary agents
 themselves over as long a period just before the deployment asked them. The figures come from
 what the agents send anyway: the windows their summaries count, the incidents their events
-start, and the mean of the summaries' ``score`` signal.
+start, the inputs they escalate to the cloud model (the unsure ones), and the mean of the
+summaries' ``score`` signal.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class QualityFigures:
     period_s: float = 0.0
     score_sum: float = 0.0
     score_count: int = 0
+    escalations: int = 0
+    """Inputs the group sent to the cloud model (the escalations the cloud received)."""
 
     @property
     def alarms_per_1k(self) -> float:
@@ -43,15 +46,21 @@ class QualityFigures:
         return min(1.0, self.alarm_s / total) if total > 0 else 0.0
 
     @property
+    def escalations_per_1k(self) -> float:
+        return 1000.0 * self.escalations / self.windows if self.windows else 0.0
+
+    @property
     def mean_score(self) -> float | None:
         return self.score_sum / self.score_count if self.score_count else None
 
     def describe(self) -> str:
         mean = self.mean_score
         score = f", mean score {mean:.3f}" if mean is not None else ""
+        sent = f", {self.escalations_per_1k:.1f}/1k escalated" if self.escalations else ""
         return (
             f"{self.alarms} alarms in {self.windows} windows of {self.agents} agent(s) "
-            f"({self.alarms_per_1k:.1f}/1k, {self.alarm_share:.0%} of the time in alarm{score})"
+            f"({self.alarms_per_1k:.1f}/1k, {self.alarm_share:.0%} of the time in alarm"
+            f"{sent}{score})"
         )
 
 
@@ -75,9 +84,9 @@ class QualityCheck(Protocol):
 def judge_quality(
     gate: QualityGate, canary: QualityFigures, baseline: QualityFigures
 ) -> QualityVerdict:
-    """Whether the canary's alarm rate, its time in alarm (and its mean score, if the gate
-    bounds it) stay within the gate's bounds of the baseline's; the figures of both are in the
-    reason."""
+    """Whether the canary's alarm rate, its time in alarm, its escalation rate (and its mean
+    score, if the gate bounds it) stay within the gate's bounds of the baseline's; the figures
+    of both are in the reason."""
     figures = f"canary {canary.describe()}; baseline {baseline.describe()}"
     if canary.windows < gate.min_windows:
         return QualityVerdict(None, f"{canary.windows} of {gate.min_windows} canary windows")
@@ -92,6 +101,13 @@ def judge_quality(
         return QualityVerdict(False, f"alarm rate under 1/{ratio:g} of the baseline's: {figures}")
     if canary.alarm_share > max(baseline.alarm_share * ratio, gate.alarm_time_floor):
         return QualityVerdict(False, f"time in alarm over {ratio:g}x the baseline's: {figures}")
+    escalation = gate.max_escalation_ratio
+    if escalation is not None and canary.escalations_per_1k > max(
+        baseline.escalations_per_1k * escalation, gate.escalation_floor_per_1k
+    ):
+        return QualityVerdict(
+            False, f"escalation rate over {escalation:g}x the baseline's: {figures}"
+        )
     shift = gate.max_score_shift
     mean, base_mean = canary.mean_score, baseline.mean_score
     if (

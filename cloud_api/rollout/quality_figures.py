@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud_api.rollout.quality import QualityFigures
-from cloud_api.tables import EventRow, SummaryRow
+from cloud_api.tables import EscalationRow, EventRow, SummaryRow
 
 ALARM_STATES = ("start", "instant")
 """An incident's first event: what an alarm is, once per incident."""
@@ -32,6 +32,7 @@ class DeploymentQuality:
         session: Session,
         *,
         pipeline: str,
+        model: str,
         version: str,
         created_at: datetime,
         canary: Sequence[str],
@@ -39,6 +40,7 @@ class DeploymentQuality:
     ) -> None:
         self._session = session
         self._pipeline = pipeline
+        self._model = model
         self._version = version
         self._created_at = created_at
         self._canary = list(canary)
@@ -80,9 +82,26 @@ class DeploymentQuality:
                 score_count += int(score["count"])
         alarms, alarm_s = self._alarms(agent_ids, since, until, on_version=on_version)
         period_s = (until - since).total_seconds()
+        escalations = self._escalations(agent_ids, since, until, on_version=on_version)
         return QualityFigures(
-            len(agent_ids), windows, alarms, alarm_s, period_s, score_sum, score_count
+            len(agent_ids), windows, alarms, alarm_s, period_s, score_sum, score_count,
+            escalations,
+        )  # fmt: skip
+
+    def _escalations(
+        self, agent_ids: list[str], since: datetime, until: datetime, *, on_version: bool | None
+    ) -> int:
+        """Inputs the group escalated within ``[since, until)`` (by the inputs' time)."""
+        query = select(func.count()).where(
+            EscalationRow.agent_id.in_(agent_ids),
+            EscalationRow.pipeline == self._pipeline,
+            EscalationRow.ts >= since,
+            EscalationRow.ts < until,
         )
+        if on_version is not None:
+            same = EscalationRow.edge_model == f"{self._model} {self._version}"
+            query = query.where(same if on_version else ~same)
+        return int(self._session.scalar(query) or 0)
 
     def _alarms(
         self, agent_ids: list[str], since: datetime, until: datetime, *, on_version: bool | None

@@ -241,7 +241,8 @@ def _advance_row(session: Session, row: DeploymentRow, *, now: datetime, grace: 
     current = {agent_id: entry_of(_desired(d), row.pipeline) for agent_id, d in states.items()}
     before = [_agent_target(agent) for agent in agents]
     quality = DeploymentQuality(
-        session, pipeline=row.pipeline, version=row.version, created_at=row.created_at,
+        session, pipeline=row.pipeline, model=row.model, version=row.version,
+        created_at=row.created_at,
         canary=[a.agent_id for a in agents if a.phase == "canary"],
         rest=[a.agent_id for a in agents if a.phase != "canary"],
     )  # fmt: skip

@@ -3,6 +3,7 @@ the figures read from SQL on both databases."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from cloud_api.deployment_schemas import QualityGate
 from cloud_api.rollout.machine import advance
 from cloud_api.rollout.quality import QualityFigures, judge_quality
 from cloud_api.rollout.quality_figures import DeploymentQuality
-from cloud_api.tables import EVENTS, SUMMARIES
+from cloud_api.tables import EVENTS, SUMMARIES, EscalationRow
 from tests.cloud.rollout.test_machine import (
     ON_OLD,
     T0,
@@ -78,6 +79,20 @@ def test_the_mean_score_is_judged_only_when_the_gate_bounds_it() -> None:
     verdict = judge_quality(QualityGate(min_windows=100, max_score_shift=0.5), canary, baseline)
     assert verdict.passed is False
     assert "mean score moved by more than 0.5" in verdict.reason
+
+
+def test_a_canary_that_escalates_far_more_than_its_baseline_is_out_of_bounds() -> None:
+    """Unsure on many more inputs: it would send the cloud model (and its budget) far more."""
+    baseline = figures(1000, 1, escalations=10)
+    assert judge_quality(GATE, figures(1000, 1, escalations=25), baseline).passed is True
+    verdict = judge_quality(GATE, figures(1000, 1, escalations=40), baseline)
+    assert verdict.passed is False
+    assert "escalation rate over 3x the baseline's" in verdict.reason
+    assert "40.0/1k escalated" in verdict.reason
+    quiet = figures(1000, 1, escalations=4)  # under the floor of 5 per 1000: never too high
+    assert judge_quality(GATE, quiet, figures(1000, 1)).passed is True
+    unbounded = QualityGate(min_windows=100, max_escalation_ratio=None)
+    assert judge_quality(unbounded, figures(1000, 1, escalations=900), baseline).passed is True
 
 
 class Fixed:
@@ -172,6 +187,15 @@ def summary(agent: str, minute: int, version: str, windows: int, score: float) -
     }  # fmt: skip
 
 
+def escalation(agent: str, version: str, minute: float) -> EscalationRow:
+    ts = T0 + timedelta(minutes=minute)
+    return EscalationRow(
+        id=str(uuid.uuid4()), agent_id=agent, pipeline="spindle-vibration", event_id=None,
+        sample_id=None, edge_model=f"vibration-anomaly {version}", edge_label="imbalance",
+        edge_score=0.6, ts=ts, answered_at=ts, outcome="answered", reason="", result={},
+    )  # fmt: skip
+
+
 def event(agent: str, seq: int, state: str, minute: float, version: str) -> dict[str, Any]:
     ts = T0 + timedelta(minutes=minute)
     return {
@@ -199,9 +223,15 @@ def test_the_figures_come_from_the_summaries_and_events_of_each_group(engine: En
     with engine.begin() as conn:
         conn.execute(insert(SUMMARIES), summaries)
         conn.execute(insert(EVENTS), events)
+    sent = [("c1", "2.0.0", m / 4) for m in range(30)]
+    sent += [("r1", "1.0.0", 1), ("r2", "1.0.0", 2), ("r2", "1.0.0", 3), ("r1", "1.0.0", 4)]
+    sent += [("r2", "2.0.0", 5), ("c1", "2.0.0", 12)]  # another version; after the period
+    with Session(engine) as session:
+        session.add_all(escalation(agent, version, minute) for agent, version, minute in sent)
+        session.commit()
     with Session(engine) as session:
         quality = DeploymentQuality(
-            session, pipeline="spindle-vibration", version="2.0.0",
+            session, pipeline="spindle-vibration", model="vibration-anomaly", version="2.0.0",
             created_at=T0 - timedelta(minutes=5), canary=["c1"], rest=["r1", "r2"],
         )  # fmt: skip
         canary, baseline = quality.figures(T0, T0 + timedelta(minutes=10))
@@ -212,6 +242,7 @@ def test_the_figures_come_from_the_summaries_and_events_of_each_group(engine: En
     assert (baseline.agents, baseline.windows, baseline.alarms) == (2, 2000, 1)
     assert baseline.alarm_s == pytest.approx(30.0)
     assert baseline.mean_score == pytest.approx(0.05)
+    assert (canary.escalations, baseline.escalations) == (30, 4)
     verdict = judge_quality(QualityGate(), canary, baseline)
     assert verdict.passed is False
     assert "time in alarm" in verdict.reason
