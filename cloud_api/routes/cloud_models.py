@@ -57,7 +57,7 @@ def _not_a_classifier(version: ModelVersionRow) -> str | None:
     return None
 
 
-@router.put("/{pipeline}", response_model=CloudModelOut, responses=problems(404))
+@router.put("/{pipeline}", response_model=CloudModelOut, responses=problems(400, 404))
 def put_cloud_model(
     pipeline: PipelinePath, body: CloudModelIn, session: SessionDep, principal: OperateDep
 ) -> CloudModelOut:

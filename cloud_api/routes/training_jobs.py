@@ -39,7 +39,7 @@ router = APIRouter(tags=["training"], responses=problems(*AUTHENTICATED, 422))
     "/api/v1/training-jobs",
     status_code=201,
     response_model=TrainingJobOut,
-    responses=problems(404, 413),
+    responses=problems(400, 404, 413),
 )
 def create_job(body: JobSpec, session: SessionDep, principal: OperateDep) -> TrainingJobOut:
     """Queue a job; 422 for an unknown trainer or bad options, 404 for a base version that
