@@ -24,11 +24,13 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Insert, Table, case, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud_api.ingest.parse import EVENT_COLUMNS, EventValues
 from cloud_api.rollup_tables import (
     EVENT_ROLLUP_TOTALS,
     EVENT_ROLLUPS,
@@ -82,8 +84,8 @@ def day_of(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def rollup_rows(events: Iterable[Mapping[str, Any]]) -> dict[Level, list[dict[str, Any]]]:
-    """Every level's rows for ``events`` (dicts with the events table's columns), in key order.
+def rollup_rows(events: Iterable[EventValues]) -> dict[Level, list[dict[str, Any]]]:
+    """Every level's rows for ``events`` (rows of the events table), in key order.
 
     The series level is added up from the events (one hour computation per event); the
     coarser levels from the series rows, which are far fewer. Key order makes concurrent
@@ -91,10 +93,10 @@ def rollup_rows(events: Iterable[Mapping[str, Any]]) -> dict[Level, list[dict[st
     instead of deadlocking.
     """
     series: dict[tuple[Any, ...], dict[str, Any]] = {}
+    key_of = attrgetter(*SERIES)
     for event in events:
-        score = event["score"]
-        _add(series, SERIES_LEVEL, (hour_of(event["ts"]), *(event[n] for n in SERIES)),
-             1, score, score, score)  # fmt: skip
+        score = event.score
+        _add(series, SERIES_LEVEL, (hour_of(event.ts), *key_of(event)), 1, score, score, score)
     rows = {SERIES_LEVEL: [series[key] for key in sorted(series)]}
     for level in LEVELS[1:]:
         merged: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -142,25 +144,23 @@ def sqlite_upsert(level: Level) -> Insert:
     )
 
 
-_EVENT_COLUMNS = (
-    ("id", "text"),
-    ("agent_id", "text"),
-    ("pipeline", "text"),
-    ("kind", "text"),
-    ("state", "text"),
-    ("label", "text"),
-    ("score", "float8"),
-    ("ts", "timestamptz"),
-    ("seq", "int8"),
-    ("model_name", "text"),
-    ("model_version", "text"),
-    ("model_sha256", "text"),
-    ("attributes", "text"),  # JSON text, cast to jsonb by the INSERT
-    ("received_at", "timestamptz"),
-)
-EVENT_COLUMNS = tuple(name for name, _ in _EVENT_COLUMNS)
-"""The columns of a staged event, in COPY order."""
-STAGING_TYPES = [kind for _, kind in _EVENT_COLUMNS]
+_STAGING_TYPE = {
+    "id": "text",
+    "agent_id": "text",
+    "pipeline": "text",
+    "kind": "text",
+    "state": "text",
+    "label": "text",
+    "score": "float8",
+    "ts": "timestamptz",
+    "seq": "int8",
+    "model_name": "text",
+    "model_version": "text",
+    "model_sha256": "text",
+    "attributes": "text",  # JSON text, cast to jsonb by the INSERT
+    "received_at": "timestamptz",
+}
+STAGING_TYPES = [_STAGING_TYPE[name] for name in EVENT_COLUMNS]
 """Their PostgreSQL types, for binary COPY (``copy.set_types``)."""
 
 _NAMES = ", ".join(EVENT_COLUMNS)
@@ -169,7 +169,7 @@ _HOUR = "timezone('UTC', date_trunc('hour', timezone('UTC', ts)))"
 
 POSTGRES_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS ingest_staging ("
-    + ", ".join(f"{name} {kind}" for name, kind in _EVENT_COLUMNS)
+    + ", ".join(f"{name} {kind}" for name, kind in zip(EVENT_COLUMNS, STAGING_TYPES, strict=True))
     + ") ON COMMIT DELETE ROWS"
 )
 """A per-connection table the batch is COPYed into, emptied by every commit."""

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from cloud_api.analytics import rollups
-from cloud_api.ingest.parse import Work
+from cloud_api.ingest.parse import EVENT_COLUMNS, EventValues, Work
 from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENTS, SUMMARIES, sqlite_utc_text
 from shared.errors import ConfigError
 from shared.messages import AgentStatus
@@ -110,7 +109,7 @@ class Writer:
             summary_duplicates=len(work.summaries) - summaries,
         )
 
-    def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
+    def _store_events(self, conn: Connection, events: list[EventValues]) -> int:
         """Insert the events not stored yet and add them to the rollups; how many were new."""
         raise NotImplementedError
 
@@ -160,68 +159,76 @@ def _kept_before(conn: Connection, row: dict[str, Any]) -> bool:
 
 
 class SqliteWriter(Writer):
-    """SQLite: the events not stored yet are found under the write lock first, so the insert
-    is a plain executemany and the rollups get exactly the new ones."""
+    """SQLite: the batch is inserted first under a savepoint; when the database stored every
+    row (the usual case) those are the new ones. Otherwise (a redelivery, an id twice in the
+    batch) the insert is rolled back to the savepoint, the ids stored already are read, and
+    only the others are inserted; either way the rollups get exactly the new events."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, sqlite.insert)
-        self._insert_events: Insert = sqlite.insert(EVENTS).on_conflict_do_nothing(
-            index_elements=["id"]
-        )
         self._upsert_rollups = [(level, rollups.sqlite_upsert(level)) for level in rollups.LEVELS]
 
-    def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
+    def _store_events(self, conn: Connection, events: list[EventValues]) -> int:
         # Take the write lock before reading, so no other writer can store one of these ids
         # between the read and the insert (pysqlite would begin only at the insert).
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-        ids = [event["id"] for event in events]
-        seen: set[str] = set()
-        for start in range(0, len(ids), SQLITE_IDS_PER_QUERY):
-            chunk = ids[start : start + SQLITE_IDS_PER_QUERY]
-            seen.update(conn.scalars(select(EVENTS.c.id).where(EVENTS.c.id.in_(chunk))))
-        fresh = []
-        for event in events:
-            if event["id"] not in seen:
-                seen.add(event["id"])  # the same id twice in one batch is stored once
-                fresh.append(event)
+        rows = _sqlite_rows(events)
+        fresh = events
+        driver = conn.connection.driver_connection
+        try:
+            driver.execute("SAVEPOINT ingest_events")  # type: ignore[union-attr]
+            if driver.executemany(_SQLITE_INSERT, rows).rowcount != len(rows):  # type: ignore[union-attr]
+                driver.execute("ROLLBACK TO ingest_events")  # type: ignore[union-attr]
+                fresh, rows = _unseen(conn, events, rows)
+                if rows:
+                    driver.executemany(_SQLITE_INSERT, rows)  # type: ignore[union-attr]
+            driver.execute("RELEASE ingest_events")  # type: ignore[union-attr]
+        except conn.dialect.loaded_dbapi.Error as exc:
+            # Wrapped as SQLAlchemy would: the store tells an outage (retry) from refused data.
+            raise DBAPIError.instance(
+                _SQLITE_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
+            ) from exc
         if fresh:
-            _insert_sqlite_events(conn, fresh)
-            rows = rollups.rollup_rows(fresh)
+            levels = rollups.rollup_rows(fresh)
             for level, upsert in self._upsert_rollups:
-                conn.execute(upsert, rows[level])
+                conn.execute(upsert, levels[level])
         return len(fresh)
 
 
 _SQLITE_INSERT = (
-    f"INSERT INTO events ({', '.join(rollups.EVENT_COLUMNS)}) "  # noqa: S608 (constants only)
-    f"VALUES ({', '.join('?' * len(rollups.EVENT_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608 (constants only)
+    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
 )
 
 
-def _insert_sqlite_events(conn: Connection, events: list[dict[str, Any]]) -> None:
-    """The driver's executemany of plain tuples: the values bound as ``UtcDateTime`` and
-    ``Json`` store them, without SQLAlchemy's per-row parameter processing (two thirds of the
-    insert's time at 100 events a message)."""
-    columns = rollups.EVENT_COLUMNS
-    ts, received_at, attributes = (columns.index(n) for n in ("ts", "received_at", "attributes"))
+def _sqlite_rows(events: list[EventValues]) -> list[tuple[Any, ...]]:
+    """The rows for the driver's executemany, bound as ``UtcDateTime`` stores times (without
+    SQLAlchemy's per-row parameter processing: two thirds of the insert's time)."""
     received: dict[datetime, str | None] = {}  # one per message: its events share it
     rows = []
     for event in events:
-        row = [event[name] for name in columns]
-        row[ts] = sqlite_utc_text(row[ts])
-        at = row[received_at]
-        row[received_at] = (
-            received[at] if at in received else received.setdefault(at, sqlite_utc_text(at))
-        )
-        row[attributes] = to_json(row[attributes]).decode()
-        rows.append(row)
-    try:
-        conn.connection.driver_connection.executemany(_SQLITE_INSERT, rows)  # type: ignore[union-attr]
-    except conn.dialect.loaded_dbapi.Error as exc:
-        # Wrapped as SQLAlchemy would: the store tells an outage (retry) from refused data.
-        raise DBAPIError.instance(
-            _SQLITE_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
-        ) from exc
+        at = event.received_at
+        text = received[at] if at in received else received.setdefault(at, sqlite_utc_text(at))
+        rows.append((*event[:7], sqlite_utc_text(event.ts), *event[8:13], text))
+    return rows
+
+
+def _unseen(
+    conn: Connection, events: list[EventValues], rows: list[tuple[Any, ...]]
+) -> tuple[list[EventValues], list[tuple[Any, ...]]]:
+    """The events (and their rows) not stored yet, each id once."""
+    ids = [event.id for event in events]
+    seen: set[str] = set()
+    for start in range(0, len(ids), SQLITE_IDS_PER_QUERY):
+        chunk = ids[start : start + SQLITE_IDS_PER_QUERY]
+        seen.update(conn.scalars(select(EVENTS.c.id).where(EVENTS.c.id.in_(chunk))))
+    fresh, fresh_rows = [], []
+    for event, row in zip(events, rows, strict=True):
+        if event.id not in seen:
+            seen.add(event.id)  # the same id twice in one batch is stored once
+            fresh.append(event)
+            fresh_rows.append(row)
+    return fresh, fresh_rows
 
 
 class PostgresWriter(Writer):
@@ -231,7 +238,7 @@ class PostgresWriter(Writer):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, postgresql.insert)
 
-    def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
+    def _store_events(self, conn: Connection, events: list[EventValues]) -> int:
         # psycopg formats COPY rows in C, several times faster than binding the batch as
         # parameters.
         try:
@@ -244,18 +251,15 @@ class PostgresWriter(Writer):
             ) from exc
 
 
-def _copy_events(conn: Connection, events: list[dict[str, Any]]) -> int:
-    columns = rollups.EVENT_COLUMNS
-    attributes = columns.index("attributes")
+def _copy_events(conn: Connection, events: list[EventValues]) -> int:
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor:
         cursor.execute(rollups.POSTGRES_STAGING)
         with cursor.copy(rollups.POSTGRES_COPY) as copy:
             copy.set_types(rollups.STAGING_TYPES)
-            for event in events:
-                row = [event[name] for name in columns]
-                row[attributes] = to_json(row[attributes]).decode()  # jsonb from text
-                copy.write_row(row)
+            write = copy.write_row
+            for event in events:  # already in column order, attributes already JSON text
+                write(event)
         cursor.execute(rollups.POSTGRES_INSERT)
         return int(cursor.fetchone()[0])
 
