@@ -173,6 +173,9 @@ POSTGRES_STAGING = (
     + ") ON COMMIT DELETE ROWS"
 )
 """A per-connection table the batch is COPYed into, emptied by every commit."""
+POSTGRES_SORT_MEMORY = "SET LOCAL work_mem = '64MB'"
+"""For this transaction only: sorting a batch by id (20 000 events are ~6 MB) in memory, not
+in files (PostgreSQL's default is 4 MB; the insert took a third longer with the spill)."""
 POSTGRES_COPY = f"COPY ingest_staging ({_NAMES}) FROM STDIN (FORMAT BINARY)"
 
 _UPSERT_SET = """
@@ -182,29 +185,43 @@ _UPSERT_SET = """
     score_max = greatest(r.score_max, excluded.score_max)"""
 
 
+_RAW_VALUES = "count(*), sum(score), min(score), max(score)"
+_ROLLED_VALUES = "sum(events), sum(score_sum), min(score_min), max(score_max)"
+
+
 def _postgres_rollup(name: str, level: Level) -> str:
     series = "".join(f", {column}" for column in level.series)
     key = f"bucket{series}"
     groups = ", ".join(str(n) for n in range(1, len(level.key) + 1))
+    if level is SERIES_LEVEL:  # the series rows are this level's rows
+        values, grouped = "events, score_sum, score_min, score_max", ""
+    else:
+        values, grouped = _ROLLED_VALUES, f" GROUP BY {groups}"
     return f"""{name} AS (
     INSERT INTO {level.table.name} AS r ({key}, events, score_sum, score_min, score_max)
-    SELECT {_HOUR}{series}, count(*), sum(score), min(score), max(score)
-    FROM stored GROUP BY {groups} ORDER BY {groups}
+    SELECT {key}, {values} FROM series{grouped} ORDER BY {groups}
     ON CONFLICT ({key}) DO UPDATE SET{_UPSERT_SET}
 )"""  # noqa: S608 (constants only, no input)
 
 
+_SERIES_GROUPS = ", ".join(str(n) for n in range(1, len(SERIES_LEVEL.key) + 1))
 POSTGRES_INSERT = f"""
 WITH stored AS (
     INSERT INTO events ({_NAMES})
     SELECT {_NAMES.replace("attributes", "attributes::jsonb")} FROM ingest_staging ORDER BY id
     ON CONFLICT (id) DO NOTHING
     RETURNING ts, score, {_SERIES}
+), series AS (
+    SELECT {_HOUR} AS bucket, {_SERIES}, count(*) AS events, sum(score) AS score_sum,
+           min(score) AS score_min, max(score) AS score_max
+    FROM stored GROUP BY {_SERIES_GROUPS}
 ), {", ".join(_postgres_rollup(f"rolled_{n}", level) for n, level in enumerate(LEVELS))}
 SELECT count(*) FROM stored
 """  # noqa: S608 (constants only, no input)
 """From the staged batch, the events whose id is not stored yet, and only those (RETURNING)
-added to every rollup level; the result is how many were new. Sorting by id, and rollup rows
+added to every rollup level; the result is how many were new. The new events are grouped
+once, into series rows (``series``); every coarser level adds those up, as ``rollup_rows``
+and ``backfill`` do, instead of grouping the events again. Sorting by id, and rollup rows
 by key, makes concurrent transactions take locks in the same order."""
 
 
@@ -225,10 +242,6 @@ def backfill(connection: Connection) -> None:
     for level in LEVELS:
         if level is not SERIES_LEVEL:
             _insert_grouped(connection, level, EVENT_ROLLUPS.name, "bucket", _ROLLED_VALUES)
-
-
-_RAW_VALUES = "count(*), sum(score), min(score), max(score)"
-_ROLLED_VALUES = "sum(events), sum(score_sum), min(score_min), max(score_max)"
 
 
 def _insert_grouped(

@@ -254,6 +254,7 @@ class PostgresWriter(Writer):
 def _copy_events(conn: Connection, events: list[EventValues]) -> int:
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor:
+        cursor.execute(rollups.POSTGRES_SORT_MEMORY)
         cursor.execute(rollups.POSTGRES_STAGING)
         with cursor.copy(rollups.POSTGRES_COPY) as copy:
             copy.set_types(rollups.STAGING_TYPES)
