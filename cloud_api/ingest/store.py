@@ -45,10 +45,16 @@ class BatchStore:
         self._stop = stop
         self._retained_dead: dict[RetainedKey, None] = {}  # insertion-ordered: oldest first
 
-    def store(self, batch: list[Inbound]) -> Stored | None:
-        """Commit the batch, isolating what the database refuses; None if stopped while the
-        database was unavailable."""
-        work = parse(batch, kept=self._retained_dead)
+    def parse(self, batch: list[Inbound]) -> Work:
+        """The rows and acks of ``batch`` (retained dead letters stored already left out)."""
+        return parse(batch, kept=self._retained_dead)
+
+    def store(self, batch: list[Inbound], work: Work | None = None) -> Stored | None:
+        """Commit the batch (``work``: what ``parse`` made of it, if parsed already),
+        isolating what the database refuses; None if stopped while the database was
+        unavailable."""
+        if work is None:
+            work = self.parse(batch)
         try:
             stats = self._commit_retrying(work, len(batch))
         except Exception as exc:  # data the database refuses, or a bug: find the culprit
