@@ -93,6 +93,8 @@ class Work:
     """(agent id, ack) to publish once the transaction has committed."""
     retained_dead: list[RetainedKey] = field(default_factory=list)
     """Retained dead letters of this batch, remembered once committed."""
+    prepared: object = None
+    """What the writer computes ahead of its transaction (``Writer.prepare``), if it did."""
 
 
 def parse(batch: Iterable[Inbound], *, kept: Container[RetainedKey]) -> Work:

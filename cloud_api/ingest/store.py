@@ -45,9 +45,16 @@ class BatchStore:
         self._stop = stop
         self._retained_dead: dict[RetainedKey, None] = {}  # insertion-ordered: oldest first
 
+    @property
+    def parse_ahead(self) -> bool:
+        """Whether to ``parse`` the next batch while this one is stored (``Writer``)."""
+        return self._writer.parse_ahead
+
     def parse(self, batch: list[Inbound]) -> Work:
         """The rows and acks of ``batch`` (retained dead letters stored already left out)."""
-        return parse(batch, kept=self._retained_dead)
+        work = parse(batch, kept=self._retained_dead)
+        self._writer.prepare(work)
+        return work
 
     def store(self, batch: list[Inbound], work: Work | None = None) -> Stored | None:
         """Commit the batch (``work``: what ``parse`` made of it, if parsed already),

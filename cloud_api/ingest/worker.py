@@ -4,8 +4,9 @@ paho's network thread only enqueues what arrives. The parser thread drains up to
 ``batch_max`` messages (or what came within ``flush_s``) and parses them (``parse.py``); the
 writer thread hands each parsed batch to the batch store (``store.py``: one transaction,
 isolation of what the database refuses), and only after that commit acknowledges it to the
-broker and to its agents (``acks.py``). The next batch is parsed while the database stores
-this one (the driver waits without the GIL), at most one batch ahead.
+broker and to its agents (``acks.py``). On PostgreSQL the next batch is parsed while the
+database stores this one (the driver waits without the GIL), at most one batch ahead; on
+SQLite the writer thread parses it (``Writer.parse_ahead`` says why).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class IngestWorker:
         self._acks = Acknowledger(self._client)
 
         self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
-        self._parsed: queue.Queue[tuple[list[Inbound], Work]] = queue.Queue(maxsize=1)
+        self._parsed: queue.Queue[tuple[list[Inbound], Work | None]] = queue.Queue(maxsize=1)
         self._parser: threading.Thread | None = None
         self._writer: threading.Thread | None = None
         self._connected = threading.Event()
@@ -289,7 +290,7 @@ class IngestWorker:
             except queue.Empty:
                 continue
             batch = self._collect(first)
-            parsed = (batch, self._store.parse(batch))
+            parsed = (batch, self._store.parse(batch) if self._store.parse_ahead else None)
             while not self._stop.is_set():
                 try:
                     self._parsed.put(parsed, timeout=0.1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -82,12 +82,22 @@ class Writer:
         self._upsert_signals = rollups.signal_upsert(engine.dialect.name)
         self._upsert_signal_days = rollups.signal_upsert(engine.dialect.name, daily=True)
 
+    parse_ahead = False
+    """Whether the worker parses (and ``prepare``s) the next batch in its parser thread while
+    this one is committed. Only where the database works through a batch in a few long waits
+    without the GIL (PostgreSQL's COPY and INSERT ... SELECT): SQLite's executemany takes the
+    GIL back for every row, and a busy parser thread makes it wait for it each time (measured
+    3x slower), so SQLite parses in the writer thread, between transactions."""
+
+    def prepare(self, work: Work) -> None:
+        """Do what needs no database before the transaction: nothing by default."""
+
     def commit(self, work: Work, messages: int) -> BatchStats:
         """Store ``work`` in one transaction; what it did. Database errors raise."""
         stored = summaries = 0
         with self._engine.begin() as conn:
             if work.events:
-                stored = self._store_events(conn, work.events)
+                stored = self._store_events(conn, work)
             if work.summaries:
                 summaries = self._store_summaries(conn, work.summaries)
             for status, seen_at in work.statuses:
@@ -109,7 +119,7 @@ class Writer:
             summary_duplicates=len(work.summaries) - summaries,
         )
 
-    def _store_events(self, conn: Connection, events: list[EventValues]) -> int:
+    def _store_events(self, conn: Connection, work: Work) -> int:
         """Insert the events not stored yet and add them to the rollups; how many were new."""
         raise NotImplementedError
 
@@ -168,11 +178,23 @@ class SqliteWriter(Writer):
         super().__init__(engine, sqlite.insert)
         self._upsert_rollups = [(level, rollups.sqlite_upsert(level)) for level in rollups.LEVELS]
 
-    def _store_events(self, conn: Connection, events: list[EventValues]) -> int:
+    def prepare(self, work: Work) -> None:
+        """The driver's rows and the rollup rows, as if every event were new (they usually
+        are: otherwise the writer computes them again for the new ones)."""
+        if work.events:
+            work.prepared = _SqliteBatch(
+                _sqlite_rows(work.events), rollups.rollup_rows(work.events)
+            )
+
+    def _store_events(self, conn: Connection, work: Work) -> int:
         # Take the write lock before reading, so no other writer can store one of these ids
         # between the read and the insert (pysqlite would begin only at the insert).
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-        rows = _sqlite_rows(events)
+        events = work.events
+        prepared = work.prepared
+        if not isinstance(prepared, _SqliteBatch):
+            prepared = _SqliteBatch(_sqlite_rows(events), None)
+        rows = prepared.rows
         fresh = events
         driver = conn.connection.driver_connection
         try:
@@ -189,10 +211,19 @@ class SqliteWriter(Writer):
                 _SQLITE_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
             ) from exc
         if fresh:
-            levels = rollups.rollup_rows(fresh)
+            levels = prepared.levels if fresh is events else None
+            if levels is None:
+                levels = rollups.rollup_rows(fresh)
             for level, upsert in self._upsert_rollups:
                 conn.execute(upsert, levels[level])
         return len(fresh)
+
+
+class _SqliteBatch(NamedTuple):
+    """A batch's rows for the driver, and its rollup rows if computed ahead."""
+
+    rows: list[tuple[Any, ...]]
+    levels: dict[rollups.Level, list[dict[str, Any]]] | None
 
 
 _SQLITE_INSERT = (
@@ -235,14 +266,16 @@ class PostgresWriter(Writer):
     """PostgreSQL: binary COPY into a staging table, then one INSERT ... SELECT that adds the
     new events to every rollup level (``rollups.POSTGRES_INSERT``)."""
 
+    parse_ahead = True
+
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, postgresql.insert)
 
-    def _store_events(self, conn: Connection, events: list[EventValues]) -> int:
+    def _store_events(self, conn: Connection, work: Work) -> int:
         # psycopg formats COPY rows in C, several times faster than binding the batch as
         # parameters.
         try:
-            return _copy_events(conn, events)
+            return _copy_events(conn, work.events)
         except conn.dialect.loaded_dbapi.Error as exc:
             # Raised past SQLAlchemy: wrap it as SQLAlchemy would, so that the store tells a
             # database outage (retry) from data it refuses (isolate the message).
