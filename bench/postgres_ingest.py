@@ -60,7 +60,10 @@ def ingest_processes(db_url: str, mqtt_url: str, count: int, logs: Path) -> Iter
                 started.append(
                     subprocess.Popen(
                         [str(AIOT), "cloud", "ingest", "--db", db_url, "--mqtt", mqtt_url,
-                         "--share-group", "bench", "--client-id", f"bench-ingest-{n}"],
+                         "--share-group", "bench", "--client-id", f"bench-ingest-{n}",
+                         # No metrics port: the default one is a single port per host, and
+                         # the second process (or any other ingest here) would not start.
+                         "--metrics-port", "0"],
                         stdout=out, stderr=subprocess.STDOUT,
                         env={**os.environ, "PYTHONUNBUFFERED": "1"},
                     )
@@ -164,7 +167,8 @@ def bench_postgres_ingest() -> list[Result]:
     return [
         Result("PostgreSQL ingest, 1 process", one, "events/s", bare, "bare paho subscriber",
                None, details),
-        Result("PostgreSQL ingest, 1 process", one, "events/s", copy, "bare COPY", None, details),
+        Result("PostgreSQL ingest, 1 process", one, "events/s", copy, "bare COPY",
+               Goal.ratio(">=", 0.85), details),
         Result("PostgreSQL ingest, 2 processes", two, "events/s", bare, "bare paho subscriber",
                None, details),
         Result("PostgreSQL ingest, 2 processes", two, "events/s", copy, "bare COPY", None, details),
