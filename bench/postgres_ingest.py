@@ -35,8 +35,8 @@ from bench.common import (
 )
 from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
-from cloud_api.analytics import rollups
 from cloud_api.db import create_db_engine, migrate
+from cloud_api.ingest.parse import EVENT_COLUMNS
 from tests.services import PostgresCluster
 
 AIOT = Path(sys.executable).parent / "aiot"
@@ -131,7 +131,7 @@ def copy_rate(cluster: PostgresCluster) -> float:
     engine.dispose()
     payloads = event_batches("bench-copy", INGEST_EVENTS // PER_MESSAGE, PER_MESSAGE)
     rows = event_rows(payloads, datetime.now(UTC))
-    columns = ", ".join(rollups.EVENT_COLUMNS)
+    columns = ", ".join(EVENT_COLUMNS)
     with psycopg.connect(psycopg_url(db_url)) as conn:
         start = time.perf_counter()
         with conn.cursor() as cursor, cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy:
