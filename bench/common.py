@@ -70,7 +70,7 @@ def publish_all(port: int, agent_id: str, payloads: list[bytes], inflight: int =
 
 
 def event_rows(payloads: list[bytes], received: datetime) -> list[tuple[Any, ...]]:
-    """The ``events`` rows of ``payloads`` (``EVENT_COLUMNS`` order, ``cloud_api.ingest.parse``), built outside
+    """The ``events`` rows of ``payloads`` (``rollups.EVENT_COLUMNS`` order), built outside
     any timing: what a bare bulk insert of the same events starts from."""
     rows = []
     for payload in payloads:

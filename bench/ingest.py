@@ -7,6 +7,7 @@ and the clock runs until every event is received (bare) or committed (ingest).
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import statistics
 import tempfile
@@ -49,6 +50,7 @@ def ingest_rate(
             engine=engine, mqtt_url=f"mqtt://127.0.0.1:{broker_port}", client_id=client_id
         )
 
+    gc.freeze()  # as `aiot cloud ingest` does before it starts its worker
     first = worker()
     first.start()
     first.wait_connected()
