@@ -7,6 +7,7 @@ and the clock runs until every event is received (bare) or committed (ingest).
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import statistics
 import tempfile
@@ -18,8 +19,8 @@ from pathlib import Path
 from bench.common import bare_subscriber_rate, event_batches, event_rows, publish_all
 from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
-from cloud_api.analytics import rollups
 from cloud_api.db import create_db_engine, migrate
+from cloud_api.ingest.parse import EVENT_COLUMNS
 from cloud_api.ingest.worker import IngestWorker
 
 EVENTS = 60_000
@@ -49,6 +50,7 @@ def ingest_rate(
             engine=engine, mqtt_url=f"mqtt://127.0.0.1:{broker_port}", client_id=client_id
         )
 
+    gc.freeze()  # as `aiot cloud ingest` does before it starts its worker
     first = worker()
     first.start()
     first.wait_connected()
@@ -79,8 +81,8 @@ def executemany_rate(database_url: str, per_batch: int) -> float:
         (*row[:7], _sqlite_text(row[7]), *row[8:13], _sqlite_text(row[13]))
         for row in event_rows(payloads, datetime.now(UTC))
     ]
-    columns = ", ".join(rollups.EVENT_COLUMNS)
-    marks = ", ".join("?" * len(rollups.EVENT_COLUMNS))
+    columns = ", ".join(EVENT_COLUMNS)
+    marks = ", ".join("?" * len(EVENT_COLUMNS))
     db = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")

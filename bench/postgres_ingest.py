@@ -35,8 +35,8 @@ from bench.common import (
 )
 from bench.result import Goal, Result
 from cli.broker import MosquittoProcess
-from cloud_api.analytics import rollups
 from cloud_api.db import create_db_engine, migrate
+from cloud_api.ingest.parse import EVENT_COLUMNS
 from tests.services import PostgresCluster
 
 AIOT = Path(sys.executable).parent / "aiot"
@@ -60,7 +60,10 @@ def ingest_processes(db_url: str, mqtt_url: str, count: int, logs: Path) -> Iter
                 started.append(
                     subprocess.Popen(
                         [str(AIOT), "cloud", "ingest", "--db", db_url, "--mqtt", mqtt_url,
-                         "--share-group", "bench", "--client-id", f"bench-ingest-{n}"],
+                         "--share-group", "bench", "--client-id", f"bench-ingest-{n}",
+                         # No metrics port: the default one is a single port per host, and
+                         # the second process (or any other ingest here) would not start.
+                         "--metrics-port", "0"],
                         stdout=out, stderr=subprocess.STDOUT,
                         env={**os.environ, "PYTHONUNBUFFERED": "1"},
                     )
@@ -128,7 +131,7 @@ def copy_rate(cluster: PostgresCluster) -> float:
     engine.dispose()
     payloads = event_batches("bench-copy", INGEST_EVENTS // PER_MESSAGE, PER_MESSAGE)
     rows = event_rows(payloads, datetime.now(UTC))
-    columns = ", ".join(rollups.EVENT_COLUMNS)
+    columns = ", ".join(EVENT_COLUMNS)
     with psycopg.connect(psycopg_url(db_url)) as conn:
         start = time.perf_counter()
         with conn.cursor() as cursor, cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy:
@@ -164,7 +167,8 @@ def bench_postgres_ingest() -> list[Result]:
     return [
         Result("PostgreSQL ingest, 1 process", one, "events/s", bare, "bare paho subscriber",
                None, details),
-        Result("PostgreSQL ingest, 1 process", one, "events/s", copy, "bare COPY", None, details),
+        Result("PostgreSQL ingest, 1 process", one, "events/s", copy, "bare COPY",
+               Goal.ratio(">=", 0.85), details),
         Result("PostgreSQL ingest, 2 processes", two, "events/s", bare, "bare paho subscriber",
                None, details),
         Result("PostgreSQL ingest, 2 processes", two, "events/s", copy, "bare COPY", None, details),

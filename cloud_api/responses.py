@@ -1,4 +1,5 @@
-"""The refusals a route can answer, for OpenAPI: each a ``Problem`` (cloud_api/schemas.py).
+"""The refusals a route can answer, for OpenAPI: each a ``Problem`` (cloud_api/schemas.py);
+and ``json_response``, a large answer serialized once.
 
 A route declares every 4xx it can give, so a client (and schemathesis) can check the
 answer against the contract: ``responses=problems(404, 409)``. Routers declare the ones
@@ -8,6 +9,9 @@ every route of theirs shares (401 and 403 from authentication).
 from __future__ import annotations
 
 from typing import Any
+
+from fastapi import Response
+from pydantic import BaseModel
 
 from cloud_api.schemas import Problem
 
@@ -28,3 +32,11 @@ AUTHENTICATED = (401, 403)
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these status codes, each with the ``Problem`` body."""
     return {code: {"model": Problem, "description": _MEANING[code]} for code in codes}
+
+
+def json_response(model: BaseModel) -> Response:
+    """``model`` as its JSON, serialized once by pydantic (the route keeps its
+    ``response_model`` for OpenAPI). For a large answer (a week of 50 series) this is several
+    times faster than FastAPI's own path, which dumps the model to dicts, validates those
+    again and encodes the result with the json module."""
+    return Response(content=model.model_dump_json(), media_type="application/json")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from shared.digests import sha256_bytes
 from shared.errors import ContractError
@@ -56,11 +57,35 @@ class Inbound(NamedTuple):
     connection: int  # which broker connection delivered it: a mid is only valid on that one
 
 
+class EventValues(NamedTuple):
+    """The ``events`` row of one event, in the column order both writers insert it: built
+    once per event, as a tuple, with ``attributes`` already the JSON text the column stores."""
+
+    id: str
+    agent_id: str
+    pipeline: str
+    kind: str
+    state: str
+    label: str
+    score: float
+    ts: datetime
+    seq: int
+    model_name: str
+    model_version: str
+    model_sha256: str
+    attributes: str
+    received_at: datetime
+
+
+EVENT_COLUMNS = EventValues._fields
+"""The ``events`` columns ingest writes, in ``EventValues`` order."""
+
+
 @dataclass(slots=True)
 class Work:
     """A batch after validation, ready for one transaction, and the acks it earns."""
 
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventValues] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[tuple[AgentStatus, datetime | None]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +93,8 @@ class Work:
     """(agent id, ack) to publish once the transaction has committed."""
     retained_dead: list[RetainedKey] = field(default_factory=list)
     """Retained dead letters of this batch, remembered once committed."""
+    prepared: object = None
+    """What the writer computes ahead of its transaction (``Writer.prepare``), if it did."""
 
 
 def parse(batch: Iterable[Inbound], *, kept: Container[RetainedKey]) -> Work:
@@ -187,25 +214,14 @@ def dead_row(message: Inbound, reason: str) -> dict[str, Any]:
     }
 
 
-def event_row(agent_id: str, event: Event, received_at: datetime) -> dict[str, Any]:
+def event_row(agent_id: str, event: Event, received_at: datetime) -> EventValues:
     """The ``events`` row of one event of ``agent_id``'s batch."""
     model = event.model
-    return {
-        "id": event.id,
-        "agent_id": agent_id,
-        "pipeline": event.pipeline,
-        "kind": event.kind,
-        "state": event.state,
-        "label": event.label,
-        "score": event.score,
-        "ts": event.ts,
-        "seq": event.seq,
-        "model_name": model.name,
-        "model_version": model.version,
-        "model_sha256": model.sha256,
-        "attributes": event.attributes,
-        "received_at": received_at,
-    }
+    return EventValues(
+        event.id, agent_id, event.pipeline, event.kind, event.state, event.label, event.score,
+        event.ts, event.seq, model.name, model.version, model.sha256,
+        to_json(event.attributes).decode(), received_at,
+    )  # fmt: skip
 
 
 def summary_row(summary: PipelineSummary, received_at: float) -> dict[str, Any]:

@@ -45,10 +45,23 @@ class BatchStore:
         self._stop = stop
         self._retained_dead: dict[RetainedKey, None] = {}  # insertion-ordered: oldest first
 
-    def store(self, batch: list[Inbound]) -> Stored | None:
-        """Commit the batch, isolating what the database refuses; None if stopped while the
-        database was unavailable."""
+    @property
+    def parse_ahead(self) -> bool:
+        """Whether to ``parse`` the next batch while this one is stored (``Writer``)."""
+        return self._writer.parse_ahead
+
+    def parse(self, batch: list[Inbound]) -> Work:
+        """The rows and acks of ``batch`` (retained dead letters stored already left out)."""
         work = parse(batch, kept=self._retained_dead)
+        self._writer.prepare(work)
+        return work
+
+    def store(self, batch: list[Inbound], work: Work | None = None) -> Stored | None:
+        """Commit the batch (``work``: what ``parse`` made of it, if parsed already),
+        isolating what the database refuses; None if stopped while the database was
+        unavailable."""
+        if work is None:
+            work = self.parse(batch)
         try:
             stats = self._commit_retrying(work, len(batch))
         except Exception as exc:  # data the database refuses, or a bug: find the culprit

@@ -1,9 +1,12 @@
-"""The ingest worker: one MQTT session to the broker, one writer thread.
+"""The ingest worker: one MQTT session to the broker, a parser thread and a writer thread.
 
-paho's network thread only enqueues what arrives. The writer thread drains up to
-``batch_max`` messages (or what came within ``flush_s``), hands them to the batch store
-(``store.py``: parse, one transaction, isolation of what the database refuses), and only
-after that commit acknowledges them to the broker and to their agents (``acks.py``).
+paho's network thread only enqueues what arrives. The parser thread drains up to
+``batch_max`` messages (or what came within ``flush_s``) and parses them (``parse.py``); the
+writer thread hands each parsed batch to the batch store (``store.py``: one transaction,
+isolation of what the database refuses), and only after that commit acknowledges it to the
+broker and to its agents (``acks.py``). On PostgreSQL the next batch is parsed while the
+database stores this one (the driver waits without the GIL), at most one batch ahead; on
+SQLite the writer thread parses it (``Writer.parse_ahead`` says why).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sqlalchemy import Engine
 
 from cloud_api.config import parse_mqtt_url
 from cloud_api.ingest.acks import Acknowledger
-from cloud_api.ingest.parse import Inbound
+from cloud_api.ingest.parse import Inbound, Work
 from cloud_api.ingest.store import BatchStore
 from cloud_api.ingest.writers import BatchStats, writer_for
 from cloud_api.mqtt import make_client
@@ -105,6 +108,8 @@ class IngestWorker:
         self._acks = Acknowledger(self._client)
 
         self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._parsed: queue.Queue[tuple[list[Inbound], Work | None]] = queue.Queue(maxsize=1)
+        self._parser: threading.Thread | None = None
         self._writer: threading.Thread | None = None
         self._connected = threading.Event()
         self._refused_logged = False
@@ -157,7 +162,8 @@ class IngestWorker:
     @property
     def alive(self) -> bool:
         """Whether the writer thread runs (a liveness probe's question)."""
-        return self._writer is not None and self._writer.is_alive()
+        threads = (self._parser, self._writer)
+        return all(thread is not None and thread.is_alive() for thread in threads)
 
     @property
     def refusal(self) -> str | None:
@@ -169,7 +175,9 @@ class IngestWorker:
         """Connect (retrying in the background until the broker answers) and start writing."""
         if self._writer is not None:
             raise RuntimeError("IngestWorker.start() called twice")
+        self._parser = threading.Thread(target=self._run_parser, name="ingest-parser", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="ingest-writer", daemon=True)
+        self._parser.start()
         self._writer.start()
         properties = None
         if self._v5:
@@ -188,8 +196,9 @@ class IngestWorker:
     def stop(self) -> None:
         """Finish the batch in hand, then disconnect; unacknowledged messages stay queued."""
         self._stop.set()
-        if self._writer is not None:
-            self._writer.join()
+        for thread in (self._parser, self._writer):
+            if thread is not None:
+                thread.join()
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -265,21 +274,23 @@ class IngestWorker:
             )
         )
 
-    # The writer thread runs the three below.
+    # The parser thread runs the two below; a batch parsed but not stored when the worker
+    # stops is not acknowledged, so the broker delivers it again.
 
-    def _run_writer(self) -> None:
+    def _run_parser(self) -> None:
         while not self._stop.is_set():
             try:
                 first = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
             batch = self._collect(first)
-            stored = self._store.store(batch)
-            if stored is None:  # stopping while the database is down: leave it to redelivery
-                return
-            self._acks.ack_broker(batch)
-            self._acks.publish(stored.acks)
-            self._finish(len(batch), stored.stats)
+            parsed = (batch, self._store.parse(batch) if self._store.parse_ahead else None)
+            while not self._stop.is_set():
+                try:
+                    self._parsed.put(parsed, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
 
     def _collect(self, first: Inbound) -> list[Inbound]:
         batch = [first]
@@ -299,6 +310,21 @@ class IngestWorker:
             except queue.Empty:
                 break
         return batch
+
+    # The writer thread runs the two below.
+
+    def _run_writer(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch, work = self._parsed.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            stored = self._store.store(batch, work)
+            if stored is None:  # stopping while the database is down: leave it to redelivery
+                return
+            self._acks.ack_broker(batch)
+            self._acks.publish(stored.acks)
+            self._finish(len(batch), stored.stats)
 
     def _finish(self, count: int, stats: BatchStats) -> None:
         with self._progress:

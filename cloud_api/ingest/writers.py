@@ -14,15 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from cloud_api.analytics import rollups
-from cloud_api.ingest.parse import Work
+from cloud_api.ingest.parse import EVENT_COLUMNS, EventValues, Work
 from cloud_api.tables import AGENTS, DEAD_LETTERS, EVENTS, SUMMARIES, sqlite_utc_text
 from shared.errors import ConfigError
 from shared.messages import AgentStatus
@@ -83,12 +82,22 @@ class Writer:
         self._upsert_signals = rollups.signal_upsert(engine.dialect.name)
         self._upsert_signal_days = rollups.signal_upsert(engine.dialect.name, daily=True)
 
+    parse_ahead = False
+    """Whether the worker parses (and ``prepare``s) the next batch in its parser thread while
+    this one is committed. Only where the database works through a batch in a few long waits
+    without the GIL (PostgreSQL's COPY and INSERT ... SELECT): SQLite's executemany takes the
+    GIL back for every row, and a busy parser thread makes it wait for it each time (measured
+    3x slower), so SQLite parses in the writer thread, between transactions."""
+
+    def prepare(self, work: Work) -> None:
+        """Do what needs no database before the transaction: nothing by default."""
+
     def commit(self, work: Work, messages: int) -> BatchStats:
         """Store ``work`` in one transaction; what it did. Database errors raise."""
         stored = summaries = 0
         with self._engine.begin() as conn:
             if work.events:
-                stored = self._store_events(conn, work.events)
+                stored = self._store_events(conn, work)
             if work.summaries:
                 summaries = self._store_summaries(conn, work.summaries)
             for status, seen_at in work.statuses:
@@ -110,7 +119,7 @@ class Writer:
             summary_duplicates=len(work.summaries) - summaries,
         )
 
-    def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
+    def _store_events(self, conn: Connection, work: Work) -> int:
         """Insert the events not stored yet and add them to the rollups; how many were new."""
         raise NotImplementedError
 
@@ -160,82 +169,113 @@ def _kept_before(conn: Connection, row: dict[str, Any]) -> bool:
 
 
 class SqliteWriter(Writer):
-    """SQLite: the events not stored yet are found under the write lock first, so the insert
-    is a plain executemany and the rollups get exactly the new ones."""
+    """SQLite: the batch is inserted first under a savepoint; when the database stored every
+    row (the usual case) those are the new ones. Otherwise (a redelivery, an id twice in the
+    batch) the insert is rolled back to the savepoint, the ids stored already are read, and
+    only the others are inserted; either way the rollups get exactly the new events."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, sqlite.insert)
-        self._insert_events: Insert = sqlite.insert(EVENTS).on_conflict_do_nothing(
-            index_elements=["id"]
-        )
         self._upsert_rollups = [(level, rollups.sqlite_upsert(level)) for level in rollups.LEVELS]
 
-    def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
+    def prepare(self, work: Work) -> None:
+        """The driver's rows and the rollup rows, as if every event were new (they usually
+        are: otherwise the writer computes them again for the new ones)."""
+        if work.events:
+            work.prepared = _SqliteBatch(
+                _sqlite_rows(work.events), rollups.rollup_rows(work.events)
+            )
+
+    def _store_events(self, conn: Connection, work: Work) -> int:
         # Take the write lock before reading, so no other writer can store one of these ids
         # between the read and the insert (pysqlite would begin only at the insert).
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-        ids = [event["id"] for event in events]
-        seen: set[str] = set()
-        for start in range(0, len(ids), SQLITE_IDS_PER_QUERY):
-            chunk = ids[start : start + SQLITE_IDS_PER_QUERY]
-            seen.update(conn.scalars(select(EVENTS.c.id).where(EVENTS.c.id.in_(chunk))))
-        fresh = []
-        for event in events:
-            if event["id"] not in seen:
-                seen.add(event["id"])  # the same id twice in one batch is stored once
-                fresh.append(event)
+        events = work.events
+        prepared = work.prepared
+        if not isinstance(prepared, _SqliteBatch):
+            prepared = _SqliteBatch(_sqlite_rows(events), None)
+        rows = prepared.rows
+        fresh = events
+        driver = conn.connection.driver_connection
+        try:
+            driver.execute("SAVEPOINT ingest_events")  # type: ignore[union-attr]
+            if driver.executemany(_SQLITE_INSERT, rows).rowcount != len(rows):  # type: ignore[union-attr]
+                driver.execute("ROLLBACK TO ingest_events")  # type: ignore[union-attr]
+                fresh, rows = _unseen(conn, events, rows)
+                if rows:
+                    driver.executemany(_SQLITE_INSERT, rows)  # type: ignore[union-attr]
+            driver.execute("RELEASE ingest_events")  # type: ignore[union-attr]
+        except conn.dialect.loaded_dbapi.Error as exc:
+            # Wrapped as SQLAlchemy would: the store tells an outage (retry) from refused data.
+            raise DBAPIError.instance(
+                _SQLITE_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
+            ) from exc
         if fresh:
-            _insert_sqlite_events(conn, fresh)
-            rows = rollups.rollup_rows(fresh)
+            levels = prepared.levels if fresh is events else None
+            if levels is None:
+                levels = rollups.rollup_rows(fresh)
             for level, upsert in self._upsert_rollups:
-                conn.execute(upsert, rows[level])
+                conn.execute(upsert, levels[level])
         return len(fresh)
 
 
+class _SqliteBatch(NamedTuple):
+    """A batch's rows for the driver, and its rollup rows if computed ahead."""
+
+    rows: list[tuple[Any, ...]]
+    levels: dict[rollups.Level, list[dict[str, Any]]] | None
+
+
 _SQLITE_INSERT = (
-    f"INSERT INTO events ({', '.join(rollups.EVENT_COLUMNS)}) "  # noqa: S608 (constants only)
-    f"VALUES ({', '.join('?' * len(rollups.EVENT_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608 (constants only)
+    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
 )
 
 
-def _insert_sqlite_events(conn: Connection, events: list[dict[str, Any]]) -> None:
-    """The driver's executemany of plain tuples: the values bound as ``UtcDateTime`` and
-    ``Json`` store them, without SQLAlchemy's per-row parameter processing (two thirds of the
-    insert's time at 100 events a message)."""
-    columns = rollups.EVENT_COLUMNS
-    ts, received_at, attributes = (columns.index(n) for n in ("ts", "received_at", "attributes"))
+def _sqlite_rows(events: list[EventValues]) -> list[tuple[Any, ...]]:
+    """The rows for the driver's executemany, bound as ``UtcDateTime`` stores times (without
+    SQLAlchemy's per-row parameter processing: two thirds of the insert's time)."""
     received: dict[datetime, str | None] = {}  # one per message: its events share it
     rows = []
     for event in events:
-        row = [event[name] for name in columns]
-        row[ts] = sqlite_utc_text(row[ts])
-        at = row[received_at]
-        row[received_at] = (
-            received[at] if at in received else received.setdefault(at, sqlite_utc_text(at))
-        )
-        row[attributes] = to_json(row[attributes]).decode()
-        rows.append(row)
-    try:
-        conn.connection.driver_connection.executemany(_SQLITE_INSERT, rows)  # type: ignore[union-attr]
-    except conn.dialect.loaded_dbapi.Error as exc:
-        # Wrapped as SQLAlchemy would: the store tells an outage (retry) from refused data.
-        raise DBAPIError.instance(
-            _SQLITE_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
-        ) from exc
+        at = event.received_at
+        text = received[at] if at in received else received.setdefault(at, sqlite_utc_text(at))
+        rows.append((*event[:7], sqlite_utc_text(event.ts), *event[8:13], text))
+    return rows
+
+
+def _unseen(
+    conn: Connection, events: list[EventValues], rows: list[tuple[Any, ...]]
+) -> tuple[list[EventValues], list[tuple[Any, ...]]]:
+    """The events (and their rows) not stored yet, each id once."""
+    ids = [event.id for event in events]
+    seen: set[str] = set()
+    for start in range(0, len(ids), SQLITE_IDS_PER_QUERY):
+        chunk = ids[start : start + SQLITE_IDS_PER_QUERY]
+        seen.update(conn.scalars(select(EVENTS.c.id).where(EVENTS.c.id.in_(chunk))))
+    fresh, fresh_rows = [], []
+    for event, row in zip(events, rows, strict=True):
+        if event.id not in seen:
+            seen.add(event.id)  # the same id twice in one batch is stored once
+            fresh.append(event)
+            fresh_rows.append(row)
+    return fresh, fresh_rows
 
 
 class PostgresWriter(Writer):
     """PostgreSQL: binary COPY into a staging table, then one INSERT ... SELECT that adds the
     new events to every rollup level (``rollups.POSTGRES_INSERT``)."""
 
+    parse_ahead = True
+
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, postgresql.insert)
 
-    def _store_events(self, conn: Connection, events: list[dict[str, Any]]) -> int:
+    def _store_events(self, conn: Connection, work: Work) -> int:
         # psycopg formats COPY rows in C, several times faster than binding the batch as
         # parameters.
         try:
-            return _copy_events(conn, events)
+            return _copy_events(conn, work.events)
         except conn.dialect.loaded_dbapi.Error as exc:
             # Raised past SQLAlchemy: wrap it as SQLAlchemy would, so that the store tells a
             # database outage (retry) from data it refuses (isolate the message).
@@ -244,18 +284,16 @@ class PostgresWriter(Writer):
             ) from exc
 
 
-def _copy_events(conn: Connection, events: list[dict[str, Any]]) -> int:
-    columns = rollups.EVENT_COLUMNS
-    attributes = columns.index("attributes")
+def _copy_events(conn: Connection, events: list[EventValues]) -> int:
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor:
+        cursor.execute(rollups.POSTGRES_SORT_MEMORY)
         cursor.execute(rollups.POSTGRES_STAGING)
         with cursor.copy(rollups.POSTGRES_COPY) as copy:
             copy.set_types(rollups.STAGING_TYPES)
-            for event in events:
-                row = [event[name] for name in columns]
-                row[attributes] = to_json(row[attributes]).decode()  # jsonb from text
-                copy.write_row(row)
+            write = copy.write_row
+            for event in events:  # already in column order, attributes already JSON text
+                write(event)
         cursor.execute(rollups.POSTGRES_INSERT)
         return int(cursor.fetchone()[0])
 

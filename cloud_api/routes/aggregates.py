@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from cloud_api.analytics.aggregates import ATTRIBUTE_PATTERN, aggregate_events
 from cloud_api.analytics.buckets import MAX_BUCKETS, bucket_count
 from cloud_api.deps import SessionDep, require
 from cloud_api.params import AgentIdQuery, LabelQuery, NameQuery, SinceQuery, UntilQuery
-from cloud_api.responses import AUTHENTICATED, problems
+from cloud_api.responses import AUTHENTICATED, json_response, problems
 from cloud_api.schemas import AggregateReport, Bucket, GroupKey, Metric
 from shared.messages import utcnow
 
@@ -72,7 +72,7 @@ def aggregates(
     kind: NameQuery = None,
     since: SinceQuery = None,
     until: UntilQuery = None,
-) -> AggregateReport:
+) -> Response:
     """One series per group of bucket start, value and count; the last 24 h by default.
 
     Empty buckets are left out rather than zero-filled, so a sparse week stays small.
@@ -83,7 +83,7 @@ def aggregates(
     from the raw events, so keep their ranges short.
     """
     since, until = bucketed_range(since, until, bucket)
-    return aggregate_events(
+    report = aggregate_events(
         session,
         metric=metric,
         bucket=bucket,
@@ -97,3 +97,4 @@ def aggregates(
         label=label,
         kind=kind,
     )
+    return json_response(report)

@@ -90,6 +90,8 @@ QUESTIONS: list[dict[str, Any]] = [
     {"metric": "count", "bucket": "hour", "group_by": ["model_version"]},
     {"metric": "avg", "bucket": "day", "pipeline": "door-camera"},
     {"metric": "count", "bucket": "hour", "pipeline": "door-camera", "group_by": ["label"]},
+    # Hour buckets filtered on the grouped dimension: one rollup row per bucket, not merged.
+    {"metric": "max", "bucket": "hour", "group_by": ["kind"], "kind": "object"},
 ]
 FILTERS = ("agent_id", "pipeline", "label", "kind")
 

@@ -31,9 +31,9 @@ def inbound(topic_name: str, payload: bytes, *, retain: bool = False) -> Inbound
 def test_a_batch_becomes_its_event_rows_and_a_stored_ack() -> None:
     batch = make_batch("press-1", 3).model_copy(update={"batch_id": str(uuid.uuid4())})
     work = parse([inbound(topic("press-1", Channel.EVENTS), encode(batch))], kept=NOTHING_KEPT)
-    assert [row["id"] for row in work.events] == [event.id for event in batch.events]
-    assert {row["agent_id"] for row in work.events} == {"press-1"}
-    assert {row["received_at"] for row in work.events} == {RECEIVED}
+    assert [row.id for row in work.events] == [event.id for event in batch.events]
+    assert {row.agent_id for row in work.events} == {"press-1"}
+    assert {row.received_at for row in work.events} == {RECEIVED}
     assert work.acks == [("press-1", BatchAck(batch_id=batch.batch_id, outcome="stored"))]
     assert work.dead == []
 
