@@ -91,6 +91,8 @@ outbox:
       name: vibration-anomaly
       manifest: {manifest}
     filters: [{{type: threshold, threshold: 0.8}}, {{type: debounce, n: 3, m: 4}}]
+    collect: {{random_share: 0.01, band: [0.3, 0.8], max_per_minute: 30}}
+    escalate: {{band: [0.3, 0.8], budget_per_min: 30}}
     summary_interval_s: {SUMMARY_EVERY_S}
   - name: intersection
     source:
