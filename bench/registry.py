@@ -69,6 +69,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         postgres_queries_budget_s(pg_events()),
     ),
     Benchmark("signals", "signal trends", "bench.signals:bench_signals", 120),
+    Benchmark("drift", "closed loop on a drifting machine", "bench.drift:bench_drift", 360),
 )
 
 

@@ -97,6 +97,11 @@ class DriftOperator:
                  self.scenario.timeout_s)  # fmt: skip
         time.sleep(FLUSH_S)
 
+    def reporting(self) -> bool:
+        """Whether the agent has reported the pipeline yet (it does once it is online)."""
+        agent = self._ok(self.http.get(f"/api/v1/agents/{self.agent_id}"))
+        return any(p["name"] == self.pipeline for p in agent["pipelines"])
+
     def serving(self) -> str:
         return str(self.status()["model"]["version"])
 
@@ -211,6 +216,7 @@ def run_loop(operator: DriftOperator) -> LoopResult:
     """The closed loop from a healthy machine to a new version serving on the drifted one."""
     s, say, result = operator.scenario, operator.say, LoopResult()
     steps = _Steps(result, say)
+    wait_for(f"{operator.agent_id} to report its pipeline", operator.reporting, s.timeout_s)
     base = operator.serving()
     operator.wait_sim(s.drift_at_s)
     drift_wall = steps.done("healthy machine")
