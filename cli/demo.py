@@ -133,7 +133,7 @@ def demo(
         from cli.demo_drift import demo_drift
 
         with interrupt_on_stop_signals(), contextlib.suppress(KeyboardInterrupt):
-            demo_drift(console.print)
+            demo_drift(lambda line: console.print(line, markup=False, highlight=False))
         return
     ensure_port_free("127.0.0.1", port, option="--port")
     platform: _Platform | None = None

@@ -207,7 +207,7 @@ class _Steps:
     def done(self, name: str) -> float:
         now = time.monotonic()
         self.result.steps.append((name, now - self.start))
-        self.say(f"[{name}] {now - self.start:.1f} s")
+        self.say(f"step done: {name} ({now - self.start:.1f} s)")
         self.start = now
         return now
 
