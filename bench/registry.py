@@ -76,6 +76,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         postgres_queries_budget_s(pg_events()),
     ),
     Benchmark("signals", "signal trends", "bench.signals:bench_signals", 120),
+    Benchmark("drift", "closed loop on a drifting machine", "bench.drift:bench_drift", 360),
 )
 
 

@@ -118,6 +118,9 @@ def demo(
         float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,
     port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 8000,
+    scenario: Annotated[
+        str, typer.Option(help="live (the live view) or drift (the closed loop, measured).")
+    ] = "live",
 ) -> None:
     """Run broker, cloud API and an edge agent together, and show the live event feed.
 
@@ -126,6 +129,14 @@ def demo(
     from rich.console import Console
 
     console = Console()
+    if scenario not in ("live", "drift"):
+        raise typer.BadParameter(f"{scenario!r}: expected live or drift", param_hint="--scenario")
+    if scenario == "drift":
+        from cli.demo_drift import demo_drift
+
+        with interrupt_on_stop_signals(), contextlib.suppress(KeyboardInterrupt):
+            demo_drift(lambda line: console.print(line, markup=False, highlight=False))
+        return
     ensure_port_free("127.0.0.1", port, option="--port")
     platform: _Platform | None = None
     with interrupt_on_stop_signals(), contextlib.suppress(KeyboardInterrupt):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -30,6 +31,15 @@ class FaultWindow(StrictConfig):
         return value
 
 
+class DriftConfig(StrictConfig):
+    """A change of the machine's normal at ``at_s`` simulated seconds: from then on its shaft
+    turns at ``shaft_hz`` (a new speed: a model trained on the old normal raises false
+    alarms); scheduled faults still appear, at the new speed."""
+
+    at_s: float = Field(ge=0)
+    shaft_hz: float = Field(gt=0)
+
+
 class SimulatedVibrationSourceConfig(StrictConfig):
     """An accelerometer on a simulated rotating machine, with a scripted fault schedule."""
 
@@ -41,6 +51,7 @@ class SimulatedVibrationSourceConfig(StrictConfig):
     speed: float = Field(default=1.0, ge=0, description="1.0 = real time, 0 = as fast as possible")
     schedule: list[FaultWindow] = Field(default_factory=list)
     duration_s: float | None = Field(default=None, gt=0)
+    drift: DriftConfig | None = Field(default=None, description="a scheduled change of normal")
 
 
 class SimulatedVibrationSource:
@@ -91,6 +102,9 @@ class SimulatedVibrationSource:
             monotonic=self._monotonic,
             ready_after_s=self.period_s,  # a window exists once its last value is measured
         )
+        drift = self._config.drift
         for seq, t_s in clock:
+            if drift is not None and t_s >= drift.at_s:
+                machine.spec = replace(self._spec, shaft_hz=drift.shaft_hz)
             fault, severity = self.fault_at(t_s)
             yield Sample(seq, t0 + t_s, machine.window(fault, severity))
