@@ -54,10 +54,9 @@ def demo_agent_config(
     *, broker_url: str, protocol: str, workdir: Path, hours: float, cloud: str = "",
     sensors: str = "", password_file: Path | None = None,
 ) -> str:  # fmt: skip
-    """The demo agent's YAML: a vibration pipeline with a fault every FAULT_EVERY_S seconds, and
-    a camera on a synthetic street where a car or a person crosses a stop line now and then.
-    ``cloud`` is the YAML of the ``cloud:`` and ``updates:`` sections (model updates);
-    ``sensors`` more pipelines (``demo_sensors.py``); ``password_file`` the broker password's."""
+    """The demo agent's YAML: a vibration pipeline (a fault every FAULT_EVERY_S s; it collects and
+    escalates), a camera on a synthetic street; ``cloud``: the ``cloud:`` and ``updates:`` YAML,
+    ``sensors`` more pipelines (``demo_sensors.py``), ``password_file`` the broker password's."""
     import models
     from edge_agent.sources.machine_physics import FAULTS
 
