@@ -1,5 +1,5 @@
-"""Retention: delete events, rollups, summaries, signal rollups, dead letters, event feedback
-and samples (rows, labels and blobs) older than the horizon.
+"""Retention: delete events, rollups, summaries, signal rollups, dead letters, event feedback,
+escalations and samples (rows, labels and blobs) older than the horizon.
 
 Deletes go in bounded batches, each its own short transaction, so ingest and readers never
 wait behind one huge DELETE and a crash loses at most one batch of work. The horizon is cut
@@ -27,7 +27,7 @@ from cloud_api.queries.samples import delete_samples, oldest_samples
 from cloud_api.registry import ArtifactStore
 from cloud_api.rollup_tables import SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS
 from cloud_api.samples import blob_key
-from cloud_api.tables import DEAD_LETTERS, EVENTS, SUMMARIES, EventFeedbackRow
+from cloud_api.tables import DEAD_LETTERS, EVENTS, SUMMARIES, EscalationRow, EventFeedbackRow
 from shared.errors import ConfigError
 from shared.messages import utcnow
 
@@ -55,6 +55,8 @@ RETENTION_TABLES = (
     RetentionTable(DEAD_LETTERS, ("id",), "received_at"),
     # People's verdicts go with the events (and samples) they were about.
     RetentionTable(cast(Table, EventFeedbackRow.__table__), ("id",), "created_at"),
+    # The cloud's answers: an agent resends an escalation for minutes, never for days.
+    RetentionTable(cast(Table, EscalationRow.__table__), ("id",), "answered_at"),
 )
 
 

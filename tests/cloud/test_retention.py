@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import Engine, event, func, insert, select, text
+from sqlalchemy import Engine, Table, event, func, insert, select, text
 
 from cloud_api.analytics import rollups
 from cloud_api.db import AdvisoryLock, create_db_engine, migrate
 from cloud_api.retention import Retention
 from cloud_api.rollup_tables import EVENT_ROLLUPS, SIGNAL_DAY_ROLLUPS, SIGNAL_ROLLUPS
-from cloud_api.tables import DEAD_LETTERS, EVENTS, SUMMARIES
+from cloud_api.tables import DEAD_LETTERS, EVENTS, SUMMARIES, EscalationRow
 from shared.errors import ConfigError
 from shared.messages import new_event_id, utcnow
 from tests.cloud.conftest import AppFactory
@@ -68,6 +69,16 @@ def dead_row(at: datetime) -> dict[str, Any]:
     return {"topic": "t", "payload": "{", "payload_size": 1, "reason": "r", "received_at": at}
 
 
+def escalation_row(at: datetime) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()), "agent_id": "gw-1", "pipeline": "p", "event_id": None,
+        "sample_id": None, "edge_model": "m 1", "edge_label": "x", "edge_score": 0.5,
+        "ts": at, "answered_at": at, "outcome": "refused", "reason": "over quota", "result": {},
+    }  # fmt: skip
+
+
+ESCALATIONS = cast(Table, EscalationRow.__table__)
+
 OLD_EVENTS = 7
 # Old: in the hour before the horizon (three of them), a day and thirty days before.
 OLD_TIMES = [
@@ -90,6 +101,7 @@ def engine(database_url: str) -> Iterator[Engine]:
         conn.execute(insert(SIGNAL_ROLLUPS), hours)
         conn.execute(insert(SIGNAL_DAY_ROLLUPS), rollups.signal_day_rows(hours))
         conn.execute(insert(DEAD_LETTERS), [dead_row(ts) for ts in OLD_TIMES[:2] + NEW_TIMES])
+        conn.execute(insert(ESCALATIONS), [escalation_row(ts) for ts in OLD_TIMES[:3] + NEW_TIMES])
     yield engine
     engine.dispose()
 
@@ -144,6 +156,7 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
         "dead_letters": 2,
         # tests/cloud/test_samples.py has samples (blobs with the rows) and feedback.
         "event_feedback": 0,
+        "escalations": 3,
         "samples": 0,
     }
     assert [rows for table, rows in batches if table == "events"] == [3, 3, 1]
@@ -158,10 +171,12 @@ def test_old_rows_go_new_rows_stay_in_bounded_batches(engine: Engine) -> None:
         "signal_rollups_daily": 1,
         "dead_letters": 1,
         "event_feedback": 1,
+        "escalations": 2,
     }
     assert remaining(engine, "events", "ts") == [*NEW_TIMES]
     assert remaining(engine, "summaries", "window_start") == [*NEW_TIMES]
     assert remaining(engine, "dead_letters", "received_at") == [*NEW_TIMES]
+    assert remaining(engine, "escalations", "answered_at") == [*NEW_TIMES]
     assert remaining(engine, "signal_rollups", "hour") == [HORIZON, rollups.hour_of(NOW)]
     assert remaining(engine, "signal_rollups_daily", "day") == [rollups.day_of(NOW)]
     assert min(remaining(engine, "event_rollups_hourly", "bucket")) == HORIZON
