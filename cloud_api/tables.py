@@ -363,6 +363,8 @@ class SampleLabelRow(Base):
     model: Mapped[str | None] = mapped_column(String(130))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
+    __table_args__ = (Index("ix_sample_labels_label_source", "label", "source", "sample_id"),)
+
 
 class EventFeedbackRow(Base):
     """A person's verdict on an event (who, when); labels its samples, later ones too."""
