@@ -1,6 +1,7 @@
 """One batch of escalations from validation to answers: repeats answered from SQL, the quota,
 each pipeline's cloud model, one session run per model for the batch's inputs, and the
-answers stored; what the worker publishes comes back. No MQTT here.
+answers stored; what the worker publishes comes back. No MQTT here. A classifier
+(``model.py``) answers windows, a detector (``detector.py``) answers JPEG crops and frames.
 
 A repeated id (a resend, or twice in one batch) is run once: the stored answer, or the
 batch's first answer, is given again. A refusal (no cloud model, over quota, an input that
