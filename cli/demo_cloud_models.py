@@ -9,7 +9,10 @@ import httpx
 
 from models import MANIFEST_NAME, default_dir, load_manifest
 
-CLOUD_MODELS = {"spindle-vibration": "vibration-anomaly-cloud"}
+CLOUD_MODELS = {
+    "spindle-vibration": "vibration-anomaly-cloud",
+    "intersection": "scene-detector-cloud",
+}
 """Demo pipeline -> the shipped model that answers its escalations."""
 
 

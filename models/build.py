@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import detector, vibration, vibration_cloud
+from models import detector, detector_cloud, vibration, vibration_cloud
 from models.manifest import MANIFEST_NAME, ModelCard, default_dir, load_manifest, manifest_json
 from shared.digests import sha256_file
 from shared.errors import ModelError
@@ -49,6 +49,7 @@ MODELS: dict[str, _Model] = {
     "vibration": _Model(vibration.NAME, vibration.build),
     "detector": _Model(detector.NAME, _build_detector, needs="torch"),
     "vibration-cloud": _Model(vibration_cloud.NAME, vibration_cloud.build),
+    "detector-cloud": _Model(detector_cloud.NAME, detector_cloud.build, needs="torch"),
 }
 
 

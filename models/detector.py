@@ -11,7 +11,7 @@ user's own ``yolov8n.onnx`` alike:
 
 This module holds what needs no torch: the model's layout and its model card. The card is
 measured with the edge's own code (its letterbox, decode and NMS from
-:mod:`edge_agent.inference.postprocess`, its ONNX Runtime session), so it states what an
+:mod:`shared.yolo`, its ONNX Runtime session), so it states what an
 agent will see. Training and export live in :mod:`models.detector_net` (torch), which
 imports this module, never the reverse.
 """
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.inference.postprocess import Detection, decode_yolo, letterbox, pairwise_iou
 from edge_agent.inference.runtime import Runtime
 from edge_agent.sources.synthetic_scene import CLASSES
 from models.manifest import LabelMetrics, Metrics, ModelCard, TensorSpec
 from models.scenes import LabelledFrame, labelled_frames
 from shared.digests import sha256_bytes
+from shared.yolo import Detection, decode_yolo, letterbox, pairwise_iou
 
 logger = logging.getLogger(__name__)
 

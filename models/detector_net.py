@@ -24,6 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -32,12 +33,12 @@ import torch
 import torch.nn.functional as fn
 from torch import Tensor, nn
 
-from edge_agent.inference.postprocess import letterbox
 from edge_agent.inference.runtime import Runtime
 from edge_agent.sources.synthetic_scene import CLASSES
 from models.detector import ANCHORS, INPUT_SIZE, NAME, STRIDE, TRAIN_SEED, VERSION
 from models.scenes import LabelledFrame, labelled_frames
 from shared.errors import ModelError
+from shared.yolo import letterbox
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +64,24 @@ def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class Net(nn.Module):  # type: ignore[misc, unused-ignore]  # torch is untyped without torch
-    """Raw predictions ``[B, 4 + C, H/8, W/8]``: dx, dy, log w, log h, class logits."""
+    """Raw predictions ``[B, 4 + C, H/8, W/8]``: dx, dy, log w, log h, class logits.
 
-    def __init__(self) -> None:
+    ``widths`` are the channels of the five stages; ``extra`` adds that many more
+    conv layers at stride 16 (the cloud's larger detector uses both).
+    """
+
+    def __init__(self, widths: tuple[int, ...] = WIDTHS, extra: int = 0) -> None:
         super().__init__()
-        w = WIDTHS
+        w = widths
         self.s8 = nn.Sequential(
             _conv(3, w[0], 2), _conv(w[0], w[1], 2), _conv(w[1], w[2], 2), _conv(w[2], w[2], 1)
         )
         self.s16 = nn.Sequential(
-            _conv(w[2], w[3], 2), _conv(w[3], w[3], 1), _conv(w[3], w[4], 1), _conv(w[4], w[4], 1)
+            _conv(w[2], w[3], 2),
+            _conv(w[3], w[3], 1),
+            _conv(w[3], w[4], 1),
+            _conv(w[4], w[4], 1),
+            *(_conv(w[4], w[4], 1) for _ in range(extra)),
         )
         self.lateral = nn.Conv2d(w[4], w[2], 1)
         predict = nn.Conv2d(w[2], 4 + C, 1)
@@ -242,11 +251,17 @@ def loss(raw: Tensor, boxes: list[Tensor], labels: list[Tensor]) -> tuple[Tensor
 # -- training and export ------------------------------------------------------------------
 
 
-def train(data: TrainSet, steps: int = STEPS, seed: int = 0) -> Net:
+def train(
+    data: TrainSet,
+    steps: int = STEPS,
+    seed: int = 0,
+    widths: tuple[int, ...] = WIDTHS,
+    extra: int = 0,
+) -> Net:
     """AdamW with warm-up and cosine decay, fixed seeds, deterministic kernels."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = Net()
+    net = Net(widths, extra)
     net.to(memory_format=torch.channels_last)  # type: ignore[call-overload, unused-ignore]  # ~15 % faster on CPU
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     other = [p for n, p in net.named_parameters() if p.ndim <= 1]
@@ -279,11 +294,26 @@ def train(data: TrainSet, steps: int = STEPS, seed: int = 0) -> Net:
     return net.eval()  # type: ignore[no-any-return, unused-ignore]
 
 
-def export(net: Net) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """What to build: the edge's detector by default, the cloud's with its own values."""
+
+    name: str = NAME
+    version: str = VERSION
+    widths: tuple[int, ...] = WIDTHS
+    extra: int = 0  # more conv layers at stride 16
+    steps: int = STEPS
+    scenes: int = TRAIN_SCENES
+    dynamic_batch: bool = False  # a "batch" input axis (the cloud runs batches)
+    description: str = "tiny anchor-free detector for synthetic street scenes"
+
+
+def export(net: Net, spec: Spec = Spec()) -> bytes:
     """The legacy (TorchScript) exporter at opset 17, with YOLO-style metadata added."""
     model = Exported(net).eval()
     dummy = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
     buffer = io.BytesIO()
+    axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if spec.dynamic_batch else None
     torch.onnx.export(
         model,
         (dummy,),
@@ -293,14 +323,17 @@ def export(net: Net) -> bytes:
         opset_version=OPSET,
         dynamo=False,
         do_constant_folding=True,
+        dynamic_axes=axes,
     )
     proto = onnx.load_from_string(buffer.getvalue())
-    proto.doc_string = f"{NAME} {VERSION}: cars and persons, YOLOv8 output layout"
+    if spec.dynamic_batch:
+        fix_output_shape(proto)
+    proto.doc_string = f"{spec.name} {spec.version}: cars and persons, YOLOv8 output layout"
     # The keys an Ultralytics export carries, so tools that read them work here too.
     names = "{" + ", ".join(f"{i}: '{c}'" for i, c in enumerate(CLASSES)) + "}"
     metadata = {
-        "description": f"{NAME} (aiot): tiny anchor-free detector for synthetic street scenes",
-        "version": VERSION,
+        "description": f"{spec.name} (aiot): {spec.description}",
+        "version": spec.version,
         "task": "detect",
         "stride": str(STRIDE),
         "imgsz": f"[{INPUT_SIZE}, {INPUT_SIZE}]",
@@ -312,17 +345,29 @@ def export(net: Net) -> bytes:
     return bytes(proto.SerializeToString())
 
 
-def check_export(net: Net, model: bytes, frames: list[LabelledFrame]) -> float:
-    """Largest difference between torch and ONNX Runtime on a few real frames."""
+def fix_output_shape(proto: onnx.ModelProto) -> None:
+    """Name the output's fixed sizes: with a dynamic batch axis the legacy exporter leaves
+    the Concat's channel axis symbolic, and a reader (the cloud registry) needs 4 + C."""
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    dims[1].dim_value = 4 + C
+    dims[2].dim_value = ANCHORS
+
+
+def check_export(net: Net, model: bytes, frames: list[LabelledFrame], batch: int = 1) -> float:
+    """Largest difference between torch and ONNX Runtime on a few real frames.
+
+    With ``batch`` > 1 the frames run through ONNX Runtime ``batch`` at a time.
+    """
     run = Runtime(model).run
     wrapped = Exported(net).eval()
+    tensors = [letterbox(frame.image, (INPUT_SIZE, INPUT_SIZE))[0] for frame in frames]
     worst = 0.0
-    for frame in frames:
-        tensor, _ = letterbox(frame.image, (INPUT_SIZE, INPUT_SIZE))
+    for start in range(0, len(tensors), batch):
+        tensor = np.concatenate(tensors[start : start + batch])
         with torch.no_grad():
             expected = wrapped(torch.from_numpy(tensor)).numpy()
         got = run(tensor)
-        if got.shape != (1, 4 + C, ANCHORS):
+        if got.shape != (len(tensor), 4 + C, ANCHORS):
             raise ModelError(f"{NAME}: ONNX output has shape {got.shape}")
         worst = max(worst, float(np.abs(got - expected).max()))
     if worst > MAX_EXPORT_ERROR:
@@ -330,24 +375,25 @@ def check_export(net: Net, model: bytes, frames: list[LabelledFrame]) -> float:
     return worst
 
 
-def train_and_export(steps: int = STEPS, scenes: int = TRAIN_SCENES) -> bytes:
+def train_and_export(spec: Spec = Spec()) -> bytes:
     """The whole build on ``THREADS`` threads, deterministically; returns the ONNX bytes."""
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     try:
         started = time.perf_counter()
-        data = TrainSet(labelled_frames(TRAIN_SEED, scenes, TRAIN_FRAMES_PER_SCENE))
+        data = TrainSet(labelled_frames(TRAIN_SEED, spec.scenes, TRAIN_FRAMES_PER_SCENE))
         logger.info(
             "%s: %d training frames in %.0f s",
-            NAME,
+            spec.name,
             len(data.images),
             time.perf_counter() - started,
         )
-        net = train(data, steps)
-        model = export(net)
-        error = check_export(net, model, list(labelled_frames(TRAIN_SEED, 2, 4)))
-        logger.info("%s: ONNX Runtime matches torch within %.1e", NAME, error)
+        net = train(data, spec.steps, widths=spec.widths, extra=spec.extra)
+        model = export(net, spec)
+        batch = 4 if spec.dynamic_batch else 1
+        error = check_export(net, model, list(labelled_frames(TRAIN_SEED, 2, 4)), batch)
+        logger.info("%s: ONNX Runtime matches torch within %.1e", spec.name, error)
         return model
     finally:
         torch.use_deterministic_algorithms(False)

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from shared.errors import ContractError, ModelError
+from shared.samples import SampleDetection
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class Answer:
 
     label: str
     score: float
+    detections: tuple[SampleDetection, ...] = ()
+    """A detector's findings in the escalated image's pixels (a classifier has none)."""
 
 
 class CloudModel:

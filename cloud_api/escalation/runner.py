@@ -1,6 +1,7 @@
 """One batch of escalations from validation to answers: repeats answered from SQL, the quota,
 each pipeline's cloud model, one session run per model for the batch's inputs, and the
-answers stored; what the worker publishes comes back. No MQTT here.
+answers stored; what the worker publishes comes back. No MQTT here. A classifier
+(``model.py``) answers windows, a detector (``detector.py``) answers JPEG crops and frames.
 
 A repeated id (a resend, or twice in one batch) is run once: the stored answer, or the
 batch's first answer, is given again. A refusal (no cloud model, over quota, an input that
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from cloud_api.escalation.detector import CloudDetector, ImageInput, detector_output
 from cloud_api.escalation.model import Answer, CloudModel, decode_window
 from cloud_api.escalation.quota import Quota
 from cloud_api.escalation.store import escalation_row, save, stored_results
@@ -72,11 +74,15 @@ class RunStats:
         self.outcomes[(escalation.agent_id, escalation.pipeline, f"refused:{kind}")] += 1
 
 
+AnyModel = CloudModel | CloudDetector
+"""A classifier answers windows; a detector (YOLOv8 output layout) answers images."""
+
+
 @dataclass(slots=True)
 class _Pending:
     escalation: Escalation
-    model: CloudModel
-    input: npt.NDArray[np.float32]
+    model: AnyModel
+    input: npt.NDArray[np.float32] | ImageInput
 
 
 class RefusedError(Exception):
@@ -104,7 +110,7 @@ class Runner:
         self._quota = quota
         self._batch_max = batch_max
         self._threads = threads
-        self._models: dict[tuple[str, str, str, str | None], CloudModel] = {}
+        self._models: dict[tuple[str, str, str, str | None], AnyModel] = {}
         """Loaded models by name, version, sha256 and the normal label set with them."""
 
     def handle(self, batch: list[Inbound]) -> tuple[list[tuple[str, EscalationResult]], RunStats]:
@@ -115,7 +121,7 @@ class Runner:
         fresh: dict[str, EscalationResult] = {}
         new: dict[str, Escalation] = {}
         pending: list[_Pending] = []
-        resolved: dict[str, CloudModel | RefusedError] = {}  # pipeline -> its model, this batch
+        resolved: dict[str, AnyModel | RefusedError] = {}  # pipeline -> its model, this batch
         for escalation in escalations:
             if escalation.id in given or escalation.id in new:
                 stats.repeats += 1
@@ -143,7 +149,7 @@ class Runner:
         pending: list[_Pending],
         fresh: dict[str, EscalationResult],
         stats: RunStats,
-        resolved: dict[str, CloudModel | RefusedError],
+        resolved: dict[str, AnyModel | RefusedError],
     ) -> None:
         """Queue ``escalation`` for its cloud model, or refuse it now."""
         try:
@@ -164,7 +170,7 @@ class Runner:
             fresh[escalation.id] = _refused(escalation, str(refusal))
             stats.refuse(escalation, refusal.kind)
 
-    def _model_for(self, pipeline: str) -> CloudModel:
+    def _model_for(self, pipeline: str) -> AnyModel:
         with Session(self._engine) as session:
             entry = get_cloud_model(session, pipeline)
             if entry is None:
@@ -176,14 +182,22 @@ class Runner:
                 )
             key = (version.name, version.version, version.sha256, entry.normal_label)
             labels = list(version.labels)
+            output = version.outputs[0]["shape"] if version.outputs else []
         if key in self._models:
             return self._models[key]
         try:
             data = self._artifacts.get(artifact_key(key[0], key[1]))
-            model = CloudModel(
-                data, name=key[0], version=key[1], sha256=key[2], labels=labels,
-                normal_label=key[3], threads=self._threads,
-            )  # fmt: skip
+            model: AnyModel
+            if detector_output(labels, output):
+                model = CloudDetector(
+                    data, name=key[0], version=key[1], sha256=key[2], labels=labels,
+                    threads=self._threads,
+                )  # fmt: skip
+            else:
+                model = CloudModel(
+                    data, name=key[0], version=key[1], sha256=key[2], labels=labels,
+                    normal_label=key[3], threads=self._threads,
+                )  # fmt: skip
         except (OSError, ModelError) as exc:
             raise RefusedError(
                 "model_error", f"cloud model {key[0]} {key[1]} cannot run: {exc}"
@@ -209,7 +223,7 @@ class Runner:
         model = chunk[0].model
         started = time.perf_counter()
         try:
-            answers = model.run([item.input for item in chunk])
+            answers = _run_model(model, [item.input for item in chunk])
         except ModelError as exc:
             for item in chunk:
                 fresh[item.escalation.id] = _refused(item.escalation, str(exc))
@@ -263,8 +277,20 @@ def _parse(message: Inbound) -> Escalation | str:
     return escalation
 
 
-def _input(escalation: Escalation, model: CloudModel) -> npt.NDArray[np.float32]:
+def _run_model(model: AnyModel, inputs: list[npt.NDArray[np.float32] | ImageInput]) -> list[Answer]:
+    """One batch through its model (each model gets the inputs its ``_input`` made)."""
+    if isinstance(model, CloudDetector):
+        return model.run([item for item in inputs if isinstance(item, ImageInput)])
+    return model.run([item for item in inputs if not isinstance(item, ImageInput)])
+
+
+def _input(escalation: Escalation, model: AnyModel) -> npt.NDArray[np.float32] | ImageInput:
     """The escalation's input as the model takes it; RefusedError when it does not decode or fit."""
+    if isinstance(model, CloudDetector):
+        try:
+            return model.prepare(escalation)
+        except ContractError as exc:
+            raise RefusedError("bad_input", str(exc)) from None
     if escalation.kind != "window":
         raise RefusedError(
             "bad_input", f"cloud model {model.name} takes windows, not {escalation.kind}s"
@@ -306,5 +332,6 @@ def _answered(
         model=ref,
         label=answer.label,
         score=answer.score,
+        detections=list(answer.detections),
         inference_ms=share_ms,
     )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Path
 from sqlalchemy.orm import Session
 
 from cloud_api.deps import OperateDep, ReadDep, SessionDep
+from cloud_api.escalation.detector import detector_output
 from cloud_api.escalation_schemas import CloudModelIn, CloudModelOut
 from cloud_api.queries.escalations import get_cloud_model, list_cloud_models, set_cloud_model
 from cloud_api.queries.models import get_model_version
@@ -41,18 +42,20 @@ def _out(session: Session, row: CloudModelRow) -> CloudModelOut:
     )
 
 
-def _not_a_classifier(version: ModelVersionRow) -> str | None:
-    """Why the runner cannot read this version's answers: it runs classifiers, one input and
-    a first output of one probability per registry label."""
+def _cannot_answer(version: ModelVersionRow, normal_label: str | None) -> str | None:
+    """Why the runner cannot read this version's answers: it runs classifiers (one input, a
+    first output of one probability per registry label) and YOLOv8-layout detectors."""
     if not version.labels:
         return "it has no labels"
     if len(version.inputs) != 1:
         return f"it takes {len(version.inputs)} inputs, the runner gives one"
     shape = version.outputs[0]["shape"] if version.outputs else []
+    if detector_output(version.labels, shape):
+        return None if normal_label is None else "a detector has no normal label"
     if len(shape) != 2 or shape[1] != len(version.labels):
         return (
-            f"its output {shape} is not one probability per label ({len(version.labels)}); "
-            "the runner runs classifiers"
+            f"its output {shape} is neither one probability per label ({len(version.labels)}) "
+            f"nor a detection head [batch, 4 + {len(version.labels)}, anchors]"
         )
     return None
 
@@ -62,11 +65,12 @@ def put_cloud_model(
     pipeline: PipelinePath, body: CloudModelIn, session: SessionDep, principal: OperateDep
 ) -> CloudModelOut:
     """Make a registered version the pipeline's cloud model; 404 for an unknown version,
-    422 for a normal label the version does not have or a version without labels."""
+    422 for a normal label the version does not have (a detector has none), a version
+    without labels, or one the runner cannot read (neither classifier nor detector)."""
     version = get_model_version(session, name=body.model, version=body.version)
     if version is None:
         raise HTTPException(404, f"model {body.model!r} has no version {body.version!r}")
-    if (problem := _not_a_classifier(version)) is not None:
+    if (problem := _cannot_answer(version, body.normal_label)) is not None:
         raise HTTPException(
             422, f"model {body.model} {body.version} cannot answer escalations: {problem}"
         )

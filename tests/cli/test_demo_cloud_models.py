@@ -31,7 +31,8 @@ def test_the_demo_pipelines_get_their_cloud_models(broker: Mosquitto, tmp_path: 
             f"{url}/api/v1/cloud-models", headers={"Authorization": f"Bearer {key}"}
         ).json()
     console.file.close()
-    assert [(m["pipeline"], m["model"], m["normal_label"]) for m in listed] == [
-        ("spindle-vibration", "vibration-anomaly-cloud", "healthy")
+    assert sorted((m["pipeline"], m["model"], m["normal_label"]) for m in listed) == [
+        ("intersection", "scene-detector-cloud", None),
+        ("spindle-vibration", "vibration-anomaly-cloud", "healthy"),
     ]
     assert "could not" not in (tmp_path / "out.txt").read_text()

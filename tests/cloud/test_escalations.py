@@ -243,9 +243,12 @@ def test_cloud_models_are_set_by_operators_and_checked(make_api: AppFactory) -> 
         detection = api.put(
             "/api/v1/cloud-models/yard", json={"model": "scene-detector", "version": "1.0.0"}
         )
-        assert detection.status_code == 422
-        assert (
-            "is not one probability per label (2); the runner runs classifiers"
-            in (detection.json()["detail"])
+        assert detection.status_code == 200, detection.text
+        assert (detection.json()["task"], detection.json()["normal_label"]) == ("detection", None)
+        with_normal = api.put(
+            "/api/v1/cloud-models/yard",
+            json={"model": "scene-detector", "version": "1.0.0", "normal_label": "car"},
         )
+        assert with_normal.status_code == 422
+        assert "a detector has no normal label" in with_normal.json()["detail"]
         assert api.get("/api/v1/cloud-models/p1").status_code == 404

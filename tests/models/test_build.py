@@ -62,8 +62,9 @@ def test_ensure_built_rebuilds_an_altered_model(built: Path, tmp_path: Path) -> 
 @pytest.fixture
 def without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the build believe torch is not installed (as in CI)."""
-    no_torch = dataclasses.replace(model_build.MODELS["detector"], needs="no_such_module_aiot")
-    monkeypatch.setitem(model_build.MODELS, "detector", no_torch)
+    for key in ("detector", "detector-cloud"):
+        no_torch = dataclasses.replace(model_build.MODELS[key], needs="no_such_module_aiot")
+        monkeypatch.setitem(model_build.MODELS, key, no_torch)
 
 
 @pytest.mark.usefixtures("without_torch")
@@ -93,3 +94,20 @@ def test_the_cloud_vibration_model_builds_to_the_committed_file(tmp_path: Path) 
     assert edge.metrics is not None
     assert cloud.metrics.precision >= edge.metrics.precision
     assert cloud.metrics.recall >= 0.95
+
+
+@pytest.mark.usefixtures("without_torch")
+def test_build_without_torch_keeps_the_committed_cloud_detector(tmp_path: Path) -> None:
+    """The cloud's detector takes batches, is larger, and is at least as good as the edge's."""
+    manifest = model_build.build_all(tmp_path, only=["detector-cloud"])
+    assert manifest.read_bytes() == (default_dir() / MANIFEST_NAME).read_bytes()
+    entries = {entry.name: entry for entry in load_manifest(manifest)}
+    cloud, edge = entries["scene-detector-cloud"], entries[DETECTOR]
+    assert sha256_file(cloud.path(tmp_path)) == cloud.sha256
+    assert cloud.inputs[0].shape == ["batch", 3, 320, 320]
+    assert cloud.outputs[0].shape == ["batch", 6, 1600]
+    assert cloud.size > edge.size
+    assert cloud.metrics is not None
+    assert edge.metrics is not None
+    assert cloud.metrics.precision >= edge.metrics.precision
+    assert cloud.metrics.recall >= edge.metrics.recall
