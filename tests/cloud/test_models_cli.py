@@ -56,7 +56,8 @@ def test_push_refused_exits_2_with_the_reason(
 def test_cloud_sets_a_pipelines_cloud_model_and_lists_them(
     client: httpx.Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    push_model(client, MODEL_FILE, name="vib", version="2.0.0", task="", labels="ok,bad")
+    labels = "ok,bad,b2,b3,b4,b5"  # one per output of the vibration model
+    push_model(client, MODEL_FILE, name="vib", version="2.0.0", task="", labels=labels)
     [row] = set_cloud_model(client, "press-1", "vib", "2.0.0", "ok")
     assert (row["pipeline"], row["model"], row["version"], row["normal_label"]) == (
         "press-1", "vib", "2.0.0", "ok",

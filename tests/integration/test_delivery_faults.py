@@ -42,7 +42,8 @@ from shared.topics import Channel, subscription
 from tests.integration.conftest import MANIFEST, AgentProcess, IngestProcess, wait_until
 from tests.services import AmqttProcess, CrashableBroker, CrashableMosquitto
 
-pytestmark = pytest.mark.integration
+# Runs of half a minute each (brokers killed, agents killed, ingest paused): the second phase.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 AGENTS = 4
 PIPELINES = ("spindle", "gearbox")

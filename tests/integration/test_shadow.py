@@ -32,7 +32,7 @@ from tests.integration.test_rollout import (
 from tests.model_fixtures import MODEL_NAME, write_nan_model, write_same_model
 from tests.services import Mosquitto
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # whole shadow windows: phase 2
 
 RULE = {"agreement_min": 0.9, "alarm_rate_max_ratio": 3.0, "latency_p99_max_ratio": 50.0}
 
