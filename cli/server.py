@@ -7,6 +7,7 @@ included, answers HTTP on a real port.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +16,6 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
-
-from cli.broker import free_port
 
 START_TIMEOUT_S = 30.0
 
@@ -36,7 +35,10 @@ def serve_in_thread(
     The app's lifespan has run (database migrated, workers started) when the URL is yielded,
     and its shutdown has finished when the block is left. RuntimeError if it fails to start.
     """
-    port = port or free_port()
+    # Port 0: bind here and hand uvicorn the socket, so no other process can take the port
+    # between choosing it and serving on it.
+    sockets = [] if port else [_bound(host)]
+    port = port or sockets[0].getsockname()[1]
     config = uvicorn.Config(
         app,
         host=host,
@@ -46,7 +48,9 @@ def serve_in_thread(
         ssl_keyfile=ssl_keyfile,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": sockets or None}, name="uvicorn", daemon=True
+    )
     thread.start()
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -58,3 +62,12 @@ def serve_in_thread(
     finally:
         server.should_exit = True
         thread.join()
+        for sock in sockets:
+            sock.close()
+
+
+def _bound(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
