@@ -1,4 +1,5 @@
-"""The one paho client factory of the cloud: ingest workers and the rollout worker.
+"""The one paho client factory of the cloud (ingest, escalation and rollout workers), and how
+the workers that keep a broker session connect.
 
 One place decides the protocol, the session kind, TLS and credentials from a parsed broker
 URL and its TLS files (``shared.tls`` builds the context), so a change there reaches every
@@ -12,6 +13,8 @@ import logging
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from shared.tls import INSECURE, TlsFiles, client_context
 from shared.urls import MqttUrl
@@ -58,3 +61,23 @@ def make_client(
         client.username_pw_set(broker.username, broker.password)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
     return client
+
+
+def connect_persistent(
+    client: mqtt.Client, host: str, port: int, *, v5: bool, session_expiry_s: int
+) -> None:
+    """Start connecting ``client`` (made with ``persistent_session``) in the background: the
+    broker keeps its subscriptions and queues QoS 1 messages while it is away (on MQTT 5 for
+    ``session_expiry_s``), and paho reconnects by itself."""
+    properties = None
+    if v5:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = session_expiry_s
+    client.connect_async(
+        host,
+        port,
+        keepalive=30,
+        clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        properties=properties,
+    )
+    client.loop_start()

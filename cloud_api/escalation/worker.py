@@ -18,8 +18,6 @@ from typing import Any
 
 import onnxruntime as ort
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from sqlalchemy import Engine
 
 from cloud_api.config import Settings, parse_mqtt_url
@@ -29,7 +27,7 @@ from cloud_api.escalation.runner import Runner, RunStats
 from cloud_api.ingest.acks import Acknowledger
 from cloud_api.ingest.parse import Inbound, first_line
 from cloud_api.ingest.writers import is_transient
-from cloud_api.mqtt import make_client
+from cloud_api.mqtt import connect_persistent, make_client
 from cloud_api.registry import ArtifactStore
 from shared.errors import ConfigError, ContractError
 from shared.messages import encode
@@ -122,18 +120,10 @@ class EscalationWorker:
         )
         self._thread = threading.Thread(target=self._run, name="escalation-runner", daemon=True)
         self._thread.start()
-        properties = None
-        if self._v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self._session_expiry_s
-        self._client.connect_async(
-            self._host,
-            self._port,
-            keepalive=30,
-            clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-        )
-        self._client.loop_start()
+        connect_persistent(
+            self._client, self._host, self._port, v5=self._v5,
+            session_expiry_s=self._session_expiry_s,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Finish the batch in hand, then disconnect; unacknowledged escalations stay queued."""

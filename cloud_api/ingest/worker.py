@@ -19,8 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from sqlalchemy import Engine
 
 from cloud_api.config import parse_mqtt_url
@@ -28,7 +26,7 @@ from cloud_api.ingest.acks import Acknowledger
 from cloud_api.ingest.parse import Inbound, Work
 from cloud_api.ingest.store import BatchStore
 from cloud_api.ingest.writers import BatchStats, writer_for
-from cloud_api.mqtt import make_client
+from cloud_api.mqtt import connect_persistent, make_client
 from shared.errors import ConfigError, ContractError
 from shared.tls import TlsFiles
 from shared.topics import Channel, subscription
@@ -179,19 +177,10 @@ class IngestWorker:
         self._writer = threading.Thread(target=self._run_writer, name="ingest-writer", daemon=True)
         self._parser.start()
         self._writer.start()
-        properties = None
-        if self._v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            # The broker keeps our subscriptions and queues messages while ingest is down.
-            properties.SessionExpiryInterval = self._session_expiry_s
-        self._client.connect_async(
-            self._host,
-            self._port,
-            keepalive=30,
-            clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-        )
-        self._client.loop_start()
+        connect_persistent(
+            self._client, self._host, self._port, v5=self._v5,
+            session_expiry_s=self._session_expiry_s,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Finish the batch in hand, then disconnect; unacknowledged messages stay queued."""
