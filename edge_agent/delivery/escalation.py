@@ -329,6 +329,8 @@ class EscalationDesk:
 
     def answered(self, result: EscalationResult) -> None:
         """A result arrived: its escalation leaves the outbox and goes to its pipeline."""
+        if (mine := self._escalators.get(result.pipeline)) is not None:  # frees its slot
+            mine.waiting.discard(result.escalation_id)
         try:
             payload = self._outbox.take(result.escalation_id)
         except StorageError as exc:  # it stays, goes again, and the cloud answers it again

@@ -136,8 +136,8 @@ class SensorPipeline(Pipeline):
                 label = labels[i] if score >= self._label_threshold else self._normal_label
                 made = (event,) if event is not None else ()
                 self._escalate(batch[i], score, label, ts + i * period, model.ref, made)
-            if self.shadow is not None:
-                self.shadow(batch[i], score, labels[i], ts + i * period)
+            if (shadow := self.shadow) is not None:  # read once: the updater may clear it
+                shadow(batch[i], score, labels[i], ts + i * period)
         self._score.merge(n, sum(scores), min(scores), max(scores))
         first = -seq % LEVEL_EVERY
         if first < n:
@@ -188,8 +188,8 @@ class SensorPipeline(Pipeline):
         if self._esc_lo <= score <= self._esc_hi:
             kept = label if score >= self._label_threshold else self._normal_label
             self._escalate(batch[0], score, kept, ts, model.ref, events)
-        if self.shadow is not None:
-            self.shadow(batch[0], score, label, ts)
+        if (shadow := self.shadow) is not None:  # read once: the updater may clear it
+            shadow(batch[0], score, label, ts)
         return events
 
     def _scores(

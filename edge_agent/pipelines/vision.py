@@ -96,9 +96,9 @@ class VisionPipeline(Pipeline):
             detections = self.detect(frame, model)
             self._last = detections
             self._objects.add(len(detections))
-            if self.shadow is not None:
+            if (shadow := self.shadow) is not None:  # read once: the updater may clear it
                 best = max(detections, key=lambda d: d.score, default=None)
-                self.shadow(frame, best.score if best else 0.0, best.label if best else "none", ts)
+                shadow(frame, best.score if best else 0.0, best.label if best else "none", ts)
         step = self.lifecycle.step(detections, seq, ts)
         events = self._events(step, frame, model.ref)
         counters.events_out += len(events)

@@ -152,11 +152,14 @@ def test_the_budget_holds_under_a_burst_and_the_answers_link_to_edge_events(
     wait_until(lambda: len(reconciled(subscriber, config.agent_id)) == final.escalated, "events")
     subscriber.close()
     edge_ids = {e.id for e in subscriber.events(config.agent_id) if e.kind == "anomaly"}
+    by_id = {e.id: e for e in responder.received}
     for event in reconciled(subscriber, config.agent_id):
         assert event.attributes["agree"] is True
         assert event.attributes["cloud_model_version"] == "2.0.0"
         assert event.model == CLOUD
-        assert event.attributes.get("edge_event_id", next(iter(edge_ids))) in edge_ids
+        answered = by_id[str(event.attributes["escalation_id"])]  # the escalation it answers
+        assert event.attributes.get("edge_event_id") == answered.event_id
+        assert answered.event_id is None or answered.event_id in edge_ids
     assert final.escalated + final.escalations_dropped_budget >= 20
 
 

@@ -425,6 +425,26 @@ def test_all_pipelines_together_keep_at_most_max_waiting_unanswered(tmp_path: Pa
     box.close()
 
 
+def test_a_result_frees_its_slot_even_when_its_row_is_gone(tmp_path: Path) -> None:
+    """An escalation whose outbox row went (dropped for age, or taken by an earlier answer)
+    must not hold its place among the unanswered for ever: the pipeline would stop escalating."""
+    box = outbox(tmp_path)
+    desk = EscalationDesk("gw-1", box, lambda: True, max_waiting=1)
+    config = EscalateConfig(band=(0.4, 0.6), queue_max=10, budget_per_min=100)
+    encoder = window_encoder("one", 12800.0, (), PrivacyConfig())
+    one = desk.escalator(config, "one", encoder, Clock())
+    desk.start()
+    offer(one, 1)
+    desk.flush()
+    (sent,) = stored(tmp_path)
+    assert box.take(sent.id) is not None  # the row goes without an answer
+    desk.answered(answer(sent, label="imbalance"))
+    offer(one, 1)
+    desk.stop()
+    assert (one.counters.escalated, one.counters.dropped_offline) == (2, 0)
+    box.close()
+
+
 def test_an_escalated_input_dropped_offline_is_still_kept_as_a_sample(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", max_bytes=1 << 30, max_files=1000, queue_size=100)
     spool.start()

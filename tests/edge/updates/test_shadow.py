@@ -92,8 +92,10 @@ def test_the_figures_count_the_inputs_the_pipeline_scored(rollout: Rollout, tmp_
     assert r.label_matches == r.inputs_shadowed
     assert r.candidate_alarm_windows == r.serving_alarm_windows
     assert r.candidate_alarms == r.serving_alarms
-    assert r.score_correlation is None or r.score_correlation > 0.999
+    assert r.score_correlation is not None
+    assert r.score_correlation > 0.999
     assert r.candidate_p50_s is not None
+    assert r.candidate_p50_s > 0
     assert r.serving_p50_s is not None
     assert pipeline.slot.current().ref.version == "1.0.0"  # it only watched
 
