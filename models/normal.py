@@ -230,12 +230,12 @@ def fit_windows(
     candidates: list[tuple[Candidate, Scorer]] = []
     for kind in kinds:
         scorer = fit_scorer(kind, train)
-        threshold = float(np.quantile(scorer.scores(calibrate), quantile))
+        own = float(np.quantile(scorer.scores(calibrate), quantile))
         model = to_onnx(scorer, spec, name=name, version=version)
         candidate = Candidate(
             kind=kind,
-            threshold=threshold,
-            check_false_alarm_rate=float(np.mean(scorer.scores(check) > threshold)),
+            threshold=own,
+            check_false_alarm_rate=float(np.mean(scorer.scores(check) > own)),
             latency_ms=latency_per_window_ms(model, windows[:64]),
             detail=scorer.detail,
         )

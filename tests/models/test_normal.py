@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
-from models.normal import MIN_WINDOWS, fit_normal, fit_scorer, run_onnx, to_onnx
+from models.normal import MIN_WINDOWS, fit_normal, fit_scorer, fit_windows, run_onnx, to_onnx
 from models.window_features import WindowSpec, feature_names, features, windows_of
 from shared.errors import ModelError
 
@@ -88,3 +88,20 @@ def test_a_constant_channel_does_not_break_the_fit() -> None:
     values = np.c_[rng.normal(size=8000), np.full(8000, 4.0)]
     result = fit_normal(values, WindowSpec(("a", "flat"), 64, 32), name="t", version="1")
     assert np.isfinite(result.threshold)
+
+
+@pytest.mark.parametrize("kind", ["mahalanobis", "pca"])
+def test_a_given_threshold_is_the_calibrated_one_whichever_scorer_wins(kind: str) -> None:
+    """With ``threshold``, the graph's score is scaled so that its calibrated quantile is that
+    threshold, for each scorer (a loop variable once overwrote it: Mahalanobis refits alarmed
+    on every window)."""
+    spec = WindowSpec(("x",), size=256, hop=256)
+    windows = windows_of(_machine_readings(60), spec).astype(np.float32)
+    for threshold in (0.05, 40.0):
+        result = fit_windows(
+            windows, spec, name="m", version="1", kinds=(kind,), threshold=threshold
+        )
+        assert result.threshold == pytest.approx(threshold)
+        scores = run_onnx(result.model, windows)
+        assert float(np.mean(scores > threshold)) <= 0.05
+        assert float(np.median(scores)) > threshold / 10

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
+from cloud_api.training.datasets import split_of
+from cloud_api.training.trainers import VibrationOptions
 from edge_agent.sources.machine_physics import FAULTS, LABELS, MachineSpec, SimulatedMachine
-from shared.messages import encode
+from shared.messages import encode, new_event_id
 from shared.samples import WindowInfo
 from shared.topics import Channel
 from tests.cloud.helpers import (
@@ -29,6 +31,7 @@ from tests.cloud.test_auth import enroll
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "models" / "vibration-anomaly-1.0.0.onnx"
+DEFAULT_TEST_SHARE = VibrationOptions().test_share
 DRIFTED = MachineSpec(shaft_hz=15.0)
 """The drifted machine: a new shaft speed the shipped model calls a fault 4 times in 10."""
 
@@ -86,8 +89,11 @@ def labelled_windows(
         what="the events stored",
     )
     for event, (label, windows) in zip(batch.events, groups, strict=True):
-        for window in windows:
-            _upload_window(agent, agent_id, window, event_id=event.id, pipeline=pipeline)
+        for index, window in enumerate(windows):
+            held_out = index % 4 == 0
+            _upload_window(
+                agent, agent_id, window, event_id=event.id, pipeline=pipeline, held_out=held_out
+            )
         verdict: dict[str, Any] = (
             {"verdict": "false_alarm"}
             if label == "normal"
@@ -98,13 +104,30 @@ def labelled_windows(
     return agent_id
 
 
+def split_id(held_out: bool) -> str:
+    """A new sample id that the job's default split (a quarter held out) puts in the held-out
+    set or not, as asked: with seeded windows, every run holds out the same windows."""
+    wanted = "test" if held_out else "train"
+    while True:
+        sample_id = new_event_id()
+        if split_of(sample_id, DEFAULT_TEST_SHARE) == wanted:
+            return sample_id
+
+
 def _upload_window(
-    agent: TestClient, agent_id: str, window: np.ndarray, *, event_id: str, pipeline: str
+    agent: TestClient,
+    agent_id: str,
+    window: np.ndarray,
+    *,
+    event_id: str,
+    pipeline: str,
+    held_out: bool,
 ) -> None:
     blob = npy_bytes(window.astype(np.float32))
     meta, _ = window_sample(
-        agent_id, shape=window.shape, reason="event", event_id=event_id, pipeline=pipeline
-    )
+        agent_id, shape=window.shape, reason="event", event_id=event_id, pipeline=pipeline,
+        id=split_id(held_out),
+    )  # fmt: skip
     meta = meta.model_copy(
         update={
             "size": len(blob),
