@@ -7,10 +7,12 @@ recent inputs) and the ``after`` inputs after it. Caps per minute and per day (o
 inputs' own time) bound what is kept whatever the rules say; an input over a cap is counted,
 never kept.
 
-The decision is O(1) on the hot path: a few comparisons, a ring append of a reference (a
-source yields a fresh array per sample), a random draw. A kept input is copied and handed to
-the spool's writer thread through a bounded queue; the metadata, the encoding (``.npy`` or a
-JPEG under the privacy policy) and the disk write all happen there.
+The decision is O(1) on the hot path: a few comparisons, a random draw and, with
+``before``, a ring append of a copy (an input is often a view into its batch, or into a
+buffer its source reuses: a reference would show later readings, and pin the whole batch).
+A kept input is copied and handed to the spool's writer thread through a bounded queue; the
+metadata, the encoding (``.npy`` or a JPEG under the privacy policy) and the disk write all
+happen there.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class Collector:
         elif self._share and self._random() < self._share:
             reason = "random"
         if config.before:
-            self._ring.append((data, score, label, ts, detections))
+            self._ring.append((data.copy(), score, label, ts, detections))
         if reason is not None:
             self._keep(Kept(data.copy(), score, label, ts, reason, model, event_id, detections))
 
@@ -165,8 +167,8 @@ class Collector:
     def _keep_before(self, event_id: str, model: ModelRef) -> None:
         """The ring's inputs, kept as the event's ``before`` (oldest first)."""
         while self._ring:
-            data, score, label, ts, detections = self._ring.popleft()
-            self._keep(Kept(data.copy(), score, label, ts, "event", model, event_id, detections))
+            data, score, label, ts, detections = self._ring.popleft()  # copied when it came
+            self._keep(Kept(data, score, label, ts, "event", model, event_id, detections))
 
     def _keep(self, kept: Kept) -> None:
         if not self._within_caps(kept.ts):

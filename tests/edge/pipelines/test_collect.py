@@ -70,6 +70,20 @@ def test_an_event_keeps_its_input_the_ring_before_it_and_a_few_after(tmp_path: P
     assert c.counters.kept == {"event": 6}
 
 
+def test_the_ring_keeps_what_it_saw_when_its_source_reuses_a_buffer(tmp_path: Path) -> None:
+    """A source that refills one buffer (or a batch the pipeline slices into views) must not
+    rewrite the ``before`` inputs the ring holds."""
+    s = spool(tmp_path)
+    c = collector(s, before=2)
+    buffer = np.zeros((2, 8), dtype=np.float32)
+    for i in range(6):
+        buffer[:] = i
+        event = "0190a5a0-0000-7000-8000-000000000002" if i == 5 else None
+        c.offer(buffer, 0.1, "normal", T0 + i, MODEL, event_id=event)
+    values = sorted(int(np.load(io.BytesIO(blob))[0, 0]) for _, blob in written(s))
+    assert values == [3, 4, 5]
+
+
 def test_band_random_share_and_caps(tmp_path: Path) -> None:
     s = spool(tmp_path)
     c = collector(s, band=[0.4, 0.6], random_share=0.1, seed=7, events=False, before=0)
