@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
-from models.normal import MIN_WINDOWS, fit_normal, fit_scorer, fit_windows, run_onnx, to_onnx
+from models.normal import (
+    MIN_WINDOWS,
+    ScorerKind,
+    fit_normal,
+    fit_scorer,
+    fit_windows,
+    run_onnx,
+    to_onnx,
+)
 from models.window_features import WindowSpec, feature_names, features, windows_of
 from shared.errors import ModelError
 
@@ -91,7 +99,7 @@ def test_a_constant_channel_does_not_break_the_fit() -> None:
 
 
 @pytest.mark.parametrize("kind", ["mahalanobis", "pca"])
-def test_a_given_threshold_is_the_calibrated_one_whichever_scorer_wins(kind: str) -> None:
+def test_a_given_threshold_is_the_calibrated_one_whichever_scorer_wins(kind: ScorerKind) -> None:
     """With ``threshold``, the graph's score is scaled so that its calibrated quantile is that
     threshold, for each scorer (a loop variable once overwrote it: Mahalanobis refits alarmed
     on every window)."""
