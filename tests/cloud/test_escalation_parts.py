@@ -5,6 +5,8 @@ database drop while it isolates a bad message, and the subscriptions it refuses.
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,14 @@ from sqlalchemy.orm import Session
 from cloud_api.db import create_db_engine, migrate
 from cloud_api.escalation import runner as runner_module
 from cloud_api.escalation.inputs import AnyModel, ModelInput, model_input
-from cloud_api.escalation.model import CloudModel
+from cloud_api.escalation.model import CloudModel, decode_window
 from cloud_api.escalation.quota import Quota
 from cloud_api.escalation.store import escalation_row, save
 from cloud_api.escalation.worker import EscalationWorker
 from cloud_api.registry import FileArtifactStore
 from cloud_api.tables import DEAD_LETTERS, EscalationRow, SampleLabelRow
 from edge_agent.sources.machine_physics import LABELS
-from shared.errors import ConfigError
+from shared.errors import ConfigError, ContractError
 from shared.escalations import Escalation, EscalationResult
 from shared.messages import ModelRef, encode, utcnow
 from shared.topics import Channel
@@ -108,6 +110,29 @@ def test_an_input_of_another_shape_is_refused_with_both_shapes(cloud_model: Clou
     assert cloud_model.fits(np.zeros(2048, np.float32)) is None
     reason = cloud_model.fits(np.zeros((2, 1024), np.float32))
     assert reason == "input of shape [2, 1024] does not fit the cloud model's input [2048]"
+
+
+def npy_claiming(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    """A ``.npy`` header claiming ``shape`` of ``descr``, followed by 64 bytes only."""
+    out = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(out, header)
+    return out.getvalue() + b"\x00" * 64
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (npy_claiming((10**9,)), "the .npy header claims 8000000000 bytes of data; the input"),
+        (npy_claiming((8,), "|O"), "not a numeric .npy array"),
+        (b"not a numpy file", "not a .npy array"),
+    ],
+)
+def test_a_window_is_refused_from_its_npy_header_before_it_is_read(
+    data: bytes, reason: str
+) -> None:
+    with pytest.raises(ContractError, match=re.escape(reason)):
+        decode_window(data)
 
 
 def test_an_id_another_runner_stored_first_is_answered_with_its_answer(
