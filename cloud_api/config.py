@@ -229,11 +229,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _share_group_needs_mqtt5(self) -> Settings:
-        if self.ingest_share_group is not None and self.mqtt_protocol != "5":
-            raise ValueError(
-                "AIOT_INGEST_SHARE_GROUP needs AIOT_MQTT_PROTOCOL=5: "
-                "shared subscriptions do not exist in MQTT 3.1.1"
-            )
+        for key in ("ingest_share_group", "escalation_share_group"):
+            if getattr(self, key) is not None and self.mqtt_protocol != "5":
+                raise ValueError(
+                    f"AIOT_{key.upper()} needs AIOT_MQTT_PROTOCOL=5: "
+                    "shared subscriptions do not exist in MQTT 3.1.1"
+                )
         return self
 
 

@@ -1,5 +1,5 @@
-"""The one paho client factory of the cloud (ingest, escalation and rollout workers), and how
-the workers that keep a broker session connect.
+"""The one paho client factory of the cloud (ingest, escalation and rollout workers), how
+the workers that keep a broker session connect, and the topic filters they may subscribe to.
 
 One place decides the protocol, the session kind, TLS and credentials from a parsed broker
 URL and its TLS files (``shared.tls`` builds the context), so a change there reaches every
@@ -16,7 +16,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from shared.errors import ConfigError, ContractError
 from shared.tls import INSECURE, TlsFiles, client_context
+from shared.topics import Channel, subscription
 from shared.urls import MqttUrl
 
 log = logging.getLogger(__name__)
@@ -81,3 +83,24 @@ def connect_persistent(
         properties=properties,
     )
     client.loop_start()
+
+
+def check_protocol(protocol: str, share_group: str | None) -> None:
+    """ConfigError unless a worker can subscribe with ``protocol`` and ``share_group``: a
+    shared subscription on MQTT 3.1.1 would be an ordinary filter that matches nothing."""
+    if protocol not in {"5", "3.1.1"}:
+        raise ConfigError(f"MQTT protocol must be '5' or '3.1.1', not {protocol!r}")
+    if share_group is not None and protocol != "5":
+        raise ConfigError(
+            f"share group {share_group!r} needs MQTT 5: shared subscriptions do not exist "
+            "in MQTT 3.1.1"
+        )
+
+
+def worker_filter(channel: Channel, share_group: str | None) -> str:
+    """Every agent's ``channel``, shared by ``share_group`` when one is given; ConfigError
+    for a group name the broker would refuse."""
+    try:
+        return subscription(channel, share_group=share_group)
+    except ContractError as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,9 +1,12 @@
 """A cloud detector: image escalations (a JPEG crop or frame) read by a YOLOv8-layout model.
 
-The image is decoded (a JPEG that does not decode is refused with its reason), letterboxed
-as the edge does (:mod:`shared.yolo`), and a batch of images runs in one session call (one
-call per image when the model's batch axis is fixed). Each output is decoded with the edge's
-own decode and NMS, and the boxes are mapped back to the escalated image's pixels.
+The image's size is read from its JPEG header first, and one that is not the size the
+escalation declares, or is over the contract's pixel bound, is refused before anything is
+decoded (a few hundred crafted bytes can claim gigapixels). Then the image is decoded (a
+JPEG that does not decode is refused with its reason), letterboxed as the edge does
+(:mod:`shared.yolo`), and a batch of images runs in one session call (one call per image
+when the model's batch axis is fixed). Each output is decoded with the edge's own decode and
+NMS, and the boxes are mapped back to the escalated image's pixels.
 
 A crop is small: letterboxed alone, its object would fill the model's input at a scale the
 detector never learnt. It is kept unscaled at the centre of a square of ``CROP_CANVAS``
@@ -23,17 +26,19 @@ Every detection comes with the answer, in the escalated image's pixels.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
 
 from cloud_api.escalation.model import Answer, open_session
 from shared.errors import ContractError, ModelError
 from shared.escalations import Escalation
-from shared.samples import MAX_DETECTIONS, SampleDetection
+from shared.samples import MAX_DETECTIONS, MAX_PIXELS, SampleDetection
 from shared.yolo import BoxXYXY, Detection, Letterbox, box_iou, decode_yolo, letterbox
 
 NOTHING = "background"
@@ -99,12 +104,13 @@ class CloudDetector:
                 f"cloud model {self.name} is a detector: it takes images, not {escalation.kind}s"
             )
         info = escalation.image
-        image = decode_jpeg(escalation.input_bytes())
-        height, width = image.shape[:2]
+        data = escalation.input_bytes()
+        width, height = jpeg_size(data)
         if (width, height) != (info.width, info.height):
             raise ContractError(
                 f"the image is {width}x{height}; the escalation declares {info.width}x{info.height}"
             )
+        image = decode_jpeg(data)
         canvas, offset = image, (0, 0)
         if info.region == "crop" and max(width, height) <= CROP_CANVAS:
             left, top = (CROP_CANVAS - width) // 2, (CROP_CANVAS - height) // 2
@@ -155,13 +161,41 @@ class CloudDetector:
         return Answer(best.label, float(np.clip(best.score, 0.0, 1.0)), described)
 
 
-def decode_jpeg(data: bytes) -> npt.NDArray[np.uint8]:
-    """A JPEG as a BGR image; ContractError when it does not decode."""
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """A JPEG's width and height read from its header, nothing decoded; ContractError when
+    it is not a JPEG or claims more than the contract's ``MAX_PIXELS``."""
     if not data.startswith(b"\xff\xd8"):
         raise ContractError("the input is not a JPEG (no JPEG start marker)")
+    try:
+        # Lazy: reads the markers up to the frame header (SOF), not the scan data.
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as header:
+            width, height = header.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ContractError(
+            f"the JPEG's header claims more than {MAX_PIXELS} pixels; refused undecoded"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ContractError(f"the input is not a JPEG that decodes: {exc}") from None
+    if width * height > MAX_PIXELS:
+        raise ContractError(
+            f"the JPEG's header claims {width}x{height} pixels, more than {MAX_PIXELS}; "
+            "refused undecoded"
+        )
+    return width, height
+
+
+def decode_jpeg(data: bytes) -> npt.NDArray[np.uint8]:
+    """A JPEG as a BGR image; ContractError when it does not decode, or its header claims
+    more pixels than the contract allows (checked before decoding)."""
+    width, height = jpeg_size(data)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or image.size == 0:
         raise ContractError("the input is not a JPEG that decodes")
+    if image.shape[:2] != (height, width):
+        raise ContractError(
+            f"the JPEG decodes to {image.shape[1]}x{image.shape[0]}, "
+            f"not the {width}x{height} of its header"
+        )
     return np.asarray(image, dtype=np.uint8)
 
 

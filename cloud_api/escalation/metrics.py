@@ -1,6 +1,7 @@
 """The escalation runner's Prometheus family: answers per agent and pipeline by outcome
-(agreement with the edge, or the kind of refusal), repeats, dead letters and batch sizes; and
-the fleet's gauges of the last hour, read from SQL at scrape time."""
+(agreement with the edge, or the kind of refusal), repeats, dead letters, the runner loop's
+failures and batch sizes; and the fleet's gauges of the last hour, read from SQL at scrape
+time."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ class EscalationMetrics:
             "aiot_escalation_dead_letters", "Escalation payloads kept as dead letters",
             registry=registry,
         )  # fmt: skip
+        self.loop_failures = Counter(
+            "aiot_escalation_runner_failures",
+            "Times the runner's loop failed on a batch and retried it after a pause",
+            registry=registry,
+        )
         self.batch_inputs = Histogram(
             "aiot_escalation_batch_inputs",
             "Inputs per cloud model session run (dynamic batching)",
@@ -49,6 +55,7 @@ class EscalationMetrics:
             self.answers.labels(agent, pipeline, outcome).inc(count)
         self.repeats.inc(stats.repeats)
         self.dead_letters.inc(stats.dead_letters)
+        self.loop_failures.inc(stats.loop_failures)
         for size in stats.batch_sizes:
             self.batch_inputs.observe(size)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 PROVIDER_NAMES = {CUDA: "cuda", CPU: "cpu"}
+NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+"""The ``.npy`` header versions ``np.save`` writes for a numeric array, and their readers."""
 
 
 def preferred_providers() -> list[str]:
@@ -135,7 +141,26 @@ class CloudModel:
 
 
 def decode_window(data: bytes) -> npt.NDArray[np.float32]:
-    """A ``.npy`` window as float32; ContractError when it is not one finite numeric array."""
+    """A ``.npy`` window as float32; ContractError when it is not one finite numeric array.
+
+    The header is read first: one claiming more data than the input holds is refused before
+    numpy allocates what it claims."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = NPY_HEADERS.get(version)
+        if read_header is None:
+            raise ContractError(f"the input is a .npy of version {version}, not 1.0 or 2.0")
+        shape, _, dtype = read_header(stream)
+    except ValueError as exc:
+        raise ContractError(f"the input is not a .npy array: {exc}") from None
+    if dtype.kind not in "fiu":
+        raise ContractError("the input is not a numeric .npy array")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > len(data):
+        raise ContractError(
+            f"the .npy header claims {claimed} bytes of data; the input holds {len(data)}"
+        )
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:

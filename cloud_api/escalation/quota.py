@@ -1,18 +1,28 @@
-"""Each agent's escalation quota: a token bucket, refilled continuously, per agent.
+"""Each agent's escalation quota: a token bucket (``shared.token_bucket``) per agent, and
+one spend per escalation id.
 
 The buckets live in the runner's memory: with N runners on a shared subscription an agent
 may get up to N times its quota (the broker spreads its escalations over them), and a
 restart refills every bucket. The agent's own budget (its token bucket) is the first limit;
 this one stops an agent that ignores it.
+
+An escalation spends one token once: a batch run again (the database dropped before its
+answers were stored) gets the decision its ids got the first time, so a retry never refuses
+as "over quota" what was let through before. Stored answers cover resends after that.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
+from shared.token_bucket import TokenBucket
+
 MAX_AGENTS = 100_000
-"""Buckets kept; past this the fullest (idle longest) are forgotten, which refills them."""
+"""Buckets kept; past this the least recently used are forgotten, which refills them."""
+MAX_DECISIONS = 16_384
+"""Escalation ids whose decision is remembered: far more than a batch being retried holds."""
 
 
 class Quota:
@@ -21,22 +31,28 @@ class Quota:
     def __init__(
         self, *, per_min: float, burst: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if per_min <= 0 or burst < 1:
-            raise ValueError(f"a quota needs per_min > 0 and burst >= 1, not {per_min}, {burst}")
-        self._rate = per_min / 60.0
-        self._burst = float(burst)
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # agent -> (tokens, at)
+        TokenBucket(per_min, clock, burst=burst)  # ValueError now for a quota allowing nothing
+        self._per_min, self._burst, self._clock = per_min, burst, clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._decided: OrderedDict[tuple[str, str], bool] = OrderedDict()
 
-    def take(self, agent_id: str) -> bool:
-        """Spend one of ``agent_id``'s tokens; False (nothing spent) when it has none left."""
-        now = self._clock()
-        tokens, at = self._buckets.pop(agent_id, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        if len(self._buckets) >= MAX_AGENTS:
-            self._buckets.pop(next(iter(self._buckets)))
-        self._buckets[agent_id] = (tokens, now)  # re-inserted: least recently used first
+    def take(self, agent_id: str, escalation_id: str) -> bool:
+        """Whether ``escalation_id`` of ``agent_id`` is within the quota: the first time it
+        is asked, one of the agent's tokens is spent (nothing when there is none left); the
+        same id asked again gets the same answer and spends nothing."""
+        key = (agent_id, escalation_id)
+        decided = self._decided.get(key)
+        if decided is not None:
+            self._decided.move_to_end(key)
+            return decided
+        bucket = self._buckets.pop(agent_id, None)
+        if bucket is None:
+            bucket = TokenBucket(self._per_min, self._clock, burst=self._burst)
+            if len(self._buckets) >= MAX_AGENTS:
+                self._buckets.popitem(last=False)
+        self._buckets[agent_id] = bucket  # re-inserted: least recently used first
+        allowed = bucket.take()
+        self._decided[key] = allowed
+        if len(self._decided) > MAX_DECISIONS:
+            self._decided.popitem(last=False)
         return allowed

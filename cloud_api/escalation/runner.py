@@ -5,8 +5,12 @@ answers stored; what the worker publishes comes back. No MQTT here. A classifier
 
 A repeated id (a resend, or twice in one batch) is run once: the stored answer, or the
 batch's first answer, is given again. A refusal (no cloud model, over quota, an input that
-does not decode or fit) is an answer too, stored and sent; only a payload that is not an
-escalation becomes a dead letter.
+does not decode or fit) is an answer too, stored and sent, except a model that fails
+(``model_error``): that may pass, so the refusal is sent but not stored, and a resend is run
+again. A batch run that fails is run again one input at a time, so only the input the model
+fails on is refused. A payload that is not an escalation becomes a dead letter; one that is
+but cannot be handled (it names another agent, or the runner fails on it) becomes a dead
+letter and a refusal, so the agent stops sending it.
 """
 
 from __future__ import annotations
@@ -16,28 +20,40 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from cloud_api.escalation.detector import CloudDetector, ImageInput, detector_output
-from cloud_api.escalation.model import Answer, CloudModel, decode_window
+from cloud_api.escalation.inputs import (
+    AnyModel,
+    ModelInput,
+    RefusedError,
+    dead_letter_row,
+    model_input,
+    parse,
+    split,
+)
+from cloud_api.escalation.model import Answer, CloudModel
 from cloud_api.escalation.quota import Quota
 from cloud_api.escalation.store import escalation_row, save, stored_results
-from cloud_api.ingest.parse import Inbound, dead_row, validation_reason
+from cloud_api.ingest.parse import Inbound
+from cloud_api.ingest.writers import is_transient
 from cloud_api.queries.escalations import get_cloud_model
 from cloud_api.queries.models import get_model_version
 from cloud_api.registry import ArtifactStore, artifact_key
-from shared.errors import ContractError, ModelError
+from shared.errors import ModelError
 from shared.escalations import Escalation, EscalationResult
 from shared.messages import ModelRef, utcnow
 from shared.topics import Channel, Topic
 
 log = logging.getLogger(__name__)
+
+UNSTORED_KINDS = frozenset({"model_error"})
+"""Refusals that may pass (a model that fails or cannot load): sent, never stored."""
+
+Answers = list[tuple[str, EscalationResult]]
+"""(topic, result) pairs to publish."""
 
 
 @dataclass(slots=True)
@@ -54,6 +70,8 @@ class RunStats:
     session_runs: int = 0
     inputs_run: int = 0
     largest_batch: int = 0
+    loop_failures: int = 0
+    """Times the worker's loop failed on a batch and tried it again after a pause."""
     outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """(agent, pipeline, what): ``agree``, ``disagree`` or ``refused:<kind>``."""
 
@@ -66,31 +84,38 @@ class RunStats:
         self.session_runs += other.session_runs
         self.inputs_run += other.inputs_run
         self.largest_batch = max(self.largest_batch, other.largest_batch)
+        self.loop_failures += other.loop_failures
         self.outcomes.update(other.outcomes)
         return self
-
-    def refuse(self, escalation: Escalation, kind: str) -> None:
-        self.refused += 1
-        self.outcomes[(escalation.agent_id, escalation.pipeline, f"refused:{kind}")] += 1
-
-
-AnyModel = CloudModel | CloudDetector
-"""A classifier answers windows; a detector (YOLOv8 output layout) answers images."""
 
 
 @dataclass(slots=True)
 class _Pending:
     escalation: Escalation
     model: AnyModel
-    input: npt.NDArray[np.float32] | ImageInput
+    input: ModelInput
 
 
-class RefusedError(Exception):
-    """Why an escalation is not run, and the kind of reason (for metrics)."""
+@dataclass(slots=True)
+class _Batch:
+    """One batch's work in hand."""
 
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
+    stats: RunStats
+    fresh: dict[str, EscalationResult] = field(default_factory=dict)
+    """Answers given in this batch, by escalation id."""
+    unstored: set[str] = field(default_factory=set)
+    """Ids whose answer is sent but not stored (a refusal that may pass)."""
+    pending: list[_Pending] = field(default_factory=list)
+    resolved: dict[str, AnyModel | RefusedError] = field(default_factory=dict)
+    """Each pipeline's model (or why it has none), looked up once per batch."""
+
+    def refuse(self, escalation: Escalation, refusal: RefusedError) -> None:
+        self.fresh[escalation.id] = _refused(escalation, str(refusal))
+        if refusal.kind in UNSTORED_KINDS:
+            self.unstored.add(escalation.id)
+        self.stats.refused += 1
+        key = (escalation.agent_id, escalation.pipeline, f"refused:{refusal.kind}")
+        self.stats.outcomes[key] += 1
 
 
 class Runner:
@@ -113,62 +138,76 @@ class Runner:
         self._models: dict[tuple[str, str, str, str | None], AnyModel] = {}
         """Loaded models by name, version, sha256 and the normal label set with them."""
 
-    def handle(self, batch: list[Inbound]) -> tuple[list[tuple[str, EscalationResult]], RunStats]:
+    def handle(self, batch: list[Inbound]) -> tuple[Answers, RunStats]:
         """Answer ``batch``: the (topic, result) pairs to publish, and what was done."""
-        escalations, dead = _split(batch)
-        stats = RunStats(messages=len(batch), dead_letters=len(dead))
+        parts = split(batch)
+        escalations = parts.escalations
+        work = _Batch(RunStats(messages=len(batch), dead_letters=len(parts.dead)))
         given = stored_results(self._engine, list({e.id for e in escalations}))
-        fresh: dict[str, EscalationResult] = {}
         new: dict[str, Escalation] = {}
-        pending: list[_Pending] = []
-        resolved: dict[str, AnyModel | RefusedError] = {}  # pipeline -> its model, this batch
         for escalation in escalations:
             if escalation.id in given or escalation.id in new:
-                stats.repeats += 1
+                work.stats.repeats += 1
                 continue
             new[escalation.id] = escalation
-            self._admit(escalation, pending, fresh, stats, resolved)
-        self._run(pending, fresh, stats)
-        rows = [escalation_row(e, fresh[e.id]) for e in new.values()]
-        given.update(fresh)
-        given.update(save(self._engine, rows, dead))
-        out = [
-            (str(Topic(e.agent_id, Channel.ESCALATION_RESULT)), given[e.id]) for e in escalations
+            if (refusal := parts.refusals.get(escalation.id)) is not None:
+                work.refuse(escalation, refusal)
+            else:
+                self._admit(escalation, work)
+        self._run(work)
+        rows = [
+            escalation_row(e, work.fresh[e.id]) for e in new.values() if e.id not in work.unstored
         ]
-        return out, stats
+        given.update(work.fresh)
+        given.update(save(self._engine, rows, parts.dead))
+        return [(_topic(e), given[e.id]) for e in escalations], work.stats
 
-    def dead_letter(self, message: Inbound, reason: str) -> None:
-        """Keep ``message`` as a dead letter with ``reason``."""
-        row = dead_row(message, reason)
-        row.pop("retained")
+    def dead_letter(self, message: Inbound, reason: str) -> tuple[Answers, RunStats]:
+        """Keep ``message``, which the runner failed on, as a dead letter with ``reason``; an
+        escalation in it is refused with that reason too (stored, so a resend gets the same
+        answer), and the refusal comes back to be sent. Database errors propagate."""
+        row = dead_letter_row(message, reason)
+        stats = RunStats(messages=1, dead_letters=1)
+        parsed = parse(message)
+        if isinstance(parsed, str):
+            save(self._engine, [], [row])
+            return [], stats
+        escalation = parsed[0]
+        given = stored_results(self._engine, [escalation.id])
+        if escalation.id not in given:
+            work = _Batch(stats)
+            work.refuse(escalation, RefusedError("failed", reason))
+            result = work.fresh[escalation.id]
+            try:
+                given = save(self._engine, [escalation_row(escalation, result)], [row])
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.exception("the refusal of escalation %s cannot be stored", escalation.id)
+                given = save(self._engine, [], [row])
+            return [(_topic(escalation), given.get(escalation.id, result))], stats
         save(self._engine, [], [row])
+        stats.repeats += 1
+        return [(_topic(escalation), given[escalation.id])], stats
 
-    def _admit(
-        self,
-        escalation: Escalation,
-        pending: list[_Pending],
-        fresh: dict[str, EscalationResult],
-        stats: RunStats,
-        resolved: dict[str, AnyModel | RefusedError],
-    ) -> None:
+    def _admit(self, escalation: Escalation, work: _Batch) -> None:
         """Queue ``escalation`` for its cloud model, or refuse it now."""
         try:
-            if not self._quota.take(escalation.agent_id):
+            if not self._quota.take(escalation.agent_id, escalation.id):
                 raise RefusedError(
                     "quota", f"over quota: agent {escalation.agent_id!r} escalates too often"
                 )
-            if escalation.pipeline not in resolved:
+            if escalation.pipeline not in work.resolved:
                 try:
-                    resolved[escalation.pipeline] = self._model_for(escalation.pipeline)
+                    work.resolved[escalation.pipeline] = self._model_for(escalation.pipeline)
                 except RefusedError as refusal:
-                    resolved[escalation.pipeline] = refusal
-            model = resolved[escalation.pipeline]
+                    work.resolved[escalation.pipeline] = refusal
+            model = work.resolved[escalation.pipeline]
             if isinstance(model, RefusedError):
                 raise model
-            pending.append(_Pending(escalation, model, _input(escalation, model)))
+            work.pending.append(_Pending(escalation, model, model_input(escalation, model)))
         except RefusedError as refusal:
-            fresh[escalation.id] = _refused(escalation, str(refusal))
-            stats.refuse(escalation, refusal.kind)
+            work.refuse(escalation, refusal)
 
     def _model_for(self, pipeline: str) -> AnyModel:
         with Session(self._engine) as session:
@@ -205,31 +244,32 @@ class Runner:
         self._models[key] = model
         return model
 
-    def _run(
-        self, pending: list[_Pending], fresh: dict[str, EscalationResult], stats: RunStats
-    ) -> None:
+    def _run(self, work: _Batch) -> None:
         """One session run per model per ``batch_max`` inputs."""
         by_model: dict[int, list[_Pending]] = {}
-        for item in pending:
+        for item in work.pending:
             by_model.setdefault(id(item.model), []).append(item)
         for items in by_model.values():
             for start in range(0, len(items), self._batch_max):
-                chunk = items[start : start + self._batch_max]
-                self._run_chunk(chunk, fresh, stats)
+                self._run_chunk(items[start : start + self._batch_max], work)
 
-    def _run_chunk(
-        self, chunk: list[_Pending], fresh: dict[str, EscalationResult], stats: RunStats
-    ) -> None:
+    def _run_chunk(self, chunk: list[_Pending], work: _Batch) -> None:
+        """One session run for ``chunk``; when it fails, one run per input, so that only the
+        inputs the model fails on are refused."""
         model = chunk[0].model
         started = time.perf_counter()
         try:
             answers = _run_model(model, [item.input for item in chunk])
         except ModelError as exc:
-            for item in chunk:
-                fresh[item.escalation.id] = _refused(item.escalation, str(exc))
-                stats.refuse(item.escalation, "model_error")
+            if len(chunk) > 1:
+                log.warning("cloud model %s failed on a batch; one by one: %s", model.name, exc)
+                for item in chunk:
+                    self._run_chunk([item], work)
+                return
+            work.refuse(chunk[0].escalation, RefusedError("model_error", str(exc)))
             return
         share_ms = (time.perf_counter() - started) * 1000.0 / len(chunk)
+        stats = work.stats
         stats.batch_sizes.append(len(chunk))
         stats.session_runs += 1
         stats.inputs_run += len(chunk)
@@ -238,75 +278,21 @@ class Runner:
         now = utcnow()
         for item, answer in zip(chunk, answers, strict=True):
             escalation = item.escalation
-            fresh[escalation.id] = _answered(escalation, ref, answer, share_ms, now)
+            work.fresh[escalation.id] = _answered(escalation, ref, answer, share_ms, now)
             stats.answered += 1
             agree = "agree" if answer.label == escalation.label else "disagree"
             stats.outcomes[(escalation.agent_id, escalation.pipeline, agree)] += 1
 
 
-def _split(batch: list[Inbound]) -> tuple[list[Escalation], list[dict[str, Any]]]:
-    """The batch's escalations, and the dead-letter rows of what is not one."""
-    escalations: list[Escalation] = []
-    dead: list[dict[str, Any]] = []
-    for message in batch:
-        parsed = _parse(message)
-        if isinstance(parsed, str):
-            log.warning("dead-lettered an escalation on %s: %s", message.topic, parsed)
-            row = dead_row(message, parsed)
-            row.pop("retained")
-            dead.append(row)
-        else:
-            escalations.append(parsed)
-    return escalations, dead
+def _topic(escalation: Escalation) -> str:
+    return str(Topic(escalation.agent_id, Channel.ESCALATION_RESULT))
 
 
-def _parse(message: Inbound) -> Escalation | str:
-    """The message as an escalation of its topic's agent, or why it is not one."""
-    try:
-        topic = Topic.parse(message.topic)
-    except ContractError as exc:
-        return str(exc)
-    if topic.channel != Channel.ESCALATIONS:
-        return f"the runner does not handle {topic.channel}"
-    try:
-        escalation = Escalation.model_validate_json(message.payload)
-    except ValidationError as exc:
-        return validation_reason(exc)
-    if escalation.agent_id != topic.agent_id:
-        return f"agent_id {escalation.agent_id!r} does not match topic {message.topic!r}"
-    return escalation
-
-
-def _run_model(model: AnyModel, inputs: list[npt.NDArray[np.float32] | ImageInput]) -> list[Answer]:
-    """One batch through its model (each model gets the inputs its ``_input`` made)."""
+def _run_model(model: AnyModel, inputs: list[ModelInput]) -> list[Answer]:
+    """One batch through its model (each model gets the inputs ``model_input`` made)."""
     if isinstance(model, CloudDetector):
         return model.run([item for item in inputs if isinstance(item, ImageInput)])
     return model.run([item for item in inputs if not isinstance(item, ImageInput)])
-
-
-def _input(escalation: Escalation, model: AnyModel) -> npt.NDArray[np.float32] | ImageInput:
-    """The escalation's input as the model takes it; RefusedError when it does not decode or fit."""
-    if isinstance(model, CloudDetector):
-        try:
-            return model.prepare(escalation)
-        except ContractError as exc:
-            raise RefusedError("bad_input", str(exc)) from None
-    if escalation.kind != "window":
-        raise RefusedError(
-            "bad_input", f"cloud model {model.name} takes windows, not {escalation.kind}s"
-        )
-    try:
-        array = decode_window(escalation.input_bytes())
-    except ContractError as exc:
-        raise RefusedError("bad_input", str(exc)) from None
-    if escalation.window is not None and list(array.shape) != list(escalation.window.shape):
-        raise RefusedError(
-            "bad_input",
-            f"the input is {list(array.shape)}; the escalation declares {escalation.window.shape}",
-        )
-    if (reason := model.fits(array)) is not None:
-        raise RefusedError("bad_input", reason)
-    return array
 
 
 def _refused(escalation: Escalation, reason: str) -> EscalationResult:

@@ -5,6 +5,11 @@ paho's network thread only enqueues. The runner thread takes up to ``batch_max``
 what came within ``wait_ms`` of the first (the dynamic batch), answers them (``runner.py``),
 publishes each answer on its agent's ``escalations/result`` and only then acknowledges the
 messages to the broker: an escalation is never lost between the broker and SQL.
+
+The thread does not die: a batch whose handling fails anyway (the database dropping while a
+bad message is being isolated, say) is logged, counted (``loop_failures``) and tried again
+after a pause that grows while it keeps failing. A retry is safe: stored answers are given
+again, and an escalation spends its quota once.
 """
 
 from __future__ import annotations
@@ -23,20 +28,21 @@ from sqlalchemy import Engine
 from cloud_api.config import Settings, parse_mqtt_url
 from cloud_api.escalation.model import preferred_providers
 from cloud_api.escalation.quota import Quota
-from cloud_api.escalation.runner import Runner, RunStats
+from cloud_api.escalation.runner import Answers, Runner, RunStats
 from cloud_api.ingest.acks import Acknowledger
 from cloud_api.ingest.parse import Inbound, first_line
 from cloud_api.ingest.writers import is_transient
-from cloud_api.mqtt import connect_persistent, make_client
+from cloud_api.mqtt import check_protocol, connect_persistent, make_client, worker_filter
 from cloud_api.registry import ArtifactStore
-from shared.errors import ConfigError, ContractError
+from shared.errors import ConfigError
 from shared.messages import encode
 from shared.tls import TlsFiles
-from shared.topics import Channel, subscription
+from shared.topics import Channel
 from shared.urls import MqttUrl
 
 log = logging.getLogger(__name__)
 
+RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
 
 
@@ -65,10 +71,8 @@ class EscalationWorker:
             raise ConfigError(
                 f"batch_max must be >= 1 and wait_ms >= 0, not {batch_max}, {wait_ms}"
             )
-        try:
-            self._filter = subscription(Channel.ESCALATIONS, share_group=share_group)
-        except ContractError as exc:
-            raise ConfigError(str(exc)) from None
+        check_protocol(protocol, share_group)
+        self._filter = worker_filter(Channel.ESCALATIONS, share_group)
         broker = parse_mqtt_url(mqtt_url) if isinstance(mqtt_url, str) else mqtt_url
         self._host, self._port = broker.host, broker.port
         self._runner = Runner(
@@ -174,20 +178,43 @@ class EscalationWorker:
         self._queue.put(inbound)
 
     def _run(self) -> None:
+        batch: list[Inbound] | None = None
+        delay, failures = RETRY_MIN_S, 0
         while not self._stop.is_set():
+            if batch is None:
+                try:
+                    first = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                batch = self._collect(first)
             try:
-                first = self._queue.get(timeout=0.1)
-            except queue.Empty:
+                answered = self._answer(batch)
+            except Exception:
+                failures += 1
+                if failures == 1:
+                    log.exception("escalation runner failed on a batch; retrying it")
+                self._finish(0, RunStats(loop_failures=1))
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, RETRY_MAX_S)
                 continue
-            batch = self._collect(first)
-            handled = self._handle(batch)
-            if handled is None:  # stopping while the database is down: left to redelivery
+            if not answered:  # stopping while the database is down: left to redelivery
                 return
-            results, stats = handled
-            for topic, result in results:
-                self._client.publish(topic, encode(result), qos=1)
-            self._acks.ack_broker(batch)
-            self._finish(len(batch), stats)
+            if failures:
+                log.info("escalation runner answered the batch after %d failures", failures)
+            batch, delay, failures = None, RETRY_MIN_S, 0
+
+    def _answer(self, batch: list[Inbound]) -> bool:
+        """Answer, publish and acknowledge ``batch``; False when stopping first."""
+        handled = self._handle(batch)
+        if handled is None:
+            return False
+        results, stats = handled
+        for topic, result in results:
+            self._client.publish(topic, encode(result), qos=1)
+        self._acks.ack_broker(batch)
+        self._finish(len(batch), stats)
+        return True
 
     def _collect(self, first: Inbound) -> list[Inbound]:
         """The dynamic batch: up to ``batch_max`` messages, or what came within ``wait_ms``."""
@@ -205,10 +232,11 @@ class EscalationWorker:
                 break
         return batch
 
-    def _handle(self, batch: list[Inbound]) -> tuple[list[Any], RunStats] | None:
+    def _handle(self, batch: list[Inbound]) -> tuple[Answers, RunStats] | None:
         """The runner's answer, waiting out a database that is down; a batch that fails for
-        another reason is split until the message behind it stands alone as a dead letter."""
-        delay, failing = 0.1, False
+        another reason is split until the message behind it stands alone: a dead letter, and
+        a refusal when it is an escalation."""
+        delay, failing = RETRY_MIN_S, False
         while True:
             try:
                 handled = self._runner.handle(batch)
@@ -226,12 +254,11 @@ class EscalationWorker:
                 log.info("escalation runner reaches the database again")
             return handled
 
-    def _isolate(self, batch: list[Inbound], exc: Exception) -> tuple[list[Any], RunStats] | None:
+    def _isolate(self, batch: list[Inbound], exc: Exception) -> tuple[Answers, RunStats] | None:
         if len(batch) == 1:
             log.exception("dead-lettered an escalation the runner failed on", exc_info=exc)
-            self._runner.dead_letter(batch[0], f"the runner failed on it: {first_line(exc)}")
-            return [], RunStats(messages=1, dead_letters=1)
-        results: list[Any] = []
+            return self._runner.dead_letter(batch[0], f"the runner failed on it: {first_line(exc)}")
+        results: Answers = []
         stats = RunStats()
         for half in (batch[: len(batch) // 2], batch[len(batch) // 2 :]):
             handled = self._handle(half)

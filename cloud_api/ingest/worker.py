@@ -26,8 +26,8 @@ from cloud_api.ingest.acks import Acknowledger
 from cloud_api.ingest.parse import Inbound, Work
 from cloud_api.ingest.store import BatchStore
 from cloud_api.ingest.writers import BatchStats, writer_for
-from cloud_api.mqtt import connect_persistent, make_client
-from shared.errors import ConfigError, ContractError
+from cloud_api.mqtt import check_protocol, connect_persistent, make_client, worker_filter
+from shared.errors import ConfigError
 from shared.tls import TlsFiles
 from shared.topics import Channel, subscription
 from shared.urls import MqttUrl
@@ -37,13 +37,7 @@ log = logging.getLogger(__name__)
 
 def _check(protocol: str, share_group: str | None, batch_max: int, flush_s: float) -> None:
     """ConfigError unless the worker's settings make sense together."""
-    if protocol not in {"5", "3.1.1"}:
-        raise ConfigError(f"MQTT protocol must be '5' or '3.1.1', not {protocol!r}")
-    if share_group is not None and protocol != "5":
-        raise ConfigError(
-            f"share group {share_group!r} needs MQTT 5: shared subscriptions do not exist "
-            "in MQTT 3.1.1"
-        )
+    check_protocol(protocol, share_group)
     if batch_max < 1:
         raise ConfigError(f"batch_max must be at least 1, not {batch_max}")
     if flush_s <= 0:
@@ -52,11 +46,8 @@ def _check(protocol: str, share_group: str | None, batch_max: int, flush_s: floa
 
 def _filters(share_group: str | None) -> list[tuple[str, int]]:
     """The topic filters ingest subscribes to, each at QoS 1."""
-    try:
-        events_filter = subscription(Channel.EVENTS, share_group=share_group)
-        summary_filter = subscription(Channel.SUMMARY, share_group=share_group)
-    except ContractError as exc:
-        raise ConfigError(str(exc)) from None
+    events_filter = worker_filter(Channel.EVENTS, share_group)
+    summary_filter = worker_filter(Channel.SUMMARY, share_group)
     # Status stays a plain subscription: retained messages (the last status of every
     # agent) are not delivered on shared subscriptions, and upserting it twice is harmless.
     return [(events_filter, 1), (summary_filter, 1), (subscription(Channel.STATUS), 1)]

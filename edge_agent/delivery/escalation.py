@@ -38,13 +38,13 @@ from pydantic import ValidationError
 from edge_agent.delivery.escalation_config import EscalateConfig
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.spool import PendingSample, Spool
-from edge_agent.delivery.token_bucket import TokenBucket
 from edge_agent.inference.postprocess import Detection
 from edge_agent.pipelines.collect import Collector, Encoder, Kept
 from shared.errors import StorageError
 from shared.escalations import MAX_ESCALATION_BYTES, Escalation, EscalationResult
 from shared.messages import Event, ModelRef, encode, new_event_id
 from shared.samples import SampleMeta
+from shared.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 

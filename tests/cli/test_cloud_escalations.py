@@ -112,3 +112,16 @@ def test_the_runner_process_answers_and_reports_what_it_did(
     text = log.read_text()
     assert "cloud models run on cpu" in text or "cloud models run on cuda" in text
     assert "escalation runner stopped: answered=1 refused=1 repeats=0 dead_letters=0" in text
+
+
+def test_a_share_group_on_mqtt_3_1_1_is_refused_at_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(AIOT), "cloud", "escalations", "--db", f"sqlite:///{tmp_path / 'cloud.db'}",
+         "--mqtt", "mqtt://127.0.0.1:1", "--mqtt-protocol", "3.1.1", "--share-group", "runners",
+         "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "AIOT_DATA_DIR": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "AIOT_ESCALATION_SHARE_GROUP needs AIOT_MQTT_PROTOCOL=5" in done.stderr
+    assert "Traceback" not in done.stderr

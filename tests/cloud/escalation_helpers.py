@@ -1,5 +1,6 @@
 """Escalations built as an agent builds them, the shipped cloud model registered as a
-pipeline's cloud model, and a real MQTT reader of the cloud's answers."""
+pipeline's cloud model (through the API, or straight into a database for a runner fed
+batches directly), and a real MQTT reader of the cloud's answers."""
 
 from __future__ import annotations
 
@@ -15,11 +16,18 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 import models
+from cloud_api.escalation.quota import Quota
+from cloud_api.escalation.runner import Runner
+from cloud_api.ingest.parse import Inbound
+from cloud_api.registry import FileArtifactStore, load_or_create_signing_key, register_model
+from cloud_api.tables import CloudModelRow
 from edge_agent.sources.machine_physics import LABELS, MachineSpec, SimulatedMachine
 from shared.escalations import Escalation, EscalationResult
-from shared.messages import new_event_id, utcnow
+from shared.messages import encode, new_event_id, utcnow
 from shared.samples import PrivacyPolicy, WindowInfo
 from shared.topics import Channel, Topic
 from tests.cloud.helpers import MODEL, wait_until
@@ -51,6 +59,55 @@ def register_cloud_model(client: TestClient | httpx.Client, pipeline: str = PIPE
         json={"model": CLOUD_MODEL, "version": CLOUD_VERSION, "normal_label": LABELS[0]},
     )
     assert put.status_code == 200, put.text
+
+
+def register_in_database(
+    engine: Engine,
+    data_dir: Path,
+    *,
+    pipeline: str = PIPELINE,
+    model: str = CLOUD_MODEL,
+    version: str = CLOUD_VERSION,
+    task: str = "vibration-anomaly",
+    labels: list[str] | None = None,
+    normal_label: str | None = LABELS[0],
+) -> None:
+    """Register a shipped model in the database and artifact store under ``data_dir`` (as
+    ``aiot models push`` does) and make it ``pipeline``'s cloud model."""
+    onnx = MODELS / f"{model}-{version}.onnx"
+    with Session(engine) as session, onnx.open("rb") as source:
+        register_model(
+            session, store=FileArtifactStore(data_dir / "artifacts"),
+            signing_key=load_or_create_signing_key(data_dir), name=model, version=version,
+            source=source, tmp_dir=data_dir / "tmp", max_bytes=1 << 30, task=task,
+            labels=list(LABELS) if labels is None else labels,
+        )  # fmt: skip
+        session.add(
+            CloudModelRow(
+                pipeline=pipeline, model=model, version=version, normal_label=normal_label,
+                updated_at=utcnow(), updated_by="test",
+            )
+        )  # fmt: skip
+        session.commit()
+
+
+def direct_runner(
+    engine: Engine, data_dir: Path, *, batch_max: int = 32, quota: Quota | None = None
+) -> Runner:
+    """A runner on the models registered under ``data_dir``, fed batches by the test."""
+    return Runner(
+        engine=engine,
+        artifacts=FileArtifactStore(data_dir / "artifacts"),
+        quota=quota or Quota(per_min=6000, burst=1000),
+        batch_max=batch_max,
+        threads=1,
+    )
+
+
+def inbound(one: Escalation, *, agent_id: str | None = None) -> Inbound:
+    """``one`` as the runner receives it, on its agent's topic (or ``agent_id``'s)."""
+    where = Topic(agent_id or one.agent_id, Channel.ESCALATIONS)
+    return Inbound(str(where), encode(one), 1, 1, False, 0.0, 0)
 
 
 def windows(count: int, *, seed: int = 0) -> list[np.ndarray[Any, Any]]:

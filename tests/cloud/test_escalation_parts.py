@@ -1,34 +1,42 @@
 """The runner's parts on their own: the per-agent token bucket (a fake clock), the shipped
 cloud model in a real ONNX Runtime session, the store's answer when another runner stored an
-id first (SQLite and PostgreSQL), and the worker through a PostgreSQL outage."""
+id first (SQLite and PostgreSQL), the worker through a PostgreSQL outage and through a
+database drop while it isolates a bad message, and the subscriptions it refuses."""
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from cloud_api.db import create_db_engine, migrate
-from cloud_api.escalation.model import CloudModel
+from cloud_api.escalation import runner as runner_module
+from cloud_api.escalation.inputs import AnyModel, ModelInput, model_input
+from cloud_api.escalation.model import CloudModel, decode_window
 from cloud_api.escalation.quota import Quota
 from cloud_api.escalation.store import escalation_row, save
 from cloud_api.escalation.worker import EscalationWorker
-from cloud_api.registry import FileArtifactStore, load_or_create_signing_key, register_model
-from cloud_api.tables import CloudModelRow, EscalationRow, SampleLabelRow
+from cloud_api.registry import FileArtifactStore
+from cloud_api.tables import DEAD_LETTERS, EscalationRow, SampleLabelRow
 from edge_agent.sources.machine_physics import LABELS
-from shared.escalations import EscalationResult
+from shared.errors import ConfigError, ContractError
+from shared.escalations import Escalation, EscalationResult
 from shared.messages import ModelRef, encode, utcnow
 from shared.topics import Channel
 from tests.cloud.escalation_helpers import (
     CLOUD_MODEL,
     CLOUD_VERSION,
     MODELS,
-    PIPELINE,
     Results,
     escalation,
+    register_in_database,
     windows,
 )
 from tests.cloud.helpers import Publisher, topic, unique_agent_id
@@ -46,20 +54,34 @@ class Clock:
 def test_the_quota_allows_a_burst_then_its_rate_per_agent() -> None:
     clock = Clock()
     quota = Quota(per_min=60, burst=3, clock=clock)
-    assert [quota.take("a") for _ in range(4)] == [True, True, True, False]
-    assert quota.take("b")  # every agent has its own bucket
+    ids = iter(range(1000))
+
+    def take(agent: str) -> bool:
+        return quota.take(agent, f"e{next(ids)}")
+
+    assert [take("a") for _ in range(4)] == [True, True, True, False]
+    assert take("b")  # every agent has its own bucket
     clock.now = 0.5
-    assert not quota.take("a")  # half a token back
+    assert not take("a")  # half a token back
     clock.now = 1.0
-    assert quota.take("a")
-    assert not quota.take("a")
+    assert take("a")
+    assert not take("a")
     clock.now = 1000.0
-    assert [quota.take("a") for _ in range(4)] == [True, True, True, False]  # capped at burst
+    assert [take("a") for _ in range(4)] == [True, True, True, False]  # capped at burst
+
+
+def test_an_escalation_spends_the_quota_once_however_often_it_is_asked() -> None:
+    quota = Quota(per_min=0.01, burst=2, clock=Clock())
+    assert [quota.take("a", "e1") for _ in range(5)] == [True] * 5  # one token spent
+    assert quota.take("a", "e2")
+    assert not quota.take("a", "e3")
+    assert not quota.take("a", "e3")  # refused alike, nothing spent
+    assert quota.take("b", "e3")  # another agent's id is another escalation
 
 
 @pytest.mark.parametrize(("per_min", "burst"), [(0, 1), (-1, 5), (10, 0)])
 def test_a_quota_that_allows_nothing_is_refused(per_min: float, burst: int) -> None:
-    with pytest.raises(ValueError, match="per_min > 0 and burst >= 1"):
+    with pytest.raises(ValueError, match=r"per_min > 0 and burst >= 1"):
         Quota(per_min=per_min, burst=burst)
 
 
@@ -88,6 +110,29 @@ def test_an_input_of_another_shape_is_refused_with_both_shapes(cloud_model: Clou
     assert cloud_model.fits(np.zeros(2048, np.float32)) is None
     reason = cloud_model.fits(np.zeros((2, 1024), np.float32))
     assert reason == "input of shape [2, 1024] does not fit the cloud model's input [2048]"
+
+
+def npy_claiming(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    """A ``.npy`` header claiming ``shape`` of ``descr``, followed by 64 bytes only."""
+    out = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(out, header)
+    return out.getvalue() + b"\x00" * 64
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (npy_claiming((10**9,)), "the .npy header claims 8000000000 bytes of data; the input"),
+        (npy_claiming((8,), "|O"), "not a numeric .npy array"),
+        (b"not a numpy file", "not a .npy array"),
+    ],
+)
+def test_a_window_is_refused_from_its_npy_header_before_it_is_read(
+    data: bytes, reason: str
+) -> None:
+    with pytest.raises(ContractError, match=re.escape(reason)):
+        decode_window(data)
 
 
 def test_an_id_another_runner_stored_first_is_answered_with_its_answer(
@@ -133,7 +178,7 @@ def test_escalations_sent_while_the_database_is_down_are_answered_when_it_is_bac
     try:
         migrate(engine)
         artifacts = FileArtifactStore(tmp_path / "artifacts")
-        _register(engine, artifacts, tmp_path)
+        register_in_database(engine, tmp_path)
         runner = EscalationWorker(
             engine=engine, artifacts=artifacts, mqtt_url=broker.url,
             client_id=f"runner-{agent}", session_expiry_s=60,
@@ -158,18 +203,76 @@ def test_escalations_sent_while_the_database_is_down_are_answered_when_it_is_bac
         cluster.stop()
 
 
-def _register(engine: Engine, artifacts: FileArtifactStore, data_dir: Path) -> None:
-    onnx = MODELS / f"{CLOUD_MODEL}-{CLOUD_VERSION}.onnx"
-    with Session(engine) as session, onnx.open("rb") as source:
-        register_model(
-            session, store=artifacts, signing_key=load_or_create_signing_key(data_dir),
-            name=CLOUD_MODEL, version=CLOUD_VERSION, source=source, tmp_dir=data_dir / "tmp",
-            max_bytes=1 << 30, task="vibration-anomaly", labels=list(LABELS),
+def test_the_runner_thread_survives_a_database_drop_while_it_isolates_a_bad_message(
+    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    migrate(engine)
+    register_in_database(engine, tmp_path)
+    agent = unique_agent_id("esc-guard")
+    bad, *good = (escalation(agent, w) for w in windows(4))
+    real_input, real_save = model_input, save
+
+    def buggy(one: Escalation, model: AnyModel) -> ModelInput:
+        if one.id == bad.id:
+            raise RuntimeError("a bug this input finds")
+        return real_input(one, model)
+
+    drops = [OperationalError("INSERT", {}, Exception("server closed the connection"))]
+
+    def dropping(*args: Any) -> dict[str, EscalationResult]:
+        if drops and any("failed on it" in row["reason"] for row in args[2]):
+            raise drops.pop()  # the database drops as the bad message is dead-lettered
+        return real_save(*args)
+
+    monkeypatch.setattr(runner_module, "model_input", buggy)
+    monkeypatch.setattr(runner_module, "save", dropping)
+    results = Results(broker.port, agent)
+    publisher = Publisher("127.0.0.1", broker.port).connect()
+    worker = EscalationWorker(
+        engine=engine, artifacts=FileArtifactStore(tmp_path / "artifacts"), mqtt_url=broker.url,
+        client_id=f"runner-{agent}", session_expiry_s=60,
+    )  # fmt: skip
+    try:
+        worker.start()
+        worker.wait_connected()
+        for one in (*good[:1], bad, *good[1:]):
+            publisher.publish(topic(agent, Channel.ESCALATIONS), encode(one))
+        got = {r.escalation_id: r for r in results.wait(4)}
+        assert [got[one.id].outcome for one in good] == ["answered"] * 3
+        assert got[bad.id].outcome == "refused"
+        assert "the runner failed on it: a bug this input finds" in got[bad.id].reason
+        worker.wait_idle()
+        assert worker.alive
+        assert worker.totals.loop_failures == 1
+        with Session(engine) as session:
+            assert session.scalar(select(func.count()).select_from(DEAD_LETTERS)) == 1
+            refusal = session.get(EscalationRow, bad.id)
+            assert refusal is not None
+            assert refusal.outcome == "refused"
+    finally:
+        worker.stop()
+        results.close()
+        publisher.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "share_group", "reason"),
+    [
+        ("3.1.1", "runners", "share group 'runners' needs MQTT 5"),
+        ("4", None, "MQTT protocol must be '5' or '3.1.1'"),
+        ("5", "bad/group", "share group 'bad/group' must be letters"),
+    ],
+)
+def test_a_subscription_that_would_receive_nothing_is_refused_at_start(
+    tmp_path: Path, protocol: str, share_group: str | None, reason: str
+) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    with pytest.raises(ConfigError, match=reason):
+        EscalationWorker(
+            engine=engine, artifacts=FileArtifactStore(tmp_path / "artifacts"),
+            mqtt_url="mqtt://127.0.0.1:1883", client_id="runner", protocol=protocol,
+            share_group=share_group,
         )  # fmt: skip
-        session.add(
-            CloudModelRow(
-                pipeline=PIPELINE, model=CLOUD_MODEL, version=CLOUD_VERSION,
-                normal_label=LABELS[0], updated_at=utcnow(), updated_by="test",
-            )
-        )  # fmt: skip
-        session.commit()
+    engine.dispose()

@@ -1,6 +1,7 @@
 """The cloud model runner in the real app: escalations published on the real broker as an
 agent publishes them, answered on ``escalations/result`` by the shipped cloud model in ONNX
-Runtime, stored in SQLite and PostgreSQL, with labels on the samples behind them."""
+Runtime, stored in SQLite and PostgreSQL, with labels on the samples behind them. (Batching
+against runs of one is tested on the runner fed directly: test_escalation_runner.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
-import numpy as np
 from fastapi.testclient import TestClient
 
 from cloud_api.escalation.worker import EscalationWorker
@@ -47,35 +47,6 @@ def running(make_api: AppFactory, **changes: object) -> Iterator[TestClient]:
 def send(publisher: Publisher, *escalations: Escalation) -> None:
     for one in escalations:
         publisher.publish(topic(one.agent_id, Channel.ESCALATIONS), encode(one))
-
-
-def test_batched_answers_equal_answers_one_at_a_time(
-    make_api: AppFactory, publisher: Publisher, broker: Mosquitto
-) -> None:
-    agent = unique_agent_id("esc")
-    inputs = windows(24)
-    answers = {}
-    results = Results(broker.port, agent)
-    try:
-        for batch_max, wait_ms in ((1, 0.0), (32, 300.0)):
-            with running(
-                make_api, escalation_batch_max=batch_max, escalation_wait_ms=wait_ms
-            ) as api:
-                sent = [escalation(agent, w) for w in inputs]
-                results.received.clear()
-                send(publisher, *sent)
-                got = {r.escalation_id: r for r in results.wait(len(sent))}
-                answers[batch_max] = [got[e.id] for e in sent]
-                largest = runner_of(api).totals.largest_batch
-                assert largest == 1 if batch_max == 1 else largest > 1
-    finally:
-        results.close()
-    one, batched = answers[1], answers[32]
-    assert all(r.outcome == "answered" for r in one + batched)
-    assert [r.label for r in one] == [r.label for r in batched]
-    assert np.allclose([r.score or 0.0 for r in one], [r.score or 0.0 for r in batched], atol=1e-5)
-    # The shipped cloud model tells the simulated faults apart.
-    assert {r.label for r in one} >= {"healthy", "imbalance", "bearing_outer_race"}
 
 
 def test_a_repeated_escalation_is_run_once_and_answered_alike(

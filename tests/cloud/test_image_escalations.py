@@ -1,13 +1,13 @@
 """Image escalations in the real app: JPEG crops and frames of synthetic streets, cut by the
 edge's own privacy encoder, published on the real broker, answered on ``escalations/result``
-by the shipped cloud detector (``scene-detector-cloud``) in ONNX Runtime, in batches."""
+by the shipped cloud detector (``scene-detector-cloud``) in ONNX Runtime, in batches (a
+batch against images alone is tested on the runner fed directly: test_escalation_runner.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
 from fastapi.testclient import TestClient
 
 from cloud_api.escalation.detector import NOTHING
@@ -22,9 +22,7 @@ from tests.cloud.escalation_helpers import Results
 from tests.cloud.helpers import Publisher, topic, unique_agent_id
 from tests.cloud.image_escalation_helpers import (
     Shot,
-    boxes,
     crops,
-    frames,
     image_escalation,
     in_image,
     register_detector,
@@ -74,36 +72,6 @@ def test_crops_are_answered_with_their_objects_label(
             assert (row["answered"], row["agreement"]) == (len(sent), 1.0)
     finally:
         results.close()
-
-
-def test_a_batch_of_images_equals_one_image_at_a_time(
-    make_api: AppFactory, publisher: Publisher, broker: Mosquitto
-) -> None:
-    agent = unique_agent_id("cam")
-    shots = crops(8) + frames(4)
-    answers = {}
-    results = Results(broker.port, agent)
-    try:
-        for batch_max, wait_ms in ((1, 0.0), (32, 300.0)):
-            with running(
-                make_api, escalation_batch_max=batch_max, escalation_wait_ms=wait_ms
-            ) as api:
-                sent = [image_escalation(agent, s) for s in shots]
-                results.received.clear()
-                send(publisher, *sent)
-                got = {r.escalation_id: r for r in results.wait(len(sent))}
-                answers[batch_max] = [got[e.id] for e in sent]
-                largest = api.app.state.escalations.totals.largest_batch  # type: ignore[attr-defined]
-                assert largest == 1 if batch_max == 1 else largest > 1
-    finally:
-        results.close()
-    one, batched = answers[1], answers[32]
-    assert all(r.outcome == "answered" for r in one + batched)
-    assert [r.label for r in one] == [r.label for r in batched]
-    assert np.allclose([r.score or 0.0 for r in one], [r.score or 0.0 for r in batched], atol=1e-4)
-    for a, b in zip(one, batched, strict=True):
-        assert [d.label for d in a.detections] == [d.label for d in b.detections]
-        assert np.allclose(boxes(a), boxes(b), atol=1e-2)
 
 
 def test_bad_images_are_refused_with_their_reason_and_neighbours_answered(

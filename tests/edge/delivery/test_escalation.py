@@ -22,7 +22,6 @@ from edge_agent.delivery.escalation_config import EscalateConfig
 from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.selection import EventSelector
 from edge_agent.delivery.spool import Spool
-from edge_agent.delivery.token_bucket import TokenBucket
 from edge_agent.inference.postprocess import Detection
 from edge_agent.inference.slot import load_slot
 from edge_agent.pipelines.collect import CollectConfig, Collector, image_encoder, window_encoder
@@ -34,6 +33,7 @@ from shared.errors import ConfigError
 from shared.escalations import Escalation, EscalationResult
 from shared.messages import Event, ModelRef, PipelineSummary, new_event_id
 from shared.samples import SampleMeta
+from shared.token_bucket import TokenBucket
 from tests.edge.conftest import model_section
 
 EDGE = ModelRef(name="vibration-anomaly", version="1.0.0", sha256="0" * 64)
