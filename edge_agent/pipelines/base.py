@@ -341,9 +341,12 @@ class Pipeline(ABC):
         self._next_event_seq = outbox.outbox.next_seq(self.name)
         try:
             left_open = outbox.outbox.open_incidents(self.name)
+            # Answers to a previous run's escalations: an escalator emits them itself.
+            answers = outbox.outbox.answers(self.name) if self.escalator is None else []
         except ValidationError as exc:  # written by an older agent: end nothing, say so
-            log.warning("pipeline %s: cannot read its open incidents: %s", self.name, exc)
+            log.warning("pipeline %s: cannot read what its last run left: %s", self.name, exc)
             return
+        self._emit_late(outbox, answers)
         if not left_open:
             return
         now = self._clock()
