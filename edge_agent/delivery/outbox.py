@@ -354,9 +354,11 @@ class Outbox:
             return int(self._db.execute(query).fetchone()[0])
 
     def depth(self) -> int:
-        """How many items (events and summaries) wait, including those in flight."""
+        """How many items wait, including those in flight, and reconciled events no pipeline
+        has emitted yet (``answers``: they leave as events)."""
+        query = "SELECT (SELECT COUNT(*) FROM outbox) + (SELECT COUNT(*) FROM answers)"
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            return int(self._db.execute(query).fetchone()[0])
 
     def oldest_age_s(self) -> float:
         """Age of the oldest waiting item, 0 when empty."""

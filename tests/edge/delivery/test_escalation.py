@@ -611,8 +611,10 @@ def test_an_answer_emitted_in_time_leaves_no_stored_answer(tmp_path: Path) -> No
     assert box.take("0190a6b2-0000-7000-8000-000000000002", answer_event) is None
     assert box.answers("vib") == [answer_event]
     assert box.answers("other") == []
+    assert box.depth() == 1  # the agent is not done while an answer has not left
     box.put([answer_event.model_copy(update={"seq": 7})])
     assert box.answers("vib") == []
+    assert box.depth() == 1
     box.close()
 
 
