@@ -36,6 +36,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.delivery.escalation import Escalator
 from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from shared.escalations import Escalation, EscalationResult
+from shared.messages import Event
 from shared.topics import Channel, subscription
 
 AIOT = Path(sys.executable).parent / "aiot"
@@ -82,10 +83,10 @@ def bench_escalation_round_trip() -> list[Result]:
     _wait_for_runner(broker, workdir)
     answered = Escalator.answered
 
-    def timed(self: Escalator, result: EscalationResult, escalation: Escalation) -> None:
-        answered(self, result, escalation)
+    def timed(self: Escalator, result: EscalationResult, event: Event | None) -> None:
+        answered(self, result, event)
         with clocks.lock:
-            clocks.reconciled[escalation.id] = time.monotonic()
+            clocks.reconciled[result.escalation_id] = time.monotonic()
 
     Escalator.answered = timed  # type: ignore[method-assign]
     try:

@@ -18,6 +18,14 @@ result comes back on the uplink's thread (``EscalationDesk.answered``):
 an answer becomes a reconciled event (kind ``escalation``, linked to the edge event), which
 the pipeline emits between two samples through the same path as its own events, so local
 actions can match it; a refusal is counted by reason and emits nothing.
+
+The outbox holds the bookkeeping, so a crash loses none of it: the reconciled event is
+stored in the transaction that takes the escalation out (``Outbox.take``) and leaves it when
+the pipeline stores it as an event; an escalator starts with those a previous run did not
+emit. The unanswered escalations are counted in the outbox (``waiting_escalations``), so one
+it dropped for age or size frees its place.
+
+(Over 400 lines: the per-pipeline escalator and the agent's desk share one bookkeeping.)
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from edge_agent.delivery.escalation_config import EscalateConfig
-from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.outbox import RECONCILED_KIND, Outbox
 from edge_agent.delivery.spool import PendingSample, Spool
 from edge_agent.inference.postprocess import Detection
 from edge_agent.pipelines.collect import Collector, Encoder, Kept
@@ -48,8 +56,8 @@ from shared.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
-EVENT_KIND = "escalation"
-"""The kind of a reconciled event."""
+EVENT_KIND = RECONCILED_KIND
+"""The kind of a reconciled event (the outbox keeps them until the pipeline emits them)."""
 QUEUE_SIZE = 64
 """Escalated inputs waiting for the escalation thread; more are dropped (counted offline)."""
 
@@ -109,8 +117,6 @@ class Escalator:
         """Reconciled events for the pipeline to emit (appended on the uplink's thread)."""
         self._late: Callable[[Event], None] | None = None
         self._late_lock = threading.Lock()
-        self.waiting: set[str] = set()
-        """Ids of this run's escalations in the outbox, not answered yet."""
         self._bucket = TokenBucket(config.budget_per_min, clock)
         self._encoder = encoder
         self._desk = desk
@@ -196,18 +202,21 @@ class Escalator:
             data=base64.b64encode(blob).decode("ascii"),
         )
 
-    def answered(self, result: EscalationResult, escalation: Escalation) -> None:
-        """The cloud's result for one of ours: count it; an answer becomes an event."""
-        self.waiting.discard(escalation.id)
-        if result.outcome == "refused" or result.label is None or result.model is None:
+    def answered(self, result: EscalationResult, event: Event | None) -> None:
+        """The cloud's result for one of ours, its reconciled event (``reconcile``) stored:
+        count it, and hand the event to the pipeline."""
+        if event is None:
             self.counters.refused[result.reason] += 1
             log.warning("pipeline %s: the cloud refused an escalation: %s",
                         self.pipeline, result.reason)  # fmt: skip
             return
-        agree = result.label == escalation.label
         self.counters.answered += 1
-        self.counters.agreed += agree
-        event = reconciled_event(result, escalation, agree)
+        self.counters.agreed += event.attributes["agree"] is True
+        self.deliver(event)
+
+    def deliver(self, event: Event) -> None:
+        """A reconciled event for the pipeline: emitted between two samples, or at once
+        once the run has ended."""
         with self._late_lock:
             late = self._late
             if late is None:  # the pipeline's thread emits it between two samples
@@ -216,12 +225,13 @@ class Escalator:
         late(event)  # the run has ended (a finite source): nobody else emits any more
 
 
-def reconciled_event(result: EscalationResult, escalation: Escalation, agree: bool) -> Event:
-    """The cloud's answer as an event of the pipeline, linked to the edge's event."""
+def reconcile(result: EscalationResult, escalation: Escalation) -> Event | None:
+    """The cloud's answer as an event of the pipeline, linked to the edge's event; None for
+    a refusal."""
     model, label, score = result.model, result.label, result.score
-    assert model is not None
-    assert label is not None
-    assert score is not None
+    if result.outcome == "refused" or model is None or label is None or score is None:
+        return None
+    agree = label == escalation.label
     attributes: dict[str, str | float | bool] = {
         "escalation_id": escalation.id,
         "edge_label": escalation.label,
@@ -267,11 +277,13 @@ def _pick(
 class EscalationDesk:
     """The agent's escalations: one thread that encodes and stores them, and the results.
 
-    ``online`` says whether the uplink is connected. ``max_waiting`` bounds the unanswered
+    ``online`` says whether the uplink is connected; ``clock`` runs the budgets' buckets
+    (a test may stop it). ``max_waiting`` bounds the unanswered
     escalations of all pipelines together: the uplink's window of unacknowledged batches
     is shared with the events, which a cloud model runner that is down must not block.
     ``answered`` is the uplink's handler for a result (its sender thread): it takes the
-    escalation out of the outbox and hands both to the pipeline's escalator.
+    escalation out of the outbox, storing its reconciled event in the same transaction, and
+    hands both to the pipeline's escalator.
     """
 
     def __init__(
@@ -282,8 +294,10 @@ class EscalationDesk:
         spool: Spool | None = None,
         *,
         max_waiting: int = 128,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.agent_id = agent_id
+        self._clock = clock
         self._outbox = outbox
         self._spool = spool
         self._max_waiting = max_waiting
@@ -297,10 +311,18 @@ class EscalationDesk:
         config: EscalateConfig,
         pipeline: str,
         encoder: Encoder,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> Escalator:
-        """The escalator of one pipeline, registered to receive its results."""
-        escalator = Escalator(config, pipeline=pipeline, encoder=encoder, desk=self, clock=clock)
+        """The escalator of one pipeline, registered to receive its results; it starts with
+        the reconciled events the outbox holds for the pipeline (a previous run stored them
+        and did not emit them). Build it before the uplink runs: answers arrive from then."""
+        escalator = Escalator(
+            config, pipeline=pipeline, encoder=encoder, desk=self, clock=clock or self._clock
+        )
+        try:
+            escalator.answers.extend(self._outbox.answers(pipeline))
+        except ValidationError as exc:  # an agent of another version stored them
+            log.warning("pipeline %s: cannot read its stored answers: %s", pipeline, exc)
         self._escalators[pipeline] = escalator
         return escalator
 
@@ -328,27 +350,31 @@ class EscalationDesk:
         self._queue.join()
 
     def answered(self, result: EscalationResult) -> None:
-        """A result arrived: its escalation leaves the outbox and goes to its pipeline."""
-        if (mine := self._escalators.get(result.pipeline)) is not None:  # frees its slot
-            mine.waiting.discard(result.escalation_id)
+        """A result arrived: its escalation leaves the outbox, its reconciled event stored in
+        the same transaction, and both go to its pipeline."""
+        item_id = result.escalation_id
         try:
-            payload = self._outbox.take(result.escalation_id)
+            payload = self._outbox.peek(item_id)
+            if payload is None:
+                return  # answered before (a resend's second answer), or not ours
+            try:
+                escalation = Escalation.model_validate_json(payload)
+            except ValidationError as exc:
+                log.error("an escalation in the outbox does not read back: %s", exc)
+                self._outbox.take(item_id)
+                return
+            escalator = self._escalators.get(escalation.pipeline)
+            event = reconcile(result, escalation) if escalator is not None else None
+            if self._outbox.take(item_id, event) is None:
+                return  # another answer took it meanwhile
         except StorageError as exc:  # it stays, goes again, and the cloud answers it again
-            log.error("cannot take escalation %s from the outbox: %s", result.escalation_id, exc)
+            log.error("cannot take escalation %s from the outbox: %s", item_id, exc)
             return
-        if payload is None:
-            return  # answered before (a resend's second answer), or not ours
-        try:
-            escalation = Escalation.model_validate_json(payload)
-        except ValidationError as exc:
-            log.error("an escalation in the outbox does not read back: %s", exc)
-            return
-        escalator = self._escalators.get(escalation.pipeline)
         if escalator is None:
             log.info("escalation %s answered for pipeline %s, which no longer escalates",
                      escalation.id, escalation.pipeline)  # fmt: skip
             return
-        escalator.answered(result, escalation)
+        escalator.answered(result, event)
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -386,15 +412,16 @@ class EscalationDesk:
             counters.refused["too large"] += 1
             return
         escalation = escalator.message(item, meta, blob, meta.id if kept else None)
-        self._outbox.put_escalation(escalation.id, encode(escalation))
-        escalator.waiting.add(escalation.id)
+        self._outbox.put_escalation(escalation.id, encode(escalation), pipeline=escalator.pipeline)
         counters.escalated += 1
         counters.queued += not online
 
     def _may_send(self, escalator: Escalator, online: bool) -> bool:
         """Whether an escalation may wait for its answer: online, or ``offline: queue``;
-        fewer than ``queue_max`` of the pipeline's and ``max_waiting`` of all unanswered."""
+        fewer than ``queue_max`` of the pipeline's and ``max_waiting`` of all unanswered in
+        the outbox (what it dropped for age or size waits no more)."""
         if not online and escalator.config.offline == "drop":
             return False
-        waiting = sum(len(e.waiting) for e in self._escalators.values())
-        return len(escalator.waiting) < escalator.config.queue_max and waiting < self._max_waiting
+        waiting = self._outbox.waiting_escalations()
+        mine = waiting.get(escalator.pipeline, 0)
+        return mine < escalator.config.queue_max and sum(waiting.values()) < self._max_waiting

@@ -6,6 +6,8 @@ cloud model to judge. ``budget_per_min`` is a token bucket on the agent (a burst
 inputs sends at most that many a minute; the rest are dropped, counted). While the cloud
 does not answer, ``offline`` says what becomes of new escalations: ``queue`` keeps up to
 ``queue_max`` of them waiting in the outbox (more are dropped), ``drop`` drops them at once.
+The waiting are counted in the outbox: those an earlier run left count, and those the
+outbox drops for age or size no longer do.
 All pipelines together keep at most half the uplink's ``outbox.max_unacked_batches``
 unanswered, so escalations never take the window the events need.
 """

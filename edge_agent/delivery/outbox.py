@@ -29,7 +29,14 @@ transaction as the events that change it:
   pipeline for the agent's whole life (``next_seq``);
 * ``open_incidents``: the ``start`` event of every incident not ended yet (keyed by
   ``incident_key``), so an agent that died with one open ends it when it comes back
-  (``open_incidents``).
+  (``open_incidents``);
+* ``answers``: the reconciled event of each answered escalation until its pipeline has
+  emitted it. ``take`` stores it in the transaction that deletes the escalation, and ``put``
+  deletes it in the transaction that stores it as an event, so a crash between the two
+  loses neither and stores it once (``answers``: what a restart emits).
+
+Escalation rows name their pipeline: ``waiting_escalations`` counts them, so a row dropped
+for age or size no longer holds a place among the unanswered.
 
 Drop policy, when a bound is exceeded: rows older than ``max_age_s`` are dropped first,
 then, while the stored bytes exceed ``max_bytes``, the oldest rows of the lowest priority
@@ -60,9 +67,13 @@ PRIORITY_ESCALATION = 5
 PRIORITY_SUMMARY = 10
 """Summaries wait behind every event and are the first to go when the outbox is full."""
 
+RECONCILED_KIND = "escalation"
+"""The kind of an escalation's reconciled event (``edge_agent.delivery.escalation``): ``put``
+of one deletes it from ``answers``."""
+
 PayloadKind = Literal["event", "summary", "escalation"]
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     rowid_ INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,9 +83,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL,
     size INTEGER NOT NULL,
     payload BLOB NOT NULL,
-    leased INTEGER NOT NULL DEFAULT 0
+    leased INTEGER NOT NULL DEFAULT 0,
+    pipeline TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (priority, rowid_);
+CREATE INDEX IF NOT EXISTS outbox_escalations ON outbox (pipeline) WHERE kind = 'escalation';
 CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (leased, priority, rowid_);
 CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created);
 CREATE TABLE IF NOT EXISTS sequences (
@@ -87,7 +100,19 @@ CREATE TABLE IF NOT EXISTS open_incidents (
     start_event BLOB NOT NULL,
     PRIMARY KEY (pipeline, incident)
 );
+CREATE TABLE IF NOT EXISTS answers (
+    event_id TEXT PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    created REAL NOT NULL,
+    event BLOB NOT NULL
+);
 """
+_UPGRADE_FROM_3 = """
+ALTER TABLE outbox ADD COLUMN pipeline TEXT;
+UPDATE outbox SET pipeline = json_extract(CAST(payload AS TEXT), '$.pipeline')
+    WHERE kind = 'escalation';
+"""
+"""Escalation rows name their pipeline in a column (``waiting_escalations`` counts them)."""
 _UPGRADE_FROM_1 = "ALTER TABLE outbox ADD COLUMN leased INTEGER NOT NULL DEFAULT 0;"
 """Leases are a column with its own index, so ``next_batch`` reads the next waiting rows
 directly however many are in flight. A lease does not outlive the process: every open
@@ -165,7 +190,7 @@ class Outbox:
         self._insert(
             [(e.id, "event", p) for e, p in zip(events, encoded, strict=True)],
             priority,
-            lambda: self._keep_track(events, encoded),
+            also=lambda: self._keep_track(events, encoded),
         )
         sizes, at = [], 0
         for group in groups:
@@ -180,24 +205,65 @@ class Outbox:
         payload = encode(summary.model_copy(update={"batch_id": batch_id}))
         return self._insert([(batch_id, "summary", payload)], priority)
 
-    def put_escalation(self, item_id: str, payload: bytes) -> int:
-        """Store one encoded escalation under its id; it leaves with the cloud's result."""
-        return self._insert([(item_id, "escalation", payload)], PRIORITY_ESCALATION)
+    def put_escalation(self, item_id: str, payload: bytes, *, pipeline: str) -> int:
+        """Store one encoded escalation of ``pipeline`` under its id; it leaves with the
+        cloud's result (``take``)."""
+        return self._insert([(item_id, "escalation", payload)], PRIORITY_ESCALATION, pipeline)
 
-    def take(self, item_id: str) -> bytes | None:
-        """Delete one item and return its payload (None if it is no longer here)."""
+    def peek(self, item_id: str) -> bytes | None:
+        """One item's payload, left in place (None if it is not here)."""
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "SELECT payload FROM outbox WHERE item_id = ?", (item_id,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(f"outbox read failed: {exc}") from exc
+        return None if row is None else bytes(row[0])
+
+    def take(self, item_id: str, answer: Event | None = None) -> bytes | None:
+        """Delete one item and return its payload (None if it is no longer here). If it was
+        here, ``answer`` (an escalation's reconciled event) is stored in the same transaction,
+        to wait for its pipeline (``answers``; ``put`` of the event deletes it)."""
         with self._lock:
             try:
                 with self._transaction():
                     row = self._db.execute(
                         "DELETE FROM outbox WHERE item_id = ? RETURNING size, payload", (item_id,)
                     ).fetchone()
+                    if row is not None and answer is not None:
+                        self._db.execute(
+                            "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?)",
+                            (answer.id, answer.pipeline, self._clock(), encode(answer)),
+                        )
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox take failed: {exc}") from exc
             if row is None:
                 return None
             self._bytes -= row[0]
             return bytes(row[1])
+
+    def answers(self, pipeline: str) -> list[Event]:
+        """The reconciled events of the pipeline that ``take`` stored and no ``put`` has
+        stored as events yet, oldest first (what a restart emits). Raises ValidationError for
+        one an agent of another version wrote."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT event FROM answers WHERE pipeline = ? ORDER BY created, rowid",
+                (pipeline,),
+            ).fetchall()
+        return [Event.model_validate_json(event) for (event,) in rows]
+
+    def waiting_escalations(self) -> dict[str, int]:
+        """Escalations stored and not answered, by pipeline; rows past ``max_age_s`` (which
+        the next write drops) are not counted."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pipeline, COUNT(*) FROM outbox WHERE kind = 'escalation'"
+                " AND created >= ? GROUP BY pipeline",
+                (self._clock() - self._max_age_s,),
+            ).fetchall()
+        return {str(pipeline): int(count) for pipeline, count in rows}
 
     def next_seq(self, pipeline: str) -> int:
         """The ``seq`` of the pipeline's next event: one past the last one ever stored."""
@@ -288,9 +354,11 @@ class Outbox:
             return int(self._db.execute(query).fetchone()[0])
 
     def depth(self) -> int:
-        """How many items (events and summaries) wait, including those in flight."""
+        """How many items wait, including those in flight, and reconciled events no pipeline
+        has emitted yet (``answers``: they leave as events)."""
+        query = "SELECT (SELECT COUNT(*) FROM outbox) + (SELECT COUNT(*) FROM answers)"
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            return int(self._db.execute(query).fetchone()[0])
 
     def oldest_age_s(self) -> float:
         """Age of the oldest waiting item, 0 when empty."""
@@ -330,6 +398,8 @@ class Outbox:
         upgrade = _UPGRADE_FROM_0 if "event_id" in columns else ""
         if columns and "leased" not in columns:
             upgrade += _UPGRADE_FROM_1
+        if columns and "pipeline" not in columns:
+            upgrade += _UPGRADE_FROM_3
         # One transaction: a crash half-way leaves the old file, never half of the new one.
         self._db.executescript(
             f"BEGIN; {upgrade} {_SCHEMA} PRAGMA user_version={_SCHEMA_VERSION}; COMMIT;"
@@ -339,6 +409,7 @@ class Outbox:
         self,
         rows: list[tuple[str, PayloadKind, bytes]],
         priority: int,
+        pipeline: str | None = None,
         also: Callable[[], None] | None = None,
     ) -> int:
         now = self._clock()
@@ -347,9 +418,10 @@ class Outbox:
             try:
                 with self._transaction():
                     self._db.executemany(
-                        "INSERT INTO outbox (item_id, kind, priority, created, size, payload)"
-                        " VALUES (?1, ?2, ?3, ?4, length(?5), ?5)",
-                        [(item_id, kind, priority, now, p) for item_id, kind, p in rows],
+                        "INSERT INTO outbox"
+                        " (item_id, kind, priority, created, size, payload, pipeline)"
+                        " VALUES (?1, ?2, ?3, ?4, length(?5), ?5, ?6)",
+                        [(i, kind, priority, now, p, pipeline) for i, kind, p in rows],
                     )
                     if also is not None:
                         also()
@@ -360,10 +432,11 @@ class Outbox:
         return added
 
     def _keep_track(self, events: Sequence[Event], encoded: list[bytes]) -> None:
-        """Move each pipeline's next seq past ``events`` and open or close their incidents.
+        """Move each pipeline's next seq past ``events``, open or close their incidents, and
+        delete the answers (``take``) they store.
 
         Runs inside ``put``'s transaction and lock: an event is stored exactly when its seq
-        and its incident are.
+        and its incident are, and a reconciled event leaves ``answers`` as it becomes one.
         """
         next_seq: dict[str, int] = {}
         for event, payload in zip(events, encoded, strict=True):
@@ -383,18 +456,25 @@ class Outbox:
             " DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)",
             list(next_seq.items()),
         )
+        if answered := [event.id for event in events if event.kind == RECONCILED_KIND]:
+            self._db.execute(
+                "DELETE FROM answers WHERE event_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(answered),),
+            )
 
     def _enforce_bounds(self, now: float) -> None:
-        """Drop expired rows, then the oldest of the lowest priority until under max_bytes.
+        """Drop expired rows (and answers no pipeline emitted in that time: it is gone), then
+        the oldest of the lowest priority until under max_bytes.
 
         Runs inside the caller's transaction and lock.
         """
+        cutoff = (now - self._max_age_s,)
+        self.dropped += self._db.execute("DELETE FROM answers WHERE created < ?", cutoff).rowcount
         expired = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE created < ?",
-            (now - self._max_age_s,),
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE created < ?", cutoff
         ).fetchone()
         if expired[0]:
-            self._db.execute("DELETE FROM outbox WHERE created < ?", (now - self._max_age_s,))
+            self._db.execute("DELETE FROM outbox WHERE created < ?", cutoff)
             self.dropped += expired[0]
             self._bytes -= expired[1]
         while self._bytes > self._max_bytes:

@@ -262,6 +262,16 @@ class Pipeline(ABC):
             self.counters.events_out += len(events)
             self._emit(outbox, events)
 
+    def _emit_stored_answers(self, outbox: OutboxWriter) -> None:
+        """Emit the answers to escalations a previous run stored and did not emit, when the
+        pipeline no longer escalates (an escalator starts with them and emits them itself)."""
+        if self.escalator is not None:
+            return
+        try:
+            self._emit_late(outbox, outbox.outbox.answers(self.name))
+        except ValidationError as exc:  # written by an agent of another version
+            log.warning("pipeline %s: cannot read its stored answers: %s", self.name, exc)
+
     def _escalate(
         self,
         data: npt.NDArray[Any],
@@ -335,10 +345,11 @@ class Pipeline(ABC):
         )
 
     def _resume(self, outbox: OutboxWriter) -> None:
-        """Continue the event seq where the last run stored it, and end the incidents that
-        run left open (it died before their ``end``): each gets one now, ``closed_by``
-        restart, so no incident stays open forever."""
+        """Continue the event seq where the last run stored it, emit the answers it stored
+        and did not emit, and end the incidents that run left open (it died before their
+        ``end``): each gets one now, ``closed_by`` restart, so no incident stays open forever."""
         self._next_event_seq = outbox.outbox.next_seq(self.name)
+        self._emit_stored_answers(outbox)
         try:
             left_open = outbox.outbox.open_incidents(self.name)
         except ValidationError as exc:  # written by an older agent: end nothing, say so

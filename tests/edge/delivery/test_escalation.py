@@ -4,11 +4,13 @@ real outbox (SQLite) and the real vibration model."""
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import textwrap
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -17,9 +19,11 @@ from pydantic import ValidationError
 
 import models
 from edge_agent.config import load_config
+from edge_agent.delivery.action_workers import Actions
 from edge_agent.delivery.escalation import EscalationDesk, Escalator
 from edge_agent.delivery.escalation_config import EscalateConfig
 from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.delivery.selection import EventSelector
 from edge_agent.delivery.spool import Spool
 from edge_agent.inference.postprocess import Detection
@@ -31,7 +35,7 @@ from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.pipelines.vision import VisionPipeline
 from shared.errors import ConfigError
 from shared.escalations import Escalation, EscalationResult
-from shared.messages import Event, ModelRef, PipelineSummary, new_event_id
+from shared.messages import Event, ModelRef, PipelineSummary, encode, new_event_id
 from shared.samples import SampleMeta
 from shared.token_bucket import TokenBucket
 from tests.edge.conftest import model_section
@@ -224,7 +228,7 @@ def test_escalations_leave_after_events_and_before_summaries(tmp_path: Path) -> 
         sent_bytes=0, model=EDGE,
     )  # fmt: skip
     box.put_summary(summary)
-    box.put_escalation("0190a6b2-0000-7000-8000-000000000001", b"{}")
+    box.put_escalation("0190a6b2-0000-7000-8000-000000000001", b"{}", pipeline="vib")
     event = Event(
         id=new_event_id(), pipeline="vib", kind="anomaly", state="start", label="imbalance",
         score=0.9, ts=datetime.now(UTC), seq=0, model=EDGE,
@@ -510,4 +514,193 @@ def test_a_camera_pipeline_escalates_blurred_crops_linked_to_its_object_events(
         assert escalation.image.blurred >= 1
     start = next(e for e in events if e.kind == "object" and e.state == "start")
     assert start.id in {e.event_id for e in sent}
+    box.close()
+
+
+class Recorder:
+    """What the local actions were handed (``Actions.submit``)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def submit(self, events: list[Event]) -> None:
+        self.events += events
+
+
+def stored_events(tmp_path: Path) -> list[Event]:
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        rows = db.execute("SELECT payload FROM outbox WHERE kind = 'event'").fetchall()
+    return [Event.model_validate_json(payload) for (payload,) in rows]
+
+
+def run_spindle(tmp_path: Path, *, escalates: bool) -> tuple[Recorder, Outbox]:
+    """One run of a short vibration pipeline on the outbox file, as an agent that starts."""
+    section: dict[str, object] = {
+        "name": "spindle",
+        "source": {"type": "simulated_vibration", "seed": 3, "speed": 0, "duration_s": 2},
+        "model": model_section(),
+        "summary_interval_s": 0,
+    }
+    if escalates:
+        section["escalate"] = {"band": [0.4, 0.6]}
+    config = PipelineConfig.model_validate(section)
+    box = outbox(tmp_path)
+    recorder = Recorder()
+    desk = EscalationDesk("gw-1", box, lambda: True)
+    pipeline = SensorPipeline(
+        config, load_slot(config.model, config.runtime), agent_id="gw-1",
+        actions=cast(Actions, recorder), escalations=desk,
+    )  # fmt: skip
+    assert (pipeline.escalator is not None) is escalates
+    desk.start()
+    with OutboxWriter(box) as writer:
+        pipeline.run(writer, threading.Event())
+    desk.stop()
+    return recorder, box
+
+
+@pytest.mark.parametrize("escalates", [True, False], ids=["escalates", "no-longer-escalates"])
+def test_an_answer_a_crash_interrupts_is_emitted_once_after_the_restart(
+    tmp_path: Path, escalates: bool
+) -> None:
+    """The result takes the escalation out of the outbox and stores its reconciled event in
+    the same transaction; the agent dies before its pipeline emits it. The next run emits it
+    (whether the pipeline still escalates or not): once to the actions, once in the outbox."""
+    box = outbox(tmp_path)
+    desk = EscalationDesk("gw-1", box, lambda: True)
+    config = EscalateConfig(band=(0.4, 0.6))
+    encoder = window_encoder("spindle", 12800.0, (), PrivacyConfig())
+    escalator = desk.escalator(config, "spindle", encoder, Clock())
+    desk.start()
+    edge_event = new_event_id()
+    escalator.offer(np.zeros(64, np.float32), 0.5, "imbalance", T0, EDGE, event_id=edge_event)
+    desk.flush()
+    (sent,) = stored(tmp_path)
+    desk.answered(answer(sent, label="misalignment"))
+    (pending,) = escalator.answers  # in memory only, until the pipeline's next sample ...
+    desk.stop()
+    box.close()  # ... which never comes: the agent dies here
+
+    recorder, box = run_spindle(tmp_path, escalates=escalates)
+    assert box.answers("spindle") == []
+    box.close()
+    (acted,) = [e for e in recorder.events if e.kind == "escalation"]
+    (event,) = [e for e in stored_events(tmp_path) if e.kind == "escalation"]
+    assert acted == event
+    assert event.id == pending.id
+    assert event.attributes["escalation_id"] == sent.id
+    assert event.attributes["edge_event_id"] == edge_event
+    assert (event.label, event.attributes["agree"]) == ("misalignment", False)
+    assert stored(tmp_path) == []
+
+    recorder, box = run_spindle(tmp_path, escalates=escalates)  # and once only
+    box.close()
+    assert [e for e in recorder.events if e.kind == "escalation"] == []
+    assert [e.id for e in stored_events(tmp_path) if e.kind == "escalation"] == [event.id]
+
+
+def test_an_answer_emitted_in_time_leaves_no_stored_answer(tmp_path: Path) -> None:
+    """The answer's row goes in the transaction that stores it as an event."""
+    box = outbox(tmp_path)
+    answer_event = Event(
+        id=new_event_id(), pipeline="vib", kind="escalation", state="instant",
+        label="imbalance", score=0.9, ts=datetime.now(UTC), seq=0, model=CLOUD,
+    )  # fmt: skip
+    box.put_escalation("0190a6b2-0000-7000-8000-000000000002", b"{}", pipeline="vib")
+    assert box.take("0190a6b2-0000-7000-8000-000000000002", answer_event) == b"{}"
+    assert box.take("0190a6b2-0000-7000-8000-000000000002", answer_event) is None
+    assert box.answers("vib") == [answer_event]
+    assert box.answers("other") == []
+    assert box.depth() == 1  # the agent is not done while an answer has not left
+    box.put([answer_event.model_copy(update={"seq": 7})])
+    assert box.answers("vib") == []
+    assert box.depth() == 1
+    box.close()
+
+
+@pytest.mark.parametrize("bound", ["age", "size"])
+def test_escalations_the_outbox_drops_free_their_places(tmp_path: Path, bound: str) -> None:
+    """Offline, ``queue_max`` escalations wait; when the outbox drops them (too old, or
+    pushed out by events), new ones take their places instead of being dropped."""
+    now = [T0]
+    events = [big_event(i) for i in range(20)]
+    room = sum(len(encode(e)) for e in events) + 100  # the events, and not one escalation more
+    box = Outbox(tmp_path / "outbox.db", max_bytes=room, max_age_s=60.0, clock=lambda: now[0])
+    desk = EscalationDesk("gw-1", box, lambda: False)
+    config = EscalateConfig(band=(0.4, 0.6), queue_max=2, budget_per_min=1000)
+    escalator = desk.escalator(
+        config, "vib", window_encoder("vib", 12800.0, (), PrivacyConfig()), Clock()
+    )
+    desk.start()
+    offer(escalator, 3)
+    desk.flush()
+    c = escalator.counters
+    assert (c.escalated, c.queued, c.dropped_offline) == (2, 2, 1)
+    first = {e.id for e in stored(tmp_path)}
+    if bound == "age":
+        now[0] += 61.0
+    else:
+        box.put(events)  # escalations go first (their priority is lower), the events stay
+        assert box.dropped == 2
+        box.ack(e.id for e in events)  # delivered later: room for new escalations
+    assert box.waiting_escalations() == {}
+    offer(escalator, 3)
+    desk.stop()
+    assert box.dropped == 2
+    assert (c.escalated, c.queued, c.dropped_offline) == (4, 4, 2)
+    assert len(stored(tmp_path)) == 2
+    assert not first & {e.id for e in stored(tmp_path)}
+    box.close()
+
+
+def big_event(i: int) -> Event:
+    return Event(
+        id=new_event_id(), pipeline="vib", kind="anomaly", state="instant", label="imbalance",
+        score=0.9, ts=datetime.now(UTC), seq=i, model=EDGE,
+        attributes={f"pad{k}": "x" * 250 for k in range(4)},
+    )  # fmt: skip
+
+
+def test_escalations_a_previous_run_left_still_wait_for_their_answers(tmp_path: Path) -> None:
+    clock = Clock()
+    desk, escalator, box = window_desk(tmp_path, [False], clock, queue_max=2)
+    desk.start()
+    offer(escalator, 2)
+    desk.stop()
+    box.close()  # the agent restarts, still offline
+    desk, escalator, box = window_desk(tmp_path, [False], clock, queue_max=2)
+    desk.start()
+    offer(escalator, 1)
+    desk.flush()
+    assert (escalator.counters.escalated, escalator.counters.dropped_offline) == (0, 1)
+    old = stored(tmp_path)[0]
+    desk.answered(answer(old, label="imbalance"))  # the answer to the last run's escalation
+    offer(escalator, 1)
+    desk.stop()
+    c = escalator.counters
+    assert (c.escalated, c.answered, c.dropped_offline) == (1, 1, 1)
+    (reconciled,) = escalator.take_answers()
+    assert reconciled.attributes["escalation_id"] == old.id
+    box.close()
+
+
+def test_an_outbox_of_the_previous_release_counts_its_escalations(tmp_path: Path) -> None:
+    """Schema 3 had no pipeline column: opening it fills the column from the payloads."""
+    escalation = {"id": "e1", "pipeline": "vib", "label": "imbalance"}
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        db.executescript(
+            "CREATE TABLE outbox (rowid_ INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " item_id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL DEFAULT 'event',"
+            " priority INTEGER NOT NULL, created REAL NOT NULL, size INTEGER NOT NULL,"
+            " payload BLOB NOT NULL, leased INTEGER NOT NULL DEFAULT 0);"
+            " PRAGMA user_version=3;"
+        )
+        db.execute(
+            "INSERT INTO outbox (item_id, kind, priority, created, size, payload)"
+            " VALUES ('e1', 'escalation', 5, ?, 10, ?)",
+            (datetime.now(UTC).timestamp(), json.dumps(escalation).encode()),
+        )
+    box = outbox(tmp_path)
+    assert box.waiting_escalations() == {"vib": 1}
+    assert box.answers("vib") == []
     box.close()
