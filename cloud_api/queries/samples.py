@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Select, and_, delete, exists, func, select, text, tuple_
+from sqlalchemy import Connection, Select, delete, exists, func, select, text, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from cloud_api.db import AdvisoryLock
@@ -141,21 +141,41 @@ def person_label(sample_id: str, feedback: EventFeedbackRow) -> SampleLabelRow:
 
 
 def disagreements_query(
-    *, agent_id: str | None = None, pipeline: str | None = None, limit: int
-) -> Select[SampleRow, str, str]:
-    """Samples whose edge and cloud labels differ, newest first, with both labels."""
+    *,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int,
+) -> Select[SampleRow]:
+    """Samples with an edge label and a cloud label that differ, each once, newest first on
+    (ts, id) and after ``after`` (keyset pages)."""
     edge, cloud = aliased(SampleLabelRow), aliased(SampleLabelRow)
-    query = (
-        select(SampleRow, edge.label, cloud.label)
-        .join(edge, and_(edge.sample_id == SampleRow.id, edge.source == "edge"))
-        .join(cloud, and_(cloud.sample_id == SampleRow.id, cloud.source == "cloud"))
+    differ = (
+        exists()
+        .where(edge.sample_id == SampleRow.id, edge.source == "edge")
+        .where(cloud.sample_id == SampleRow.id, cloud.source == "cloud")
         .where(edge.label != cloud.label)
     )
+    query = select(SampleRow).where(differ)
     if agent_id is not None:
         query = query.where(SampleRow.agent_id == agent_id)
     if pipeline is not None:
         query = query.where(SampleRow.pipeline == pipeline)
+    if after is not None:
+        query = query.where(tuple_(SampleRow.ts, SampleRow.id) < tuple_(*after))
     return query.order_by(SampleRow.ts.desc(), SampleRow.id.desc()).limit(limit)
+
+
+def disagreement(labels: Sequence[SampleLabelRow]) -> tuple[str, str] | None:
+    """The (edge, cloud) labels on which a sample's answers differ, the newest cloud answer
+    first (labels oldest first, as ``labels_of`` gives them); None if they all agree."""
+    edges = [row.label for row in labels if row.source == "edge"]
+    clouds = [row.label for row in labels if row.source == "cloud"]
+    for cloud in reversed(clouds):
+        for edge in edges:
+            if edge != cloud:
+                return edge, cloud
+    return None
 
 
 def oldest_samples(conn: Connection, *, horizon: datetime, limit: int) -> Sequence[tuple[str, str]]:

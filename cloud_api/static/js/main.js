@@ -112,7 +112,8 @@ class Dashboard {
         renderLineCounts(byTestId("lines-panel"), report);
       }),
       this.panel("review", async () => {
-        renderReview(byTestId("review-panel"), await this.api.get("api/v1/samples/review", { limit: 50 }));
+        const review = await this.api.get("api/v1/samples/review", { limit: 50 });
+        renderReview(byTestId("review-panel"), review.items);
       }),
       this.panel("escalations", async () => {
         renderEscalations(byTestId("escalations-panel"), await this.api.get("api/v1/escalations/stats"));
