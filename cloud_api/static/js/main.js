@@ -81,7 +81,8 @@ class Dashboard {
         renderFleet(byTestId("fleet-panel"), await this.api.get("api/v1/agents"));
       }),
       this.panel("configs", async () => {
-        renderAgentConfigs(byTestId("configs-panel"), await this.api.getOptional("api/v1/agent-configs"));
+        const configs = await this.api.getOptional("api/v1/agent-configs", { configured: true, limit: 1000 });
+        renderAgentConfigs(byTestId("configs-panel"), configs);
       }),
       this.panel("chart", () => this.drawChart()),
       this.panel("bandwidth", async () => {
