@@ -48,11 +48,16 @@ def test_the_fleets_configurations_come_in_pages(api: TestClient) -> None:
 
     pages = walk(api, limit=2)
 
-    assert [len(page) for page in pages] == [2, 2, 1]
+    # Agents of other tests may report to this app (retained statuses on the shared broker).
+    assert len(pages) >= 3
+    assert all(len(page) == 2 for page in pages[:-1])
+    walked = [item["agent_id"] for page in pages for item in page]
+    assert walked == sorted(set(walked))  # ascending, each once
     listed = [(item["agent_id"], item["state"]) for page in pages for item in page]
-    assert listed == [(a, "pending" if a in (ids[1], ids[3]) else "none") for a in ids]
+    mine = [pair for pair in listed if pair[0] in ids]
+    assert mine == [(a, "pending" if a in (ids[1], ids[3]) else "none") for a in ids]
     configured = [item["agent_id"] for page in walk(api, configured=True) for item in page]
-    assert configured == [ids[1], ids[3]]
+    assert configured == [ids[1], ids[3]]  # only overlays set in this test's database
     bad = api.get("/api/v1/agent-configs", params={"cursor": "bm90IGEgY3Vyc29y"})
     assert bad.status_code == 400
     assert "cursor" in bad.json()["detail"]
