@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from cloud_api.config import Settings as CloudSettings
-    from cloud_api.exporter import Exporter
     from cloud_api.ingest.worker import IngestWorker
+    from shared.probes import ProbeServer
 
 log = logging.getLogger(__name__)
 
@@ -271,11 +271,11 @@ def _log_share(worker_id: str, worker: IngestWorker) -> None:
     )
 
 
-def _probes(worker: IngestWorker, registry: CollectorRegistry, host: str, port: int) -> Exporter:
+def _probes(worker: IngestWorker, registry: CollectorRegistry, host: str, port: int) -> ProbeServer:
     """The worker's /metrics; live while its writer runs, ready while it is subscribed."""
-    from cloud_api.exporter import Exporter
+    from shared.probes import ProbeServer
 
-    return Exporter(
+    return ProbeServer(
         registry,
         host=host,
         port=port,
@@ -321,8 +321,8 @@ def escalations(
 
     from cloud_api.escalation.metrics import EscalationMetrics
     from cloud_api.escalation.worker import escalation_worker
-    from cloud_api.exporter import Exporter
     from cloud_api.registry import FileArtifactStore
+    from shared.probes import ProbeServer
 
     tls = broker_settings(mqtt_ca_file, mqtt_cert_file, mqtt_key_file, mqtt_password_file)
     more: dict[str, object] = {"escalation_share_group": share_group, **tls}
@@ -336,7 +336,7 @@ def escalations(
     artifacts = FileArtifactStore(settings.data_dir / "artifacts")
     observer = EscalationMetrics(registry).observe
     runner = escalation_worker(settings, engine, artifacts, observer=observer)
-    exporter = Exporter(
+    exporter = ProbeServer(
         registry, host=metrics_host, port=metrics_port,
         live=lambda: None if runner.alive else "the runner thread has stopped",
         ready=lambda: None if runner.connected else "not subscribed to the broker",

@@ -143,10 +143,15 @@ def put_overlay(
 def get_configs(client: httpx.Client, agent_ids: list[str]) -> list[dict[str, Any]]:
     """The remote configuration of the named agents (every agent's without names)."""
     if not agent_ids:
-        response = client.get("/api/v1/agent-configs")
-        refused(response)
-        configs: list[dict[str, Any]] = response.json()
-        return configs
+        configs: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 1000}
+        while True:
+            response = client.get("/api/v1/agent-configs", params=params)
+            refused(response)
+            configs += response.json()["items"]
+            if response.json()["next_cursor"] is None:
+                return configs
+            params["cursor"] = response.json()["next_cursor"]
     out = []
     for agent_id in agent_ids:
         response = client.get(f"/api/v1/agents/{agent_id}/config")

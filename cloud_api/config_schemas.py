@@ -65,3 +65,10 @@ class AgentConfigOut(BaseModel):
     state: ConfigState
     desired: DesiredConfigOut | None
     reported: ReportedConfigOut | None
+
+
+class AgentConfigPage(BaseModel):
+    """A page of agents' configurations by agent id; pass ``next_cursor`` back as ``cursor``."""
+
+    items: list[AgentConfigOut]
+    next_cursor: str | None = Field(description="null on the last page")

@@ -16,7 +16,7 @@ from fastapi import HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud_api.params import INT64_MAX, Instant
-from shared.fields import EventId
+from shared.fields import AgentId, EventId
 
 MAX_CURSOR = 512
 """Characters of a cursor: ours are under 150, and no JSON this short nests deeply."""
@@ -51,6 +51,12 @@ class EventPosition(_Position):
         if isinstance(data, list) and len(data) == 2:
             return {"ts": data[0], "id": data[1]}
         return data
+
+
+class AgentPosition(_Position):
+    """The id of the last agent on a page of agents, by id."""
+
+    id: AgentId
 
 
 class DeadLetterPosition(_Position):

@@ -31,6 +31,9 @@ class AdvisoryLock(IntEnum):
     """Deployment creations are serialised, so two cannot both pass the 409 check."""
     RETENTION = 0x4149_4F57
     """One replica at a time runs a retention round."""
+    EVENT_LABELS = 0x4149_4F58
+    """With an event's hash as second key: a verdict on the event and a sample of it take
+    turns (``cloud_api.queries.samples.hold_event_labels``)."""
 
 
 def create_db_engine(url: str) -> Engine:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from cloud_api import errors
+from cloud_api.analytics.cloud_times import CloudTimes
 from cloud_api.config import Settings, load_settings
 from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.escalation.worker import EscalationWorker, escalation_worker
@@ -55,7 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.signing_key = load_or_create_signing_key(settings.data_dir)
     app.state.artifacts = FileArtifactStore(settings.data_dir / "artifacts")
-    app.state.cloud_times = placement.CloudTimes(app.state.artifacts)
+    app.state.cloud_times = CloudTimes(app.state.artifacts)
     engine = create_db_engine(settings.database_url)
     try:
         migrate(engine)

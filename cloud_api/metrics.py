@@ -2,7 +2,7 @@
 
 Each worker owns its family (``IngestMetrics``, ``RolloutMetrics``, ``HttpMetrics``); a
 process registers the families of the workers it runs: the API all of them, a stand-alone
-ingest worker its own (``cloud_api/exporter.py`` serves them). Fleet gauges (agents online,
+ingest worker its own (``shared/probes.py`` serves them). Fleet gauges (agents online,
 deployments by state, each agent's outbox) are read from the database at scrape time by
 ``FleetCollector``. Under ``aiot cloud serve --workers N`` prometheus-client's multiprocess
 mode (``PROMETHEUS_MULTIPROC_DIR``) sums the counters of every worker process.

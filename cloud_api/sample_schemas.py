@@ -63,6 +63,13 @@ class SampleDisagreement(BaseModel):
     cloud_label: str
 
 
+class ReviewPage(BaseModel):
+    """A page of the review list, newest first; pass ``next_cursor`` back as ``cursor``."""
+
+    items: list[SampleDisagreement]
+    next_cursor: str | None = Field(description="null on the last page")
+
+
 class FeedbackIn(BaseModel):
     """A person's verdict on an event; ``relabel`` needs ``label``."""
 

@@ -3,32 +3,28 @@
 Metrics are produced by a collector that reads the counters at scrape time, so the hot
 path only increments plain integers and pays nothing for Prometheus. The registry is
 passed in (no module-level global), so tests and several agents in one process never clash.
-The exporter also answers the probes: ``/livez`` (the agent works; the same check feeds
-systemd's watchdog) and ``/readyz`` (it reaches the broker), 200 or 503 with the reason.
+The exporter (``shared.probes``, as the cloud's workers have) also answers the probes:
+``/livez`` (the agent works; the same check feeds systemd's watchdog) and ``/readyz`` (it
+reaches the broker), 200 or 503 with the reason.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer
 from pydantic import Field
 
 from edge_agent.config_types import StrictConfig
 from shared.messages import AgentStatus
+from shared.probes import Check, ProbeServer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9464
-Check = Callable[[], str | None]
-"""A probe's check: None while healthy, else the reason it is not."""
 
 
 class MetricsConfig(StrictConfig):
@@ -259,30 +255,7 @@ def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, help_text, value=value)
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes and probes are not worth a log line each."""
-
-
-def probe_app(registry: CollectorRegistry, checks: dict[str, Check]) -> Any:
-    """A WSGI app: ``/metrics`` from ``registry``; each path of ``checks`` a probe."""
-    metrics = make_wsgi_app(registry)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        check = checks.get(environ.get("PATH_INFO", ""))
-        if check is None:
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
-        problem = check()
-        body = f"{problem or 'ok'}\n".encode()
-        status = "200 OK" if problem is None else "503 Service Unavailable"
-        start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                                ("Content-Length", str(len(body)))])  # fmt: skip
-        return [body]
-
-    return app
-
-
-class MetricsServer:
+class MetricsServer(ProbeServer):
     """The HTTP exporter and probes on ``host:port`` (port 0 means none).
 
     A port another process holds is logged and skipped: the agent's work (events to the
@@ -298,41 +271,18 @@ class MetricsServer:
         live: Check = lambda: None,
         ready: Check = lambda: None,
     ) -> None:
-        self._app = probe_app(registry, {"/livez": live, "/readyz": ready})
-        self._host = host
-        self._port = port
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful when the config asked for an ephemeral one); 0 if none."""
-        return int(self._server.server_port) if self._server is not None else 0
+        super().__init__(registry, host=host, port=port, live=live, ready=ready)
+        self._address = (host, port)
 
     def start(self) -> None:
-        if self._port == 0:
+        host, port = self._address
+        if port == 0:
             return
         try:
-            self._server = make_server(
-                self._host, self._port, self._app, ThreadingWSGIServer, handler_class=_Quiet
-            )
+            super().start()
         except OSError as exc:
             log.warning(
                 "metrics exporter off: cannot listen on %s:%d (%s); set metrics.port to a "
                 "free port, or 0 to turn it off",
-                self._host, self._port, exc.strerror or exc,
+                host, port, exc.strerror or exc,
             )  # fmt: skip
-            return
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None

@@ -17,7 +17,7 @@ local actions, or one side is cheaper.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud_api.tables import AgentRow, SummaryRow
+from shared.versions import version_key
 
 MONTH_S = 30 * 24 * 3600.0
 GB = 1e9
@@ -106,58 +107,105 @@ def fleet_figures(
     cloud_ms: Callable[[str, str], float | None],
 ) -> list[Figures]:
     """Every agent's pipeline with summaries in ``[since, until)``; ``cloud_ms(model,
-    version)`` is the cloud's inference time of that model (None: unknown)."""
+    version)`` is the cloud's inference time of that model (None: unknown). A pipeline that
+    ran several models in the window is measured on them all and reported with the newest
+    (by ``shared.versions``: "1.10.0" is newer than "1.9.0")."""
     rows = session.execute(
         select(
             SummaryRow.agent_id,
             SummaryRow.pipeline,
+            SummaryRow.model_name,
+            SummaryRow.model_version,
             func.sum(SummaryRow.raw_bytes),
             func.sum(SummaryRow.sent_bytes),
             func.sum(SummaryRow.inferences),
             func.min(SummaryRow.window_start),
             func.max(SummaryRow.window_end),
-            func.max(SummaryRow.model_name),
-            func.max(SummaryRow.model_version),
         )
         .where(SummaryRow.window_start >= since, SummaryRow.window_start < until)
-        .group_by(SummaryRow.agent_id, SummaryRow.pipeline)
-        .order_by(SummaryRow.agent_id, SummaryRow.pipeline)
+        .group_by(
+            SummaryRow.agent_id,
+            SummaryRow.pipeline,
+            SummaryRow.model_name,
+            SummaryRow.model_version,
+        )
     ).all()
+    runs = _merge([_Run(*row) for row in rows])
     agents = {
         row.agent_id: row
         for row in session.scalars(
-            select(AgentRow).where(AgentRow.agent_id.in_({r[0] for r in rows}))
+            select(AgentRow).where(AgentRow.agent_id.in_({run.agent_id for run in runs}))
         )
     }
-    return [_figures(row, agents.get(row[0]), default_link_mbps, cloud_ms) for row in rows]
+    return [_figures(run, agents.get(run.agent_id), default_link_mbps, cloud_ms) for run in runs]
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What one agent's pipeline did in the window, on one model or (merged) on all."""
+
+    agent_id: str
+    pipeline: str
+    model: str
+    version: str
+    raw: int | None
+    sent: int | None
+    windows: int | None
+    first: datetime | None
+    last: datetime | None
+
+
+def _merge(runs: Sequence[_Run]) -> list[_Run]:
+    """One run per agent's pipeline, by agent and pipeline: the sums of all its models', on
+    the newest model (name and version taken together, never mixed from two rows)."""
+    grouped: dict[tuple[str, str], list[_Run]] = {}
+    for run in runs:
+        grouped.setdefault((run.agent_id, run.pipeline), []).append(run)
+    merged = []
+    for key in sorted(grouped):
+        group = grouped[key]
+        newest = max(group, key=lambda run: (version_key(run.version), run.model))
+        firsts = [run.first for run in group if run.first is not None]
+        lasts = [run.last for run in group if run.last is not None]
+        merged.append(
+            replace(
+                newest,
+                raw=sum(int(run.raw or 0) for run in group),
+                sent=sum(int(run.sent or 0) for run in group),
+                windows=sum(int(run.windows or 0) for run in group),
+                first=min(firsts, default=None),
+                last=max(lasts, default=None),
+            )
+        )
+    return merged
 
 
 def _figures(
-    row: Sequence[Any],
+    run: _Run,
     agent: AgentRow | None,
     default_link_mbps: float | None,
     cloud_ms: Callable[[str, str], float | None],
 ) -> Figures:
-    agent_id, pipeline, raw, sent, windows, first, last, model, version = row
+    first, last = run.first, run.last
     span_s = max((last - first).total_seconds(), 1.0) if first and last else 1.0
     status: dict[str, Any] = agent.last_status if agent is not None else {}
     mine: dict[str, Any] = next(
-        (p for p in status.get("pipelines", []) if p.get("name") == pipeline), {}
+        (p for p in status.get("pipelines", []) if p.get("name") == run.pipeline), {}
     )
     labels = agent.labels if agent is not None else {}
     return Figures(
-        agent_id=agent_id,
-        pipeline=pipeline,
-        model=model,
-        version=version,
-        windows_per_s=int(windows or 0) / span_s,
-        raw_bps=int(raw or 0) / span_s,
-        sent_bps=int(sent or 0) / span_s,
+        agent_id=run.agent_id,
+        pipeline=run.pipeline,
+        model=run.model,
+        version=run.version,
+        windows_per_s=int(run.windows or 0) / span_s,
+        raw_bps=int(run.raw or 0) / span_s,
+        sent_bps=int(run.sent or 0) / span_s,
         edge_p50_ms=_ms(mine.get("inference_p50_s")),
         edge_p99_ms=_ms(mine.get("inference_p99_s")),
         rtt_ms=_ms(status.get("ack_rtt_p50_s")),
         link_mbps=_link(labels.get("link_mbps"), default_link_mbps),
-        cloud_ms=cloud_ms(model, version),
+        cloud_ms=cloud_ms(run.model, run.version),
     )
 
 

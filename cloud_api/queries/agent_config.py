@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, union
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from cloud_api.tables import AgentConfigRow
+from cloud_api.tables import AgentConfigRow, AgentRow
 from shared.messages import ConfigOverlay, ConfigStatus
 
 ConfigState = Literal["none", "pending", "applied", "refused"]
@@ -36,6 +36,34 @@ def configs(
     if agent_ids is not None:
         query = query.where(AgentConfigRow.agent_id.in_(agent_ids))
     return {row.agent_id: row for row in session.scalars(query)}
+
+
+def agent_ids_page(
+    session: Session, *, after: str | None, limit: int, configured: bool
+) -> list[str]:
+    """Up to ``limit`` agent ids after ``after``, ascending: agents that reported or have an
+    overlay set (only those with an overlay when ``configured``)."""
+    ids = select(AgentConfigRow.agent_id.label("agent_id"))
+    source = ids if configured else union(select(AgentRow.agent_id.label("agent_id")), ids)
+    known = source.subquery()
+    query = select(known.c.agent_id)
+    if after is not None:
+        query = query.where(known.c.agent_id > after)
+    return list(session.scalars(query.order_by(known.c.agent_id).limit(limit)))
+
+
+def target_agent_ids(
+    session: Session, *, agent_ids: Sequence[str] | None, labels: dict[str, str] | None
+) -> list[str]:
+    """The known agents a target names, ascending: those of ``agent_ids`` that reported, or
+    those with every key=value of ``labels`` (the rule of ``rollout.store.matching_agents``,
+    asked of the database so that only the chosen agents are read)."""
+    query = select(AgentRow.agent_id)
+    if agent_ids is not None:
+        query = query.where(AgentRow.agent_id.in_(agent_ids))
+    for key, value in (labels or {}).items():
+        query = query.where(AgentRow.labels[key].as_string() == value)
+    return list(session.scalars(query.order_by(AgentRow.agent_id)))
 
 
 def set_config(

@@ -3,13 +3,15 @@ feedback, the review list of edge/cloud disagreements, and what retention remove
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Select, and_, delete, exists, select, tuple_
+from sqlalchemy import Connection, Select, delete, exists, func, select, text, tuple_
 from sqlalchemy.orm import Session, aliased
 
+from cloud_api.db import AdvisoryLock
 from cloud_api.tables import EventFeedbackRow, EventRow, SampleLabelRow, SampleRow
 
 PERSON = "person"
@@ -78,9 +80,29 @@ def labels_of(session: Session, sample_ids: Sequence[str]) -> dict[str, list[Sam
     return found
 
 
+def hold_event_labels(session: Session, event_id: str) -> None:
+    """Make this transaction and any other that labels ``event_id``'s samples take turns,
+    until it ends; call it before the transaction writes anything.
+
+    A verdict labels the samples stored before it, and a sample takes the verdicts stored
+    before it. Without turns, each could read before the other committed and neither would
+    label the sample. With them, the later one sees the earlier one's commit (each statement
+    reads what is committed when it starts). PostgreSQL: a transaction-level advisory lock on
+    the event. SQLite: its write lock, taken now (``BEGIN IMMEDIATE``; pysqlite would
+    otherwise begin only at the first write, after the read).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=4).digest(), "big")
+        lock = func.pg_advisory_xact_lock(AdvisoryLock.EVENT_LABELS, key - 2**31)  # int4 keys
+        session.execute(select(lock))
+    else:
+        session.execute(text("BEGIN IMMEDIATE"))
+
+
 def feedback_of(session: Session, event_id: str, agent_id: str) -> Sequence[EventFeedbackRow]:
     """People's verdicts on ``agent_id``'s event, oldest first (none when the event is
-    another agent's: a sample cannot borrow a verdict by naming it)."""
+    another agent's: a sample cannot borrow a verdict by naming it). Hold the event's labels
+    first (``hold_event_labels``) when a new sample is to take them."""
     own = select(EventRow.id).where(EventRow.id == event_id, EventRow.agent_id == agent_id)
     query = select(EventFeedbackRow).where(EventFeedbackRow.event_id.in_(own))
     return session.scalars(query.order_by(EventFeedbackRow.id)).all()
@@ -89,7 +111,9 @@ def feedback_of(session: Session, event_id: str, agent_id: str) -> Sequence[Even
 def add_feedback(session: Session, feedback: EventFeedbackRow, agent_id: str) -> int:
     """Record a verdict (not committed) and label the event's stored samples with it (those
     of the event's own agent: another agent cannot borrow a verdict by naming the event); the
-    number of samples labelled."""
+    number of samples labelled. It holds the event's labels until the commit: a sample
+    stored at the same time gets the verdict either way (``hold_event_labels``)."""
+    hold_event_labels(session, feedback.event_id)
     session.add(feedback)
     ids = session.scalars(
         select(SampleRow.id).where(
@@ -117,21 +141,41 @@ def person_label(sample_id: str, feedback: EventFeedbackRow) -> SampleLabelRow:
 
 
 def disagreements_query(
-    *, agent_id: str | None = None, pipeline: str | None = None, limit: int
-) -> Select[SampleRow, str, str]:
-    """Samples whose edge and cloud labels differ, newest first, with both labels."""
+    *,
+    agent_id: str | None = None,
+    pipeline: str | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int,
+) -> Select[SampleRow]:
+    """Samples with an edge label and a cloud label that differ, each once, newest first on
+    (ts, id) and after ``after`` (keyset pages)."""
     edge, cloud = aliased(SampleLabelRow), aliased(SampleLabelRow)
-    query = (
-        select(SampleRow, edge.label, cloud.label)
-        .join(edge, and_(edge.sample_id == SampleRow.id, edge.source == "edge"))
-        .join(cloud, and_(cloud.sample_id == SampleRow.id, cloud.source == "cloud"))
+    differ = (
+        exists()
+        .where(edge.sample_id == SampleRow.id, edge.source == "edge")
+        .where(cloud.sample_id == SampleRow.id, cloud.source == "cloud")
         .where(edge.label != cloud.label)
     )
+    query = select(SampleRow).where(differ)
     if agent_id is not None:
         query = query.where(SampleRow.agent_id == agent_id)
     if pipeline is not None:
         query = query.where(SampleRow.pipeline == pipeline)
+    if after is not None:
+        query = query.where(tuple_(SampleRow.ts, SampleRow.id) < tuple_(*after))
     return query.order_by(SampleRow.ts.desc(), SampleRow.id.desc()).limit(limit)
+
+
+def disagreement(labels: Sequence[SampleLabelRow]) -> tuple[str, str] | None:
+    """The (edge, cloud) labels on which a sample's answers differ, the newest cloud answer
+    first (labels oldest first, as ``labels_of`` gives them); None if they all agree."""
+    edges = [row.label for row in labels if row.source == "edge"]
+    clouds = [row.label for row in labels if row.source == "cloud"]
+    for cloud in reversed(clouds):
+        for edge in edges:
+            if edge != cloud:
+                return edge, cloud
+    return None
 
 
 def oldest_samples(conn: Connection, *, horizon: datetime, limit: int) -> Sequence[tuple[str, str]]:

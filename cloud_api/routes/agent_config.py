@@ -10,24 +10,27 @@ which ingest stores: a GET shows both, desired and reported.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cloud_api.config_schemas import (
     AgentConfigIn,
     AgentConfigOut,
+    AgentConfigPage,
     DesiredConfigOut,
     FleetConfigIn,
     ReportedConfigOut,
 )
+from cloud_api.cursors import AgentPosition, cursor_param, keyset_page
 from cloud_api.deps import OperateDep, ReadDep, ReadOrAgentDep, SessionDep
 from cloud_api.limits import Limit, body_limit
 from cloud_api.params import AgentIdPath
+from cloud_api.params import Limit as PageLimit
 from cloud_api.queries import agent_config, agents
 from cloud_api.responses import AUTHENTICATED, problems
-from cloud_api.rollout.store import matching_agents
 from cloud_api.tables import AgentConfigRow, AgentRow
 from shared.messages import utcnow
 
@@ -37,6 +40,8 @@ FLEET_BODY_LIMIT = Limit(
     1024 * 1024 + 64 * 1024, "a target of 10,000 agent ids of 64 characters and an overlay"
 )
 """FleetConfigIn's largest valid body fits; the 64 KiB of other JSON routes would not."""
+
+AfterDep = Annotated[AgentPosition | None, Depends(cursor_param(AgentPosition))]
 
 
 @router.get("/agents/{agent_id}/config", response_model=AgentConfigOut, responses=problems(404))
@@ -68,12 +73,27 @@ def put_agent_config(
     return _out(agent_id, desired, row)
 
 
-@router.get("/agent-configs", response_model=list[AgentConfigOut])
-def list_agent_configs(session: SessionDep, _: ReadDep) -> list[AgentConfigOut]:
-    """Every known agent's remote configuration, desired and reported, by agent id."""
-    rows = {row.agent_id: row for row in agents.list_agents(session)}
-    desired = agent_config.configs(session)
-    return [_out(a, desired.get(a), rows.get(a)) for a in sorted({*rows, *desired})]
+@router.get("/agent-configs", response_model=AgentConfigPage, responses=problems(400))
+def list_agent_configs(
+    session: SessionDep,
+    _: ReadDep,
+    after: AfterDep,
+    configured: Annotated[
+        bool, Query(description="only agents with an overlay set (not those on their file only)")
+    ] = False,
+    limit: PageLimit = 100,
+) -> AgentConfigPage:
+    """Known agents' remote configurations, desired and reported, by agent id; follow
+    ``next_cursor`` until it is null. Only the agents of the page are read."""
+    ids = agent_config.agent_ids_page(
+        session, after=after.id if after is not None else None, limit=limit + 1,
+        configured=configured,
+    )  # fmt: skip
+    page, next_cursor = keyset_page(ids, limit, lambda agent_id: AgentPosition(id=agent_id))
+    rows = agents.agents_by_id(session, agent_ids=page)
+    desired = agent_config.configs(session, agent_ids=page)
+    items = [_out(a, desired.get(a), rows.get(a)) for a in page]
+    return AgentConfigPage(items=items, next_cursor=next_cursor)
 
 
 @router.put(
@@ -87,10 +107,13 @@ def put_fleet_config(
 ) -> list[AgentConfigOut]:
     """Set one overlay for every known agent the target names (ids, or every key=value of
     a label selector), each under its own new version; 422 if it names no known agent."""
-    rows = {row.agent_id: row for row in agents.list_agents(session)}
-    chosen = matching_agents(list(rows.values()), body.target)
+    target = body.target
+    chosen = agent_config.target_agent_ids(
+        session, agent_ids=target.agent_ids, labels=target.labels
+    )
     if not chosen:
         raise HTTPException(422, "the target matches no known agent")
+    rows = agents.agents_by_id(session, agent_ids=chosen)
     desired = _set(session, chosen, body.overlay)
     return [_out(row.agent_id, row, rows[row.agent_id]) for row in desired]
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import threading
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from cloud_api.analytics.cloud_times import CloudTimes
 from cloud_api.analytics.placement import Placement, Prices, fleet_figures, place, window
 from cloud_api.deps import SessionDep, require
-from cloud_api.inspection import inspect_onnx
 from cloud_api.queries.models import get_model_version
-from cloud_api.registry import ArtifactStore, artifact_key
 from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.schemas import PipelinePlacement, PlacementPrices, PlacementReport
-from shared.errors import ModelError
 from shared.messages import utcnow
 
 router = APIRouter(
@@ -28,41 +22,6 @@ router = APIRouter(
 )
 
 Price = Annotated[float, Query(ge=0, le=1e6)]
-
-
-class CloudTimes:
-    """The cloud's inference time of each registered version, timed once by the registry's
-    inspection child (an artifact never changes under its sha256) and kept."""
-
-    def __init__(self, store: ArtifactStore) -> None:
-        self._store = store
-        self._times: dict[str, float | None] = {}
-        self._lock = threading.Lock()
-
-    def of(self, session: SessionDep, model: str, version: str) -> float | None:
-        row = get_model_version(session, name=model, version=version)
-        if row is None:
-            return None  # a model the registry never had (configured on the agent)
-        with self._lock:
-            if row.sha256 in self._times:
-                return self._times[row.sha256]
-        with tempfile.TemporaryDirectory(prefix="aiot-placement-") as scratch:
-            copy = Path(scratch) / "model.onnx"
-            try:
-                with (
-                    self._store.open(artifact_key(model, version)) as source,
-                    copy.open("wb") as out,
-                ):
-                    shutil.copyfileobj(source, out)
-            except OSError:  # the store cannot give it now: not kept, tried again next time
-                return None
-            try:
-                timed = inspect_onnx(copy).run_ms
-            except ModelError:  # unloadable: it will not load better next time
-                timed = None
-        with self._lock:
-            self._times[row.sha256] = timed
-        return timed
 
 
 @router.get("", response_model=PlacementReport)
@@ -85,11 +44,17 @@ def placement(
     figures beside the cloud alternative, each side's cost per month at the given prices,
     and a verdict with its reason."""
     times: CloudTimes = request.app.state.cloud_times
+
+    def cloud_ms(model: str, version: str) -> float | None:
+        row = get_model_version(session, name=model, version=version)
+        if row is None:
+            return None  # a model the registry never had (configured on the agent)
+        return times.of(name=model, version=version, sha256=row.sha256)
+
     since, until = window(hours, utcnow())
     figures = fleet_figures(
-        session, since=since, until=until, default_link_mbps=link_mbps,
-        cloud_ms=lambda model, version: times.of(session, model, version),
-    )  # fmt: skip
+        session, since=since, until=until, default_link_mbps=link_mbps, cloud_ms=cloud_ms
+    )
     prices = Prices(price_per_gb, cloud_cpu_hour, edge_cpu_hour)
     rows = [place(f, prices, latency_budget_ms) for f in figures]
     return PlacementReport(

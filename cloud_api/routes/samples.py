@@ -31,6 +31,7 @@ from cloud_api.limits import Limit, body_limit
 from cloud_api.params import AgentIdQuery, LabelQuery, NameQuery, SinceQuery, UntilQuery
 from cloud_api.params import Limit as PageLimit
 from cloud_api.queries.samples import (
+    disagreement,
     disagreements_query,
     get_sample,
     labels_of,
@@ -40,6 +41,7 @@ from cloud_api.registry import CHUNK
 from cloud_api.responses import AUTHENTICATED, problems
 from cloud_api.sample_schemas import (
     LabelSource,
+    ReviewPage,
     SampleDisagreement,
     SampleLabelOut,
     SampleOut,
@@ -184,23 +186,33 @@ def list_samples(
     return SamplePage(items=samples_out(session, page), next_cursor=next_cursor)
 
 
-@router.get("/review", response_model=list[SampleDisagreement])
+@router.get("/review", response_model=ReviewPage, responses=problems(400))
 def review_list(
     session: SessionDep,
     _: ReadDep,
+    after: AfterDep,
     agent_id: AgentIdQuery = None,
     pipeline: NameQuery = None,
     limit: PageLimit = 100,
-) -> list[SampleDisagreement]:
-    """Samples whose edge and cloud labels differ, newest first: what a person should review."""
-    rows = session.execute(
-        disagreements_query(agent_id=agent_id, pipeline=pipeline, limit=limit)
-    ).all()
-    outs = samples_out(session, [row[0] for row in rows])
-    return [
-        SampleDisagreement(sample=out, edge_label=row[1], cloud_label=row[2])
-        for out, row in zip(outs, rows, strict=True)
-    ]
+) -> ReviewPage:
+    """Samples whose edge and cloud labels differ, newest first (by ``ts``, then id): what a
+    person should review. Follow ``next_cursor`` until it is null, with the same filters."""
+    query = disagreements_query(
+        agent_id=agent_id,
+        pipeline=pipeline,
+        after=(after.ts, after.id) if after is not None else None,
+        limit=limit + 1,
+    )
+    rows = session.scalars(query).all()
+    page, next_cursor = keyset_page(rows, limit, lambda row: EventPosition(ts=row.ts, id=row.id))
+    labels = labels_of(session, [row.id for row in page])
+    items = []
+    for row in page:
+        pair = disagreement(labels.get(row.id, []))
+        if pair is not None:  # a label deleted since the query: nothing to review any more
+            sample = sample_out(row, labels.get(row.id, []))
+            items.append(SampleDisagreement(sample=sample, edge_label=pair[0], cloud_label=pair[1]))
+    return ReviewPage(items=items, next_cursor=next_cursor)
 
 
 @router.get(

@@ -160,7 +160,8 @@ def test_a_label_selector_sets_the_agents_with_every_label(
     response = config_api.put("/api/v1/agent-configs", json={"target": target, "overlay": LOWER})
     assert response.status_code == 200, response.text
     assert [(c["agent_id"], c["desired"]["version"]) for c in response.json()] == [(fleet[0], 1)]
-    listed = {c["agent_id"]: c["state"] for c in config_api.get("/api/v1/agent-configs").json()}
+    page = config_api.get("/api/v1/agent-configs", params={"limit": 1000}).json()
+    listed = {c["agent_id"]: c["state"] for c in page["items"]}
     assert (listed[fleet[0]], listed[fleet[1]]) == ("pending", "none")
 
 

@@ -176,7 +176,7 @@ def test_both_answers_label_the_sample_in_either_order_and_disagreements_are_rev
                 assert by_source["cloud"]["label"] == "imbalance"
                 assert by_source["cloud"]["model"] == "vibration-anomaly-cloud 1.0.0"
                 assert len(item["labels"]) == 2
-            review = api.get("/api/v1/samples/review", params={"agent_id": agent}).json()
+            review = api.get("/api/v1/samples/review", params={"agent_id": agent}).json()["items"]
             assert sorted(r["sample"]["id"] for r in review) == sorted(ids)
             assert {(r["edge_label"], r["cloud_label"]) for r in review} == {
                 ("healthy", "imbalance")

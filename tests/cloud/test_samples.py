@@ -197,15 +197,10 @@ def test_feedback_labels_the_events_samples(api: TestClient, publisher: Publishe
     assert no_label.status_code == 422
 
 
-def test_the_review_list_shows_edge_and_cloud_disagreements(api: TestClient) -> None:
-    agent_id, agent = agent_client(api)
-    agree, blob = window_sample(agent_id, label="normal")
-    assert upload(agent, agree, blob).status_code == 201
-    differ, blob = window_sample(agent_id, seed=2, label="normal")
-    assert upload(agent, differ, blob).status_code == 201
-    assert api.get("/api/v1/samples/review").json() == []
+def cloud_labels(api: TestClient, labels: list[tuple[str, str]]) -> None:
+    """Cloud answers, stored as the escalation runner stores them: (sample id, label)."""
     with api.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
-        for sample_id, label in ((agree.id, "normal"), (differ.id, "imbalance")):
+        for sample_id, label in labels:
             session.add(
                 SampleLabelRow(
                     sample_id=sample_id, label=label, source="cloud", author="cloud",
@@ -213,12 +208,57 @@ def test_the_review_list_shows_edge_and_cloud_disagreements(api: TestClient) -> 
                 )
             )  # fmt: skip
         session.commit()
-    (row,) = api.get("/api/v1/samples/review", params={"agent_id": agent_id}).json()
+
+
+def review_pages(api: TestClient, **params: Any) -> list[list[dict[str, Any]]]:
+    pages: list[list[dict[str, Any]]] = []
+    while True:
+        response = api.get("/api/v1/samples/review", params=params)
+        assert response.status_code == 200, response.text
+        pages.append(response.json()["items"])
+        if response.json()["next_cursor"] is None:
+            return pages
+        params["cursor"] = response.json()["next_cursor"]
+
+
+def test_the_review_list_shows_edge_and_cloud_disagreements(api: TestClient) -> None:
+    agent_id, agent = agent_client(api)
+    agree, blob = window_sample(agent_id, label="normal")
+    assert upload(agent, agree, blob).status_code == 201
+    differ, blob = window_sample(agent_id, seed=2, label="normal")
+    assert upload(agent, differ, blob).status_code == 201
+    assert review_pages(api, agent_id=agent_id) == [[]]
+    cloud_labels(api, [(agree.id, "normal"), (differ.id, "imbalance")])
+    ((row,),) = review_pages(api, agent_id=agent_id)
     assert (row["sample"]["id"], row["edge_label"], row["cloud_label"]) == (
         differ.id,
         "normal",
         "imbalance",
     )
+
+
+def test_the_review_list_pages_with_a_cursor_each_sample_once(api: TestClient) -> None:
+    agent_id, agent = agent_client(api)
+    now = utcnow()
+    metas = [
+        window_sample(agent_id, seed=n, label="normal", ts=now - timedelta(minutes=n))[0]
+        for n in range(5)
+    ]
+    for meta in metas:
+        blob = window_sample(agent_id, seed=metas.index(meta))[1]
+        assert upload(agent, meta, blob).status_code == 201
+    # Two cloud answers for the newest, both against the edge: still one row, the newest.
+    cloud_labels(api, [(m.id, "imbalance") for m in metas] + [(metas[0].id, "misalignment")])
+
+    pages = review_pages(api, agent_id=agent_id, limit=2)
+
+    assert [len(page) for page in pages] == [2, 2, 1]
+    rows = [row for page in pages for row in page]
+    assert [row["sample"]["id"] for row in rows] == [m.id for m in metas]  # newest first
+    assert (rows[0]["edge_label"], rows[0]["cloud_label"]) == ("normal", "misalignment")
+    bad = api.get("/api/v1/samples/review", params={"cursor": "bm90IGEgY3Vyc29y"})
+    assert bad.status_code == 400
+    assert "cursor" in bad.json()["detail"]
 
 
 def test_retention_removes_old_samples_and_their_blobs(api: TestClient) -> None:

@@ -30,7 +30,7 @@ def test_the_panel_shows_desired_and_reported_config_per_agent(blank: Page) -> N
         {"agent_id": "press-3", "state": "none", "desired": None, "reported": None},
     ]  # fmt: skip
     panel = blank.get_by_test_id("configs-panel")
-    blank.evaluate(RENDER, configs)
+    blank.evaluate(RENDER, {"items": configs, "next_cursor": None})
     rows = panel.get_by_test_id("config-row")
     expect(rows).to_have_count(2)  # an agent with no overlay, desired or applied, is left out
     applied = panel.locator('[data-testid="config-row"][data-agent-id="press-1"]')

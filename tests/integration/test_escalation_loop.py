@@ -78,7 +78,7 @@ def test_unsure_inputs_are_answered_by_the_cloud_model_reconciled_and_labelled(
         answers = pages(cloud, "/api/v1/escalations", agent_id=agent_id)
         events = pages(cloud, "/api/v1/events", agent_id=agent_id)
         samples = pages(cloud, "/api/v1/samples", agent_id=agent_id, reason="escalated")
-        review = cloud.http.get("/api/v1/samples/review", params={"limit": 1000}).json()
+        review = pages(cloud, "/api/v1/samples/review")
 
     # Each escalation was run once by the cloud model and answered.
     assert len(answers) == len({a["id"] for a in answers}) == sent

@@ -33,9 +33,9 @@ function configRow(config) {
   );
 }
 
-/** Show `body` (the JSON of `GET /api/v1/agent-configs`, or null on 404) in the panel. */
+/** Show `body` (a page of `GET /api/v1/agent-configs`, or null on 404) in the panel. */
 export function renderAgentConfigs(root, body) {
-  const configs = (body ?? []).filter((config) => config.state !== "none" || config.reported?.applied_version);
+  const configs = (body?.items ?? []).filter((config) => config.state !== "none" || config.reported?.applied_version);
   root.querySelector('[data-testid="configs-empty"]').hidden = configs.length > 0;
   fill(root.querySelector('[data-testid="config-rows"]'), configs.map(configRow));
 }

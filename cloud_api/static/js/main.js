@@ -81,7 +81,8 @@ class Dashboard {
         renderFleet(byTestId("fleet-panel"), await this.api.get("api/v1/agents"));
       }),
       this.panel("configs", async () => {
-        renderAgentConfigs(byTestId("configs-panel"), await this.api.getOptional("api/v1/agent-configs"));
+        const configs = await this.api.getOptional("api/v1/agent-configs", { configured: true, limit: 1000 });
+        renderAgentConfigs(byTestId("configs-panel"), configs);
       }),
       this.panel("chart", () => this.drawChart()),
       this.panel("bandwidth", async () => {
@@ -112,7 +113,8 @@ class Dashboard {
         renderLineCounts(byTestId("lines-panel"), report);
       }),
       this.panel("review", async () => {
-        renderReview(byTestId("review-panel"), await this.api.get("api/v1/samples/review", { limit: 50 }));
+        const review = await this.api.get("api/v1/samples/review", { limit: 50 });
+        renderReview(byTestId("review-panel"), review.items);
       }),
       this.panel("escalations", async () => {
         renderEscalations(byTestId("escalations-panel"), await this.api.get("api/v1/escalations/stats"));

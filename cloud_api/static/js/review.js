@@ -4,7 +4,7 @@
 import { el } from "./dom.js";
 import { formatTime } from "./format.js";
 
-/** Fill the review panel from `GET /api/v1/samples/review`. */
+/** Fill the review panel from the first page of `GET /api/v1/samples/review`. */
 export function renderReview(panel, rows) {
   const body = panel.querySelector('[data-testid="review-rows"]');
   const empty = panel.querySelector('[data-testid="review-empty"]');

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 from cli.main import app as cli_app
 from cli.server import serve_in_thread
-from cloud_api.analytics.placement import Figures, Prices, place
+from cloud_api.analytics.placement import Figures, Prices, fleet_figures, place, window
 from cloud_api.auth import create_api_key
 from cloud_api.config import Settings
+from cloud_api.db import create_db_engine, create_sessionmaker, migrate
 from cloud_api.main import create_app
 from cloud_api.tables import AgentRow, SummaryRow
 from shared.messages import utcnow
@@ -121,6 +122,42 @@ def test_the_report_measures_the_fleet_and_follows_the_link_and_the_prices(
     priced = api.get("/api/v1/placement", params={"link_mbps": 100}).json()
     assert priced["pipelines"][0]["verdict"] == "edge"
     assert priced["prices"] == {"per_gb": 0.09, "cloud_cpu_hour": 0.05, "edge_cpu_hour": 0.0}
+
+
+def test_a_pipeline_upgraded_in_the_window_is_reported_on_its_newest_model(
+    database_url: str,
+) -> None:
+    """1.9.0 then 1.10.0 (a text compare calls 1.9.0 the newer): the report names 1.10.0,
+    asks the cloud's time of that version, and counts the windows of both."""
+    engine = create_db_engine(database_url)
+    migrate(engine)
+    now, asked = utcnow(), []
+    with create_sessionmaker(engine)() as session:
+        for minute in range(60):
+            version = "1.9.0" if minute < 30 else "1.10.0"
+            start = now - timedelta(minutes=60 - minute)
+            session.add(SummaryRow(
+                agent_id="press-1", pipeline="spindle-vibration", window_start=start,
+                window_end=start + timedelta(minutes=1), samples_in=375, inferences=375,
+                gated=0, events=0, events_by_label={}, signals={}, raw_bytes=51_200 * 60,
+                sent_bytes=40 * 60, model_name="vibration-anomaly", model_version=version,
+                model_sha256="0" * 64, received_at=start,
+            ))  # fmt: skip
+        session.commit()
+
+        def cloud_ms(model: str, version: str) -> float:
+            asked.append((model, version))
+            return 0.5
+
+        since, until = window(2, now)
+        (figures,) = fleet_figures(
+            session, since=since, until=until, default_link_mbps=None, cloud_ms=cloud_ms
+        )
+    engine.dispose()
+
+    assert (figures.version, figures.cloud_ms) == ("1.10.0", 0.5)
+    assert asked == [("vibration-anomaly", "1.10.0")]
+    assert figures.windows_per_s == pytest.approx(375 / 60, rel=0.02)  # both versions' windows
 
 
 @pytest.mark.parametrize(
