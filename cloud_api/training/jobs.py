@@ -20,15 +20,19 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cloud_api import registry
+from cloud_api.queries.models import get_model_version
 from cloud_api.training.spec import FINISHED, JobSpec, JobState
 from cloud_api.training.tables import LOG_LINE_CHARS, LOG_LINES, TrainingJobRow
+from shared.errors import AiotError, ConflictError
 from shared.messages import utcnow
 
 log = logging.getLogger(__name__)
 
 
 def create_job(session: Session, spec: JobSpec, *, created_by: str) -> TrainingJobRow:
-    """Queue a job (committed)."""
+    """Queue a job (committed); nothing is queued if its candidate could never be registered
+    (``check_registrable``)."""
     row = TrainingJobRow(
         pipeline=spec.pipeline,
         trainer=spec.trainer,
@@ -46,9 +50,36 @@ def create_job(session: Session, spec: JobSpec, *, created_by: str) -> TrainingJ
         created_at=utcnow(),
     )
     session.add(row)
+    session.flush()  # the id names the default version
+    try:
+        check_registrable(session, spec, job_id=row.id)
+    except AiotError:
+        session.rollback()
+        raise
     session.commit()
     log.info("queued training job %s (%s on %s)", row.id, spec.trainer, spec.pipeline)
     return row
+
+
+def check_registrable(session: Session, spec: JobSpec, *, job_id: int) -> None:
+    """ContractError for a candidate version that is not a valid name (a default one over 64
+    characters); ConflictError for one that is registered or another live job's."""
+    version = registry.check_name(spec.version_of(job_id), what="candidate version")
+    if get_model_version(session, name=spec.base_model, version=version) is not None:
+        raise ConflictError(f"model {spec.base_model} version {version} is registered already")
+    live = session.scalars(
+        select(TrainingJobRow).where(
+            TrainingJobRow.base_model == spec.base_model,
+            TrainingJobRow.state.in_(("queued", "running")),
+            TrainingJobRow.id != job_id,
+        )
+    )
+    for other in live:
+        if spec_of(other).version_of(other.id) == version:
+            raise ConflictError(
+                f"model {spec.base_model} version {version} is the candidate of training job "
+                f"{other.id} ({other.state})"
+            )
 
 
 def spec_of(row: TrainingJobRow) -> JobSpec:
