@@ -166,29 +166,37 @@ class Runner:
         self, spec: JobSpec, version: str, model: bytes, report: Report, *, task: str,
         labels: list[str],
     ) -> None:  # fmt: skip
-        """The job's success, the version and its lineage: one transaction, or none of them."""
+        """The job's success, the version and its lineage: one transaction, or none of them.
+
+        The registry inspects the model first, holding no lock; the job's row is written (and
+        checked to be still this runner's) only with the version, just before the commit."""
         job = self.session.get(TrainingJobRow, self.job_id)
         assert job is not None
         assert job.dataset_version_id is not None
+        dataset_version_id = job.dataset_version_id
         stored = report.as_dict()
-        if not jobs.finish(
-            self.session, self.job_id, self.token, state="succeeded", commit=False,
-            reason=f"registered {spec.base_model} {version}", result_version=version,
-            report=stored,
-        ):  # fmt: skip
-            raise LostError(f"training job {self.job_id} was cancelled before it registered")
-        self.session.add(
-            TrainedVersionRow(
-                name=spec.base_model, version=version, parent_version=spec.base_version,
-                job_id=self.job_id, dataset_version_id=job.dataset_version_id, report=stored,
-                created_at=utcnow(),
-            )
-        )  # fmt: skip
+
+        def record() -> None:
+            if not jobs.finish(
+                self.session, self.job_id, self.token, state="succeeded", commit=False,
+                reason=f"registered {spec.base_model} {version}", result_version=version,
+                report=stored,
+            ):  # fmt: skip
+                raise LostError(f"training job {self.job_id} was cancelled before it registered")
+            self.session.add(
+                TrainedVersionRow(
+                    name=spec.base_model, version=version, parent_version=spec.base_version,
+                    job_id=self.job_id, dataset_version_id=dataset_version_id, report=stored,
+                    created_at=utcnow(),
+                )
+            )  # fmt: skip
+
+        self.session.commit()  # nothing of this job's is held while the model is inspected
         registry.register_model(
             self.session, store=self.context.store, signing_key=self.context.signing_key,
             name=spec.base_model, version=version, source=io.BytesIO(model),
             tmp_dir=self.context.tmp_dir, max_bytes=self.context.max_model_bytes, task=task,
-            labels=labels,
+            labels=labels, also=record,
         )  # fmt: skip
 
 

@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 
+from cloud_api import inspection, registry
+from cloud_api.db import create_db_engine
 from cloud_api.training import jobs
 from cloud_api.training.run import Runner
-from cloud_api.training.tables import DatasetVersionRow, TrainedVersionRow
+from cloud_api.training.tables import DatasetVersionRow, TrainedVersionRow, TrainingJobRow
 from cloud_api.training.trainers import TRAINERS
 from cloud_api.training.worker import TrainingWorker, training_context
 from edge_agent.sources.machine_physics import LABELS, MachineSpec, SimulatedMachine
@@ -289,3 +292,54 @@ def test_jobs_whose_candidate_could_never_register_are_refused_with_the_reason(
     assert "use 1-64 letters" in too_long.json()["detail"]
     listed = api.get("/api/v1/training-jobs").json()
     assert len(listed) == 3  # the refused ones were never queued
+
+
+def test_registration_inspects_the_candidate_before_it_locks_anything(
+    api: TestClient, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the registry inspects the candidate (a child process, seconds), another session
+    can still write the job's row: the runner takes its lock only to write the result."""
+    agent_id = labelled_fleet(api, publisher)
+    created = job(api, [agent_id])
+    state = api.app.state  # type: ignore[attr-defined]
+    url = state.settings.database_url
+    inspect = inspection.inspect_onnx
+    free_during_inspection: list[bool] = []
+
+    def inspecting(*args: Any, **kwargs: Any) -> Any:
+        free_during_inspection.append(row_is_free(url, created["id"]))
+        return inspect(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "inspect_onnx", inspecting)
+    context = worker_of(api)._context
+    with state.sessionmaker() as session:
+        claimed = jobs.claim(session, worker="w", lease=context.lease)
+        assert claimed is not None
+        Runner(context, session, *claimed).run()
+
+    done = api.get(f"/api/v1/training-jobs/{created['id']}").json()
+    assert done["state"] == "succeeded", done["reason"]
+    assert free_during_inspection == [True]
+
+
+def row_is_free(url: str, job_id: int) -> bool:
+    """Whether another connection can lock the job's row (PostgreSQL) or write it (SQLite)
+    at once, without waiting."""
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            try:
+                if engine.dialect.name == "postgresql":
+                    mine = select(TrainingJobRow.id).where(TrainingJobRow.id == job_id)
+                    conn.execute(mine.with_for_update(nowait=True))
+                else:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                    touch = update(TrainingJobRow).where(TrainingJobRow.id == job_id)
+                    conn.execute(touch.values(progress=TrainingJobRow.progress))
+            except OperationalError:
+                return False
+            finally:
+                conn.rollback()
+        return True
+    finally:
+        engine.dispose()
