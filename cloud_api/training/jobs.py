@@ -216,6 +216,30 @@ def finish(
     return True
 
 
+def release(session: Session, job_id: int, token: str, *, reason: str) -> bool:
+    """Put this worker's running job back in the queue with ``reason`` (the worker stops); the
+    attempt is not counted against the job. False if the job is no longer this worker's."""
+    result = session.execute(
+        update(TrainingJobRow)
+        .where(*_mine(job_id, token))
+        .values(
+            state="queued",
+            claim_token=None,
+            worker=None,
+            lease_until=None,
+            progress=0.0,
+            reason=reason,
+            attempts=TrainingJobRow.attempts - 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    released = result.rowcount == 1  # type: ignore[attr-defined]
+    if released:
+        log.info("training job %s queued again: %s", job_id, reason)
+    return bool(released)
+
+
 def cancel(session: Session, job_id: int) -> TrainingJobRow | None:
     """Cancel a queued or running job (a running job's worker stops at its next report);
     the job as it is now, or None if there is no such job. A finished job is left as it is."""

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 class Context:
     """What a runner needs from its process: the database, the store, the signing key."""
 
+    database_url: str
+    """The database ``sessions`` open (a job's child process opens its own)."""
     sessions: sessionmaker[Session]
     store: registry.ArtifactStore
     signing_key: Ed25519PrivateKey

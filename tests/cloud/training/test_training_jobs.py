@@ -42,13 +42,14 @@ def api(make_api: AppFactory) -> Iterator[TestClient]:
         yield client
 
 
-def worker_of(api: TestClient) -> TrainingWorker:
+def worker_of(api: TestClient, **options: Any) -> TrainingWorker:
+    """A worker on the app's database and store (``options``: TrainingWorker's)."""
     state = api.app.state  # type: ignore[attr-defined]
     context = training_context(
         state.settings, sessions=state.sessionmaker, store=state.artifacts,
         signing_key=state.signing_key,
     )  # fmt: skip
-    return TrainingWorker(context, name="test-worker")
+    return TrainingWorker(context, **{"name": "test-worker", **options})
 
 
 def job(api: TestClient, agents: list[str], **changes: Any) -> dict[str, Any]:
@@ -179,21 +180,27 @@ def test_a_gate_not_met_rejects_the_candidate_and_registers_nothing(
     assert count(api, TrainedVersionRow) == 0
 
 
-def test_a_trainer_that_raises_fails_its_job_and_bad_requests_are_refused(
-    api: TestClient, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    agent_id = labelled_fleet(api, publisher, normal=12, faults_each=2)
+def broken_trainer() -> None:
+    """In the job's child process: the vibration trainer raises."""
 
     def broken(*_: object) -> bytes:
         raise RuntimeError("out of memory in the trainer")
 
     trainer = TRAINERS["vibration-classifier"]
-    monkeypatch.setitem(TRAINERS, "vibration-classifier", replace(trainer, train=broken))
-    crashed = run_one(api, job(api, [agent_id])["id"])
+    TRAINERS["vibration-classifier"] = replace(trainer, train=broken)
+
+
+def test_a_trainer_that_raises_fails_its_job_and_bad_requests_are_refused(
+    api: TestClient, publisher: Publisher
+) -> None:
+    agent_id = labelled_fleet(api, publisher, normal=12, faults_each=2)
+
+    created = job(api, [agent_id])
+    assert worker_of(api, child_setup=broken_trainer).run_once() == created["id"]
+    crashed = api.get(f"/api/v1/training-jobs/{created['id']}").json()
     assert crashed["state"] == "failed"
     assert crashed["reason"] == "the trainer failed: RuntimeError: out of memory in the trainer"
     assert crashed["result_version"] is None
-    monkeypatch.undo()
 
     assert versions(api) == ["1.0.0"]
 
