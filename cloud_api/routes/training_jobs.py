@@ -84,8 +84,8 @@ def get_job(job_id: Id64Path, session: SessionDep, _: ReadDep) -> TrainingJobOut
     responses=problems(404, 409),
 )
 def cancel_job(job_id: Id64Path, session: SessionDep, _: OperateDep) -> TrainingJobOut:
-    """Cancel a queued or running job (a running one stops at its next step and registers
-    nothing); 409 once it has ended."""
+    """Cancel a queued or running job (a running one's worker ends its training process at
+    its next lease renewal, and nothing is registered); 409 once it has ended."""
     row = _row(session, job_id)
     if row.state not in ("queued", "running"):
         raise HTTPException(409, f"training job {job_id} has ended already ({row.state})")

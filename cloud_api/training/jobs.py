@@ -1,4 +1,5 @@
-"""The job queue in SQL: create, claim, report, finish, cancel, and re-queue a dead worker's job.
+"""The job queue in SQL: create, claim, report, finish, release, cancel, and re-queue a dead
+worker's job.
 
 A worker claims the oldest queued job by writing its own random ``claim_token`` and a lease:
 on PostgreSQL with ``SELECT ... FOR UPDATE SKIP LOCKED`` (workers never wait on each other's
@@ -6,7 +7,8 @@ row), on SQLite with one conditional UPDATE (SQLite runs one writer at a time, s
 statement is the claim). Every later write of the worker names its token and the running
 state: a job cancelled meanwhile, or re-queued after the lease ran out, ignores the writes of
 the worker that lost it. A job whose worker died goes back to the queue when its lease has
-expired, at most ``max_attempts`` times.
+expired, at most ``max_attempts`` times; a worker that stops releases its job at once. A job
+is queued only if its candidate version could be registered (``check_registrable``).
 """
 
 from __future__ import annotations
@@ -241,7 +243,8 @@ def release(session: Session, job_id: int, token: str, *, reason: str) -> bool:
 
 
 def cancel(session: Session, job_id: int) -> TrainingJobRow | None:
-    """Cancel a queued or running job (a running job's worker stops at its next report);
+    """Cancel a queued or running job (a running job's worker ends its training when it next
+    renews the lease);
     the job as it is now, or None if there is no such job. A finished job is left as it is."""
     session.execute(
         update(TrainingJobRow)

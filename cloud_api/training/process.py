@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -33,6 +34,7 @@ from cloud_api.training.run import Context, Runner
 log = logging.getLogger(__name__)
 
 _SPAWN = multiprocessing.get_context("spawn")
+PARENT_CHECK_S = 1.0
 HALT_GRACE_S = 10.0
 """Seconds a child has to end after SIGTERM before it is killed."""
 
@@ -69,6 +71,9 @@ class Recipe:
 def run_in_child(recipe: Recipe, job_id: int, token: str) -> None:
     """The child's entry: run the job with its own database engine."""
     logging.basicConfig(level=recipe.log_level, format="%(levelname)s %(name)s: %(message)s")
+    threading.Thread(
+        target=end_with_parent, args=(os.getppid(),), name="training-parent", daemon=True
+    ).start()
     if recipe.setup is not None:
         recipe.setup()
     engine = create_db_engine(recipe.database_url)
@@ -86,6 +91,15 @@ def run_in_child(recipe: Recipe, job_id: int, token: str) -> None:
             Runner(context, session, job_id, token).run()
     finally:
         engine.dispose()
+
+
+def end_with_parent(parent: int) -> None:
+    """End this child when its worker is gone (killed outright): nobody renews its lease, so
+    another worker will take the job."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    log.warning("training worker %s is gone; ending its training", parent)
+    os._exit(1)
 
 
 @dataclass

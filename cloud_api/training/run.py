@@ -1,7 +1,8 @@
 """One training job from claim to verdict: freeze the dataset, train, evaluate, register.
 
 Each step reports progress and a log line, which also tells the runner whether the job is
-still its own (a cancel, or a lease lost to another worker, stops it at the next step). Bad
+still its own (a cancel, or a lease lost to another worker, stops it at the next step; its
+worker also ends the whole process then, ``cloud_api.training.process``). Bad
 input ends the job ``failed`` with the reason; a candidate below the gate ends it
 ``rejected`` with the report; only a candidate that passes is registered, through the
 registry's normal path, in one transaction with its lineage and the job's ``succeeded``.
