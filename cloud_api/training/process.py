@@ -3,12 +3,12 @@ watches and can end.
 
 Why a process and not a check between steps: a trainer is a pure function that can run for
 minutes without a step, and a thread cannot be stopped. A child can be, so one mechanism
-covers every case: the worker renews the lease while the child trains; a cancel or a lease lost
-to another worker (the renewal finds the job no longer its own, or it could not renew for a
-whole lease) ends the child at once, so no job is trained twice; a worker asked to stop ends
-the child and puts the job back in the queue with the reason, so shutdown never waits for a
-training; and a trainer that runs out of memory (or crashes) kills only its child, and the job
-fails with the reason instead of the API going down.
+covers every case: the worker renews the lease while the child trains; a cancel, or a lease
+lost to another worker (the renewal finds the job no longer its own, or it could not renew
+until just before the lease runs out), ends the child at once, so no job is trained twice; a
+worker asked to stop ends the child and puts the job back in the queue with the reason, so
+shutdown never waits for a training; and a trainer that runs out of memory (or crashes) kills
+only its child, and the job fails with the reason instead of the API going down.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ class Supervisor:
                 ours = self._renew(job_id, token)
                 if ours:
                     renewed = now
-                elif ours is False or now - renewed > self.context.lease.total_seconds():
-                    why = "it is no longer this worker's" if ours is False else "lease expired"
+                elif ours is False or now - renewed > self._give_up_s:
+                    why = "it is no longer this worker's" if ours is False else "lease expiring"
                     log.warning("training job %s: %s; ending its run", job_id, why)
                     _halt(child)
                     return
@@ -145,6 +145,12 @@ class Supervisor:
         finally:
             if child.is_alive():
                 _halt(child)
+
+    @property
+    def _give_up_s(self) -> float:
+        """Seconds without a renewal after which the run ends: before the lease runs out and
+        another worker may take the job, by two renewal periods."""
+        return self.context.lease.total_seconds() - 2 * self.check_s
 
     def _renew(self, job_id: int, token: str) -> bool | None:
         """Renew the lease: whether the job is still ours (None: the database did not answer)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from cloud_api.training import jobs
 from cloud_api.training.trainers import TRAINERS
@@ -167,3 +168,24 @@ def test_a_trainer_killed_out_of_memory_fails_its_job_and_the_worker_goes_on(
     follower = job(api, ["nobody-here"])
     assert worker.run_once() == follower["id"]
     assert found(api, follower["id"])["reason"].startswith("the dataset is empty")
+
+
+def test_a_worker_that_cannot_renew_the_lease_ends_the_training_before_it_runs_out(
+    api: TestClient, agent_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database does not answer the worker's renewals (the child, in its own process,
+    still wrote its steps): the worker ends the training before another may take the job."""
+    hung = job(api, [agent_id])
+    context = replace(worker_of(api)._context, lease=timedelta(seconds=3))
+    worker = TrainingWorker(context, check_s=0.2, child_setup=hanging_trainer)
+
+    def unanswered(*_: object, **__: object) -> bool:
+        raise OperationalError("SELECT", {}, Exception("the database is away"))
+
+    monkeypatch.setattr(jobs, "report", unanswered)  # in this process: the worker's renewals
+    assert worker.run_once() == hung["id"]  # it returns: the training was ended
+
+    now = found(api, hung["id"])
+    assert now["state"] == "running"  # until another worker finds the lease expired
+    assert any("training on" in line for line in now["logs"])
+    assert not any("evaluating" in line for line in now["logs"])
