@@ -208,9 +208,8 @@ def register_model(
     """Validate, sign, store and record one model version; nothing is kept on refusal.
 
     The model is inspected by a child process within ``limits`` (``cloud_api.inspection``)
-    before anything is written. ``also`` writes more in the version's transaction (a training
-    job's end); whatever it raises undoes the version too.
-    Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
+    before anything is written; ``also`` writes more in the version's transaction (a training
+    job's end), and what it raises undoes the version too. Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
     ONNX, no usable self-test, a golden output that is not finite, over the inspection's
     limits) or ConflictError (the version exists).
     """
