@@ -103,6 +103,9 @@ def train(
     try:
         with create_sessionmaker(engine)() as session:
             row = jobs.create_job(session, spec, created_by="cli")
+    except AiotError as exc:  # a candidate version that could never be registered
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     finally:
         engine.dispose()
     typer.echo(row.id)

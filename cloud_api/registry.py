@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -203,11 +203,13 @@ def register_model(
     task: str = "",
     labels: list[str] | None = None,
     limits: InspectionLimits | None = None,
+    also: Callable[[], None] | None = None,
 ) -> ModelVersionRow:
     """Validate, sign, store and record one model version; nothing is kept on refusal.
 
-    The model is inspected by a child process within ``limits`` (``cloud_api.inspection``).
-    Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
+    The model is inspected by a child process within ``limits`` (``cloud_api.inspection``)
+    before anything is written; ``also`` writes more in the version's transaction (a training
+    job's end), and what it raises undoes the version too. Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
     ONNX, no usable self-test, a golden output that is not finite, over the inspection's
     limits) or ConflictError (the version exists).
     """
@@ -237,6 +239,8 @@ def register_model(
         # uploads of a version before anything is put in the store under its key.
         add_model_version(session, row=row)
         try:
+            if also is not None:
+                also()
             store.put(key, path)
             session.commit()
         except BaseException:

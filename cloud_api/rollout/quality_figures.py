@@ -120,7 +120,7 @@ class DeploymentQuality:
             events = events.where(same if on_version else ~same)
         rows = self._session.execute(events.order_by(EventRow.agent_id, EventRow.seq)).all()
         alarms = sum(1 for _, state, _ in rows if state in ALARM_STATES)
-        open_at = {a: since for a in agent_ids if self._open_before(a, since)}
+        open_at = {agent_id: since for agent_id in self._open_at(agent_ids, since)}
         alarm_s = 0.0
         for agent_id, state, ts in rows:
             if state == "start":
@@ -130,17 +130,21 @@ class DeploymentQuality:
         alarm_s += sum((until - began).total_seconds() for began in open_at.values())
         return alarms, alarm_s
 
-    def _open_before(self, agent_id: str, since: datetime) -> bool:
-        """Whether the agent's last incident before ``since`` was still open then."""
-        last = self._session.execute(
-            select(EventRow.state)
+    def _open_at(self, agent_ids: list[str], since: datetime) -> list[str]:
+        """The agents whose last incident before ``since`` was still open then (one query:
+        each agent's last start or end before ``since``, ranked within the agent)."""
+        rank = func.row_number().over(
+            partition_by=EventRow.agent_id, order_by=(EventRow.ts.desc(), EventRow.seq.desc())
+        )
+        last = (
+            select(EventRow.agent_id, EventRow.state, rank.label("rank"))
             .where(
-                EventRow.agent_id == agent_id,
+                EventRow.agent_id.in_(agent_ids),
                 EventRow.pipeline == self._pipeline,
                 EventRow.ts < since,
                 EventRow.state.in_(("start", "end")),
             )
-            .order_by(EventRow.ts.desc(), EventRow.seq.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        return last == "start"
+            .subquery()
+        )
+        query = select(last.c.agent_id).where(last.c.rank == 1, last.c.state == "start")
+        return list(self._session.scalars(query))

@@ -30,7 +30,7 @@ from cloud_api.training.schemas import (
 from cloud_api.training.spec import Gate, JobSpec, JobState, Selector
 from cloud_api.training.tables import TrainingJobRow
 from cloud_api.training.trainers import trainer_named
-from shared.errors import ContractError
+from shared.errors import ConflictError, ContractError
 
 router = APIRouter(tags=["training"], responses=problems(*AUTHENTICATED, 422))
 
@@ -39,18 +39,24 @@ router = APIRouter(tags=["training"], responses=problems(*AUTHENTICATED, 422))
     "/api/v1/training-jobs",
     status_code=201,
     response_model=TrainingJobOut,
-    responses=problems(400, 404, 413),
+    responses=problems(400, 404, 409, 413),
 )
 def create_job(body: JobSpec, session: SessionDep, principal: OperateDep) -> TrainingJobOut:
-    """Queue a job; 422 for an unknown trainer or bad options, 404 for a base version that
-    is not registered."""
+    """Queue a job; 422 for an unknown trainer, bad options or a default candidate version
+    that is not a valid name, 404 for a base version that is not registered, 409 for a
+    candidate version that is registered already or another queued or running job's."""
     try:
         trainer_named(body.trainer).parse_options(body.options)
     except ContractError as exc:
         raise HTTPException(422, str(exc)) from None
     if get_model_version(session, name=body.base_model, version=body.base_version) is None:
         raise HTTPException(404, f"model {body.base_model!r} has no version {body.base_version!r}")
-    return job_out(jobs.create_job(session, body, created_by=principal.name))
+    try:
+        return job_out(jobs.create_job(session, body, created_by=principal.name))
+    except ConflictError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except ContractError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("/api/v1/training-jobs", response_model=list[TrainingJobOut])
@@ -78,8 +84,8 @@ def get_job(job_id: Id64Path, session: SessionDep, _: ReadDep) -> TrainingJobOut
     responses=problems(404, 409),
 )
 def cancel_job(job_id: Id64Path, session: SessionDep, _: OperateDep) -> TrainingJobOut:
-    """Cancel a queued or running job (a running one stops at its next step and registers
-    nothing); 409 once it has ended."""
+    """Cancel a queued or running job (a running one's worker ends its training process at
+    its next lease renewal, and nothing is registered); 409 once it has ended."""
     row = _row(session, job_id)
     if row.state not in ("queued", "running"):
         raise HTTPException(409, f"training job {job_id} has ended already ({row.state})")

@@ -19,10 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
+from sqlalchemy import Subquery, and_, case, false, func, select
 from sqlalchemy.orm import Session
 
-from cloud_api.queries.samples import labels_of
 from cloud_api.registry import ArtifactStore
 from cloud_api.samples import blob_key
 from cloud_api.tables import SampleLabelRow, SampleRow
@@ -65,15 +64,37 @@ def split_of(sample_id: str, test_share: float) -> Split:
     return "test" if bucket < test_share else "train"
 
 
-def trusted_label(labels: list[SampleLabelRow], sources: list[str]) -> tuple[str, str] | None:
-    """(label, source) by precedence (person, cloud, edge) among ``sources``; the latest
-    label of that source wins (a person may relabel). None if no trusted source labelled it."""
-    for source in PRECEDENCE:
-        if source in sources:
-            mine = [row for row in labels if row.source == source]
-            if mine:
-                return mine[-1].label, source
-    return None
+def _selected(pipeline: str, selector: Selector) -> list[Any]:
+    """The selector's conditions on a sample (pipeline, agents, time range)."""
+    where: list[Any] = [SampleRow.pipeline == pipeline]
+    if selector.agents is not None:
+        where.append(SampleRow.agent_id.in_(selector.agents))
+    if selector.since is not None:
+        where.append(SampleRow.ts >= selector.since)
+    if selector.until is not None:
+        where.append(SampleRow.ts < selector.until)
+    return where
+
+
+def _trusted(pipeline: str, selector: Selector) -> Subquery:
+    """Each selected sample's trusted label: by precedence (person, cloud, edge) among the
+    selector's sources, and the latest of that source (a person may relabel); rank 1 is it."""
+    precedence = case(
+        {source: index for index, source in enumerate(PRECEDENCE)}, value=SampleLabelRow.source
+    )
+    rank = func.row_number().over(
+        partition_by=SampleLabelRow.sample_id, order_by=(precedence, SampleLabelRow.id.desc())
+    )
+    selected = select(SampleRow.id).where(*_selected(pipeline, selector))
+    return (
+        select(SampleLabelRow.sample_id, SampleLabelRow.label, SampleLabelRow.source)
+        .add_columns(rank.label("rank"))
+        .where(
+            SampleLabelRow.source.in_(selector.label_sources),
+            SampleLabelRow.sample_id.in_(selected),
+        )
+        .subquery()
+    )
 
 
 def select_items(
@@ -84,37 +105,56 @@ def select_items(
     window_shape: tuple[int, ...],
     test_share: float,
 ) -> tuple[list[Item], Counter[str]]:
-    """The dataset's items, oldest first, and why other selected samples were left out."""
-    query = select(SampleRow).where(SampleRow.pipeline == pipeline)
-    if selector.agents is not None:
-        query = query.where(SampleRow.agent_id.in_(selector.agents))
-    if selector.since is not None:
-        query = query.where(SampleRow.ts >= selector.since)
-    if selector.until is not None:
-        query = query.where(SampleRow.ts < selector.until)
-    rows = session.scalars(query.order_by(SampleRow.ts, SampleRow.id).limit(selector.max_samples))
-    samples = rows.all()
-    labels = labels_of(session, [row.id for row in samples])
+    """The dataset's items, oldest first, and why other selected samples were left out.
+
+    Windows with a trusted (and selected) label are picked in SQL before ``max_samples``
+    applies, so other samples never crowd them out; the window shape is checked here."""
+    trusted = _trusted(pipeline, selector)
+    label = trusted.c.label
+    is_window = SampleRow.meta["kind"].as_string() == "window"
+    query = (
+        select(SampleRow.id, SampleRow.agent_id, SampleRow.sha256, SampleRow.meta["window"])
+        .add_columns(label, trusted.c.source)
+        .join(trusted, and_(trusted.c.sample_id == SampleRow.id, trusted.c.rank == 1))
+        .where(*_selected(pipeline, selector), is_window)
+    )
+    if selector.labels is not None:
+        query = query.where(label.in_(selector.labels))
+    query = query.order_by(SampleRow.ts, SampleRow.id).limit(selector.max_samples)
     items: list[Item] = []
-    skipped: Counter[str] = Counter()
-    for row in samples:
-        if row.meta.get("kind") != "window":
-            skipped["not a window"] += 1
-            continue
-        shape = tuple(row.meta["window"]["shape"])
+    skipped = _left_out(session, pipeline, selector, trusted, is_window)
+    for sample_id, agent_id, sha256, window, found, source in session.execute(query):
+        shape = tuple(window["shape"])
         if shape != window_shape:
             skipped[f"window shape {list(shape)} is not {list(window_shape)}"] += 1
             continue
-        found = trusted_label(labels.get(row.id, []), list(selector.label_sources))
-        if found is None:
-            skipped["no label from a trusted source"] += 1
-            continue
-        if selector.labels is not None and found[0] not in selector.labels:
-            skipped[f"label {found[0]!r} not selected"] += 1
-            continue
-        split = split_of(row.id, test_share)
-        items.append(Item(row.id, row.agent_id, found[0], found[1], split, row.sha256))
+        split = split_of(sample_id, test_share)
+        items.append(Item(sample_id, agent_id, found, source, split, sha256))
     return items, skipped
+
+
+def _left_out(
+    session: Session, pipeline: str, selector: Selector, trusted: Subquery, is_window: Any
+) -> Counter[str]:
+    """How many selected samples are not windows, have no trusted label, or one that is not
+    selected: one counting query."""
+    label = trusted.c.label
+    unselected = label.is_not(None) & (
+        label.not_in(selector.labels) if selector.labels is not None else false()
+    )
+    counts = {
+        "not a window": ~is_window,
+        "no label from a trusted source": is_window & label.is_(None),
+        "label not selected": is_window & unselected,
+    }
+    query = (
+        select(*(func.count(case((when, 1))) for when in counts.values()))
+        .select_from(SampleRow)
+        .outerjoin(trusted, and_(trusted.c.sample_id == SampleRow.id, trusted.c.rank == 1))
+        .where(*_selected(pipeline, selector))
+    )
+    row = session.execute(query).one()
+    return Counter({reason: int(n) for reason, n in zip(counts, row, strict=True) if n})
 
 
 def freeze(

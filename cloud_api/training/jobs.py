@@ -1,4 +1,5 @@
-"""The job queue in SQL: create, claim, report, finish, cancel, and re-queue a dead worker's job.
+"""The job queue in SQL: create, claim, report, finish, release, cancel, and re-queue a dead
+worker's job.
 
 A worker claims the oldest queued job by writing its own random ``claim_token`` and a lease:
 on PostgreSQL with ``SELECT ... FOR UPDATE SKIP LOCKED`` (workers never wait on each other's
@@ -6,7 +7,8 @@ row), on SQLite with one conditional UPDATE (SQLite runs one writer at a time, s
 statement is the claim). Every later write of the worker names its token and the running
 state: a job cancelled meanwhile, or re-queued after the lease ran out, ignores the writes of
 the worker that lost it. A job whose worker died goes back to the queue when its lease has
-expired, at most ``max_attempts`` times.
+expired, at most ``max_attempts`` times; a worker that stops releases its job at once. A job
+is queued only if its candidate version could be registered (``check_registrable``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cloud_api import registry
+from cloud_api.queries.models import get_model_version
 from cloud_api.training.spec import FINISHED, JobSpec, JobState
 from cloud_api.training.tables import LOG_LINE_CHARS, LOG_LINES, TrainingJobRow
+from shared.errors import AiotError, ConflictError
 from shared.messages import utcnow
 
 log = logging.getLogger(__name__)
 
 
 def create_job(session: Session, spec: JobSpec, *, created_by: str) -> TrainingJobRow:
-    """Queue a job (committed)."""
+    """Queue a job (committed); nothing is queued if its candidate could never be registered
+    (``check_registrable``)."""
     row = TrainingJobRow(
         pipeline=spec.pipeline,
         trainer=spec.trainer,
@@ -46,9 +52,36 @@ def create_job(session: Session, spec: JobSpec, *, created_by: str) -> TrainingJ
         created_at=utcnow(),
     )
     session.add(row)
+    session.flush()  # the id names the default version
+    try:
+        check_registrable(session, spec, job_id=row.id)
+    except AiotError:
+        session.rollback()
+        raise
     session.commit()
     log.info("queued training job %s (%s on %s)", row.id, spec.trainer, spec.pipeline)
     return row
+
+
+def check_registrable(session: Session, spec: JobSpec, *, job_id: int) -> None:
+    """ContractError for a candidate version that is not a valid name (a default one over 64
+    characters); ConflictError for one that is registered or another live job's."""
+    version = registry.check_name(spec.version_of(job_id), what="candidate version")
+    if get_model_version(session, name=spec.base_model, version=version) is not None:
+        raise ConflictError(f"model {spec.base_model} version {version} is registered already")
+    live = session.scalars(
+        select(TrainingJobRow).where(
+            TrainingJobRow.base_model == spec.base_model,
+            TrainingJobRow.state.in_(("queued", "running")),
+            TrainingJobRow.id != job_id,
+        )
+    )
+    for other in live:
+        if spec_of(other).version_of(other.id) == version:
+            raise ConflictError(
+                f"model {spec.base_model} version {version} is the candidate of training job "
+                f"{other.id} ({other.state})"
+            )
 
 
 def spec_of(row: TrainingJobRow) -> JobSpec:
@@ -185,8 +218,33 @@ def finish(
     return True
 
 
+def release(session: Session, job_id: int, token: str, *, reason: str) -> bool:
+    """Put this worker's running job back in the queue with ``reason`` (the worker stops); the
+    attempt is not counted against the job. False if the job is no longer this worker's."""
+    result = session.execute(
+        update(TrainingJobRow)
+        .where(*_mine(job_id, token))
+        .values(
+            state="queued",
+            claim_token=None,
+            worker=None,
+            lease_until=None,
+            progress=0.0,
+            reason=reason,
+            attempts=TrainingJobRow.attempts - 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    released = result.rowcount == 1  # type: ignore[attr-defined]
+    if released:
+        log.info("training job %s queued again: %s", job_id, reason)
+    return bool(released)
+
+
 def cancel(session: Session, job_id: int) -> TrainingJobRow | None:
-    """Cancel a queued or running job (a running job's worker stops at its next report);
+    """Cancel a queued or running job (a running job's worker ends its training when it next
+    renews the lease);
     the job as it is now, or None if there is no such job. A finished job is left as it is."""
     session.execute(
         update(TrainingJobRow)

@@ -1,7 +1,8 @@
 """One training job from claim to verdict: freeze the dataset, train, evaluate, register.
 
 Each step reports progress and a log line, which also tells the runner whether the job is
-still its own (a cancel, or a lease lost to another worker, stops it at the next step). Bad
+still its own (a cancel, or a lease lost to another worker, stops it at the next step; its
+worker also ends the whole process then, ``cloud_api.training.process``). Bad
 input ends the job ``failed`` with the reason; a candidate below the gate ends it
 ``rejected`` with the report; only a candidate that passes is registered, through the
 registry's normal path, in one transaction with its lineage and the job's ``succeeded``.
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 class Context:
     """What a runner needs from its process: the database, the store, the signing key."""
 
+    database_url: str
+    """The database ``sessions`` open (a job's child process opens its own)."""
     sessions: sessionmaker[Session]
     store: registry.ArtifactStore
     signing_key: Ed25519PrivateKey
@@ -166,29 +169,37 @@ class Runner:
         self, spec: JobSpec, version: str, model: bytes, report: Report, *, task: str,
         labels: list[str],
     ) -> None:  # fmt: skip
-        """The job's success, the version and its lineage: one transaction, or none of them."""
+        """The job's success, the version and its lineage: one transaction, or none of them.
+
+        The registry inspects the model first, holding no lock; the job's row is written (and
+        checked to be still this runner's) only with the version, just before the commit."""
         job = self.session.get(TrainingJobRow, self.job_id)
         assert job is not None
         assert job.dataset_version_id is not None
+        dataset_version_id = job.dataset_version_id
         stored = report.as_dict()
-        if not jobs.finish(
-            self.session, self.job_id, self.token, state="succeeded", commit=False,
-            reason=f"registered {spec.base_model} {version}", result_version=version,
-            report=stored,
-        ):  # fmt: skip
-            raise LostError(f"training job {self.job_id} was cancelled before it registered")
-        self.session.add(
-            TrainedVersionRow(
-                name=spec.base_model, version=version, parent_version=spec.base_version,
-                job_id=self.job_id, dataset_version_id=job.dataset_version_id, report=stored,
-                created_at=utcnow(),
-            )
-        )  # fmt: skip
+
+        def record() -> None:
+            if not jobs.finish(
+                self.session, self.job_id, self.token, state="succeeded", commit=False,
+                reason=f"registered {spec.base_model} {version}", result_version=version,
+                report=stored,
+            ):  # fmt: skip
+                raise LostError(f"training job {self.job_id} was cancelled before it registered")
+            self.session.add(
+                TrainedVersionRow(
+                    name=spec.base_model, version=version, parent_version=spec.base_version,
+                    job_id=self.job_id, dataset_version_id=dataset_version_id, report=stored,
+                    created_at=utcnow(),
+                )
+            )  # fmt: skip
+
+        self.session.commit()  # nothing of this job's is held while the model is inspected
         registry.register_model(
             self.session, store=self.context.store, signing_key=self.context.signing_key,
             name=spec.base_model, version=version, source=io.BytesIO(model),
             tmp_dir=self.context.tmp_dir, max_bytes=self.context.max_model_bytes, task=task,
-            labels=labels,
+            labels=labels, also=record,
         )  # fmt: skip
 
 

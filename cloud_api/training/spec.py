@@ -84,3 +84,7 @@ class JobSpec(_Strict):
         default_factory=dict, description="the trainer's options (each trainer checks its own)"
     )
     gate: Gate = Field(default_factory=Gate)
+
+    def version_of(self, job_id: int) -> str:
+        """The candidate's version: the one asked for, or ``<base_version>-job<id>``."""
+        return self.version or f"{self.base_version}-job{job_id}"

@@ -2,9 +2,10 @@
 queued job and runs it, one at a time; in the API's process (``AIOT_TRAINING_ENABLED``) and
 as ``aiot cloud train-worker`` processes, any number of them on one database.
 
-While a job runs, a heartbeat thread renews its lease every third of it, so a long training
-step keeps the job; a worker that dies stops renewing, and another worker re-queues the job
-once the lease has run out.
+Each job runs in a child process that the worker watches (``cloud_api.training.process``): it
+renews the job's lease meanwhile, ends the child when the job is cancelled or lost, and on
+``stop`` ends it and queues the job again. A worker that dies stops renewing, and another
+worker re-queues the job once the lease has run out.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud_api.config import Settings
 from cloud_api.registry import ArtifactStore
 from cloud_api.training import jobs
-from cloud_api.training.run import Context, Runner
+from cloud_api.training.process import Recipe, Supervisor
+from cloud_api.training.run import Context
 from shared.messages import utcnow
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 """A job whose workers died this many times is failed, not re-queued again."""
+CHECK_S = 5.0
+"""Seconds between renewals of a running job's lease (at most a third of the lease): how soon
+a cancel ends the training."""
 
 
 def worker_name() -> str:
@@ -46,6 +51,8 @@ class TrainingWorker:
         poll_s: float = 2.0,
         name: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        check_s: float = CHECK_S,
+        child_setup: Callable[[], None] | None = None,
     ) -> None:
         self._context = context
         self._poll_s = poll_s
@@ -53,6 +60,12 @@ class TrainingWorker:
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._supervisor = Supervisor(
+            context,
+            Recipe.of(context, child_setup),
+            self._stop,
+            check_s=min(check_s, context.lease.total_seconds() / 3),
+        )
 
     def start(self) -> None:
         """Start the thread."""
@@ -61,7 +74,7 @@ class TrainingWorker:
         log.info("training worker %s started", self.name)
 
     def stop(self) -> None:
-        """Stop after the job in hand (its lease keeps it from others meanwhile) and join."""
+        """Stop now: a job in hand is ended and queued again for another worker; join."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -85,29 +98,8 @@ class TrainingWorker:
         if claimed is None:
             return None
         job_id, token = claimed
-        beat = threading.Event()
-        heartbeat = threading.Thread(
-            target=self._heartbeat, args=(job_id, token, beat), name="training-lease", daemon=True
-        )
-        heartbeat.start()
-        try:
-            with self._context.sessions() as session:
-                Runner(self._context, session, job_id, token).run()
-        finally:
-            beat.set()
-            heartbeat.join()
+        self._supervisor.run(job_id, token)
         return job_id
-
-    def _heartbeat(self, job_id: int, token: str, done: threading.Event) -> None:
-        """Renew the job's lease every third of it until ``done``."""
-        every = self._context.lease.total_seconds() / 3
-        while not done.wait(every):
-            try:
-                with self._context.sessions() as session:
-                    if not jobs.report(session, job_id, token, lease=self._context.lease):
-                        return
-            except Exception:
-                log.exception("training job %s: renewing the lease failed", job_id)
 
 
 def training_context(
@@ -119,6 +111,7 @@ def training_context(
 ) -> Context:
     """What a runner needs, from the settings and the process's database, store and key."""
     return Context(
+        database_url=settings.database_url,
         sessions=sessions,
         store=store,
         signing_key=signing_key,

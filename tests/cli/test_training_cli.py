@@ -42,6 +42,8 @@ def test_train_queues_a_job_and_refuses_bad_options(tmp_path: Path) -> None:
         (["--options", "[1]"], "--options: give a JSON object"),
         (["--gate", "{nope"], "--gate: not JSON"),
         (["--label-source", "rumour"], "selector.label_sources.0"),
+        # Another queued job's candidate: it could never be registered.
+        (["--version", f"1.0.0-job{job_id}"], f"is the candidate of training job {job_id}"),
     ]:
         refused = runner.invoke(app, [*BASE, "--db", db, *extra])
         assert refused.exit_code == 2, refused.output

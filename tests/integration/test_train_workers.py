@@ -1,5 +1,6 @@
 """Two `aiot cloud train-worker` processes on one PostgreSQL database and five queued jobs:
-each job is claimed and run exactly once (FOR UPDATE SKIP LOCKED), and both workers work."""
+each job is claimed and run exactly once (FOR UPDATE SKIP LOCKED), and all of them are done.
+Which worker takes which job is up to scheduling (one worker may well take them all)."""
 
 from __future__ import annotations
 
@@ -102,8 +103,9 @@ def test_two_train_workers_run_five_jobs_each_exactly_once(
     )
     assert sorted(job_id for _, job_id in claims) == sorted(ids)  # each claimed once
     assert set(claims.values()) == {1}
-    assert {worker for worker, _ in claims} == {"w1", "w2"}
-    assert {job["worker"] for job in done} == {"w1", "w2"}
+    assert [job["worker"] for job in done] == [  # the worker that claimed it ran it
+        next(worker for worker, job_id in claims if job_id == job["id"]) for job in done
+    ]
     registered = [v["version"] for model in models for v in model["versions"]]
     assert sorted(registered) == ["1.0.0", *(f"1.1.{n}" for n in range(JOBS))]
 

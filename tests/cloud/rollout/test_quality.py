@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.orm import Session
 
 from cloud_api.db import create_db_engine, migrate
@@ -246,3 +247,43 @@ def test_the_figures_come_from_the_summaries_and_events_of_each_group(engine: En
     verdict = judge_quality(QualityGate(), canary, baseline)
     assert verdict.passed is False
     assert "time in alarm" in verdict.reason
+
+
+def test_whether_incidents_were_open_is_one_query_for_any_number_of_agents(
+    engine: Engine,
+) -> None:
+    """Agents o0..o3 entered the period in an open incident (their last start has no end);
+    c0..c3 had theirs closed; q0..q3 never alarmed. The queries do not grow with the agents."""
+    events = []
+    for n in range(4):
+        events += [event(f"o{n}", 0, "start", -3, "2.0.0"), event(f"o{n}", 1, "end", -2, "2.0.0")]
+        events += [event(f"o{n}", 2, "start", -1, "2.0.0")]
+        events += [event(f"c{n}", 0, "start", -3, "2.0.0"), event(f"c{n}", 1, "end", -1, "2.0.0")]
+    with engine.begin() as conn:
+        conn.execute(insert(EVENTS), events)
+    statements: list[str] = []
+
+    def counted(*args: Any) -> None:
+        statements.append(args[2])
+
+    def figures_of(canary: list[str]) -> QualityFigures:
+        statements.clear()
+        with Session(engine) as session:
+            quality = DeploymentQuality(
+                session, pipeline="spindle-vibration", model="vibration-anomaly",
+                version="2.0.0", created_at=T0 - timedelta(minutes=5), canary=canary, rest=[],
+            )  # fmt: skip
+            return quality.figures(T0, T0 + timedelta(minutes=10))[0]
+
+    sqlalchemy_event.listen(engine, "before_cursor_execute", counted)
+    try:
+        one = figures_of(["o0"])
+        one_count = len(statements)
+        many = figures_of([f"{kind}{n}" for kind in "ocq" for n in range(4)])
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", counted)
+
+    assert len(statements) == one_count
+    assert one.alarm_s == pytest.approx(600.0)
+    assert many.alarm_s == pytest.approx(4 * 600.0)  # only the four open ones, each all along
+    assert (many.agents, many.alarms) == (12, 0)

@@ -72,9 +72,11 @@ def labelled_windows(
     groups: list[tuple[str, list[np.ndarray]]],
     *,
     pipeline: str = "spindle-vibration",
+    verdicts: bool = True,
 ) -> str:
-    """A new agent's events, one per group, each with its windows uploaded as samples and a
-    person's verdict: a false alarm for ``normal``, else a relabel to the group's label."""
+    """A new agent's events, one per group, each with its windows uploaded as samples and
+    (``verdicts``) a person's verdict: a false alarm for ``normal``, else a relabel to the
+    group's label. Without verdicts the samples carry the edge's label only."""
     agent_id = unique_agent_id("press")
     agent = client_as(api, basic=(agent_id, enroll(api, agent_id)))
     operator = client_as(api, new_api_key(api, "operate", name="alice"))
@@ -94,6 +96,8 @@ def labelled_windows(
             _upload_window(
                 agent, agent_id, window, event_id=event.id, pipeline=pipeline, held_out=held_out
             )
+        if not verdicts:
+            continue
         verdict: dict[str, Any] = (
             {"verdict": "false_alarm"}
             if label == "normal"

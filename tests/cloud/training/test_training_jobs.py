@@ -10,18 +10,21 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 
+from cloud_api import inspection, registry
+from cloud_api.db import create_db_engine
 from cloud_api.training import jobs
 from cloud_api.training.run import Runner
-from cloud_api.training.tables import DatasetVersionRow, TrainedVersionRow
+from cloud_api.training.tables import DatasetVersionRow, TrainedVersionRow, TrainingJobRow
 from cloud_api.training.trainers import TRAINERS
 from cloud_api.training.worker import TrainingWorker, training_context
-from edge_agent.sources.machine_physics import LABELS, MachineSpec
+from edge_agent.sources.machine_physics import LABELS, MachineSpec, SimulatedMachine
 from shared.signing import SignedManifest, verify
 from tests.cloud.conftest import AppFactory
 from tests.cloud.helpers import Publisher, client_as, new_api_key
-from tests.cloud.training.fleet import labelled_fleet, register_base
+from tests.cloud.training.fleet import SHIPPED, labelled_fleet, labelled_windows, register_base
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +42,14 @@ def api(make_api: AppFactory) -> Iterator[TestClient]:
         yield client
 
 
-def worker_of(api: TestClient) -> TrainingWorker:
+def worker_of(api: TestClient, **options: Any) -> TrainingWorker:
+    """A worker on the app's database and store (``options``: TrainingWorker's)."""
     state = api.app.state  # type: ignore[attr-defined]
     context = training_context(
         state.settings, sessions=state.sessionmaker, store=state.artifacts,
         signing_key=state.signing_key,
     )  # fmt: skip
-    return TrainingWorker(context, name="test-worker")
+    return TrainingWorker(context, **{"name": "test-worker", **options})
 
 
 def job(api: TestClient, agents: list[str], **changes: Any) -> dict[str, Any]:
@@ -141,11 +145,21 @@ def test_empty_and_one_class_datasets_fail_with_the_reason(
     assert one_class["state"] == "failed"
     assert "one class only: all 12 samples are 'normal'" in one_class["reason"]
 
-    # Edge labels are not trusted by default: only the person's count.
-    edge_only = run_one(
-        api, job(api, [agent_id], selector={"agents": [agent_id], "label_sources": ["cloud"]})["id"]
+    # Edge labels are not trusted by default: windows the edge alone labelled make no dataset,
+    # though the same windows do when a job trusts the edge.
+    windows = [machine_window() for _ in range(6)]
+    unreviewed = labelled_windows(api, publisher, [("normal", windows)], verdicts=False)
+    by_default = run_one(api, job(api, [unreviewed])["id"])
+    assert by_default["state"] == "failed"
+    assert by_default["reason"] == (
+        "the dataset is empty: no sample matches the selector "
+        "(left out: 6 no label from a trusted source)"
     )
-    assert "no label from a trusted source" in edge_only["reason"]
+    trusting_edge = run_one(
+        api,
+        job(api, [unreviewed], selector={"agents": [unreviewed], "label_sources": ["edge"]})["id"],
+    )
+    assert "one class only: all 6 samples are 'normal'" in trusting_edge["reason"]
     assert versions(api) == ["1.0.0"]
     assert count(api, TrainedVersionRow) == 0
 
@@ -166,26 +180,28 @@ def test_a_gate_not_met_rejects_the_candidate_and_registers_nothing(
     assert count(api, TrainedVersionRow) == 0
 
 
-def test_a_trainer_that_raises_fails_its_job_and_bad_requests_are_refused(
-    api: TestClient, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    agent_id = labelled_fleet(api, publisher, normal=12, faults_each=2)
+def broken_trainer() -> None:
+    """In the job's child process: the vibration trainer raises."""
 
     def broken(*_: object) -> bytes:
         raise RuntimeError("out of memory in the trainer")
 
     trainer = TRAINERS["vibration-classifier"]
-    monkeypatch.setitem(TRAINERS, "vibration-classifier", replace(trainer, train=broken))
-    crashed = run_one(api, job(api, [agent_id])["id"])
+    TRAINERS["vibration-classifier"] = replace(trainer, train=broken)
+
+
+def test_a_trainer_that_raises_fails_its_job_and_bad_requests_are_refused(
+    api: TestClient, publisher: Publisher
+) -> None:
+    agent_id = labelled_fleet(api, publisher, normal=12, faults_each=2)
+
+    created = job(api, [agent_id])
+    assert worker_of(api, child_setup=broken_trainer).run_once() == created["id"]
+    crashed = api.get(f"/api/v1/training-jobs/{created['id']}").json()
     assert crashed["state"] == "failed"
     assert crashed["reason"] == "the trainer failed: RuntimeError: out of memory in the trainer"
     assert crashed["result_version"] is None
-    monkeypatch.undo()
 
-    # A candidate version that exists ends the job before it trains, nothing registered.
-    bad = run_one(api, job(api, [agent_id], version="1.0.0")["id"])
-    assert bad["state"] == "failed"
-    assert "exists already" in bad["reason"]
     assert versions(api) == ["1.0.0"]
 
     unknown = api.post("/api/v1/training-jobs", json={**job_body(), "trainer": "nope"})
@@ -237,3 +253,100 @@ def test_cancel_a_queued_job_and_a_running_one(api: TestClient, publisher: Publi
     assert versions(api) == ["1.0.0"]
     listed = api.get("/api/v1/training-jobs", params={"state": "cancelled"}).json()
     assert [item["id"] for item in listed] == [running["id"], queued["id"]]
+
+
+def machine_window() -> Any:
+    return SimulatedMachine(MachineSpec(), seed=3).window(None)
+
+
+def test_jobs_whose_candidate_could_never_register_are_refused_with_the_reason(
+    api: TestClient,
+) -> None:
+    registered = api.post("/api/v1/training-jobs", json={**job_body(), "version": "1.0.0"})
+    assert registered.status_code == 409
+    assert registered.json()["detail"] == (
+        "model vibration-anomaly version 1.0.0 is registered already"
+    )
+
+    first = job(api, ["press-1"], version="1.1.0")
+    taken = api.post("/api/v1/training-jobs", json={**job_body(), "version": "1.1.0"})
+    assert taken.status_code == 409
+    assert taken.json()["detail"] == (
+        f"model vibration-anomaly version 1.1.0 is the candidate of training job {first['id']} "
+        "(queued)"
+    )
+    # Another job's default version is taken too; an ended job's version is free again.
+    default = job(api, ["press-1"])
+    named_like_it = {**job_body(), "version": f"1.0.0-job{default['id']}"}
+    assert api.post("/api/v1/training-jobs", json=named_like_it).status_code == 409
+    assert api.post(f"/api/v1/training-jobs/{first['id']}/cancel").status_code == 200
+    assert (
+        api.post("/api/v1/training-jobs", json={**job_body(), "version": "1.1.0"}).status_code
+        == 201
+    )
+
+    # A base version of 64 characters registers; its default candidate name would be too long.
+    long_base = "1." + "0" * 62
+    with SHIPPED.open("rb") as file:
+        response = api.post(
+            "/api/v1/models/vibration-anomaly/versions", data={"version": long_base},
+            files={"file": ("model.onnx", file, "application/octet-stream")},
+        )  # fmt: skip
+    assert response.status_code == 201, response.text
+    too_long = api.post("/api/v1/training-jobs", json={**job_body(), "base_version": long_base})
+    assert too_long.status_code == 422
+    assert "candidate version '1.00000" in too_long.json()["detail"]
+    assert "use 1-64 letters" in too_long.json()["detail"]
+    listed = api.get("/api/v1/training-jobs").json()
+    assert len(listed) == 3  # the refused ones were never queued
+
+
+def test_registration_inspects_the_candidate_before_it_locks_anything(
+    api: TestClient, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the registry inspects the candidate (a child process, seconds), another session
+    can still write the job's row: the runner takes its lock only to write the result."""
+    agent_id = labelled_fleet(api, publisher)
+    created = job(api, [agent_id])
+    state = api.app.state  # type: ignore[attr-defined]
+    url = state.settings.database_url
+    inspect = inspection.inspect_onnx
+    free_during_inspection: list[bool] = []
+
+    def inspecting(*args: Any, **kwargs: Any) -> Any:
+        free_during_inspection.append(row_is_free(url, created["id"]))
+        return inspect(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "inspect_onnx", inspecting)
+    context = worker_of(api)._context
+    with state.sessionmaker() as session:
+        claimed = jobs.claim(session, worker="w", lease=context.lease)
+        assert claimed is not None
+        Runner(context, session, *claimed).run()
+
+    done = api.get(f"/api/v1/training-jobs/{created['id']}").json()
+    assert done["state"] == "succeeded", done["reason"]
+    assert free_during_inspection == [True]
+
+
+def row_is_free(url: str, job_id: int) -> bool:
+    """Whether another connection can lock the job's row (PostgreSQL) or write it (SQLite)
+    at once, without waiting."""
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            try:
+                if engine.dialect.name == "postgresql":
+                    mine = select(TrainingJobRow.id).where(TrainingJobRow.id == job_id)
+                    conn.execute(mine.with_for_update(nowait=True))
+                else:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                    touch = update(TrainingJobRow).where(TrainingJobRow.id == job_id)
+                    conn.execute(touch.values(progress=TrainingJobRow.progress))
+            except OperationalError:
+                return False
+            finally:
+                conn.rollback()
+        return True
+    finally:
+        engine.dispose()
