@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,6 +76,20 @@ def trusted_label(labels: list[SampleLabelRow], sources: list[str]) -> tuple[str
     return None
 
 
+def selected_samples(session: Session, *, pipeline: str, selector: Selector) -> list[SampleRow]:
+    """The pipeline's samples the selector picks (agents, time range, at most
+    ``max_samples``), oldest first, whatever their kind or labels."""
+    query = select(SampleRow).where(SampleRow.pipeline == pipeline)
+    if selector.agents is not None:
+        query = query.where(SampleRow.agent_id.in_(selector.agents))
+    if selector.since is not None:
+        query = query.where(SampleRow.ts >= selector.since)
+    if selector.until is not None:
+        query = query.where(SampleRow.ts < selector.until)
+    rows = session.scalars(query.order_by(SampleRow.ts, SampleRow.id).limit(selector.max_samples))
+    return list(rows.all())
+
+
 def select_items(
     session: Session,
     *,
@@ -85,15 +99,7 @@ def select_items(
     test_share: float,
 ) -> tuple[list[Item], Counter[str]]:
     """The dataset's items, oldest first, and why other selected samples were left out."""
-    query = select(SampleRow).where(SampleRow.pipeline == pipeline)
-    if selector.agents is not None:
-        query = query.where(SampleRow.agent_id.in_(selector.agents))
-    if selector.since is not None:
-        query = query.where(SampleRow.ts >= selector.since)
-    if selector.until is not None:
-        query = query.where(SampleRow.ts < selector.until)
-    rows = session.scalars(query.order_by(SampleRow.ts, SampleRow.id).limit(selector.max_samples))
-    samples = rows.all()
+    samples = selected_samples(session, pipeline=pipeline, selector=selector)
     labels = labels_of(session, [row.id for row in samples])
     items: list[Item] = []
     skipped: Counter[str] = Counter()
@@ -118,7 +124,7 @@ def select_items(
 
 
 def freeze(
-    session: Session, *, job_id: int, pipeline: str, selector: Selector, items: list[Item],
+    session: Session, *, job_id: int, pipeline: str, selector: Selector, items: Sequence[Item],
     skipped: Counter[str],
 ) -> DatasetVersionRow:  # fmt: skip
     """Record the dataset as a version (flushed, not committed); its id is then known."""
@@ -145,6 +151,17 @@ def freeze(
     return row
 
 
+def blob_of(store: ArtifactStore, item: Item) -> bytes:
+    """The item's blob as frozen; ContractError for a blob that is gone or changed."""
+    try:
+        data = store.get(blob_key(item.agent_id, item.sample_id))
+    except FileNotFoundError:
+        raise ContractError(f"sample {item.sample_id}'s blob is gone from the store") from None
+    if hashlib.sha256(data).hexdigest() != item.sha256:
+        raise ContractError(f"sample {item.sample_id}'s blob does not match its sha256")
+    return data
+
+
 def load_windows(
     store: ArtifactStore, items: list[Item], index_of: Callable[[str], int]
 ) -> tuple[F32, I64]:
@@ -152,12 +169,7 @@ def load_windows(
     ContractError for a blob that is gone or changed."""
     arrays: list[F32] = []
     for item in items:
-        try:
-            data = store.get(blob_key(item.agent_id, item.sample_id))
-        except FileNotFoundError:
-            raise ContractError(f"sample {item.sample_id}'s blob is gone from the store") from None
-        if hashlib.sha256(data).hexdigest() != item.sha256:
-            raise ContractError(f"sample {item.sample_id}'s blob does not match its sha256")
+        data = blob_of(store, item)
         arrays.append(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
     if not arrays:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from cloud_api.training import jobs
 from cloud_api.training.run import Runner
 from cloud_api.training.tables import DatasetVersionRow, TrainedVersionRow
-from cloud_api.training.trainers import TRAINERS
+from cloud_api.training.trainers import TRAINERS, Trainer
 from cloud_api.training.worker import TrainingWorker, training_context
 from edge_agent.sources.machine_physics import LABELS, MachineSpec
 from shared.signing import SignedManifest, verify
@@ -175,6 +175,7 @@ def test_a_trainer_that_raises_fails_its_job_and_bad_requests_are_refused(
         raise RuntimeError("out of memory in the trainer")
 
     trainer = TRAINERS["vibration-classifier"]
+    assert isinstance(trainer, Trainer)
     monkeypatch.setitem(TRAINERS, "vibration-classifier", replace(trainer, train=broken))
     crashed = run_one(api, job(api, [agent_id])["id"])
     assert crashed["state"] == "failed"

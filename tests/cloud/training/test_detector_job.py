@@ -1,0 +1,185 @@
+"""A scene-detector job in the real app: a camera's frames are uploaded as samples and
+escalated, the shipped cloud detector answers them on the real broker, and a training job
+fine-tunes the shipped edge detector on the cloud's boxes, evaluates it against the serving
+version on the held-out frames and on the shipped test streets, and registers it with its
+report and lineage (each box's provenance in the frozen dataset)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud_api.training.tables import DatasetVersionRow
+from cloud_api.training.worker import TrainingWorker, training_context
+from edge_agent.inference.postprocess import Detection
+from edge_agent.pipelines.privacy import PrivacyConfig, images_that_leave
+from edge_agent.sources.synthetic_scene import CLASSES
+from models.scenes import labelled_frames
+from shared.messages import encode
+from shared.topics import Channel
+from tests.cloud.conftest import AppFactory
+from tests.cloud.escalation_helpers import MODELS, Results
+from tests.cloud.helpers import Publisher, client_as, topic, unique_agent_id
+from tests.cloud.image_escalation_helpers import CAMERA, Shot, image_escalation, register_detector
+from tests.cloud.sample_helpers import image_sample, upload
+from tests.cloud.test_auth import enroll
+from tests.cloud.training.fleet import split_id
+from tests.services import Mosquitto
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BASE = "scene-detector"
+FRAMES = 32
+OPTIONS = {"steps": 60, "replay_scenes": 20}
+"""Small enough for a test on two shared cores; the defaults train 300 steps."""
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite only: the job's SQL is the windows' (tested on both); the cost is the training."""
+    return f"sqlite:///{tmp_path / 'cloud.db'}"
+
+
+@pytest.fixture
+def api(make_api: AppFactory) -> Iterator[TestClient]:
+    """The app with its escalation runner; the shipped edge detector registered as the
+    serving version and the shipped cloud detector as the camera pipeline's cloud model."""
+    with make_api(training_enabled=False) as client:
+        client.app.state.escalations.wait_connected()  # type: ignore[attr-defined]
+        register_detector(client)
+        with (MODELS / "detector-1.0.0.onnx").open("rb") as file:
+            response = client.post(
+                f"/api/v1/models/{BASE}/versions",
+                data={"version": "1.0.0", "task": "detection", "labels": ",".join(CLASSES)},
+                files={"file": ("model.onnx", file, "application/octet-stream")},
+            )
+        assert response.status_code == 201, response.text
+        yield client
+
+
+def street_frames(count: int, seed: int = 44) -> list[Shot]:
+    """Whole frames of streets neither detector saw, each with an object the edge reported
+    as unsure (so it escalated the frame), cut by the edge's own privacy encoder."""
+    shots: list[Shot] = []
+    for frame in labelled_frames(seed, 4 * count, 1):
+        unsure = [
+            Detection(CLASSES[int(label)], 0.5, tuple(float(v) for v in box))  # type: ignore[arg-type]
+            for box, label in zip(frame.boxes, frame.labels, strict=True)
+        ]
+        if unsure:
+            [(jpeg, info)] = images_that_leave(PrivacyConfig(images="frames"), frame.image, unsure)
+            shots.append(Shot(jpeg, info, unsure[0].label))
+        if len(shots) == count:
+            return shots
+    raise AssertionError(f"the streets hold fewer than {count} frames with objects")
+
+
+def collect(api: TestClient, publisher: Publisher, broker: Mosquitto, shots: list[Shot]) -> str:
+    """A camera agent uploads ``shots`` as samples and escalates each (linked by the sample's
+    id); returns the agent's id once the cloud answered every one."""
+    agent_id = unique_agent_id("cam")
+    agent = client_as(api, basic=(agent_id, enroll(api, agent_id)))
+    results = Results(broker.port, agent_id)
+    try:
+        for index, shot in enumerate(shots):
+            meta, blob = image_sample(agent_id, shot.jpeg, width=shot.info.width,
+                                      height=shot.info.height)  # fmt: skip
+            meta = meta.model_copy(
+                update={"id": split_id(index % 4 == 0), "pipeline": CAMERA,
+                        "reason": "escalated", "image": shot.info},
+            )  # fmt: skip
+            response = upload(agent, meta, blob)
+            assert response.status_code == 201, response.text
+            escalation = image_escalation(agent_id, shot, sample_id=meta.id)
+            publisher.publish(topic(agent_id, Channel.ESCALATIONS), encode(escalation))
+        answers = results.wait(len(shots))
+    finally:
+        results.close()
+    assert all(result.outcome == "answered" for result in answers)
+    return agent_id
+
+
+def run_job(api: TestClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = api.post("/api/v1/training-jobs", json=body)
+    assert response.status_code == 201, response.text
+    state = api.app.state  # type: ignore[attr-defined]
+    context = training_context(
+        state.settings, sessions=state.sessionmaker, store=state.artifacts,
+        signing_key=state.signing_key,
+    )  # fmt: skip
+    TrainingWorker(context).run_once()
+    done: dict[str, Any] = api.get(f"/api/v1/training-jobs/{response.json()['id']}").json()
+    return done
+
+
+def test_a_fine_tune_on_cloud_labelled_frames_is_registered_with_its_lineage(
+    api: TestClient, publisher: Publisher, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent_id = collect(api, publisher, broker, street_frames(FRAMES))
+    caplog.set_level(logging.INFO, logger="models.detector_finetune")
+    done = run_job(
+        api,
+        {
+            "pipeline": CAMERA, "trainer": "scene-detector", "base_model": BASE,
+            "base_version": "1.0.0", "version": "1.1.0", "selector": {"agents": [agent_id]},
+            "options": OPTIONS, "gate": {"require_false_alarm_drop": False},
+        },
+    )  # fmt: skip
+    assert done["state"] == "succeeded", done["reason"]
+    assert done["result_version"] == "1.1.0"
+    assert "fine-tuning the scene detector on cpu" in caplog.text
+    sets = done["report"]["sets"]
+    assert set(sets) == {"held_out", "shipped"}
+    assert sets["shipped"]["base"]["windows"] == 300  # the card's held-out streets
+    assert sets["held_out"]["base"]["windows"] == FRAMES // 4
+
+    version = api.get(f"/api/v1/models/{BASE}/versions/1.1.0")
+    assert version.status_code == 200, version.text
+    assert version.json()["labels"] == list(CLASSES)
+    lineage = api.get(f"/api/v1/models/{BASE}/versions/1.1.0/lineage").json()
+    assert lineage["parent_version"] == "1.0.0"
+    assert lineage["report"]["passed"] is True
+    assert lineage["dataset"]["label_sources"] == ["person", "cloud"]
+    assert lineage["dataset"]["counts"]["samples"] == FRAMES
+    # Each frame's boxes keep their provenance: the cloud model version, escalation and score.
+    with api.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+        frozen = session.get(DatasetVersionRow, lineage["dataset"]["id"])
+        assert frozen is not None
+        manifest = frozen.manifest
+    assert {entry["source"] for entry in manifest} == {"cloud"}
+    assert {entry["model"] for entry in manifest} == {"scene-detector-cloud 1.0.0"}
+    assert all(entry["escalation"] and entry["boxes"] for entry in manifest)
+    assert all(0.35 <= box["score"] <= 1.0 for entry in manifest for box in entry["boxes"])
+
+
+def test_frames_the_cloud_never_answered_end_the_job_failed_with_the_reason(
+    api: TestClient, publisher: Publisher, broker: Mosquitto
+) -> None:
+    agent_id = unique_agent_id("cam")
+    agent = client_as(api, basic=(agent_id, enroll(api, agent_id)))
+    for shot in street_frames(3):
+        meta, blob = image_sample(agent_id, shot.jpeg, width=shot.info.width,
+                                  height=shot.info.height)  # fmt: skip
+        meta = meta.model_copy(update={"pipeline": CAMERA, "image": shot.info})
+        assert upload(agent, meta, blob).status_code == 201
+    body = {
+        "pipeline": CAMERA, "trainer": "scene-detector", "base_model": BASE,
+        "base_version": "1.0.0", "selector": {"agents": [agent_id]},
+    }  # fmt: skip
+    done = run_job(api, body)
+    assert done["state"] == "failed"
+    assert done["reason"] == (
+        "the dataset is empty: no frame of the selector has a cloud answer "
+        "(left out: 3 no answer from the cloud model)"
+    )
+    assert done["result_version"] is None
+    people_only = run_job(api, {**body, "selector": {"label_sources": ["person"]}})
+    assert people_only["state"] == "failed"
+    assert "must include 'cloud'" in people_only["reason"]
+    [base] = [model for model in api.get("/api/v1/models").json() if model["name"] == BASE]
+    assert [v["version"] for v in base["versions"]] == ["1.0.0"]
