@@ -13,9 +13,9 @@ from edge_agent.inference.runtime import Runtime
 
 pytest.importorskip("torch", reason="the train extra (make test installs it)")
 
-from models import detector, detector_cloud, detector_finetune, detector_net  # noqa: E402
-from models.scenes import LabelledFrame, labelled_frames  # noqa: E402
-from shared.errors import ModelError  # noqa: E402
+from models import detector, detector_cloud, detector_finetune, detector_net
+from models.scenes import LabelledFrame, labelled_frames
+from shared.errors import ModelError
 
 MODELS = Path(detector.__file__).resolve().parent
 EDGE = (MODELS / detector.FILE).read_bytes()
