@@ -70,14 +70,15 @@ class ImageOptions(_Options):
 
 
 class DetectorOptions(ImageOptions):
-    """Options of a scene detector's fine-tuning (``models.detector_finetune``)."""
+    """Options of a scene detector's fine-tuning; None is ``models.detector_finetune.Settings``'
+    default (that module needs torch, so its defaults are not read here)."""
 
-    steps: int = Field(default=300, ge=1, le=5000)
-    learning_rate: float = Field(default=2e-4, gt=0, le=0.1)
-    replay_scenes: int = Field(
-        default=60, ge=0, le=300, description="streets of the base's training set replayed"
+    steps: int | None = Field(default=None, ge=1, le=5000)
+    learning_rate: float | None = Field(default=None, gt=0, le=0.1)
+    replay_scenes: int | None = Field(
+        default=None, ge=0, le=300, description="streets of the base's training set replayed"
     )
-    seed: int = Field(default=0, ge=0, le=2**31)
+    seed: int | None = Field(default=None, ge=0, le=2**31)
 
 
 @dataclass(frozen=True)
@@ -164,10 +165,8 @@ def _fine_tune(base: bytes, frames: Frames, name: str, version: str, options: An
     from models import detector_finetune  # torch (the train extra): only when a job runs
 
     assert isinstance(options, DetectorOptions)
-    settings = detector_finetune.Settings(
-        steps=options.steps, learning_rate=options.learning_rate,
-        replay_scenes=options.replay_scenes, seed=options.seed,
-    )  # fmt: skip
+    chosen = options.model_dump(exclude_none=True, exclude={"test_share", "min_score"})
+    settings = detector_finetune.Settings(**chosen)
     return detector_finetune.fine_tune(
         base, frames, name=name, version=version, settings=settings
     ).model

@@ -15,11 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud_api.training.tables import DatasetVersionRow
+from cloud_api.training.trainers import TRAINERS, ImageTrainer
 from cloud_api.training.worker import TrainingWorker, training_context
 from edge_agent.inference.postprocess import Detection
+from edge_agent.inference.runtime import Runtime
 from edge_agent.pipelines.privacy import PrivacyConfig, images_that_leave
 from edge_agent.sources.synthetic_scene import CLASSES
 from models.scenes import labelled_frames
+from shared.errors import ContractError
 from shared.messages import encode
 from shared.topics import Channel
 from tests.cloud.conftest import AppFactory
@@ -183,3 +186,16 @@ def test_frames_the_cloud_never_answered_end_the_job_failed_with_the_reason(
     assert "must include 'cloud'" in people_only["reason"]
     [base] = [model for model in api.get("/api/v1/models").json() if model["name"] == BASE]
     assert [v["version"] for v in base["versions"]] == ["1.0.0"]
+
+
+def test_the_jobs_options_reach_the_fine_tune_and_bad_ones_are_named() -> None:
+    trainer = TRAINERS["scene-detector"]
+    assert isinstance(trainer, ImageTrainer)
+    options = trainer.parse_options({"steps": 2, "replay_scenes": 1, "learning_rate": 1e-3})
+    frames = [f for f in labelled_frames(44, 4, 1) if len(f.labels)]
+    model = trainer.train((MODELS / "detector-1.0.0.onnx").read_bytes(), frames, BASE, "9", options)
+    assert Runtime(model).output_shapes == {"output0": (1, 4 + len(CLASSES), 1600)}
+    with pytest.raises(ContractError, match=r"options\.steps"):
+        trainer.parse_options({"steps": 0})
+    with pytest.raises(ContractError, match=r"options\.epochs"):
+        trainer.parse_options({"epochs": 3})
