@@ -15,8 +15,9 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[edge,cloud,models,demo]'
 	touch $@
 
+# The train extra (torch, CPU) too: the scene-detector training job's test fine-tunes a model.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,train]'
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo

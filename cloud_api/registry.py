@@ -209,9 +209,10 @@ def register_model(
 
     The model is inspected by a child process within ``limits`` (``cloud_api.inspection``)
     before anything is written; ``also`` writes more in the version's transaction (a training
-    job's end), and what it raises undoes the version too. Raises ContractError (bad name, version, task or labels), TooLargeError, ModelError (not
-    ONNX, no usable self-test, a golden output that is not finite, over the inspection's
-    limits) or ConflictError (the version exists).
+    job's end), and what it raises undoes the version too. Raises ContractError (bad name,
+    version, task or labels), TooLargeError, ModelError (not ONNX, no usable self-test, a
+    golden output that is not finite, over the inspection's limits) or ConflictError (the
+    version exists).
     """
     key = artifact_key(name, version)
     _check_details(task, labels or [])

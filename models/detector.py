@@ -28,6 +28,7 @@ import numpy.typing as npt
 from edge_agent.inference.runtime import Runtime
 from edge_agent.sources.synthetic_scene import CLASSES
 from models.manifest import LabelMetrics, Metrics, ModelCard, TensorSpec
+from models.quality import Quality
 from models.scenes import LabelledFrame, labelled_frames
 from shared.digests import sha256_bytes
 from shared.yolo import Detection, decode_yolo, letterbox, pairwise_iou
@@ -134,6 +135,27 @@ def evaluate(run: Runner, frames: Sequence[LabelledFrame]) -> Metrics:
     for frame in frames:
         tally.add(detect(run, frame.image), frame)
     return tally.metrics()
+
+
+def quality(model: bytes, frames: Sequence[LabelledFrame]) -> Quality:
+    """A detector's figures as the training gate compares them, counted as :func:`evaluate`
+    counts: ``windows`` are frames, ``normal`` the detections made (each a possible false
+    alarm), ``faults`` the objects to find; ``false_alarm_rate`` is the share of detections
+    that match no object (1 - precision); ``accuracy`` is not measured."""
+    run = Runtime(model).run
+    tally = Tally.empty()
+    for frame in frames:
+        tally.add(detect(run, frame.image), frame)
+    hits, misses, objects = int(tally.tp.sum()), int(tally.fp.sum()), int(tally.required.sum())
+    made = hits + misses
+    return Quality(
+        windows=len(frames),
+        normal=made,
+        faults=objects,
+        false_alarm_rate=round(misses / made, 4) if made else None,
+        recall=round(hits / objects, 4) if objects else None,
+        accuracy=None,
+    )
 
 
 def held_out() -> list[LabelledFrame]:

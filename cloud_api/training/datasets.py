@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -97,6 +97,18 @@ def _trusted(pipeline: str, selector: Selector) -> Subquery:
     )
 
 
+def selected_samples(
+    session: Session, *, pipeline: str, selector: Selector, kind: str
+) -> list[SampleRow]:
+    """The pipeline's samples of ``kind`` (``window``, ``image``) the selector picks (agents,
+    time range, at most ``max_samples``), oldest first, whatever their labels. The kind is
+    picked in SQL before the limit, so other kinds never crowd them out."""
+    is_kind = SampleRow.meta["kind"].as_string() == kind
+    query = select(SampleRow).where(*_selected(pipeline, selector), is_kind)
+    rows = session.scalars(query.order_by(SampleRow.ts, SampleRow.id).limit(selector.max_samples))
+    return list(rows.all())
+
+
 def select_items(
     session: Session,
     *,
@@ -158,7 +170,7 @@ def _left_out(
 
 
 def freeze(
-    session: Session, *, job_id: int, pipeline: str, selector: Selector, items: list[Item],
+    session: Session, *, job_id: int, pipeline: str, selector: Selector, items: Sequence[Item],
     skipped: Counter[str],
 ) -> DatasetVersionRow:  # fmt: skip
     """Record the dataset as a version (flushed, not committed); its id is then known."""
@@ -185,6 +197,17 @@ def freeze(
     return row
 
 
+def blob_of(store: ArtifactStore, item: Item) -> bytes:
+    """The item's blob as frozen; ContractError for a blob that is gone or changed."""
+    try:
+        data = store.get(blob_key(item.agent_id, item.sample_id))
+    except FileNotFoundError:
+        raise ContractError(f"sample {item.sample_id}'s blob is gone from the store") from None
+    if hashlib.sha256(data).hexdigest() != item.sha256:
+        raise ContractError(f"sample {item.sample_id}'s blob does not match its sha256")
+    return data
+
+
 def load_windows(
     store: ArtifactStore, items: list[Item], index_of: Callable[[str], int]
 ) -> tuple[F32, I64]:
@@ -192,12 +215,7 @@ def load_windows(
     ContractError for a blob that is gone or changed."""
     arrays: list[F32] = []
     for item in items:
-        try:
-            data = store.get(blob_key(item.agent_id, item.sample_id))
-        except FileNotFoundError:
-            raise ContractError(f"sample {item.sample_id}'s blob is gone from the store") from None
-        if hashlib.sha256(data).hexdigest() != item.sha256:
-            raise ContractError(f"sample {item.sample_id}'s blob does not match its sha256")
+        data = blob_of(store, item)
         arrays.append(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
     if not arrays:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)

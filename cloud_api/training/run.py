@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,11 +24,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud_api import registry
 from cloud_api.queries.models import get_model_version
-from cloud_api.training import datasets, jobs
+from cloud_api.training import datasets, images, jobs
 from cloud_api.training.evaluate import Report, judge
 from cloud_api.training.spec import JobSpec, JobState
 from cloud_api.training.tables import TrainedVersionRow, TrainingJobRow
-from cloud_api.training.trainers import Trainer, trainer_named
+from cloud_api.training.trainers import ImageOptions, ImageTrainer, Trainer, trainer_named
 from shared.errors import ContractError, ModelError
 from shared.messages import utcnow
 
@@ -117,7 +118,26 @@ class Runner:
         if get_model_version(self.session, name=spec.base_model, version=version) is not None:
             raise ContractError(f"model {spec.base_model} version {version} exists already")
         self.step(0.05, "selecting samples")
-        shape = window_shape(base.inputs)
+        base_model = self.context.store.get(registry.artifact_key(base.name, base.version))
+        if isinstance(trainer, ImageTrainer):
+            assert isinstance(options, ImageOptions)
+            candidate, report = self._train_frames(
+                spec, trainer, options, base_model, labels=base.labels, version=version
+            )
+        else:
+            candidate, report = self._train_windows(
+                spec, trainer, options, base_model, window_shape(base.inputs)
+            )
+        if not report.passed:
+            raise RefusedError("rejected", f"gate not met: {report.failures()}", report)
+        self.step(0.9, f"gate passed; registering {spec.base_model} {version}")
+        self._register(spec, version, candidate, report, task=base.task, labels=base.labels)
+
+    def _train_windows(
+        self, spec: JobSpec, trainer: Trainer, options: Any, base_model: bytes,
+        shape: tuple[int, ...],
+    ) -> tuple[bytes, Report]:  # fmt: skip
+        """A trainer of windows: its candidate and the report against the base."""
         items = self._dataset(spec, trainer, shape, options.test_share)
         train = [item for item in items if item.split == "train"]
         test = [item for item in items if item.split == "test"]
@@ -126,7 +146,6 @@ class Runner:
         self.step(0.2, f"training on {len(train)} fleet windows ({len(test)} held out)")
         candidate = trainer.train(train_x, train_y, options)
         self.step(0.7, "evaluating the candidate against the serving version")
-        base_model = self.context.store.get(registry.artifact_key(base.name, base.version))
         sets = {"held_out": (test_x, test_y)}
         if (shipped := trainer.test_set(options)) is not None:
             sets["shipped"] = shipped
@@ -135,10 +154,34 @@ class Runner:
             {name: trainer.evaluate(candidate, *data, options) for name, data in sets.items()},
             spec.gate,
         )
-        if not report.passed:
-            raise RefusedError("rejected", f"gate not met: {report.failures()}", report)
-        self.step(0.9, f"gate passed; registering {spec.base_model} {version}")
-        self._register(spec, version, candidate, report, task=base.task, labels=base.labels)
+        return candidate, report
+
+    def _train_frames(
+        self, spec: JobSpec, trainer: ImageTrainer, options: ImageOptions, base_model: bytes, *,
+        labels: list[str], version: str,
+    ) -> tuple[bytes, Report]:  # fmt: skip
+        """A trainer of frames (cloud_api/training/images.py): the candidate fine-tuned from
+        the base, and the report on the held-out frames and the shipped test frames."""
+        items, skipped = images.select_frames(
+            self.session, pipeline=spec.pipeline, selector=spec.selector, classes=labels,
+            test_share=options.test_share, min_score=options.min_score,
+        )  # fmt: skip
+        images.check(items, skipped)
+        self._freeze(spec, items, skipped)
+        train = [item for item in items if item.split == "train"]
+        test = [item for item in items if item.split == "test"]
+        train_frames = images.load_frames(self.context.store, train, labels)
+        test_frames = images.load_frames(self.context.store, test, labels)
+        self.step(0.2, f"fine-tuning on {len(train)} collected frames ({len(test)} held out)")
+        candidate = trainer.train(base_model, train_frames, spec.base_model, version, options)
+        self.step(0.7, "evaluating the candidate against the serving version")
+        sets = {"held_out": test_frames, "shipped": trainer.test_set()}
+        report = judge(
+            {name: trainer.evaluate(base_model, frames) for name, frames in sets.items()},
+            {name: trainer.evaluate(candidate, frames) for name, frames in sets.items()},
+            spec.gate,
+        )
+        return candidate, report
 
     def _dataset(
         self, spec: JobSpec, trainer: Trainer, shape: tuple[int, ...], test_share: float
@@ -155,6 +198,11 @@ class Runner:
                 f"the training split of {len(items)} samples has one label only; add samples "
                 "or lower options.test_share",
             )
+        self._freeze(spec, items, skipped)
+        return items
+
+    def _freeze(self, spec: JobSpec, items: Sequence[datasets.Item], skipped: Counter[str]) -> None:
+        """Freeze the items as a dataset version recorded on the job."""
         frozen = datasets.freeze(
             self.session, job_id=self.job_id, pipeline=spec.pipeline, selector=spec.selector,
             items=items, skipped=skipped,
@@ -163,7 +211,6 @@ class Runner:
         assert job is not None
         job.dataset_version_id = frozen.id
         self.step(0.1, f"froze dataset version {frozen.id} (sha256 {frozen.sha256[:12]})")
-        return items
 
     def _register(
         self, spec: JobSpec, version: str, model: bytes, report: Report, *, task: str,

@@ -1,6 +1,9 @@
 """The trainers a job may name, each declared once: its options, its labels, and the
 functions of ``models/`` that train and measure it.
 
+A ``Trainer`` learns from sensor windows, an ``ImageTrainer`` from camera frames with the
+cloud detector's boxes (:mod:`cloud_api.training.images`); the job's runner dispatches on it.
+
 A trainer turns the frozen dataset's arrays into ONNX bytes (``train``) and measures any model
 of its kind on labelled arrays (``evaluate``): the serving version and the candidate are
 measured by the same function on the same data. ``test_set`` is the set the shipped model was
@@ -10,7 +13,7 @@ not regress on it. A sample's window must have the shape of the base model's inp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +22,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_api.sample_schemas import FALSE_ALARM_LABEL
-from models import normal_refit, vibration_retrain
+from models import detector, normal_refit, vibration_retrain
 from models.quality import Quality
+from models.scenes import LabelledFrame
 from shared.errors import ContractError
 
 F32 = npt.NDArray[np.float32]
@@ -56,11 +60,45 @@ class NormalOptions(_Options):
     false_alarm_rate: float = Field(default=0.005, gt=0, lt=0.5)
 
 
-@dataclass(frozen=True)
-class Trainer:
-    """One trainer: how to read its options, its labels, and what it runs."""
+class ImageOptions(_Options):
+    """Options every trainer of frames has: which of the cloud's boxes it learns."""
 
+    min_score: float = Field(
+        default=0.5, ge=0.35, le=1.0,
+        description="cloud boxes scored this or more are learnt; weaker ones are ignored",
+    )  # fmt: skip
+
+
+class DetectorOptions(ImageOptions):
+    """Options of a scene detector's fine-tuning; None is ``models.detector_finetune.Settings``'
+    default (that module needs torch, so its defaults are not read here)."""
+
+    steps: int | None = Field(default=None, ge=1, le=5000)
+    learning_rate: float | None = Field(default=None, gt=0, le=0.1)
+    replay_scenes: int | None = Field(
+        default=None, ge=0, le=300, description="streets of the base's training set replayed"
+    )
+    seed: int | None = Field(default=None, ge=0, le=2**31)
+
+
+@dataclass(frozen=True)
+class _Declared:
     options: type[_Options]
+
+    def parse_options(self, values: dict[str, Any]) -> _Options:
+        """The options, checked; ContractError naming the first bad one."""
+        try:
+            return self.options.model_validate(values)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise ContractError(f"options.{where}: {error['msg']}") from None
+
+
+@dataclass(frozen=True)
+class Trainer(_Declared):
+    """One trainer of windows: how to read its options, its labels, and what it runs."""
+
     labels: tuple[str, ...]
     """The labels it learns, by index; the first is normal."""
     train: Callable[[F32, I64, Any], bytes]
@@ -80,14 +118,19 @@ class Trainer:
             raise ContractError(f"label {label!r} is not among the trainer's {list(self.labels)}")
         return self.labels.index(label)
 
-    def parse_options(self, values: dict[str, Any]) -> _Options:
-        """The options, checked; ContractError naming the first bad one."""
-        try:
-            return self.options.model_validate(values)
-        except ValidationError as exc:
-            error = exc.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(part) for part in error["loc"])
-            raise ContractError(f"options.{where}: {error['msg']}") from None
+
+Frames = Sequence[LabelledFrame]
+
+
+@dataclass(frozen=True)
+class ImageTrainer(_Declared):
+    """One trainer of frames (its options are ``ImageOptions``): it starts from the base
+    model's bytes (a fine-tune) and names the candidate ``name version`` in its file."""
+
+    train: Callable[[bytes, Frames, str, str, Any], bytes]
+    """(base model, frames, name, version, options) -> the candidate."""
+    evaluate: Callable[[bytes, Frames], Quality]
+    test_set: Callable[[], Frames]
 
 
 def _train_vibration(windows: F32, labels: I64, options: VibrationOptions) -> bytes:
@@ -118,7 +161,18 @@ def _evaluate_normal(model: bytes, windows: F32, labels: I64, options: NormalOpt
     return normal_refit.evaluate(model, windows, labels, threshold=options.threshold)
 
 
-TRAINERS: dict[str, Trainer] = {
+def _fine_tune(base: bytes, frames: Frames, name: str, version: str, options: Any) -> bytes:
+    from models import detector_finetune  # torch (the train extra): only when a job runs
+
+    assert isinstance(options, DetectorOptions)
+    chosen = options.model_dump(exclude_none=True, exclude={"test_share", "min_score"})
+    settings = detector_finetune.Settings(**chosen)
+    return detector_finetune.fine_tune(
+        base, frames, name=name, version=version, settings=settings
+    ).model
+
+
+TRAINERS: dict[str, Trainer | ImageTrainer] = {
     "vibration-classifier": Trainer(
         options=VibrationOptions,
         labels=tuple(vibration_retrain.label_names()),
@@ -134,10 +188,16 @@ TRAINERS: dict[str, Trainer] = {
         test_set=lambda _: None,
         any_fault=True,
     ),
+    "scene-detector": ImageTrainer(
+        options=DetectorOptions,
+        train=_fine_tune,
+        evaluate=detector.quality,
+        test_set=detector.held_out,
+    ),
 }
 
 
-def trainer_named(name: str) -> Trainer:
+def trainer_named(name: str) -> Trainer | ImageTrainer:
     """The trainer ``name``; ContractError listing the known ones."""
     trainer = TRAINERS.get(name)
     if trainer is None:

@@ -18,7 +18,7 @@ from cloud_api.db import create_db_engine
 from cloud_api.training import jobs
 from cloud_api.training.run import Runner
 from cloud_api.training.tables import DatasetVersionRow, TrainedVersionRow, TrainingJobRow
-from cloud_api.training.trainers import TRAINERS
+from cloud_api.training.trainers import TRAINERS, Trainer
 from cloud_api.training.worker import TrainingWorker, training_context
 from edge_agent.sources.machine_physics import LABELS, MachineSpec, SimulatedMachine
 from shared.signing import SignedManifest, verify
@@ -187,6 +187,7 @@ def broken_trainer() -> None:
         raise RuntimeError("out of memory in the trainer")
 
     trainer = TRAINERS["vibration-classifier"]
+    assert isinstance(trainer, Trainer)
     TRAINERS["vibration-classifier"] = replace(trainer, train=broken)
 
 

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from cloud_api.training import jobs
-from cloud_api.training.trainers import TRAINERS
+from cloud_api.training.trainers import TRAINERS, Trainer
 from cloud_api.training.worker import MAX_ATTEMPTS, TrainingWorker
 from shared.messages import utcnow
 from tests.cloud.conftest import AppFactory
@@ -42,7 +42,9 @@ def hanging_trainer() -> None:
         while True:
             time.sleep(60)
 
-    TRAINERS["vibration-classifier"] = replace(TRAINERS["vibration-classifier"], train=hang)
+    trainer = TRAINERS["vibration-classifier"]
+    assert isinstance(trainer, Trainer)
+    TRAINERS["vibration-classifier"] = replace(trainer, train=hang)
 
 
 def dying_trainer() -> None:
@@ -53,7 +55,9 @@ def dying_trainer() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
         raise AssertionError("unreachable")
 
-    TRAINERS["vibration-classifier"] = replace(TRAINERS["vibration-classifier"], train=die)
+    trainer = TRAINERS["vibration-classifier"]
+    assert isinstance(trainer, Trainer)
+    TRAINERS["vibration-classifier"] = replace(trainer, train=die)
 
 
 @pytest.fixture
