@@ -172,7 +172,11 @@ class Runner:
         test = [item for item in items if item.split == "test"]
         train_frames = images.load_frames(self.context.store, train, labels)
         test_frames = images.load_frames(self.context.store, test, labels)
-        self.step(0.2, f"fine-tuning on {len(train)} collected frames ({len(test)} held out)")
+        self.step(
+            0.2,
+            f"fine-tuning on {len(train)} collected frames ({len(test)} held out) "
+            f"on {trainer.device()}",
+        )
         candidate = trainer.train(base_model, train_frames, spec.base_model, version, options)
         self.step(0.7, "evaluating the candidate against the serving version")
         sets = {"held_out": test_frames, "shipped": trainer.test_set()}

@@ -131,6 +131,8 @@ class ImageTrainer(_Declared):
     """(base model, frames, name, version, options) -> the candidate."""
     evaluate: Callable[[bytes, Frames], Quality]
     test_set: Callable[[], Frames]
+    device: Callable[[], str]
+    """Where it trains (``cuda`` or ``cpu``), said in the job's log."""
 
 
 def _train_vibration(windows: F32, labels: I64, options: VibrationOptions) -> bytes:
@@ -172,6 +174,12 @@ def _fine_tune(base: bytes, frames: Frames, name: str, version: str, options: An
     ).model
 
 
+def _fine_tune_device() -> str:
+    from models import detector_finetune  # torch (the train extra): only when a job runs
+
+    return detector_finetune.device().type
+
+
 TRAINERS: dict[str, Trainer | ImageTrainer] = {
     "vibration-classifier": Trainer(
         options=VibrationOptions,
@@ -193,6 +201,7 @@ TRAINERS: dict[str, Trainer | ImageTrainer] = {
         train=_fine_tune,
         evaluate=detector.quality,
         test_set=detector.held_out,
+        device=_fine_tune_device,
     ),
 }
 
