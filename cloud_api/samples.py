@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import cv2
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud_api.escalation.store import sample_labels as escalation_labels
+from cloud_api.jpeg import decode_jpeg, jpeg_size
 from cloud_api.queries.samples import feedback_of, get_sample, hold_event_labels, person_label
 from cloud_api.registry import CHUNK, ArtifactStore, spooled_upload
 from cloud_api.tables import SampleLabelRow, SampleRow
@@ -30,8 +30,6 @@ from shared.messages import utcnow
 from shared.samples import SampleMeta
 
 log = logging.getLogger(__name__)
-
-JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def blob_key(agent_id: str, sample_id: str) -> str:
@@ -65,51 +63,17 @@ def check_window(meta: SampleMeta, path: Path) -> None:
 
 
 def check_image(meta: SampleMeta, path: Path) -> None:
-    """ContractError unless ``path`` is a JPEG that decodes to the declared width and height."""
+    """ContractError unless ``path`` is a JPEG that decodes to the declared width and height
+    (its header read first: nothing is decoded that claims another size, or too many pixels)."""
     assert meta.image is not None
-    data = np.fromfile(path, dtype=np.uint8)
-    if data[:3].tobytes() != JPEG_MAGIC:
-        raise ContractError("the image blob is not a JPEG (no JPEG start-of-image marker)")
+    data = path.read_bytes()
     declared = (meta.image.width, meta.image.height)
-    # The decoder allocates what the JPEG's header says: check that before it runs.
-    if jpeg_size(data.tobytes()) != declared:
+    if (found := jpeg_size(data)) != declared:
         raise ContractError(
-            f"the image blob's JPEG header does not say {declared[0]}x{declared[1]}, as its "
-            "metadata declares (or it has no frame header)"
+            f"the image blob's JPEG header says {found[0]}x{found[1]}, but its metadata "
+            f"declares {declared[0]}x{declared[1]}"
         )
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ContractError("the image blob does not decode as a JPEG")
-    height, width = image.shape[:2]
-    if (width, height) != (meta.image.width, meta.image.height):
-        raise ContractError(
-            f"the image blob is {width}x{height}, but its metadata declares "
-            f"{meta.image.width}x{meta.image.height}"
-        )
-
-
-_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-"""JPEG start-of-frame markers: the segment that holds the image's size."""
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header, walking its segments; None if none."""
-    at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            return None
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        length = int.from_bytes(data[at + 2 : at + 4], "big")
-        if marker in _SOF and at + 9 <= len(data):
-            height = int.from_bytes(data[at + 5 : at + 7], "big")
-            return int.from_bytes(data[at + 7 : at + 9], "big"), height
-        if marker in (0xD9, 0xDA) or length < 2:  # end of image, start of scan: no frame seen
-            return None
-        at += 2 + length
-    return None
+    decode_jpeg(data)
 
 
 CHECKS: dict[str, Callable[[SampleMeta, Path], None]] = {

@@ -26,19 +26,18 @@ Every detection comes with the answer, in the escalated image's pixels.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
 
 from cloud_api.escalation.model import Answer, open_session
+from cloud_api.jpeg import decode_jpeg, jpeg_size
 from shared.errors import ContractError, ModelError
 from shared.escalations import Escalation
-from shared.samples import MAX_DETECTIONS, MAX_PIXELS, SampleDetection
+from shared.samples import MAX_DETECTIONS, SampleDetection
 from shared.yolo import BoxXYXY, Detection, Letterbox, box_iou, decode_yolo, letterbox
 
 NOTHING = "background"
@@ -159,44 +158,6 @@ class CloudDetector:
             return Answer(NOTHING, 0.0, described)
         best = max(candidates, key=lambda d: d.score)
         return Answer(best.label, float(np.clip(best.score, 0.0, 1.0)), described)
-
-
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """A JPEG's width and height read from its header, nothing decoded; ContractError when
-    it is not a JPEG or claims more than the contract's ``MAX_PIXELS``."""
-    if not data.startswith(b"\xff\xd8"):
-        raise ContractError("the input is not a JPEG (no JPEG start marker)")
-    try:
-        # Lazy: reads the markers up to the frame header (SOF), not the scan data.
-        with Image.open(io.BytesIO(data), formats=["JPEG"]) as header:
-            width, height = header.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ContractError(
-            f"the JPEG's header claims more than {MAX_PIXELS} pixels; refused undecoded"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ContractError(f"the input is not a JPEG that decodes: {exc}") from None
-    if width * height > MAX_PIXELS:
-        raise ContractError(
-            f"the JPEG's header claims {width}x{height} pixels, more than {MAX_PIXELS}; "
-            "refused undecoded"
-        )
-    return width, height
-
-
-def decode_jpeg(data: bytes) -> npt.NDArray[np.uint8]:
-    """A JPEG as a BGR image; ContractError when it does not decode, or its header claims
-    more pixels than the contract allows (checked before decoding)."""
-    width, height = jpeg_size(data)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.ndim != 3 or image.size == 0:
-        raise ContractError("the input is not a JPEG that decodes")
-    if image.shape[:2] != (height, width):
-        raise ContractError(
-            f"the JPEG decodes to {image.shape[1]}x{image.shape[0]}, "
-            f"not the {width}x{height} of its header"
-        )
-    return np.asarray(image, dtype=np.uint8)
 
 
 def _edge_box(escalation: Escalation) -> BoxXYXY | None:

@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud_api.escalation.detector import decode_jpeg
+from cloud_api.jpeg import decode_jpeg
 from cloud_api.registry import ArtifactStore
 from cloud_api.tables import EscalationRow, SampleRow
 from cloud_api.training import datasets

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cloud_api.escalation.detector import CloudDetector, decode_jpeg, detector_output, jpeg_size
+from cloud_api.escalation.detector import CloudDetector, detector_output
+from cloud_api.jpeg import decode_jpeg, jpeg_size
 from edge_agent.sources.synthetic_scene import CLASSES
 from shared.errors import ContractError
 from tests.cloud.escalation_helpers import MODELS, escalation, windows
