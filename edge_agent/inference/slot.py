@@ -24,6 +24,7 @@ from edge_agent.inference.runtime import Runtime
 from shared.digests import sha256_file
 from shared.errors import ConfigError, ModelError
 from shared.messages import ModelRef
+from shared.versions import version_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,7 @@ def resolve_model(config: ModelConfig) -> ModelSpec:
     if not candidates:
         wanted = config.name + (f" {config.version}" if config.version else "")
         raise ConfigError(f"{config.manifest}: no model {wanted!r} in the manifest")
-    entry = max(candidates, key=lambda m: _version_key(m.version))
+    entry = max(candidates, key=lambda m: version_key(m.version))
     task: ModelTask = "anomaly"  # a classifier's task names its use ("vibration-anomaly")
     if entry.task == "detection":
         task = "detection"
@@ -100,10 +101,6 @@ def resolve_model(config: ModelConfig) -> ModelSpec:
         threshold=entry.threshold,
         channels=tuple(entry.channels) if entry.channels is not None else None,
     )
-
-
-def _version_key(version: str) -> tuple[int | str, ...]:
-    return tuple(int(p) if p.isdigit() else p for p in version.split("."))
 
 
 def file_sha256(path: Path) -> str:

@@ -67,6 +67,19 @@ def test_manifest_entry_is_resolved_and_verified() -> None:
     assert load_model(spec, RuntimeConfig()).ref.sha256 == spec.sha256
 
 
+def test_the_newest_version_in_a_manifest_is_chosen_as_versions_order(tmp_path: Path) -> None:
+    """1.10.0 is after 1.9.0, and a job's version ("1.10.0-job12") is compared without a
+    TypeError (a part-by-part key compared an int with text and crashed)."""
+    manifest = json.loads(MANIFEST.read_text())
+    entry = manifest["models"][0]
+    manifest["models"] = [
+        {**entry, "version": version} for version in ("1.9.0", "1.10.0-job12", "1.10.0", "1.2.0")
+    ]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    spec = resolve_model(ModelConfig(name="vibration-anomaly", manifest=tmp_path / "manifest.json"))
+    assert spec.version == "1.10.0"
+
+
 def test_manifest_sha256_mismatch_is_refused(tmp_path: Path) -> None:
     manifest = json.loads(MANIFEST.read_text())
     manifest["models"][0]["sha256"] = "0" * 64
