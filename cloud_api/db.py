@@ -33,7 +33,10 @@ class AdvisoryLock(IntEnum):
     """One replica at a time runs a retention round."""
     EVENT_LABELS = 0x4149_4F58
     """With an event's hash as second key: a verdict on the event and a sample of it take
-    turns (``cloud_api.queries.samples.hold_event_labels``)."""
+    turns (``cloud_api.queries.samples.hold_labels``)."""
+    SAMPLE_LABELS = 0x4149_4F59
+    """With a sample id's hash as second key: a sample's upload and the cloud's answer to its
+    escalation take turns (``cloud_api.queries.samples.hold_labels``)."""
 
 
 def create_db_engine(url: str) -> Engine:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from cloud_api.escalation.store import sample_labels as escalation_labels
 from cloud_api.jpeg import decode_jpeg, jpeg_size
-from cloud_api.queries.samples import feedback_of, get_sample, hold_event_labels, person_label
+from cloud_api.queries.samples import feedback_of, get_sample, hold_labels, person_label
 from cloud_api.registry import CHUNK, ArtifactStore, spooled_upload
 from cloud_api.tables import SampleLabelRow, SampleRow
 from shared.errors import ConflictError, ContractError
@@ -117,7 +117,7 @@ def store_sample(
         if existing is not None:
             return Stored(_same(existing, meta), created=False)
         CHECKS[meta.kind](meta, path)
-        labels = _labels(session, meta)  # first: it may take the event's lock, before writes
+        labels = _labels(session, meta)  # first: it takes the labels' locks, before writes
         row = _row(meta)
         session.add(row)
         session.add_all(labels)
@@ -165,6 +165,7 @@ def _row(meta: SampleMeta) -> SampleRow:
 def _labels(session: Session, meta: SampleMeta) -> list[SampleLabelRow]:
     """The edge model's label, and people's verdicts on the sample's event given before it
     arrived (a verdict given later labels it then)."""
+    hold_labels(session, sample_ids=[meta.id], event_id=meta.event_id)  # see its docstring
     now = utcnow()
     labels = [
         SampleLabelRow(
@@ -179,7 +180,6 @@ def _labels(session: Session, meta: SampleMeta) -> list[SampleLabelRow]:
     ]
     labels += escalation_labels(session, meta.id, meta.agent_id)  # escalated before it came
     if meta.event_id is not None:
-        hold_event_labels(session, meta.event_id)  # a verdict given meanwhile waits for us
         labels += [
             person_label(meta.id, fb) for fb in feedback_of(session, meta.event_id, meta.agent_id)
         ]

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cloud_api.queries.samples import hold_labels
 from cloud_api.tables import DEAD_LETTERS, EscalationRow, SampleLabelRow, SampleRow
 from shared.escalations import Escalation, EscalationResult
 
@@ -148,6 +149,8 @@ def _label_samples(engine: Engine, rows: list[EscalationRow]) -> None:
     if not behind:
         return
     with Session(engine) as session, session.begin():
+        # An upload of one of these samples committing meanwhile waits, or is waited for.
+        hold_labels(session, sample_ids=[row.sample_id for row in behind if row.sample_id])
         for row in behind:
             session.add_all(_labels_now(session, row))
 

@@ -80,29 +80,40 @@ def labels_of(session: Session, sample_ids: Sequence[str]) -> dict[str, list[Sam
     return found
 
 
-def hold_event_labels(session: Session, event_id: str) -> None:
-    """Make this transaction and any other that labels ``event_id``'s samples take turns,
-    until it ends; call it before the transaction writes anything.
+def hold_labels(
+    session: Session, *, sample_ids: Sequence[str] = (), event_id: str | None = None
+) -> None:
+    """Make this transaction and any other that labels these samples (or ``event_id``'s
+    samples) take turns, until it ends; call it before the transaction reads or writes.
 
     A verdict labels the samples stored before it, and a sample takes the verdicts stored
-    before it. Without turns, each could read before the other committed and neither would
-    label the sample. With them, the later one sees the earlier one's commit (each statement
-    reads what is committed when it starts). PostgreSQL: a transaction-level advisory lock on
-    the event. SQLite: its write lock, taken now (``BEGIN IMMEDIATE``; pysqlite would
-    otherwise begin only at the first write, after the read).
+    before it; the cloud's answer to an escalation labels its sample if stored, and a sample
+    takes the answers stored before it. Without turns, each could read before the other
+    committed and neither would label the sample. With them, the later one sees the earlier
+    one's commit (each statement reads what is committed when it starts). PostgreSQL:
+    transaction-level advisory locks, samples (in order) before the event, so no two
+    transactions wait for each other. SQLite: its write lock, taken now (``BEGIN
+    IMMEDIATE``; pysqlite would otherwise begin only at the first write, after the read).
     """
-    if session.get_bind().dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=4).digest(), "big")
-        lock = func.pg_advisory_xact_lock(AdvisoryLock.EVENT_LABELS, key - 2**31)  # int4 keys
-        session.execute(select(lock))
-    else:
+    if session.get_bind().dialect.name != "postgresql":
         session.execute(text("BEGIN IMMEDIATE"))
+        return
+    keys = [(AdvisoryLock.SAMPLE_LABELS, _key(sample_id)) for sample_id in sorted(sample_ids)]
+    if event_id is not None:
+        keys.append((AdvisoryLock.EVENT_LABELS, _key(event_id)))
+    for space, key in keys:
+        session.execute(select(func.pg_advisory_xact_lock(space, key)))
+
+
+def _key(text_id: str) -> int:
+    """An id as an int4 lock key."""
+    return int.from_bytes(hashlib.blake2b(text_id.encode(), digest_size=4).digest(), "big") - 2**31
 
 
 def feedback_of(session: Session, event_id: str, agent_id: str) -> Sequence[EventFeedbackRow]:
     """People's verdicts on ``agent_id``'s event, oldest first (none when the event is
     another agent's: a sample cannot borrow a verdict by naming it). Hold the event's labels
-    first (``hold_event_labels``) when a new sample is to take them."""
+    first (``hold_labels``) when a new sample is to take them."""
     own = select(EventRow.id).where(EventRow.id == event_id, EventRow.agent_id == agent_id)
     query = select(EventFeedbackRow).where(EventFeedbackRow.event_id.in_(own))
     return session.scalars(query.order_by(EventFeedbackRow.id)).all()
@@ -112,8 +123,8 @@ def add_feedback(session: Session, feedback: EventFeedbackRow, agent_id: str) ->
     """Record a verdict (not committed) and label the event's stored samples with it (those
     of the event's own agent: another agent cannot borrow a verdict by naming the event); the
     number of samples labelled. It holds the event's labels until the commit: a sample
-    stored at the same time gets the verdict either way (``hold_event_labels``)."""
-    hold_event_labels(session, feedback.event_id)
+    stored at the same time gets the verdict either way (``hold_labels``)."""
+    hold_labels(session, event_id=feedback.event_id)
     session.add(feedback)
     ids = session.scalars(
         select(SampleRow.id).where(

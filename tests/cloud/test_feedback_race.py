@@ -1,7 +1,8 @@
 """A person's verdict on an event and a sample of that event, stored at the same time, on
 SQLite and PostgreSQL: the sample carries the verdict whichever commits first, and when both
 are in flight together (the sample paused between reading the event's verdicts and its
-commit; and many uploads racing one verdict)."""
+commit; and many uploads racing one verdict). The same for the cloud's answer to an
+escalation and the escalated sample."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,14 +21,18 @@ from sqlalchemy.orm import Session, sessionmaker
 import cloud_api.samples as samples_module
 from cloud_api.callers import Principal
 from cloud_api.db import create_db_engine, create_sessionmaker, migrate
+from cloud_api.escalation.store import escalation_row, save
+from cloud_api.escalation.store import sample_labels as escalation_labels
 from cloud_api.queries.samples import feedback_of
 from cloud_api.registry import FileArtifactStore
 from cloud_api.routes.feedback import give_feedback
 from cloud_api.sample_schemas import FeedbackIn
 from cloud_api.samples import Stored, store_sample
 from cloud_api.tables import EventFeedbackRow, EventRow, SampleLabelRow
+from shared.escalations import EscalationResult
 from shared.messages import new_event_id, utcnow
 from shared.samples import SampleMeta
+from tests.cloud.escalation_helpers import escalation
 from tests.cloud.helpers import MODEL, unique_agent_id
 from tests.cloud.sample_helpers import window_sample
 
@@ -175,3 +181,47 @@ def test_uploads_racing_a_verdict_all_get_it(
     assert failures == []
     ids = [meta.id for meta, _ in racing]
     assert person_labelled(sessions, ids) == set(ids)
+
+
+def test_an_answer_stored_while_its_sample_is_in_flight_labels_it(
+    sessions: sessionmaker[Session],
+    store: FileArtifactStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sample has read its escalation's answers (none yet) and not committed; the cloud's
+    answer is stored now. Either the answer's labelling waits for the sample, or the sample
+    sees the answer: the sample gets the cloud's label either way."""
+    agent_id = unique_agent_id("press")
+    meta, blob = window_sample(agent_id, reason="escalated")
+    asked = escalation(agent_id, np.zeros(256, np.float32), sample_id=meta.id)
+    answer = EscalationResult(
+        escalation_id=asked.id, agent_id=agent_id, pipeline=asked.pipeline, ts=utcnow(),
+        outcome="answered", model=MODEL.model_copy(update={"name": "cloud-model"}),
+        label="bearing_outer_race", score=0.9,
+    )  # fmt: skip
+    read, resume = threading.Event(), threading.Event()
+
+    def answers_then_pause(*args: Any) -> list[SampleLabelRow]:
+        found = escalation_labels(*args)
+        read.set()
+        resume.wait(timeout=30)
+        return found
+
+    monkeypatch.setattr(samples_module, "escalation_labels", answers_then_pause)
+    uploading = threading.Thread(target=upload, args=(sessions, store, tmp_path, (meta, blob)))
+    uploading.start()
+    assert read.wait(timeout=30)
+    engine = sessions.kw["bind"]
+    answering = threading.Thread(target=save, args=(engine, [escalation_row(asked, answer)], []))
+    answering.start()
+    answering.join(timeout=PAUSE_S)  # done already, or waiting for the sample's turn
+    resume.set()
+    uploading.join()
+    answering.join()
+
+    with sessions() as session:
+        query = select(SampleLabelRow.label).where(
+            SampleLabelRow.sample_id == meta.id, SampleLabelRow.source == "cloud"
+        )
+        assert list(session.scalars(query)) == ["bearing_outer_race"]
