@@ -52,7 +52,7 @@ lint: $(VENV)/.installed-dev
 # by pytest-timeout.
 test: $(VENV)/.installed-dev services lint
 	$(BIN)/aiot models build --if-missing
-	$(BIN)/pytest -m "not soak and not slow"
+	$(BIN)/pytest -m "not soak and not slow" --durations=15
 	$(BIN)/pytest -m "soak or slow"
 
 # Every benchmark in its own process; exits 1 if one failed or timed out (bench/__main__.py),

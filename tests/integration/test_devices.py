@@ -106,6 +106,7 @@ def press(request: pytest.FixtureRequest, broker: Mosquitto) -> Iterator[tuple[A
     machine.stop()
 
 
+@pytest.mark.slow  # about 30 s: in make test's second phase
 def test_a_press_fault_becomes_one_incident_in_the_cloud(
     broker: Mosquitto,
     press: tuple[Any, str],

@@ -232,6 +232,7 @@ def waiting_escalations(config: AgentConfig) -> set[str]:
     return {item_id for (item_id,) in rows}
 
 
+@pytest.mark.slow  # about 30 s: in make test's second phase
 def test_escalations_queued_while_the_broker_is_down_are_answered_after_reconnect(
     own_broker: Mosquitto, own_ingest: IngestWorker, agent_config: AgentConfigFactory
 ) -> None:

@@ -62,6 +62,7 @@ def train_workers(db_url: str, data_dir: Path) -> Iterator[list[tuple[Path, Any]
                     process.wait(timeout=10)
 
 
+@pytest.mark.slow  # about 30 s: in make test's second phase
 def test_two_train_workers_run_five_jobs_each_exactly_once(
     postgres_url: str, broker: Mosquitto, tmp_path: Path
 ) -> None:
