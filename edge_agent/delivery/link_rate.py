@@ -5,14 +5,15 @@ published, when its ack came, and whether the outbox still had more to send when
 went out (a *backlog*: then the sender was held back by its ack window, so the path, not the
 data rate, set the pace).
 
-The estimator counts, for each backlogged batch, the wall time its ack was being waited for
-and nobody else's was: from the later of its publish and the previous ack (of any batch) to
-its own ack. These spans never overlap, and acks that arrive together (one ``Acks`` message
-answers several batches) add their bytes at no extra time, which is right: their time was
-counted in the first span. The rate is the sum of the backlogged batches' bytes over the sum
-of their spans, over the last ``LINK_SAMPLES`` of them (a deque: bounded memory). Periods with
-no backlog add nothing, so a sparse data rate does not pass for a slow link; with no backlog
-among the recent batches the rate is None: the agent does not know its capacity.
+The estimator takes one sample per ack message (ingest answers several batches in one
+``Acks``): the bytes of the backlogged batches it acknowledges, over the wall time they were
+waited for and no earlier ack was: from the later of their publish and the previous ack
+message to this one. These spans never overlap, so acks that arrive together count their
+bytes once over one span (no ack compression). The rate is the median of the last
+``LINK_SAMPLES`` samples (a deque: bounded memory): a stall (the cloud down for a while, a
+reconnect) spoils one sample, not the estimate. Periods with no backlog add no sample, so a
+sparse data rate does not pass for a slow link; with no backlog among the recent batches the
+rate is None: the agent does not know its capacity.
 
 Each backlogged batch's own payload over its round trip (publish to ack) is a floor: those
 bytes crossed the path in that time, so the rate is never reported below the largest of them.
@@ -25,21 +26,26 @@ is the cloud model's answer, which includes its inference time.
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
 from shared.messages import MAX_LINK_MBPS
 
 LINK_SAMPLES = 256
-"""Backlogged batches the rate is measured over (the most recent)."""
+"""Ack messages (with backlogged batches) the rate is measured over, the most recent."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Sample:
+    """The backlogged batches one ack message answered."""
+
+    at: float
     size: int
     span_s: float
-    """The wall time this batch's ack alone was being waited for."""
-    rtt_s: float
+    """The wall time they were waited for and no earlier ack was."""
+    floor: float
+    """The largest of their sizes over their round trips (bytes per second)."""
 
 
 class LinkRate:
@@ -47,25 +53,33 @@ class LinkRate:
 
     def __init__(self, samples: int = LINK_SAMPLES) -> None:
         self._samples: deque[_Sample] = deque(maxlen=samples)
-        self._last_ack: float | None = None
+        self._previous: float | None = None
+        """When the ack message before the current one came."""
+        self._current: float | None = None
 
     def acked(self, size: int, published_at: float, backlogged: bool, now: float) -> None:
-        """A batch of ``size`` payload bytes, published at ``published_at``, acked ``now``."""
-        start = published_at if self._last_ack is None else max(published_at, self._last_ack)
-        self._last_ack = now if self._last_ack is None else max(self._last_ack, now)
-        if backlogged and size > 0:
-            span = max(now - start, 0.0)
-            self._samples.append(_Sample(size, span, max(now - published_at, 0.0)))
+        """A batch of ``size`` payload bytes, published at ``published_at``, acked ``now``
+        (batches of one ack message come with the same ``now``)."""
+        if self._current is None or now > self._current:
+            self._previous, self._current = self._current, now
+        if not backlogged or size <= 0:
+            return
+        start = published_at if self._previous is None else max(published_at, self._previous)
+        span = max(now - start, 0.0)
+        rtt = now - published_at
+        floor = size / rtt if rtt > 0 else 0.0
+        last = self._samples[-1] if self._samples else None
+        if last is not None and last.at == now:
+            last.size += size
+            last.span_s = max(last.span_s, span)
+            last.floor = max(last.floor, floor)
+        else:
+            self._samples.append(_Sample(now, size, span, floor))
 
     def mbps(self) -> float | None:
         """The measured rate in Mbit/s (None: the link was never the limit, recently)."""
-        if not self._samples:
-            return None
-        size = sum(s.size for s in self._samples)
-        span = sum(s.span_s for s in self._samples)
-        rates = [s.size / s.rtt_s for s in self._samples if s.rtt_s > 0]
-        if span > 0:
-            rates.append(size / span)
+        rates = [s.size / s.span_s for s in self._samples if s.span_s > 0]
         if not rates:
-            return None  # every ack came at the very instant of its publish: no time measured
-        return min(max(rates) * 8 / 1e6, MAX_LINK_MBPS)
+            return None  # no backlog, or every ack came at the instant of its publish
+        best = max(statistics.median(rates), *(s.floor for s in self._samples))
+        return min(best * 8 / 1e6, MAX_LINK_MBPS)

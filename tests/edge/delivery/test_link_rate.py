@@ -1,5 +1,6 @@
 """The link rate from the cloud's acks (pure logic, a fake clock): bytes acked over the time
-spent waiting for them while a backlog was drained; idle periods and sparse data say nothing."""
+spent waiting for them while a backlog was drained; idle periods and sparse data say nothing,
+and a stall spoils one sample, not the rate."""
 
 from __future__ import annotations
 
@@ -59,12 +60,22 @@ def test_acks_in_one_message_add_their_bytes_at_no_extra_time() -> None:
     assert rate.mbps() == pytest.approx(0.8)
 
 
-def test_a_batchs_own_size_over_its_round_trip_is_a_floor() -> None:
+def test_a_stall_spoils_one_sample_not_the_rate() -> None:
     rate = LinkRate()
-    rate.acked(1 * KB, published_at=0.0, backlogged=True, now=1.0)  # 1 kB/s from spans
-    rate.acked(100 * KB, published_at=0.5, backlogged=True, now=1.5)  # 100 kB in 1 s
+    end = drain(rate, start=0.0, batches=50, size=10 * KB, per_batch_s=0.1)
+    rate.acked(10 * KB, published_at=end, backlogged=True, now=end + 60)  # ingest was down
+    drain(rate, start=end + 60, batches=50, size=10 * KB, per_batch_s=0.1)
 
     assert rate.mbps() == pytest.approx(0.8)
+
+
+def test_a_batchs_own_size_over_its_round_trip_is_a_floor() -> None:
+    rate = LinkRate()
+    rate.acked(1 * KB, published_at=0.0, backlogged=True, now=1.0)  # 1 kB/s
+    rate.acked(1 * KB, published_at=0.0, backlogged=True, now=2.0)  # 1 kB/s
+    rate.acked(200 * KB, published_at=0.0, backlogged=True, now=3.0)  # 200 kB in 3 s
+
+    assert rate.mbps() == pytest.approx(200 * KB / 3.0 * 8 / 1e6)
 
 
 def test_memory_is_bounded_and_old_drains_age_out() -> None:
