@@ -1,8 +1,10 @@
 """`aiot placement`: where each pipeline's model should run, from the cloud's measurements.
 
 Talks to the cloud's REST API (``GET /api/v1/placement``) and shows one row per agent's
-pipeline: its edge figures beside the cloud alternative, the cost of each per month, and the
-verdict with its reason. Exit 2 when the API refuses the request (the reason is printed).
+pipeline: its edge figures beside the cloud alternative (with the link rate and where it
+comes from: the agent's label, its measurement, or the default), the cost of each per month,
+and the verdict with its reason. Exit 2 when the API refuses the request (the reason is
+printed).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def placement(
     cloud_cpu_hour: Annotated[float, typer.Option(min=0, help="Per cloud CPU-hour.")] = 0.05,
     edge_cpu_hour: Annotated[float, typer.Option(min=0, help="Per gateway CPU-hour.")] = 0.0,
     link_mbps: Annotated[
-        float | None, typer.Option(min=0.001, help="Link rate of agents without a label.")
+        float | None, typer.Option(min=0.001, help="Link rate when no label, none measured.")
     ] = None,
     latency_budget_ms: Annotated[
         float, typer.Option(min=0.001, help="How fast local actions need an answer.")
@@ -52,8 +54,8 @@ def placement(
 
 
 COLUMNS = (
-    "agent", "pipeline", "model", "edge p50/p99 ms", "sent/raw B/s", "round trip ms",
-    "cloud ms", "edge/month", "cloud/month", "verdict",
+    "agent", "pipeline", "model", "edge p50/p99 ms", "sent/raw B/s", "link Mbit/s",
+    "round trip ms", "cloud ms", "edge/month", "cloud/month", "verdict",
 )  # fmt: skip
 
 
@@ -73,12 +75,18 @@ def report_table(report: dict[str, Any]) -> Any:
         table.add_row(
             row["agent_id"], row["pipeline"], f"{row['model']} {row['version']}",
             f"{_ms(row['edge_inference_p50_ms'])}/{_ms(row['edge_inference_p99_ms'])}",
-            f"{row['sent_bytes_per_s']:.3g}/{row['raw_bytes_per_s']:.3g}",
+            f"{row['sent_bytes_per_s']:.3g}/{row['raw_bytes_per_s']:.3g}", _link(row),
             _ms(row["round_trip_ms"]), _ms(row["cloud_inference_ms"]),
             f"{row['edge_cost_per_month']:.4g}", "-" if cloud is None else f"{cloud:.4g}",
             f"{row['verdict']}: {row['reason']}",
         )  # fmt: skip
     return table
+
+
+def _link(row: dict[str, Any]) -> str:
+    """The link rate and where it comes from: "0.2 configured", "9.6 measured", "-"."""
+    rate, source = row["link_mbps"], row.get("link_source")
+    return "-" if rate is None else f"{rate:.3g} {source or ''}".rstrip()
 
 
 def _ms(value: float | None) -> str:

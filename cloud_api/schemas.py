@@ -353,7 +353,11 @@ class PipelinePlacement(BaseModel):
     edge_inference_p50_ms: float | None
     edge_inference_p99_ms: float | None
     round_trip_ms: float | None = Field(description="the agent's end-to-end ack round trip")
-    link_mbps: float | None = Field(description="the agent's link_mbps label, or the default")
+    link_mbps: float | None = Field(description="the agent's link rate (see link_source)")
+    link_source: Literal["configured", "measured", "default"] | None = Field(
+        description="the agent's link_mbps label, the rate it measured from its acks while "
+        "draining a backlog, or the request's default (None: no rate known)"
+    )
     cloud_inference_ms: float | None = Field(description="the same model timed in the cloud")
     edge_cost_per_month: float
     cloud_cost_per_month: float | None

@@ -273,6 +273,7 @@ class Agent:
             unacked_batches=uplink.unacked_batches if uplink is not None else 0,
             ack_rtt_p50_s=rtt[0] if rtt is not None else None,
             ack_rtt_p99_s=rtt[1] if rtt is not None else None,
+            link_mbps_measured=uplink.link_mbps() if uplink is not None else None,
             config=self.remote_config.status() if self.remote_config is not None else None,
             spool_depth=self.spool.depth() if self.spool is not None else 0,
             spool_bytes=self.spool.bytes if self.spool is not None else 0,

@@ -57,6 +57,8 @@ MAX_EVENTS_PER_BATCH = 1000
 MAX_SUMMARY_LABELS = 256
 MAX_SUMMARY_SIGNALS = 32
 MAX_PIPELINES = 64
+MAX_LINK_MBPS = 1e6
+"""The largest link rate an agent reports (1 Tbit/s)."""
 
 
 def _schema_version(value: object) -> object:
@@ -289,6 +291,9 @@ class AgentStatus(_EdgeMessage):
     ack_rtt_p50_s: Seconds | None = None
     """Median edge -> cloud -> edge round trip (publish to the cloud's ack) of recent batches."""
     ack_rtt_p99_s: Seconds | None = None
+    link_mbps_measured: Annotated[FiniteFloat, Field(gt=0, le=MAX_LINK_MBPS)] | None = None
+    """Mbit/s the cloud acknowledged while the agent drained a backlog (None: the link was
+    never the limit, so the agent does not know its capacity)."""
     spool_depth: Count = 0
     """Samples waiting in the spool for upload (every pipeline's)."""
     spool_bytes: Count = 0

@@ -4,8 +4,9 @@ For each agent's pipeline, over the last hours of its summaries and its latest s
 
 * **edge, as it runs:** its inference time (p50/p99 from status) and the bytes it sends
   (events and summaries, from summaries) against the raw bytes it reads;
-* **the cloud alternative:** shipping the raw bytes up at the agent's link rate (the
-  ``link_mbps`` label of the agent, or the fleet's default), the edge -> cloud round trip
+* **the cloud alternative:** shipping the raw bytes up at the agent's link rate (its
+  ``link_mbps`` label, else the rate it measured from its acks while draining a backlog, else
+  the fleet's default: ``link_source`` says which), the edge -> cloud round trip
   (the end-to-end ack round trip from status), and the cloud's inference time for the same
   model (timed by the registry's inspection child, on one thread).
 
@@ -16,6 +17,7 @@ local actions, or one side is cheaper.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -30,6 +32,7 @@ from shared.versions import version_key
 MONTH_S = 30 * 24 * 3600.0
 GB = 1e9
 Side = Literal["edge", "cloud"]
+LinkSource = Literal["configured", "measured", "default"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ class Figures:
     rtt_ms: float | None
     link_mbps: float | None
     cloud_ms: float | None
+    link_source: LinkSource | None = None
+    """Where ``link_mbps`` comes from (None: no rate known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,9 @@ def _figures(
         (p for p in status.get("pipelines", []) if p.get("name") == run.pipeline), {}
     )
     labels = agent.labels if agent is not None else {}
+    link_mbps, link_source = _link(
+        labels.get("link_mbps"), status.get("link_mbps_measured"), default_link_mbps
+    )
     return Figures(
         agent_id=run.agent_id,
         pipeline=run.pipeline,
@@ -204,8 +212,9 @@ def _figures(
         edge_p50_ms=_ms(mine.get("inference_p50_s")),
         edge_p99_ms=_ms(mine.get("inference_p99_s")),
         rtt_ms=_ms(status.get("ack_rtt_p50_s")),
-        link_mbps=_link(labels.get("link_mbps"), default_link_mbps),
+        link_mbps=link_mbps,
         cloud_ms=cloud_ms(run.model, run.version),
+        link_source=link_source,
     )
 
 
@@ -213,13 +222,20 @@ def _ms(seconds: Any) -> float | None:
     return float(seconds) * 1000.0 if isinstance(seconds, int | float) else None
 
 
-def _link(label: str | None, default: float | None) -> float | None:
-    """An agent's ``link_mbps`` label (a positive number), else the fleet's default."""
+def _link(
+    label: str | None, measured: Any, default: float | None
+) -> tuple[float | None, LinkSource | None]:
+    """An agent's ``link_mbps`` label (a positive number), else the rate in its status
+    (``link_mbps_measured``), else the fleet's default; with which of them it is."""
     try:
         value = float(label) if label is not None else None
     except ValueError:
         value = None
-    return value if value is not None and value > 0 else default
+    if value is not None and math.isfinite(value) and value > 0:
+        return value, "configured"
+    if isinstance(measured, int | float) and not isinstance(measured, bool) and measured > 0:
+        return float(measured), "measured"
+    return default, None if default is None else "default"
 
 
 def window(hours: float, now: datetime) -> tuple[datetime, datetime]:

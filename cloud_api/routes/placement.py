@@ -34,7 +34,7 @@ def placement(
     edge_cpu_hour: Price = 0.0,
     link_mbps: Annotated[
         float | None,
-        Query(gt=0, le=1e6, description="an agent's link rate when it has no link_mbps label"),
+        Query(gt=0, le=1e6, description="link rate of agents with no label, none measured"),
     ] = None,
     latency_budget_ms: Annotated[
         float, Query(gt=0, le=3.6e6, description="how fast local actions need an answer")
@@ -82,6 +82,7 @@ def _out(p: Placement) -> PipelinePlacement:
         edge_inference_p99_ms=f.edge_p99_ms,
         round_trip_ms=f.rtt_ms,
         link_mbps=f.link_mbps,
+        link_source=f.link_source,
         cloud_inference_ms=f.cloud_ms,
         edge_cost_per_month=p.edge_per_month,
         cloud_cost_per_month=p.cloud_per_month,

@@ -5,7 +5,8 @@ must go again (``due``, ``after_reconnect``, ``refused``). The ack timeout count
 broker's PUBACK (a batch paho still holds while offline has reached nobody yet). It adapts to
 a slow cloud: never below four times the measured p99 round trip, and doubled (up to 8x) each
 time a round of resends gets no ack at all, back to normal at the next ack, so a fleet facing
-a stalled cloud does not fill the broker's queues with copies.
+a stalled cloud does not fill the broker's queues with copies. Each ack also feeds the
+measured link rate (``link_rate.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from edge_agent.delivery.link_rate import LinkRate
 from edge_agent.delivery.outbox import PayloadKind
 from shared.messages import BatchAck
 
@@ -33,6 +35,10 @@ class Pending:
     ids: list[str]
     published_at: float
     pubacked_at: float | None = None
+    size: int = 0
+    """Payload bytes published."""
+    backlogged: bool = False
+    """The outbox had more to send when it went out (the path, not the data, set the pace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,7 @@ class AckWindow:
         self._pending: dict[str, Pending] = {}
         self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
         self._since_refresh = 0
+        self._link = LinkRate()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -62,8 +69,17 @@ class AckWindow:
         """How long after its PUBACK a batch waits for its ack before it goes again."""
         return self._rtt_floor_s * self._backoff
 
-    def add(self, batch_id: str, kind: PayloadKind, ids: list[str], now: float) -> None:
-        self._pending[batch_id] = Pending(kind, ids, now)
+    def add(
+        self,
+        batch_id: str,
+        kind: PayloadKind,
+        ids: list[str],
+        now: float,
+        *,
+        size: int = 0,
+        backlogged: bool = False,
+    ) -> None:
+        self._pending[batch_id] = Pending(kind, ids, now, size=size, backlogged=backlogged)
 
     def pubacked(self, batch_id: str, now: float) -> bool:
         """The broker has the batch; False if it is no longer waiting (already acked)."""
@@ -86,6 +102,8 @@ class AckWindow:
             if batch is not None:
                 settled.append(Settled(batch, ack))
                 self._rtts.append(now - batch.published_at)
+                if batch.kind != "escalation":  # its ack waits for the cloud model's answer
+                    self._link.acked(batch.size, batch.published_at, batch.backlogged, now)
         if settled:
             self._backoff = 1.0
             self._since_refresh += len(settled)
@@ -115,6 +133,10 @@ class AckWindow:
             return None
         last = len(samples) - 1
         return samples[last // 2], samples[min(last, round(last * 0.99))]
+
+    def link_mbps(self) -> float | None:
+        """The link rate measured while a backlog was drained (None: never the limit)."""
+        return self._link.mbps()
 
     def _take(self, due: Callable[[Pending], bool]) -> list[Pending]:
         taken = [(key, b) for key, b in self._pending.items() if due(b)]

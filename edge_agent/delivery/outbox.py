@@ -353,6 +353,12 @@ class Outbox:
             query = "SELECT COUNT(*) FROM outbox WHERE leased = 1"
             return int(self._db.execute(query).fetchone()[0])
 
+    def waiting(self) -> bool:
+        """Whether an item waits that is not in flight (the sender has a backlog)."""
+        query = "SELECT EXISTS (SELECT 1 FROM outbox WHERE leased = 0)"
+        with self._lock:
+            return bool(self._db.execute(query).fetchone()[0])
+
     def depth(self) -> int:
         """How many items wait, including those in flight, and reconciled events no pipeline
         has emitted yet (``answers``: they leave as events)."""

@@ -29,7 +29,7 @@ not validate, or names another agent, goes to the ``refused`` handler with the r
 Its paho client comes from ``edge_agent.mqtt_client``, the edge's one factory.
 
 (Over 400 lines: one class, because its paho callbacks and its sender thread share the
-in-flight and ack windows; the ack bookkeeping itself is ``acks.py``.)
+in-flight and ack windows; the ack bookkeeping, and the link rate, is ``acks.py``.)
 """
 
 from __future__ import annotations
@@ -163,6 +163,10 @@ class Uplink:
     def ack_rtt(self) -> tuple[float, float] | None:
         """(p50, p99) seconds from publishing a batch to the cloud's ack, of recent batches."""
         return self._unacked.rtt()
+
+    def link_mbps(self) -> float | None:
+        """Mbit/s acked while draining a backlog (None: the link was never the limit)."""
+        return self._unacked.link_mbps()
 
     def publish_status_now(self) -> None:
         """Publish the status at the sender's next turn, not only at the heartbeat."""
@@ -444,6 +448,7 @@ class Uplink:
     def _publish_batch(self) -> bool:
         try:
             items = self._outbox.next_batch(self._batch_max)
+            backlog = bool(items) and self._outbox.waiting()
         except StorageError as exc:
             log.error("cannot read the outbox: %s", exc)
             return False
@@ -466,7 +471,8 @@ class Uplink:
             return False
         # NO_CONN still queues the message in paho, which sends it after the reconnect.
         self._inflight[info.mid] = batch_id
-        self._unacked.add(batch_id, kind, ids, self._clock())
+        now = self._clock()
+        self._unacked.add(batch_id, kind, ids, now, size=len(payload), backlogged=backlog)
         if kind == "summary":
             self.counters.summaries_published += 1
         else:

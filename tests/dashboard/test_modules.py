@@ -129,7 +129,8 @@ def test_the_placement_panel_shows_each_pipelines_verdict_and_why(blank: Page) -
         "agent_id": "press-1", "pipeline": "spindle-vibration", "model": "vibration-anomaly",
         "version": "1.0.0", "windows_per_s": 6.25, "raw_bytes_per_s": 51200.0,
         "sent_bytes_per_s": 40.0, "edge_inference_p50_ms": 0.6, "edge_inference_p99_ms": 1.1,
-        "round_trip_ms": 30.0, "link_mbps": 0.2, "cloud_inference_ms": 0.5,
+        "round_trip_ms": 30.0, "link_mbps": 0.2, "link_source": "measured",
+        "cloud_inference_ms": 0.5,
         "edge_cost_per_month": 0.0093, "cloud_cost_per_month": 12.06, "verdict": "edge",
         "reason": "the link (0.2 Mbit/s) cannot carry the raw 0.41 Mbit/s",
     }  # fmt: skip
@@ -148,6 +149,8 @@ def test_the_placement_panel_shows_each_pipelines_verdict_and_why(blank: Page) -
         "edge: the link (0.2 Mbit/s) cannot carry the raw 0.41 Mbit/s"
     )
     expect(shown).to_contain_text("0.01 / 12.06")
+    expect(shown.get_by_test_id("placement-link")).to_have_text("0.200 Mbit/s measured")
+    expect(shown.get_by_test_id("placement-link")).to_have_attribute("data-source", "measured")
 
     blank.evaluate(render, {**report, "pipelines": []})
     expect(panel.get_by_test_id("placement-row")).to_have_count(0)

@@ -29,6 +29,7 @@ from shared.fields import (
     MAX_SECONDS,
 )
 from shared.messages import (
+    MAX_LINK_MBPS,
     MAX_SUMMARY_LABELS,
     MAX_SUMMARY_SIGNALS,
     AgentStatus,
@@ -242,6 +243,7 @@ def statuses(max_pipelines: int = 3) -> st.SearchStrategy[AgentStatus]:
         unacked_batches=int64(0),
         ack_rtt_p50_s=st.none() | seconds(),
         ack_rtt_p99_s=st.none() | seconds(),
+        link_mbps_measured=st.none() | finite_floats(5e-324, MAX_LINK_MBPS),
     )
 
 

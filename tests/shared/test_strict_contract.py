@@ -75,7 +75,7 @@ def status() -> dict[str, Any]:
     message = AgentStatus(
         agent_id="press-line-3", state="online", ts=TS, agent_version="0.1.0", uptime_s=12.5,
         heartbeat_s=30.0, pipelines=[pipeline], outbox_depth=3, outbox_oldest_age_s=1.5,
-        ack_rtt_p50_s=0.02, ack_rtt_p99_s=0.2,
+        ack_rtt_p50_s=0.02, ack_rtt_p99_s=0.2, link_mbps_measured=9.6,
     )  # fmt: skip
     document: dict[str, Any] = json.loads(encode(message))
     return document
@@ -243,6 +243,9 @@ def test_the_edges_of_the_ranges_are_accepted(
         ("status", ("uptime_s",), "-0.5"),
         ("status", ("outbox_oldest_age_s",), "1e300"),
         ("status", ("ack_rtt_p50_s",), "-1"),
+        ("status", ("link_mbps_measured",), "0"),
+        ("status", ("link_mbps_measured",), "1000000.5"),
+        ("status", ("link_mbps_measured",), "NaN"),
     ],
 )
 def test_quantities_with_a_meaning_have_a_range(

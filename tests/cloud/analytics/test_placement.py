@@ -112,6 +112,7 @@ def test_the_report_measures_the_fleet_and_follows_the_link_and_the_prices(
     assert (row["edge_inference_p50_ms"], row["round_trip_ms"]) == (0.6, 30.0)
     assert row["cloud_inference_ms"] > 0  # the shipped model timed by the inspection child
     assert (row["link_mbps"], row["verdict"]) == (0.2, "edge")  # the agent's label
+    assert row["link_source"] == "configured"
     assert row["reason"].startswith("the link (0.2 Mbit/s) cannot carry")
 
     with api.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
@@ -119,6 +120,7 @@ def test_the_report_measures_the_fleet_and_follows_the_link_and_the_prices(
         session.commit()
     fast = api.get("/api/v1/placement", params={**cheap_cloud, "link_mbps": 100}).json()
     assert fast["pipelines"][0]["verdict"] == "cloud"
+    assert fast["pipelines"][0]["link_source"] == "default"
     priced = api.get("/api/v1/placement", params={"link_mbps": 100}).json()
     assert priced["pipelines"][0]["verdict"] == "edge"
     assert priced["prices"] == {"per_gb": 0.09, "cloud_cpu_hour": 0.05, "edge_cpu_hour": 0.0}
@@ -160,6 +162,32 @@ def test_a_pipeline_upgraded_in_the_window_is_reported_on_its_newest_model(
     assert figures.windows_per_s == pytest.approx(375 / 60, rel=0.02)  # both versions' windows
 
 
+def test_the_label_wins_then_the_measured_rate_then_the_default(api: TestClient) -> None:
+    """The agent measured 0.3 Mbit/s (its status): too slow for 0.41 Mbit/s of raw data, so
+    with no label the report uses it over the request's default; a label wins over both."""
+    seed(api, api.app.state.sessionmaker)  # type: ignore[attr-defined]
+    cheap_cloud = {"price_per_gb": 0, "cloud_cpu_hour": 0, "edge_cpu_hour": 1, "link_mbps": 100}
+
+    def link_of(labels: dict[str, str], measured: Any) -> dict[str, Any]:
+        with api.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+            agent = session.get(AgentRow, "press-1")
+            agent.labels = labels
+            agent.last_status = {**agent.last_status, "link_mbps_measured": measured}
+            session.commit()
+        (row,) = api.get("/api/v1/placement", params=cheap_cloud).json()["pipelines"]
+        return {key: row[key] for key in ("link_mbps", "link_source", "verdict")}
+
+    assert link_of({}, 0.3) == {"link_mbps": 0.3, "link_source": "measured", "verdict": "edge"}
+    assert link_of({"link_mbps": "50"}, 0.3) == {
+        "link_mbps": 50.0, "link_source": "configured", "verdict": "cloud"
+    }  # fmt: skip
+    assert link_of({"link_mbps": "fast"}, None) == {  # a label that is no number: ignored
+        "link_mbps": 100.0, "link_source": "default", "verdict": "cloud"
+    }  # fmt: skip
+    del cheap_cloud["link_mbps"]
+    assert link_of({}, None) == {"link_mbps": None, "link_source": None, "verdict": "cloud"}
+
+
 @pytest.mark.parametrize(
     "params", [{"hours": 0}, {"price_per_gb": -1}, {"link_mbps": 0}, {"latency_budget_ms": "x"}]
 )
@@ -186,3 +214,4 @@ def test_aiot_placement_shows_the_report_as_a_table(settings: Settings) -> None:
     assert result.exit_code == 0, result.output
     assert "press-1" in result.output
     assert "the link (0.2 Mbit/s) cannot carry the raw" in result.output
+    assert "0.2 configured" in result.output  # the link rate and where it comes from
