@@ -166,14 +166,20 @@ class FleetCollector:
             "Each online agent's publish -> cloud ack round trip (p99), as it last reported",
             labels=["agent_id"],
         )
+        link = GaugeMetricFamily(
+            "aiot_agent_link_mbps",
+            "Each online agent's link rate measured from its acks (Mbit/s), as it last reported",
+            labels=["agent_id"],
+        )
         for row, judgement in judged:
             if judgement.online:
                 outbox.add_metric([row.agent_id], row.last_status.get("outbox_depth", 0))
-                p99 = row.last_status.get("ack_rtt_p99_s")
-                if p99 is not None:
-                    rtt.add_metric([row.agent_id], p99)
+                for family, key in ((rtt, "ack_rtt_p99_s"), (link, "link_mbps_measured")):
+                    if (value := row.last_status.get(key)) is not None:
+                        family.add_metric([row.agent_id], value)
         yield outbox
         yield rtt
+        yield link
         states = GaugeMetricFamily("aiot_deployments", "Deployments by state", labels=["state"])
         for state in DEPLOYMENT_STATES:
             states.add_metric([state], deployments.get(state, 0))

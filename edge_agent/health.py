@@ -88,6 +88,7 @@ class AgentCollector:
         if uplink is not None:
             yield from _uplink_metrics(uplink)
         yield _rtt_metric(status)
+        yield from link_metrics(status)
 
 
 def _pipeline_metrics(status: AgentStatus) -> Iterator[Metric]:
@@ -245,6 +246,17 @@ def _rtt_metric(status: AgentStatus) -> Metric:
         if value is not None:
             rtt.add_metric([quantile], value)
     return rtt
+
+
+def link_metrics(status: AgentStatus) -> Iterator[Metric]:
+    """The link rate the agent measured from its acks while draining a backlog (none while
+    it has not: its link was never the limit)."""
+    if status.link_mbps_measured is not None:
+        yield _gauge(
+            "aiot_edge_link_mbps",
+            "Link rate measured from the cloud's acks while a backlog drained, Mbit/s",
+            status.link_mbps_measured,
+        )
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

@@ -32,7 +32,9 @@ def test_request_latency_is_a_histogram_by_route_template(api: TestClient) -> No
 def test_fleet_gauges_count_agents_and_deployments(api: TestClient, publisher: Publisher) -> None:
     agent = unique_agent_id()
     publisher.publish(
-        topic(agent, Channel.STATUS), encode(make_status(agent, ack_rtt_p99_s=0.25)), retain=True
+        topic(agent, Channel.STATUS),
+        encode(make_status(agent, ack_rtt_p99_s=0.25, link_mbps_measured=46.1)),
+        retain=True,
     )
 
     def scraped() -> str | None:
@@ -42,6 +44,7 @@ def test_fleet_gauges_count_agents_and_deployments(api: TestClient, publisher: P
     text = wait_until(scraped, what="the agent in the metrics")
     assert value(text, "aiot_agent_outbox_depth", agent_id=agent) == 7
     assert value(text, "aiot_agent_ack_rtt_p99_seconds", agent_id=agent) == 0.25
+    assert value(text, "aiot_agent_link_mbps", agent_id=agent) == 46.1
     assert (value(text, "aiot_agents", state="online") or 0) >= 1
     assert value(text, "aiot_deployments", state="halted") == 0
 

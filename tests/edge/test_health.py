@@ -9,7 +9,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from edge_agent.agent import Agent
+from edge_agent.health import link_metrics
 from edge_agent.pipelines.collect import CollectConfig
+from shared.messages import AgentStatus, utcnow
 from tests.edge.conftest import AgentConfigFactory
 from tests.services import free_port
 
@@ -86,3 +88,11 @@ def test_status_and_metrics_report_collection_per_pipeline(
     assert 'aiot_edge_samples_kept_total{pipeline="spindle",reason="event"} ' in metrics
     assert f'aiot_edge_pipeline_spool_depth{{pipeline="spindle"}} {kept}.0' in metrics
     assert f"aiot_edge_spool_depth {kept}.0" in metrics
+
+
+def test_the_measured_link_rate_is_a_gauge_once_measured() -> None:
+    status = AgentStatus(agent_id="gw-1", state="online", ts=utcnow())
+    assert list(link_metrics(status)) == []
+    (gauge,) = link_metrics(status.model_copy(update={"link_mbps_measured": 46.1}))
+    assert gauge.name == "aiot_edge_link_mbps"
+    assert gauge.samples[0].value == 46.1
