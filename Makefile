@@ -47,13 +47,14 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-# Two phases, each well under 15 minutes: the suite, then the runs of minutes (schemathesis,
-# and the soak-style fault runs that repeat a case on another store or broker), each bounded
-# by pytest-timeout.
+# Three phases, each under 15 minutes: the suite, the runs of minutes (schemathesis, the
+# drift loop, shadow windows, outages), then the soak-style fault runs that repeat a case on
+# another store or broker; each bounded by pytest-timeout and printing its slowest tests.
 test: $(VENV)/.installed-dev services lint
 	$(BIN)/aiot models build --if-missing
 	$(BIN)/pytest -m "not soak and not slow" --durations=15
-	$(BIN)/pytest -m "soak or slow"
+	$(BIN)/pytest -m "slow and not soak" --durations=15
+	$(BIN)/pytest -m "soak" --durations=15
 
 # Every benchmark in its own process; exits 1 if one failed or timed out (bench/__main__.py),
 # after writing every result to bench-results.json.

@@ -193,6 +193,7 @@ LOWER = {"pipelines": {"spindle": {"filters": {"threshold": {"threshold": 0.5}}}
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # about 15 s: in make test's second phase
 def test_a_threshold_changed_remotely_takes_effect_without_a_restart(
     broker: Mosquitto, agent_config: AgentConfigFactory, tmp_path: Path
 ) -> None:

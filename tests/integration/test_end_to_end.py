@@ -99,6 +99,7 @@ def test_fault_schedule_gives_exactly_the_expected_events(
         assert event["model_sha256"] == SHIPPED["sha256"]
 
 
+@pytest.mark.slow  # about 22 s: in make test's second phase
 def test_broker_outage_loses_and_duplicates_nothing(
     own_broker: Mosquitto,
     agents: Callable[[Path], AgentProcess],
