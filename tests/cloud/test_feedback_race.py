@@ -28,7 +28,7 @@ from cloud_api.registry import FileArtifactStore
 from cloud_api.routes.feedback import give_feedback
 from cloud_api.sample_schemas import FeedbackIn
 from cloud_api.samples import Stored, store_sample
-from cloud_api.tables import EventFeedbackRow, EventRow, SampleLabelRow
+from cloud_api.tables import EventRow, SampleLabelRow
 from shared.escalations import EscalationResult
 from shared.messages import new_event_id, utcnow
 from shared.samples import SampleMeta
@@ -103,6 +103,39 @@ def person_labelled(sessions: sessionmaker[Session], sample_ids: Sequence[str]) 
         return set(session.scalars(query))
 
 
+def while_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    read_labels: Callable[..., Any],
+    sessions: sessionmaker[Session],
+    store: FileArtifactStore,
+    tmp: Path,
+    sample: Any,
+    racing: Callable[[], object],
+) -> None:
+    """Upload ``sample``, paused after it read its labels with ``read_labels`` (the name
+    ``name`` in the samples module) and before it commits; run ``racing`` meanwhile. Either
+    ``racing`` waits for the sample's turn, or the sample sees what ``racing`` stored."""
+    read, resume = threading.Event(), threading.Event()
+
+    def read_then_pause(*args: Any) -> Any:
+        found = read_labels(*args)
+        read.set()
+        resume.wait(timeout=30)
+        return found
+
+    monkeypatch.setattr(samples_module, name, read_then_pause)
+    uploading = threading.Thread(target=upload, args=(sessions, store, tmp, sample))
+    uploading.start()
+    assert read.wait(timeout=30)
+    other = threading.Thread(target=racing)
+    other.start()
+    other.join(timeout=PAUSE_S)  # done already, or waiting for the sample's turn
+    resume.set()
+    uploading.join()
+    other.join()
+
+
 def test_the_sample_gets_the_verdict_in_either_order(
     sessions: sessionmaker[Session], store: FileArtifactStore, tmp_path: Path
 ) -> None:
@@ -130,24 +163,10 @@ def test_a_verdict_given_while_a_sample_is_in_flight_labels_it(
     agent_id = unique_agent_id("press")
     event_id = stored_event(sessions, agent_id)
     (sample,) = event_samples(agent_id, event_id, 1)
-    read, resume = threading.Event(), threading.Event()
-
-    def feedback_then_pause(*args: Any) -> Sequence[EventFeedbackRow]:
-        found = feedback_of(*args)
-        read.set()
-        resume.wait(timeout=30)
-        return found
-
-    monkeypatch.setattr(samples_module, "feedback_of", feedback_then_pause)
-    uploading = threading.Thread(target=upload, args=(sessions, store, tmp_path, sample))
-    uploading.start()
-    assert read.wait(timeout=30)
-    judging = threading.Thread(target=judge, args=(sessions, event_id))
-    judging.start()
-    judging.join(timeout=PAUSE_S)  # done already, or waiting for the sample's turn
-    resume.set()
-    uploading.join()
-    judging.join()
+    racing = functools.partial(judge, sessions, event_id)
+    while_in_flight(
+        monkeypatch, "feedback_of", feedback_of, sessions, store, tmp_path, sample, racing
+    )
 
     assert person_labelled(sessions, [sample[0].id]) == {sample[0].id}
 
@@ -200,25 +219,12 @@ def test_an_answer_stored_while_its_sample_is_in_flight_labels_it(
         outcome="answered", model=MODEL.model_copy(update={"name": "cloud-model"}),
         label="bearing_outer_race", score=0.9,
     )  # fmt: skip
-    read, resume = threading.Event(), threading.Event()
-
-    def answers_then_pause(*args: Any) -> list[SampleLabelRow]:
-        found = escalation_labels(*args)
-        read.set()
-        resume.wait(timeout=30)
-        return found
-
-    monkeypatch.setattr(samples_module, "escalation_labels", answers_then_pause)
-    uploading = threading.Thread(target=upload, args=(sessions, store, tmp_path, (meta, blob)))
-    uploading.start()
-    assert read.wait(timeout=30)
     engine = sessions.kw["bind"]
-    answering = threading.Thread(target=save, args=(engine, [escalation_row(asked, answer)], []))
-    answering.start()
-    answering.join(timeout=PAUSE_S)  # done already, or waiting for the sample's turn
-    resume.set()
-    uploading.join()
-    answering.join()
+    racing = functools.partial(save, engine, [escalation_row(asked, answer)], [])
+    while_in_flight(
+        monkeypatch, "escalation_labels", escalation_labels, sessions, store, tmp_path,
+        (meta, blob), racing,
+    )  # fmt: skip
 
     with sessions() as session:
         query = select(SampleLabelRow.label).where(
