@@ -9,7 +9,10 @@ messages to the broker: an escalation is never lost between the broker and SQL.
 The thread does not die: a batch whose handling fails anyway (the database dropping while a
 bad message is being isolated, say) is logged, counted (``loop_failures``) and tried again
 after a pause that grows while it keeps failing. A retry is safe: stored answers are given
-again, and an escalation spends its quota once.
+again, and an escalation spends its quota once. A batch that keeps failing while the
+database is reachable (even dead-lettering its bad message fails) is given up after
+``GIVE_UP_AFTER`` tries and acknowledged: the agents resend what has no result yet, so it
+does not hold every escalation behind it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ log = logging.getLogger(__name__)
 
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
+GIVE_UP_AFTER = 5
+"""Failures of one batch, the database reachable, after which the runner leaves the batch to
+its agents' resends (an escalation stays in the agent's outbox until its result arrives)."""
 
 
 class EscalationWorker:
@@ -189,11 +195,20 @@ class EscalationWorker:
                 batch = self._collect(first)
             try:
                 answered = self._answer(batch)
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 if failures == 1:
                     log.exception("escalation runner failed on a batch; retrying it")
                 self._finish(0, RunStats(loop_failures=1))
+                if failures >= GIVE_UP_AFTER and not is_transient(exc):
+                    log.error(
+                        "escalation runner gives up a batch of %d after %d failures (%s); "
+                        "its agents resend what is unanswered", len(batch), failures,
+                        first_line(exc),
+                    )  # fmt: skip
+                    self._acks.ack_broker(batch)
+                    batch, delay, failures = None, RETRY_MIN_S, 0
+                    continue
                 if self._stop.wait(delay):
                     return
                 delay = min(delay * 2, RETRY_MAX_S)

@@ -22,7 +22,7 @@ from cloud_api.escalation.inputs import AnyModel, ModelInput, model_input
 from cloud_api.escalation.model import CloudModel, decode_window
 from cloud_api.escalation.quota import Quota
 from cloud_api.escalation.store import escalation_row, save
-from cloud_api.escalation.worker import EscalationWorker
+from cloud_api.escalation.worker import GIVE_UP_AFTER, EscalationWorker
 from cloud_api.registry import FileArtifactStore
 from cloud_api.tables import DEAD_LETTERS, EscalationRow, SampleLabelRow
 from edge_agent.sources.machine_physics import LABELS
@@ -39,7 +39,7 @@ from tests.cloud.escalation_helpers import (
     register_in_database,
     windows,
 )
-from tests.cloud.helpers import Publisher, topic, unique_agent_id
+from tests.cloud.helpers import Publisher, topic, unique_agent_id, wait_until
 from tests.services import Mosquitto, PostgresCluster
 
 
@@ -276,3 +276,53 @@ def test_a_subscription_that_would_receive_nothing_is_refused_at_start(
             share_group=share_group,
         )  # fmt: skip
     engine.dispose()
+
+
+def test_a_batch_that_always_fails_is_given_up_and_does_not_hold_the_ones_behind_it(
+    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even dead-lettering the bad input fails, every time, with the database up: after a few
+    tries the runner leaves that batch to the agent's resend and answers what comes next."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    migrate(engine)
+    register_in_database(engine, tmp_path)
+    agent = unique_agent_id("esc-poison")
+    bad, *good = (escalation(agent, w) for w in windows(3))
+    real_input, real_save = model_input, save
+
+    def buggy(one: Escalation, model: AnyModel) -> ModelInput:
+        if one.id == bad.id:
+            raise RuntimeError("a bug this input finds")
+        return real_input(one, model)
+
+    def unstorable(*args: Any) -> dict[str, EscalationResult]:
+        if any("failed on it" in row["reason"] for row in args[2]):
+            raise ValueError("a dead letter this database refuses")
+        return real_save(*args)
+
+    monkeypatch.setattr(runner_module, "model_input", buggy)
+    monkeypatch.setattr(runner_module, "save", unstorable)
+    results = Results(broker.port, agent)
+    publisher = Publisher("127.0.0.1", broker.port).connect()
+    worker = EscalationWorker(
+        engine=engine, artifacts=FileArtifactStore(tmp_path / "artifacts"), mqtt_url=broker.url,
+        client_id=f"runner-{agent}", session_expiry_s=60,
+    )  # fmt: skip
+    try:
+        worker.start()
+        worker.wait_connected()
+        publisher.publish(topic(agent, Channel.ESCALATIONS), encode(bad))
+        wait_until(lambda: worker.totals.loop_failures >= 1, what="the bad batch failing")
+        for one in good:  # behind the bad batch, not in it
+            publisher.publish(topic(agent, Channel.ESCALATIONS), encode(one))
+        got = {r.escalation_id: r for r in results.wait(2)}
+        assert {one.id for one in good} <= set(got)
+        assert [got[one.id].outcome for one in good] == ["answered"] * 2
+        assert bad.id not in got  # left to the agent's resend
+        assert worker.alive
+        assert worker.totals.loop_failures >= GIVE_UP_AFTER
+    finally:
+        worker.stop()
+        results.close()
+        publisher.close()
+        engine.dispose()
