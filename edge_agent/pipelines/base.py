@@ -248,6 +248,7 @@ class Pipeline(ABC):
                 due = clock() + interval
         self._emit(outbox, self.close())
         if interval:
+            outbox.flush()  # the last summary counts every event's bytes as sent
             self._put_summary(outbox)
         if self.escalator is not None:  # answers to come are emitted as they arrive
             self._emit_late(outbox, self.escalator.after_run(partial(self._answer, outbox)))

@@ -33,6 +33,7 @@ frame (see ``FilterEngine``).
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -69,6 +70,19 @@ class Decision:
     ts: float
     start_seq: int
     start_ts: float
+
+
+def _majority(history: deque[tuple[bool, float, str]]) -> tuple[str, float]:
+    """The most common label of the samples that are on (the first to reach the count on a
+    tie, as ``Counter.most_common``) and their highest score."""
+    counts: dict[str, int] = {}
+    peak = -math.inf
+    for on, score, label in history:
+        if on:
+            counts[label] = counts.get(label, 0) + 1
+            if score > peak:
+                peak = score
+    return max(counts, key=counts.__getitem__), peak
 
 
 @dataclass(slots=True)
@@ -154,6 +168,10 @@ class FilterEngine:
         raw = score >= (self._off_level if key_state.raw else self._on_level)
         key_state.raw = raw
         history = key_state.history
+        if not raw and not key_state.count_on and not key_state.on and len(history) == self._m:
+            # The common case, a quiet signal: the history is m offs and stays so (an off's
+            # score and label are never read), so there is nothing to update.
+            return None
         if len(history) == self._m and history.popleft()[0]:
             key_state.count_on -= 1
         history.append((raw, score, label))
@@ -170,10 +188,8 @@ class FilterEngine:
             else:
                 return None
         elif key_state.count_on >= self._n:
-            triggering = [(s, lab) for on, s, lab in history if on]
             key_state.on = True
-            key_state.label = Counter(lab for _, lab in triggering).most_common(1)[0][0]
-            key_state.peak = max(s for s, _ in triggering)
+            key_state.label, key_state.peak = _majority(history)
             key_state.start_seq = seq
             key_state.start_ts = ts
             candidate = key_state.candidate("start", score, seq, ts)
