@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StringConstraints,
 )
+from typing_extensions import TypedDict
 
 from shared.signing import SignedManifest, TensorSpec
 from shared.topics import AGENT_ID_PATTERN
@@ -177,14 +178,20 @@ class BandwidthSeries(BaseModel):
     points: list[BandwidthPoint]
 
 
-class AggregatePoint(BaseModel):
-    """One non-empty bucket: its start (UTC), the metric's value and how many values made it."""
+class AggregatePoint(TypedDict):
+    """One non-empty bucket: its start (UTC), the metric's value and how many values made it.
+
+    A typed dict, not a model: a week by agent is 8 400 points, and pydantic validates and
+    serializes dicts several times faster than model instances (same schema, same JSON).
+    """
 
     ts: datetime
-    value: float | None = Field(
-        description="null only when a sum or mean lies beyond the float range"
-    )
-    count: int = Field(description="events (with the attribute, if one is named) in the bucket")
+    value: Annotated[
+        float | None, Field(description="null only when a sum or mean lies beyond the float range")
+    ]
+    count: Annotated[
+        int, Field(description="events (with the attribute, if one is named) in the bucket")
+    ]
 
 
 class AggregateSeries(BaseModel):
