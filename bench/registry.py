@@ -65,7 +65,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "bench.escalation_rtt:bench_escalation_round_trip",
         90,
     ),
-    Benchmark("swap", "model swap", "bench.swap:bench_swap", 30),
+    Benchmark("swap", "model swap", "bench.swap:bench_swap", 60),
     Benchmark(
         "postgres-ingest", "PostgreSQL ingest", "bench.postgres_ingest:bench_postgres_ingest", 150
     ),

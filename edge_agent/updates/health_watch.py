@@ -5,8 +5,9 @@ A window fails at once when the pipeline counts more than ``max_errors`` inferen
 since the swap. When it is over, it fails if the median inference time per window since the
 swap is more than ``max_latency_factor`` times the previous model's (and over
 ``latency_floor_ms``); that needs a known baseline and at least ``MIN_LATENCY_SAMPLES`` calls.
-The watch reads a pipeline only through ``ServingPipeline``: its name, its model slot and a
-copy of its inference record (``InferenceStats``).
+The watch reads a pipeline only through ``ServingPipeline``: its name, its model slot, a
+copy of its inference record (``InferenceStats``), and a wait for the gap after a sample in
+which the updater opens a new session.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class ServingPipeline(Protocol):
     def slot(self) -> ModelSlot: ...
 
     def inference_stats(self) -> InferenceStats: ...
+
+    def wait_for_gap(self, timeout_s: float) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,9 +67,15 @@ class Installer:
         )
 
     def install(
-        self, fit: Fit, entry: DesiredModel, phase: Callable[[UpdateState], None]
+        self,
+        fit: Fit,
+        entry: DesiredModel,
+        phase: Callable[[UpdateState], None],
+        between_samples: Callable[[], object] = lambda: None,
     ) -> LoadedModel:
         """The entry's model, ready to swap in; ``phase`` hears each step as it starts.
+        ``between_samples`` returns when opening the session would not delay the pipeline's
+        next sample (it holds the GIL throughout).
 
         Raises RefusedError, TransportError (the download failed, or ``stop`` was set) or
         OSError (the updates dir cannot store it).
@@ -90,6 +96,7 @@ class Installer:
         self._check_artifact(model_path, manifest)
         (folder / MANIFEST_FILE).write_text(entry.manifest.model_dump_json(indent=1))
         phase("loading")
+        between_samples()
         new = self._load(fit, model_path, manifest)
         phase("self_test")
         self_test(new, manifest)

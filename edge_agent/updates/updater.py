@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import get_args
 
 from pydantic import ValidationError
@@ -52,6 +53,10 @@ from shared.messages import (
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
+GAP_WAIT_S = 1.0
+"""How long an install waits for its pipeline to finish a sample before it opens the new
+session anyway (``ServingPipeline.wait_for_gap``): a sensor window every 160 ms or a frame
+every 100 ms leaves the 1.5-3 ms the session holds the GIL for between two samples."""
 _REASON_MAX = 512
 
 
@@ -235,7 +240,9 @@ class Updater:
         def phase(state: UpdateState) -> None:
             self._report(pipeline.name, entry, state, phase=state)
 
-        new = self._installer.install(target.fit, entry, phase)
+        new = self._installer.install(
+            target.fit, entry, phase, partial(pipeline.wait_for_gap, GAP_WAIT_S)
+        )
         marks = self._health.marks(pipeline)  # the old model's record, before the swap
         previous = self._swap(target, new)
         self._health.start(pipeline, entry, new, previous, marks)

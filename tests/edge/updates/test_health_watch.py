@@ -199,6 +199,9 @@ class Record:
     def inference_stats(self) -> InferenceStats:
         return self.stats
 
+    def wait_for_gap(self, timeout_s: float) -> bool:
+        return False
+
 
 def test_the_baseline_is_the_running_models_times_since_its_own_swap() -> None:
     watch = HealthWatch(RULES, clock=lambda: 0.0)
