@@ -59,13 +59,10 @@ def assert_twin_agrees(payload: bytes) -> None:
 def _parsed(payload: bytes, *, twin: bool) -> tuple[Any, ...]:
     at = RECEIVED.timestamp()
     message = Inbound(topic("press-1", Channel.EVENTS), payload, 1, 1, False, at, 0)
-    saved = parse_module.fast_event_batch
-    if not twin:
-        parse_module.fast_event_batch = lambda _payload: None
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        if not twin:
+            patch.setattr(parse_module, "fast_event_batch", lambda _payload: None)
         work: Work = parse([message], kept=frozenset())
-    finally:
-        parse_module.fast_event_batch = saved
     return [_comparable(row) for row in work.events], work.dead, work.acks
 
 
