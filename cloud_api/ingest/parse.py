@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 from pydantic import ValidationError
 from pydantic_core import to_json
 
+from cloud_api.ingest.batches import attributes_json, fast_event_batch
 from shared.digests import sha256_bytes
 from shared.errors import ContractError
 from shared.messages import AgentStatus, BatchAck, Event, EventBatch, PipelineSummary
@@ -120,15 +121,8 @@ def _add_rows(message: Inbound, work: Work) -> str | None:
     except ContractError as exc:
         return str(exc)
     if topic.channel is Channel.EVENTS:
-        parsed = _validated(message, topic, EventBatch)
-        if isinstance(parsed, str):
-            return parsed
-        agent_id = parsed.agent_id
-        received_at = datetime.fromtimestamp(message.received_at, UTC)
-        work.events.extend(event_row(agent_id, event, received_at) for event in parsed.events)
-        if parsed.batch_id is not None:
-            work.acks.append((agent_id, BatchAck(batch_id=parsed.batch_id, outcome="stored")))
-    elif topic.channel is Channel.SUMMARY:
+        return _add_events(message, topic, work)
+    if topic.channel is Channel.SUMMARY:
         summary = _validated(message, topic, PipelineSummary)
         if isinstance(summary, str):
             return summary
@@ -148,6 +142,31 @@ def _add_rows(message: Inbound, work: Work) -> str | None:
     return None
 
 
+def _add_events(message: Inbound, topic: Topic, work: Work) -> str | None:
+    """Add an ``EventBatch``'s rows and ack to ``work``; or the reason it is a dead letter.
+
+    The Rust twin of the contract (``batches.py``) takes the usual batch; what it refuses or
+    cannot judge is validated by ``EventBatch`` itself, which gives the reason.
+    """
+    received_at = datetime.fromtimestamp(message.received_at, UTC)
+    fast = fast_event_batch(message.payload)
+    if fast is None:
+        parsed = _validated(message, topic, EventBatch)
+        if isinstance(parsed, str):
+            return parsed
+        agent_id, batch_id = parsed.agent_id, parsed.batch_id
+        rows = [event_row(agent_id, event, received_at) for event in parsed.events]
+    else:
+        agent_id, batch_id = fast["agent_id"], fast.get("batch_id")
+        if agent_id != topic.agent_id:
+            return _mismatch(agent_id, message)
+        rows = [fast_event_row(agent_id, event, received_at) for event in fast["events"]]
+    work.events.extend(rows)  # all or nothing: a message is stored whole or dead-lettered
+    if batch_id is not None:
+        work.acks.append((agent_id, BatchAck(batch_id=batch_id, outcome="stored")))
+    return None
+
+
 def _validated(message: Inbound, topic: Topic, kind: type[_Uplink]) -> _Uplink | str:
     """The payload as ``kind`` if it validates and names the topic's agent; otherwise why not."""
     try:
@@ -155,8 +174,12 @@ def _validated(message: Inbound, topic: Topic, kind: type[_Uplink]) -> _Uplink |
     except ValidationError as exc:
         return validation_reason(exc)
     if parsed.agent_id != topic.agent_id:
-        return f"agent_id {parsed.agent_id!r} does not match topic {message.topic!r}"
+        return _mismatch(parsed.agent_id, message)
     return parsed
+
+
+def _mismatch(agent_id: str, message: Inbound) -> str:
+    return f"agent_id {agent_id!r} does not match topic {message.topic!r}"
 
 
 def dead_letter(work: Work, message: Inbound, reason: str, *, kept: Container[RetainedKey]) -> None:
@@ -221,6 +244,16 @@ def event_row(agent_id: str, event: Event, received_at: datetime) -> EventValues
         event.id, agent_id, event.pipeline, event.kind, event.state, event.label, event.score,
         event.ts, event.seq, model.name, model.version, model.sha256,
         to_json(event.attributes).decode(), received_at,
+    )  # fmt: skip
+
+
+def fast_event_row(agent_id: str, e: dict[str, Any], received_at: datetime) -> EventValues:
+    """``event_row`` of an event validated by the twin (``batches.fast_event_batch``)."""
+    m = e["model"]
+    return EventValues(
+        e["id"], agent_id, e["pipeline"], e["kind"], e["state"], e["label"], e["score"],
+        e["ts"], e["seq"], m["name"], m["version"], m["sha256"], attributes_json(e),
+        received_at,
     )  # fmt: skip
 
 
