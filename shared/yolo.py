@@ -189,11 +189,16 @@ def nms(
 
 def pairwise_iou(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """IoU of every box in ``a`` (K, 4) with every box in ``b`` (M, 4): (K, M)."""
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
-    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
-    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    # Width and height together: (K, M, 2) overlaps, (K, 2) and (M, 2) sizes.
+    overlap = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(
+        a[:, None, :2], b[None, :, :2]
+    )
+    np.maximum(overlap, 0.0, out=overlap)
+    inter = overlap[..., 0] * overlap[..., 1]
+    size_a = np.maximum(a[:, 2:] - a[:, :2], 0.0)
+    size_b = np.maximum(b[:, 2:] - b[:, :2], 0.0)
+    area_a = size_a[:, 0] * size_a[:, 1]
+    area_b = size_b[:, 0] * size_b[:, 1]
     union = area_a[:, None] + area_b[None, :] - inter
     # Two empty boxes have no overlap worth suppressing (and 0/0 is not an IoU).
     iou: npt.NDArray[np.float64] = np.divide(
@@ -240,20 +245,19 @@ def decode_yolo(
     keep = np.flatnonzero(best >= score_threshold)
     if keep.size == 0:
         return []
-    rows = pred[:, keep]
+    rows = pred[:, keep].astype(np.float64)  # exact: float64 holds every float32
     sized = (rows[2] > 0) & (rows[3] > 0)
     if not sized.all():
-        keep, rows = keep[sized], rows[:, sized]
-        if keep.size == 0:
+        rows = rows[:, sized]
+        if rows.shape[1] == 0:
             return []
-    if keep.size > _CANDIDATES_MAX:
-        top = np.argpartition(-best[keep], _CANDIDATES_MAX)[:_CANDIDATES_MAX]
-        keep, rows = keep[top], rows[:, top]
+    conf = rows[4:].max(axis=0)
+    if conf.size > _CANDIDATES_MAX:
+        rows = rows[:, np.argpartition(-conf, _CANDIDATES_MAX)[:_CANDIDATES_MAX]]
+        conf = rows[4:].max(axis=0)
     classes = rows[4:].argmax(axis=0)
-    conf = best[keep].astype(np.float64)
-    centre_size = rows[:4].astype(np.float64)
-    half = centre_size[2:] / 2
-    boxes = np.concatenate((centre_size[:2] - half, centre_size[:2] + half)).T
+    half = rows[2:4] / 2
+    boxes = np.concatenate((rows[:2] - half, rows[:2] + half)).T
     shifted = boxes if class_agnostic else _apart_by_class(boxes, classes)
     kept = nms(shifted, conf, iou_threshold)
     frame_boxes = letterbox.to_frame(boxes[kept])

@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from edge_agent.config_types import StrictConfig

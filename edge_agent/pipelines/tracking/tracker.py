@@ -216,19 +216,22 @@ class IouTracker:
         """Pairs (track, detection) of the given indices, best predicted IoU first."""
         if not track_ix or not det_ix:
             return []
-        ious = all_ious[np.ix_(track_ix, det_ix)]
+        ious = all_ious[track_ix][:, det_ix]
         pairs: list[tuple[int, int]] = []
         used_t: set[int] = set()
         used_d: set[int] = set()
         # Greedy, best IoU first: optimal enough when objects of a class rarely overlap.
+        # Walked as plain ints and floats: a handful of pairs, each numpy scalar costs more.
         flat = np.argsort(-ious, axis=None, kind="stable")
-        for t, d in zip(*np.unravel_index(flat, ious.shape), strict=True):
-            if ious[t, d] < self.iou_threshold:
+        columns = len(det_ix)
+        for position, iou in zip(flat.tolist(), ious.ravel()[flat].tolist(), strict=True):
+            if iou < self.iou_threshold:
                 break
+            t, d = divmod(position, columns)
             if t in used_t or d in used_d:
                 continue
-            used_t.add(int(t))
-            used_d.add(int(d))
+            used_t.add(t)
+            used_d.add(d)
             pairs.append((track_ix[t], det_ix[d]))
         return pairs
 
