@@ -54,11 +54,10 @@ class Letterbox:
     def to_frame(self, boxes: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
         """``(K, 4)`` x1, y1, x2, y2 boxes in model pixels -> frame pixels, clipped to it."""
         out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
-        out[:, 0::2] -= self.pad_x
-        out[:, 1::2] -= self.pad_y
+        # Whole rows at once, with per-column operands: the same arithmetic per coordinate.
+        out -= (self.pad_x, self.pad_y, self.pad_x, self.pad_y)
         out /= self.scale
-        np.clip(out[:, 0::2], 0.0, self.frame_width, out=out[:, 0::2])
-        np.clip(out[:, 1::2], 0.0, self.frame_height, out=out[:, 1::2])
+        np.clip(out, 0.0, (self.frame_width, self.frame_height) * 2, out=out)
         return out
 
 
