@@ -195,12 +195,13 @@ class IouTracker:
         if not left_d or not matched_tracks:
             return
         seen = sorted(matched_tracks)
-        ious = pairwise_iou(
+        # The boxes as matched this frame (not the predictions ``ious`` holds).
+        overlaps = pairwise_iou(
             np.asarray([self._tracks[i].box for i in seen], dtype=np.float64),
             np.asarray([detections[i].box for i in left_d], dtype=np.float64),
         )
         for column, di in enumerate(left_d):
-            if ious[:, column].max() >= self.iou_threshold:
+            if overlaps[:, column].max() >= self.iou_threshold:
                 matched_detections.add(di)
 
     def _match(
