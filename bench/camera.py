@@ -142,7 +142,7 @@ def bench_camera_throughput() -> list[Result]:
         Result(
             name="camera pipeline, gate off, busy street",
             value=pipe, unit="frames/s", baseline=bare, baseline_name="bare session.run",
-            goal=Goal.ratio(">=", 0.9),
+            goal=Goal.ratio(">=", 0.92),  # issue 15
             details={"frames": len(busy), "frame": "640x360", "model_input": "320x320"},
         ),
         Result(

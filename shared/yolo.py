@@ -34,6 +34,8 @@ PAD_VALUE = 114
 """Ultralytics pads with this grey; a model trained on it sees the same borders here."""
 
 _CANDIDATES_MAX = 30000  # anchors kept for NMS at most (Ultralytics' max_nms)
+_UNIT_SCALE = (np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)).reshape(1, 256)
+"""Byte value -> its model input (RGB/255), as a lookup table for ``cv2.LUT``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +54,10 @@ class Letterbox:
     def to_frame(self, boxes: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
         """``(K, 4)`` x1, y1, x2, y2 boxes in model pixels -> frame pixels, clipped to it."""
         out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
-        out[:, 0::2] -= self.pad_x
-        out[:, 1::2] -= self.pad_y
+        # Whole rows at once, with per-column operands: the same arithmetic per coordinate.
+        out -= (self.pad_x, self.pad_y, self.pad_x, self.pad_y)
         out /= self.scale
-        np.clip(out[:, 0::2], 0.0, self.frame_width, out=out[:, 0::2])
-        np.clip(out[:, 1::2], 0.0, self.frame_height, out=out[:, 1::2])
+        np.clip(out, 0.0, (self.frame_width, self.frame_height) * 2, out=out)
         return out
 
 
@@ -92,7 +93,7 @@ class Letterboxer:
     run the model on it before the next call (the pipeline does, one frame at a time).
     """
 
-    __slots__ = ("_geometry", "_region", "_resized", "_shape", "_size", "_tensor")
+    __slots__ = ("_geometry", "_planes", "_region", "_resized", "_shape", "_size", "_tensor")
 
     def __init__(self, size: tuple[int, int] = (320, 320)) -> None:
         self._size = size
@@ -100,6 +101,7 @@ class Letterboxer:
         self._shape: tuple[int, int] | None = None
         self._geometry = Letterbox(1.0, 0, 0, 0, 0)
         self._resized: Frame = np.empty((0, 0, 3), dtype=np.uint8)
+        self._planes: list[npt.NDArray[np.uint8]] = []
         self._region: Tensor = self._tensor[0]
 
     @property
@@ -120,11 +122,15 @@ class Letterboxer:
             dst=self._resized,
             interpolation=cv2.INTER_LINEAR,
         )
-        # One channel at a time, BGR -> RGB: cheaper than a strided 3-D multiply.
-        channels = cv2.split(self._resized)
-        scale = np.float32(1.0 / 255.0)
-        for target, channel in enumerate(reversed(channels)):
-            np.multiply(channel, scale, out=self._region[target], dtype=np.float32)
+        # One channel at a time, BGR -> RGB, into reused planes: cheaper than a strided 3-D
+        # multiply. The table holds float32(v) * float32(1/255) for every byte v, so the
+        # tensor is bit for bit what the multiply gives, at a lookup's cost.
+        planes = self._planes
+        cv2.split(self._resized, planes)
+        region = self._region
+        cv2.LUT(planes[2], _UNIT_SCALE, dst=region[0])
+        cv2.LUT(planes[1], _UNIT_SCALE, dst=region[1])
+        cv2.LUT(planes[0], _UNIT_SCALE, dst=region[2])
         return self._tensor, self._geometry
 
     def _prepare(self, shape: tuple[int, int]) -> None:
@@ -133,6 +139,7 @@ class Letterboxer:
         new_w = round(shape[1] * geometry.scale)
         self._tensor.fill(PAD_VALUE / 255.0)
         self._resized = np.empty((new_h, new_w, 3), dtype=np.uint8)
+        self._planes = [np.empty((new_h, new_w), dtype=np.uint8) for _ in range(3)]
         y, x = geometry.pad_y, geometry.pad_x
         self._region = self._tensor[0, :, y : y + new_h, x : x + new_w]
         self._geometry = geometry
@@ -181,11 +188,16 @@ def nms(
 
 def pairwise_iou(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """IoU of every box in ``a`` (K, 4) with every box in ``b`` (M, 4): (K, M)."""
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
-    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
-    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    # Width and height together: (K, M, 2) overlaps, (K, 2) and (M, 2) sizes.
+    overlap = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(
+        a[:, None, :2], b[None, :, :2]
+    )
+    np.maximum(overlap, 0.0, out=overlap)
+    inter = overlap[..., 0] * overlap[..., 1]
+    size_a = np.maximum(a[:, 2:] - a[:, :2], 0.0)
+    size_b = np.maximum(b[:, 2:] - b[:, :2], 0.0)
+    area_a = size_a[:, 0] * size_a[:, 1]
+    area_b = size_b[:, 0] * size_b[:, 1]
     union = area_a[:, None] + area_b[None, :] - inter
     # Two empty boxes have no overlap worth suppressing (and 0/0 is not an IoU).
     iou: npt.NDArray[np.float64] = np.divide(
@@ -227,17 +239,24 @@ def decode_yolo(
     Raises ModelError when the output does not fit the labels.
     """
     pred = _anchors_last(output, 4 + len(labels))
-    scores = pred[4:]
-    best = scores.max(axis=0)
-    keep = np.flatnonzero((best >= score_threshold) & (pred[2] > 0) & (pred[3] > 0))
+    best = pred[4:].max(axis=0)
+    # The score test first, on every anchor; the rest only on the few that pass it.
+    keep = np.flatnonzero(best >= score_threshold)
     if keep.size == 0:
         return []
-    if keep.size > _CANDIDATES_MAX:
-        keep = keep[np.argpartition(-best[keep], _CANDIDATES_MAX)[:_CANDIDATES_MAX]]
-    classes = scores[:, keep].argmax(axis=0)
-    conf = best[keep].astype(np.float64)
-    cx, cy, w, h = pred[:4, keep].astype(np.float64)
-    boxes = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1)
+    rows = pred[:, keep].astype(np.float64)  # exact: float64 holds every float32
+    sized = (rows[2] > 0) & (rows[3] > 0)
+    if not sized.all():
+        rows = rows[:, sized]
+        if rows.shape[1] == 0:
+            return []
+    conf = rows[4:].max(axis=0)
+    if conf.size > _CANDIDATES_MAX:
+        rows = rows[:, np.argpartition(-conf, _CANDIDATES_MAX)[:_CANDIDATES_MAX]]
+        conf = rows[4:].max(axis=0)
+    classes = rows[4:].argmax(axis=0)
+    half = rows[2:4] / 2
+    boxes = np.concatenate((rows[:2] - half, rows[:2] + half)).T
     shifted = boxes if class_agnostic else _apart_by_class(boxes, classes)
     kept = nms(shifted, conf, iou_threshold)
     frame_boxes = letterbox.to_frame(boxes[kept])

@@ -11,10 +11,10 @@ to keep as the object's thumbnail; the pipeline writes it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from edge_agent.config_types import StrictConfig
@@ -197,7 +197,7 @@ class ObjectLifecycle:
         reported = self._reported[track.id]
         self._snapshot(track, seq, out, force=False)
         cx, cy = centre(track.box)
-        moved = np.hypot(cx - reported.centre[0], cy - reported.centre[1])
+        moved = math.hypot(cx - reported.centre[0], cy - reported.centre[1])
         better = track.best_score - reported.score >= self.config.min_score_gain
         if moved > self.config.min_move_px or better:
             reported.centre, reported.score = (cx, cy), track.best_score

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from edge_agent.inference.postprocess import BoxXYXY, Detection, pairwise_iou
 
@@ -109,8 +110,9 @@ class IouTracker:
         step = TrackerStep()
         matched_tracks: set[int] = set()
         matched_detections: set[int] = set()
+        ious = self._predicted_ious(detections, seq)
         for label in {d.label for d in detections} | {t.label for t in self._tracks}:
-            pairs = self._match(label, detections, seq)
+            pairs = self._match(label, detections, ious)
             for ti, di in pairs:
                 track = self._tracks[ti]
                 track.observe(detections[di], seq, ts)
@@ -120,7 +122,7 @@ class IouTracker:
                 if not track.confirmed and track.hits >= self.min_hits:
                     track.confirmed = True
                     step.started.append(track)
-        self._absorb(detections, seq, ts, matched_tracks, matched_detections, step)
+        self._absorb(detections, ious, seq, ts, matched_tracks, matched_detections, step)
         survivors: list[ObjectTrack] = []
         for index, track in enumerate(self._tracks):
             if index not in matched_tracks:
@@ -151,9 +153,22 @@ class IouTracker:
         self._tracks = []
         return step
 
+    def _predicted_ious(self, detections: list[Detection], seq: int) -> npt.NDArray[np.float64]:
+        """IoU of every track's predicted box (its last box without ``predict``) at ``seq``
+        with every detection: computed once per frame, read by each class's matching (an
+        IoU depends on its two boxes only, so a block of it is the block's own IoU)."""
+        if not self._tracks or not detections:
+            return np.zeros((len(self._tracks), len(detections)))
+        boxes = [t.predicted(seq) if self.predict else t.box for t in self._tracks]
+        return pairwise_iou(
+            np.asarray(boxes, dtype=np.float64),
+            np.asarray([d.box for d in detections], dtype=np.float64),
+        )
+
     def _absorb(
         self,
         detections: list[Detection],
+        ious: npt.NDArray[np.float64],
         seq: int,
         ts: float,
         matched_tracks: set[int],
@@ -170,7 +185,7 @@ class IouTracker:
         if not left_d:
             return
         left_t = [i for i, t in enumerate(self._tracks) if i not in matched_tracks and t.confirmed]
-        for ti, di in self._greedy(left_t, left_d, detections, seq):
+        for ti, di in self._greedy(left_t, left_d, ious):
             track = self._tracks[ti]
             track.observe(detections[di], seq, ts)
             matched_tracks.add(ti)
@@ -180,44 +195,44 @@ class IouTracker:
         if not left_d or not matched_tracks:
             return
         seen = sorted(matched_tracks)
-        ious = pairwise_iou(
+        # The boxes as matched this frame (not the predictions ``ious`` holds).
+        overlaps = pairwise_iou(
             np.asarray([self._tracks[i].box for i in seen], dtype=np.float64),
             np.asarray([detections[i].box for i in left_d], dtype=np.float64),
         )
         for column, di in enumerate(left_d):
-            if ious[:, column].max() >= self.iou_threshold:
+            if overlaps[:, column].max() >= self.iou_threshold:
                 matched_detections.add(di)
 
-    def _match(self, label: str, detections: list[Detection], seq: int) -> list[tuple[int, int]]:
+    def _match(
+        self, label: str, detections: list[Detection], ious: npt.NDArray[np.float64]
+    ) -> list[tuple[int, int]]:
         track_ix = [i for i, t in enumerate(self._tracks) if t.label == label]
         det_ix = [i for i, d in enumerate(detections) if d.label == label]
-        return self._greedy(track_ix, det_ix, detections, seq)
+        return self._greedy(track_ix, det_ix, ious)
 
     def _greedy(
-        self, track_ix: list[int], det_ix: list[int], detections: list[Detection], seq: int
+        self, track_ix: list[int], det_ix: list[int], all_ious: npt.NDArray[np.float64]
     ) -> list[tuple[int, int]]:
+        """Pairs (track, detection) of the given indices, best predicted IoU first."""
         if not track_ix or not det_ix:
             return []
-        boxes = [
-            self._tracks[i].predicted(seq) if self.predict else self._tracks[i].box
-            for i in track_ix
-        ]
-        ious = pairwise_iou(
-            np.asarray(boxes, dtype=np.float64),
-            np.asarray([detections[i].box for i in det_ix], dtype=np.float64),
-        )
+        ious = all_ious[track_ix][:, det_ix]
         pairs: list[tuple[int, int]] = []
         used_t: set[int] = set()
         used_d: set[int] = set()
         # Greedy, best IoU first: optimal enough when objects of a class rarely overlap.
+        # Walked as plain ints and floats: a handful of pairs, each numpy scalar costs more.
         flat = np.argsort(-ious, axis=None, kind="stable")
-        for t, d in zip(*np.unravel_index(flat, ious.shape), strict=True):
-            if ious[t, d] < self.iou_threshold:
+        columns = len(det_ix)
+        for position, iou in zip(flat.tolist(), ious.ravel()[flat].tolist(), strict=True):
+            if iou < self.iou_threshold:
                 break
+            t, d = divmod(position, columns)
             if t in used_t or d in used_d:
                 continue
-            used_t.add(int(t))
-            used_d.add(int(d))
+            used_t.add(t)
+            used_d.add(d)
             pairs.append((track_ix[t], det_ix[d]))
         return pairs
 

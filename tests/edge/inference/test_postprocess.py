@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -254,3 +255,69 @@ def test_read_labels_errors_name_the_file(tmp_path: Path) -> None:
     empty.write_text("\n\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="no labels"):
         read_labels(empty)
+
+
+def textbook_letterbox(
+    frame: npt.NDArray[np.uint8], size: tuple[int, int]
+) -> npt.NDArray[np.float32]:
+    """Resize, BGR -> RGB, float32 / 255, HWC -> CHW, onto grey: one step at a time."""
+    geometry = letterbox_geometry((frame.shape[0], frame.shape[1]), size)
+    new_h, new_w = round(frame.shape[0] * geometry.scale), round(frame.shape[1] * geometry.scale)
+    resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    image = resized[:, :, ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
+    tensor = np.full((1, 3, *size), PAD_VALUE / 255, dtype=np.float32)
+    y, x = geometry.pad_y, geometry.pad_x
+    tensor[0, :, y : y + new_h, x : x + new_w] = image.transpose(2, 0, 1)
+    return tensor
+
+
+@settings(max_examples=60, deadline=None)
+@given(h0=st.integers(8, 700), w0=st.integers(8, 700), seed=st.integers(0, 2**16))
+def test_letterboxer_is_bit_for_bit_the_textbook_conversion(h0: int, w0: int, seed: int) -> None:
+    frame = np.random.default_rng(seed).integers(0, 256, (h0, w0, 3), dtype=np.uint8)
+    boxer = Letterboxer((320, 320))
+    boxer(np.zeros((50, 90, 3), dtype=np.uint8))  # another size first: the buffers follow
+    tensor, _ = boxer(frame)
+    assert np.array_equal(tensor, textbook_letterbox(frame, (320, 320)))
+
+
+def textbook_decode(
+    head: npt.NDArray[np.float32], labels: tuple[str, ...], geometry: Letterbox, threshold: float
+) -> list[Detection]:
+    """Every anchor judged on its own: best class, threshold, a size, then NMS per class."""
+    pred = head[0]
+    candidates = []
+    for i in range(pred.shape[1]):
+        cx, cy, w, h = (float(v) for v in pred[:4, i])
+        cls = int(np.argmax(pred[4:, i]))
+        score = float(pred[4 + cls, i])
+        # float32 against float32, as the head's own dtype compares (0.35 passes 0.35).
+        if np.float32(score) >= np.float32(threshold) and w > 0 and h > 0:
+            candidates.append((cls, score, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)))
+    kept = []
+    for cls in range(len(labels)):
+        mine = [c for c in candidates if c[0] == cls]
+        boxes = np.asarray([c[2] for c in mine], dtype=np.float64).reshape(-1, 4)
+        for j in nms(boxes, np.asarray([c[1] for c in mine]), 0.45):
+            kept.append(mine[j])
+    out = []
+    for cls, score, box in sorted(kept, key=lambda c: -c[1]):
+        b = geometry.to_frame(np.asarray(box))[0]
+        if b[2] > b[0] and b[3] > b[1]:
+            out.append(Detection(labels[cls], score, (b[0], b[1], b[2], b[3])))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 60), seed=st.integers(0, 2**16))
+def test_decode_yolo_matches_the_anchor_by_anchor_decode(n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    head = np.empty((1, 6, n), dtype=np.float32)
+    head[0, :2] = rng.uniform(0, 320, (2, n))
+    head[0, 2:4] = rng.choice([0.0, -3.0, 8.0, 30.0, 90.0], (2, n))  # some have no size
+    head[0, 4:] = rng.choice([0.1, 0.3, 0.35, 0.5, 0.8, 0.95], (2, n))  # ties on purpose
+    geometry = frame_letterbox()
+    got = decode_yolo(head, LABELS, geometry, score_threshold=0.35, iou_threshold=0.45)
+    expected = textbook_decode(head, LABELS, geometry, 0.35)
+    key = sorted((d.label, d.score, d.box) for d in got)
+    assert key == sorted((d.label, d.score, d.box) for d in expected)

@@ -47,6 +47,23 @@ def test_classes_are_tracked_apart() -> None:
     assert len(set(by_label.values())) == 2
 
 
+def test_a_class_flicker_keeps_its_track_and_a_duplicate_is_dropped() -> None:
+    tracker = IouTracker(min_hits=2)
+    car = (100.0, 100.0, 180.0, 140.0)
+    moved = (104.0, 100.0, 184.0, 140.0)
+    tracker.update([Detection("car", 0.9, car)], 0, 0.0)
+    confirmed = tracker.update([Detection("car", 0.9, moved)], 1, 0.1)
+    (track,) = confirmed.started
+    # Read as a person where the car is predicted: the car's track takes it, keeps "car".
+    flicker = tracker.update([Detection("person", 0.6, (108.0, 100.0, 188.0, 140.0))], 2, 0.2)
+    assert [(t.id, t.label) for t in flicker.matched] == [(track.id, "car")]
+    # The car seen, and a person box on top of it: a duplicate, not a new object.
+    both = [Detection("car", 0.9, (112.0, 100.0, 192.0, 140.0)), Detection("person", 0.5, car)]
+    step = tracker.update(both, 3, 0.3)
+    assert [t.id for t in step.matched] == [track.id]
+    assert [t.id for t in tracker.tracks] == [track.id]
+
+
 def test_a_track_survives_max_age_missed_frames_and_ends_after() -> None:
     tracker = IouTracker(min_hits=1, max_age=3)
     box = (10.0, 10.0, 50.0, 50.0)
