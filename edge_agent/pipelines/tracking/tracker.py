@@ -111,7 +111,9 @@ class IouTracker:
         matched_tracks: set[int] = set()
         matched_detections: set[int] = set()
         ious = self._predicted_ious(detections, seq)
-        for label in {d.label for d in detections} | {t.label for t in self._tracks}:
+        # Sorted: a set's order follows the process's hash seed, and the events of one frame
+        # must come out in the same order in every process.
+        for label in sorted({d.label for d in detections} | {t.label for t in self._tracks}):
             pairs = self._match(label, detections, ious)
             for ti, di in pairs:
                 track = self._tracks[ti]
