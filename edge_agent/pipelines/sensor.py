@@ -258,7 +258,7 @@ class SensorPipeline(Pipeline):
     ) -> Event:
         attributes: dict[str, float | int | str | bool] = {}
         if window is not None and len(self._channels) > 1:
-            attributes.update(channel_means(window, self._level_names))
+            attributes.update(channel_means(window, self._level_names, self._ones))
         elif window is not None:
             attributes.update(window_features(window.reshape(-1), self._sample_rate_hz))
         if decision.state in ("update", "end"):
@@ -307,12 +307,15 @@ def level_names(channels: tuple[str, ...]) -> list[str]:
     return names
 
 
-def channel_means(window: npt.NDArray[np.float32], names: list[str]) -> dict[str, float]:
-    """The first channels' means over a ``[C, W]`` window, under ``level_names`` (one BLAS
-    product, as ``_sample_level``: ``ndarray.mean`` costs several times more on a few rows)."""
-    width = window.shape[-1]
-    means = (np.dot(window, np.ones(width, dtype=window.dtype)) / width).tolist()
-    return {name: round(value, 6) for name, value in zip(names, means, strict=False)}
+def channel_means(
+    window: npt.NDArray[np.float32], names: list[str], ones: npt.NDArray[np.float32]
+) -> dict[str, float]:
+    """The first channels' means over a ``[C, W]`` window, under ``level_names``: one BLAS
+    product with ``ones`` (``W`` of them), as ``_sample_level`` (``ndarray.mean`` costs
+    several times more on a few rows)."""
+    inv_w = 1.0 / window.shape[-1]
+    sums = np.dot(window, ones).tolist()
+    return {name: round(total * inv_w, 6) for name, total in zip(names, sums, strict=False)}
 
 
 def _classified(model: LoadedModel, output: npt.NDArray[Any]) -> tuple[float, str]:
