@@ -38,7 +38,7 @@ from edge_agent.pipelines.sensor import SensorPipeline
 from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from edge_agent.sources.sample import Sample
 from edge_agent.updates.updater import Updater
-from shared.messages import DesiredModel, DesiredState, Event, UpdateStatus, utcnow
+from shared.messages import DesiredModel, DesiredState, Event, utcnow
 from shared.signing import encode_public_key
 from tests.model_fixtures import LABELS, MODEL_NAME, SHIPPED_MODEL, sign_manifest, write_same_model
 
@@ -122,11 +122,7 @@ def _one_round(
     # This loop calls process_windows itself, never run(), so the pipeline never reports a
     # gap; and a pipeline that never waits for its source has none to give.
     pipeline.wait_for_gap = lambda timeout_s: True  # type: ignore[method-assign]
-    updater = Updater(config, [pipeline])
-    updater.restore()
-    path = write_same_model(www / f"{version}.onnx", version)
-    signed = sign_manifest(path, MODEL_NAME, version, key)
-    entry = DesiredModel(pipeline="spindle", manifest=signed, artifact_path=f"/{version}.onnx")
+    updater, entry = _update_to(version, config, pipeline, www, key)
     machine = SimulatedMachine(MachineSpec(), seed=4)
     windows = np.stack([machine.window() for _ in range(WINDOWS)]).astype(np.float32)
     stop = threading.Event()
@@ -140,24 +136,7 @@ def _one_round(
             i += 1
 
     worker = threading.Thread(target=run, name="bench-pipeline")
-    worker.start()
-    updater.start()
-    try:
-        time.sleep(SETTLE_S)
-        submitted = time.perf_counter()
-        updater.submit(DesiredState(agent_id="bench-swap", issued_at=utcnow(), pipelines=[entry]))
-        while (status := updater.status("spindle")) is None or status.state not in (
-            "running", "failed", "rolled_back",
-        ):  # fmt: skip
-            time.sleep(0.01)
-        done = time.perf_counter()
-        time.sleep(SETTLE_S)
-    finally:
-        stop.set()
-        worker.join()
-        updater.stop()
-    if status.state != "running":
-        raise RuntimeError(f"the update did not install: {status.state} {status.reason}")
+    submitted, done = _install_while_running(updater, entry, worker, stop)
     if pipeline.counters.samples_in != len(ends):
         raise RuntimeError(f"{len(ends)} calls but {pipeline.counters.samples_in} windows")
     (swapped_at,) = slot.swapped_at  # exactly one swap
@@ -189,35 +168,13 @@ def _paced_round(
     pipeline.ended = []
     if not gap:
         pipeline.wait_for_gap = lambda timeout_s: True  # type: ignore[method-assign]
-    updater = Updater(config, [pipeline])
-    updater.restore()
-    path = write_same_model(www / f"{version}.onnx", version)
-    entry = DesiredModel(
-        pipeline="spindle", manifest=sign_manifest(path, MODEL_NAME, version, key),
-        artifact_path=f"/{version}.onnx",
-    )  # fmt: skip
+    updater, entry = _update_to(version, config, pipeline, www, key)
     outbox = Outbox(workdir / "paced-outbox.db", max_bytes=1 << 30, max_age_s=1e9)
     stop = threading.Event()
     with OutboxWriter(outbox) as writer:
         worker = threading.Thread(target=pipeline.run, args=(writer, stop), name="bench-paced")
-        worker.start()
-        updater.start()
-        try:
-            time.sleep(SETTLE_S)
-            submitted = time.perf_counter()
-            updater.submit(
-                DesiredState(agent_id="bench-swap", issued_at=utcnow(), pipelines=[entry])
-            )
-            status = _installed(updater)
-            done = time.perf_counter()
-            time.sleep(SETTLE_S)
-        finally:
-            stop.set()
-            worker.join()
-            updater.stop()
+        submitted, done = _install_while_running(updater, entry, worker, stop)
     outbox.close()
-    if status.state != "running":
-        raise RuntimeError(f"the update did not install: {status.state} {status.reason}")
     seqs, ends = np.asarray(pipeline.ended).T
     offsets = ends - seqs * PACED_PERIOD_S  # when each window was due, plus its delay
     delay = offsets - offsets.min()  # each window's delay over the fastest one's
@@ -231,12 +188,48 @@ def _paced_round(
     }
 
 
-def _installed(updater: Updater) -> UpdateStatus:
+def _update_to(
+    version: str, config: AgentConfig, pipeline: SensorPipeline, www: Path, key: Ed25519PrivateKey
+) -> tuple[Updater, DesiredModel]:
+    """An updater for ``pipeline``, and the desired entry of ``version``, signed and served."""
+    updater = Updater(config, [pipeline])
+    updater.restore()
+    path = write_same_model(www / f"{version}.onnx", version)
+    signed = sign_manifest(path, MODEL_NAME, version, key)
+    return updater, DesiredModel(
+        pipeline="spindle", manifest=signed, artifact_path=f"/{version}.onnx"
+    )
+
+
+def _install_while_running(
+    updater: Updater, entry: DesiredModel, worker: threading.Thread, stop: threading.Event
+) -> tuple[float, float]:
+    """Start the pipeline's ``worker`` and the updater, install ``entry`` and stop both; when
+    it was submitted and when it was running (perf_counter seconds)."""
+    worker.start()
+    updater.start()
+    try:
+        return _install(updater, entry)
+    finally:
+        stop.set()
+        worker.join()
+        updater.stop()
+
+
+def _install(updater: Updater, entry: DesiredModel) -> tuple[float, float]:
+    """Let the pipeline settle, submit ``entry``, wait until it runs and let it settle again."""
+    time.sleep(SETTLE_S)
+    submitted = time.perf_counter()
+    updater.submit(DesiredState(agent_id="bench-swap", issued_at=utcnow(), pipelines=[entry]))
     while (status := updater.status("spindle")) is None or status.state not in (
         "running", "failed", "rolled_back",
     ):  # fmt: skip
         time.sleep(0.01)
-    return status
+    done = time.perf_counter()
+    time.sleep(SETTLE_S)
+    if status.state != "running":
+        raise RuntimeError(f"the update did not install: {status.state} {status.reason}")
+    return submitted, done
 
 
 def _gaps(times: np.ndarray, submitted: float, done: float, swapped_at: float) -> dict[str, float]:
