@@ -178,12 +178,10 @@ class BandwidthSeries(BaseModel):
     points: list[BandwidthPoint]
 
 
+# A typed dict, not a model: a week by agent is 8 400 points, and pydantic validates and
+# serializes dicts several times faster than model instances (same schema, same JSON).
 class AggregatePoint(TypedDict):
-    """One non-empty bucket: its start (UTC), the metric's value and how many values made it.
-
-    A typed dict, not a model: a week by agent is 8 400 points, and pydantic validates and
-    serializes dicts several times faster than model instances (same schema, same JSON).
-    """
+    """One non-empty bucket: its start (UTC), the metric's value and how many values made it."""
 
     ts: datetime
     value: Annotated[
