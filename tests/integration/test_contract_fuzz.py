@@ -189,6 +189,7 @@ def dead_letters(cloud: TestClient, agents: list[str]) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow  # about 11 s per database: in make test's second phase
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

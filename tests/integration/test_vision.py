@@ -128,6 +128,7 @@ def test_static_scene_with_noise_and_a_lighting_change_gates_90_percent() -> Non
     assert p.counters.gated >= 0.9 * p.counters.samples_in
 
 
+@pytest.mark.slow  # about 10 s: in make test's second phase
 def test_video_file_and_image_folder_give_the_same_events(tmp_path: Path) -> None:
     actors = CROSSING_ACTORS[:2]
     frames = scene_frames(SyntheticScene(actors=_actors(actors), seed=3), fps=FPS, seconds=25)

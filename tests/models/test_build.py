@@ -82,6 +82,7 @@ def test_build_without_torch_keeps_the_committed_detector(
     assert sha256_file(detector.path(tmp_path)) == detector.sha256
 
 
+@pytest.mark.slow  # about 9 s: in make test's second phase
 def test_the_cloud_vibration_model_builds_to_the_committed_file(tmp_path: Path) -> None:
     """The larger classifier the cloud runs is reproducible and at least as good as the edge's."""
     manifest = model_build.build_all(tmp_path, only=["vibration-cloud"])

@@ -85,6 +85,7 @@ def count(api: TestClient, row: type[Any]) -> int:
         return int(session.scalar(select(func.count()).select_from(row)) or 0)
 
 
+@pytest.mark.slow  # about 8 s per database: in make test's second phase
 def test_a_job_over_labelled_samples_registers_a_better_version_with_its_lineage(
     api: TestClient, publisher: Publisher
 ) -> None:
