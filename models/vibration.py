@@ -15,6 +15,12 @@ Front-end (all on one window, mean removed):
   decimated 4x for free), then its spectrum, normalised by its mean, in narrow bands up
   to 600 Hz: this is where BPFO and BPFI show, as in classic envelope analysis;
 - time domain: log RMS, log crest factor, log kurtosis.
+
+Besides the probabilities the graph gives what an operator reads first on an event, from the
+nodes it computes anyway: ``rms_g`` (the window's RMS, mean removed) and ``peak_hz`` (the
+strongest bin of the windowed spectrum, DC left out). The edge puts a model's per-window
+outputs on its events as they are (``edge_agent.inference.runtime``), so it computes no
+spectrum of its own for an event: ~130 us an event after an inference, issue 15.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import itertools
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import onnx
+from onnx import TensorProto
 
 from edge_agent.inference.runtime import Runtime
 from edge_agent.sources.machine_physics import LABELS, MachineSpec, SimulatedMachine
@@ -203,8 +211,17 @@ def train(feats: F64, labels: I64, seed: int) -> Classifier:
     )
 
 
-def front_end(g: GraphBuilder, window: str) -> str:
-    """Graph of :func:`features`: [batch, WINDOW] -> [batch, F]."""
+class FrontEnd(NamedTuple):
+    """The front end's nodes: the features, and the two event attributes (each [batch])."""
+
+    features: str
+    rms_g: str
+    peak_hz: str
+
+
+def front_end(g: GraphBuilder, window: str) -> FrontEnd:
+    """Graph of :func:`features` ([batch, WINDOW] -> [batch, F]) and of the event
+    attributes (:func:`attributes`)."""
     eps = g.const("eps", EPS)
     x = g.op("Sub", window, g.op("ReduceMean", window, axes=[1], keepdims=1))
     xw = g.op("Unsqueeze", g.op("Mul", x, g.const("hann", hann())), g.axes(2))
@@ -241,7 +258,29 @@ def front_end(g: GraphBuilder, window: str) -> str:
 
     env_relative = g.op("Sub", log(env_bands), log(env_dc))
     parts = [log(bands), env_relative, log(rms), log(crest), log(kurtosis)]
-    return g.op("Concat", *parts, axis=1)
+    feats = g.op("Concat", *parts, axis=1)
+
+    above_dc = g.op(
+        "Slice", power, g.const("first_bin", [1], np.int64),
+        g.const("last_bin", [bins], np.int64), g.axes(1),
+    )  # fmt: skip
+    peak_bin = g.op("Cast", g.op("ArgMax", above_dc, axis=1, keepdims=0), to=TensorProto.FLOAT)
+    bin_hz = g.const("bin_hz", SAMPLE_RATE_HZ / WINDOW)
+    peak_hz = g.op("Mul", g.op("Add", peak_bin, g.const("one", 1.0)), bin_hz)
+    return FrontEnd(feats, g.op("Squeeze", rms, g.axes(1)), peak_hz)
+
+
+def attributes(windows: F32) -> dict[str, F64]:
+    """The numpy reference of the graph's ``rms_g`` and ``peak_hz``: [batch, WINDOW] ->
+    one value per window each."""
+    x = windows.astype(np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    power = np.abs(np.fft.rfft(x * hann(), axis=1)) ** 2
+    peak_bin = power[:, 1:].argmax(axis=1) + 1
+    return {
+        "rms_g": np.sqrt((x**2).mean(axis=1)),
+        "peak_hz": peak_bin * (SAMPLE_RATE_HZ / WINDOW),
+    }
 
 
 def _classifier(g: GraphBuilder, feats: str, clf: Classifier) -> str:
@@ -258,10 +297,15 @@ def _classifier(g: GraphBuilder, feats: str, clf: Classifier) -> str:
 def to_onnx(clf: Classifier) -> onnx.ModelProto:
     """The whole model as one ONNX graph: raw window in g -> probabilities in LABELS order."""
     g = GraphBuilder("vibration_anomaly")
-    probabilities = g.rename(_classifier(g, front_end(g, "window"), clf), "probabilities")
+    front = front_end(g, "window")
+    probabilities = g.rename(_classifier(g, front.features, clf), "probabilities")
     return g.model(
         inputs=[("window", ["batch", WINDOW])],
-        outputs=[(probabilities, ["batch", len(LABELS)])],
+        outputs=[
+            (probabilities, ["batch", len(LABELS)]),
+            (g.rename(front.rms_g, "rms_g"), ["batch"]),
+            (g.rename(front.peak_hz, "peak_hz"), ["batch"]),
+        ],
         doc=(
             f"{NAME} {VERSION}: accelerometer window of {WINDOW} samples at "
             f"{SAMPLE_RATE_HZ:g} Hz in g -> probabilities of {', '.join(LABELS)}"
@@ -275,6 +319,7 @@ HELD_OUT_SEED = 2
 TRAIN_PER_MACHINE = 117  # x 6 machines = 702 windows per label
 HELD_OUT_PER_MACHINE = 50  # x 6 machines = 300 windows per label
 MAX_GRAPH_ERROR = 1e-4
+MAX_ATTRIBUTE_ERROR = 1e-4
 
 
 def held_out_metrics(predicted: I64, truth: I64) -> Metrics:
@@ -305,11 +350,18 @@ def build() -> tuple[bytes, ModelCard]:
     classifier = train(features(train_set.windows), train_set.labels, seed=0)
     model = to_onnx(classifier).SerializeToString()
 
-    graph = Runtime(model).run(held_out.windows)
+    runtime = Runtime(model)
+    graph, *graph_attributes = runtime.run_all(held_out.windows)
     reference = classifier.probabilities(features(held_out.windows))
     error = float(np.abs(graph - reference).max())
     if error > MAX_GRAPH_ERROR:
         raise ModelError(f"{NAME}: ONNX graph differs from the numpy pipeline by {error:.2e}")
+    expected = attributes(held_out.windows)
+    for name, values in zip(runtime.attribute_names, graph_attributes, strict=True):
+        # float32 against float64: a relative error; a peak one bin off is a wrong peak.
+        worst = float(np.max(np.abs(values - expected[name]) / (np.abs(expected[name]) + EPS)))
+        if worst > MAX_ATTRIBUTE_ERROR:
+            raise ModelError(f"{NAME}: the graph's {name} differs from numpy's by {worst:.1e}")
     metrics = held_out_metrics(graph.argmax(axis=1), held_out.labels)
     logger.info(
         "%s %s: graph matches numpy within %.1e; held-out fault precision %.3f recall %.3f",
@@ -324,7 +376,11 @@ def build() -> tuple[bytes, ModelCard]:
         size=len(model),
         task=NAME,
         inputs=[TensorSpec(name="window", dtype="float32", shape=["batch", WINDOW])],
-        outputs=[TensorSpec(name="probabilities", dtype="float32", shape=["batch", len(LABELS)])],
+        outputs=[
+            TensorSpec(name="probabilities", dtype="float32", shape=["batch", len(LABELS)]),
+            TensorSpec(name="rms_g", dtype="float32", shape=["batch"]),
+            TensorSpec(name="peak_hz", dtype="float32", shape=["batch"]),
+        ],
         labels=list(LABELS),
         normal_label=LABELS[0],
         sample_rate_hz=SAMPLE_RATE_HZ,

@@ -93,7 +93,7 @@ def train(feats: vibration.F64, labels: vibration.I64, seed: int) -> DeepClassif
 def to_onnx(clf: DeepClassifier) -> onnx.ModelProto:
     """The whole model as one graph: raw window in g -> probabilities in LABELS order."""
     g = GraphBuilder("vibration_anomaly_cloud")
-    feats = vibration.front_end(g, "window")
+    feats = vibration.front_end(g, "window").features
     x = g.op("Div", g.op("Sub", feats, g.const("mean", clf.mean)), g.const("scale", clf.scale))
     for layer, (w, b) in enumerate(zip(clf.weights, clf.biases, strict=True)):
         x = g.op("Gemm", x, g.const(f"w{layer}", w), g.const(f"b{layer}", b))

@@ -8,6 +8,12 @@ onnxruntime build offers (``cuda`` needs onnxruntime-gpu, ``openvino`` onnxrunti
 the CPU when none does, and the choice is logged and kept in ``Runtime.provider``. ORT itself
 falls back to the CPU without a word when a provider it offers cannot start (no GPU, a missing
 CUDA library): the session's own list is read back, so that fallback is logged as well.
+
+A model's first output is its answer (probabilities, a score, detections). Its later outputs
+of one number per input (``[batch]`` or ``[batch, 1]``, numeric, a name the wire takes as an
+attribute name) are *attributes*: what the graph computed anyway and an event on that input
+should carry (the vibration model's ``rms_g`` and ``peak_hz``). ``run_all`` returns them
+after the answer; other outputs are never fetched.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import onnxruntime as ort
 
 from edge_agent.inference.config import Provider
 from shared.errors import ModelError
+from shared.fields import MAX_ATTRIBUTE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +90,12 @@ class Runtime:
     configured."""
 
     __slots__ = (
+        "_all_names",
         "_feed_name",
         "_output_names",
         "_run",
         "_session",
+        "attribute_names",
         "input_shape",
         "output_shapes",
         "provider",
@@ -119,6 +128,11 @@ class Runtime:
         self.output_shapes: dict[str, tuple[int | str | None, ...]] = {
             o.name: tuple(o.shape) for o in outputs
         }
+        self.attribute_names: tuple[str, ...] = tuple(
+            o.name for o in outputs[1:] if _is_attribute(o.name, o.type, tuple(o.shape))
+        )
+        """The outputs after the first that are attributes of their input, in order."""
+        self._all_names = [outputs[0].name, *self.attribute_names]
         self._run = _bound_run(self._session)
 
     @property
@@ -137,6 +151,20 @@ class Runtime:
             raise ModelError(f"inference failed: {exc}") from exc
         output: np.ndarray = result[0]
         return output
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run the model on one batch; its first output, then its ``attribute_names``."""
+        try:
+            return self._run(self._all_names, {self._feed_name: batch}, None)
+        except Exception as exc:  # ORT's exceptions share no base but Exception
+            raise ModelError(f"inference failed: {exc}") from exc
+
+
+def _is_attribute(name: str, kind: str, shape: tuple[int | str | None, ...]) -> bool:
+    """Whether an output gives one number per input under a name an attribute can have."""
+    numeric = kind in ("tensor(float)", "tensor(double)", "tensor(int32)", "tensor(int64)")
+    per_input = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+    return numeric and per_input and 0 < len(name) <= MAX_ATTRIBUTE_NAME and "\x00" not in name
 
 
 def _bound_run(session: ort.InferenceSession) -> Callable[..., list[np.ndarray]]:

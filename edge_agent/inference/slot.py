@@ -126,7 +126,13 @@ def load_model(spec: ModelSpec, runtime: RuntimeConfig) -> LoadedModel:
     if spec.task == "detection":
         return _detector(spec, session, ref)
     dims = _sensor_input(spec, session)
-    output = session.run(np.zeros((1, *dims), dtype=np.float32))
+    output, *attributes = session.run_all(np.zeros((1, *dims), dtype=np.float32))
+    for name, values in zip(session.attribute_names, attributes, strict=True):
+        if values.size != 1:  # a dynamic shape declared [batch] that is not
+            raise ModelError(
+                f"{spec.path}: output {name!r} gives {values.shape} for one window, not one "
+                "number (an output after the first is an attribute of its window)"
+            )
     if spec.task == "score":
         if output.size != 1:
             raise ModelError(

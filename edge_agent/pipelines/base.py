@@ -428,10 +428,10 @@ class Pipeline(ABC):
         """
         outbox.put_summary(self.summarize(), self._stored)
 
-    def _timed(self, model: LoadedModel, batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        """``model.runtime.run(batch)``, its time per window kept in the inference log."""
+    def _timed(self, model: LoadedModel, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[Any]]:
+        """``model.runtime.run_all(batch)``, its time per window kept in the inference log."""
         start = time.perf_counter()
-        output = model.runtime.run(batch)
+        output = model.runtime.run_all(batch)
         self.inference_log.latencies.append((time.perf_counter() - start) / batch.shape[0])
         self.counters.inference_calls += 1
         return output

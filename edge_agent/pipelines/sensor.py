@@ -4,8 +4,9 @@ outbox (the shared run loop is ``base.Pipeline``).
 ``SensorPipeline.process_windows`` is the whole per-window path without the source's pacing and
 without I/O; the run loop and the benchmark both call it. It does one ``session.run`` per
 call and vectorised numpy around it, so its overhead over a bare ``session.run`` stays
-small; the expensive event attributes (FFT) are computed only for the few windows that
-produce an event.
+small. An event's attributes are the model's own per-window outputs when it has some (the
+vibration model's ``rms_g`` and ``peak_hz``, from the spectrum its graph computes anyway);
+otherwise they are computed here, only for the few windows that produce an event.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from edge_agent.pipelines.config import PipelineConfig
 from edge_agent.pipelines.filters import Decision
 from edge_agent.sources.sample import Sample
 from shared.errors import ConfigError, ModelError
-from shared.fields import MAX_SCORE
+from shared.fields import MAX_SCORE, AttributeValue
 from shared.messages import (
     Event,
     ModelRef,
@@ -114,8 +115,8 @@ class SensorPipeline(Pipeline):
         self._next_ts = ts + n * self._period_s
         if n == 1:
             return self._one_window(model, batch, seq, ts)
-        output = self._timed(model, batch.reshape((n, *model.input_shape)))
-        scores, labels = self._scores(model, output, n)
+        outputs = self._timed(model, batch.reshape((n, *model.input_shape)))
+        scores, labels = self._scores(model, outputs[0], n)
         self.counters.inferences += n
         step = self.filters.step
         period = self._period_s
@@ -123,7 +124,10 @@ class SensorPipeline(Pipeline):
         collector = self.collector
         for i, score in enumerate(scores):
             decision = step(ts + i * period, seq + i, score, labels[i])
-            event = None if decision is None else self._event(decision, batch[i], model.ref)
+            event = None
+            if decision is not None:
+                attributes = self._window_attributes(model, batch[i], outputs, i)
+                event = self._event(decision, attributes, model.ref)
             if event is not None:
                 events.append(event)
             if collector is not None:
@@ -153,8 +157,9 @@ class SensorPipeline(Pipeline):
         # _timed inlined: after an ORT run the interpreter's caches are cold, and each frame
         # left out of this path is worth about a microsecond.
         start = perf_counter()
-        output = model.runtime.run(batch.reshape((1, *model.input_shape)))
+        outputs = model.runtime.run_all(batch.reshape((1, *model.input_shape)))
         self.inference_log.latencies.append(perf_counter() - start)
+        output = outputs[0]
         counters = self.counters
         counters.inference_calls += 1
         if model.task == "score":
@@ -179,7 +184,10 @@ class SensorPipeline(Pipeline):
             acc.high = score
         if seq % LEVEL_EVERY == 0:
             self._sample_level(batch, 0)
-        events = [] if decision is None else [self._event(decision, batch[0], model.ref)]
+        events = []
+        if decision is not None:
+            attributes = self._window_attributes(model, batch[0], outputs, 0)
+            events.append(self._event(decision, attributes, model.ref))
         counters.events_out += len(events)
         if self.collector is not None:
             started = events[0].id if events and events[0].state == "start" else None
@@ -245,22 +253,33 @@ class SensorPipeline(Pipeline):
         ts = self._next_ts - self._period_s
         decisions = self.filters.close_all(ts, max(self._next_seq - 1, 0))
         ref = self.slot.current().ref
-        events = [self._event(d, None, ref, closed_by="shutdown") for d in decisions]
+        events = [self._event(d, {}, ref, closed_by="shutdown") for d in decisions]
         self.counters.events_out += len(events)
         return events
+
+    def _window_attributes(
+        self,
+        model: LoadedModel,
+        window: npt.NDArray[np.float32],
+        outputs: list[npt.NDArray[Any]],
+        index: int,
+    ) -> dict[str, AttributeValue]:
+        """What an event on ``window`` (the ``index``-th of the batch ``outputs`` came from)
+        says about it: the model's attribute outputs if it has any, otherwise each channel's
+        mean (several channels) or the RMS level and dominant frequency (one)."""
+        if names := model.runtime.attribute_names:
+            return model_attributes(names, outputs[1:], index)
+        if len(self._channels) > 1:
+            return dict(channel_means(window, self._level_names, self._ones))
+        return dict(window_features(window.reshape(-1), self._sample_rate_hz))
 
     def _event(
         self,
         decision: Decision,
-        window: npt.NDArray[np.float32] | None,
+        attributes: dict[str, AttributeValue],
         ref: ModelRef,
         closed_by: str | None = None,
     ) -> Event:
-        attributes: dict[str, float | int | str | bool] = {}
-        if window is not None and len(self._channels) > 1:
-            attributes.update(channel_means(window, self._level_names, self._ones))
-        elif window is not None:
-            attributes.update(window_features(window.reshape(-1), self._sample_rate_hz))
         if decision.state in ("update", "end"):
             # An update carries the peak as its score and the window's own score here.
             attributes["duration_s"] = round(decision.ts - decision.start_ts, 3)
@@ -279,6 +298,23 @@ class SensorPipeline(Pipeline):
             model=ref,
             attributes=attributes,
         )
+
+
+def model_attributes(
+    names: tuple[str, ...], outputs: list[npt.NDArray[Any]], index: int
+) -> dict[str, AttributeValue]:
+    """A window's attributes from the model's attribute outputs (one number per window each):
+    floats rounded to 6 decimals as scores are; a NaN or infinite one is left out (the wire
+    refuses it, and the rest of the event is still worth sending)."""
+    attributes: dict[str, AttributeValue] = {}
+    for name, values in zip(names, outputs, strict=True):
+        value = values.item(index)
+        if isinstance(value, float):
+            if math.isfinite(value):
+                attributes[name] = round(value, 6)
+        else:
+            attributes[name] = value
+    return attributes
 
 
 def window_features(window: npt.NDArray[np.float32], sample_rate_hz: float) -> dict[str, float]:
@@ -328,10 +364,13 @@ def _classified(model: LoadedModel, output: npt.NDArray[Any]) -> tuple[float, st
             f"fit 1 windows of {len(labels)} labels"
         )
     (row,) = output.tolist()
-    total, low, high = sum(row), 1 - max(row), 1 - min(row)
-    if not (math.isfinite(total) and low > -MAX_SCORE and high < MAX_SCORE):
-        _check_finite(f"model {model.ref.name} {model.ref.version}", total, low, high)
-    return 1.0 - row[model.normal_index], labels[max(model.fault_indices, key=row.__getitem__)]
+    # Every probability finite (a NaN or inf makes the sum so) and the score within the
+    # contract: the two checks ``_scores`` makes, on what reaches the filters, in two steps
+    # (after an ORT run each Python step is dear: a max and a min cost ~1 us here).
+    total, score = sum(row), 1.0 - row[model.normal_index]
+    if not (math.isfinite(total) and -MAX_SCORE < score < MAX_SCORE):
+        _check_finite(f"model {model.ref.name} {model.ref.version}", total, score, score)
+    return score, labels[max(model.fault_indices, key=row.__getitem__)]
 
 
 def _check_finite(name: str, total: float, low: float, high: float) -> None:

@@ -143,7 +143,7 @@ class VisionPipeline(Pipeline):
         """One inference (with the slot's current model unless given): objects in frame pixels."""
         model = model if model is not None else self.slot.current()
         tensor, geometry = self._letterbox(frame)
-        output = self._timed(model, tensor)
+        output = self._timed(model, tensor)[0]
         self.counters.inferences += 1
         return decode_yolo(
             output,

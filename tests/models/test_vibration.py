@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from edge_agent.sources.machine_physics import FAULTS, LABELS, MachineSpec, SimulatedMachine
-from models import MANIFEST_NAME, ModelCard, default_dir, load_manifest
+from models import MANIFEST_NAME, ModelCard, default_dir, load_manifest, vibration
 from models.vibration import NAME
 from shared.digests import sha256_file
 
@@ -51,11 +51,23 @@ def test_committed_model_matches_its_manifest(entry: ModelCard) -> None:
 def test_session_io_is_what_the_manifest_says(
     entry: ModelCard, session: ort.InferenceSession
 ) -> None:
-    (model_input,), (model_output,) = session.get_inputs(), session.get_outputs()
-    assert [model_input.name, model_output.name] == [entry.inputs[0].name, entry.outputs[0].name]
+    (model_input,), outputs = session.get_inputs(), session.get_outputs()
+    assert model_input.name == entry.inputs[0].name
     assert model_input.type == "tensor(float)"
     assert model_input.shape == entry.inputs[0].shape
-    assert model_output.shape == entry.outputs[0].shape
+    assert [(o.name, o.shape) for o in outputs] == [(o.name, o.shape) for o in entry.outputs]
+    assert [o.name for o in outputs] == ["probabilities", "rms_g", "peak_hz"]
+
+
+def test_the_level_and_peak_outputs_are_numpy_s_on_fresh_windows(
+    session: ort.InferenceSession,
+) -> None:
+    machine = SimulatedMachine(MachineSpec(), seed=FRESH_SEED)
+    windows = np.stack([machine.window(fault) for fault in (None, *FAULTS)]).astype(np.float32)
+    rms, peak = session.run(["rms_g", "peak_hz"], {"window": windows})
+    expected = vibration.attributes(windows)
+    np.testing.assert_allclose(rms, expected["rms_g"], rtol=1e-4)
+    np.testing.assert_array_equal(peak, expected["peak_hz"])
 
 
 @pytest.mark.parametrize("batch", [1, 7])

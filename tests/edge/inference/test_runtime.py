@@ -1,16 +1,24 @@
 """Execution providers: the first of the preference this onnxruntime offers, the CPU when
-none does, and the choice always said (in the log, in ``Runtime.provider``, in status)."""
+none does, and the choice always said (in the log, in ``Runtime.provider``, in status); and
+a model's outputs after the first that give one number per input, its attributes."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 from pydantic import ValidationError
 
 from edge_agent.inference.config import RuntimeConfig
+from edge_agent.inference.manifest import ModelSpec
 from edge_agent.inference.runtime import Runtime, provider_order
+from edge_agent.inference.slot import load_model
+from shared.errors import ModelError
 from tests.edge.conftest import MODEL
 
 
@@ -68,3 +76,58 @@ def test_an_unknown_provider_is_a_config_error_naming_it() -> None:
         RuntimeConfig.model_validate({"providers": ["gpu"]})
     with pytest.raises(ValidationError, match="providers"):
         RuntimeConfig.model_validate({"providers": []})
+
+
+def write_model_with_outputs(path: Path, *, pairs_as_attribute: bool = False) -> Path:
+    """A model of 4-value windows whose first output is ``probabilities`` ([batch, 2]), then
+    ``level`` ([batch]: the window's sum), ``level_col`` ([batch, 1]: the same), ``pair``
+    ([batch, 2]: not one number per window); with ``pairs_as_attribute`` ``pair`` is
+    flattened and declared ``[n]``, which looks like one number per window and is not."""
+    x = helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", 4])
+    pair_shape = ["n"] if pairs_as_attribute else ["batch", 2]
+    outputs = [
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2]),
+        helper.make_tensor_value_info("level", TensorProto.FLOAT, ["batch"]),
+        helper.make_tensor_value_info("level_col", TensorProto.FLOAT, ["batch", 1]),
+        helper.make_tensor_value_info("pair", TensorProto.FLOAT, pair_shape),
+    ]
+    last = "pair_flat" if pairs_as_attribute else "pairs"
+    nodes = [
+        helper.make_node("ReduceSum", ["window", "axis1"], ["level_col"], keepdims=1),
+        helper.make_node("ReduceSum", ["window", "axis1"], ["level"], keepdims=0),
+        helper.make_node("Concat", ["level_col", "level_col"], ["probabilities"], axis=1),
+        helper.make_node("Concat", ["level_col", "level_col"], ["pairs"], axis=1),
+        helper.make_node("Reshape", ["pairs", "flat"], ["pair_flat"]),
+        helper.make_node("Identity", [last], ["pair"]),
+    ]
+    constants = [
+        helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("flat", TensorProto.INT64, [1], [-1]),
+    ]
+    graph = helper.make_graph(nodes, "outputs", [x], outputs, constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_outputs_of_one_number_per_input_are_attributes(tmp_path: Path) -> None:
+    runtime = Runtime(write_model_with_outputs(tmp_path / "m.onnx"))
+
+    assert runtime.attribute_names == ("level", "level_col")  # pair is [batch, 2]
+    windows = np.arange(8, dtype=np.float32).reshape(2, 4)
+    answer, level, level_col = runtime.run_all(windows)
+    assert answer.shape == (2, 2)
+    assert level.tolist() == [6.0, 22.0]
+    assert level_col.reshape(-1).tolist() == [6.0, 22.0]
+    assert runtime.run(windows).shape == (2, 2)  # run: the answer alone
+
+
+def test_an_attribute_output_that_is_not_one_number_per_window_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    path = write_model_with_outputs(tmp_path / "m.onnx", pairs_as_attribute=True)
+    spec = ModelSpec("pairs", "1.0.0", path, ("normal", "fault"), "normal")
+
+    with pytest.raises(ModelError, match=r"output 'pair' gives \(2,\) for one window"):
+        load_model(spec, RuntimeConfig())

@@ -26,10 +26,14 @@ def test_runtime_exposes_names_and_shapes() -> None:
     runtime = Runtime(MODEL)
     assert runtime.input_name == "window"
     assert runtime.input_shape == ("batch", 2048)
-    assert runtime.output_names == ["probabilities"]
+    assert runtime.output_names == ["probabilities", "rms_g", "peak_hz"]
+    assert runtime.attribute_names == ("rms_g", "peak_hz")
     probabilities = runtime.run(np.zeros((3, 2048), dtype=np.float32))
     assert probabilities.shape == (3, 6)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+    answer, rms, peak = runtime.run_all(np.ones((3, 2048), dtype=np.float32))
+    assert answer.shape == (3, 6)
+    assert rms.shape == peak.shape == (3,)
 
 
 def test_garbage_file_is_a_model_error(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from edge_agent.delivery.outbox import Outbox
 from edge_agent.delivery.outbox_writer import OutboxWriter
 from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.slot import load_slot
-from edge_agent.pipelines.sensor import SensorPipeline
+from edge_agent.pipelines.sensor import SensorPipeline, model_attributes
 from edge_agent.sources.machine_physics import MachineSpec, SimulatedMachine
 from shared.messages import Event
 from tests.edge.conftest import AgentConfigFactory
@@ -175,3 +175,40 @@ def test_channels_with_any_names_give_summaries_and_events_the_wire_takes(
     starts = [e for e in events if e.state == "start"]
     assert starts
     assert "pressure__bar__mean" in starts[0].attributes
+
+
+def test_an_event_carries_its_window_s_level_and_peak_as_the_model_computed_them(
+    agent_config: AgentConfigFactory,
+) -> None:
+    """The vibration model gives ``rms_g`` and ``peak_hz`` beside its probabilities; an event
+    carries those of its window (fed alone or in a batch), not a spectrum of the pipeline's."""
+    machine = SimulatedMachine(MachineSpec(), seed=3)
+    windows = np.stack([machine.window("imbalance") for _ in range(6)]).astype(np.float32)
+    runtime = make_pipeline(agent_config()).slot.current().runtime
+    _, rms, peak = runtime.run_all(windows)
+    expected = [(round(float(r), 6), round(float(p), 6)) for r, p in zip(rms, peak, strict=True)]
+
+    one_by_one = make_pipeline(agent_config())
+    starts = [
+        (i, e) for i, w in enumerate(windows) for e in one_by_one.process_windows(w)
+        if e.state == "start"
+    ]  # fmt: skip
+    batched = make_pipeline(agent_config())
+    (start,) = [e for e in batched.process_windows(windows) if e.state == "start"]
+
+    ((index, alone),) = starts
+    assert (alone.attributes["rms_g"], alone.attributes["peak_hz"]) == expected[index]
+    assert (start.attributes["rms_g"], start.attributes["peak_hz"]) == expected[index]
+
+
+def test_model_attributes_are_rounded_and_a_non_finite_one_is_left_out() -> None:
+    outputs = [
+        np.array([0.5, 1.23456789], dtype=np.float32),
+        np.array([1.0, np.nan], dtype=np.float32),
+        np.array([3, 7], dtype=np.int64),
+    ]
+
+    attributes = model_attributes(("level", "broken", "count"), outputs, 1)
+
+    assert attributes == {"level": 1.234568, "count": 7}
+    assert type(attributes["count"]) is int
