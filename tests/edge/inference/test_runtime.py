@@ -84,7 +84,7 @@ def write_model_with_outputs(path: Path, *, pairs_as_attribute: bool = False) ->
     ([batch, 2]: not one number per window); with ``pairs_as_attribute`` ``pair`` is
     flattened and declared ``[n]``, which looks like one number per window and is not."""
     x = helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", 4])
-    pair_shape = ["n"] if pairs_as_attribute else ["batch", 2]
+    pair_shape: list[str | int | None] = ["n"] if pairs_as_attribute else ["batch", 2]
     outputs = [
         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2]),
         helper.make_tensor_value_info("level", TensorProto.FLOAT, ["batch"]),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from edge_agent.config import AgentConfig
@@ -202,7 +204,7 @@ def test_an_event_carries_its_window_s_level_and_peak_as_the_model_computed_them
 
 
 def test_model_attributes_are_rounded_and_a_non_finite_one_is_left_out() -> None:
-    outputs = [
+    outputs: list[npt.NDArray[Any]] = [
         np.array([0.5, 1.23456789], dtype=np.float32),
         np.array([1.0, np.nan], dtype=np.float32),
         np.array([3, 7], dtype=np.int64),
