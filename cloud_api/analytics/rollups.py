@@ -128,18 +128,20 @@ def _add(
     row["score_max"] = max(row["score_max"], score_max)
 
 
-def sqlite_upsert(level: Level) -> Insert:
-    """Add rows to what ``level`` stores (SQLite: its scalar min/max take two arguments)."""
+def rollup_upsert(level: Level, dialect: str) -> Insert:
+    """Add rows (``rollup_rows``) to what ``level`` stores, on SQLite (whose scalar min/max
+    take two arguments) or PostgreSQL (least/greatest)."""
     table = level.table
-    statement = sqlite.insert(table)
+    statement = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
     new = statement.excluded
+    low, high = (func.min, func.max) if dialect == "sqlite" else (func.least, func.greatest)
     return statement.on_conflict_do_update(
         index_elements=level.key,
         set_={
             "events": table.c.events + new.events,
             "score_sum": table.c.score_sum + new.score_sum,
-            "score_min": func.min(table.c.score_min, new.score_min),
-            "score_max": func.max(table.c.score_max, new.score_max),
+            "score_min": low(table.c.score_min, new.score_min),
+            "score_max": high(table.c.score_max, new.score_max),
         },
     )
 
@@ -177,6 +179,12 @@ POSTGRES_SORT_MEMORY = "SET LOCAL work_mem = '64MB'"
 """For this transaction only: sorting a batch by id (20 000 events are ~6 MB) in memory, not
 in files (PostgreSQL's default is 4 MB; the insert took a third longer with the spill)."""
 POSTGRES_COPY = f"COPY ingest_staging ({_NAMES}) FROM STDIN (FORMAT BINARY)"
+POSTGRES_COPY_EVENTS = f"COPY events ({_NAMES}) FROM STDIN (FORMAT BINARY)"
+"""Straight into ``events``: a batch of new ids (the usual one) needs no staging table."""
+EVENT_TYPES = [("jsonb" if name == "attributes" else kind) for name, kind in
+               zip(EVENT_COLUMNS, STAGING_TYPES, strict=True)]  # fmt: skip
+"""The events table's types, for binary COPY; ``attributes`` is JSON text already, sent as
+jsonb's binary form (a version byte, then the text: ``writers.jsonb_as_is``)."""
 
 _UPSERT_SET = """
     events = r.events + excluded.events,

@@ -5,8 +5,11 @@ and only the ones really inserted are added to the hourly rollups (``analytics/r
 pipeline summaries likewise on their window ``(agent_id, pipeline, window_start)``, and the
 ones really inserted (``RETURNING`` their key) are added to the signals' hourly rollups; statuses
 are upserts of ``agents``; dead letters are plain inserts (a retained one only if no earlier
-run kept it). SQLite reads which events are new under its write lock and inserts those;
-PostgreSQL COPYs the batch into a staging table and inserts from it in one statement.
+run kept it). Both databases first insert the whole batch under a savepoint, as if every
+event were new (the usual case), and add its rollup rows computed ahead; when one was stored
+already (a redelivery, an id twice in a batch) they roll back to the savepoint: SQLite then
+reads which events are new under its write lock and inserts those, PostgreSQL COPYs the batch
+into a staging table and inserts the new ones from it in one statement.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from psycopg.errors import UniqueViolation
+from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -176,7 +181,9 @@ class SqliteWriter(Writer):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, sqlite.insert)
-        self._upsert_rollups = [(level, rollups.sqlite_upsert(level)) for level in rollups.LEVELS]
+        self._upsert_rollups = [
+            (level, rollups.rollup_upsert(level, "sqlite")) for level in rollups.LEVELS
+        ]
 
     def prepare(self, work: Work) -> None:
         """The driver's rows and the rollup rows, as if every event were new (they usually
@@ -263,18 +270,41 @@ def _unseen(
 
 
 class PostgresWriter(Writer):
-    """PostgreSQL: binary COPY into a staging table, then one INSERT ... SELECT that adds the
-    new events to every rollup level (``rollups.POSTGRES_INSERT``)."""
+    """PostgreSQL: a binary COPY of the batch straight into ``events`` under a savepoint, then
+    its rollup rows (computed on the parser thread) upserted. When an id is stored already the
+    COPY fails whole: back to the savepoint, the batch is COPYed into a staging table and one
+    INSERT ... SELECT ... ON CONFLICT adds only the new events, and those to every rollup level
+    (``rollups.POSTGRES_INSERT``). The straight COPY writes each event once instead of twice
+    and needs no sort nor anti-join: issue 15 measured the difference."""
 
     parse_ahead = True
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, postgresql.insert)
+        self._upsert_rollups = [
+            (level, rollups.rollup_upsert(level, "postgresql")) for level in rollups.LEVELS
+        ]
+
+    def prepare(self, work: Work) -> None:
+        """Sort the batch by id (concurrent ingest transactions then take the events' index
+        locks in one order, as ``POSTGRES_INSERT``'s ORDER BY id does) and compute its rollup
+        rows, as if every event were new."""
+        if work.events:
+            work.events.sort()
+            work.prepared = rollups.rollup_rows(work.events)
 
     def _store_events(self, conn: Connection, work: Work) -> int:
         # psycopg formats COPY rows in C, several times faster than binding the batch as
         # parameters.
         try:
+            if _copy_new_events(conn, work.events):
+                levels = work.prepared
+                if not isinstance(levels, dict):  # not prepared (the store's one-message path)
+                    work.events.sort()
+                    levels = rollups.rollup_rows(work.events)
+                for level, upsert in self._upsert_rollups:
+                    conn.execute(upsert, levels[level])
+                return len(work.events)
             return _copy_events(conn, work.events)
         except conn.dialect.loaded_dbapi.Error as exc:
             # Raised past SQLAlchemy: wrap it as SQLAlchemy would, so that the store tells a
@@ -282,6 +312,30 @@ class PostgresWriter(Writer):
             raise DBAPIError.instance(
                 rollups.POSTGRES_INSERT, None, exc, conn.dialect.loaded_dbapi.Error
             ) from exc
+
+
+def _copy_new_events(conn: Connection, events: list[EventValues]) -> bool:
+    """COPY ``events`` into ``events`` if none is stored yet (True); otherwise leave the
+    transaction as it was (False)."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor:
+        set_json_dumps(_json_as_is, context=cursor)  # attributes are JSON text already
+        cursor.execute("SAVEPOINT ingest_events")
+        try:
+            with cursor.copy(rollups.POSTGRES_COPY_EVENTS) as copy:
+                copy.set_types(rollups.EVENT_TYPES)
+                write = copy.write_row
+                for event in events:
+                    write(event)
+        except UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT ingest_events")
+            return False
+        cursor.execute("RELEASE SAVEPOINT ingest_events")
+        return True
+
+
+def _json_as_is(text: str) -> str:
+    return text
 
 
 def _copy_events(conn: Connection, events: list[EventValues]) -> int:
