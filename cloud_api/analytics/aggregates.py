@@ -309,7 +309,12 @@ def _rolled_series(
     to_utc = utc_reader(session)
     starts: dict[Any, datetime] = {}
     series: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for *group, start, count, total, low, high in session.connection().execute(query).all():
+    # The driver's own tuples: SQLAlchemy's Row objects cost ~1 us a row, and these columns
+    # need no type processing (``to_utc`` reads the bucket start as ``UtcDateTime`` would).
+    result = session.connection().execute(query)
+    rows = result.cursor.fetchall()
+    result.close()
+    for *group, start, count, total, low, high in rows:
         ts = starts.get(start)
         if ts is None:
             ts = starts[start] = to_utc(start)
