@@ -174,13 +174,16 @@ def test_a_trainer_killed_out_of_memory_fails_its_job_and_the_worker_goes_on(
     assert found(api, follower["id"])["reason"].startswith("the dataset is empty")
 
 
+@pytest.mark.slow  # 8 s a database: the lease has to outlast a child's start
 def test_a_worker_that_cannot_renew_the_lease_ends_the_training_before_it_runs_out(
     api: TestClient, agent_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The database does not answer the worker's renewals (the child, in its own process,
     still wrote its steps): the worker ends the training before another may take the job."""
     hung = job(api, [agent_id])
-    context = replace(worker_of(api)._context, lease=timedelta(seconds=3))
+    # Long enough for the child to start and log its first step on a loaded machine (CI saw
+    # a 3 s lease, given up after 2.6 s, end the child before its imports were done).
+    context = replace(worker_of(api)._context, lease=timedelta(seconds=8))
     worker = TrainingWorker(context, check_s=0.2, child_setup=hanging_trainer)
 
     def unanswered(*_: object, **__: object) -> bool:
