@@ -212,16 +212,18 @@ def train(feats: F64, labels: I64, seed: int) -> Classifier:
 
 
 class FrontEnd(NamedTuple):
-    """The front end's nodes: the features, and the two event attributes (each [batch])."""
+    """The front end's nodes: the features ([batch, F]), and two the event attributes are
+    computed from (``event_attributes``)."""
 
     features: str
-    rms_g: str
-    peak_hz: str
+    rms: str
+    """[batch, 1]: the RMS of the mean-removed window."""
+    power: str
+    """[batch, bins]: the power spectrum of the Hann-windowed window."""
 
 
 def front_end(g: GraphBuilder, window: str) -> FrontEnd:
-    """Graph of :func:`features` ([batch, WINDOW] -> [batch, F]) and of the event
-    attributes (:func:`attributes`)."""
+    """Graph of :func:`features`: [batch, WINDOW] -> [batch, F]."""
     eps = g.const("eps", EPS)
     x = g.op("Sub", window, g.op("ReduceMean", window, axes=[1], keepdims=1))
     xw = g.op("Unsqueeze", g.op("Mul", x, g.const("hann", hann())), g.axes(2))
@@ -258,16 +260,21 @@ def front_end(g: GraphBuilder, window: str) -> FrontEnd:
 
     env_relative = g.op("Sub", log(env_bands), log(env_dc))
     parts = [log(bands), env_relative, log(rms), log(crest), log(kurtosis)]
-    feats = g.op("Concat", *parts, axis=1)
+    return FrontEnd(g.op("Concat", *parts, axis=1), rms, power)
 
+
+def event_attributes(g: GraphBuilder, front: FrontEnd) -> tuple[str, str]:
+    """Graph of :func:`attributes`: ``rms_g`` and ``peak_hz``, each [batch], from the front
+    end's nodes (the edge model outputs them; the cloud's, which no event reads, does not)."""
+    bins = WINDOW // 2 + 1
     above_dc = g.op(
-        "Slice", power, g.const("first_bin", [1], np.int64),
+        "Slice", front.power, g.const("first_bin", [1], np.int64),
         g.const("last_bin", [bins], np.int64), g.axes(1),
     )  # fmt: skip
     peak_bin = g.op("Cast", g.op("ArgMax", above_dc, axis=1, keepdims=0), to=TensorProto.FLOAT)
     bin_hz = g.const("bin_hz", SAMPLE_RATE_HZ / WINDOW)
     peak_hz = g.op("Mul", g.op("Add", peak_bin, g.const("one", 1.0)), bin_hz)
-    return FrontEnd(feats, g.op("Squeeze", rms, g.axes(1)), peak_hz)
+    return g.op("Squeeze", front.rms, g.axes(1)), peak_hz
 
 
 def attributes(windows: F32) -> dict[str, F64]:
@@ -298,13 +305,14 @@ def to_onnx(clf: Classifier) -> onnx.ModelProto:
     """The whole model as one ONNX graph: raw window in g -> probabilities in LABELS order."""
     g = GraphBuilder("vibration_anomaly")
     front = front_end(g, "window")
+    rms_g, peak_hz = event_attributes(g, front)
     probabilities = g.rename(_classifier(g, front.features, clf), "probabilities")
     return g.model(
         inputs=[("window", ["batch", WINDOW])],
         outputs=[
             (probabilities, ["batch", len(LABELS)]),
-            (g.rename(front.rms_g, "rms_g"), ["batch"]),
-            (g.rename(front.peak_hz, "peak_hz"), ["batch"]),
+            (g.rename(rms_g, "rms_g"), ["batch"]),
+            (g.rename(peak_hz, "peak_hz"), ["batch"]),
         ],
         doc=(
             f"{NAME} {VERSION}: accelerometer window of {WINDOW} samples at "
