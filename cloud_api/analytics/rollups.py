@@ -184,7 +184,7 @@ POSTGRES_COPY_EVENTS = f"COPY events ({_NAMES}) FROM STDIN (FORMAT BINARY)"
 EVENT_TYPES = [("jsonb" if name == "attributes" else kind) for name, kind in
                zip(EVENT_COLUMNS, STAGING_TYPES, strict=True)]  # fmt: skip
 """The events table's types, for binary COPY; ``attributes`` is JSON text already, sent as
-jsonb's binary form (a version byte, then the text: ``writers.jsonb_as_is``)."""
+jsonb's binary form (a version byte, then the text: ``writers._json_as_is``)."""
 
 _UPSERT_SET = """
     events = r.events + excluded.events,
