@@ -23,6 +23,7 @@ from edge_agent.inference.postprocess import read_labels
 from edge_agent.inference.runtime import Runtime
 from shared.digests import sha256_file
 from shared.errors import ConfigError, ModelError
+from shared.fields import MAX_ATTRIBUTES
 from shared.messages import ModelRef
 from shared.versions import version_key
 
@@ -53,6 +54,11 @@ class LoadedModel:
     def as_batch(self, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """One window (``[W]`` or ``[C, W]``) as a batch of one in the model's input layout."""
         return window.reshape((1, *self.input_shape))
+
+
+MAX_MODEL_ATTRIBUTES = MAX_ATTRIBUTES - 3
+"""A sensor model's attribute outputs at most: the wire takes MAX_ATTRIBUTES, and an event
+may add ``duration_s``, ``value`` and ``closed_by`` of its own."""
 
 
 def resolve_model(config: ModelConfig) -> ModelSpec:
@@ -126,6 +132,11 @@ def load_model(spec: ModelSpec, runtime: RuntimeConfig) -> LoadedModel:
     if spec.task == "detection":
         return _detector(spec, session, ref)
     dims = _sensor_input(spec, session)
+    if len(session.attribute_names) > MAX_MODEL_ATTRIBUTES:
+        raise ModelError(
+            f"{spec.path}: {len(session.attribute_names)} outputs give one number per window, "
+            f"more than the {MAX_MODEL_ATTRIBUTES} attributes an event can carry besides its own"
+        )
     output, *attributes = session.run_all(np.zeros((1, *dims), dtype=np.float32))
     for name, values in zip(session.attribute_names, attributes, strict=True):
         if values.size != 1:  # a dynamic shape declared [batch] that is not

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from edge_agent.inference.config import RuntimeConfig
 from edge_agent.inference.manifest import ModelSpec
 from edge_agent.inference.runtime import Runtime, provider_order
-from edge_agent.inference.slot import load_model
+from edge_agent.inference.slot import MAX_MODEL_ATTRIBUTES, load_model
 from shared.errors import ModelError
 from tests.edge.conftest import MODEL
 
@@ -130,4 +130,31 @@ def test_an_attribute_output_that_is_not_one_number_per_window_is_refused_at_loa
     spec = ModelSpec("pairs", "1.0.0", path, ("normal", "fault"), "normal")
 
     with pytest.raises(ModelError, match=r"output 'pair' gives \(2,\) for one window"):
+        load_model(spec, RuntimeConfig())
+
+
+def test_a_model_with_more_attributes_than_an_event_can_carry_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    x = helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", 4])
+    names = [f"level_{n}" for n in range(MAX_MODEL_ATTRIBUTES + 1)]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])]
+    outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch"]) for n in names]
+    nodes = [
+        helper.make_node("ReduceSum", ["window", "axis1"], ["total"], keepdims=1),
+        helper.make_node("Concat", ["total", "total"], ["probabilities"], axis=1),
+        helper.make_node("ReduceSum", ["window", "axis1"], ["level"], keepdims=0),
+        *(helper.make_node("Identity", ["level"], [n]) for n in names),
+    ]
+    axis = helper.make_tensor("axis1", TensorProto.INT64, [1], [1])
+    model = helper.make_model(
+        helper.make_graph(nodes, "many", [x], outputs, [axis]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    path = tmp_path / "many.onnx"
+    onnx.save(model, str(path))
+    spec = ModelSpec("many", "1.0.0", path, ("normal", "fault"), "normal")
+
+    with pytest.raises(ModelError, match=rf"{MAX_MODEL_ATTRIBUTES + 1} outputs give one number"):
         load_model(spec, RuntimeConfig())
